@@ -1,0 +1,172 @@
+//! `/api/v1/projects/{slug}/agents`: the agents registered in a project. Admins create them
+//! (receiving a one-time enrollment token) and delete them; viewers list them.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiPath};
+use super::{tags, timestamp};
+use crate::app::AppState;
+use crate::auth::{Admin, ProjectAccess, Viewer};
+use crate::error::{ApiError, ErrorBody};
+use crate::names::AgentName;
+use crate::store::StoreError;
+use crate::store::agents::{self, Agent};
+
+/// An agent as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentPublic {
+    /// Stable id; commands name it as their audience.
+    pub id: String,
+    /// Name, unique in the project.
+    pub name: String,
+    /// Whether the agent has spent its enrollment token.
+    pub enrolled: bool,
+    /// Until when the enrollment token can be spent, while unenrolled.
+    pub enrollment_expires_at: Option<DateTime<Utc>>,
+    /// Preserved agents are never removed by stale cleanup.
+    pub preserve: bool,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last contact.
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+impl From<Agent> for AgentPublic {
+    fn from(a: Agent) -> AgentPublic {
+        AgentPublic {
+            id: a.id,
+            name: a.name,
+            enrolled: a.enrolled_at.is_some(),
+            enrollment_expires_at: a.enrollment_expires_at.map(timestamp),
+            preserve: a.preserve,
+            created_at: timestamp(a.created_at),
+            last_seen_at: a.last_seen_at.map(timestamp),
+        }
+    }
+}
+
+/// Agents of a project.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentList {
+    /// By name.
+    pub items: Vec<AgentPublic>,
+}
+
+/// Body of `POST .../agents`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    /// Name, `^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$` (a host name fits).
+    pub name: AgentName,
+    /// Never remove this agent in stale cleanup.
+    #[serde(default)]
+    pub preserve: bool,
+}
+
+/// A registered agent with its enrollment token, shown only in this response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedAgent {
+    /// The agent.
+    pub agent: AgentPublic,
+    /// Pass to `taskward-agent enroll --token`; valid once, for 24 hours.
+    pub enrollment_token: String,
+}
+
+/// Lists a project's agents.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/agents", tag = tags::AGENTS,
+    params(("slug" = String, Path, description = "Project slug")),
+    responses((status = 200, body = AgentList), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+) -> Result<Json<AgentList>, ApiError> {
+    let project_id = access.project.id;
+    let items = state
+        .store
+        .read("list_agents", move |conn| agents::list(conn, &project_id))
+        .await?;
+    Ok(Json(AgentList {
+        items: items.into_iter().map(AgentPublic::from).collect(),
+    }))
+}
+
+/// Registers an agent (admin) and returns its one-time enrollment token.
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/agents", tag = tags::AGENTS, request_body = CreateAgent,
+    params(("slug" = String, Path, description = "Project slug")),
+    responses((status = 201, body = CreatedAgent), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    access: ProjectAccess<Admin>,
+    ApiJson(body): ApiJson<CreateAgent>,
+) -> Result<(StatusCode, Json<CreatedAgent>), ApiError> {
+    let project_id = access.project.id;
+    let (agent, secret) = state
+        .store
+        .write("create_agent", move |conn| {
+            agents::create(conn, &project_id, &body.name, body.preserve)
+        })
+        .await?;
+    tracing::info!(agent = %agent.name, project = %access.project.slug, "agent registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedAgent {
+            agent: agent.into(),
+            enrollment_token: secret.expose().to_owned(),
+        }),
+    ))
+}
+
+/// Reads one agent.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/agents/{agent_id}", tag = tags::AGENTS,
+    params(("slug" = String, Path, description = "Project slug"), ("agent_id" = String, Path, description = "Agent id")),
+    responses((status = 200, body = AgentPublic), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+    ApiPath((_slug, agent_id)): ApiPath<(String, Uuid)>,
+) -> Result<Json<AgentPublic>, ApiError> {
+    let project_id = access.project.id;
+    let agent = state
+        .store
+        .read("get_agent", move |conn| {
+            agents::find(conn, &project_id, &agent_id.to_string())
+        })
+        .await
+        .map_err(|e| agent_error(e, agent_id))?;
+    Ok(Json(agent.into()))
+}
+
+/// Deletes an agent (admin). Its tasks stay; it can no longer connect.
+#[utoipa::path(delete, path = "/api/v1/projects/{slug}/agents/{agent_id}", tag = tags::AGENTS,
+    params(("slug" = String, Path, description = "Project slug"), ("agent_id" = String, Path, description = "Agent id")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    access: ProjectAccess<Admin>,
+    ApiPath((_slug, agent_id)): ApiPath<(String, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    let project_id = access.project.id;
+    let agent = state
+        .store
+        .write("delete_agent", move |conn| {
+            agents::delete(conn, &project_id, &agent_id.to_string())
+        })
+        .await
+        .map_err(|e| agent_error(e, agent_id))?;
+    tracing::info!(agent = %agent.name, project = %access.project.slug, "agent deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn agent_error(err: StoreError, agent_id: Uuid) -> ApiError {
+    match err {
+        StoreError::NotFound => ApiError::NotFound(format!("agent {agent_id}")),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,260 @@
+//! Request extractors whose every rejection is an [`ApiError`], so bad input always gets the
+//! JSON error shape with the field named, never axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted anywhere (1 MiB); larger bodies get 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// A JSON body: requires `Content-Type: application/json`, at most [`BODY_LIMIT`] bytes,
+/// and names the JSON path of any field that fails to deserialize or validate.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers().get(CONTENT_TYPE)) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected a JSON body with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(BODY_LIMIT)
+            } else {
+                ApiError::BadRequest {
+                    code: "invalid_body",
+                    message: rejection.body_text(),
+                    field: None,
+                }
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Deserializes JSON, turning serde's error into a 400 that names the path at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_data() {
+            field_error(&path, &inner.to_string())
+        } else {
+            ApiError::BadRequest {
+                code: "invalid_json",
+                message: format!("request body is not valid JSON: {inner}"),
+                field: None,
+            }
+        }
+    })?;
+    de.end().map_err(|err| ApiError::BadRequest {
+        code: "invalid_json",
+        message: format!("request body is not valid JSON: {err}"),
+        field: None,
+    })?;
+    Ok(value)
+}
+
+/// Builds the 400 for a deserialization error at `path`. serde reports unknown and missing
+/// fields at the parent's path, so the field name is taken from the message in those cases.
+fn field_error(path: &str, message: &str) -> ApiError {
+    let parent = if path == "." { "" } else { path };
+    let join = |name: &str| {
+        if parent.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{parent}.{name}")
+        }
+    };
+    // serde_path_to_error already ends the path with an unknown field's name, but stops at
+    // the parent for a missing one.
+    let named = |prefix: &str| {
+        let name = message.strip_prefix(prefix)?.split('`').next()?;
+        let last = parent.rsplit('.').next().unwrap_or_default();
+        Some(if last == name {
+            parent.to_owned()
+        } else {
+            join(name)
+        })
+    };
+    let (code, field) = if let Some(field) = named("unknown field `") {
+        ("unknown_field", field)
+    } else if let Some(field) = named("missing field `") {
+        ("missing_field", field)
+    } else {
+        ("invalid_field", parent.to_owned())
+    };
+    let message = strip_serde_position(message);
+    ApiError::BadRequest {
+        code,
+        message: if field.is_empty() {
+            message
+        } else {
+            format!("{field}: {message}")
+        },
+        field: (!field.is_empty()).then_some(field),
+    }
+}
+
+/// serde_json appends " at line 1 column 17"; the field name says more to an API user.
+fn strip_serde_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Query parameters, with the same field-naming 400s as [`ApiJson`].
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                field_error(&path, &err.into_inner().to_string())
+            })
+    }
+}
+
+/// Path parameters; a segment that does not parse is a 400 naming the parameter.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(path_error)
+    }
+}
+
+fn path_error(rejection: PathRejection) -> ApiError {
+    use axum::extract::path::ErrorKind;
+    let field = match &rejection {
+        PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+            ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::InvalidUtf8InPathParam { key } => {
+                Some(key.clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    ApiError::BadRequest {
+        code: "invalid_path_parameter",
+        message: rejection.body_text(),
+        field,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    fn field_of(json: &str) -> (String, Option<String>) {
+        match parse_json::<Body>(json.as_bytes()).unwrap_err() {
+            ApiError::BadRequest { code, field, .. } => (code.to_owned(), field),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            field_of(r#"{}"#),
+            ("missing_field".into(), Some("name".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"name": 1}"#),
+            ("invalid_field".into(), Some("name".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"name": "x", "bogus": 1}"#),
+            ("unknown_field".into(), Some("bogus".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"name": "x", "inner": {"count": -1}}"#),
+            ("invalid_field".into(), Some("inner.count".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"name": "x", "inner": {"extra": 1}}"#),
+            ("unknown_field".into(), Some("inner.extra".into()))
+        );
+        assert_eq!(field_of(r#"{"name": "#), ("invalid_json".into(), None));
+        assert_eq!(
+            field_of(r#"{"name": "x"} trailing"#),
+            ("invalid_json".into(), None)
+        );
+    }
+
+    #[test]
+    fn json_content_types() {
+        use axum::http::HeaderValue;
+        assert!(is_json(Some(&HeaderValue::from_static("application/json"))));
+        assert!(is_json(Some(&HeaderValue::from_static(
+            "application/json; charset=utf-8"
+        ))));
+        assert!(is_json(Some(&HeaderValue::from_static(
+            "application/merge-patch+json"
+        ))));
+        assert!(!is_json(Some(&HeaderValue::from_static("text/plain"))));
+        assert!(!is_json(None));
+    }
+}

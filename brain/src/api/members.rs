@@ -1,0 +1,136 @@
+//! `/api/v1/projects/{slug}/members`: who holds which role (viewers read, admins change).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, ApiPath};
+use super::{tags, timestamp};
+use crate::app::AppState;
+use crate::auth::{Admin, ProjectAccess, Viewer};
+use crate::error::{ApiError, ErrorBody};
+use crate::names::UserName;
+use crate::role::Role;
+use crate::store::memberships::{self, Member, SetRole};
+use crate::store::{StoreError, users};
+
+/// A member of a project.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberPublic {
+    /// The user's name.
+    pub user: String,
+    /// Their role here.
+    pub role: Role,
+    /// When they were added.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Member> for MemberPublic {
+    fn from(m: Member) -> MemberPublic {
+        MemberPublic {
+            user: m.user_name,
+            role: m.role,
+            created_at: timestamp(m.created_at),
+        }
+    }
+}
+
+/// Members of a project.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberList {
+    /// By user name.
+    pub items: Vec<MemberPublic>,
+}
+
+/// Body of `POST .../members`: add a user, or change their role if already a member.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    /// An existing user's name.
+    pub user: UserName,
+    /// The role to give.
+    pub role: Role,
+}
+
+/// Lists a project's members.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/members", tag = tags::MEMBERS,
+    params(("slug" = String, Path, description = "Project slug")),
+    responses((status = 200, body = MemberList), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+) -> Result<Json<MemberList>, ApiError> {
+    let project_id = access.project.id;
+    let members = state
+        .store
+        .read("list_members", move |conn| {
+            memberships::list(conn, &project_id)
+        })
+        .await?;
+    Ok(Json(MemberList {
+        items: members.into_iter().map(MemberPublic::from).collect(),
+    }))
+}
+
+/// Adds a member or changes their role (admin). 201 when added, 200 when changed.
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/members", tag = tags::MEMBERS, request_body = AddMember,
+    params(("slug" = String, Path, description = "Project slug")),
+    responses((status = 201, body = MemberPublic), (status = 200, body = MemberPublic),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn add(
+    State(state): State<AppState>,
+    access: ProjectAccess<Admin>,
+    ApiJson(body): ApiJson<AddMember>,
+) -> Result<(StatusCode, Json<MemberPublic>), ApiError> {
+    let project_id = access.project.id;
+    let user_name = body.user.clone();
+    let outcome = state
+        .store
+        .write("set_member_role", move |conn| {
+            let user = match users::find_active(conn, &body.user) {
+                Err(StoreError::NotFound) => return Ok(None),
+                other => other?,
+            };
+            let change = memberships::set_role(conn, &project_id, &user.id, body.role)?;
+            Ok(Some((
+                change,
+                memberships::find(conn, &project_id, &user.id)?,
+            )))
+        })
+        .await?;
+    let (change, member) =
+        outcome.ok_or_else(|| ApiError::NotFound(format!("user {user_name}")))?;
+    let status = match change {
+        SetRole::Added => StatusCode::CREATED,
+        SetRole::Changed => StatusCode::OK,
+    };
+    Ok((status, Json(member.into())))
+}
+
+/// Removes a member (admin).
+#[utoipa::path(delete, path = "/api/v1/projects/{slug}/members/{user}", tag = tags::MEMBERS,
+    params(("slug" = String, Path, description = "Project slug"), ("user" = String, Path, description = "User name")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    access: ProjectAccess<Admin>,
+    ApiPath((_slug, user)): ApiPath<(String, UserName)>,
+) -> Result<StatusCode, ApiError> {
+    let project_id = access.project.id;
+    let name = user.clone();
+    state
+        .store
+        .write("remove_member", move |conn| {
+            let user = users::find_active(conn, &user)?;
+            memberships::remove(conn, &project_id, &user.id)
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound(format!("member {name}")),
+            other => other.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}

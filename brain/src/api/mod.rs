@@ -1,0 +1,33 @@
+//! The REST API under `/api/v1`: one module per resource, each with its request and response
+//! types and handlers annotated for the OpenAPI document.
+
+pub mod agents;
+pub mod extract;
+pub mod health;
+pub mod members;
+pub mod projects;
+pub mod tokens;
+pub mod users;
+
+use chrono::{DateTime, Utc};
+
+/// Stored times are ms since the epoch; the API speaks RFC 3339 UTC.
+pub fn timestamp(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// The OpenAPI tag of each resource, so the document groups routes like this module does.
+pub mod tags {
+    /// Projects.
+    pub const PROJECTS: &str = "projects";
+    /// Project members.
+    pub const MEMBERS: &str = "members";
+    /// Users (site admin).
+    pub const USERS: &str = "users";
+    /// The caller's API tokens.
+    pub const TOKENS: &str = "tokens";
+    /// Agents registered in a project.
+    pub const AGENTS: &str = "agents";
+    /// Liveness, readiness, metrics.
+    pub const OPERATIONS: &str = "operations";
+}

@@ -1,0 +1,204 @@
+//! Who is calling and what they may do.
+//!
+//! [`Caller`] is parsed once per request from `Authorization: Bearer <token>`. Project-scoped
+//! handlers take a [`ProjectAccess<R>`], whose extraction resolves the `{slug}` path parameter
+//! and checks the caller's role against the floor `R` ([`Viewer`], [`Operator`], [`Admin`]);
+//! the project can only be reached through it, so a handler cannot forget the check. Callers
+//! who are not members get the same 404 as for a project that does not exist, so slugs do not
+//! leak. Site-wide routes take [`SiteAdmin`].
+
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequestParts, RawPathParams};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::names::ProjectSlug;
+use crate::role::Role;
+use crate::store::projects::{self, Project};
+use crate::store::tokens::{self, LAST_USED_RESOLUTION_MS};
+use crate::store::{StoreError, now_ms};
+
+/// An authenticated user, established from their bearer token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user's id.
+    pub user_id: String,
+    /// The user's name, for logs and (later) audit rows.
+    pub user_name: String,
+    /// Site admins are admin in every project.
+    pub site_admin: bool,
+    /// The token used, so "revoke the token I am using" can be recognised.
+    pub token_id: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        let presented = bearer_token(parts).ok_or(ApiError::Unauthenticated)?;
+        let now = now_ms();
+        let outcome = state
+            .store
+            .read("authenticate", move |conn| {
+                tokens::authenticate(conn, &presented, now)
+            })
+            .await?;
+        let (token, user) = match outcome {
+            Ok(found) => found,
+            Err(refusal) => {
+                tracing::info!(?refusal, "bearer token refused");
+                return Err(ApiError::Unauthenticated);
+            }
+        };
+        if token
+            .last_used_at
+            .is_none_or(|t| t < now - LAST_USED_RESOLUTION_MS)
+        {
+            // Off the request path: a slow write lock must not slow reads down.
+            let store = state.store.clone();
+            let token_id = token.id.clone();
+            tokio::spawn(async move {
+                if let Err(err) = store
+                    .write("touch_token", move |conn| {
+                        tokens::touch(conn, &token_id, now)
+                    })
+                    .await
+                {
+                    tracing::warn!(%err, "could not record token use");
+                }
+            });
+        }
+        let caller = Caller {
+            user_id: user.id,
+            user_name: user.name,
+            site_admin: user.site_admin,
+            token_id: token.id,
+        };
+        tracing::Span::current().record("user", caller.user_name.as_str());
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+}
+
+/// The token from `Authorization: Bearer <token>`, if the header is well-formed.
+fn bearer_token(parts: &Parts) -> Option<String> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+/// A site admin (creates users and projects).
+#[derive(Debug, Clone)]
+pub struct SiteAdmin(pub Caller);
+
+impl FromRequestParts<AppState> for SiteAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<SiteAdmin, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !caller.site_admin {
+            return Err(ApiError::Forbidden("this action needs a site admin".into()));
+        }
+        Ok(SiteAdmin(caller))
+    }
+}
+
+/// The lowest role a route accepts, as a type so it shows in the handler's signature.
+pub trait RoleFloor: Send + Sync + 'static {
+    /// The role.
+    const ROLE: Role;
+}
+
+/// Floor: any member.
+#[derive(Debug)]
+pub struct Viewer;
+/// Floor: operators and admins.
+#[derive(Debug)]
+pub struct Operator;
+/// Floor: admins only.
+#[derive(Debug)]
+pub struct Admin;
+
+impl RoleFloor for Viewer {
+    const ROLE: Role = Role::Viewer;
+}
+impl RoleFloor for Operator {
+    const ROLE: Role = Role::Operator;
+}
+impl RoleFloor for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+/// Proof that the caller holds at least role `R` in the project named by `{slug}`.
+#[derive(Debug)]
+pub struct ProjectAccess<R> {
+    /// Who is calling.
+    pub caller: Caller,
+    /// The project, resolved from the path.
+    pub project: Project,
+    /// The caller's effective role (admin for site admins).
+    pub role: Role,
+    floor: PhantomData<R>,
+}
+
+impl<R: RoleFloor> FromRequestParts<AppState> for ProjectAccess<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<ProjectAccess<R>, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::Internal(format!("project route without path params: {e}")))?;
+        let raw_slug = params
+            .iter()
+            .find_map(|(name, value)| (name == "slug").then(|| value.to_owned()))
+            .ok_or_else(|| ApiError::Internal("project route without {slug}".into()))?;
+        let slug: ProjectSlug = raw_slug
+            .parse()
+            .map_err(|why: String| ApiError::invalid_field("slug", why))?;
+        let not_found = || ApiError::NotFound(format!("project {slug}"));
+        let user_id = caller.user_id.clone();
+        let lookup_slug = slug.clone();
+        let (project, membership) = match state
+            .store
+            .read("project_access", move |conn| {
+                projects::find_with_role(conn, &lookup_slug, &user_id)
+            })
+            .await
+        {
+            Ok(found) => found,
+            Err(StoreError::NotFound) => return Err(not_found()),
+            Err(other) => return Err(other.into()),
+        };
+        let role = if caller.site_admin {
+            Role::Admin
+        } else {
+            membership.ok_or_else(not_found)?
+        };
+        if role < R::ROLE {
+            return Err(ApiError::Forbidden(format!(
+                "this action needs the {} role in project {slug}; you are {role}",
+                R::ROLE
+            )));
+        }
+        Ok(ProjectAccess {
+            caller,
+            project,
+            role,
+            floor: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,63 @@
+//! First start: an empty store gets a site admin `admin`, a project `default`, and a token
+//! for the admin that is printed once and written to `<data-dir>/admin.token` (mode 0600).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::names::{Label, ProjectSlug, UserName};
+use crate::role::Role;
+use crate::store::{Store, StoreError, StoreResult, memberships, projects, tokens, users};
+
+/// What bootstrap created, for the caller to report.
+#[derive(Debug)]
+pub struct Bootstrapped {
+    /// The admin's token (plaintext; shown once).
+    pub token: String,
+    /// Where the token was written.
+    pub token_file: PathBuf,
+}
+
+/// Creates the first admin, project and token if the store has no users; `None` otherwise.
+/// The token file is written inside the transaction, so a crash leaves either both or
+/// neither (a leftover file from a failed commit is overwritten on the next start).
+pub fn bootstrap_if_empty(store: &Store, data_dir: &Path) -> StoreResult<Option<Bootstrapped>> {
+    let token_file = data_dir.join("admin.token");
+    store.write_blocking("bootstrap", |conn| {
+        if users::any_exist(conn)? {
+            return Ok(None);
+        }
+        let admin = users::create(conn, &"admin".parse::<UserName>().expect("valid"), true)?;
+        let project = projects::create(
+            conn,
+            &"default".parse::<ProjectSlug>().expect("valid"),
+            Some(&"Default".parse::<Label>().expect("valid")),
+            "",
+        )?;
+        memberships::set_role(conn, &project.id, &admin.id, Role::Admin)?;
+        let label: Label = "bootstrap".parse().expect("valid");
+        let (_, secret) = tokens::create(conn, &admin.id, &label, None)?;
+        write_secret_file(&token_file, secret.expose()).map_err(|e| {
+            StoreError::Unavailable(format!("cannot write {}: {e}", token_file.display()))
+        })?;
+        Ok(Some(Bootstrapped {
+            token: secret.expose().to_owned(),
+            token_file: token_file.clone(),
+        }))
+    })
+}
+
+/// Writes a secret to a file readable by the owner only (0600), replacing any old one.
+pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open; make sure it is 0600 either way.
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    writeln!(file, "{contents}")?;
+    file.sync_all()
+}

@@ -1,0 +1,166 @@
+//! Errors at the HTTP edge.
+//!
+//! Which error type is used where:
+//! - `store/` returns [`StoreError`](crate::store::StoreError): what went wrong in the database.
+//! - Handlers and extractors return [`ApiError`], the only error that becomes a response. Every
+//!   response body is `{"error": {"code", "message", "field"?}}`; the status mapping lives in
+//!   one place, [`ApiError::status`].
+//! - Server errors (5xx) are logged here, where they are handled; their detail never reaches
+//!   the client. Authentication failures are vague on the wire and specific in the log.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::store::StoreError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or breaks a rule; `field` names the offending input.
+    #[error("{message}")]
+    BadRequest {
+        /// Machine-readable reason, snake_case.
+        code: &'static str,
+        /// What is wrong and, where possible, what is accepted.
+        message: String,
+        /// The JSON path, query parameter or path parameter at fault.
+        field: Option<String>,
+    },
+    /// No usable credentials (missing, unknown, revoked or expired token).
+    #[error("missing or invalid bearer token")]
+    Unauthenticated,
+    /// Authenticated, but the role is too low for this action.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing does not exist, or the caller may not know it exists.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The path exists but not with this method.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    /// The request conflicts with existing state (a taken name).
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is over the size limit.
+    #[error("request body is larger than the {0} byte limit")]
+    PayloadTooLarge(usize),
+    /// The body is not JSON (wrong or missing `Content-Type`).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The route exists but its feature has not been built yet.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The store cannot be reached; retry later.
+    #[error("service temporarily unavailable")]
+    Unavailable(String),
+    /// A bug or a broken database; details are logged, not returned.
+    #[error("internal server error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 naming the field at fault.
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            code: "invalid_field",
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        match err {
+            StoreError::NotFound => ApiError::NotFound("resource".into()),
+            StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code to branch on.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The input at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(detail) => tracing::error!(%detail, "request failed"),
+            ApiError::Unavailable(detail) => tracing::warn!(%detail, "store unavailable"),
+            _ => {}
+        }
+        let field = match &self {
+            ApiError::BadRequest { field, .. } => field.clone(),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                field,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,30 @@
+//! The Taskward brain: the control plane's central service.
+//!
+//! # Layout
+//! - [`cli`]: the `taskward-brain` command line (serve, migrate, admin commands).
+//! - [`server`]: `serve`: store, bootstrap, listener, graceful shutdown.
+//! - [`router`]: every route in one place, and the OpenAPI document built from them.
+//! - [`api`]: one module per REST resource; [`api::extract`] holds the extractors that turn
+//!   bad input into JSON 400s.
+//! - [`auth`]: bearer tokens into a [`auth::Caller`]; [`auth::ProjectAccess`] checks roles.
+//! - [`error`]: [`error::ApiError`], the only error that becomes an HTTP response.
+//! - [`store`]: diesel over SQLite or PostgreSQL behind one API, run off the async threads.
+//! - [`app`]: the shared state handlers receive.
+//! - [`bootstrap`]: first-start admin, project and token.
+//! - [`names`], [`role`], [`expiry`]: validated input values.
+//! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod bootstrap;
+pub mod cli;
+pub mod error;
+pub mod expiry;
+pub mod metrics;
+pub mod names;
+pub mod role;
+pub mod router;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,14 @@
+//! The connection enum behind the store seam.
+// The derive generates public helper items without doc comments.
+#![allow(missing_docs)]
+
+use diesel::{PgConnection, SqliteConnection};
+
+/// One connection type for both backends; every query in `store/` is written against it.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    /// Production and scale-out backend.
+    Postgresql(PgConnection),
+    /// Embedded default backend.
+    Sqlite(SqliteConnection),
+}

@@ -1,0 +1,413 @@
+//! The store: one API over SQLite (embedded default) and PostgreSQL.
+//!
+//! # The seam
+//! Queries are written once against [`AnyConnection`], diesel's `MultiConnection` over both
+//! backends; only the few statements the backends spell differently (pragmas, `BEGIN
+//! IMMEDIATE`) match on the variant, and they live in this module.
+//!
+//! # The door
+//! Every database operation goes through [`Store::read`] or [`Store::write`], named by a static
+//! label (used in tracing spans and the `taskward_store_operations_total` metric). Both run the
+//! blocking diesel work on tokio's blocking pool, never on the async worker threads. `write`
+//! runs its closure in one transaction on the *writer* pool: on SQLite that pool has a single
+//! connection and transactions start with `BEGIN IMMEDIATE`, so concurrent requests queue for
+//! the write lock instead of failing with `database is locked`; readers use WAL snapshots.
+
+pub mod agents;
+mod connection;
+pub mod memberships;
+pub mod projects;
+pub mod schema;
+pub mod tokens;
+pub mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use connection::AnyConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+/// Migrations compiled into the binary, one set per backend (their SQL differs slightly).
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// How long a SQLite connection waits for another process's write lock (the CLI writing while
+/// `serve` runs) before giving up. Inside one brain the single writer connection already
+/// serialises writes, so this only covers other processes.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Readers on SQLite: WAL lets them run beside the writer; more than the core count buys little.
+const SQLITE_READERS: u32 = 8;
+
+/// Connections to PostgreSQL shared by reads and writes.
+const POSTGRES_POOL_SIZE: u32 = 16;
+
+/// How long a request waits for a pooled connection before the store reports itself
+/// unavailable (503) rather than hanging.
+const POOL_TIMEOUT: Duration = Duration::from_secs(10);
+
+type AnyPool = Pool<ConnectionManager<AnyConnection>>;
+
+/// Where the data lives, parsed from `--database-url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://path/to/file.db` (a relative path is relative to the working directory).
+    Sqlite(PathBuf),
+    /// `postgres://...` or `postgresql://...`, passed to libpq as given.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses the two accepted URL forms; anything else is an error naming what is accepted.
+    pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// URL needs a file path, e.g. sqlite://taskward.db".into());
+            }
+            Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(url.to_owned()))
+        } else {
+            Err(format!(
+                "unsupported database URL {url:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB"
+            ))
+        }
+    }
+
+    /// The default embedded database inside a data directory.
+    pub fn default_sqlite(data_dir: &Path) -> DatabaseUrl {
+        DatabaseUrl::Sqlite(data_dir.join("taskward.db"))
+    }
+
+    /// The URL with any password hidden, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme_end), Some(at)) if at > scheme_end => {
+                    let userinfo = &url[scheme_end + 3..at];
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+}
+
+/// What can go wrong in the store, in terms the API layer maps to HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row asked for does not exist (or is not visible in this scope).
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule would be broken (a name or slug already taken).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// No connection could be had: the database is down or saturated.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else from the database; a bug or a broken database.
+    #[error("database error: {0}")]
+    Database(DieselError),
+    /// Migrations failed to apply.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(err: DieselError) -> StoreError {
+        match err {
+            DieselError::NotFound => StoreError::NotFound,
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                StoreError::Conflict(info.message().to_owned())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for StoreError {
+    fn from(err: diesel::r2d2::PoolError) -> StoreError {
+        StoreError::Unavailable(err.to_string())
+    }
+}
+
+/// Result of every store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Applies the per-connection settings each backend needs for a server workload.
+#[derive(Debug)]
+struct ConnectionSetup;
+
+impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup {
+    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
+        if let AnyConnection::Sqlite(c) = conn {
+            // WAL: readers never block the writer; NORMAL sync is durable across process
+            // crashes in WAL mode (only an OS crash can lose the last commits).
+            c.batch_execute(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
+                 PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+            ))
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts of store operations by name and outcome, exported on `/metrics`.
+pub type StoreMetrics = Family<Vec<(&'static str, String)>, Counter>;
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    /// Which backend, for the few places that differ and for logs.
+    backend: Backend,
+    /// Connections for reads (on PostgreSQL the same pool as `writer`).
+    readers: AnyPool,
+    /// Connections for writes: exactly one on SQLite, so writers queue here instead of
+    /// racing for SQLite's lock.
+    writer: AnyPool,
+    /// Operation counters, registered by the app on `/metrics`.
+    metrics: StoreMetrics,
+}
+
+/// The two supported backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded.
+    Sqlite,
+    /// Server.
+    Postgres,
+}
+
+impl Store {
+    /// Connects, applies pending migrations and returns the store. Blocking: call it before
+    /// the server starts or inside `spawn_blocking`.
+    pub fn open(url: &DatabaseUrl) -> StoreResult<Store> {
+        let (backend, readers, writer) = match url {
+            DatabaseUrl::Sqlite(path) => {
+                let manager = || ConnectionManager::<AnyConnection>::new(path.to_string_lossy());
+                let writer = build_pool(manager(), 1)?;
+                // Migrate through the writer first, so WAL mode is set before readers open.
+                migrate(&mut *writer.get()?)?;
+                let readers = build_pool(manager(), SQLITE_READERS)?;
+                (Backend::Sqlite, readers, writer)
+            }
+            DatabaseUrl::Postgres(url) => {
+                let manager = ConnectionManager::<AnyConnection>::new(url);
+                let pool = build_pool(manager, POSTGRES_POOL_SIZE)?;
+                migrate(&mut *pool.get()?)?;
+                (Backend::Postgres, pool.clone(), pool)
+            }
+        };
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                backend,
+                readers,
+                writer,
+                metrics: StoreMetrics::default(),
+            }),
+        })
+    }
+
+    /// Which backend this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Operation counters, for the metrics registry.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.inner.metrics
+    }
+
+    /// Runs a read-only closure on a reader connection, off the async threads.
+    pub async fn read<T, F>(&self, op: &'static str, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&mut AnyConnection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        run_blocking(move || store.read_blocking(op, f)).await
+    }
+
+    /// Runs a closure in one write transaction, off the async threads. Everything it does
+    /// commits together or not at all.
+    pub async fn write<T, F>(&self, op: &'static str, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&mut AnyConnection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        run_blocking(move || store.write_blocking(op, f)).await
+    }
+
+    /// [`Store::read`] for synchronous callers (the CLI).
+    pub fn read_blocking<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut AnyConnection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let _span = tracing::debug_span!("store", op).entered();
+        let result = self
+            .inner
+            .readers
+            .get()
+            .map_err(StoreError::from)
+            .and_then(|mut conn| f(&mut conn));
+        self.count(op, &result);
+        result
+    }
+
+    /// [`Store::write`] for synchronous callers (the CLI).
+    pub fn write_blocking<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut AnyConnection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let _span = tracing::debug_span!("store", op).entered();
+        let result = self
+            .inner
+            .writer
+            .get()
+            .map_err(StoreError::from)
+            .and_then(|mut conn| in_write_transaction(&mut conn, f));
+        self.count(op, &result);
+        result
+    }
+
+    /// Checks that a connection can be had and answers a trivial query (for `/readyz`).
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.read("ping", |conn| {
+            conn.batch_execute("SELECT 1")?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn count<T>(&self, op: &'static str, result: &StoreResult<T>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(StoreError::NotFound) => "not_found",
+            Err(StoreError::Conflict(_)) => "conflict",
+            Err(StoreError::Unavailable(_)) => "unavailable",
+            Err(_) => "error",
+        };
+        self.inner
+            .metrics
+            .get_or_create(&vec![
+                ("op", op.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+}
+
+/// Runs blocking work on tokio's blocking pool, keeping the caller's tracing span.
+pub async fn run_blocking<T, F>(f: F) -> StoreResult<T>
+where
+    F: FnOnce() -> StoreResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .unwrap_or_else(|join_err| {
+            // A panic inside store code: surface it as an error instead of killing the server.
+            Err(StoreError::Unavailable(format!(
+                "store task failed: {join_err}"
+            )))
+        })
+}
+
+fn build_pool(manager: ConnectionManager<AnyConnection>, size: u32) -> StoreResult<AnyPool> {
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(1))
+        .connection_timeout(POOL_TIMEOUT)
+        .connection_customizer(Box::new(ConnectionSetup))
+        .build(manager)
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+fn migrate(conn: &mut AnyConnection) -> StoreResult<()> {
+    let applied = match conn {
+        AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        AnyConnection::Postgresql(c) => c
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
+    }
+    .map_err(|e| StoreError::Migration(e.to_string()))?;
+    if applied > 0 {
+        tracing::info!(applied, "applied database migrations");
+    }
+    Ok(())
+}
+
+/// Runs `f` in a transaction, starting it with `BEGIN IMMEDIATE` on SQLite so the write lock
+/// is taken up front (a deferred transaction that upgrades later can fail instead of waiting).
+fn in_write_transaction<T>(
+    conn: &mut PooledConnection<ConnectionManager<AnyConnection>>,
+    f: impl FnOnce(&mut AnyConnection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let conn: &mut AnyConnection = conn;
+    match conn {
+        AnyConnection::Sqlite(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+        }
+        AnyConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction(c)?,
+    }
+    let result = f(conn);
+    let end = match (&result, &mut *conn) {
+        (Ok(_), AnyConnection::Sqlite(c)) => AnsiTransactionManager::commit_transaction(c),
+        (Ok(_), AnyConnection::Postgresql(c)) => AnsiTransactionManager::commit_transaction(c),
+        (Err(_), AnyConnection::Sqlite(c)) => AnsiTransactionManager::rollback_transaction(c),
+        (Err(_), AnyConnection::Postgresql(c)) => AnsiTransactionManager::rollback_transaction(c),
+    };
+    match (result, end) {
+        (Ok(value), Ok(())) => Ok(value),
+        (Ok(_), Err(commit_err)) => Err(commit_err.into()),
+        (Err(err), _) => Err(err),
+    }
+}
+
+/// Milliseconds since the Unix epoch: how every time is stored.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A new random row id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_parse_and_redact() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/x.db").unwrap(),
+            DatabaseUrl::Sqlite(PathBuf::from("data/x.db"))
+        );
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+        let pg = DatabaseUrl::parse("postgres://tw:hunter2@db:5432/tw").unwrap();
+        assert_eq!(pg.redacted(), "postgres://tw:***@db:5432/tw");
+        assert!(!pg.redacted().contains("hunter2"));
+    }
+}
