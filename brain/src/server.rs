@@ -40,7 +40,11 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
             what: format!("cannot listen on {}", args.listen),
             source,
         })?;
-    tracing::info!(listen = %args.listen, "taskward brain listening");
+    let bound = listener.local_addr().map_err(|source| CliError::Io {
+        what: "cannot read the listening address".into(),
+        source,
+    })?;
+    tracing::info!(listen = %bound, "taskward brain listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -175,9 +175,9 @@ fn path_error(rejection: PathRejection) -> ApiError {
     use axum::extract::path::ErrorKind;
     let field = match &rejection {
         PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
-            ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::InvalidUtf8InPathParam { key } => {
-                Some(key.clone())
-            }
+            ErrorKind::ParseErrorAtKey { key, .. }
+            | ErrorKind::DeserializeError { key, .. }
+            | ErrorKind::InvalidUtf8InPathParam { key } => Some(key.clone()),
             _ => None,
         },
         _ => None,

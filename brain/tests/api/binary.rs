@@ -1,0 +1,215 @@
+//! The real `taskward-brain` binary: first start, the admin CLI beside a running server,
+//! secrets kept out of logs, and graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::both_backends;
+use crate::support::{Backend, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_taskward-brain");
+
+/// A running `taskward-brain serve` with its stderr collected.
+struct Server {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    base: String,
+}
+
+impl Server {
+    fn start(cwd: &Path, db: Option<&TestDb>) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(cwd)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "debug")
+            .env_remove("TASKWARD_DATA_DIR")
+            .env_remove("TASKWARD_DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(db) = db {
+            cmd.env("TASKWARD_DATABASE_URL", db.cli_url());
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let base = loop {
+            let log = stderr.lock().unwrap().clone();
+            if let Some(line) = log.lines().find(|l| l.contains("taskward brain listening")) {
+                let addr = line.split("listen=").nth(1).unwrap().split_whitespace().next().unwrap();
+                break format!("http://{addr}");
+            }
+            assert!(Instant::now() < deadline, "server did not start:\n{log}");
+            assert!(child.try_wait().unwrap().is_none(), "server exited:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Server {
+            child,
+            stderr,
+            base,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn terminate(mut self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "server exited with {status} after SIGTERM");
+                break;
+            }
+            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        self.log()
+    }
+}
+
+fn cli(cwd: &Path, db: Option<&TestDb>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("TASKWARD_DATA_DIR")
+        .env_remove("TASKWARD_DATABASE_URL");
+    if let Some(db) = db {
+        cmd.env("TASKWARD_DATABASE_URL", db.cli_url());
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(TestDb::new(Backend::Postgres).await),
+    };
+    let db = db.as_ref();
+    let cwd = tempfile::tempdir().unwrap();
+    let cwd = cwd.path();
+    let server = Server::start(cwd, db);
+
+    // First start: data dir 0700, token file 0600, the token printed once on stderr.
+    let data_dir = cwd.join("taskward-data");
+    assert_eq!(std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let token_file = data_dir.join("admin.token");
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    assert_eq!(server.log().matches(&admin).count(), 1, "the admin token is printed exactly once");
+    assert_eq!(backend == Backend::Sqlite, data_dir.join("taskward.db").exists());
+
+    // The admin CLI works on the same store while the server runs.
+    let out = cli(cwd, db, &["user", "create", "jane"]);
+    assert!(stdout(&out).contains("created user jane"));
+    assert!(stdout(&cli(cwd, db, &["project", "create", "billing"])).contains("created project billing"));
+    assert!(
+        stdout(&cli(cwd, db, &["member", "add", "billing", "jane", "operator"]))
+            .contains("jane is operator in billing")
+    );
+    let jane = stdout(&cli(cwd, db, &["token", "create", "jane", "--expires-in", "30d"]))
+        .trim()
+        .to_owned();
+    assert!(jane.starts_with("tw_"));
+
+    let http = reqwest::Client::new();
+    let project: serde_json::Value = http
+        .get(format!("{}/api/v1/projects/billing", server.base))
+        .bearer_auth(&jane)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(project["role"], "operator");
+    let forbidden = http
+        .patch(format!("{}/api/v1/projects/billing", server.base))
+        .bearer_auth(&jane)
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+    let metrics = http.get(format!("{}/metrics", server.base)).send().await.unwrap();
+    assert_eq!(metrics.status(), 401);
+    let metrics = http
+        .get(format!("{}/metrics", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("taskward_http_requests_total"));
+    assert!(metrics.contains("route=\"/api/v1/projects/{slug}\""));
+
+    // Bad CLI input: a clear message, a failure exit, nothing created.
+    let bad = cli(cwd, db, &["project", "create", "Bad Slug"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid project slug"));
+    let missing = cli(cwd, db, &["member", "add", "billing", "nobody", "viewer"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("user nobody does not exist"));
+    assert!(stdout(&cli(cwd, db, &["migrate"])).contains("is migrated"));
+
+    // Shutdown is graceful, and at debug level the log never carried a token in use.
+    let log = server.terminate();
+    assert!(log.contains("shutdown requested"));
+    assert!(log.contains("request"), "debug log has request spans");
+    assert_eq!(log.matches(&admin).count(), 1, "admin token leaked into the log");
+    assert!(!log.contains(&jane), "a token leaked into the log");
+    assert!(!log.contains(&jane["tw_".len()..]), "a token leaked into the log");
+
+    // Restarting does not bootstrap again.
+    let again = Server::start(cwd, db);
+    let log = again.terminate();
+    assert!(!log.contains("First start"));
+}
+
+#[test]
+fn help_teaches_and_version_answers() {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    for word in ["serve", "migrate", "user", "project", "member", "token", "--data-dir", "--database-url"] {
+        assert!(text.contains(word), "--help does not mention {word}:\n{text}");
+    }
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let cwd = tempfile::tempdir().unwrap();
+    let bad_url = Command::new(BIN)
+        .current_dir(cwd.path())
+        .args(["migrate", "--database-url", "mysql://x"])
+        .output()
+        .unwrap();
+    assert!(!bad_url.status.success());
+    assert!(String::from_utf8_lossy(&bad_url.stderr).contains("sqlite://PATH or postgres://"));
+}
+
+both_backends!(serve_bootstraps_and_cli_works_beside_it);

@@ -1,0 +1,11 @@
+//! Integration tests of the brain, one binary (one link) for all of them. Every store-touching
+//! test runs on SQLite and on PostgreSQL (see `support::both_backends!`).
+
+mod access;
+mod binary;
+mod errors;
+mod openapi;
+mod resources;
+mod store;
+mod support;
+mod tokens;

@@ -1,0 +1,212 @@
+//! Test harness: the real router over a real, isolated database (a temp SQLite file or a fresh
+//! PostgreSQL database per test), driven in-process with `tower::ServiceExt::oneshot`.
+
+pub mod db;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use taskward_brain::app::{App, AppState, ServerSettings};
+use taskward_brain::bootstrap::bootstrap_if_empty;
+use taskward_brain::router::router;
+use taskward_brain::store::Store;
+use tower::ServiceExt;
+
+pub use db::{Backend, TestDb};
+
+/// Generates one `#[tokio::test]` per backend for an `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}
+
+/// A brain with a bootstrapped store, as `serve` would build it.
+pub struct TestApp {
+    /// The router under test.
+    pub router: Router,
+    /// Direct store access, for setup and for inspecting what was written.
+    pub store: Store,
+    /// Token of the bootstrap site admin `admin`.
+    pub admin_token: String,
+    /// The data directory (holds admin.token).
+    pub data_dir: tempfile::TempDir,
+    /// Keeps the database alive; dropped last.
+    pub db: TestDb,
+}
+
+/// A response, with its JSON body parsed (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error code of an error response.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("<no error code>")
+    }
+
+    /// The field an error response names.
+    pub fn field(&self) -> Option<&str> {
+        self.body["error"]["field"].as_str()
+    }
+}
+
+impl TestApp {
+    /// A fresh database, migrated and bootstrapped.
+    pub async fn new(backend: Backend) -> TestApp {
+        Self::with_settings(backend, ServerSettings::default()).await
+    }
+
+    /// Like [`TestApp::new`] with chosen server settings.
+    pub async fn with_settings(backend: Backend, settings: ServerSettings) -> TestApp {
+        let db = TestDb::new(backend).await;
+        let url = db.url.clone();
+        let data_dir = tempfile::tempdir().unwrap();
+        let dir = data_dir.path().to_owned();
+        let (store, boot) = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&url).expect("store opens");
+            let boot = bootstrap_if_empty(&store, &dir).expect("bootstrap");
+            (store, boot)
+        })
+        .await
+        .unwrap();
+        let admin_token = boot.expect("fresh store bootstraps").token;
+        let state = AppState(Arc::new(App::new(store.clone(), settings)));
+        TestApp {
+            router: router(state),
+            store,
+            admin_token,
+            data_dir,
+            db,
+        }
+    }
+
+    /// Sends a request; `body` is sent as JSON when given.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(json) => builder
+                .header("content-type", "application/json")
+                .body(Body::from(json.to_string())),
+            None => builder.body(Body::empty()),
+        }
+        .unwrap();
+        self.send(request).await
+    }
+
+    /// Sends a prepared request.
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// GET as the given token.
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// POST JSON as the given token.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// DELETE as the given token.
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Creates a user through the API and returns their first token.
+    pub async fn create_user(&self, name: &str, site_admin: bool) -> String {
+        let reply = self
+            .post(
+                "/api/v1/users",
+                &self.admin_token,
+                serde_json::json!({"name": name, "site_admin": site_admin}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a project through the API (as the bootstrap admin).
+    pub async fn create_project(&self, slug: &str) {
+        let reply = self
+            .post("/api/v1/projects", &self.admin_token, serde_json::json!({"slug": slug}))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    }
+
+    /// Gives a user a role in a project through the API.
+    pub async fn add_member(&self, slug: &str, user: &str, role: &str) {
+        let reply = self
+            .post(
+                &format!("/api/v1/projects/{slug}/members"),
+                &self.admin_token,
+                serde_json::json!({"user": user, "role": role}),
+            )
+            .await;
+        assert!(reply.status.is_success(), "{:?}", reply.body);
+    }
+
+    /// Registers an agent and returns its id.
+    pub async fn create_agent(&self, slug: &str, name: &str) -> String {
+        let reply = self
+            .post(
+                &format!("/api/v1/projects/{slug}/agents"),
+                &self.admin_token,
+                serde_json::json!({"name": name}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.body["agent"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Number of projects, read straight from the store.
+    pub async fn project_count(&self) -> usize {
+        let reply = self.get("/api/v1/projects", &self.admin_token).await;
+        reply.body["items"].as_array().unwrap().len()
+    }
+}
+
+/// A short unique suffix for names in tests.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
