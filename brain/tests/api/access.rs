@@ -235,7 +235,12 @@ async fn role_matrix(backend: Backend) {
     app.add_member(SLUG, &revoked_user, "admin").await;
     let listed = app.get("/api/v1/tokens", &revoked).await;
     let id = listed.body["items"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(app.delete(&format!("/api/v1/tokens/{id}"), &revoked).await.status, StatusCode::OK);
+    assert_eq!(
+        app.delete(&format!("/api/v1/tokens/{id}"), &revoked)
+            .await
+            .status,
+        StatusCode::OK
+    );
     callers.push((Who::Revoked, revoked));
     callers.push((Who::Expired, expired_admin_token(&app).await));
     callers.push((Who::NoToken, String::new()));
@@ -266,7 +271,11 @@ async fn role_matrix(backend: Backend) {
             }
         }
     }
-    assert!(failures.is_empty(), "role matrix failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "role matrix failures:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// A project admin whose only token expired a moment ago.
@@ -311,10 +320,19 @@ async fn foreign_projects_are_404(backend: Backend) {
     // alpha's agent addressed through beta, where the caller is admin: still not found,
     // and not deleted.
     let via_beta = format!("/api/v1/projects/beta/agents/{agent_in_alpha}");
-    assert_eq!(app.get(&via_beta, &token).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.delete(&via_beta, &token).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&via_beta, &token).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.delete(&via_beta, &token).await.status,
+        StatusCode::NOT_FOUND
+    );
     let still_there = app
-        .get(&format!("/api/v1/projects/alpha/agents/{agent_in_alpha}"), &app.admin_token)
+        .get(
+            &format!("/api/v1/projects/alpha/agents/{agent_in_alpha}"),
+            &app.admin_token,
+        )
         .await;
     assert_eq!(still_there.status, StatusCode::OK);
     // The project list shows only beta.

@@ -48,7 +48,13 @@ impl Server {
         let base = loop {
             let log = stderr.lock().unwrap().clone();
             if let Some(line) = log.lines().find(|l| l.contains("taskward brain listening")) {
-                let addr = line.split("listen=").nth(1).unwrap().split_whitespace().next().unwrap();
+                let addr = line
+                    .split("listen=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
                 break format!("http://{addr}");
             }
             assert!(Instant::now() < deadline, "server did not start:\n{log}");
@@ -69,14 +75,26 @@ impl Server {
     /// Sends SIGTERM and waits for a clean exit.
     fn terminate(mut self) -> String {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "server exited with {status} after SIGTERM");
+                assert!(
+                    status.success(),
+                    "server exited with {status} after SIGTERM"
+                );
                 break;
             }
-            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -117,24 +135,51 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
 
     // First start: data dir 0700, token file 0600, the token printed once on stderr.
     let data_dir = cwd.join("taskward-data");
-    assert_eq!(std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     let token_file = data_dir.join("admin.token");
-    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
-    let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
-    assert_eq!(server.log().matches(&admin).count(), 1, "the admin token is printed exactly once");
-    assert_eq!(backend == Backend::Sqlite, data_dir.join("taskward.db").exists());
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let admin = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(
+        server.log().matches(&admin).count(),
+        1,
+        "the admin token is printed exactly once"
+    );
+    assert_eq!(
+        backend == Backend::Sqlite,
+        data_dir.join("taskward.db").exists()
+    );
 
     // The admin CLI works on the same store while the server runs.
     let out = cli(cwd, db, &["user", "create", "jane"]);
     assert!(stdout(&out).contains("created user jane"));
-    assert!(stdout(&cli(cwd, db, &["project", "create", "billing"])).contains("created project billing"));
     assert!(
-        stdout(&cli(cwd, db, &["member", "add", "billing", "jane", "operator"]))
-            .contains("jane is operator in billing")
+        stdout(&cli(cwd, db, &["project", "create", "billing"]))
+            .contains("created project billing")
     );
-    let jane = stdout(&cli(cwd, db, &["token", "create", "jane", "--expires-in", "30d"]))
-        .trim()
-        .to_owned();
+    assert!(
+        stdout(&cli(
+            cwd,
+            db,
+            &["member", "add", "billing", "jane", "operator"]
+        ))
+        .contains("jane is operator in billing")
+    );
+    let jane = stdout(&cli(
+        cwd,
+        db,
+        &["token", "create", "jane", "--expires-in", "30d"],
+    ))
+    .trim()
+    .to_owned();
     assert!(jane.starts_with("tw_"));
 
     let http = reqwest::Client::new();
@@ -156,7 +201,11 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(forbidden.status(), 403);
-    let metrics = http.get(format!("{}/metrics", server.base)).send().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 401);
     let metrics = http
         .get(format!("{}/metrics", server.base))
@@ -183,9 +232,16 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
     let log = server.terminate();
     assert!(log.contains("shutdown requested"));
     assert!(log.contains("request"), "debug log has request spans");
-    assert_eq!(log.matches(&admin).count(), 1, "admin token leaked into the log");
+    assert_eq!(
+        log.matches(&admin).count(),
+        1,
+        "admin token leaked into the log"
+    );
     assert!(!log.contains(&jane), "a token leaked into the log");
-    assert!(!log.contains(&jane["tw_".len()..]), "a token leaked into the log");
+    assert!(
+        !log.contains(&jane["tw_".len()..]),
+        "a token leaked into the log"
+    );
 
     // Restarting does not bootstrap again.
     let again = Server::start(cwd, db);
@@ -197,8 +253,20 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
 fn help_teaches_and_version_answers() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for word in ["serve", "migrate", "user", "project", "member", "token", "--data-dir", "--database-url"] {
-        assert!(text.contains(word), "--help does not mention {word}:\n{text}");
+    for word in [
+        "serve",
+        "migrate",
+        "user",
+        "project",
+        "member",
+        "token",
+        "--data-dir",
+        "--database-url",
+    ] {
+        assert!(
+            text.contains(word),
+            "--help does not mention {word}:\n{text}"
+        );
     }
     let version = Command::new(BIN).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));

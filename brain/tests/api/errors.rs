@@ -28,7 +28,12 @@ async fn bad_input_gets_json_errors_and_changes_nothing(backend: Backend) {
     // (request, status, code, field)
     let cases: Vec<(Request<Body>, StatusCode, &str, Option<&str>)> = vec![
         (
-            raw(Method::POST, "/api/v1/projects", json_ct, b"{\"slug\": ".to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/projects",
+                json_ct,
+                b"{\"slug\": ".to_vec(),
+            ),
             StatusCode::BAD_REQUEST,
             "invalid_json",
             None,
@@ -40,43 +45,78 @@ async fn bad_input_gets_json_errors_and_changes_nothing(backend: Backend) {
             None,
         ),
         (
-            raw(Method::POST, "/api/v1/projects", json_ct, b"{\"slug\": 42}".to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/projects",
+                json_ct,
+                b"{\"slug\": 42}".to_vec(),
+            ),
             StatusCode::BAD_REQUEST,
             "invalid_field",
             Some("slug"),
         ),
         (
-            raw(Method::POST, "/api/v1/projects", json_ct, b"{\"slug\": \"Not A Slug\"}".to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/projects",
+                json_ct,
+                b"{\"slug\": \"Not A Slug\"}".to_vec(),
+            ),
             StatusCode::BAD_REQUEST,
             "invalid_field",
             Some("slug"),
         ),
         (
-            raw(Method::POST, "/api/v1/projects", json_ct, br#"{"slug": "ok", "owner": "x"}"#.to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/projects",
+                json_ct,
+                br#"{"slug": "ok", "owner": "x"}"#.to_vec(),
+            ),
             StatusCode::BAD_REQUEST,
             "unknown_field",
             Some("owner"),
         ),
         (
-            raw(Method::POST, "/api/v1/projects", json_ct, br#"{"name": "No slug"}"#.to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/projects",
+                json_ct,
+                br#"{"name": "No slug"}"#.to_vec(),
+            ),
             StatusCode::BAD_REQUEST,
             "missing_field",
             Some("slug"),
         ),
         (
-            raw(Method::POST, "/api/v1/projects", json_ct, br#"["slug"]"#.to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/projects",
+                json_ct,
+                br#"["slug"]"#.to_vec(),
+            ),
             StatusCode::BAD_REQUEST,
             "invalid_field",
             None,
         ),
         (
-            raw(Method::POST, "/api/v1/projects", Some("text/plain"), br#"{"slug": "ok"}"#.to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/projects",
+                Some("text/plain"),
+                br#"{"slug": "ok"}"#.to_vec(),
+            ),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             None,
         ),
         (
-            raw(Method::POST, "/api/v1/projects", None, br#"{"slug": "ok"}"#.to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/projects",
+                None,
+                br#"{"slug": "ok"}"#.to_vec(),
+            ),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             None,
@@ -94,31 +134,58 @@ async fn bad_input_gets_json_errors_and_changes_nothing(backend: Backend) {
             None,
         ),
         (
-            raw(Method::POST, "/api/v1/projects", json_ct, json!({"slug": "ok", "description": "x".repeat(2001)}).to_string().into_bytes()),
+            raw(
+                Method::POST,
+                "/api/v1/projects",
+                json_ct,
+                json!({"slug": "ok", "description": "x".repeat(2001)})
+                    .to_string()
+                    .into_bytes(),
+            ),
             StatusCode::BAD_REQUEST,
             "invalid_field",
             Some("description"),
         ),
         (
-            raw(Method::POST, "/api/v1/tokens", json_ct, br#"{"name": "t", "expires_in": "forever"}"#.to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/tokens",
+                json_ct,
+                br#"{"name": "t", "expires_in": "forever"}"#.to_vec(),
+            ),
             StatusCode::BAD_REQUEST,
             "invalid_field",
             Some("expires_in"),
         ),
         (
-            raw(Method::POST, "/api/v1/tokens", json_ct, br#"{"name": ""}"#.to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/tokens",
+                json_ct,
+                br#"{"name": ""}"#.to_vec(),
+            ),
             StatusCode::BAD_REQUEST,
             "invalid_field",
             Some("name"),
         ),
         (
-            raw(Method::POST, "/api/v1/projects/default/members", json_ct, br#"{"user": "admin", "role": "owner"}"#.to_vec()),
+            raw(
+                Method::POST,
+                "/api/v1/projects/default/members",
+                json_ct,
+                br#"{"user": "admin", "role": "owner"}"#.to_vec(),
+            ),
             StatusCode::BAD_REQUEST,
             "invalid_field",
             Some("role"),
         ),
         (
-            raw(Method::GET, "/api/v1/projects/default/agents/not-a-uuid", None, vec![]),
+            raw(
+                Method::GET,
+                "/api/v1/projects/default/agents/not-a-uuid",
+                None,
+                vec![],
+            ),
             StatusCode::BAD_REQUEST,
             "invalid_path_parameter",
             Some("agent_id"),
@@ -160,14 +227,20 @@ async fn bad_input_gets_json_errors_and_changes_nothing(backend: Backend) {
         assert_eq!(reply.status, status, "{what}: {}", reply.body);
         assert_eq!(reply.code(), code, "{what}: {}", reply.body);
         assert!(
-            reply.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            reply.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "{what}: message missing"
         );
         if field.is_some() {
             assert_eq!(reply.field(), field, "{what}: {}", reply.body);
         }
     }
-    assert_eq!(app.project_count().await, before, "a bad request changed the store");
+    assert_eq!(
+        app.project_count().await,
+        before,
+        "a bad request changed the store"
+    );
 
     // Unauthenticated requests get the shape too, with a challenge header.
     let reply = app.call(Method::GET, "/api/v1/projects", None, None).await;
@@ -180,23 +253,38 @@ async fn bad_input_gets_json_errors_and_changes_nothing(backend: Backend) {
             .header("authorization", header)
             .body(Body::empty())
             .unwrap();
-        assert_eq!(app.send(request).await.status, StatusCode::UNAUTHORIZED, "{header}");
+        assert_eq!(
+            app.send(request).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{header}"
+        );
     }
 }
 
 async fn conflicts_are_409(backend: Backend) {
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
-    let again = app.post("/api/v1/projects", &t, json!({"slug": "default"})).await;
+    let again = app
+        .post("/api/v1/projects", &t, json!({"slug": "default"}))
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.code(), "conflict");
     app.create_agent("default", "host-1").await;
     let dup = app
-        .post("/api/v1/projects/default/agents", &t, json!({"name": "host-1"}))
+        .post(
+            "/api/v1/projects/default/agents",
+            &t,
+            json!({"name": "host-1"}),
+        )
         .await;
     assert_eq!(dup.status, StatusCode::CONFLICT);
-    let user = app.post("/api/v1/users", &t, json!({"name": "admin"})).await;
+    let user = app
+        .post("/api/v1/users", &t, json!({"name": "admin"}))
+        .await;
     assert_eq!(user.status, StatusCode::CONFLICT);
 }
 
-both_backends!(bad_input_gets_json_errors_and_changes_nothing, conflicts_are_409);
+both_backends!(
+    bad_input_gets_json_errors_and_changes_nothing,
+    conflicts_are_409
+);

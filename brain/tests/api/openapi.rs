@@ -21,7 +21,9 @@ async fn committed_openapi_matches_the_code() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
 
     let app = TestApp::new(Backend::Sqlite).await;
-    let served = app.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let served = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     assert_eq!(served.status, StatusCode::OK);
     assert_eq!(served.body, doc);
 }

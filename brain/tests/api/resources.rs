@@ -47,7 +47,9 @@ async fn projects_create_read_update(backend: Backend) {
     // Slug bounds: 63 characters is accepted, 64 is not.
     let long = "a".repeat(63);
     assert_eq!(
-        app.post("/api/v1/projects", &t, json!({"slug": long})).await.status,
+        app.post("/api/v1/projects", &t, json!({"slug": long}))
+            .await
+            .status,
         StatusCode::CREATED
     );
     assert_eq!(
@@ -64,17 +66,28 @@ async fn members_add_change_list_remove(backend: Backend) {
     let jane_token = app.create_user("jane", false).await;
     let members = "/api/v1/projects/default/members";
 
-    let added = app.post(members, &t, json!({"user": "jane", "role": "viewer"})).await;
+    let added = app
+        .post(members, &t, json!({"user": "jane", "role": "viewer"}))
+        .await;
     assert_eq!(added.status, StatusCode::CREATED);
     assert_eq!(added.body["role"], "viewer");
     // A viewer reads the project but cannot change members.
-    assert_eq!(app.get("/api/v1/projects/default", &jane_token).await.body["role"], "viewer");
+    assert_eq!(
+        app.get("/api/v1/projects/default", &jane_token).await.body["role"],
+        "viewer"
+    );
     let refused = app
-        .post(members, &jane_token, json!({"user": "jane", "role": "admin"}))
+        .post(
+            members,
+            &jane_token,
+            json!({"user": "jane", "role": "admin"}),
+        )
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
 
-    let changed = app.post(members, &t, json!({"user": "jane", "role": "operator"})).await;
+    let changed = app
+        .post(members, &t, json!({"user": "jane", "role": "operator"}))
+        .await;
     assert_eq!(changed.status, StatusCode::OK);
     assert_eq!(changed.body["role"], "operator");
     assert_eq!(changed.body["created_at"], added.body["created_at"]);
@@ -84,21 +97,39 @@ async fn members_add_change_list_remove(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["user"].as_str().unwrap().into(), m["role"].as_str().unwrap().into()))
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap().into(),
+                m["role"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         roles,
-        [("admin".to_owned(), "admin".to_owned()), ("jane".into(), "operator".into())]
+        [
+            ("admin".to_owned(), "admin".to_owned()),
+            ("jane".into(), "operator".into())
+        ]
     );
 
-    let unknown = app.post(members, &t, json!({"user": "nobody", "role": "viewer"})).await;
+    let unknown = app
+        .post(members, &t, json!({"user": "nobody", "role": "viewer"}))
+        .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 
-    assert_eq!(app.delete(&format!("{members}/jane"), &t).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(app.delete(&format!("{members}/jane"), &t).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.delete(&format!("{members}/jane"), &t).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.delete(&format!("{members}/jane"), &t).await.status,
+        StatusCode::NOT_FOUND
+    );
     // Jane no longer sees the project at all.
     assert_eq!(
-        app.get("/api/v1/projects/default", &jane_token).await.status,
+        app.get("/api/v1/projects/default", &jane_token)
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
 }
@@ -109,7 +140,10 @@ async fn users_create_list_delete(backend: Backend) {
     let token = app.create_user("ops-bot", false).await;
     assert!(token.starts_with("tw_"));
     app.add_member("default", "ops-bot", "operator").await;
-    assert_eq!(app.get("/api/v1/projects", &token).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/projects", &token).await.status,
+        StatusCode::OK
+    );
 
     let listed = app.get("/api/v1/users", &t).await;
     let names: Vec<&str> = listed.body["items"]
@@ -120,11 +154,19 @@ async fn users_create_list_delete(backend: Backend) {
         .collect();
     assert_eq!(names, ["admin", "ops-bot"]);
 
-    assert_eq!(app.delete("/api/v1/users/ops-bot", &t).await.status, StatusCode::NO_CONTENT);
-    // Their token stops working at once, the name stays reserved, and they leave the lists.
-    assert_eq!(app.get("/api/v1/projects", &token).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        app.post("/api/v1/users", &t, json!({"name": "ops-bot"})).await.status,
+        app.delete("/api/v1/users/ops-bot", &t).await.status,
+        StatusCode::NO_CONTENT
+    );
+    // Their token stops working at once, the name stays reserved, and they leave the lists.
+    assert_eq!(
+        app.get("/api/v1/projects", &token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.post("/api/v1/users", &t, json!({"name": "ops-bot"}))
+            .await
+            .status,
         StatusCode::CONFLICT
     );
     let members = app.get("/api/v1/projects/default/members", &t).await;
@@ -133,7 +175,10 @@ async fn users_create_list_delete(backend: Backend) {
     let own = app.delete("/api/v1/users/admin", &t).await;
     assert_eq!(own.status, StatusCode::BAD_REQUEST);
     assert_eq!(own.field(), Some("name"));
-    assert_eq!(app.delete("/api/v1/users/ghost", &t).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.delete("/api/v1/users/ghost", &t).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 async fn agents_register_list_delete(backend: Backend) {
@@ -157,7 +202,9 @@ async fn agents_register_list_delete(backend: Backend) {
     let viewer = unique("viewer");
     let viewer_token = app.create_user(&viewer, false).await;
     app.add_member("default", &viewer, "viewer").await;
-    let listed = app.get("/api/v1/projects/default/agents", &viewer_token).await;
+    let listed = app
+        .get("/api/v1/projects/default/agents", &viewer_token)
+        .await;
     assert_eq!(listed.status, StatusCode::OK);
     let items = listed.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
@@ -166,7 +213,10 @@ async fn agents_register_list_delete(backend: Backend) {
     assert!(!listed.body.to_string().contains(enrollment));
 
     let path = format!("/api/v1/projects/default/agents/{id}");
-    assert_eq!(app.get(&path, &viewer_token).await.body["name"], "worker-host-1");
+    assert_eq!(
+        app.get(&path, &viewer_token).await.body["name"],
+        "worker-host-1"
+    );
     assert_eq!(app.delete(&path, &t).await.status, StatusCode::NO_CONTENT);
     assert_eq!(app.get(&path, &t).await.status, StatusCode::NOT_FOUND);
     assert_eq!(app.delete(&path, &t).await.status, StatusCode::NOT_FOUND);

@@ -14,8 +14,14 @@ async fn bootstrap_creates_admin_project_and_token_once(backend: Backend) {
     let app = TestApp::new(backend).await;
     let file = app.data_dir.path().join("admin.token");
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "admin.token must be readable by its owner only");
-    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), app.admin_token);
+    assert_eq!(
+        mode, 0o600,
+        "admin.token must be readable by its owner only"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim(),
+        app.admin_token
+    );
 
     let me = app.get("/api/v1/projects/default", &app.admin_token).await;
     assert_eq!(me.status, StatusCode::OK);
@@ -40,7 +46,10 @@ async fn bootstrap_creates_admin_project_and_token_once(backend: Backend) {
     .unwrap();
     assert!(!again, "bootstrap ran on a store that has users");
     assert_eq!(count, 1);
-    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), app.admin_token);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim(),
+        app.admin_token
+    );
 }
 
 /// Many requests writing at once: none may fail (on SQLite: no "database is locked").
@@ -52,7 +61,8 @@ async fn concurrent_writers_never_fail(backend: Backend) {
         tasks.push(tokio::spawn(async move {
             let t = app.admin_token.clone();
             let reply = if i % 2 == 0 {
-                app.post("/api/v1/tokens", &t, json!({"name": format!("t{i}")})).await
+                app.post("/api/v1/tokens", &t, json!({"name": format!("t{i}")}))
+                    .await
             } else {
                 app.post(
                     "/api/v1/projects/default/agents",
@@ -68,7 +78,9 @@ async fn concurrent_writers_never_fail(backend: Backend) {
         let (status, body) = task.await.unwrap();
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
-    let agents = app.get("/api/v1/projects/default/agents", &app.admin_token).await;
+    let agents = app
+        .get("/api/v1/projects/default/agents", &app.admin_token)
+        .await;
     assert_eq!(agents.body["items"].as_array().unwrap().len(), 24);
 }
 

@@ -13,7 +13,11 @@ async fn tokens_lifecycle(backend: Backend) {
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
     let created = app
-        .post("/api/v1/tokens", &t, json!({"name": "ci", "expires_in": "30d"}))
+        .post(
+            "/api/v1/tokens",
+            &t,
+            json!({"name": "ci", "expires_in": "30d"}),
+        )
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
     let token = created.body["token"].as_str().unwrap().to_owned();
@@ -22,7 +26,10 @@ async fn tokens_lifecycle(backend: Backend) {
     assert!(created.body["expires_at"].is_string());
 
     // It works; the listing shows the prefix but never the token.
-    assert_eq!(app.get("/api/v1/projects", &token).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/projects", &token).await.status,
+        StatusCode::OK
+    );
     let listed = app.get("/api/v1/tokens", &token).await;
     assert!(!listed.body.to_string().contains(&token));
     let entry = listed.body["items"]
@@ -53,14 +60,26 @@ async fn tokens_lifecycle(backend: Backend) {
     // Only the owner can revoke it; for others it does not exist.
     let other = app.create_user("other", false).await;
     let path = format!("/api/v1/tokens/{}", created.body["id"].as_str().unwrap());
-    assert_eq!(app.delete(&path, &other).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.get("/api/v1/projects", &token).await.status, StatusCode::OK);
+    assert_eq!(
+        app.delete(&path, &other).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/api/v1/projects", &token).await.status,
+        StatusCode::OK
+    );
     let revoked = app.delete(&path, &t).await;
     assert_eq!(revoked.status, StatusCode::OK);
     assert!(revoked.body["revoked_at"].is_string());
-    assert_eq!(app.get("/api/v1/projects", &token).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/v1/projects", &token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     // Revoking again is harmless and keeps the first time.
-    assert_eq!(app.delete(&path, &t).await.body["revoked_at"], revoked.body["revoked_at"]);
+    assert_eq!(
+        app.delete(&path, &t).await.body["revoked_at"],
+        revoked.body["revoked_at"]
+    );
 
     // Lifetime bounds: 1m and 3650d are accepted, 0m and 3651d are not.
     for (expires_in, status) in [
@@ -70,7 +89,11 @@ async fn tokens_lifecycle(backend: Backend) {
         ("3651d", StatusCode::BAD_REQUEST),
     ] {
         let reply = app
-            .post("/api/v1/tokens", &t, json!({"name": "b", "expires_in": expires_in}))
+            .post(
+                "/api/v1/tokens",
+                &t,
+                json!({"name": "b", "expires_in": expires_in}),
+            )
             .await;
         assert_eq!(reply.status, status, "{expires_in}: {}", reply.body);
     }
@@ -88,10 +111,16 @@ async fn plaintext_tokens_never_reach_the_database(backend: Backend) {
     let app = TestApp::new(backend).await;
     let mut secrets = vec![app.admin_token.clone()];
     secrets.push(app.create_user("jane", false).await);
-    let created = app.post("/api/v1/tokens", &app.admin_token, json!({"name": "x"})).await;
+    let created = app
+        .post("/api/v1/tokens", &app.admin_token, json!({"name": "x"}))
+        .await;
     secrets.push(created.body["token"].as_str().unwrap().to_owned());
     let agent = app
-        .post("/api/v1/projects/default/agents", &app.admin_token, json!({"name": "h"}))
+        .post(
+            "/api/v1/projects/default/agents",
+            &app.admin_token,
+            json!({"name": "h"}),
+        )
         .await;
     secrets.push(agent.body["enrollment_token"].as_str().unwrap().to_owned());
 
@@ -132,7 +161,10 @@ async fn plaintext_tokens_never_reach_the_database(backend: Backend) {
             contents.contains(&hash_secret(secret)),
             "the scan did not find the hash of a token: it is not looking at the data"
         );
-        assert!(!contents.contains(secret.as_str()), "a plaintext token is in the database");
+        assert!(
+            !contents.contains(secret.as_str()),
+            "a plaintext token is in the database"
+        );
     }
 }
 

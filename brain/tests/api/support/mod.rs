@@ -63,7 +63,9 @@ pub struct Reply {
 impl Reply {
     /// The error code of an error response.
     pub fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("<no error code>")
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error code>")
     }
 
     /// The field an error response names.
@@ -169,7 +171,11 @@ impl TestApp {
     /// Creates a project through the API (as the bootstrap admin).
     pub async fn create_project(&self, slug: &str) {
         let reply = self
-            .post("/api/v1/projects", &self.admin_token, serde_json::json!({"slug": slug}))
+            .post(
+                "/api/v1/projects",
+                &self.admin_token,
+                serde_json::json!({"slug": slug}),
+            )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     }
@@ -208,5 +214,8 @@ impl TestApp {
 
 /// A short unique suffix for names in tests.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
