@@ -336,7 +336,9 @@ where
 fn build_pool(manager: ConnectionManager<AnyConnection>, size: u32) -> StoreResult<AnyPool> {
     Pool::builder()
         .max_size(size)
-        .min_idle(Some(1))
+        // No idle floor: r2d2 would refill it from a background thread, which can still be
+        // inside libpq when a short CLI command exits (a crash at exit was seen).
+        .min_idle(Some(0))
         .connection_timeout(POOL_TIMEOUT)
         .connection_customizer(Box::new(ConnectionSetup))
         .build(manager)

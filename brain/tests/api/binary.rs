@@ -117,7 +117,8 @@ fn cli(cwd: &Path, db: Option<&TestDb>, args: &[&str]) -> Output {
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
-        "command failed: {}",
+        "command failed ({}): {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout.clone()).unwrap()
