@@ -1,37 +1,104 @@
 //! The application state every handler sees.
 
 use std::ops::Deref;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use taskward_shared::audit::{Actor, ActorKind};
+
+use crate::auth::Caller;
+use crate::keys::Keys;
+use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::store::audit::AuditContext;
+
+/// How long a command may wait for its agent before it times out (and the agent would refuse
+/// it): long enough for an agent to reconnect, short enough that nobody is surprised by an old
+/// command running.
+pub const DEFAULT_COMMAND_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// Settings of a running server that handlers consult.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerSettings {
     /// Serve `/metrics` without a token (for scrapers on a trusted network).
     pub metrics_public: bool,
+    /// Lifetime of a command, see [`DEFAULT_COMMAND_TTL`].
+    pub command_ttl: Duration,
+    /// Per-caller limit on bulk retry and purge.
+    pub bulk_limit: Limit,
+    /// How often grown chains get a checkpoint in `checkpoints.log`.
+    pub checkpoint_interval: Duration,
+    /// How often overdue commands are timed out.
+    pub sweep_interval: Duration,
 }
 
-/// Everything a request may need: the store, settings and metrics.
+impl Default for ServerSettings {
+    fn default() -> ServerSettings {
+        ServerSettings {
+            metrics_public: false,
+            command_ttl: DEFAULT_COMMAND_TTL,
+            bulk_limit: Limit::default(),
+            checkpoint_interval: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything a request may need.
 pub struct App {
     /// The database.
     pub store: Store,
+    /// Signing keys and the confirm-token secret.
+    pub keys: Arc<Keys>,
+    /// The data directory (checkpoints.log lives here).
+    pub data_dir: PathBuf,
     /// Server settings.
     pub settings: ServerSettings,
     /// Prometheus registry and HTTP counters.
     pub metrics: Metrics,
+    /// Limits on bulk retry and purge.
+    pub bulk_limiter: RateLimiter,
 }
 
 impl App {
     /// Builds the app and registers the store's counters with the metrics registry.
-    pub fn new(store: Store, settings: ServerSettings) -> App {
+    pub fn new(store: Store, keys: Arc<Keys>, data_dir: PathBuf, settings: ServerSettings) -> App {
         let metrics = Metrics::new(&store);
         App {
+            bulk_limiter: RateLimiter::new(settings.bulk_limit),
             store,
+            keys,
+            data_dir,
             settings,
             metrics,
         }
+    }
+
+    /// What an audit append needs when `caller` acts: the active key and the caller as actor.
+    pub fn audit_as(&self, caller: &Caller) -> AuditContext {
+        AuditContext {
+            signer: self.keys.signer(),
+            actor: caller.actor(),
+        }
+    }
+
+    /// The brain itself as actor (timeouts, checkpoints).
+    pub fn audit_as_system(&self) -> AuditContext {
+        AuditContext {
+            signer: self.keys.signer(),
+            actor: system_actor("brain"),
+        }
+    }
+}
+
+/// The brain (or its CLI, on this host) as an audit actor.
+pub fn system_actor(name: &str) -> Actor {
+    Actor {
+        kind: ActorKind::System,
+        id: "brain".into(),
+        name: name.into(),
     }
 }
 

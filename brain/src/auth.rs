@@ -86,6 +86,17 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+impl Caller {
+    /// The caller as the actor of audit rows.
+    pub fn actor(&self) -> taskward_shared::audit::Actor {
+        taskward_shared::audit::Actor {
+            kind: taskward_shared::audit::ActorKind::User,
+            id: self.user_id.clone(),
+            name: self.user_name.clone(),
+        }
+    }
+}
+
 /// The token from `Authorization: Bearer <token>`, if the header is well-formed.
 fn bearer_token(parts: &Parts) -> Option<String> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;

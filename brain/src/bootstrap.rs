@@ -4,8 +4,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::app::system_actor;
+use crate::keys::Keys;
 use crate::names::{Label, ProjectSlug, UserName};
 use crate::role::Role;
+use crate::store::audit::{self, AuditContext};
 use crate::store::{Store, StoreError, StoreResult, memberships, projects, tokens, users};
 
 /// What bootstrap created, for the caller to report.
@@ -20,8 +23,17 @@ pub struct Bootstrapped {
 /// Creates the first admin, project and token if the store has no users; `None` otherwise.
 /// The token file is written inside the transaction, so a crash leaves either both or
 /// neither (a leftover file from a failed commit is overwritten on the next start).
-pub fn bootstrap_if_empty(store: &Store, data_dir: &Path) -> StoreResult<Option<Bootstrapped>> {
+pub fn bootstrap_if_empty(
+    store: &Store,
+    keys: &Keys,
+    data_dir: &Path,
+) -> StoreResult<Option<Bootstrapped>> {
     let token_file = data_dir.join("admin.token");
+    let site_chain = store.site_chain();
+    let ctx = AuditContext {
+        signer: keys.signer(),
+        actor: system_actor("bootstrap"),
+    };
     store.write_blocking("bootstrap", |conn| {
         if users::any_exist(conn)? {
             return Ok(None);
@@ -35,7 +47,19 @@ pub fn bootstrap_if_empty(store: &Store, data_dir: &Path) -> StoreResult<Option<
         )?;
         memberships::set_role(conn, &project.id, &admin.id, Role::Admin)?;
         let label: Label = "bootstrap".parse().expect("valid");
-        let (_, secret) = tokens::create(conn, &admin.id, &label, None)?;
+        let (token, secret) = tokens::create(conn, &admin.id, &label, None)?;
+        audit::append(
+            conn,
+            &ctx,
+            &site_chain,
+            "site.bootstrapped",
+            None,
+            serde_json::json!({
+                "admin": {"id": admin.id, "name": admin.name},
+                "project": {"id": project.id, "slug": project.slug},
+                "token_prefix": token.prefix,
+            }),
+        )?;
         write_secret_file(&token_file, secret.expose()).map_err(|e| {
             StoreError::Unavailable(format!("cannot write {}: {e}", token_file.display()))
         })?;

@@ -7,10 +7,17 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use taskward_shared::audit::verify::TrustedKeys;
+use taskward_shared::crypto::key_id;
+
+use crate::app::system_actor;
+use crate::audit::{Verdict, read_checkpoint, read_keys_file, verify_export, verify_live};
 use crate::expiry::parse_lifetime;
+use crate::keys::{KeyError, Keys};
 use crate::names::{Label, ProjectSlug, UserName};
 use crate::role::Role;
 use crate::server;
+use crate::store::audit::{self, AuditContext};
 use crate::store::{DatabaseUrl, Store, StoreError, memberships, now_ms, projects, tokens, users};
 use crate::telemetry::{self, LogFormat};
 
@@ -63,6 +70,58 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the brain's signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Verify the signed audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key. The old key signs a rotation row (with the new public key) on
+    /// the site chain and stays published; a running server switches within a second.
+    Rotate,
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check that the log was not altered, removed, reordered or cut off.
+    ///
+    /// Live (against the database, keys from <data-dir>/keys):
+    ///     taskward-brain audit verify [--project SLUG | --site] [--checkpoint checkpoints.log]
+    ///
+    /// Offline (an export from GET /api/v1/projects/SLUG/audit/export, and the keys from
+    /// GET /api/v1/signing-keys, obtained independently):
+    ///     taskward-brain audit verify --file export.jsonl --keys keys.json [--checkpoint FILE]
+    ///
+    /// Prints `OK <rows> rows, head <hash>` per chain, or the first bad row and why, and
+    /// exits non-zero.
+    Verify(VerifyArgs),
+}
+
+/// Options of `audit verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verify only this project's chain (default: every chain).
+    #[arg(long, conflicts_with_all = ["site", "file"])]
+    pub project: Option<ProjectSlug>,
+    /// Verify only the site chain (users, projects, tokens, keys).
+    #[arg(long, conflicts_with = "file")]
+    pub site: bool,
+    /// A checkpoint (JSON) or a checkpoint log (JSON Lines, e.g. checkpoints.log) kept outside
+    /// the database: detects a log truncated or rewritten after it.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Verify an export file instead of the database.
+    #[arg(long, requires = "keys")]
+    pub file: Option<PathBuf>,
+    /// The public keys to trust (`GET /api/v1/signing-keys`), for --file.
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
 }
 
 /// Options of `serve`.
@@ -147,6 +206,12 @@ pub enum CliError {
     /// A store operation failed.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The signing keys could not be loaded.
+    #[error("{0}")]
+    Keys(#[from] KeyError),
+    /// Verification found a bad row (already reported on stdout).
+    #[error("audit verification failed")]
+    VerificationFailed,
     /// A file or socket could not be used.
     #[error("{what}: {source}")]
     Io {
@@ -193,8 +258,20 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::User(UserCommand::Create { name, site_admin }) => {
-            let user = Store::open(&url)?
-                .write_blocking("create_user", |conn| users::create(conn, &name, site_admin))?;
+            let (store, ctx) = open_audited(&url, &cli.data_dir)?;
+            let chain = store.site_chain();
+            let user = store.write_blocking("create_user", |conn| {
+                let user = users::create(conn, &name, site_admin)?;
+                audit::append(
+                    conn,
+                    &ctx,
+                    &chain,
+                    "user.created",
+                    None,
+                    serde_json::json!({"user": {"id": user.id, "name": user.name, "site_admin": user.site_admin}}),
+                )?;
+                Ok(user)
+            })?;
             println!(
                 "created user {} ({}); give them a token with: taskward-brain token create {}",
                 user.name,
@@ -208,19 +285,47 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Project(ProjectCommand::Create { slug, name }) => {
-            let project = Store::open(&url)?.write_blocking("create_project", |conn| {
-                projects::create(conn, &slug, name.as_ref(), "")
+            let (store, ctx) = open_audited(&url, &cli.data_dir)?;
+            let chain = store.site_chain();
+            let project = store.write_blocking("create_project", |conn| {
+                let project = projects::create(conn, &slug, name.as_ref(), "")?;
+                audit::append(
+                    conn,
+                    &ctx,
+                    &chain,
+                    "project.created",
+                    None,
+                    serde_json::json!({
+                        "project": {"id": project.id, "slug": project.slug},
+                        "chain": audit::project_chain(&project.id),
+                    }),
+                )?;
+                Ok(project)
             })?;
             println!("created project {} ({})", project.slug, project.name);
             Ok(())
         }
         Command::Member(MemberCommand::Add { slug, user, role }) => {
-            let change = Store::open(&url)?.write_blocking("set_member_role", |conn| {
+            let (store, ctx) = open_audited(&url, &cli.data_dir)?;
+            let change = store.write_blocking("set_member_role", |conn| {
                 let project = projects::find(conn, &slug)
                     .map_err(|e| not_found(e, format!("project {slug}")))?;
                 let found = users::find_active(conn, &user)
                     .map_err(|e| not_found(e, format!("user {user}")))?;
-                memberships::set_role(conn, &project.id, &found.id, role)
+                let change = memberships::set_role(conn, &project.id, &found.id, role)?;
+                audit::append(
+                    conn,
+                    &ctx,
+                    &audit::project_chain(&project.id),
+                    "member.role_set",
+                    None,
+                    serde_json::json!({
+                        "user": {"id": found.id, "name": found.name},
+                        "role": role,
+                        "added": change == memberships::SetRole::Added,
+                    }),
+                )?;
+                Ok(change)
             })?;
             let verb = match change {
                 memberships::SetRole::Added => "added",
@@ -235,10 +340,27 @@ fn run(cli: Cli) -> Result<(), CliError> {
             name,
         }) => {
             let expires_at = expires_in.map(|ms| now_ms() + ms);
-            let (token, secret) = Store::open(&url)?.write_blocking("create_token", |conn| {
+            let (store, ctx) = open_audited(&url, &cli.data_dir)?;
+            let chain = store.site_chain();
+            let (token, secret) = store.write_blocking("create_token", |conn| {
                 let found = users::find_active(conn, &user)
                     .map_err(|e| not_found(e, format!("user {user}")))?;
-                tokens::create(conn, &found.id, &name, expires_at)
+                let created = tokens::create(conn, &found.id, &name, expires_at)?;
+                audit::append(
+                    conn,
+                    &ctx,
+                    &chain,
+                    "token.created",
+                    None,
+                    serde_json::json!({
+                        "token_id": created.0.id,
+                        "prefix": created.0.prefix,
+                        "name": created.0.name,
+                        "owner": found.name,
+                        "expires_at_ms": created.0.expires_at.map(|t| t.to_string()),
+                    }),
+                )?;
+                Ok(created)
             })?;
             eprintln!(
                 "created token {} for {user}{} (shown once; stored only as a hash):",
@@ -250,6 +372,123 @@ fn run(cli: Cli) -> Result<(), CliError> {
             );
             println!("{}", secret.expose());
             Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let store = Store::open(&url)?;
+            let keys = Keys::load_or_create(&cli.data_dir)?;
+            let (old, new) = keys.prepare_rotation()?;
+            let (old_id, new_id) = (key_id(&old.verifying_key()), key_id(&new.verifying_key()));
+            let chain = store.site_chain();
+            let row = store.write_blocking("rotate_key", |conn| {
+                audit::append_signed_by(
+                    conn,
+                    &old,
+                    &cli_actor(),
+                    &chain,
+                    "key.rotated",
+                    None,
+                    serde_json::json!({
+                        "old_key_id": old_id,
+                        "new_key_id": new_id,
+                        "new_public_key": hex::encode(new.verifying_key().as_bytes()),
+                    }),
+                )
+            })?;
+            keys.activate(&new)?;
+            println!(
+                "rotated: new signing key {new_id}; the old key {old_id} signed the rotation \
+                 (site chain row {}) and stays published",
+                row.seq
+            );
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify(args)) => verify(&cli.data_dir, &url, args),
+    }
+}
+
+/// The store and an audit context acting as this CLI (the OS user running it).
+fn open_audited(url: &DatabaseUrl, data_dir: &Path) -> Result<(Store, AuditContext), CliError> {
+    let store = Store::open(url)?;
+    let keys = Keys::load_or_create(data_dir)?;
+    Ok((
+        store,
+        AuditContext {
+            signer: keys.signer(),
+            actor: cli_actor(),
+        },
+    ))
+}
+
+/// The CLI as an audit actor, named after the OS user who ran it.
+fn cli_actor() -> taskward_shared::audit::Actor {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    system_actor(&format!("cli:{user}"))
+}
+
+fn verify(data_dir: &Path, url: &DatabaseUrl, args: VerifyArgs) -> Result<(), CliError> {
+    let progress = |rows: u64| eprintln!("  … {rows} rows verified");
+    if let Some(file) = &args.file {
+        let keys_path = args
+            .keys
+            .as_deref()
+            .expect("clap requires --keys with --file");
+        let trusted = read_keys_file(keys_path).map_err(CliError::Usage)?;
+        let reader =
+            std::io::BufReader::new(std::fs::File::open(file).map_err(|source| CliError::Io {
+                what: format!("cannot open {}", file.display()),
+                source,
+            })?);
+        let verdict = verify_export(reader, Some(trusted), args.checkpoint.as_deref(), progress)
+            .map_err(CliError::Usage)?;
+        return report(&file.display().to_string(), verdict);
+    }
+    let store = Store::open(url)?;
+    let keys = Keys::load_or_create(data_dir)?;
+    let trusted = TrustedKeys::from_infos(&keys.public_keys()).map_err(CliError::Usage)?;
+    let chains: Vec<(String, String)> = if args.site {
+        vec![("site".into(), store.site_chain())]
+    } else if let Some(slug) = &args.project {
+        let project = store
+            .read_blocking("find_project", |conn| projects::find(conn, slug))
+            .map_err(|e| not_found(e, format!("project {slug}")))?;
+        vec![(slug.to_string(), audit::project_chain(&project.id))]
+    } else {
+        let mut all = vec![("site".to_owned(), store.site_chain())];
+        for (project, _) in store.read_blocking("list_projects", |conn| {
+            projects::list_visible(conn, "", true)
+        })? {
+            all.push((project.slug.clone(), audit::project_chain(&project.id)));
+        }
+        all
+    };
+    let mut failed = false;
+    for (label, chain) in chains {
+        let checkpoint = args
+            .checkpoint
+            .as_deref()
+            .map(|path| read_checkpoint(path, &chain))
+            .transpose()
+            .map_err(CliError::Usage)?
+            .flatten();
+        let verdict = verify_live(&store, trusted.clone(), &chain, checkpoint, progress)?;
+        failed |= report(&format!("{label} ({chain})"), verdict).is_err();
+    }
+    if failed {
+        Err(CliError::VerificationFailed)
+    } else {
+        Ok(())
+    }
+}
+
+fn report(what: &str, verdict: Verdict) -> Result<(), CliError> {
+    match verdict {
+        Ok(summary) => {
+            println!("{what}: OK {} rows, head {}", summary.rows, summary.head);
+            Ok(())
+        }
+        Err(failure) => {
+            println!("{what}: FAILED at {failure}");
+            Err(CliError::VerificationFailed)
         }
     }
 }

@@ -44,6 +44,17 @@ pub enum ApiError {
     /// The request conflicts with existing state (a taken name).
     #[error("{0}")]
     Conflict(String),
+    /// A purge's confirm token was made for another depth than the queue has now.
+    #[error("{message}")]
+    DepthChanged {
+        /// What happened and what to do.
+        message: String,
+        /// The depth the agent last reported, if any.
+        current_depth: Option<u64>,
+    },
+    /// Too many requests from this caller on this route; retry after the given time.
+    #[error("too many requests: retry in {} s", .0.as_secs().max(1))]
+    RateLimited(std::time::Duration),
     /// The body is over the size limit.
     #[error("request body is larger than the {0} byte limit")]
     PayloadTooLarge(usize),
@@ -79,7 +90,8 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::DepthChanged { .. } => StatusCode::CONFLICT,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -96,6 +108,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::DepthChanged { .. } => "depth_changed",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotImplemented(_) => "not_implemented",
@@ -133,6 +147,9 @@ pub struct ErrorDetail {
     /// The input at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `depth_changed`: the queue's depth now, to show the operator before they confirm again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_depth: Option<u64>,
 }
 
 impl IntoResponse for ApiError {
@@ -147,14 +164,26 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest { field, .. } => field.clone(),
             _ => None,
         };
+        let current_depth = match &self {
+            ApiError::DepthChanged { current_depth, .. } => *current_depth,
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_owned(),
                 message: self.to_string(),
                 field,
+                current_depth,
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::RateLimited(wait) = &self {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs.max(1)),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -11,16 +11,25 @@
 //! - [`store`]: diesel over SQLite or PostgreSQL behind one API, run off the async threads.
 //! - [`app`]: the shared state handlers receive.
 //! - [`bootstrap`]: first-start admin, project and token.
+//! - [`keys`]: the signing keys and confirm secret, in files under `<data-dir>/keys/`.
+//! - [`audit`]: checkpoints, live and offline verification, exports of the audit log.
+//! - [`background`]: the server's periodic work: command timeouts, checkpoints, key reloads.
+//! - [`cursor`], [`limits`]: pagination cursors and per-caller rate limits.
 //! - [`names`], [`role`], [`expiry`]: validated input values.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod bootstrap;
 pub mod cli;
+pub mod cursor;
 pub mod error;
 pub mod expiry;
+pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod role;

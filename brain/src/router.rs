@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::extract::BODY_LIMIT;
-use crate::api::{agents, health, members, projects, tokens, users};
+use crate::api::{agents, audit, commands, health, members, projects, tokens, users};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::metrics::track_requests;
@@ -62,6 +62,22 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::revoke))
         .routes(routes!(agents::list, agents::create))
         .routes(routes!(agents::get, agents::delete))
+        .routes(routes!(audit::queues))
+        .routes(routes!(commands::list))
+        .routes(routes!(commands::get))
+        .routes(routes!(commands::retry_task))
+        .routes(routes!(commands::cancel_task))
+        .routes(routes!(commands::bulk_retry))
+        .routes(routes!(commands::purge_queue))
+        .routes(routes!(commands::restart_worker))
+        .routes(routes!(commands::pool_resize))
+        .routes(routes!(commands::add_consumer))
+        .routes(routes!(commands::cancel_consumer))
+        .routes(routes!(commands::rate_limit))
+        .routes(routes!(audit::signing_keys))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::export))
+        .routes(routes!(audit::checkpoint))
 }
 
 /// The OpenAPI 3.1 document of the API (served at `/api/v1/openapi.json`, committed as

@@ -3,20 +3,39 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
 use crate::app::{App, AppState, ServerSettings};
+use crate::background;
 use crate::bootstrap::bootstrap_if_empty;
 use crate::cli::{CliError, ServeArgs};
+use crate::keys::Keys;
 use crate::router::router;
 use crate::store::{DatabaseUrl, Store, run_blocking};
 
 /// Runs the server until SIGINT or SIGTERM, then finishes in-flight requests and returns.
 pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Result<(), CliError> {
+    // Installed first: a SIGTERM that arrives while starting must still mean "stop cleanly".
+    let install = |kind: SignalKind| {
+        signal(kind).map_err(|source| CliError::Io {
+            what: "cannot install signal handlers".into(),
+            source,
+        })
+    };
+    let (term, int) = (
+        install(SignalKind::terminate())?,
+        install(SignalKind::interrupt())?,
+    );
     tracing::info!(database = %url.redacted(), data_dir = %data_dir.display(), "opening store");
     let open_url = url.clone();
     let store = run_blocking(move || Store::open(&open_url)).await?;
-    let bootstrap_store = store.clone();
+    let keys =
+        Arc::new(Keys::load_or_create(data_dir).map_err(|e| CliError::Usage(e.to_string()))?);
+    let (bootstrap_store, bootstrap_keys) = (store.clone(), keys.clone());
     let dir = data_dir.to_owned();
-    if let Some(boot) = run_blocking(move || bootstrap_if_empty(&bootstrap_store, &dir)).await? {
+    if let Some(boot) =
+        run_blocking(move || bootstrap_if_empty(&bootstrap_store, &bootstrap_keys, &dir)).await?
+    {
         // Printed, not logged: log pipelines must never carry a secret.
         eprintln!(
             "\nFirst start: created site admin `admin` and project `default`.\n\
@@ -30,10 +49,14 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
     }
     let state = AppState(Arc::new(App::new(
         store,
+        keys,
+        data_dir.to_owned(),
         ServerSettings {
             metrics_public: args.metrics_public,
+            ..ServerSettings::default()
         },
     )));
+    let background = background::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| CliError::Io {
@@ -45,22 +68,27 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         source,
     })?;
     tracing::info!(listen = %bound, "taskward brain listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown_signal(term, int))
         .await
         .map_err(|source| CliError::Io {
             what: "server failed".into(),
             source,
         })?;
+    for task in background {
+        task.abort();
+    }
+    // A last checkpoint, so the log on disk covers everything appended before the stop.
+    if let Err(err) = background::checkpoint_and_reload(&state).await {
+        tracing::warn!(%err, "final checkpoint failed");
+    }
     tracing::info!("taskward brain stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+async fn shutdown_signal(mut term: Signal, mut int: Signal) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
+        _ = int.recv() => {},
         _ = term.recv() => {},
     }
     tracing::info!("shutdown requested; finishing in-flight requests");

@@ -1,11 +1,14 @@
 //! Types and rules that the Taskward brain and agent must agree on byte for byte.
 //!
 //! # Layout
-//! - [`secret`]: bearer secrets (API tokens, enrollment tokens): how they are generated, how they
-//!   are hashed for storage, and a `Debug` that never prints them. Both sides need the same
-//!   hashing because the agent presents secrets the brain only ever stores hashed.
-//!
-//! Later issues add the wire protocol, the command kinds and the audit-log encoding here, so that
-//! both binaries compile against one definition.
+//! - [`secret`]: bearer secrets (API tokens, enrollment tokens): generation, hashing for
+//!   storage, and a `Debug` that never prints them.
+//! - [`crypto`]: key ids, key generation, purge confirm tokens (HMAC).
+//! - [`audit`]: the audit log's byte formats (statements, row hashes, signatures,
+//!   checkpoints) and [`audit::verify`], the offline verifier.
+//! - [`command`]: the closed set of command kinds, their typed payloads and their bounds.
 
+pub mod audit;
+pub mod command;
+pub mod crypto;
 pub mod secret;

@@ -38,8 +38,7 @@ pub struct Secret(String);
 impl Secret {
     /// Generates a new random secret of `kind` from the operating system's CSPRNG.
     pub fn generate(kind: SecretKind) -> Secret {
-        let mut bytes = [0u8; SECRET_BYTES];
-        getrandom::fill(&mut bytes).expect("operating system random source failed");
+        let bytes = crate::crypto::random_bytes::<SECRET_BYTES>();
         Secret(format!("{}{}", kind.prefix(), hex::encode(bytes)))
     }
 

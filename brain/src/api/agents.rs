@@ -15,8 +15,8 @@ use crate::app::AppState;
 use crate::auth::{Admin, ProjectAccess, Viewer};
 use crate::error::{ApiError, ErrorBody};
 use crate::names::AgentName;
-use crate::store::StoreError;
 use crate::store::agents::{self, Agent};
+use crate::store::{StoreError, audit};
 
 /// An agent as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -106,11 +106,23 @@ pub async fn create(
     access: ProjectAccess<Admin>,
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> Result<(StatusCode, Json<CreatedAgent>), ApiError> {
-    let project_id = access.project.id;
+    let project_id = access.project.id.clone();
+    let ctx = state.audit_as(&access.caller);
     let (agent, secret) = state
         .store
         .write("create_agent", move |conn| {
-            agents::create(conn, &project_id, &body.name, body.preserve)
+            let created = agents::create(conn, &project_id, &body.name, body.preserve)?;
+            audit::append(
+                conn,
+                &ctx,
+                &audit::project_chain(&project_id),
+                "agent.created",
+                None,
+                serde_json::json!({
+                    "agent": {"id": created.0.id, "name": created.0.name, "preserve": created.0.preserve},
+                }),
+            )?;
+            Ok(created)
         })
         .await?;
     tracing::info!(agent = %agent.name, project = %access.project.slug, "agent registered");
@@ -152,11 +164,21 @@ pub async fn delete(
     access: ProjectAccess<Admin>,
     ApiPath((_slug, agent_id)): ApiPath<(String, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
-    let project_id = access.project.id;
+    let project_id = access.project.id.clone();
+    let ctx = state.audit_as(&access.caller);
     let agent = state
         .store
         .write("delete_agent", move |conn| {
-            agents::delete(conn, &project_id, &agent_id.to_string())
+            let agent = agents::delete(conn, &project_id, &agent_id.to_string())?;
+            audit::append(
+                conn,
+                &ctx,
+                &audit::project_chain(&project_id),
+                "agent.deleted",
+                None,
+                serde_json::json!({"agent": {"id": agent.id, "name": agent.name}}),
+            )?;
+            Ok(agent)
         })
         .await
         .map_err(|e| agent_error(e, agent_id))?;

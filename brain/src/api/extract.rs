@@ -80,6 +80,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Deserializes an already-parsed JSON value (part of a body), naming the path at fault.
+pub fn parse_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        field_error(&path, &err.into_inner().to_string())
+    })
+}
+
 /// Builds the 400 for a deserialization error at `path`. serde reports unknown and missing
 /// fields at the parent's path, so the field name is taken from the message in those cases.
 fn field_error(path: &str, message: &str) -> ApiError {

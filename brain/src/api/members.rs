@@ -15,7 +15,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::names::UserName;
 use crate::role::Role;
 use crate::store::memberships::{self, Member, SetRole};
-use crate::store::{StoreError, users};
+use crate::store::{StoreError, audit, users};
 
 /// A member of a project.
 #[derive(Debug, Serialize, ToSchema)]
@@ -85,7 +85,9 @@ pub async fn add(
     access: ProjectAccess<Admin>,
     ApiJson(body): ApiJson<AddMember>,
 ) -> Result<(StatusCode, Json<MemberPublic>), ApiError> {
-    let project_id = access.project.id;
+    let project_id = access.project.id.clone();
+    let ctx = state.audit_as(&access.caller);
+    let chain = audit::project_chain(&project_id);
     let user_name = body.user.clone();
     let outcome = state
         .store
@@ -95,6 +97,18 @@ pub async fn add(
                 other => other?,
             };
             let change = memberships::set_role(conn, &project_id, &user.id, body.role)?;
+            audit::append(
+                conn,
+                &ctx,
+                &chain,
+                "member.role_set",
+                None,
+                serde_json::json!({
+                    "user": {"id": user.id, "name": user.name},
+                    "role": body.role,
+                    "added": change == SetRole::Added,
+                }),
+            )?;
             Ok(Some((
                 change,
                 memberships::find(conn, &project_id, &user.id)?,
@@ -119,13 +133,24 @@ pub async fn remove(
     access: ProjectAccess<Admin>,
     ApiPath((_slug, user)): ApiPath<(String, UserName)>,
 ) -> Result<StatusCode, ApiError> {
-    let project_id = access.project.id;
+    let project_id = access.project.id.clone();
+    let ctx = state.audit_as(&access.caller);
+    let chain = audit::project_chain(&project_id);
     let name = user.clone();
     state
         .store
         .write("remove_member", move |conn| {
             let user = users::find_active(conn, &user)?;
-            memberships::remove(conn, &project_id, &user.id)
+            memberships::remove(conn, &project_id, &user.id)?;
+            audit::append(
+                conn,
+                &ctx,
+                &chain,
+                "member.removed",
+                None,
+                serde_json::json!({"user": {"id": user.id, "name": user.name}}),
+            )?;
+            Ok(())
         })
         .await
         .map_err(|e| match e {

@@ -2,6 +2,8 @@
 //! types and handlers annotated for the OpenAPI document.
 
 pub mod agents;
+pub mod audit;
+pub mod commands;
 pub mod extract;
 pub mod health;
 pub mod members;
@@ -28,6 +30,10 @@ pub mod tags {
     pub const TOKENS: &str = "tokens";
     /// Agents registered in a project.
     pub const AGENTS: &str = "agents";
+    /// Commands to agents.
+    pub const COMMANDS: &str = "commands";
+    /// The signed audit log.
+    pub const AUDIT: &str = "audit";
     /// Liveness, readiness, metrics.
     pub const OPERATIONS: &str = "operations";
 }

@@ -14,8 +14,8 @@ use crate::auth::{Admin, Caller, ProjectAccess, SiteAdmin, Viewer};
 use crate::error::{ApiError, ErrorBody};
 use crate::names::{Label, ProjectSlug};
 use crate::role::Role;
-use crate::store::memberships;
 use crate::store::projects::{self, Project};
+use crate::store::{audit, memberships};
 
 /// Longest project description.
 pub const MAX_DESCRIPTION_LEN: usize = 2000;
@@ -124,6 +124,8 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectPublic>), ApiError> {
     check_description(body.description.as_deref())?;
+    let ctx = state.audit_as(&caller);
+    let chain = state.store.site_chain();
     let project = state
         .store
         .write("create_project", move |conn| {
@@ -134,6 +136,17 @@ pub async fn create(
                 body.description.as_deref().unwrap_or_default(),
             )?;
             memberships::set_role(conn, &project.id, &caller.user_id, Role::Admin)?;
+            audit::append(
+                conn,
+                &ctx,
+                &chain,
+                "project.created",
+                None,
+                serde_json::json!({
+                    "project": {"id": project.id, "slug": project.slug},
+                    "chain": audit::project_chain(&project.id),
+                }),
+            )?;
             Ok(project)
         })
         .await?;

@@ -15,7 +15,18 @@ use crate::error::{ApiError, ErrorBody};
 use crate::expiry::parse_lifetime;
 use crate::names::Label;
 use crate::store::tokens::{self, ApiToken};
-use crate::store::{StoreError, now_ms};
+use crate::store::{StoreError, audit, now_ms};
+
+/// What a token row records in the audit log: never the secret, never its hash.
+pub fn token_audit(token: &ApiToken, owner: &Caller) -> serde_json::Value {
+    serde_json::json!({
+        "token_id": token.id,
+        "prefix": token.prefix,
+        "name": token.name,
+        "owner": owner.user_name,
+        "expires_at_ms": token.expires_at.map(|t| t.to_string()),
+    })
+}
 
 /// A token as listed: never the secret itself.
 #[derive(Debug, Serialize, ToSchema)]
@@ -110,10 +121,21 @@ pub async fn create(
         .transpose()
         .map_err(|why| ApiError::invalid_field("expires_in", format!("expires_in: {why}")))?
         .map(|ms| now_ms() + ms);
+    let ctx = state.audit_as(&caller);
+    let chain = state.store.site_chain();
     let (token, secret) = state
         .store
         .write("create_token", move |conn| {
-            tokens::create(conn, &caller.user_id, &body.name, expires_at)
+            let created = tokens::create(conn, &caller.user_id, &body.name, expires_at)?;
+            audit::append(
+                conn,
+                &ctx,
+                &chain,
+                "token.created",
+                None,
+                token_audit(&created.0, &caller),
+            )?;
+            Ok(created)
         })
         .await?;
     tracing::info!(prefix = %token.prefix, "token created");
@@ -136,10 +158,21 @@ pub async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TokenPublic>, ApiError> {
     let shown = id.clone();
+    let ctx = state.audit_as(&caller);
+    let chain = state.store.site_chain();
     let token = state
         .store
         .write("revoke_token", move |conn| {
-            tokens::revoke(conn, &caller.user_id, &id)
+            let token = tokens::revoke(conn, &caller.user_id, &id)?;
+            audit::append(
+                conn,
+                &ctx,
+                &chain,
+                "token.revoked",
+                None,
+                token_audit(&token, &caller),
+            )?;
+            Ok(token)
         })
         .await
         .map_err(|e| match e {

@@ -14,7 +14,7 @@ use crate::auth::SiteAdmin;
 use crate::error::{ApiError, ErrorBody};
 use crate::names::{Label, UserName};
 use crate::store::users::{self, User};
-use crate::store::{StoreError, tokens};
+use crate::store::{StoreError, audit, tokens};
 
 /// A user as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,15 +86,28 @@ pub async fn list(
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    _admin: SiteAdmin,
+    SiteAdmin(caller): SiteAdmin,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
+    let ctx = state.audit_as(&caller);
+    let chain = state.store.site_chain();
     let (user, secret) = state
         .store
         .write("create_user", move |conn| {
             let user = users::create(conn, &body.name, body.site_admin)?;
             let label: Label = "initial".parse().expect("valid label");
-            let (_, secret) = tokens::create(conn, &user.id, &label, None)?;
+            let (token, secret) = tokens::create(conn, &user.id, &label, None)?;
+            audit::append(
+                conn,
+                &ctx,
+                &chain,
+                "user.created",
+                None,
+                serde_json::json!({
+                    "user": {"id": user.id, "name": user.name, "site_admin": user.site_admin},
+                    "token_prefix": token.prefix,
+                }),
+            )?;
             Ok((user, secret))
         })
         .await?;
@@ -125,11 +138,22 @@ pub async fn delete(
         ));
     }
     let shown = name.clone();
+    let ctx = state.audit_as(&caller);
+    let chain = state.store.site_chain();
     state
         .store
         .write("delete_user", move |conn| {
             let user = users::find_active(conn, &name)?;
-            users::delete(conn, &user)
+            users::delete(conn, &user)?;
+            audit::append(
+                conn,
+                &ctx,
+                &chain,
+                "user.deleted",
+                None,
+                serde_json::json!({"user": {"id": user.id, "name": user.name}}),
+            )?;
+            Ok(())
         })
         .await
         .map_err(|e| match e {

@@ -14,6 +14,8 @@
 //! the write lock instead of failing with `database is locked`; readers use WAL snapshots.
 
 pub mod agents;
+pub mod audit;
+pub mod commands;
 mod connection;
 pub mod memberships;
 pub mod projects;
@@ -183,6 +185,8 @@ struct StoreInner {
     writer: AnyPool,
     /// Operation counters, registered by the app on `/metrics`.
     metrics: StoreMetrics,
+    /// This installation's id (names the site audit chain).
+    install_id: String,
 }
 
 /// The two supported backends.
@@ -198,12 +202,14 @@ impl Store {
     /// Connects, applies pending migrations and returns the store. Blocking: call it before
     /// the server starts or inside `spawn_blocking`.
     pub fn open(url: &DatabaseUrl) -> StoreResult<Store> {
+        let install_id;
         let (backend, readers, writer) = match url {
             DatabaseUrl::Sqlite(path) => {
                 let manager = || ConnectionManager::<AnyConnection>::new(path.to_string_lossy());
                 let writer = build_pool(manager(), 1)?;
                 // Migrate through the writer first, so WAL mode is set before readers open.
                 migrate(&mut *writer.get()?)?;
+                install_id = in_write_transaction(&mut writer.get()?, audit::ensure_installation)?;
                 let readers = build_pool(manager(), SQLITE_READERS)?;
                 (Backend::Sqlite, readers, writer)
             }
@@ -211,6 +217,7 @@ impl Store {
                 let manager = ConnectionManager::<AnyConnection>::new(url);
                 let pool = build_pool(manager, POSTGRES_POOL_SIZE)?;
                 migrate(&mut *pool.get()?)?;
+                install_id = ensure_installation_retrying(&pool)?;
                 (Backend::Postgres, pool.clone(), pool)
             }
         };
@@ -220,6 +227,7 @@ impl Store {
                 readers,
                 writer,
                 metrics: StoreMetrics::default(),
+                install_id,
             }),
         })
     }
@@ -227,6 +235,11 @@ impl Store {
     /// Which backend this store runs on.
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    /// The name of the site audit chain (users, projects, tokens, keys).
+    pub fn site_chain(&self) -> String {
+        audit::site_chain(&self.inner.install_id)
     }
 
     /// Operation counters, for the metrics registry.
@@ -343,6 +356,17 @@ fn build_pool(manager: ConnectionManager<AnyConnection>, size: u32) -> StoreResu
         .connection_customizer(Box::new(ConnectionSetup))
         .build(manager)
         .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// Two brain processes starting at once on one PostgreSQL may both try to create the
+/// installation row; the loser sees a conflict and reads the winner's.
+fn ensure_installation_retrying(pool: &AnyPool) -> StoreResult<String> {
+    match in_write_transaction(&mut pool.get()?, audit::ensure_installation) {
+        Err(StoreError::Conflict(_)) => {
+            in_write_transaction(&mut pool.get()?, audit::ensure_installation)
+        }
+        other => other,
+    }
 }
 
 fn migrate(conn: &mut AnyConnection) -> StoreResult<()> {

@@ -57,6 +57,11 @@ pub fn create(
             }
             other => other,
         })?;
+    super::audit::create_chain(
+        conn,
+        &super::audit::project_chain(&project.id),
+        Some(&project.id),
+    )?;
     Ok(project)
 }
 

@@ -64,4 +64,108 @@ diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(agents -> projects (project_id));
 
-diesel::allow_tables_to_appear_in_same_query!(users, projects, memberships, api_tokens, agents);
+diesel::table! {
+    installation (id) {
+        id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_chains (id) {
+        id -> Text,
+        project_id -> Nullable<Text>,
+        head_seq -> BigInt,
+        head_hash -> Text,
+        checkpointed_seq -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_rows (chain_id, seq) {
+        chain_id -> Text,
+        seq -> BigInt,
+        prev_hash -> Text,
+        hash -> Text,
+        key_id -> Text,
+        signature -> Text,
+        statement -> Text,
+        kind -> Text,
+        command_id -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    commands (id) {
+        id -> Text,
+        project_id -> Text,
+        agent_id -> Text,
+        kind -> Text,
+        payload -> Text,
+        issuer_type -> Text,
+        issuer_id -> Text,
+        issuer_name -> Text,
+        idempotency_key -> Nullable<Text>,
+        critical -> Bool,
+        global_throttle -> Bool,
+        bound_depth -> Nullable<BigInt>,
+        issued_at -> BigInt,
+        expires_at -> BigInt,
+        audit_chain -> Text,
+        audit_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    command_status (command_id) {
+        command_id -> Text,
+        project_id -> Text,
+        status -> Text,
+        detail -> Nullable<Text>,
+        late -> Bool,
+        expires_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (project_id, issuer_id, kind, key) {
+        project_id -> Text,
+        issuer_id -> Text,
+        kind -> Text,
+        key -> Text,
+        request_hash -> Text,
+        command_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    queue_depths (agent_id, queue) {
+        agent_id -> Text,
+        queue -> Text,
+        depth -> BigInt,
+        observed_at -> BigInt,
+    }
+}
+
+diesel::joinable!(audit_rows -> audit_chains (chain_id));
+diesel::joinable!(command_status -> commands (command_id));
+diesel::joinable!(queue_depths -> agents (agent_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    projects,
+    memberships,
+    api_tokens,
+    agents,
+    installation,
+    audit_chains,
+    audit_rows,
+    commands,
+    command_status,
+    idempotency_keys,
+    queue_depths,
+);

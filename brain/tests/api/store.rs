@@ -33,9 +33,10 @@ async fn bootstrap_creates_admin_project_and_token_once(backend: Backend) {
     // Reopening (migrations already applied) and bootstrapping again changes nothing.
     let url = app.db.url.clone();
     let dir = app.data_dir.path().to_owned();
+    let keys = app.keys.clone();
     let (again, count) = tokio::task::spawn_blocking(move || {
         let store = Store::open(&url).unwrap();
-        let again = bootstrap_if_empty(&store, &dir).unwrap();
+        let again = bootstrap_if_empty(&store, &keys, &dir).unwrap();
         let count = store
             .read_blocking("count", users::list_active)
             .unwrap()

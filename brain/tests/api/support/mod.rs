@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use taskward_brain::app::{App, AppState, ServerSettings};
 use taskward_brain::bootstrap::bootstrap_if_empty;
+use taskward_brain::keys::Keys;
 use taskward_brain::router::router;
 use taskward_brain::store::Store;
 use tower::ServiceExt;
@@ -44,6 +45,10 @@ pub struct TestApp {
     pub router: Router,
     /// Direct store access, for setup and for inspecting what was written.
     pub store: Store,
+    /// The app state behind the router (for the background jobs' functions).
+    pub state: AppState,
+    /// The brain's keys.
+    pub keys: Arc<Keys>,
     /// Token of the bootstrap site admin `admin`.
     pub admin_token: String,
     /// The data directory (holds admin.token).
@@ -86,17 +91,25 @@ impl TestApp {
         let url = db.url.clone();
         let data_dir = tempfile::tempdir().unwrap();
         let dir = data_dir.path().to_owned();
-        let (store, boot) = tokio::task::spawn_blocking(move || {
+        let (store, keys, boot) = tokio::task::spawn_blocking(move || {
             let store = Store::open(&url).expect("store opens");
-            let boot = bootstrap_if_empty(&store, &dir).expect("bootstrap");
-            (store, boot)
+            let keys = Arc::new(Keys::load_or_create(&dir).expect("keys"));
+            let boot = bootstrap_if_empty(&store, &keys, &dir).expect("bootstrap");
+            (store, keys, boot)
         })
         .await
         .unwrap();
         let admin_token = boot.expect("fresh store bootstraps").token;
-        let state = AppState(Arc::new(App::new(store.clone(), settings)));
+        let state = AppState(Arc::new(App::new(
+            store.clone(),
+            keys.clone(),
+            data_dir.path().to_owned(),
+            settings,
+        )));
         TestApp {
-            router: router(state),
+            router: router(state.clone()),
+            state,
+            keys,
             store,
             admin_token,
             data_dir,

@@ -1,0 +1,366 @@
+//! The audit log over HTTP: published signing keys, a project's chain page by page, its
+//! streamed export, and signed checkpoints. Also the queues view purges are confirmed from.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use taskward_shared::audit::verify::TrustedKeys;
+use taskward_shared::audit::{AuditRow, Checkpoint, PublicKeyInfo, parse_hash, signature_message};
+use taskward_shared::crypto::confirm_token;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::commands::parse_limit;
+use super::extract::{ApiPath, ApiQuery};
+use super::{tags, timestamp};
+use crate::app::AppState;
+use crate::audit::{EXPORT_FORMAT, ExportHeader, PAGE, checkpoint_now};
+use crate::auth::{ProjectAccess, Viewer};
+use crate::cursor;
+use crate::error::{ApiError, ErrorBody};
+use crate::role::Role;
+use crate::store::{StoreError, agents, audit as audit_store, commands, run_blocking};
+
+/// A published signing key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKeyPublic {
+    /// Derived key id.
+    pub key_id: String,
+    /// Hex ed25519 public key.
+    pub public_key: String,
+    /// Start of validity, ms since the epoch.
+    pub valid_from_ms: i64,
+    /// End of validity (after a rotation), ms since the epoch.
+    pub valid_until_ms: Option<i64>,
+}
+
+/// All signing keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKeys {
+    /// Oldest first; the one without `valid_until_ms` signs now.
+    pub keys: Vec<SigningKeyPublic>,
+}
+
+fn key_public(info: PublicKeyInfo) -> SigningKeyPublic {
+    SigningKeyPublic {
+        key_id: info.key_id,
+        public_key: info.public_key,
+        valid_from_ms: info.valid_from_ms,
+        valid_until_ms: info.valid_until_ms,
+    }
+}
+
+/// The brain's public signing keys. No auth: they are public, and auditors need them.
+#[utoipa::path(get, path = "/api/v1/signing-keys", tag = tags::AUDIT, security(()),
+    responses((status = 200, body = SigningKeys)))]
+pub async fn signing_keys(State(state): State<AppState>) -> Json<SigningKeys> {
+    Json(SigningKeys {
+        keys: state
+            .keys
+            .public_keys()
+            .into_iter()
+            .map(key_public)
+            .collect(),
+    })
+}
+
+/// An audit row as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditRowPublic {
+    /// Chain name.
+    pub chain: String,
+    /// Position, from 1.
+    pub seq: u64,
+    /// Kind, e.g. `command.issued`.
+    pub kind: String,
+    /// Command the row belongs to.
+    pub command_id: Option<String>,
+    /// The signed statement (parsed for reading; verify against `statement_bytes`).
+    #[schema(value_type = Object)]
+    pub statement: serde_json::Value,
+    /// The exact signed statement bytes.
+    pub statement_bytes: String,
+    /// Hex hash of the previous row.
+    pub prev_hash: String,
+    /// Hex hash of this row.
+    pub hash: String,
+    /// Signing key id.
+    pub key_id: String,
+    /// Hex signature.
+    pub signature: String,
+    /// Whether the signature verifies with a published key (the chain itself is checked by
+    /// `taskward-brain audit verify`).
+    pub signature_valid: bool,
+}
+
+impl AuditRowPublic {
+    /// Shows a row, checking its signature against `trusted`.
+    pub fn new(row: AuditRow, trusted: &TrustedKeys) -> AuditRowPublic {
+        let signature_valid = signature_ok(&row, trusted);
+        AuditRowPublic {
+            statement: serde_json::from_str(&row.statement).unwrap_or(serde_json::Value::Null),
+            chain: row.chain,
+            seq: row.seq,
+            kind: row.kind,
+            command_id: row.command_id,
+            statement_bytes: row.statement,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+            key_id: row.key_id,
+            signature: row.signature,
+            signature_valid,
+        }
+    }
+}
+
+fn signature_ok(row: &AuditRow, trusted: &TrustedKeys) -> bool {
+    let (Some(key), Some(hash), Ok(sig)) = (
+        trusted.get(&row.key_id),
+        parse_hash(&row.hash),
+        hex::decode(&row.signature),
+    ) else {
+        return false;
+    };
+    let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+        return false;
+    };
+    key.verify_strict(
+        &signature_message(&row.key_id, &hash),
+        &ed25519_dalek::Signature::from_bytes(&sig),
+    )
+    .is_ok()
+}
+
+/// A page of audit rows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// In chain order.
+    pub items: Vec<AuditRowPublic>,
+    /// Pass as `cursor` for the next page; null at the head.
+    pub next_cursor: Option<String>,
+}
+
+/// Query of the audit list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Largest page of audit rows.
+pub const MAX_AUDIT_LIMIT: i64 = 1000;
+
+/// A project's audit chain, oldest first, in keyset pages.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/audit", tag = tags::AUDIT,
+    params(("slug" = String, Path, description = "Project slug"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<i64>, Query, description = "1..1000, default 100")),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let limit = parse_limit(query.limit, 100, MAX_AUDIT_LIMIT)?;
+    let chain = audit_store::project_chain(&access.project.id);
+    let secret = state.keys.confirm_secret();
+    let scope = format!("audit:{chain}");
+    let after: u64 = query
+        .cursor
+        .as_deref()
+        .map(|c| cursor::decode(secret, &scope, c))
+        .transpose()?
+        .unwrap_or(0);
+    let owned = chain.clone();
+    let rows = state
+        .store
+        .read("audit_page", move |conn| {
+            audit_store::page(conn, &owned, after, limit + 1)
+        })
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let trusted = TrustedKeys::from_infos(&state.keys.public_keys()).map_err(ApiError::Internal)?;
+    let mut items: Vec<AuditRowPublic> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|r| AuditRowPublic::new(r, &trusted))
+        .collect();
+    let next_cursor = match items.last() {
+        Some(last) if more => Some(cursor::encode(secret, &scope, &last.seq)),
+        _ => None,
+    };
+    items.shrink_to_fit();
+    Ok(Json(AuditPage { items, next_cursor }))
+}
+
+/// Streams a project's whole chain as JSON Lines: a header with the public keys, then one row
+/// per line. Memory stays flat whatever the size: rows are read and sent page by page.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/audit/export", tag = tags::AUDIT,
+    params(("slug" = String, Path, description = "Project slug")),
+    responses((status = 200, description = "JSON Lines export", content_type = "application/x-ndjson"),
+        (status = 404, body = ErrorBody)))]
+pub async fn export(State(state): State<AppState>, access: ProjectAccess<Viewer>) -> Response {
+    let chain = audit_store::project_chain(&access.project.id);
+    let header = ExportHeader {
+        format: EXPORT_FORMAT.to_owned(),
+        chain: chain.clone(),
+        keys: state.keys.public_keys(),
+    };
+    // A small buffer: the reader runs ahead by at most a few pages.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut line = serde_json::to_vec(&header).expect("header serializes");
+        line.push(b'\n');
+        if tx.blocking_send(Bytes::from(line)).is_err() {
+            return;
+        }
+        let mut after = 0u64;
+        loop {
+            let owned = chain.clone();
+            let rows = match store.read_blocking("audit_export_page", move |conn| {
+                audit_store::page(conn, &owned, after, PAGE)
+            }) {
+                Ok(rows) => rows,
+                Err(err) => {
+                    // The client sees a truncated stream, which verification reports.
+                    tracing::error!(%err, "audit export stopped");
+                    return;
+                }
+            };
+            let Some(last) = rows.last() else { return };
+            after = last.seq;
+            let mut chunk = Vec::with_capacity(rows.len() * 512);
+            for row in &rows {
+                serde_json::to_writer(&mut chunk, row).expect("rows serialize");
+                chunk.push(b'\n');
+            }
+            if tx.blocking_send(Bytes::from(chunk)).is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(bytes), rx))
+    });
+    let filename = format!("taskward-audit-{}.jsonl", access.project.slug);
+    (
+        [
+            (CONTENT_TYPE, "application/x-ndjson".to_owned()),
+            (
+                CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A checkpoint as served.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointPublic {
+    /// Chain name.
+    pub chain: String,
+    /// Rows covered.
+    pub size: u64,
+    /// Hex hash of row `size`.
+    pub head: String,
+    /// Signing time, ms since the epoch.
+    pub time_ms: i64,
+    /// Signing key id.
+    pub key_id: String,
+    /// Hex signature.
+    pub signature: String,
+}
+
+/// Signs a checkpoint of the project's chain now (also appended to `checkpoints.log`). Keep it:
+/// `taskward-brain audit verify --checkpoint` then detects a log cut or rewritten after it.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/audit/checkpoint", tag = tags::AUDIT,
+    params(("slug" = String, Path, description = "Project slug")),
+    responses((status = 200, body = CheckpointPublic), (status = 404, body = ErrorBody)))]
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+) -> Result<Json<CheckpointPublic>, ApiError> {
+    let chain = audit_store::project_chain(&access.project.id);
+    let app = state.clone();
+    let cp: Checkpoint =
+        run_blocking(move || checkpoint_now(&app.store, &app.keys, &app.data_dir, &chain)).await?;
+    Ok(Json(CheckpointPublic {
+        chain: cp.chain,
+        size: cp.size,
+        head: cp.head,
+        time_ms: cp.time_ms,
+        key_id: cp.key_id,
+        signature: cp.signature,
+    }))
+}
+
+/// A queue an agent reported.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuePublic {
+    /// Queue name.
+    pub queue: String,
+    /// Messages waiting when last observed.
+    pub depth: u64,
+    /// When the agent observed it.
+    pub observed_at: DateTime<Utc>,
+    /// Token that confirms a purge of exactly this depth (admins only; null for others).
+    pub confirm_token: Option<String>,
+}
+
+/// Queues of an agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueList {
+    /// By name; empty until the agent reports.
+    pub items: Vec<QueuePublic>,
+}
+
+/// The queues an agent watches with their last depths, and (for admins) the confirm token
+/// a purge of that depth needs.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/agents/{agent_id}/queues", tag = tags::AGENTS,
+    params(("slug" = String, Path, description = "Project slug"), ("agent_id" = String, Path, description = "Agent id")),
+    responses((status = 200, body = QueueList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn queues(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+    ApiPath((_slug, agent_id)): ApiPath<(String, Uuid)>,
+) -> Result<Json<QueueList>, ApiError> {
+    let project_id = access.project.id.clone();
+    let id = agent_id.to_string();
+    let depths = state
+        .store
+        .read("agent_queues", move |conn| {
+            agents::find(conn, &project_id, &id)?;
+            commands::queue_depths(conn, &id)
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound(format!("agent {agent_id}")),
+            other => other.into(),
+        })?;
+    let admin = access.role >= Role::Admin;
+    let secret = state.keys.confirm_secret();
+    let id = agent_id.to_string();
+    Ok(Json(QueueList {
+        items: depths
+            .into_iter()
+            .map(|d| QueuePublic {
+                confirm_token: admin.then(|| confirm_token(secret, &id, &d.queue, d.depth as u64)),
+                queue: d.queue,
+                depth: d.depth as u64,
+                observed_at: timestamp(d.observed_at),
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,562 @@
+//! `/api/v1/projects/{slug}/commands`: list and read commands, and issue the nine kinds.
+//!
+//! Issuing: validate the payload (bounds from `taskward_shared::command`) → role (in the
+//! handler's signature) → rate limit (bulk retry, purge) → in one transaction: idempotency key,
+//! the agent belongs to the project, purge confirm token against the last reported depth, then
+//! the signed `command.issued` audit row and the command itself. If the audit append fails,
+//! nothing is written and the caller gets 503.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use taskward_shared::audit::verify::TrustedKeys;
+use taskward_shared::command::{
+    BulkRetry, CancelTask, Command, CommandKind, ConsumerChange, FieldError, PoolResize,
+    PurgeQueue, RateLimit, RestartWorker, RetryTask,
+};
+use taskward_shared::crypto::confirm_token_matches;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::audit::AuditRowPublic;
+use super::extract::{ApiJson, ApiPath, ApiQuery, parse_json_value};
+use super::{tags, timestamp};
+use crate::app::AppState;
+use crate::auth::{Admin, Caller, Operator, ProjectAccess, Viewer};
+use crate::cursor;
+use crate::error::{ApiError, ErrorBody};
+use crate::store::commands::{self, CommandRecord, CommandStatus, ListFilter, NewCommand};
+use crate::store::projects::Project;
+use crate::store::{StoreError, agents, audit as audit_store, new_id};
+
+/// Largest page of the commands list.
+pub const MAX_LIMIT: i64 = 5000;
+/// Page size when `limit` is not given.
+pub const DEFAULT_LIMIT: i64 = 100;
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Who issued a command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Issuer {
+    /// `user` or `schedule`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// User or schedule id.
+    pub id: String,
+    /// Name at the time.
+    pub name: String,
+}
+
+/// Where a command's signed row sits in the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditRef {
+    /// Chain name.
+    pub chain: String,
+    /// Seq of the `command.issued` row.
+    pub seq: u64,
+}
+
+/// A command as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandPublic {
+    /// Command id.
+    pub id: String,
+    /// Project id.
+    pub project_id: String,
+    /// The agent that must run it (the signed audience).
+    pub agent_id: String,
+    /// Kind, e.g. `retry-task`.
+    pub kind: String,
+    /// The validated payload, as signed.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// Current status, from the latest outcome row.
+    pub status: CommandStatus,
+    /// Outcome detail or refusal reason.
+    pub detail: Option<String>,
+    /// A result arrived after the command had ended (recorded, status unchanged).
+    pub late: bool,
+    /// Who issued it.
+    pub issuer: Issuer,
+    /// The caller's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Flagged critical: a forced purge or a global throttle.
+    pub critical: bool,
+    /// A rate limit sent to every worker.
+    pub global_throttle: bool,
+    /// The queue depth a confirmed purge is bound to.
+    pub bound_depth: Option<u64>,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// After this the agent refuses it and the brain times it out.
+    pub expires_at: DateTime<Utc>,
+    /// Last status change.
+    pub updated_at: DateTime<Utc>,
+    /// Its signed row.
+    pub audit: AuditRef,
+}
+
+impl From<CommandRecord> for CommandPublic {
+    fn from(c: CommandRecord) -> CommandPublic {
+        CommandPublic {
+            payload: serde_json::from_str(&c.payload).unwrap_or(serde_json::Value::Null),
+            status: c.status.parse().unwrap_or(CommandStatus::Failed),
+            issuer: Issuer {
+                kind: c.issuer_type,
+                id: c.issuer_id,
+                name: c.issuer_name,
+            },
+            audit: AuditRef {
+                chain: c.audit_chain,
+                seq: c.audit_seq as u64,
+            },
+            id: c.id,
+            project_id: c.project_id,
+            agent_id: c.agent_id,
+            kind: c.kind,
+            detail: c.detail,
+            late: c.late,
+            idempotency_key: c.idempotency_key,
+            critical: c.critical,
+            global_throttle: c.global_throttle,
+            bound_depth: c.bound_depth.map(|d| d as u64),
+            issued_at: timestamp(c.issued_at),
+            expires_at: timestamp(c.expires_at),
+            updated_at: timestamp(c.updated_at),
+        }
+    }
+}
+
+/// A command with the audit rows behind it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandDetail {
+    /// The command.
+    #[serde(flatten)]
+    pub command: CommandPublic,
+    /// Its signed rows (issued, then each outcome), with their signature status.
+    pub audit_rows: Vec<AuditRowPublic>,
+}
+
+/// A page of commands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandList {
+    /// Newest first.
+    pub items: Vec<CommandPublic>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Query of the commands list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Parses `limit`, enforcing `1..=max`.
+pub fn parse_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::invalid_field(
+            "limit",
+            format!("limit: must be between 1 and {max}, got {n}"),
+        )),
+    }
+}
+
+/// Parses an RFC 3339 time parameter into ms.
+pub fn parse_time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| {
+                    ApiError::invalid_field(
+                        field,
+                        format!("{field}: {v:?} is not an RFC 3339 time (e.g. 2026-04-16T00:00:00Z): {e}"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// Lists a project's commands, newest first.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/commands", tag = tags::COMMANDS,
+    params(("slug" = String, Path, description = "Project slug"),
+        ("status" = Option<String>, Query, description = "issued, dispatched, succeeded, failed or timed_out"),
+        ("kind" = Option<String>, Query, description = "Command kind, e.g. retry-task"),
+        ("since" = Option<String>, Query, description = "RFC 3339; issued at or after"),
+        ("until" = Option<String>, Query, description = "RFC 3339; issued at or before"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<i64>, Query, description = "1..5000, default 100")),
+    responses((status = 200, body = CommandList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<CommandList>, ApiError> {
+    let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<CommandStatus>)
+        .transpose()
+        .map_err(|e| ApiError::invalid_field("status", format!("status: {e}")))?;
+    let kind = query
+        .kind
+        .as_deref()
+        .map(str::parse::<CommandKind>)
+        .transpose()
+        .map_err(|e| ApiError::invalid_field("kind", format!("kind: {e}")))?;
+    let filter = ListFilter {
+        status,
+        kind: kind.map(|k| k.as_str().to_owned()),
+        since: parse_time("since", query.since.as_deref())?,
+        until: parse_time("until", query.until.as_deref())?,
+    };
+    let scope = format!(
+        "commands:{}:{:?}:{:?}:{:?}:{:?}",
+        access.project.id, filter.status, filter.kind, filter.since, filter.until
+    );
+    let secret = state.keys.confirm_secret();
+    let after: Option<(i64, String)> = query
+        .cursor
+        .as_deref()
+        .map(|c| cursor::decode(secret, &scope, c))
+        .transpose()?;
+    let project_id = access.project.id.clone();
+    let rows = state
+        .store
+        .read("list_commands", move |conn| {
+            commands::list(conn, &project_id, &filter, after, limit + 1)
+        })
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let mut items: Vec<CommandRecord> = rows;
+    items.truncate(limit as usize);
+    let next_cursor = match items.last() {
+        Some(last) if more => Some(cursor::encode(secret, &scope, &(last.issued_at, &last.id))),
+        _ => None,
+    };
+    Ok(Json(CommandList {
+        items: items.into_iter().map(CommandPublic::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Reads a command with its signed audit rows.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/commands/{command_id}", tag = tags::COMMANDS,
+    params(("slug" = String, Path, description = "Project slug"), ("command_id" = String, Path, description = "Command id")),
+    responses((status = 200, body = CommandDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+    ApiPath((_slug, command_id)): ApiPath<(String, Uuid)>,
+) -> Result<Json<CommandDetail>, ApiError> {
+    let project_id = access.project.id.clone();
+    let id = command_id.to_string();
+    let (command, rows) = state
+        .store
+        .read("get_command", move |conn| {
+            let command = commands::find(conn, &project_id, &id)?;
+            let rows = audit_store::rows_of_command(conn, &command.audit_chain, &id)?;
+            Ok((command, rows))
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound(format!("command {command_id}")),
+            other => other.into(),
+        })?;
+    let trusted = TrustedKeys::from_infos(&state.keys.public_keys()).map_err(ApiError::Internal)?;
+    Ok(Json(CommandDetail {
+        command: command.into(),
+        audit_rows: rows
+            .into_iter()
+            .map(|r| AuditRowPublic::new(r, &trusted))
+            .collect(),
+    }))
+}
+
+/// The body of every command: the target agent, an optional idempotency key, and the kind's
+/// own fields beside them.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CommandRequest<P> {
+    /// The agent that must run the command (in this project).
+    pub agent_id: Uuid,
+    /// Same caller, kind and key within 24 h returns the first command (200) instead of a new
+    /// one (202); the same key with another body is 409. At most 255 characters.
+    pub idempotency_key: Option<String>,
+    /// The kind's fields.
+    #[serde(flatten)]
+    pub payload: P,
+}
+
+/// Splits a body into agent id, idempotency key and the kind's payload, naming any bad field.
+fn parse_request(
+    kind: CommandKind,
+    body: serde_json::Value,
+) -> Result<(Uuid, Option<String>, Command), ApiError> {
+    let serde_json::Value::Object(mut fields) = body else {
+        return Err(ApiError::BadRequest {
+            code: "invalid_json",
+            message: "the body must be a JSON object".into(),
+            field: None,
+        });
+    };
+    let agent_id = match fields.remove("agent_id") {
+        None => {
+            return Err(ApiError::BadRequest {
+                code: "missing_field",
+                message: "agent_id: missing field `agent_id`".into(),
+                field: Some("agent_id".into()),
+            });
+        }
+        Some(value) => value
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| {
+                ApiError::invalid_field("agent_id", "agent_id: must be an agent id (UUID)")
+            })?,
+    };
+    let idempotency_key = match fields.remove("idempotency_key") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(key))
+            if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN =>
+        {
+            Some(key)
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "idempotency_key",
+                format!(
+                    "idempotency_key: must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
+                ),
+            ));
+        }
+    };
+    let payload = serde_json::Value::Object(fields);
+    let command = match kind {
+        CommandKind::RetryTask => Command::RetryTask(parse_json_value(payload)?),
+        CommandKind::CancelTask => Command::CancelTask(parse_json_value(payload)?),
+        CommandKind::BulkRetry => Command::BulkRetry(parse_json_value(payload)?),
+        CommandKind::PurgeQueue => Command::PurgeQueue(parse_json_value(payload)?),
+        CommandKind::RestartWorker => Command::RestartWorker(parse_json_value(payload)?),
+        CommandKind::PoolResize => Command::PoolResize(parse_json_value(payload)?),
+        CommandKind::AddConsumer => Command::AddConsumer(parse_json_value(payload)?),
+        CommandKind::CancelConsumer => Command::CancelConsumer(parse_json_value(payload)?),
+        CommandKind::RateLimit => Command::RateLimit(parse_json_value(payload)?),
+    };
+    command.validate().map_err(field_error)?;
+    Ok((agent_id, idempotency_key, command))
+}
+
+fn field_error(err: FieldError) -> ApiError {
+    ApiError::invalid_field(err.field.clone(), err.to_string())
+}
+
+/// Issues a command for a caller who passed the route's role check.
+async fn issue(
+    state: AppState,
+    caller: Caller,
+    project: Project,
+    kind: CommandKind,
+    body: serde_json::Value,
+) -> Result<(StatusCode, Json<CommandPublic>), ApiError> {
+    let (agent_id, idempotency_key, command) = parse_request(kind, body)?;
+    if matches!(kind, CommandKind::BulkRetry | CommandKind::PurgeQueue) {
+        state
+            .bulk_limiter
+            .check(&format!("{kind}:{}", caller.user_id))
+            .map_err(ApiError::RateLimited)?;
+    }
+    let request_hash = hex::encode(Sha256::digest(
+        serde_json_canonicalizer::to_vec(&serde_json::json!({
+            "agent_id": agent_id,
+            "kind": kind,
+            "payload": command.payload(),
+        }))
+        .expect("request serializes"),
+    ));
+    let ctx = state.audit_as(&caller);
+    let secret = state.keys.confirm_secret().to_vec();
+    let ttl_ms = state.settings.command_ttl.as_millis() as i64;
+    let attempt = || {
+        let (ctx, secret, command) = (ctx.clone(), secret.clone(), command.clone());
+        let (project_id, issuer_id) = (project.id.clone(), caller.user_id.clone());
+        let (idempotency_key, request_hash) = (idempotency_key.clone(), request_hash.clone());
+        state.store.write("issue_command", move |conn| {
+            let agent_id = agent_id.to_string();
+            if let Some(key) = &idempotency_key
+                && let Some(prior) =
+                    commands::idempotency_lookup(conn, &project_id, &issuer_id, kind.as_str(), key)?
+            {
+                if prior.request_hash != request_hash {
+                    return Ok(Err(ApiError::Conflict(format!(
+                        "idempotency_key {key:?} was used in the last 24 hours for a different {kind} request"
+                    ))));
+                }
+                let first = commands::find(conn, &project_id, &prior.command_id)?;
+                return Ok(Ok((StatusCode::OK, first)));
+            }
+            match agents::find(conn, &project_id, &agent_id) {
+                Err(StoreError::NotFound) => {
+                    return Ok(Err(ApiError::NotFound(format!("agent {agent_id}"))));
+                }
+                other => other?,
+            };
+            let mut bound_depth = None;
+            if let Command::PurgeQueue(PurgeQueue {
+                queue,
+                confirm_token: Some(token),
+                ..
+            }) = &command
+            {
+                match commands::queue_depth(conn, &agent_id, queue)? {
+                    None => {
+                        return Ok(Err(ApiError::DepthChanged {
+                            message: format!(
+                                "no depth has been reported for queue {queue} on this agent, so nothing can be confirmed; \
+                                 wait for the agent to report it, or purge with force (admins)"
+                            ),
+                            current_depth: None,
+                        }));
+                    }
+                    Some(current) => {
+                        let depth = current.depth as u64;
+                        if !confirm_token_matches(&secret, &agent_id, queue, depth, token) {
+                            return Ok(Err(ApiError::DepthChanged {
+                                message: format!(
+                                    "queue {queue} now holds {depth} messages and the confirm_token does not match that depth; \
+                                     read the depth and its token again and confirm"
+                                ),
+                                current_depth: Some(depth),
+                            }));
+                        }
+                        bound_depth = Some(depth);
+                    }
+                }
+            }
+            let global_throttle = matches!(&command, Command::RateLimit(r) if r.is_global());
+            let id = new_id();
+            let record = commands::mint(
+                conn,
+                &ctx,
+                NewCommand {
+                    id: id.clone(),
+                    project_id: project_id.clone(),
+                    agent_id,
+                    kind: kind.as_str().to_owned(),
+                    payload: command.payload(),
+                    idempotency_key: idempotency_key.clone(),
+                    critical: command.is_critical(),
+                    global_throttle,
+                    bound_depth,
+                    ttl_ms,
+                },
+            )?;
+            if let Some(key) = &idempotency_key {
+                commands::idempotency_remember(
+                    conn,
+                    &project_id,
+                    &issuer_id,
+                    kind.as_str(),
+                    key,
+                    &request_hash,
+                    &id,
+                )?;
+            }
+            Ok(Ok((StatusCode::ACCEPTED, record)))
+        })
+    };
+    let outcome = match attempt().await {
+        // Two requests with one new idempotency key raced (PostgreSQL): the loser now finds
+        // the winner's command.
+        Err(StoreError::Conflict(_)) if idempotency_key.is_some() => attempt().await?,
+        other => other?,
+    };
+    let (status, record) = outcome?;
+    if status == StatusCode::ACCEPTED {
+        tracing::info!(
+            command = %record.id,
+            kind = %record.kind,
+            critical = record.critical,
+            global_throttle = record.global_throttle,
+            "command issued"
+        );
+        if record.critical {
+            tracing::warn!(command = %record.id, kind = %record.kind, "critical command issued");
+        }
+    }
+    Ok((status, Json(record.into())))
+}
+
+macro_rules! command_route {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $floor:ty, $kind:expr, $payload:ty) => {
+        $(#[$doc])*
+        #[utoipa::path(post, path = $path, tag = tags::COMMANDS,
+            request_body = CommandRequest<$payload>,
+            params(("slug" = String, Path, description = "Project slug")),
+            responses(
+                (status = 202, body = CommandPublic, description = "Minted, signed and chained"),
+                (status = 200, body = CommandPublic, description = "Idempotent replay: the first command"),
+                (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+                (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+                (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        pub async fn $name(
+            State(state): State<AppState>,
+            access: ProjectAccess<$floor>,
+            ApiJson(body): ApiJson<serde_json::Value>,
+        ) -> Result<(StatusCode, Json<CommandPublic>), ApiError> {
+            issue(state, access.caller, access.project, $kind, body).await
+        }
+    };
+}
+
+command_route!(
+    /// Retries one task, optionally with new kwargs (operator).
+    retry_task, "/api/v1/projects/{slug}/commands/retry-task", Operator, CommandKind::RetryTask, RetryTask
+);
+command_route!(
+    /// Cancels (revokes) one task (operator).
+    cancel_task, "/api/v1/projects/{slug}/commands/cancel-task", Operator, CommandKind::CancelTask, CancelTask
+);
+command_route!(
+    /// Retries up to `max` (1..10000) tasks matching a filter (operator; rate limited).
+    bulk_retry, "/api/v1/projects/{slug}/commands/bulk-retry", Operator, CommandKind::BulkRetry, BulkRetry
+);
+command_route!(
+    /// Purges a queue: needs `confirm_token` for the current depth, or `force` (admin; rate
+    /// limited; a forced purge is flagged critical).
+    purge_queue, "/api/v1/projects/{slug}/commands/purge-queue", Admin, CommandKind::PurgeQueue, PurgeQueue
+);
+command_route!(
+    /// Gracefully restarts a worker (admin).
+    restart_worker, "/api/v1/projects/{slug}/commands/restart-worker", Admin, CommandKind::RestartWorker, RestartWorker
+);
+command_route!(
+    /// Grows or shrinks a worker's pool by `delta` (-100..100, not 0) (admin).
+    pool_resize, "/api/v1/projects/{slug}/commands/pool-resize", Admin, CommandKind::PoolResize, PoolResize
+);
+command_route!(
+    /// Makes a worker consume a queue (admin).
+    add_consumer, "/api/v1/projects/{slug}/commands/add-consumer", Admin, CommandKind::AddConsumer, ConsumerChange
+);
+command_route!(
+    /// Makes a worker stop consuming a queue (admin).
+    cancel_consumer, "/api/v1/projects/{slug}/commands/cancel-consumer", Admin, CommandKind::CancelConsumer, ConsumerChange
+);
+command_route!(
+    /// Sets a task's rate limit (`^\d+(/[smh])?$`, "0" clears); without `worker_name`, on every
+    /// worker, flagged as a global throttle (admin).
+    rate_limit, "/api/v1/projects/{slug}/commands/rate-limit", Admin, CommandKind::RateLimit, RateLimit
+);

@@ -1,0 +1,208 @@
+//! Checkpoints, verification and export of the audit log. The byte formats and the verifier
+//! itself live in `taskward_shared::audit`, so auditors and agents use the same code.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use taskward_shared::audit::verify::{ChainVerifier, Failure, Summary, TrustedKeys};
+use taskward_shared::audit::{AuditRow, Checkpoint, PublicKeyInfo, parse_hash};
+
+use crate::keys::Keys;
+use crate::store::{Store, StoreError, StoreResult, audit as audit_store, now_ms};
+
+/// Name of the append-only checkpoint file in the data directory.
+pub const CHECKPOINT_FILE: &str = "checkpoints.log";
+
+/// Format tag on the first line of an export.
+pub const EXPORT_FORMAT: &str = "taskward-audit-export/v1";
+
+/// Rows read per query while verifying or exporting: bounded memory at any log size.
+pub const PAGE: i64 = 2000;
+
+/// First line of an export: which chain, and the public keys that signed it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportHeader {
+    /// [`EXPORT_FORMAT`].
+    pub format: String,
+    /// The chain exported.
+    pub chain: String,
+    /// Every public key of the brain, as `GET /api/v1/signing-keys` serves them.
+    pub keys: Vec<PublicKeyInfo>,
+}
+
+/// Signs a checkpoint of the chain's current head, appends it to `checkpoints.log` (fsync'ed)
+/// and records it. Blocking.
+pub fn checkpoint_now(
+    store: &Store,
+    keys: &Keys,
+    data_dir: &Path,
+    chain: &str,
+) -> StoreResult<Checkpoint> {
+    let owned = chain.to_owned();
+    let head = store.read_blocking("audit_head", move |conn| audit_store::head(conn, &owned))?;
+    write_checkpoint(store, keys, data_dir, &head)
+}
+
+/// Checkpoints every chain that grew since its last checkpoint. Blocking.
+pub fn checkpoint_grown_chains(store: &Store, keys: &Keys, data_dir: &Path) -> StoreResult<usize> {
+    let heads = store.read_blocking(
+        "audit_heads_to_checkpoint",
+        audit_store::heads_needing_checkpoint,
+    )?;
+    for head in &heads {
+        write_checkpoint(store, keys, data_dir, head)?;
+    }
+    Ok(heads.len())
+}
+
+fn write_checkpoint(
+    store: &Store,
+    keys: &Keys,
+    data_dir: &Path,
+    head: &audit_store::ChainHead,
+) -> StoreResult<Checkpoint> {
+    let hash = parse_hash(&head.head)
+        .ok_or_else(|| StoreError::Unavailable(format!("corrupt head of {}", head.chain)))?;
+    let checkpoint = Checkpoint::sign(&head.chain, head.size, &hash, now_ms(), &keys.signer());
+    append_line(&data_dir.join(CHECKPOINT_FILE), &checkpoint)
+        .map_err(|e| StoreError::Unavailable(format!("cannot write {CHECKPOINT_FILE}: {e}")))?;
+    let chain = head.chain.clone();
+    let size = head.size;
+    store.write_blocking("audit_mark_checkpointed", move |conn| {
+        audit_store::mark_checkpointed(conn, &chain, size)
+    })?;
+    Ok(checkpoint)
+}
+
+fn append_line(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut line = serde_json::to_string(checkpoint).expect("checkpoints serialize");
+    line.push('\n');
+    file.write_all(line.as_bytes())?;
+    file.sync_data()
+}
+
+/// Reads a checkpoint for `chain` from a file holding one checkpoint (JSON) or many (JSON
+/// Lines, such as `checkpoints.log`); with many, the largest for the chain wins.
+pub fn read_checkpoint(path: &Path, chain: &str) -> Result<Option<Checkpoint>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Ok(single) = serde_json::from_str::<Checkpoint>(&text) {
+        return Ok((single.chain == chain).then_some(single));
+    }
+    let mut best: Option<Checkpoint> = None;
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let checkpoint: Checkpoint = serde_json::from_str(line)
+            .map_err(|e| format!("{} line {}: {e}", path.display(), n + 1))?;
+        if checkpoint.chain == chain && best.as_ref().is_none_or(|b| checkpoint.size >= b.size) {
+            best = Some(checkpoint);
+        }
+    }
+    Ok(best)
+}
+
+/// How a verification ended: verified, or the first bad row.
+pub type Verdict = Result<Summary, Failure>;
+
+/// Verifies a chain straight from the database, page by page. `progress` is told the number
+/// of rows checked after each page.
+pub fn verify_live(
+    store: &Store,
+    trusted: TrustedKeys,
+    chain: &str,
+    checkpoint: Option<Checkpoint>,
+    mut progress: impl FnMut(u64),
+) -> StoreResult<Verdict> {
+    let mut verifier = match ChainVerifier::new(chain, trusted, checkpoint) {
+        Ok(v) => v,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let mut after = 0u64;
+    loop {
+        let owned = chain.to_owned();
+        let rows = store.read_blocking("audit_page", move |conn| {
+            audit_store::page(conn, &owned, after, PAGE)
+        })?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for row in &rows {
+            if let Err(failure) = verifier.push(row) {
+                return Ok(Err(failure));
+            }
+        }
+        progress(verifier.rows());
+    }
+    Ok(verifier.finish())
+}
+
+/// Verifies an export (JSON Lines: an [`ExportHeader`], then one [`AuditRow`] per line) with
+/// the given keys, or with the keys in its header when none are given.
+pub fn verify_export(
+    reader: impl BufRead,
+    trusted: Option<TrustedKeys>,
+    checkpoint_file: Option<&Path>,
+    mut progress: impl FnMut(u64),
+) -> Result<Verdict, String> {
+    let mut lines = reader.lines().enumerate();
+    let header_line = lines
+        .next()
+        .ok_or("the export is empty")?
+        .1
+        .map_err(|e| e.to_string())?;
+    let header: ExportHeader = serde_json::from_str(&header_line)
+        .map_err(|e| format!("line 1 is not an export header: {e}"))?;
+    if header.format != EXPORT_FORMAT {
+        return Err(format!("unknown export format {:?}", header.format));
+    }
+    let trusted = match trusted {
+        Some(keys) => keys,
+        None => TrustedKeys::from_infos(&header.keys)?,
+    };
+    let checkpoint = checkpoint_file
+        .map(|path| read_checkpoint(path, &header.chain))
+        .transpose()?
+        .flatten();
+    let mut verifier = match ChainVerifier::new(&header.chain, trusted, checkpoint) {
+        Ok(v) => v,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    for (n, line) in lines {
+        let line = line.map_err(|e| e.to_string())?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: AuditRow =
+            serde_json::from_str(&line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        if let Err(failure) = verifier.push(&row) {
+            return Ok(Err(failure));
+        }
+        if verifier.rows() % 100_000 == 0 {
+            progress(verifier.rows());
+        }
+    }
+    Ok(verifier.finish())
+}
+
+/// The keys file format served by `GET /api/v1/signing-keys` and read by `audit verify --keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysFile {
+    /// Every public key.
+    pub keys: Vec<PublicKeyInfo>,
+}
+
+/// Reads a keys file (`{"keys": [...]}` or a bare array).
+pub fn read_keys_file(path: &Path) -> Result<TrustedKeys, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let infos = serde_json::from_str::<KeysFile>(&text)
+        .map(|f| f.keys)
+        .or_else(|_| serde_json::from_str::<Vec<PublicKeyInfo>>(&text))
+        .map_err(|e| format!("{}: not a keys file: {e}", path.display()))?;
+    TrustedKeys::from_infos(&infos)
+}

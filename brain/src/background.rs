@@ -1,0 +1,91 @@
+//! The server's periodic work, each a loop on its own task:
+//! - time out commands whose deadline passed (a signed `command.timed_out` row each);
+//! - checkpoint every chain that grew (into `checkpoints.log`), at least every interval;
+//! - pick up a keyring rotated by `taskward-brain keys rotate` in another process.
+
+use tokio::task::JoinHandle;
+use tokio::time::{MissedTickBehavior, interval};
+
+use crate::app::AppState;
+use crate::audit::checkpoint_grown_chains;
+use crate::store::commands::{self, CommandStatus};
+use crate::store::{StoreResult, now_ms, run_blocking};
+
+/// Most commands timed out per sweep; the rest wait for the next tick.
+const SWEEP_BATCH: i64 = 200;
+
+/// Why a command timed out, shown on the command.
+pub const TIMEOUT_DETAIL: &str = "no result from the agent before the command expired";
+
+/// Starts the loops; abort the handles to stop them.
+pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = interval(state.settings.sweep_interval);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                reload_keys(&state);
+                if let Err(err) = time_out_overdue(&state).await {
+                    tracing::warn!(%err, "timing out overdue commands failed");
+                }
+            }
+        })
+    };
+    let checkpointer = tokio::spawn(async move {
+        let mut tick = interval(state.settings.checkpoint_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(err) = checkpoint_and_reload(&state).await {
+                tracing::warn!(%err, "periodic checkpoint failed");
+            }
+        }
+    });
+    vec![sweeper, checkpointer]
+}
+
+/// Times out every open command whose deadline passed. Returns how many.
+pub async fn time_out_overdue(state: &AppState) -> StoreResult<usize> {
+    let ctx = state.audit_as_system();
+    let done = state
+        .store
+        .write("time_out_commands", move |conn| {
+            let overdue = commands::overdue(conn, now_ms(), SWEEP_BATCH)?;
+            for command in &overdue {
+                commands::record_outcome(
+                    conn,
+                    &ctx,
+                    command,
+                    CommandStatus::TimedOut,
+                    Some(TIMEOUT_DETAIL),
+                )?;
+            }
+            Ok(overdue.len())
+        })
+        .await?;
+    if done > 0 {
+        tracing::info!(commands = done, "timed out overdue commands");
+    }
+    Ok(done)
+}
+
+/// Picks up a keyring rotated by another process (one `stat` when nothing changed).
+fn reload_keys(state: &AppState) {
+    match state.keys.reload_if_changed() {
+        Ok(true) => tracing::info!("signing keyring changed on disk; reloaded"),
+        Ok(false) => {}
+        Err(err) => tracing::error!(%err, "cannot reload the signing keyring"),
+    }
+}
+
+/// Checkpoints every chain that grew since its last checkpoint.
+pub async fn checkpoint_and_reload(state: &AppState) -> StoreResult<usize> {
+    let state = state.clone();
+    run_blocking(move || {
+        reload_keys(&state);
+        checkpoint_grown_chains(&state.store, &state.keys, &state.data_dir)
+    })
+    .await
+}

@@ -1,0 +1,526 @@
+//! Commands: the row written when an operator issues one, its current status, idempotency
+//! keys, and the queue depths purge confirmations bind to.
+//!
+//! Every status change appends a signed outcome row to the project's chain and updates the
+//! `command_status` cache in the same transaction; the `commands` row itself never changes.
+
+use diesel::prelude::*;
+use std::fmt;
+use std::str::FromStr;
+
+use super::audit::{self, AuditContext};
+use super::schema::{command_status, commands, idempotency_keys, queue_depths};
+use super::{AnyConnection, StoreError, StoreResult, now_ms};
+
+/// Where a command is in its life.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    /// Minted and signed; not yet on an agent.
+    Issued,
+    /// Delivered to the agent.
+    Dispatched,
+    /// The agent ran it and it worked.
+    Succeeded,
+    /// The agent ran it and it failed, or refused it.
+    Failed,
+    /// No result by the deadline.
+    TimedOut,
+}
+
+impl CommandStatus {
+    /// Every status.
+    pub const ALL: [CommandStatus; 5] = [
+        CommandStatus::Issued,
+        CommandStatus::Dispatched,
+        CommandStatus::Succeeded,
+        CommandStatus::Failed,
+        CommandStatus::TimedOut,
+    ];
+
+    /// The stored and wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandStatus::Issued => "issued",
+            CommandStatus::Dispatched => "dispatched",
+            CommandStatus::Succeeded => "succeeded",
+            CommandStatus::Failed => "failed",
+            CommandStatus::TimedOut => "timed_out",
+        }
+    }
+
+    /// Whether no further change can happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            CommandStatus::Succeeded | CommandStatus::Failed | CommandStatus::TimedOut
+        )
+    }
+}
+
+impl fmt::Display for CommandStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CommandStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<CommandStatus, String> {
+        CommandStatus::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status {s:?}: one of issued, dispatched, succeeded, failed, timed_out"
+                )
+            })
+    }
+}
+
+/// A command with its current status.
+#[derive(Debug, Clone, Queryable)]
+pub struct CommandRecord {
+    /// Command id (UUID).
+    pub id: String,
+    /// Owning project.
+    pub project_id: String,
+    /// Audience: the agent that must run it.
+    pub agent_id: String,
+    /// Kind, e.g. `retry-task`.
+    pub kind: String,
+    /// Validated payload, JSON.
+    pub payload: String,
+    /// `user` or `schedule`.
+    pub issuer_type: String,
+    /// Issuer id.
+    pub issuer_id: String,
+    /// Issuer name.
+    pub issuer_name: String,
+    /// The caller's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+    /// Flagged critical (forced purge, global throttle).
+    pub critical: bool,
+    /// A rate limit for every worker.
+    pub global_throttle: bool,
+    /// The queue depth a purge is bound to.
+    pub bound_depth: Option<i64>,
+    /// Mint time, ms.
+    pub issued_at: i64,
+    /// After this the agent refuses it and the brain times it out, ms.
+    pub expires_at: i64,
+    /// Chain of its audit rows.
+    pub audit_chain: String,
+    /// Seq of its `command.issued` row.
+    pub audit_seq: i64,
+    /// Current status.
+    pub status: String,
+    /// Outcome detail or refusal reason.
+    pub detail: Option<String>,
+    /// Whether the result arrived after the deadline.
+    pub late: bool,
+    /// Last status change, ms.
+    pub updated_at: i64,
+}
+
+type RecordColumns = (
+    commands::id,
+    commands::project_id,
+    commands::agent_id,
+    commands::kind,
+    commands::payload,
+    commands::issuer_type,
+    commands::issuer_id,
+    commands::issuer_name,
+    commands::idempotency_key,
+    commands::critical,
+    commands::global_throttle,
+    commands::bound_depth,
+    commands::issued_at,
+    commands::expires_at,
+    commands::audit_chain,
+    commands::audit_seq,
+    command_status::status,
+    command_status::detail,
+    command_status::late,
+    command_status::updated_at,
+);
+
+const RECORD: RecordColumns = (
+    commands::id,
+    commands::project_id,
+    commands::agent_id,
+    commands::kind,
+    commands::payload,
+    commands::issuer_type,
+    commands::issuer_id,
+    commands::issuer_name,
+    commands::idempotency_key,
+    commands::critical,
+    commands::global_throttle,
+    commands::bound_depth,
+    commands::issued_at,
+    commands::expires_at,
+    commands::audit_chain,
+    commands::audit_seq,
+    command_status::status,
+    command_status::detail,
+    command_status::late,
+    command_status::updated_at,
+);
+
+/// A command about to be minted.
+#[derive(Debug, Clone)]
+pub struct NewCommand {
+    /// Fresh id.
+    pub id: String,
+    /// Owning project.
+    pub project_id: String,
+    /// Audience.
+    pub agent_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Validated payload.
+    pub payload: serde_json::Value,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Critical flag.
+    pub critical: bool,
+    /// Global throttle flag.
+    pub global_throttle: bool,
+    /// Depth a purge is bound to.
+    pub bound_depth: Option<u64>,
+    /// Time to live, ms.
+    pub ttl_ms: i64,
+}
+
+/// Mints a command: appends the signed `command.issued` row (which is what the agent will
+/// verify), then writes the command and its status. Runs inside the caller's transaction.
+pub fn mint(
+    conn: &mut AnyConnection,
+    ctx: &AuditContext,
+    new: NewCommand,
+) -> StoreResult<CommandRecord> {
+    let issued_at = now_ms();
+    let expires_at = issued_at + new.ttl_ms;
+    let chain = audit::project_chain(&new.project_id);
+    let statement = serde_json::json!({
+        "command": {
+            "id": new.id,
+            "project_id": new.project_id,
+            "audience": new.agent_id,
+            "kind": new.kind,
+            "payload": new.payload,
+            "issued_at_ms": issued_at.to_string(),
+            "expires_at_ms": expires_at.to_string(),
+            "critical": new.critical,
+            "global_throttle": new.global_throttle,
+            "bound_depth": new.bound_depth.map(|d| d.to_string()),
+            "idempotency_key": new.idempotency_key,
+        }
+    });
+    let row = audit::append(
+        conn,
+        ctx,
+        &chain,
+        "command.issued",
+        Some(&new.id),
+        statement,
+    )?;
+    let issuer_type = ctx.actor.kind.as_str();
+    diesel::insert_into(commands::table)
+        .values((
+            commands::id.eq(&new.id),
+            commands::project_id.eq(&new.project_id),
+            commands::agent_id.eq(&new.agent_id),
+            commands::kind.eq(&new.kind),
+            commands::payload.eq(new.payload.to_string()),
+            commands::issuer_type.eq(issuer_type),
+            commands::issuer_id.eq(&ctx.actor.id),
+            commands::issuer_name.eq(&ctx.actor.name),
+            commands::idempotency_key.eq(&new.idempotency_key),
+            commands::critical.eq(new.critical),
+            commands::global_throttle.eq(new.global_throttle),
+            commands::bound_depth.eq(new.bound_depth.map(|d| d as i64)),
+            commands::issued_at.eq(issued_at),
+            commands::expires_at.eq(expires_at),
+            commands::audit_chain.eq(&chain),
+            commands::audit_seq.eq(row.seq as i64),
+        ))
+        .execute(conn)?;
+    diesel::insert_into(command_status::table)
+        .values((
+            command_status::command_id.eq(&new.id),
+            command_status::project_id.eq(&new.project_id),
+            command_status::status.eq(CommandStatus::Issued.as_str()),
+            command_status::expires_at.eq(expires_at),
+            command_status::updated_at.eq(issued_at),
+        ))
+        .execute(conn)?;
+    find(conn, &new.project_id, &new.id)
+}
+
+/// One command of a project (`NotFound` for ids of other projects).
+pub fn find(conn: &mut AnyConnection, project_id: &str, id: &str) -> StoreResult<CommandRecord> {
+    Ok(commands::table
+        .inner_join(command_status::table)
+        .filter(commands::id.eq(id))
+        .filter(commands::project_id.eq(project_id))
+        .select(RECORD)
+        .first(conn)?)
+}
+
+/// Filters of the commands list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<CommandStatus>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Issued at or after, ms.
+    pub since: Option<i64>,
+    /// Issued at or before, ms.
+    pub until: Option<i64>,
+}
+
+/// A page of a project's commands, newest first, after the keyset position `(issued_at, id)`.
+pub fn list(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    filter: &ListFilter,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> StoreResult<Vec<CommandRecord>> {
+    let mut query = commands::table
+        .inner_join(command_status::table)
+        .filter(commands::project_id.eq(project_id))
+        .select(RECORD)
+        .order((commands::issued_at.desc(), commands::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(status) = filter.status {
+        query = query.filter(command_status::status.eq(status.as_str()));
+    }
+    if let Some(kind) = &filter.kind {
+        query = query.filter(commands::kind.eq(kind.clone()));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(commands::issued_at.ge(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(commands::issued_at.le(until));
+    }
+    if let Some((issued_at, id)) = after {
+        query = query.filter(
+            commands::issued_at
+                .lt(issued_at)
+                .or(commands::issued_at.eq(issued_at).and(commands::id.lt(id))),
+        );
+    }
+    Ok(query.load(conn)?)
+}
+
+/// Records an outcome: appends a signed `command.<status>` row and moves the status cache,
+/// unless the command already ended (a late result is recorded, marked late, and changes
+/// nothing). Returns the updated record.
+pub fn record_outcome(
+    conn: &mut AnyConnection,
+    ctx: &AuditContext,
+    command: &CommandRecord,
+    status: CommandStatus,
+    detail: Option<&str>,
+) -> StoreResult<CommandRecord> {
+    let current: CommandStatus = command
+        .status
+        .parse()
+        .map_err(|e: String| StoreError::Unavailable(e))?;
+    let late = current.is_terminal();
+    let payload = serde_json::json!({
+        "status": status.as_str(),
+        "detail": detail,
+        "late": late,
+        "previous_status": current.as_str(),
+    });
+    audit::append(
+        conn,
+        ctx,
+        &command.audit_chain,
+        &format!("command.{}", status.as_str()),
+        Some(&command.id),
+        payload,
+    )?;
+    if late {
+        diesel::update(command_status::table.find(&command.id))
+            .set(command_status::late.eq(true))
+            .execute(conn)?;
+    } else {
+        diesel::update(command_status::table.find(&command.id))
+            .set((
+                command_status::status.eq(status.as_str()),
+                command_status::detail.eq(detail),
+                command_status::updated_at.eq(now_ms()),
+            ))
+            .execute(conn)?;
+    }
+    find(conn, &command.project_id, &command.id)
+}
+
+/// Open commands whose deadline passed, oldest first (the timeout sweeper's work).
+pub fn overdue(conn: &mut AnyConnection, now: i64, limit: i64) -> StoreResult<Vec<CommandRecord>> {
+    Ok(commands::table
+        .inner_join(command_status::table)
+        .filter(command_status::status.eq_any([
+            CommandStatus::Issued.as_str(),
+            CommandStatus::Dispatched.as_str(),
+        ]))
+        .filter(command_status::expires_at.le(now))
+        .order(command_status::expires_at.asc())
+        .limit(limit)
+        .select(RECORD)
+        .load(conn)?)
+}
+
+/// How long an idempotency key holds: a retry within a day returns the first command.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// What an idempotency key already refers to.
+#[derive(Debug, Clone)]
+pub struct PriorUse {
+    /// Hash of the first request's body.
+    pub request_hash: String,
+    /// The command it minted.
+    pub command_id: String,
+}
+
+/// The live use of an idempotency key, dropping an expired one.
+pub fn idempotency_lookup(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    issuer_id: &str,
+    kind: &str,
+    key: &str,
+) -> StoreResult<Option<PriorUse>> {
+    let scope = idempotency_keys::table
+        .filter(idempotency_keys::project_id.eq(project_id))
+        .filter(idempotency_keys::issuer_id.eq(issuer_id))
+        .filter(idempotency_keys::kind.eq(kind))
+        .filter(idempotency_keys::key.eq(key));
+    let found: Option<(String, String, i64)> = scope
+        .select((
+            idempotency_keys::request_hash,
+            idempotency_keys::command_id,
+            idempotency_keys::created_at,
+        ))
+        .first(conn)
+        .optional()?;
+    match found {
+        Some((request_hash, command_id, created_at))
+            if created_at > now_ms() - IDEMPOTENCY_WINDOW_MS =>
+        {
+            Ok(Some(PriorUse {
+                request_hash,
+                command_id,
+            }))
+        }
+        Some(_) => {
+            diesel::delete(scope).execute(conn)?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Remembers that `key` minted `command_id`.
+pub fn idempotency_remember(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    issuer_id: &str,
+    kind: &str,
+    key: &str,
+    request_hash: &str,
+    command_id: &str,
+) -> StoreResult<()> {
+    diesel::insert_into(idempotency_keys::table)
+        .values((
+            idempotency_keys::project_id.eq(project_id),
+            idempotency_keys::issuer_id.eq(issuer_id),
+            idempotency_keys::kind.eq(kind),
+            idempotency_keys::key.eq(key),
+            idempotency_keys::request_hash.eq(request_hash),
+            idempotency_keys::command_id.eq(command_id),
+            idempotency_keys::created_at.eq(now_ms()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// A queue's last reported depth.
+#[derive(Debug, Clone, Queryable)]
+pub struct QueueDepth {
+    /// Queue name.
+    pub queue: String,
+    /// Messages waiting.
+    pub depth: i64,
+    /// When the agent observed it, ms.
+    pub observed_at: i64,
+}
+
+/// The queues an agent reported, by name.
+pub fn queue_depths(conn: &mut AnyConnection, agent_id: &str) -> StoreResult<Vec<QueueDepth>> {
+    Ok(queue_depths::table
+        .filter(queue_depths::agent_id.eq(agent_id))
+        .order(queue_depths::queue.asc())
+        .select((
+            queue_depths::queue,
+            queue_depths::depth,
+            queue_depths::observed_at,
+        ))
+        .load(conn)?)
+}
+
+/// One queue's last reported depth.
+pub fn queue_depth(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    queue: &str,
+) -> StoreResult<Option<QueueDepth>> {
+    Ok(queue_depths::table
+        .find((agent_id, queue))
+        .select((
+            queue_depths::queue,
+            queue_depths::depth,
+            queue_depths::observed_at,
+        ))
+        .first(conn)
+        .optional()?)
+}
+
+/// Stores a depth an agent reported (the agent link calls this; tests too).
+pub fn report_queue_depth(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    queue: &str,
+    depth: u64,
+    observed_at: i64,
+) -> StoreResult<()> {
+    let updated = diesel::update(queue_depths::table.find((agent_id, queue)))
+        .set((
+            queue_depths::depth.eq(depth as i64),
+            queue_depths::observed_at.eq(observed_at),
+        ))
+        .execute(conn)?;
+    if updated == 0 {
+        diesel::insert_into(queue_depths::table)
+            .values((
+                queue_depths::agent_id.eq(agent_id),
+                queue_depths::queue.eq(queue),
+                queue_depths::depth.eq(depth as i64),
+                queue_depths::observed_at.eq(observed_at),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+DROP TABLE queue_depths;
+DROP TABLE idempotency_keys;
+DROP TABLE command_status;
+DROP TABLE commands;
+DROP TRIGGER audit_rows_no_truncate ON audit_rows;
+DROP TRIGGER audit_rows_no_update_delete ON audit_rows;
+DROP TABLE audit_rows;
+DROP TABLE audit_chains;
+DROP TABLE installation;
+DROP FUNCTION audit_rows_append_only();

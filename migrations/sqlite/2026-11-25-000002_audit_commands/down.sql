@@ -1,0 +1,9 @@
+DROP TABLE queue_depths;
+DROP TABLE idempotency_keys;
+DROP TABLE command_status;
+DROP TABLE commands;
+DROP TRIGGER audit_rows_no_delete;
+DROP TRIGGER audit_rows_no_update;
+DROP TABLE audit_rows;
+DROP TABLE audit_chains;
+DROP TABLE installation;

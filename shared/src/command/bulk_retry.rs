@@ -1,0 +1,73 @@
+//! `bulk-retry`: run again up to `max` tasks that match a filter.
+
+use serde::{Deserialize, Serialize};
+
+use super::{FieldError, check_name};
+
+/// Most tasks one bulk retry may touch.
+pub const MAX_BULK_RETRY: u32 = 10_000;
+
+/// Task states a filter may name (the states of the Tasks API).
+pub const TASK_STATES: [&str; 7] = [
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "retried",
+    "lost",
+];
+
+/// Which tasks to retry; fields left out match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BulkRetryFilter {
+    /// Task state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Queue name, exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Task name, exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Payload of `bulk-retry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BulkRetry {
+    /// Which tasks.
+    pub filter: BulkRetryFilter,
+    /// At most this many, 1..=10000.
+    pub max: u32,
+}
+
+impl BulkRetry {
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !(1..=MAX_BULK_RETRY).contains(&self.max) {
+            return Err(FieldError::new(
+                "max",
+                format!("must be between 1 and {MAX_BULK_RETRY}, got {}", self.max),
+            ));
+        }
+        if let Some(state) = &self.filter.state
+            && !TASK_STATES.contains(&state.as_str())
+        {
+            return Err(FieldError::new(
+                "filter.state",
+                format!("unknown state {state:?}; one of {}", TASK_STATES.join(", ")),
+            ));
+        }
+        if let Some(queue) = &self.filter.queue {
+            check_name("filter.queue", queue)?;
+        }
+        if let Some(name) = &self.filter.name {
+            check_name("filter.name", name)?;
+        }
+        Ok(())
+    }
+}

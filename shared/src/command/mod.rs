@@ -1,0 +1,226 @@
+//! The closed set of commands an operator can send to an agent: one file per kind, each a
+//! typed payload with its bounds. Unknown kinds and unknown fields are errors, never a dispatch
+//! by name; there is no generic "exec" kind.
+
+mod bulk_retry;
+mod cancel_task;
+mod consumer;
+mod pool_resize;
+mod purge_queue;
+mod rate_limit;
+mod restart_worker;
+mod retry_task;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use bulk_retry::{BulkRetry, BulkRetryFilter};
+pub use cancel_task::CancelTask;
+pub use consumer::ConsumerChange;
+pub use pool_resize::PoolResize;
+pub use purge_queue::PurgeQueue;
+pub use rate_limit::RateLimit;
+pub use restart_worker::RestartWorker;
+pub use retry_task::RetryTask;
+
+/// Longest engine-native name accepted (worker, queue, task name, task id): far above what
+/// Celery produces, low enough to keep rows small.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// A payload field that breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The JSON field at fault.
+    pub field: String,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error on `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks an engine-native name: non-empty, at most [`MAX_NAME_LEN`] bytes, no control characters.
+pub fn check_name(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.trim().is_empty() {
+        Err(FieldError::new(field, "must not be empty"))
+    } else if value.len() > MAX_NAME_LEN {
+        Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_NAME_LEN} bytes"),
+        ))
+    } else if value.chars().any(char::is_control) {
+        Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks an engine id such as `celery`: `^[a-z][a-z0-9_-]{0,31}$`.
+pub fn check_engine(value: &str) -> Result<(), FieldError> {
+    let mut chars = value.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && value.len() <= 32;
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "engine",
+            "must match ^[a-z][a-z0-9_-]{0,31}$ (e.g. celery)",
+        ))
+    }
+}
+
+/// The kinds, spelled as in the API paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandKind {
+    /// Re-run one task, optionally with new kwargs.
+    RetryTask,
+    /// Revoke one task.
+    CancelTask,
+    /// Re-run up to `max` tasks matching a filter.
+    BulkRetry,
+    /// Drop every message in a queue.
+    PurgeQueue,
+    /// Gracefully restart a worker.
+    RestartWorker,
+    /// Grow or shrink a worker's pool.
+    PoolResize,
+    /// Make a worker consume a queue.
+    AddConsumer,
+    /// Make a worker stop consuming a queue.
+    CancelConsumer,
+    /// Set or clear a task's rate limit.
+    RateLimit,
+}
+
+impl CommandKind {
+    /// Every kind.
+    pub const ALL: [CommandKind; 9] = [
+        CommandKind::RetryTask,
+        CommandKind::CancelTask,
+        CommandKind::BulkRetry,
+        CommandKind::PurgeQueue,
+        CommandKind::RestartWorker,
+        CommandKind::PoolResize,
+        CommandKind::AddConsumer,
+        CommandKind::CancelConsumer,
+        CommandKind::RateLimit,
+    ];
+
+    /// The wire and path spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::RetryTask => "retry-task",
+            CommandKind::CancelTask => "cancel-task",
+            CommandKind::BulkRetry => "bulk-retry",
+            CommandKind::PurgeQueue => "purge-queue",
+            CommandKind::RestartWorker => "restart-worker",
+            CommandKind::PoolResize => "pool-resize",
+            CommandKind::AddConsumer => "add-consumer",
+            CommandKind::CancelConsumer => "cancel-consumer",
+            CommandKind::RateLimit => "rate-limit",
+        }
+    }
+}
+
+impl fmt::Display for CommandKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CommandKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<CommandKind, String> {
+        CommandKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown command kind {s:?}"))
+    }
+}
+
+/// A command's validated payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload", rename_all = "kebab-case")]
+pub enum Command {
+    /// See [`RetryTask`].
+    RetryTask(RetryTask),
+    /// See [`CancelTask`].
+    CancelTask(CancelTask),
+    /// See [`BulkRetry`].
+    BulkRetry(BulkRetry),
+    /// See [`PurgeQueue`].
+    PurgeQueue(PurgeQueue),
+    /// See [`RestartWorker`].
+    RestartWorker(RestartWorker),
+    /// See [`PoolResize`].
+    PoolResize(PoolResize),
+    /// See [`ConsumerChange`].
+    AddConsumer(ConsumerChange),
+    /// See [`ConsumerChange`].
+    CancelConsumer(ConsumerChange),
+    /// See [`RateLimit`].
+    RateLimit(RateLimit),
+}
+
+impl Command {
+    /// The kind.
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::RetryTask(_) => CommandKind::RetryTask,
+            Command::CancelTask(_) => CommandKind::CancelTask,
+            Command::BulkRetry(_) => CommandKind::BulkRetry,
+            Command::PurgeQueue(_) => CommandKind::PurgeQueue,
+            Command::RestartWorker(_) => CommandKind::RestartWorker,
+            Command::PoolResize(_) => CommandKind::PoolResize,
+            Command::AddConsumer(_) => CommandKind::AddConsumer,
+            Command::CancelConsumer(_) => CommandKind::CancelConsumer,
+            Command::RateLimit(_) => CommandKind::RateLimit,
+        }
+    }
+
+    /// Checks every bound of the payload.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            Command::RetryTask(c) => c.validate(),
+            Command::CancelTask(c) => c.validate(),
+            Command::BulkRetry(c) => c.validate(),
+            Command::PurgeQueue(c) => c.validate(),
+            Command::RestartWorker(c) => c.validate(),
+            Command::PoolResize(c) => c.validate(),
+            Command::AddConsumer(c) | Command::CancelConsumer(c) => c.validate(),
+            Command::RateLimit(c) => c.validate(),
+        }
+    }
+
+    /// The payload alone, as JSON.
+    pub fn payload(&self) -> serde_json::Value {
+        let tagged = serde_json::to_value(self).expect("commands serialize");
+        tagged["payload"].clone()
+    }
+
+    /// Commands that destroy data or change every worker at once, flagged critical in the log.
+    pub fn is_critical(&self) -> bool {
+        match self {
+            Command::PurgeQueue(p) => p.force,
+            Command::RateLimit(r) => r.is_global(),
+            _ => false,
+        }
+    }
+}
