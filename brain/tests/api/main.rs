@@ -2,7 +2,9 @@
 //! test runs on SQLite and on PostgreSQL (see `support::both_backends!`).
 
 mod access;
+mod audit_log;
 mod binary;
+mod commands;
 mod errors;
 mod openapi;
 mod resources;
