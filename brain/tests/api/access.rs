@@ -41,9 +41,15 @@ enum Route {
     GetAgent,
     DeleteAgent,
     Metrics,
+    AgentQueues,
+    ListCommands,
+    GetCommand,
+    AuditPage,
+    AuditExport,
+    AuditCheckpoint,
 }
 
-const ROUTES: [Route; 19] = [
+const ROUTES: [Route; 25] = [
     Route::ListProjects,
     Route::CreateProject,
     Route::GetProject,
@@ -63,6 +69,12 @@ const ROUTES: [Route; 19] = [
     Route::GetAgent,
     Route::DeleteAgent,
     Route::Metrics,
+    Route::AgentQueues,
+    Route::ListCommands,
+    Route::GetCommand,
+    Route::AuditPage,
+    Route::AuditExport,
+    Route::AuditCheckpoint,
 ];
 
 /// The project every project route targets.
@@ -74,7 +86,8 @@ impl Route {
         match self {
             ListProjects | ListTokens | CreateToken | RevokeToken | Metrics => Floor::AnyUser,
             CreateProject | ListUsers | CreateUser | DeleteUser => Floor::SiteAdmin,
-            GetProject | ListMembers | ListAgents | GetAgent => Floor::Viewer,
+            GetProject | ListMembers | ListAgents | GetAgent | AgentQueues | ListCommands
+            | GetCommand | AuditPage | AuditExport | AuditCheckpoint => Floor::Viewer,
             UpdateProject | DeleteProject | AddMember | RemoveMember | CreateAgent
             | DeleteAgent => Floor::Admin,
         }
@@ -147,6 +160,26 @@ impl Route {
                 (Method::DELETE, format!("{p}/agents/{id}"), None)
             }
             Metrics => (Method::GET, "/metrics".into(), None),
+            AgentQueues => {
+                let id = app.create_agent(SLUG, &unique("host")).await;
+                (Method::GET, format!("{p}/agents/{id}/queues"), None)
+            }
+            ListCommands => (Method::GET, format!("{p}/commands"), None),
+            GetCommand => {
+                let agent = app.create_agent(SLUG, &unique("host")).await;
+                let reply = app
+                    .post(
+                        &format!("{p}/commands/restart-worker"),
+                        &app.admin_token,
+                        json!({"agent_id": agent, "worker_name": "w"}),
+                    )
+                    .await;
+                let id = reply.body["id"].as_str().unwrap().to_owned();
+                (Method::GET, format!("{p}/commands/{id}"), None)
+            }
+            AuditPage => (Method::GET, format!("{p}/audit"), None),
+            AuditExport => (Method::GET, format!("{p}/audit/export"), None),
+            AuditCheckpoint => (Method::GET, format!("{p}/audit/checkpoint"), None),
         }
     }
 }
