@@ -8,6 +8,7 @@ use std::time::Duration;
 use taskward_shared::audit::{Actor, ActorKind};
 
 use crate::auth::Caller;
+use crate::hub::Hub;
 use crate::keys::Keys;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
@@ -60,6 +61,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Limits on bulk retry and purge.
     pub bulk_limiter: RateLimiter,
+    /// Connected agents.
+    pub hub: Hub,
 }
 
 impl App {
@@ -73,6 +76,7 @@ impl App {
             data_dir,
             settings,
             metrics,
+            hub: Hub::default(),
         }
     }
 

@@ -60,6 +60,7 @@ pub async fn time_out_overdue(state: &AppState) -> StoreResult<usize> {
                     command,
                     CommandStatus::TimedOut,
                     Some(TIMEOUT_DETAIL),
+                    None,
                 )?;
             }
             Ok(overdue.len())

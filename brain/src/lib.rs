@@ -13,6 +13,7 @@
 //! - [`bootstrap`]: first-start admin, project and token.
 //! - [`keys`]: the signing keys and confirm secret, in files under `<data-dir>/keys/`.
 //! - [`audit`]: checkpoints, live and offline verification, exports of the audit log.
+//! - [`hub`]: agent enrollment and the WebSocket sessions that deliver commands and take results.
 //! - [`background`]: the server's periodic work: command timeouts, checkpoints, key reloads.
 //! - [`cursor`], [`limits`]: pagination cursors and per-caller rate limits.
 //! - [`names`], [`role`], [`expiry`]: validated input values.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod cursor;
 pub mod error;
 pub mod expiry;
+pub mod hub;
 pub mod keys;
 pub mod limits;
 pub mod metrics;

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use crate::api::extract::BODY_LIMIT;
 use crate::api::{agents, audit, commands, health, members, projects, tokens, users};
 use crate::app::AppState;
+use crate::hub;
 use crate::error::ApiError;
 use crate::metrics::track_requests;
 
@@ -78,6 +79,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list))
         .routes(routes!(audit::export))
         .routes(routes!(audit::checkpoint))
+        .routes(routes!(hub::session::enroll))
+        .routes(routes!(hub::session::connect))
 }
 
 /// The OpenAPI 3.1 document of the API (served at `/api/v1/openapi.json`, committed as

@@ -6,9 +6,11 @@
 //! - [`crypto`]: key ids, key generation, purge confirm tokens (HMAC).
 //! - [`audit`]: the audit log's byte formats (statements, row hashes, signatures,
 //!   checkpoints) and [`audit::verify`], the offline verifier.
+//! - [`protocol`]: the agent link's frames, the signed hello and signed results.
 //! - [`command`]: the closed set of command kinds, their typed payloads and their bounds.
 
 pub mod audit;
 pub mod command;
 pub mod crypto;
+pub mod protocol;
 pub mod secret;

@@ -19,6 +19,8 @@ pub enum SecretKind {
     ApiToken,
     /// A one-time token an agent spends to enroll.
     Enrollment,
+    /// An enrolled agent's credential for the agent link.
+    AgentCredential,
 }
 
 impl SecretKind {
@@ -27,6 +29,7 @@ impl SecretKind {
         match self {
             SecretKind::ApiToken => "tw_",
             SecretKind::Enrollment => "twe_",
+            SecretKind::AgentCredential => "twa_",
         }
     }
 }

@@ -35,11 +35,25 @@ pub struct AgentPublic {
     pub created_at: DateTime<Utc>,
     /// Last contact.
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// Connected to this brain now.
+    pub online: bool,
+    /// Host the agent enrolled from.
+    pub hostname: Option<String>,
+    /// Id of the agent's own signing key (results are verified with it).
+    pub public_key_id: Option<String>,
 }
 
-impl From<Agent> for AgentPublic {
-    fn from(a: Agent) -> AgentPublic {
+impl AgentPublic {
+    /// Shows an agent; `online` comes from the hub.
+    pub fn new(a: Agent, online: bool) -> AgentPublic {
         AgentPublic {
+            online,
+            hostname: a.hostname.clone(),
+            public_key_id: a
+                .public_key
+                .as_deref()
+                .and_then(|k| taskward_shared::crypto::parse_public_key(k).ok())
+                .map(|k| taskward_shared::crypto::key_id(&k)),
             id: a.id,
             name: a.name,
             enrolled: a.enrolled_at.is_some(),
@@ -92,7 +106,13 @@ pub async fn list(
         .read("list_agents", move |conn| agents::list(conn, &project_id))
         .await?;
     Ok(Json(AgentList {
-        items: items.into_iter().map(AgentPublic::from).collect(),
+        items: items
+            .into_iter()
+            .map(|a| {
+                let online = state.hub.is_online(&a.id);
+                AgentPublic::new(a, online)
+            })
+            .collect(),
     }))
 }
 
@@ -129,7 +149,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreatedAgent {
-            agent: agent.into(),
+            agent: AgentPublic::new(agent, false),
             enrollment_token: secret.expose().to_owned(),
         }),
     ))
@@ -152,7 +172,8 @@ pub async fn get(
         })
         .await
         .map_err(|e| agent_error(e, agent_id))?;
-    Ok(Json(agent.into()))
+    let online = state.hub.is_online(&agent.id);
+    Ok(Json(AgentPublic::new(agent, online)))
 }
 
 /// Deletes an agent (admin). Its tasks stay; it can no longer connect.

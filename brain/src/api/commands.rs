@@ -455,7 +455,7 @@ async fn issue(
                     id: id.clone(),
                     project_id: project_id.clone(),
                     agent_id,
-                    kind: kind.as_str().to_owned(),
+                    kind,
                     payload: command.payload(),
                     idempotency_key: idempotency_key.clone(),
                     critical: command.is_critical(),
@@ -486,6 +486,7 @@ async fn issue(
     };
     let (status, record) = outcome?;
     if status == StatusCode::ACCEPTED {
+        state.hub.wake(&record.agent_id);
         tracing::info!(
             command = %record.id,
             kind = %record.kind,

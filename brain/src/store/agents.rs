@@ -1,7 +1,7 @@
 //! Agents: one per host, registered by an admin, enrolled later with a one-time token.
 
 use diesel::prelude::*;
-use taskward_shared::secret::{Secret, SecretKind};
+use taskward_shared::secret::{Secret, SecretKind, hash_secret};
 
 use super::schema::agents;
 use super::{AnyConnection, StoreError, StoreResult, new_id, now_ms};
@@ -31,6 +31,12 @@ pub struct Agent {
     pub created_at: i64,
     /// Last contact from the agent.
     pub last_seen_at: Option<i64>,
+    /// The agent's own Ed25519 public key (hex), recorded at enrollment.
+    pub public_key: Option<String>,
+    /// Generation of the latest session; a connection with an older one is closed.
+    pub session_generation: i64,
+    /// Host the agent enrolled from.
+    pub hostname: Option<String>,
 }
 
 /// Registers an agent and returns it with its one-time enrollment token.
@@ -51,6 +57,9 @@ pub fn create(
         preserve,
         created_at: now,
         last_seen_at: None,
+        public_key: None,
+        session_generation: 0,
+        hostname: None,
     };
     diesel::insert_into(agents::table)
         .values((
@@ -95,4 +104,84 @@ pub fn delete(conn: &mut AnyConnection, project_id: &str, agent_id: &str) -> Sto
     let agent = find(conn, project_id, agent_id)?;
     diesel::delete(agents::table.find(agent_id)).execute(conn)?;
     Ok(agent)
+}
+
+/// Why an enrollment was refused (the wire says only "invalid enrollment token").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollRefusal {
+    /// No agent waits for this token (unknown or already spent).
+    Unknown,
+    /// The token's 24 hours passed.
+    Expired,
+}
+
+/// Spends an enrollment token: records the agent's public key and host, and issues the agent's
+/// link credential (returned once, stored hashed).
+pub fn enroll(
+    conn: &mut AnyConnection,
+    token: &str,
+    public_key: &str,
+    hostname: Option<&str>,
+    now: i64,
+) -> StoreResult<Result<(Agent, Secret), EnrollRefusal>> {
+    let found = agents::table
+        .filter(agents::enrollment_token_hash.eq(hash_secret(token)))
+        .select(Agent::as_select())
+        .first(conn)
+        .optional()?;
+    let Some(agent) = found else {
+        return Ok(Err(EnrollRefusal::Unknown));
+    };
+    if agent.enrollment_expires_at.is_none_or(|t| t <= now) {
+        return Ok(Err(EnrollRefusal::Expired));
+    }
+    let credential = Secret::generate(SecretKind::AgentCredential);
+    diesel::update(agents::table.find(&agent.id))
+        .set((
+            agents::enrollment_token_hash.eq(None::<String>),
+            agents::enrollment_expires_at.eq(None::<i64>),
+            agents::enrolled_at.eq(now),
+            agents::public_key.eq(public_key),
+            agents::credential_hash.eq(credential.hash()),
+            agents::hostname.eq(hostname),
+        ))
+        .execute(conn)?;
+    let agent = agents::table
+        .find(&agent.id)
+        .select(Agent::as_select())
+        .first(conn)?;
+    Ok(Ok((agent, credential)))
+}
+
+/// The enrolled agent holding this link credential, if any.
+pub fn by_credential(conn: &mut AnyConnection, credential: &str) -> StoreResult<Option<Agent>> {
+    Ok(agents::table
+        .filter(agents::credential_hash.eq(hash_secret(credential)))
+        .select(Agent::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Starts a new session: bumps and returns the generation (durable, so a restarted brain
+/// still fences connections from before).
+pub fn next_session(conn: &mut AnyConnection, agent_id: &str, now: i64) -> StoreResult<u64> {
+    diesel::update(agents::table.find(agent_id))
+        .set((
+            agents::session_generation.eq(agents::session_generation + 1),
+            agents::last_seen_at.eq(now),
+        ))
+        .execute(conn)?;
+    let generation: i64 = agents::table
+        .find(agent_id)
+        .select(agents::session_generation)
+        .first(conn)?;
+    Ok(generation as u64)
+}
+
+/// Records contact from an agent.
+pub fn touch(conn: &mut AnyConnection, agent_id: &str, now: i64) -> StoreResult<()> {
+    diesel::update(agents::table.find(agent_id))
+        .set(agents::last_seen_at.eq(now))
+        .execute(conn)?;
+    Ok(())
 }

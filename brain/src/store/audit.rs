@@ -292,3 +292,23 @@ pub fn mark_checkpointed(conn: &mut AnyConnection, chain: &str, size: u64) -> St
     .execute(conn)?;
     Ok(())
 }
+
+/// One row.
+pub fn row_at(conn: &mut AnyConnection, chain: &str, seq: u64) -> StoreResult<AuditRow> {
+    let raw: RawRow = audit_rows::table
+        .find((chain, seq as i64))
+        .select(ROW_COLUMNS)
+        .first(conn)?;
+    Ok(to_row(raw))
+}
+
+/// The signed `key.rotated` rows of a chain, oldest first (agents learn new keys from them).
+pub fn rotations(conn: &mut AnyConnection, chain: &str) -> StoreResult<Vec<AuditRow>> {
+    let rows: Vec<RawRow> = audit_rows::table
+        .filter(audit_rows::chain_id.eq(chain))
+        .filter(audit_rows::kind.eq("key.rotated"))
+        .order(audit_rows::seq.asc())
+        .select(ROW_COLUMNS)
+        .load(conn)?;
+    Ok(rows.into_iter().map(to_row).collect())
+}

@@ -8,6 +8,8 @@ use diesel::prelude::*;
 use std::fmt;
 use std::str::FromStr;
 
+use taskward_shared::command::{CommandKind, IssuedCommand};
+
 use super::audit::{self, AuditContext};
 use super::schema::{command_status, commands, idempotency_keys, queue_depths};
 use super::{AnyConnection, StoreError, StoreResult, now_ms};
@@ -182,7 +184,7 @@ pub struct NewCommand {
     /// Audience.
     pub agent_id: String,
     /// Kind.
-    pub kind: String,
+    pub kind: CommandKind,
     /// Validated payload.
     pub payload: serde_json::Value,
     /// Idempotency key.
@@ -207,21 +209,20 @@ pub fn mint(
     let issued_at = now_ms();
     let expires_at = issued_at + new.ttl_ms;
     let chain = audit::project_chain(&new.project_id);
-    let statement = serde_json::json!({
-        "command": {
-            "id": new.id,
-            "project_id": new.project_id,
-            "audience": new.agent_id,
-            "kind": new.kind,
-            "payload": new.payload,
-            "issued_at_ms": issued_at.to_string(),
-            "expires_at_ms": expires_at.to_string(),
-            "critical": new.critical,
-            "global_throttle": new.global_throttle,
-            "bound_depth": new.bound_depth.map(|d| d.to_string()),
-            "idempotency_key": new.idempotency_key,
-        }
-    });
+    let issued = IssuedCommand {
+        id: new.id.clone(),
+        project_id: new.project_id.clone(),
+        audience: new.agent_id.clone(),
+        kind: new.kind,
+        payload: new.payload.clone(),
+        issued_at_ms: issued_at.to_string(),
+        expires_at_ms: expires_at.to_string(),
+        critical: new.critical,
+        global_throttle: new.global_throttle,
+        bound_depth: new.bound_depth.map(|d| d.to_string()),
+        idempotency_key: new.idempotency_key.clone(),
+    };
+    let statement = serde_json::json!({ "command": issued });
     let row = audit::append(
         conn,
         ctx,
@@ -236,7 +237,7 @@ pub fn mint(
             commands::id.eq(&new.id),
             commands::project_id.eq(&new.project_id),
             commands::agent_id.eq(&new.agent_id),
-            commands::kind.eq(&new.kind),
+            commands::kind.eq(new.kind.as_str()),
             commands::payload.eq(new.payload.to_string()),
             commands::issuer_type.eq(issuer_type),
             commands::issuer_id.eq(&ctx.actor.id),
@@ -332,6 +333,7 @@ pub fn record_outcome(
     command: &CommandRecord,
     status: CommandStatus,
     detail: Option<&str>,
+    evidence: Option<serde_json::Value>,
 ) -> StoreResult<CommandRecord> {
     let current: CommandStatus = command
         .status
@@ -343,6 +345,7 @@ pub fn record_outcome(
         "detail": detail,
         "late": late,
         "previous_status": current.as_str(),
+        "agent_result": evidence,
     });
     audit::append(
         conn,
@@ -523,4 +526,37 @@ pub fn report_queue_depth(
             .execute(conn)?;
     }
     Ok(())
+}
+
+/// Commands for an agent that it has not claimed yet and that have not expired, oldest first,
+/// with their signed rows: what the hub sends on every connect and after every mint.
+pub fn pending_for_agent(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    now: i64,
+) -> StoreResult<Vec<(CommandRecord, taskward_shared::audit::AuditRow)>> {
+    let records: Vec<CommandRecord> = commands::table
+        .inner_join(command_status::table)
+        .filter(commands::agent_id.eq(agent_id))
+        .filter(command_status::status.eq(CommandStatus::Issued.as_str()))
+        .filter(commands::expires_at.gt(now))
+        .order((commands::issued_at.asc(), commands::id.asc()))
+        .limit(1000)
+        .select(RECORD)
+        .load(conn)?;
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        let row = audit::row_at(conn, &record.audit_chain, record.audit_seq as u64)?;
+        out.push((record, row));
+    }
+    Ok(out)
+}
+
+/// A command by id alone (the agent link knows the agent, which it checks against the command).
+pub fn find_any(conn: &mut AnyConnection, id: &str) -> StoreResult<CommandRecord> {
+    Ok(commands::table
+        .inner_join(command_status::table)
+        .filter(commands::id.eq(id))
+        .select(RECORD)
+        .first(conn)?)
 }

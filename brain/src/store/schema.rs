@@ -56,6 +56,10 @@ diesel::table! {
         preserve -> Bool,
         created_at -> BigInt,
         last_seen_at -> Nullable<BigInt>,
+        public_key -> Nullable<Text>,
+        credential_hash -> Nullable<Text>,
+        session_generation -> BigInt,
+        hostname -> Nullable<Text>,
     }
 }
 

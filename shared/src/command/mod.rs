@@ -224,3 +224,54 @@ impl Command {
         }
     }
 }
+
+/// What a signed `command.issued` row says about the command, under `payload.command`: exactly
+/// what an agent checks before running it. Times and depths are decimal strings (RFC 8785
+/// statements carry no integers that might exceed 2^53).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuedCommand {
+    /// Command id.
+    pub id: String,
+    /// The project.
+    pub project_id: String,
+    /// The agent that must run it; every other agent refuses it.
+    pub audience: String,
+    /// The kind.
+    pub kind: CommandKind,
+    /// The validated payload of the kind.
+    pub payload: serde_json::Value,
+    /// Mint time, ms since the epoch.
+    pub issued_at_ms: String,
+    /// After this the agent refuses it, ms since the epoch.
+    pub expires_at_ms: String,
+    /// A forced purge or a global throttle.
+    pub critical: bool,
+    /// A rate limit for every worker.
+    pub global_throttle: bool,
+    /// The queue depth a confirmed purge is bound to.
+    pub bound_depth: Option<String>,
+    /// The issuer's idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+impl IssuedCommand {
+    /// The typed command, validated again (the agent does not trust the brain's validation).
+    pub fn command(&self) -> Result<Command, FieldError> {
+        let tagged = serde_json::json!({"kind": self.kind, "payload": self.payload});
+        let command: Command = serde_json::from_value(tagged)
+            .map_err(|e| FieldError::new("payload", e.to_string()))?;
+        command.validate()?;
+        Ok(command)
+    }
+
+    /// `expires_at_ms` as a number.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.expires_at_ms.parse().ok()
+    }
+
+    /// `issued_at_ms` as a number.
+    pub fn issued_at(&self) -> Option<i64> {
+        self.issued_at_ms.parse().ok()
+    }
+}

@@ -1,0 +1,82 @@
+//! The agent hub: which agents are connected to this brain, and the WebSocket sessions that
+//! carry commands down and results up (`session.rs`).
+//!
+//! Delivery is level-triggered: a session sends every command of its agent that is `issued`
+//! and not expired, on connect, whenever [`Hub::wake`] is called after a mint, and on a short
+//! tick. The agent's durable seen-store makes a resent command harmless; a command past its
+//! expiry is never sent (the sweeper times it out).
+
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, watch};
+
+
+/// A live session's handles.
+struct Live {
+    generation: u64,
+    wake: Arc<Notify>,
+    /// Dropping the sender tells the session it was replaced.
+    _replaced: watch::Sender<()>,
+}
+
+/// The sessions of this brain process.
+#[derive(Default)]
+pub struct Hub {
+    sessions: Mutex<HashMap<String, Live>>,
+}
+
+/// What a session gets when it registers.
+pub struct Registration {
+    /// Notified when a command for the agent is minted.
+    pub wake: Arc<Notify>,
+    /// Errors (sender dropped) when a newer session of the same agent registers.
+    pub replaced: watch::Receiver<()>,
+}
+
+impl Hub {
+    /// Registers a session; an older session of the same agent is told to close.
+    pub fn register(&self, agent_id: &str, generation: u64) -> Registration {
+        let wake = Arc::new(Notify::new());
+        let (tx, rx) = watch::channel(());
+        let mut sessions = self.sessions.lock().expect("hub lock");
+        if let Some(old) = sessions.get(agent_id)
+            && old.generation > generation
+        {
+            // A newer session already won the race; this one closes at once.
+            drop(tx);
+        } else {
+            sessions.insert(
+                agent_id.to_owned(),
+                Live {
+                    generation,
+                    wake: wake.clone(),
+                    _replaced: tx,
+                },
+            );
+        }
+        Registration { wake, replaced: rx }
+    }
+
+    /// Removes a session if it is still the current one.
+    pub fn unregister(&self, agent_id: &str, generation: u64) {
+        let mut sessions = self.sessions.lock().expect("hub lock");
+        if sessions.get(agent_id).is_some_and(|l| l.generation == generation) {
+            sessions.remove(agent_id);
+        }
+    }
+
+    /// Asks the agent's session (if connected here) to send its pending commands now.
+    pub fn wake(&self, agent_id: &str) {
+        if let Some(live) = self.sessions.lock().expect("hub lock").get(agent_id) {
+            live.wake.notify_one();
+        }
+    }
+
+    /// Whether the agent has a session on this brain.
+    pub fn is_online(&self, agent_id: &str) -> bool {
+        self.sessions.lock().expect("hub lock").contains_key(agent_id)
+    }
+}

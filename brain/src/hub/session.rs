@@ -1,0 +1,366 @@
+//! One agent's WebSocket session, and enrollment.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use taskward_shared::audit::{Actor, ActorKind};
+use taskward_shared::crypto::{key_id, parse_public_key, random_bytes};
+use taskward_shared::protocol::{
+    AgentFrame, BrainFrame, EnrollRequest, EnrollResponse, MAX_FRAME_BYTES, Outcome,
+    PROTOCOL_VERSION, SignedResult, verify_hello,
+};
+use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
+
+use crate::api::extract::ApiJson;
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::store::agents::{self, Agent, EnrollRefusal};
+use crate::store::audit::{self, AuditContext};
+use crate::store::commands::{self, CommandStatus};
+use crate::store::{StoreError, now_ms};
+
+/// How long the agent has to answer the challenge.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence after which a session is considered dead (agents ping every 10 s).
+const IDLE_LIMIT: Duration = Duration::from_secs(45);
+/// How often a session re-checks for pending commands without being woken (catches commands
+/// minted by another brain process on the same PostgreSQL).
+const DELIVERY_TICK: Duration = Duration::from_secs(1);
+
+/// Spends an enrollment token: registers the agent's public key and returns its link credential
+/// and the brain keys to pin. Authenticated by the enrollment token itself (no user token).
+#[utoipa::path(post, path = "/api/v1/agent/enroll", tag = crate::api::tags::AGENTS, security(()),
+    request_body(content = Object, description = "enrollment_token, public_key (hex), hostname"),
+    responses((status = 200, description = "agent_id, project_id, credential (shown once), brain_keys"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn enroll(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let public = parse_public_key(&body.public_key)
+        .map_err(|why| ApiError::invalid_field("public_key", format!("public_key: {why}")))?;
+    if let Some(host) = &body.hostname
+        && (host.is_empty() || host.len() > 255 || host.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid_field("hostname", "hostname: 1 to 255 printable characters"));
+    }
+    let signer = state.keys.signer();
+    let outcome = state
+        .store
+        .write("enroll_agent", move |conn| {
+            let enrolled = agents::enroll(
+                conn,
+                &body.enrollment_token,
+                &body.public_key,
+                body.hostname.as_deref(),
+                now_ms(),
+            )?;
+            let Ok((agent, credential)) = enrolled else {
+                return Ok(enrolled);
+            };
+            let ctx = AuditContext {
+                signer,
+                actor: agent_actor(&agent),
+            };
+            audit::append(
+                conn,
+                &ctx,
+                &audit::project_chain(&agent.project_id),
+                "agent.enrolled",
+                None,
+                serde_json::json!({
+                    "agent": {"id": agent.id, "name": agent.name},
+                    "public_key": body.public_key,
+                    "key_id": key_id(&public),
+                    "hostname": body.hostname,
+                }),
+            )?;
+            Ok(Ok((agent, credential)))
+        })
+        .await?;
+    let (agent, credential) = outcome.map_err(|refusal| {
+        tracing::info!(?refusal, "enrollment refused");
+        match refusal {
+            EnrollRefusal::Unknown | EnrollRefusal::Expired => ApiError::Unauthenticated,
+        }
+    })?;
+    tracing::info!(agent = %agent.name, "agent enrolled");
+    Ok(Json(EnrollResponse {
+        agent_id: agent.id,
+        project_id: agent.project_id,
+        credential: credential.expose().to_owned(),
+        brain_keys: state.keys.public_keys(),
+    }))
+}
+
+fn agent_actor(agent: &Agent) -> Actor {
+    Actor {
+        kind: ActorKind::Agent,
+        id: agent.id.clone(),
+        name: agent.name.clone(),
+    }
+}
+
+/// The agent link. Needs `Authorization: Bearer <agent credential>`; operator tokens do not
+/// work here, and agent credentials work nowhere else.
+#[utoipa::path(get, path = "/api/v1/agent/connect", tag = crate::api::tags::AGENTS, security(()),
+    responses((status = 101, description = "WebSocket session (see docs/protocol.md)"),
+        (status = 401, body = ErrorBody)))]
+pub async fn connect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let credential = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| t.starts_with("twa_"))
+        .ok_or(ApiError::Unauthenticated)?
+        .to_owned();
+    let agent = state
+        .store
+        .read("agent_by_credential", move |conn| agents::by_credential(conn, &credential))
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            let name = agent.name.clone();
+            if let Err(reason) = run(state, socket, agent).await {
+                tracing::info!(agent = %name, %reason, "agent session ended");
+            }
+        }))
+}
+
+async fn send(socket: &mut WebSocket, frame: &BrainFrame) -> Result<(), String> {
+    let text = serde_json::to_string(frame).expect("frames serialize");
+    socket
+        .send(Message::Text(text.into()))
+        .await
+        .map_err(|e| format!("send failed: {e}"))
+}
+
+async fn recv(socket: &mut WebSocket) -> Result<Option<AgentFrame>, String> {
+    match socket.recv().await {
+        None => Err("agent closed the connection".into()),
+        Some(Err(e)) => Err(format!("receive failed: {e}")),
+        Some(Ok(Message::Text(text))) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("undecodable frame: {e}")),
+        Some(Ok(Message::Close(_))) => Err("agent closed the session".into()),
+        Some(Ok(_)) => Ok(None),
+    }
+}
+
+async fn run(state: AppState, mut socket: WebSocket, agent: Agent) -> Result<(), String> {
+    let public = agent
+        .public_key
+        .as_deref()
+        .and_then(|k| parse_public_key(k).ok())
+        .ok_or("agent has no usable public key")?;
+    let nonce = hex::encode(random_bytes::<32>());
+    send(&mut socket, &BrainFrame::Challenge { version: PROTOCOL_VERSION, nonce: nonce.clone() }).await?;
+    let hello = timeout(HELLO_TIMEOUT, recv(&mut socket))
+        .await
+        .map_err(|_| "no hello in time".to_owned())??;
+    match hello {
+        Some(AgentFrame::Hello { version, agent_id, signature })
+            if version == PROTOCOL_VERSION
+                && agent_id == agent.id
+                && verify_hello(&public, &nonce, &agent.id, &signature) => {}
+        _ => {
+            let _ = send(&mut socket, &BrainFrame::Close { reason: "bad hello".into() }).await;
+            return Err("bad hello (wrong version, id or signature)".into());
+        }
+    }
+    let id = agent.id.clone();
+    let generation = state
+        .store
+        .write("agent_session", move |conn| agents::next_session(conn, &id, now_ms()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut registration = state.hub.register(&agent.id, generation);
+    let result = serve(&state, &mut socket, &agent, &public, generation, &mut registration).await;
+    state.hub.unregister(&agent.id, generation);
+    result
+}
+
+async fn serve(
+    state: &AppState,
+    socket: &mut WebSocket,
+    agent: &Agent,
+    public: &ed25519_dalek::VerifyingKey,
+    generation: u64,
+    registration: &mut super::Registration,
+) -> Result<(), String> {
+    let site = state.store.site_chain();
+    let rotations = state
+        .store
+        .read("key_rotations", move |conn| audit::rotations(conn, &site))
+        .await
+        .map_err(|e| e.to_string())?;
+    send(socket, &BrainFrame::Welcome { session: generation, keys: state.keys.public_keys(), rotations }).await?;
+    tracing::info!(agent = %agent.name, session = generation, "agent connected");
+    let mut sent: HashSet<String> = HashSet::new();
+    deliver(state, socket, agent, &mut sent).await?;
+    let mut tick = interval(DELIVERY_TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut last_touch = Instant::now();
+    loop {
+        tokio::select! {
+            changed = registration.replaced.changed() => {
+                if changed.is_err() {
+                    let _ = send(socket, &BrainFrame::Close { reason: "replaced by a newer session".into() }).await;
+                    return Err("replaced by a newer session".into());
+                }
+            }
+            _ = registration.wake.notified() => deliver(state, socket, agent, &mut sent).await?,
+            _ = tick.tick() => {
+                if last_heard.elapsed() > IDLE_LIMIT {
+                    return Err("agent silent for too long".into());
+                }
+                deliver(state, socket, agent, &mut sent).await?;
+            }
+            frame = recv(socket) => {
+                let Some(frame) = frame? else { continue };
+                last_heard = Instant::now();
+                if last_touch.elapsed() > Duration::from_secs(10) {
+                    last_touch = Instant::now();
+                    let id = agent.id.clone();
+                    let _ = state.store.write("agent_touch", move |c| agents::touch(c, &id, now_ms())).await;
+                }
+                handle(state, socket, agent, public, generation, frame).await?;
+            }
+        }
+    }
+}
+
+/// Sends the agent's pending commands that this session has not sent yet.
+async fn deliver(
+    state: &AppState,
+    socket: &mut WebSocket,
+    agent: &Agent,
+    sent: &mut HashSet<String>,
+) -> Result<(), String> {
+    let id = agent.id.clone();
+    let pending = state
+        .store
+        .read("pending_commands", move |conn| commands::pending_for_agent(conn, &id, now_ms()))
+        .await
+        .map_err(|e| e.to_string())?;
+    for (record, row) in pending {
+        if sent.insert(record.id.clone()) {
+            send(socket, &BrainFrame::Command { row }).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn handle(
+    state: &AppState,
+    socket: &mut WebSocket,
+    agent: &Agent,
+    public: &ed25519_dalek::VerifyingKey,
+    generation: u64,
+    frame: AgentFrame,
+) -> Result<(), String> {
+    let ctx = AuditContext {
+        signer: state.keys.signer(),
+        actor: agent_actor(agent),
+    };
+    match frame {
+        AgentFrame::Ping { time_ms } => send(socket, &BrainFrame::Pong { time_ms }).await,
+        AgentFrame::Pong { .. } => Ok(()),
+        AgentFrame::Hello { .. } => Err("hello sent twice".into()),
+        AgentFrame::Rejected { claimed_command_id, reason } => {
+            tracing::warn!(agent = %agent.name, ?claimed_command_id, %reason, "agent rejected a frame");
+            Ok(())
+        }
+        AgentFrame::Claimed { command_id } => {
+            let agent_id = agent.id.clone();
+            let outcome = state
+                .store
+                .write("command_claimed", move |conn| {
+                    let command = commands::find_any(conn, &command_id)?;
+                    if command.agent_id != agent_id || command.status != CommandStatus::Issued.as_str() {
+                        return Ok(());
+                    }
+                    commands::record_outcome(conn, &ctx, &command, CommandStatus::Dispatched, None, None)?;
+                    Ok(())
+                })
+                .await;
+            match outcome {
+                Ok(()) | Err(StoreError::NotFound) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        AgentFrame::Result(signed) => {
+            let command_id = signed.result.command_id.clone();
+            if !signed.verify(public) || signed.result.agent_id != agent.id {
+                tracing::warn!(agent = %agent.name, %command_id, "result with a bad signature ignored");
+                return Ok(());
+            }
+            if signed.result.session > generation {
+                tracing::warn!(agent = %agent.name, %command_id, "result from a future session ignored");
+                return Ok(());
+            }
+            let recorded = record_result(state, ctx, agent, signed).await;
+            match recorded {
+                Ok(true) => send(socket, &BrainFrame::ResultRecorded { command_id }).await,
+                Ok(false) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Appends a verified result as the command's outcome. `Ok(false)` when the result does not
+/// belong to this agent's command (logged, not acknowledged).
+async fn record_result(
+    state: &AppState,
+    ctx: AuditContext,
+    agent: &Agent,
+    signed: SignedResult,
+) -> Result<bool, StoreError> {
+    let agent_id = agent.id.clone();
+    let name = agent.name.clone();
+    state
+        .store
+        .write("command_result", move |conn| {
+            let command = match commands::find_any(conn, &signed.result.command_id) {
+                Err(StoreError::NotFound) => return Ok(false),
+                other => other?,
+            };
+            let issued = audit::row_at(conn, &command.audit_chain, command.audit_seq as u64)?;
+            if command.agent_id != agent_id || issued.hash != signed.result.row_hash {
+                tracing::warn!(agent = %name, command = %command.id, "result does not match the command it names");
+                return Ok(false);
+            }
+            let (status, detail) = match signed.result.outcome {
+                Outcome::Succeeded => (CommandStatus::Succeeded, signed.result.detail.clone()),
+                Outcome::Failed => (CommandStatus::Failed, signed.result.detail.clone()),
+                Outcome::Refused => (CommandStatus::Failed, format!("refused by agent: {}", signed.result.detail)),
+                Outcome::Interrupted => (CommandStatus::Failed, format!("interrupted: {}", signed.result.detail)),
+            };
+            // A repeated result (the agent resends until acked) is not appended twice.
+            let already = audit::rows_of_command(conn, &command.audit_chain, &command.id)?
+                .iter()
+                .any(|row| row.statement.contains(&signed.signature));
+            if already {
+                return Ok(true);
+            }
+            let evidence = serde_json::to_value(&signed).expect("results serialize");
+            commands::record_outcome(conn, &ctx, &command, status, Some(&detail), Some(evidence))?;
+            Ok(true)
+        })
+        .await
+}

@@ -1,0 +1,281 @@
+//! The agent link: frames exchanged over the WebSocket at `/api/v1/agent/connect`, one JSON
+//! object per text message, tagged by `type`. Both binaries compile against these enums, so a
+//! frame either side does not know is a decode error, never a dispatch by name.
+//!
+//! A session: the agent opens the socket with `Authorization: Bearer <agent credential>`; the
+//! brain sends [`BrainFrame::Challenge`]; the agent answers [`AgentFrame::Hello`] signed by its
+//! own key; the brain answers [`BrainFrame::Welcome`] with the session generation and then
+//! sends every pending command as [`BrainFrame::Command`]. The agent checks each command
+//! (`docs/protocol.md`, "Commands on the link"), records it in its durable seen-store, answers
+//! [`AgentFrame::Claimed`], runs it, and sends a [`SignedResult`].
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditRow, PublicKeyInfo};
+
+/// Version of the frames; both sides refuse another.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts (a command carries at most 64 KiB of kwargs).
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Domain tag of the agent's answer to the challenge.
+pub const HELLO_TAG: &[u8] = b"taskward/agent-hello/v1\0";
+/// Domain tag of a signed command result.
+pub const RESULT_TAG: &[u8] = b"taskward/agent-result/v1\0";
+
+/// Frames from the brain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BrainFrame {
+    /// First frame: a fresh nonce the agent must sign.
+    Challenge {
+        /// [`PROTOCOL_VERSION`].
+        version: u32,
+        /// Hex, 32 random bytes.
+        nonce: String,
+    },
+    /// The session is open.
+    Welcome {
+        /// This session's generation; a newer one closes this one.
+        session: u64,
+        /// Brain keys published so far, for display; the agent trusts only keys it pinned or
+        /// learned through `rotations`.
+        keys: Vec<PublicKeyInfo>,
+        /// Signed `key.rotated` rows from the site chain, oldest first.
+        rotations: Vec<AuditRow>,
+    },
+    /// A command to check and run: its signed `command.issued` audit row.
+    Command {
+        /// The row.
+        row: AuditRow,
+    },
+    /// The brain stored a result (the agent may forget it).
+    ResultRecorded {
+        /// The command.
+        command_id: String,
+    },
+    /// Liveness.
+    Ping {
+        /// Sender's clock, ms.
+        time_ms: i64,
+    },
+    /// Answer to a ping.
+    Pong {
+        /// The ping's time.
+        time_ms: i64,
+    },
+    /// The brain closes the session (replaced, refused, shutting down).
+    Close {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Frames from the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentFrame {
+    /// Answer to the challenge.
+    Hello {
+        /// [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The agent's id.
+        agent_id: String,
+        /// Hex signature over [`hello_message`].
+        signature: String,
+    },
+    /// The command is recorded in the seen-store and will run (at most once).
+    Claimed {
+        /// The command.
+        command_id: String,
+    },
+    /// A command's outcome, signed by the agent.
+    Result(SignedResult),
+    /// A frame that did not pass the checks and has no trustworthy command id (bad signature,
+    /// unparseable row): reported so an operator can see it.
+    Rejected {
+        /// The id the frame claimed, if any.
+        claimed_command_id: Option<String>,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Liveness.
+    Ping {
+        /// Sender's clock, ms.
+        time_ms: i64,
+    },
+    /// Answer to a ping.
+    Pong {
+        /// The ping's time.
+        time_ms: i64,
+    },
+}
+
+/// The message an agent signs to prove it holds its key: tag, nonce, agent id.
+pub fn hello_message(nonce: &str, agent_id: &str) -> Vec<u8> {
+    let mut message = HELLO_TAG.to_vec();
+    for field in [nonce, agent_id] {
+        message.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        message.extend_from_slice(field.as_bytes());
+    }
+    message
+}
+
+/// How a command ended on the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Ran and worked.
+    Succeeded,
+    /// Ran and failed.
+    Failed,
+    /// Not run: a check failed (audience, expiry, seen before, policy).
+    Refused,
+    /// Recorded before a crash and never finished: not run again.
+    Interrupted,
+}
+
+/// What an agent reports about one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The command.
+    pub command_id: String,
+    /// Hex hash of the command's audit row, binding the result to exactly that command.
+    pub row_hash: String,
+    /// The reporting agent.
+    pub agent_id: String,
+    /// The session generation the agent was in.
+    pub session: u64,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Human-readable detail (error text, refusal reason).
+    pub detail: String,
+    /// When the agent finished, ms.
+    pub finished_at_ms: String,
+}
+
+/// A result with the agent's signature over `RESULT_TAG || u32be(len) || canonical JSON`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedResult {
+    /// The result.
+    pub result: CommandResult,
+    /// Hex Ed25519 signature.
+    pub signature: String,
+}
+
+fn result_message(result: &CommandResult) -> Vec<u8> {
+    let body = serde_json_canonicalizer::to_vec(result).expect("results serialize");
+    let mut message = RESULT_TAG.to_vec();
+    message.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    message.extend_from_slice(&body);
+    message
+}
+
+impl SignedResult {
+    /// Signs a result with the agent's key.
+    pub fn sign(result: CommandResult, key: &SigningKey) -> SignedResult {
+        let signature = key.sign(&result_message(&result));
+        SignedResult {
+            result,
+            signature: hex::encode(signature.to_bytes()),
+        }
+    }
+
+    /// Checks the signature against the agent's enrolled key.
+    pub fn verify(&self, key: &VerifyingKey) -> bool {
+        let Some(signature) = hex::decode(&self.signature)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        else {
+            return false;
+        };
+        key.verify_strict(&result_message(&self.result), &Signature::from_bytes(&signature))
+            .is_ok()
+    }
+}
+
+/// Checks a hello signature.
+pub fn verify_hello(key: &VerifyingKey, nonce: &str, agent_id: &str, signature: &str) -> bool {
+    let Some(signature) = hex::decode(signature)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+    else {
+        return false;
+    };
+    key.verify_strict(&hello_message(nonce, agent_id), &Signature::from_bytes(&signature))
+        .is_ok()
+}
+
+/// Body of `POST /api/v1/agent/enroll`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The one-time enrollment token (`twe_...`).
+    pub enrollment_token: String,
+    /// The agent's own Ed25519 public key, hex.
+    pub public_key: String,
+    /// The host the agent runs on, for operators.
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+/// Answer to a successful enrollment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The agent's id: the audience of its commands.
+    pub agent_id: String,
+    /// The agent's project id.
+    pub project_id: String,
+    /// The agent's credential for `/api/v1/agent/connect` (`twa_...`), shown once.
+    pub credential: String,
+    /// The brain's public keys to pin.
+    pub brain_keys: Vec<PublicKeyInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::generate_signing_key;
+
+    #[test]
+    fn frames_round_trip_and_unknown_types_are_errors() {
+        let frame = AgentFrame::Claimed {
+            command_id: "c1".into(),
+        };
+        let text = serde_json::to_string(&frame).unwrap();
+        assert_eq!(text, r#"{"type":"claimed","command_id":"c1"}"#);
+        assert_eq!(serde_json::from_str::<AgentFrame>(&text).unwrap(), frame);
+        assert!(serde_json::from_str::<AgentFrame>(r#"{"type":"exec","cmd":"rm"}"#).is_err());
+    }
+
+    #[test]
+    fn results_are_bound_to_their_signature() {
+        let key = generate_signing_key();
+        let result = CommandResult {
+            command_id: "c1".into(),
+            row_hash: "00".into(),
+            agent_id: "a1".into(),
+            session: 3,
+            outcome: Outcome::Succeeded,
+            detail: "ok".into(),
+            finished_at_ms: "1".into(),
+        };
+        let signed = SignedResult::sign(result, &key);
+        assert!(signed.verify(&key.verifying_key()));
+        let mut forged = signed.clone();
+        forged.result.outcome = Outcome::Failed;
+        assert!(!forged.verify(&key.verifying_key()));
+        assert!(!signed.verify(&generate_signing_key().verifying_key()));
+    }
+
+    #[test]
+    fn hello_signatures_bind_nonce_and_agent() {
+        let key = generate_signing_key();
+        let sig = hex::encode(key.sign(&hello_message("n1", "a1")).to_bytes());
+        assert!(verify_hello(&key.verifying_key(), "n1", "a1", &sig));
+        assert!(!verify_hello(&key.verifying_key(), "n2", "a1", &sig));
+        assert!(!verify_hello(&key.verifying_key(), "n1", "a2", &sig));
+    }
+}
