@@ -16,8 +16,8 @@ use utoipa_axum::routes;
 use crate::api::extract::BODY_LIMIT;
 use crate::api::{agents, audit, commands, health, members, projects, tokens, users};
 use crate::app::AppState;
-use crate::hub;
 use crate::error::ApiError;
+use crate::hub;
 use crate::metrics::track_requests;
 
 /// Header carrying the request id, set when the client did not send one.

@@ -191,8 +191,11 @@ impl SignedResult {
         else {
             return false;
         };
-        key.verify_strict(&result_message(&self.result), &Signature::from_bytes(&signature))
-            .is_ok()
+        key.verify_strict(
+            &result_message(&self.result),
+            &Signature::from_bytes(&signature),
+        )
+        .is_ok()
     }
 }
 
@@ -204,8 +207,11 @@ pub fn verify_hello(key: &VerifyingKey, nonce: &str, agent_id: &str, signature: 
     else {
         return false;
     };
-    key.verify_strict(&hello_message(nonce, agent_id), &Signature::from_bytes(&signature))
-        .is_ok()
+    key.verify_strict(
+        &hello_message(nonce, agent_id),
+        &Signature::from_bytes(&signature),
+    )
+    .is_ok()
 }
 
 /// Body of `POST /api/v1/agent/enroll`.

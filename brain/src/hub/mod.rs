@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
-
 /// A live session's handles.
 struct Live {
     generation: u64,
@@ -63,7 +62,10 @@ impl Hub {
     /// Removes a session if it is still the current one.
     pub fn unregister(&self, agent_id: &str, generation: u64) {
         let mut sessions = self.sessions.lock().expect("hub lock");
-        if sessions.get(agent_id).is_some_and(|l| l.generation == generation) {
+        if sessions
+            .get(agent_id)
+            .is_some_and(|l| l.generation == generation)
+        {
             sessions.remove(agent_id);
         }
     }
@@ -77,6 +79,9 @@ impl Hub {
 
     /// Whether the agent has a session on this brain.
     pub fn is_online(&self, agent_id: &str) -> bool {
-        self.sessions.lock().expect("hub lock").contains_key(agent_id)
+        self.sessions
+            .lock()
+            .expect("hub lock")
+            .contains_key(agent_id)
     }
 }

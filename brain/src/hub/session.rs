@@ -47,7 +47,10 @@ pub async fn enroll(
     if let Some(host) = &body.hostname
         && (host.is_empty() || host.len() > 255 || host.chars().any(char::is_control))
     {
-        return Err(ApiError::invalid_field("hostname", "hostname: 1 to 255 printable characters"));
+        return Err(ApiError::invalid_field(
+            "hostname",
+            "hostname: 1 to 255 printable characters",
+        ));
     }
     let signer = state.keys.signer();
     let outcome = state
@@ -126,7 +129,9 @@ pub async fn connect(
         .to_owned();
     let agent = state
         .store
-        .read("agent_by_credential", move |conn| agents::by_credential(conn, &credential))
+        .read("agent_by_credential", move |conn| {
+            agents::by_credential(conn, &credential)
+        })
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     Ok(upgrade
@@ -167,28 +172,54 @@ async fn run(state: AppState, mut socket: WebSocket, agent: Agent) -> Result<(),
         .and_then(|k| parse_public_key(k).ok())
         .ok_or("agent has no usable public key")?;
     let nonce = hex::encode(random_bytes::<32>());
-    send(&mut socket, &BrainFrame::Challenge { version: PROTOCOL_VERSION, nonce: nonce.clone() }).await?;
+    send(
+        &mut socket,
+        &BrainFrame::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: nonce.clone(),
+        },
+    )
+    .await?;
     let hello = timeout(HELLO_TIMEOUT, recv(&mut socket))
         .await
         .map_err(|_| "no hello in time".to_owned())??;
     match hello {
-        Some(AgentFrame::Hello { version, agent_id, signature })
-            if version == PROTOCOL_VERSION
-                && agent_id == agent.id
-                && verify_hello(&public, &nonce, &agent.id, &signature) => {}
+        Some(AgentFrame::Hello {
+            version,
+            agent_id,
+            signature,
+        }) if version == PROTOCOL_VERSION
+            && agent_id == agent.id
+            && verify_hello(&public, &nonce, &agent.id, &signature) => {}
         _ => {
-            let _ = send(&mut socket, &BrainFrame::Close { reason: "bad hello".into() }).await;
+            let _ = send(
+                &mut socket,
+                &BrainFrame::Close {
+                    reason: "bad hello".into(),
+                },
+            )
+            .await;
             return Err("bad hello (wrong version, id or signature)".into());
         }
     }
     let id = agent.id.clone();
     let generation = state
         .store
-        .write("agent_session", move |conn| agents::next_session(conn, &id, now_ms()))
+        .write("agent_session", move |conn| {
+            agents::next_session(conn, &id, now_ms())
+        })
         .await
         .map_err(|e| e.to_string())?;
     let mut registration = state.hub.register(&agent.id, generation);
-    let result = serve(&state, &mut socket, &agent, &public, generation, &mut registration).await;
+    let result = serve(
+        &state,
+        &mut socket,
+        &agent,
+        &public,
+        generation,
+        &mut registration,
+    )
+    .await;
     state.hub.unregister(&agent.id, generation);
     result
 }
@@ -207,7 +238,15 @@ async fn serve(
         .read("key_rotations", move |conn| audit::rotations(conn, &site))
         .await
         .map_err(|e| e.to_string())?;
-    send(socket, &BrainFrame::Welcome { session: generation, keys: state.keys.public_keys(), rotations }).await?;
+    send(
+        socket,
+        &BrainFrame::Welcome {
+            session: generation,
+            keys: state.keys.public_keys(),
+            rotations,
+        },
+    )
+    .await?;
     tracing::info!(agent = %agent.name, session = generation, "agent connected");
     let mut sent: HashSet<String> = HashSet::new();
     deliver(state, socket, agent, &mut sent).await?;
@@ -254,7 +293,9 @@ async fn deliver(
     let id = agent.id.clone();
     let pending = state
         .store
-        .read("pending_commands", move |conn| commands::pending_for_agent(conn, &id, now_ms()))
+        .read("pending_commands", move |conn| {
+            commands::pending_for_agent(conn, &id, now_ms())
+        })
         .await
         .map_err(|e| e.to_string())?;
     for (record, row) in pending {
@@ -281,7 +322,10 @@ async fn handle(
         AgentFrame::Ping { time_ms } => send(socket, &BrainFrame::Pong { time_ms }).await,
         AgentFrame::Pong { .. } => Ok(()),
         AgentFrame::Hello { .. } => Err("hello sent twice".into()),
-        AgentFrame::Rejected { claimed_command_id, reason } => {
+        AgentFrame::Rejected {
+            claimed_command_id,
+            reason,
+        } => {
             tracing::warn!(agent = %agent.name, ?claimed_command_id, %reason, "agent rejected a frame");
             Ok(())
         }
@@ -291,10 +335,19 @@ async fn handle(
                 .store
                 .write("command_claimed", move |conn| {
                     let command = commands::find_any(conn, &command_id)?;
-                    if command.agent_id != agent_id || command.status != CommandStatus::Issued.as_str() {
+                    if command.agent_id != agent_id
+                        || command.status != CommandStatus::Issued.as_str()
+                    {
                         return Ok(());
                     }
-                    commands::record_outcome(conn, &ctx, &command, CommandStatus::Dispatched, None, None)?;
+                    commands::record_outcome(
+                        conn,
+                        &ctx,
+                        &command,
+                        CommandStatus::Dispatched,
+                        None,
+                        None,
+                    )?;
                     Ok(())
                 })
                 .await;

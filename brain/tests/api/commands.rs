@@ -645,7 +645,14 @@ async fn unclaimed_commands_time_out(backend: Backend) {
     app.store
         .write("test_late_result", move |conn| {
             let command = commands::find(conn, &pid, &cid)?;
-            commands::record_outcome(conn, &ctx, &command, CommandStatus::Succeeded, Some("ran"), None)
+            commands::record_outcome(
+                conn,
+                &ctx,
+                &command,
+                CommandStatus::Succeeded,
+                Some("ran"),
+                None,
+            )
         })
         .await
         .unwrap();

@@ -1,0 +1,267 @@
+//! The `taskward-agent` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use taskward_shared::crypto::generate_signing_key;
+use taskward_shared::protocol::{EnrollRequest, EnrollResponse};
+
+use crate::config::{AgentConfig, DEFAULT_CLOCK_SKEW_SECS, EngineConfig};
+use crate::identity::write_private;
+use crate::link::{self, RunError};
+use crate::status::Status;
+use crate::trust::Trust;
+
+/// Taskward agent: runs beside the workers on one host, streams their events to the brain and
+/// runs the signed commands the brain sends. No Python inside.
+///
+/// Start with `taskward-agent enroll --brain URL --token TOKEN` (the token comes from
+/// `POST /api/v1/projects/SLUG/agents`), then `taskward-agent run`.
+#[derive(Debug, Parser)]
+#[command(name = "taskward-agent", version, propagate_version = true)]
+pub struct Cli {
+    /// The config file `enroll` writes and `run` and `status` read.
+    #[arg(
+        long,
+        env = "TASKWARD_AGENT_CONFIG",
+        default_value = "/etc/taskward/agent.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register this host with the brain: makes the agent's key pair, spends the one-time
+    /// token, pins the brain's public keys and writes the config file.
+    ///
+    /// Example: taskward-agent enroll --brain http://127.0.0.1:7700 --token twe_...
+    Enroll {
+        /// The brain's base URL.
+        #[arg(long)]
+        brain: String,
+        /// The one-time enrollment token.
+        #[arg(long, env = "TASKWARD_ENROLLMENT_TOKEN")]
+        token: String,
+        /// Where to keep the seen-store, pinned keys and status (default: `state/` beside the config).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The engine this agent drives.
+        #[arg(long, value_enum, default_value_t = EngineKind::None)]
+        engine: EngineKind,
+        /// Overwrite an existing config (the old identity is abandoned).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Connect to the brain and serve until stopped.
+    Run,
+    /// Print the link state, last command, pending results and counters.
+    Status,
+}
+
+/// Engines `enroll` can configure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// No engine yet: commands are refused with a reason (the Celery adapter comes next).
+    None,
+    /// The scripted test double (test builds only).
+    Test,
+}
+
+/// Parses arguments and runs.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let outcome = match cli.command {
+        Command::Enroll {
+            brain,
+            token,
+            state_dir,
+            engine,
+            force,
+        } => enroll(&cli.config, &brain, &token, state_dir, engine, force),
+        Command::Run => run(&cli.config),
+        Command::Status => status(&cli.config),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn enroll(
+    config_path: &Path,
+    brain: &str,
+    token: &str,
+    state_dir: Option<PathBuf>,
+    engine: EngineKind,
+    force: bool,
+) -> Result<(), String> {
+    if config_path.exists() && !force {
+        return Err(format!(
+            "{} exists: this host is enrolled already (use --force to enroll again)",
+            config_path.display()
+        ));
+    }
+    if !(brain.starts_with("http://") || brain.starts_with("https://")) {
+        return Err(format!(
+            "--brain must be an http:// or https:// URL, got {brain:?}"
+        ));
+    }
+    let dir = config_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let state_dir = state_dir.unwrap_or_else(|| dir.join("state"));
+    let key = generate_signing_key();
+    let request = EnrollRequest {
+        enrollment_token: token.to_owned(),
+        public_key: hex::encode(key.verifying_key().as_bytes()),
+        hostname: std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty()),
+    };
+    let url = format!("{}/api/v1/agent/enroll", brain.trim_end_matches('/'));
+    let response: EnrollResponse = runtime()?.block_on(async {
+        let reply = reqwest::Client::new()
+            .post(&url)
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the brain at {url}: {e}"))?;
+        let status = reply.status();
+        if !status.is_success() {
+            let body = reply.text().await.unwrap_or_default();
+            return Err(match status.as_u16() {
+                401 => {
+                    "the enrollment token is unknown, spent or expired: ask an admin for a new one"
+                        .to_owned()
+                }
+                _ => format!("enrollment failed ({status}): {body}"),
+            });
+        }
+        reply
+            .json::<EnrollResponse>()
+            .await
+            .map_err(|e| format!("unexpected answer from the brain: {e}"))
+    })?;
+    let key_file = dir.join("agent.key");
+    let credential_file = dir.join("agent.credential");
+    write_private(&key_file, &hex::encode(key.to_bytes()))
+        .map_err(|e| format!("{}: {e}", key_file.display()))?;
+    write_private(&credential_file, &response.credential)
+        .map_err(|e| format!("{}: {e}", credential_file.display()))?;
+    std::fs::create_dir_all(&state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    Trust::pin(&state_dir, response.brain_keys.clone())?;
+    let config = AgentConfig {
+        brain: brain.trim_end_matches('/').to_owned(),
+        agent_id: response.agent_id.clone(),
+        project_id: response.project_id,
+        key_file,
+        credential_file,
+        state_dir,
+        clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
+        engine: match engine {
+            EngineKind::None => EngineConfig::None,
+            EngineKind::Test => EngineConfig::Test {
+                delay_ms: 0,
+                fail_kinds: Vec::new(),
+            },
+        },
+    };
+    config.save(config_path).map_err(|e| e.to_string())?;
+    println!(
+        "enrolled as agent {}; pinned {} brain key(s); config written to {}\nnext: taskward-agent run --config {}",
+        response.agent_id,
+        response.brain_keys.len(),
+        config_path.display(),
+        config_path.display()
+    );
+    Ok(())
+}
+
+fn run(config_path: &Path) -> Result<(), String> {
+    let config = AgentConfig::load(config_path).map_err(|e| e.to_string())?;
+    runtime()?.block_on(async {
+        tokio::select! {
+            result = link::run(config) => match result {
+                Ok(()) => Ok(()),
+                Err(RunError::Replaced) => Err(RunError::Replaced.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            _ = shutdown() => {
+                tracing::info!("stopping");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn status(config_path: &Path) -> Result<(), String> {
+    let config = AgentConfig::load(config_path).map_err(|e| e.to_string())?;
+    let Some(status) = Status::load(&config.state_dir) else {
+        println!(
+            "agent {}: never run (no status in {})",
+            config.agent_id,
+            config.state_dir.display()
+        );
+        return Ok(());
+    };
+    println!("agent          {}", config.agent_id);
+    println!("brain          {}", status.brain);
+    println!(
+        "link           {}{}",
+        status.link,
+        status
+            .session
+            .map(|s| format!(" (session {s})"))
+            .unwrap_or_default()
+    );
+    match &status.last_command {
+        Some(c) => println!("last command   {} {} {}", c.id, c.kind, c.outcome),
+        None => println!("last command   none"),
+    }
+    println!("pending results {}", status.results_pending);
+    println!("seen commands  {}", status.seen_commands);
+    println!("spool          {} bytes", status.spool_bytes);
+    println!("dropped events {}", status.dropped_events);
+    println!("rejected frames {}", status.rejected_frames);
+    if let Some(e) = &status.last_error {
+        println!("last error     {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! The agent's config file (TOML), written by `enroll` and read by `run` and `status`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default allowance for clock differences between brain and agent when checking a command's
+/// expiry: generous enough for unsynchronised VMs, small next to the 5-minute command lifetime.
+pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 30;
+
+/// Everything `run` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Base URL of the brain, e.g. `http://127.0.0.1:7700`.
+    pub brain: String,
+    /// This agent's id (the audience of its commands).
+    pub agent_id: String,
+    /// The agent's project id.
+    pub project_id: String,
+    /// The agent's private key (hex seed, 0600).
+    pub key_file: PathBuf,
+    /// The link credential (0600).
+    pub credential_file: PathBuf,
+    /// Seen-store, pinned brain keys, status, spool.
+    pub state_dir: PathBuf,
+    /// Allowed clock difference, seconds, when checking expiry.
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+    /// Which engine this agent drives.
+    pub engine: EngineConfig,
+}
+
+fn default_skew() -> u64 {
+    DEFAULT_CLOCK_SKEW_SECS
+}
+
+/// The `[engine]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EngineConfig {
+    /// No engine yet: the agent connects and refuses every command, saying why.
+    None,
+    /// The scripted test adapter (a test double; only in builds with the `test-adapter`
+    /// feature).
+    Test {
+        /// Milliseconds each command takes.
+        #[serde(default)]
+        delay_ms: u64,
+        /// Kinds that fail, e.g. `["pool-resize"]` for a pool that cannot resize.
+        #[serde(default)]
+        fail_kinds: Vec<String>,
+    },
+}
+
+/// Errors loading or saving the config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid config.
+    #[error("{path}: {why}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+impl AgentConfig {
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            why: e.to_string(),
+        })
+    }
+
+    /// Writes the config file (0600: it names the key files and the brain).
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = toml::to_string_pretty(self).expect("config serializes");
+        crate::identity::write_private(path, &text).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_toml() {
+        let config = AgentConfig {
+            brain: "http://127.0.0.1:7700".into(),
+            agent_id: "a".into(),
+            project_id: "p".into(),
+            key_file: "/k".into(),
+            credential_file: "/c".into(),
+            state_dir: "/s".into(),
+            clock_skew_secs: 30,
+            engine: EngineConfig::Test {
+                delay_ms: 5,
+                fail_kinds: vec!["pool-resize".into()],
+            },
+        };
+        let text = toml::to_string_pretty(&config).unwrap();
+        assert!(
+            text.contains("[engine]") && text.contains("kind = \"test\""),
+            "{text}"
+        );
+        assert_eq!(toml::from_str::<AgentConfig>(&text).unwrap(), config);
+        assert!(toml::from_str::<AgentConfig>(&format!("{text}\nbogus = 1")).is_err());
+    }
+}

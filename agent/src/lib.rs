@@ -1,0 +1,25 @@
+//! The Taskward agent: one per host, beside the workers. It links to the brain over a
+//! WebSocket, checks every command it is sent, runs it through its engine adapter at most once,
+//! and signs the result.
+//!
+//! # Layout
+//! - [`cli`]: `taskward-agent enroll | run | status`.
+//! - [`config`]: the TOML config file `enroll` writes and `run` reads.
+//! - [`identity`]: the agent's own key pair and link credential (files, mode 0600).
+//! - [`trust`]: the brain keys the agent pinned at enrollment, and rotations learned from them.
+//! - [`checks`]: the checks a command must pass before it runs.
+//! - [`seen`]: the durable seen-store: a command id is recorded (fsync'ed) before it runs, so
+//!   it never runs twice, and a crash mid-command is reported as `interrupted`.
+//! - [`link`]: the connection to the brain: session, reconnect with backoff, outbox of results.
+//! - [`engines`]: the engine adapter trait and its adapters.
+//! - [`status`]: the local state `taskward-agent status` prints.
+
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod engines;
+pub mod identity;
+pub mod link;
+pub mod seen;
+pub mod status;
+pub mod trust;

@@ -1,0 +1,554 @@
+//! The link to the brain: one session at a time over a WebSocket, reconnecting with capped
+//! exponential backoff and full jitter. A session authenticates (credential in the upgrade
+//! request, then the agent's signature over the brain's challenge), learns key rotations, resends
+//! results the brain has not acknowledged, and then takes commands.
+//!
+//! Commands run on their own tasks; their results are written to the seen-store first (so a
+//! lost link loses nothing) and then sent, and resent on every reconnect until acknowledged.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use futures_util::{SinkExt, StreamExt};
+use taskward_shared::audit::AuditRow;
+use taskward_shared::command::IssuedCommand;
+use taskward_shared::crypto::random_bytes;
+use taskward_shared::protocol::{
+    AgentFrame, BrainFrame, CommandResult, MAX_FRAME_BYTES, Outcome, PROTOCOL_VERSION,
+    SignedResult, hello_message,
+};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, interval, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::checks::{CheckContext, Verdict, check};
+use crate::config::AgentConfig;
+use crate::engines::{self, EngineAdapter};
+use crate::identity::{load_credential, load_key};
+use crate::seen::{Entry, SeenStore};
+use crate::status::{LastCommand, Status};
+use crate::trust::Trust;
+
+/// First reconnect delay; doubles per failed attempt.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Longest reconnect delay: a brain back from a restart sees its agents within this.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How often the agent pings; the brain closes sessions silent for 45 s.
+const PING_EVERY: Duration = Duration::from_secs(10);
+/// Silence from the brain after which the agent reconnects.
+const BRAIN_SILENCE: Duration = Duration::from_secs(45);
+/// Time allowed for each step of the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why `run` returned.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The agent could not start (files, keys).
+    #[error("{0}")]
+    Setup(String),
+    /// Another process with this identity connected; this one steps aside.
+    #[error("another agent process with this identity connected; this one stops")]
+    Replaced,
+}
+
+/// A finished command, on its way to the brain.
+struct Finished {
+    result: SignedResult,
+    kind: String,
+}
+
+/// The agent's long-lived state.
+struct Agent {
+    config: AgentConfig,
+    key: Arc<SigningKey>,
+    credential: String,
+    trust: Trust,
+    seen: Arc<Mutex<SeenStore>>,
+    engine: Arc<dyn EngineAdapter>,
+    status: Arc<Mutex<Status>>,
+    results_tx: mpsc::UnboundedSender<Finished>,
+    results_rx: mpsc::UnboundedReceiver<Finished>,
+    session: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs the agent until it is replaced by another process with the same identity (or fails to
+/// start). Link failures are retried forever.
+pub async fn run(config: AgentConfig) -> Result<(), RunError> {
+    let setup = |e: String| RunError::Setup(e);
+    let key = Arc::new(load_key(&config.key_file).map_err(setup)?);
+    let credential = load_credential(&config.credential_file).map_err(setup)?;
+    let trust = Trust::load(&config.state_dir).map_err(setup)?;
+    let mut seen = SeenStore::open(&config.state_dir, now_ms())
+        .map_err(|e| setup(format!("seen-store: {e}")))?;
+    // Commands claimed before a crash and never finished: report them, never run them again.
+    for (id, row_hash, expires_at_ms) in seen.interrupted() {
+        tracing::warn!(command = %id, "command was interrupted by a restart; reporting it, not running it again");
+        let result = sign_result(
+            &key,
+            &config.agent_id,
+            0,
+            &id,
+            &row_hash,
+            Outcome::Interrupted,
+            "the agent stopped while running it; not run again".into(),
+        );
+        seen.finish(&id, expires_at_ms, result)
+            .map_err(|e| setup(format!("seen-store: {e}")))?;
+    }
+    let engine: Arc<dyn EngineAdapter> = engines::build(&config.engine, &config.state_dir)
+        .map_err(setup)?
+        .into();
+    tracing::info!(engine = engine.name(), brain = %config.brain, "agent starting");
+    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let status = Status {
+        link: "connecting".into(),
+        brain: config.brain.clone(),
+        seen_commands: seen.len(),
+        results_pending: seen.unacked().len(),
+        ..Status::default()
+    };
+    let mut agent = Agent {
+        config,
+        key,
+        credential,
+        trust,
+        seen: Arc::new(Mutex::new(seen)),
+        engine,
+        status: Arc::new(Mutex::new(status)),
+        results_tx,
+        results_rx,
+        session: 0,
+    };
+    let mut attempt: u32 = 0;
+    loop {
+        agent.set_status(|s| s.link = "connecting".into());
+        let Err(outcome) = agent.session().await;
+        agent.set_status(|s| {
+            s.link = "disconnected".into();
+            s.session = None;
+        });
+        match outcome {
+            SessionEnd::Replaced => return Err(RunError::Replaced),
+            SessionEnd::Failed {
+                reason,
+                established,
+            } => {
+                tracing::warn!(%reason, "link to the brain lost");
+                agent.set_status(|s| s.last_error = Some(reason.clone()));
+                attempt = if established {
+                    0
+                } else {
+                    attempt.saturating_add(1)
+                };
+            }
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+}
+
+/// Full jitter: a random delay up to `min(cap, base * 2^attempt)`.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(BACKOFF_CAP);
+    let random = u64::from_le_bytes(random_bytes::<8>());
+    let millis = ceiling.as_millis() as u64;
+    Duration::from_millis(if millis == 0 {
+        0
+    } else {
+        random % (millis + 1)
+    })
+}
+
+fn sign_result(
+    key: &SigningKey,
+    agent_id: &str,
+    session: u64,
+    command_id: &str,
+    row_hash: &str,
+    outcome: Outcome,
+    detail: String,
+) -> SignedResult {
+    SignedResult::sign(
+        CommandResult {
+            command_id: command_id.to_owned(),
+            row_hash: row_hash.to_owned(),
+            agent_id: agent_id.to_owned(),
+            session,
+            outcome,
+            detail,
+            finished_at_ms: now_ms().to_string(),
+        },
+        key,
+    )
+}
+
+enum SessionEnd {
+    Replaced,
+    Failed { reason: String, established: bool },
+}
+
+fn failed(reason: impl Into<String>) -> SessionEnd {
+    SessionEnd::Failed {
+        reason: reason.into(),
+        established: false,
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn send_frame(
+    sink: &mut futures_util::stream::SplitSink<Socket, Message>,
+    frame: &AgentFrame,
+) -> Result<(), String> {
+    let text = serde_json::to_string(frame).expect("frames serialize");
+    sink.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| format!("send failed: {e}"))
+}
+
+async fn next_frame(
+    stream: &mut futures_util::stream::SplitStream<Socket>,
+) -> Result<BrainFrame, String> {
+    loop {
+        match stream.next().await {
+            None => return Err("the brain closed the connection".into()),
+            Some(Err(e)) => return Err(format!("receive failed: {e}")),
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(&text).map_err(|e| format!("undecodable frame: {e}"));
+            }
+            Some(Ok(Message::Close(_))) => return Err("the brain closed the session".into()),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+impl Agent {
+    fn set_status(&self, change: impl FnOnce(&mut Status)) {
+        let mut status = self.status.lock().expect("status lock");
+        change(&mut status);
+        status.updated_at_ms = now_ms();
+        status.save(&self.config.state_dir);
+    }
+
+    async fn session(&mut self) -> Result<std::convert::Infallible, SessionEnd> {
+        let url = format!(
+            "{}/api/v1/agent/connect",
+            self.config
+                .brain
+                .trim_end_matches('/')
+                .replacen("http", "ws", 1)
+        );
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| failed(format!("bad brain URL {url}: {e}")))?;
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.credential)
+                .parse()
+                .map_err(|_| failed("credential is not a valid header value"))?,
+        );
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let (socket, _) = timeout(
+            HANDSHAKE_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true),
+        )
+        .await
+        .map_err(|_| failed("connect timed out"))?
+        .map_err(|e| failed(format!("connect to {url}: {e}")))?;
+        let (mut sink, mut stream) = socket.split();
+
+        let nonce = match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {
+            Ok(Ok(BrainFrame::Challenge { version, nonce })) if version == PROTOCOL_VERSION => {
+                nonce
+            }
+            Ok(Ok(other)) => return Err(failed(format!("expected a challenge, got {other:?}"))),
+            Ok(Err(e)) => return Err(failed(e)),
+            Err(_) => return Err(failed("no challenge in time")),
+        };
+        let signature = self.key.sign(&hello_message(&nonce, &self.config.agent_id));
+        send_frame(
+            &mut sink,
+            &AgentFrame::Hello {
+                version: PROTOCOL_VERSION,
+                agent_id: self.config.agent_id.clone(),
+                signature: hex::encode(signature.to_bytes()),
+            },
+        )
+        .await
+        .map_err(failed)?;
+        let (session, rotations) = match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {
+            Ok(Ok(BrainFrame::Welcome {
+                session, rotations, ..
+            })) => (session, rotations),
+            Ok(Ok(BrainFrame::Close { reason })) => {
+                return Err(failed(format!("refused: {reason}")));
+            }
+            Ok(Ok(other)) => return Err(failed(format!("expected welcome, got {other:?}"))),
+            Ok(Err(e)) => return Err(failed(e)),
+            Err(_) => return Err(failed("no welcome in time")),
+        };
+        match self.trust.learn_rotations(&rotations) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(keys = n, "learned rotated brain keys"),
+            Err(e) => {
+                tracing::error!(error = %e, "a key rotation row did not verify; keeping the keys this agent trusts")
+            }
+        }
+        self.session = session;
+        tracing::info!(session, "connected to the brain");
+        let (pending, seen_count) = {
+            let seen = self.seen.lock().expect("seen lock");
+            (seen.unacked(), seen.len())
+        };
+        self.set_status(|s| {
+            s.link = "connected".into();
+            s.session = Some(session);
+            s.last_error = None;
+            s.results_pending = pending.len();
+            s.seen_commands = seen_count;
+        });
+        let established = |reason: String| SessionEnd::Failed {
+            reason,
+            established: true,
+        };
+        for result in pending {
+            send_frame(&mut sink, &AgentFrame::Result(result))
+                .await
+                .map_err(established)?;
+        }
+
+        let mut ping = interval(PING_EVERY);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                frame = next_frame(&mut stream) => {
+                    let frame = frame.map_err(established)?;
+                    last_heard = Instant::now();
+                    match frame {
+                        BrainFrame::Command { row } => {
+                            if let Some(reply) = self.on_command(row) {
+                                send_frame(&mut sink, &reply).await.map_err(established)?;
+                            }
+                        }
+                        BrainFrame::ResultRecorded { command_id } => {
+                            let mut seen = self.seen.lock().expect("seen lock");
+                            if let Err(e) = seen.ack(&command_id) {
+                                tracing::error!(error = %e, "seen-store write failed");
+                            }
+                            let pending = seen.unacked().len();
+                            drop(seen);
+                            self.set_status(|s| s.results_pending = pending);
+                        }
+                        BrainFrame::Ping { time_ms } => {
+                            send_frame(&mut sink, &AgentFrame::Pong { time_ms }).await.map_err(established)?;
+                        }
+                        BrainFrame::Pong { .. } => {}
+                        BrainFrame::Close { reason } if reason.contains("replaced") => {
+                            return Err(SessionEnd::Replaced);
+                        }
+                        BrainFrame::Close { reason } => return Err(established(format!("closed by the brain: {reason}"))),
+                        other => return Err(established(format!("unexpected frame {other:?}"))),
+                    }
+                }
+                Some(finished) = self.results_rx.recv() => {
+                    let outcome = format!("{:?}", finished.result.result.outcome).to_lowercase();
+                    let id = finished.result.result.command_id.clone();
+                    let (seen_count, pending) = {
+                        let seen = self.seen.lock().expect("seen lock");
+                        (seen.len(), seen.unacked().len())
+                    };
+                    self.set_status(|s| {
+                        s.last_command = Some(LastCommand { id, kind: finished.kind.clone(), outcome });
+                        s.seen_commands = seen_count;
+                        s.results_pending = pending;
+                    });
+                    send_frame(&mut sink, &AgentFrame::Result(finished.result)).await.map_err(established)?;
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > BRAIN_SILENCE {
+                        return Err(established("the brain went silent".into()));
+                    }
+                    send_frame(&mut sink, &AgentFrame::Ping { time_ms: now_ms() }).await.map_err(established)?;
+                }
+            }
+        }
+    }
+
+    /// Decides about a delivered command; returns the frame to answer with right away.
+    fn on_command(&mut self, row: AuditRow) -> Option<AgentFrame> {
+        let now = now_ms();
+        let ctx = CheckContext {
+            keys: self.trust.keys(),
+            agent_id: &self.config.agent_id,
+            project_id: &self.config.project_id,
+            skew_ms: self.config.clock_skew_secs as i64 * 1000,
+        };
+        let verdict = {
+            let seen = self.seen.lock().expect("seen lock");
+            check(&ctx, &row, &seen, now)
+        };
+        match verdict {
+            Verdict::Reject { claimed_id, reason } => {
+                tracing::warn!(command = ?claimed_id, %reason, "refused a frame that is not a genuine command for this agent");
+                self.set_status(|s| s.rejected_frames += 1);
+                Some(AgentFrame::Rejected {
+                    claimed_command_id: claimed_id,
+                    reason,
+                })
+            }
+            Verdict::Seen { id } => {
+                tracing::warn!(command = %id, "command id seen before; not run again");
+                let seen = self.seen.lock().expect("seen lock");
+                match seen.get(&id) {
+                    Some(Entry::Done { result, .. }) => Some(AgentFrame::Result(result.clone())),
+                    _ => None,
+                }
+            }
+            Verdict::Refuse { issued, reason } => {
+                tracing::warn!(command = %issued.id, %reason, "refused a command");
+                self.finish_now(&issued, &row.hash, Outcome::Refused, reason)
+            }
+            Verdict::Run { issued, command } => {
+                let expires = issued.expires_at().unwrap_or(now);
+                let claimed = {
+                    let mut seen = self.seen.lock().expect("seen lock");
+                    seen.claim(&issued.id, &row.hash, expires)
+                };
+                match claimed {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record the command; not running it");
+                        return None;
+                    }
+                }
+                if !self.engine.supports(command.kind()) {
+                    let detail = format!(
+                        "{} is not supported by the {} engine",
+                        command.kind(),
+                        self.engine.name()
+                    );
+                    return self.finish_claimed(&issued, &row.hash, Outcome::Failed, detail);
+                }
+                tracing::info!(command = %issued.id, kind = %command.kind(), "running command");
+                let (engine, key, seen, tx) = (
+                    self.engine.clone(),
+                    self.key.clone(),
+                    self.seen.clone(),
+                    self.results_tx.clone(),
+                );
+                let (agent_id, session, row_hash) =
+                    (self.config.agent_id.clone(), self.session, row.hash.clone());
+                tokio::spawn(async move {
+                    let (outcome, detail) = match engine.execute(&command, &issued).await {
+                        Ok(detail) => (Outcome::Succeeded, detail),
+                        Err(detail) => (Outcome::Failed, detail),
+                    };
+                    let result = sign_result(
+                        &key, &agent_id, session, &issued.id, &row_hash, outcome, detail,
+                    );
+                    if let Err(e) =
+                        seen.lock()
+                            .expect("seen lock")
+                            .finish(&issued.id, expires, result.clone())
+                    {
+                        tracing::error!(error = %e, "cannot record a result");
+                    }
+                    let _ = tx.send(Finished {
+                        result,
+                        kind: command.kind().to_string(),
+                    });
+                });
+                Some(AgentFrame::Claimed {
+                    command_id: row.command_id.clone().unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    /// Records a command as seen and immediately finished (refusals).
+    fn finish_now(
+        &mut self,
+        issued: &IssuedCommand,
+        row_hash: &str,
+        outcome: Outcome,
+        detail: String,
+    ) -> Option<AgentFrame> {
+        let expires = issued.expires_at().unwrap_or_default();
+        let claimed = self
+            .seen
+            .lock()
+            .expect("seen lock")
+            .claim(&issued.id, row_hash, expires);
+        if !matches!(claimed, Ok(true)) {
+            return None;
+        }
+        self.finish_claimed(issued, row_hash, outcome, detail)
+    }
+
+    fn finish_claimed(
+        &mut self,
+        issued: &IssuedCommand,
+        row_hash: &str,
+        outcome: Outcome,
+        detail: String,
+    ) -> Option<AgentFrame> {
+        let expires = issued.expires_at().unwrap_or_default();
+        let result = sign_result(
+            &self.key,
+            &self.config.agent_id,
+            self.session,
+            &issued.id,
+            row_hash,
+            outcome,
+            detail,
+        );
+        if let Err(e) =
+            self.seen
+                .lock()
+                .expect("seen lock")
+                .finish(&issued.id, expires, result.clone())
+        {
+            tracing::error!(error = %e, "cannot record a result");
+        }
+        self.set_status(|s| {
+            s.last_command = Some(LastCommand {
+                id: issued.id.clone(),
+                kind: issued.kind.to_string(),
+                outcome: format!("{outcome:?}").to_lowercase(),
+            })
+        });
+        Some(AgentFrame::Result(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for attempt in 0..40 {
+            let d = backoff(attempt);
+            assert!(d <= BACKOFF_CAP, "{attempt}: {d:?}");
+        }
+        let samples: std::collections::HashSet<u128> =
+            (0..50).map(|_| backoff(10).as_millis()).collect();
+        assert!(samples.len() > 10, "no jitter");
+        assert!(backoff(0) <= BACKOFF_BASE);
+    }
+}

@@ -1,0 +1,124 @@
+//! The brain keys this agent trusts: pinned at enrollment, extended only by rotation rows
+//! signed by a key already trusted. Persisted in `<state_dir>/brain-keys.json`.
+
+use std::path::{Path, PathBuf};
+
+use taskward_shared::audit::verify::TrustedKeys;
+use taskward_shared::audit::{AuditRow, PublicKeyInfo, Statement, parse_hash, row_hash};
+use taskward_shared::crypto::{key_id, parse_public_key};
+
+use crate::identity::write_private;
+
+/// The trusted keys and where they are kept.
+pub struct Trust {
+    path: PathBuf,
+    infos: Vec<PublicKeyInfo>,
+    keys: TrustedKeys,
+}
+
+impl Trust {
+    /// Pins keys (at enrollment).
+    pub fn pin(state_dir: &Path, infos: Vec<PublicKeyInfo>) -> Result<Trust, String> {
+        let trust = Trust {
+            path: state_dir.join("brain-keys.json"),
+            keys: TrustedKeys::from_infos(&infos)?,
+            infos,
+        };
+        trust.save()?;
+        Ok(trust)
+    }
+
+    /// Loads the pinned keys.
+    pub fn load(state_dir: &Path) -> Result<Trust, String> {
+        let path = state_dir.join("brain-keys.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let infos: Vec<PublicKeyInfo> =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Trust {
+            keys: TrustedKeys::from_infos(&infos)?,
+            infos,
+            path,
+        })
+    }
+
+    fn save(&self) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(&self.infos).expect("keys serialize");
+        write_private(&self.path, &text).map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+
+    /// The keys to verify commands with.
+    pub fn keys(&self) -> &TrustedKeys {
+        &self.keys
+    }
+
+    /// Learns keys from `key.rotated` rows, each of which must be signed by a key already
+    /// trusted. Returns how many keys were added; a row that fails is skipped and reported.
+    pub fn learn_rotations(&mut self, rows: &[AuditRow]) -> Result<usize, String> {
+        let mut added = 0;
+        for row in rows {
+            let new = verify_rotation(&self.keys, row)?;
+            if self.keys.get(&new.key_id).is_none() {
+                self.infos.push(new);
+                self.keys = TrustedKeys::from_infos(&self.infos)?;
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.save()?;
+        }
+        Ok(added)
+    }
+}
+
+/// Checks a row's hash and signature against trusted keys (not its place in the chain, which
+/// the agent does not hold).
+pub fn verify_row_signature(keys: &TrustedKeys, row: &AuditRow) -> Result<Statement, String> {
+    let prev = parse_hash(&row.prev_hash).ok_or("row has a malformed prev_hash")?;
+    let hash = row_hash(row.seq, &prev, row.statement.as_bytes());
+    if parse_hash(&row.hash) != Some(hash) {
+        return Err("row hash does not match its content".into());
+    }
+    let key = keys.get(&row.key_id).ok_or_else(|| {
+        format!(
+            "signed by key {} that this agent does not trust",
+            row.key_id
+        )
+    })?;
+    let signature = hex::decode(&row.signature)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .ok_or("malformed signature")?;
+    key.verify_strict(
+        &taskward_shared::audit::signature_message(&row.key_id, &hash),
+        &ed25519_dalek::Signature::from_bytes(&signature),
+    )
+    .map_err(|_| "bad brain signature".to_owned())?;
+    let statement: Statement =
+        serde_json::from_str(&row.statement).map_err(|e| format!("malformed statement: {e}"))?;
+    if statement.seq != row.seq.to_string() || statement.chain != row.chain {
+        return Err("statement does not match its row".into());
+    }
+    Ok(statement)
+}
+
+fn verify_rotation(keys: &TrustedKeys, row: &AuditRow) -> Result<PublicKeyInfo, String> {
+    let statement = verify_row_signature(keys, row)?;
+    if statement.kind != "key.rotated" {
+        return Err("not a key rotation row".into());
+    }
+    let public = statement.payload["new_public_key"]
+        .as_str()
+        .ok_or("rotation without new_public_key")?;
+    let key = parse_public_key(public)?;
+    let id = key_id(&key);
+    if statement.payload["new_key_id"].as_str() != Some(id.as_str()) {
+        return Err("rotation names a key id that does not match its key".into());
+    }
+    Ok(PublicKeyInfo {
+        key_id: id,
+        public_key: public.to_owned(),
+        valid_from_ms: 0,
+        valid_until_ms: None,
+    })
+}
