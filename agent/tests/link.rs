@@ -1,1 +1,571 @@
-//! placeholder
+//! The agent link with real processes: the `taskward-brain` and `taskward-agent` binaries on
+//! loopback, the agent driving the scripted test adapter (a test double for the engine; the
+//! Celery adapter is tested against real workers in its own suite).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_taskward-agent");
+
+/// The brain binary, built beside this one by `cargo test --workspace`.
+fn brain_bin() -> PathBuf {
+    let path = Path::new(AGENT).with_file_name("taskward-brain");
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "taskward-brain"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not build taskward-brain");
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Brain {
+    _proc: Proc,
+    dir: PathBuf,
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Brain {
+    async fn start(dir: &Path) -> Brain {
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("brain.log")).unwrap();
+        let child = Command::new(brain_bin())
+            .current_dir(dir)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("TASKWARD_DATABASE_URL")
+            .env_remove("TASKWARD_DATA_DIR")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        wait_for(Duration::from_secs(30), "the brain to be ready", || async {
+            http.get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        let token = std::fs::read_to_string(dir.join("taskward-data/admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Brain {
+            _proc: Proc(child),
+            dir: dir.to_owned(),
+            url,
+            token,
+            http,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let reply = request.send().await.unwrap();
+        let status = reply.status().as_u16();
+        (status, reply.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn create_agent(&self, name: &str) -> (String, String) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/projects/default/agents",
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["agent"]["id"].as_str().unwrap().to_owned(),
+            body["enrollment_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn issue(&self, agent: &str, kind: &str, mut body: Value) -> String {
+        body["agent_id"] = json!(agent);
+        let (status, reply) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/projects/default/commands/{kind}"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 202, "{reply}");
+        reply["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn command(&self, id: &str) -> Value {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/v1/projects/default/commands/{id}"),
+            None,
+        )
+        .await
+        .1
+    }
+
+    async fn wait_status(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let command = self.command(id).await;
+            if command["status"] == status {
+                return command;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "command {id} never reached {status}: {command}\nbrain log:\n{}",
+                std::fs::read_to_string(self.dir.join("brain.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("brain.log")).unwrap_or_default()
+    }
+}
+
+async fn wait_for<F, Fut>(limit: Duration, what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !probe().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An enrolled agent's files.
+struct AgentHome {
+    config: PathBuf,
+    state: PathBuf,
+}
+
+fn enroll(brain: &Brain, token: &str, home: &Path, delay_ms: u64) -> AgentHome {
+    let config = home.join("agent.toml");
+    let out = Command::new(AGENT)
+        .args(["--config"])
+        .arg(&config)
+        .args([
+            "enroll", "--brain", &brain.url, "--token", token, "--engine", "test",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if delay_ms > 0 {
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace("delay_ms = 0", &format!("delay_ms = {delay_ms}")),
+        )
+        .unwrap();
+    }
+    AgentHome {
+        config,
+        state: home.join("state"),
+    }
+}
+
+fn start_agent(home: &AgentHome) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.state.join("agent.log"))
+        .unwrap();
+    Proc(
+        Command::new(AGENT)
+            .arg("--config")
+            .arg(&home.config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Commands the test adapter was asked to run.
+fn executed(home: &AgentHome) -> Vec<Value> {
+    std::fs::read_to_string(home.state.join("test-adapter.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn wait_online(brain: &Brain, agent: &str) {
+    wait_for(Duration::from_secs(20), "the agent to connect", || async {
+        let (_, body) = brain
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/projects/default/agents/{agent}"),
+                None,
+            )
+            .await;
+        body["online"] == true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_round_trip_with_signed_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let brain = Brain::start(dir.path()).await;
+    let (agent, token) = brain.create_agent("host-1").await;
+    let home = enroll(&brain, &token, &dir.path().join("agent"), 0);
+    // The token is spent: enrolling again with it fails with a clear message.
+    let again = Command::new(AGENT)
+        .arg("--config")
+        .arg(dir.path().join("other.toml"))
+        .args(["enroll", "--brain", &brain.url, "--token", &token])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("unknown, spent or expired"));
+
+    // A command minted while the agent is away is delivered when it connects.
+    let early = brain
+        .issue(
+            &agent,
+            "restart-worker",
+            json!({"worker_name": "celery@w1"}),
+        )
+        .await;
+    let _proc = start_agent(&home);
+    wait_online(&brain, &agent).await;
+    let done = brain.wait_status(&early, "succeeded").await;
+    let kinds: Vec<&str> = done["audit_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["command.issued", "command.dispatched", "command.succeeded"]
+    );
+    assert!(
+        done["audit_rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["signature_valid"] == true)
+    );
+    let evidence = &done["audit_rows"][2]["statement"]["payload"]["agent_result"];
+    assert_eq!(evidence["result"]["outcome"], "succeeded");
+    assert_eq!(
+        evidence["result"]["row_hash"],
+        done["audit_rows"][0]["hash"]
+    );
+    assert_eq!(done["audit_rows"][2]["statement"]["actor"]["type"], "agent");
+
+    // One pushed while connected, and a kind the engine fails.
+    let live = brain
+        .issue(
+            &agent,
+            "pool-resize",
+            json!({"worker_name": "w", "delta": 2}),
+        )
+        .await;
+    brain.wait_status(&live, "succeeded").await;
+    assert_eq!(executed(&home).len(), 2);
+
+    let status = Command::new(AGENT)
+        .arg("--config")
+        .arg(&home.config)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("connected (session 1)"), "{text}");
+    assert!(text.contains(&live), "{text}");
+}
+
+/// A brain database tampered with (or a brain bug) must not make an agent act: commands with a
+/// forged signature, addressed to another agent, expired, or replayed are refused and not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_misaddressed_expired_and_replayed_commands_never_run() {
+    use taskward_brain::keys::Keys;
+    use taskward_brain::store::audit::AuditContext;
+    use taskward_brain::store::commands::{self, NewCommand};
+    use taskward_brain::store::{DatabaseUrl, Store};
+    use taskward_shared::audit::{Actor, ActorKind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let brain = Brain::start(dir.path()).await;
+    let (agent, token) = brain.create_agent("host-1").await;
+    let (other_agent, _) = brain.create_agent("host-2").await;
+    let home = enroll(&brain, &token, &dir.path().join("agent"), 0);
+    let proc = start_agent(&home);
+    wait_online(&brain, &agent).await;
+
+    // Direct access to the brain's store and keys, as an insider would have.
+    let data = dir.path().join("taskward-data");
+    let store = Store::open(&DatabaseUrl::Sqlite(data.join("taskward.db"))).unwrap();
+    let keys = Keys::load_or_create(&data).unwrap();
+    let project_id = brain
+        .call(reqwest::Method::GET, "/api/v1/projects/default", None)
+        .await
+        .1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mint = |signer: std::sync::Arc<ed25519_dalek::SigningKey>, audience: &str, ttl_ms: i64| {
+        let ctx = AuditContext {
+            signer,
+            actor: Actor {
+                kind: ActorKind::User,
+                id: "insider".into(),
+                name: "insider".into(),
+            },
+        };
+        let new = NewCommand {
+            id: uuid::Uuid::new_v4().to_string(),
+            project_id: project_id.clone(),
+            agent_id: audience.to_owned(),
+            kind: taskward_shared::command::CommandKind::RestartWorker,
+            payload: json!({"worker_name": "w"}),
+            idempotency_key: None,
+            critical: false,
+            global_throttle: false,
+            bound_depth: None,
+            ttl_ms,
+        };
+        store
+            .write_blocking("test_mint", |c| commands::mint(c, &ctx, new))
+            .unwrap()
+    };
+    let retarget = |id: &str, to: &str| {
+        let (id, to) = (id.to_owned(), to.to_owned());
+        store
+            .write_blocking("test_retarget", move |c| {
+                use diesel::RunQueryDsl;
+                diesel::sql_query(format!("UPDATE commands SET agent_id = '{to}', expires_at = expires_at + 600000 WHERE id = '{id}'")).execute(c)?;
+                diesel::sql_query(format!("UPDATE command_status SET expires_at = expires_at + 600000 WHERE command_id = '{id}'")).execute(c)?;
+                Ok(())
+            })
+            .unwrap();
+    };
+
+    // 1. Signed by a key the brain never published (a stolen database, no key).
+    let forged = mint(
+        std::sync::Arc::new(taskward_shared::crypto::generate_signing_key()),
+        &agent,
+        60_000,
+    );
+    // 2. Genuinely signed, but addressed to another agent, then delivered to this one.
+    let misaddressed = mint(keys.signer(), &other_agent, 60_000);
+    retarget(&misaddressed.id, &agent);
+    // 3. Genuinely signed and addressed, but its signed expiry passed long ago (beyond the
+    //    agent's 30 s skew); the brain's own deadline was pushed out so it still delivers it.
+    let expired = mint(keys.signer(), &agent, -120_000);
+    retarget(&expired.id, &agent);
+
+    // The expired one is answered with a signed refusal, visible on the command.
+    let refused = brain.wait_status(&expired.id, "failed").await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused by agent: expired"),
+        "{refused}"
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the rejections in the brain log",
+        || async {
+            let log = brain.log();
+            log.contains("agent rejected a frame")
+                && log.contains(&forged.id)
+                && log.contains(&misaddressed.id)
+        },
+    )
+    .await;
+    let log = brain.log();
+    assert!(
+        log.contains("bad brain signature") || log.contains("does not trust"),
+        "{log}"
+    );
+    assert!(log.contains("addressed to agent"), "{log}");
+    for id in [&forged.id, &misaddressed.id] {
+        assert_eq!(
+            brain.command(id).await["status"],
+            "issued",
+            "a rejected command changed status"
+        );
+    }
+
+    // 4. Replay: a command that ran is made pending again in the database, and redelivered when
+    //    the agent reconnects; the agent finds its id in the seen-store and does not run it.
+    let once = brain
+        .issue(&agent, "restart-worker", json!({"worker_name": "w2"}))
+        .await;
+    brain.wait_status(&once, "succeeded").await;
+    let replay = once.clone();
+    store
+        .write_blocking("test_replay", move |c| {
+            use diesel::RunQueryDsl;
+            diesel::sql_query(format!(
+                "UPDATE command_status SET status = 'issued' WHERE command_id = '{replay}'"
+            ))
+            .execute(c)?;
+            Ok(())
+        })
+        .unwrap();
+    drop(proc);
+    let _restarted = start_agent(&home);
+    wait_for(
+        Duration::from_secs(20),
+        "the replay to be refused",
+        || async {
+            std::fs::read_to_string(home.state.join("agent.log"))
+                .unwrap_or_default()
+                .contains("seen before; not run again")
+        },
+    )
+    .await;
+    let ran: Vec<String> = executed(&home)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ran, vec![once], "only the genuine command ran, once");
+}
+
+/// `kill -9` while a command runs: on restart it is reported interrupted and never run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_command_reports_interrupted_and_never_reruns() {
+    let dir = tempfile::tempdir().unwrap();
+    let brain = Brain::start(dir.path()).await;
+    let (agent, token) = brain.create_agent("host-1").await;
+    let home = enroll(&brain, &token, &dir.path().join("agent"), 60_000);
+    let mut proc = start_agent(&home);
+    wait_online(&brain, &agent).await;
+    let id = brain
+        .issue(&agent, "restart-worker", json!({"worker_name": "w"}))
+        .await;
+    wait_for(Duration::from_secs(20), "the command to start", || async {
+        executed(&home).len() == 1
+    })
+    .await;
+    brain.wait_status(&id, "dispatched").await;
+    proc.0.kill().unwrap(); // SIGKILL
+    proc.0.wait().unwrap();
+
+    let _restarted = start_agent(&home);
+    let failed = brain.wait_status(&id, "failed").await;
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{failed}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        executed(&home).len(),
+        1,
+        "the interrupted command ran again"
+    );
+}
+
+/// A second process with the same identity (a cloned host) takes over; the first stops, and no
+/// command runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_identity_replaces_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let brain = Brain::start(dir.path()).await;
+    let (agent, token) = brain.create_agent("host-1").await;
+    let first_home = enroll(&brain, &token, &dir.path().join("first"), 0);
+    let mut first = start_agent(&first_home);
+    wait_online(&brain, &agent).await;
+    let before = brain
+        .issue(&agent, "restart-worker", json!({"worker_name": "w"}))
+        .await;
+    brain.wait_status(&before, "succeeded").await;
+
+    // The clone: same config and keys, its own state directory.
+    let clone_dir = dir.path().join("clone");
+    std::fs::create_dir_all(clone_dir.join("state")).unwrap();
+    std::fs::copy(
+        first_home.state.join("brain-keys.json"),
+        clone_dir.join("state/brain-keys.json"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&first_home.config).unwrap();
+    let clone_config = clone_dir.join("agent.toml");
+    std::fs::write(
+        &clone_config,
+        text.replace(
+            &first_home.state.display().to_string(),
+            &clone_dir.join("state").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let clone_home = AgentHome {
+        config: clone_config,
+        state: clone_dir.join("state"),
+    };
+    let _second = start_agent(&clone_home);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(status) = first.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the first process kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!exit.success());
+    let log = std::fs::read_to_string(first_home.state.join("agent.log")).unwrap();
+    assert!(
+        log.contains("another agent process with this identity"),
+        "{log}"
+    );
+
+    let after = brain
+        .issue(&agent, "restart-worker", json!({"worker_name": "w"}))
+        .await;
+    brain.wait_status(&after, "succeeded").await;
+    let first_ran: Vec<Value> = executed(&first_home);
+    let second_ran: Vec<Value> = executed(&clone_home);
+    assert_eq!(first_ran.len(), 1);
+    assert_eq!(second_ran.len(), 1);
+    assert_eq!(second_ran[0]["id"], after.as_str());
+}
