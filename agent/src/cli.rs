@@ -181,11 +181,14 @@ fn enroll(
         credential_file,
         state_dir,
         clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
+        spool_max_bytes: crate::spool::DEFAULT_MAX_BYTES,
         engine: match engine {
             EngineKind::None => EngineConfig::None,
             EngineKind::Test => EngineConfig::Test {
                 delay_ms: 0,
                 fail_kinds: Vec::new(),
+                events_total: 0,
+                events_per_sec: 0,
             },
         },
     };

@@ -27,12 +27,19 @@ pub struct AgentConfig {
     /// Allowed clock difference, seconds, when checking expiry.
     #[serde(default = "default_skew")]
     pub clock_skew_secs: u64,
+    /// Bound on the event spool on disk; past it the oldest events are dropped and counted.
+    #[serde(default = "default_spool_max")]
+    pub spool_max_bytes: u64,
     /// Which engine this agent drives.
     pub engine: EngineConfig,
 }
 
 fn default_skew() -> u64 {
     DEFAULT_CLOCK_SKEW_SECS
+}
+
+fn default_spool_max() -> u64 {
+    crate::spool::DEFAULT_MAX_BYTES
 }
 
 /// The `[engine]` section.
@@ -50,6 +57,12 @@ pub enum EngineConfig {
         /// Kinds that fail, e.g. `["pool-resize"]` for a pool that cannot resize.
         #[serde(default)]
         fail_kinds: Vec<String>,
+        /// Scripted events to emit (three per task: received, started, succeeded).
+        #[serde(default)]
+        events_total: u64,
+        /// Emission rate; 0 emits as fast as the spool takes them.
+        #[serde(default)]
+        events_per_sec: u64,
     },
 }
 
@@ -111,9 +124,12 @@ mod tests {
             credential_file: "/c".into(),
             state_dir: "/s".into(),
             clock_skew_secs: 30,
+            spool_max_bytes: 1024,
             engine: EngineConfig::Test {
                 delay_ms: 5,
                 fail_kinds: vec!["pool-resize".into()],
+                events_total: 9,
+                events_per_sec: 0,
             },
         };
         let text = toml::to_string_pretty(&config).unwrap();

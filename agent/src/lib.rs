@@ -10,6 +10,7 @@
 //! - [`checks`]: the checks a command must pass before it runs.
 //! - [`seen`]: the durable seen-store: a command id is recorded (fsync'ed) before it runs, so
 //!   it never runs twice, and a crash mid-command is reported as `interrupted`.
+//! - [`spool`]: the on-disk queue of numbered event batches, kept until the brain acks them.
 //! - [`link`]: the connection to the brain: session, reconnect with backoff, outbox of results.
 //! - [`engines`]: the engine adapter trait and its adapters.
 //! - [`status`]: the local state `taskward-agent status` prints.
@@ -21,5 +22,6 @@ pub mod engines;
 pub mod identity;
 pub mod link;
 pub mod seen;
+pub mod spool;
 pub mod status;
 pub mod trust;

@@ -8,6 +8,7 @@ use axum::response::Response;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -21,6 +22,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
     latency: Family<Labels, Histogram>,
+    events: Family<Labels, Counter>,
+    dropped: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -47,11 +50,34 @@ impl Metrics {
             "Store operations by name and outcome",
             store.metrics().clone(),
         );
+        let events = Family::<Labels, Counter>::default();
+        let dropped = Family::<Labels, Gauge>::default();
+        registry.register(
+            "events_ingested",
+            "Task, worker and queue updates stored, by agent",
+            events.clone(),
+        );
+        registry.register(
+            "dropped_events",
+            "Events an agent reports it dropped (spool overflow, lost subscriber messages), by agent",
+            dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
+            events,
+            dropped,
         }
+    }
+
+    /// Counts a stored event batch and the agent's cumulative drops.
+    pub fn record_ingest(&self, agent: &str, events: u64, dropped_total: u64) {
+        let labels = vec![("agent", agent.to_owned())];
+        self.events.get_or_create(&labels).inc_by(events);
+        self.dropped
+            .get_or_create(&labels)
+            .set(dropped_total as i64);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -7,10 +7,12 @@
 //! - [`audit`]: the audit log's byte formats (statements, row hashes, signatures,
 //!   checkpoints) and [`audit::verify`], the offline verifier.
 //! - [`protocol`]: the agent link's frames, the signed hello and signed results.
+//! - [`events`]: normalized task, worker and queue updates, and the numbered batches they travel in.
 //! - [`command`]: the closed set of command kinds, their typed payloads and their bounds.
 
 pub mod audit;
 pub mod command;
 pub mod crypto;
+pub mod events;
 pub mod protocol;
 pub mod secret;

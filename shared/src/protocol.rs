@@ -51,6 +51,11 @@ pub enum BrainFrame {
         /// The row.
         row: AuditRow,
     },
+    /// Every event batch up to and including `seq` is stored (the agent may drop them).
+    EventsAck {
+        /// Highest stored batch.
+        seq: u64,
+    },
     /// The brain stored a result (the agent may forget it).
     ResultRecorded {
         /// The command.
@@ -93,6 +98,8 @@ pub enum AgentFrame {
     },
     /// A command's outcome, signed by the agent.
     Result(SignedResult),
+    /// A batch of engine events.
+    Events(crate::events::EventBatch),
     /// A frame that did not pass the checks and has no trustworthy command id (bad signature,
     /// unparseable row): reported so an operator can see it.
     Rejected {

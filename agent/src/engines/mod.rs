@@ -10,6 +10,7 @@ use std::path::Path;
 use std::pin::Pin;
 
 use taskward_shared::command::{Command, CommandKind, IssuedCommand};
+use taskward_shared::events::Update;
 
 use crate::config::EngineConfig;
 
@@ -24,6 +25,12 @@ pub trait EngineAdapter: Send + Sync {
     /// Whether the engine can do this kind at all (Celery's solo pool cannot resize, say).
     /// Unsupported kinds fail with a clear message instead of being attempted.
     fn supports(&self, kind: CommandKind) -> bool;
+
+    /// Starts the adapter's event stream into `sink` (task, worker and queue updates). The
+    /// adapter never blocks its engine on the brain: the agent spools what it receives.
+    fn start_events(&self, sink: tokio::sync::mpsc::Sender<Update>) {
+        let _ = sink;
+    }
 
     /// Runs a checked command; `Ok` carries a short detail, `Err` why it failed.
     fn execute<'a>(
@@ -42,10 +49,13 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
         EngineConfig::Test {
             delay_ms,
             fail_kinds,
+            events_total,
+            events_per_sec,
         } => Ok(Box::new(test_double::TestAdapter::new(
             state_dir,
             *delay_ms,
             fail_kinds.clone(),
+            (*events_total, *events_per_sec),
         )?)),
         #[cfg(not(feature = "test-adapter"))]
         EngineConfig::Test { .. } => Err(

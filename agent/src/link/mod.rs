@@ -14,11 +14,12 @@ use futures_util::{SinkExt, StreamExt};
 use taskward_shared::audit::AuditRow;
 use taskward_shared::command::IssuedCommand;
 use taskward_shared::crypto::random_bytes;
+use taskward_shared::events::Update;
 use taskward_shared::protocol::{
     AgentFrame, BrainFrame, CommandResult, MAX_FRAME_BYTES, Outcome, PROTOCOL_VERSION,
     SignedResult, hello_message,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, interval, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -29,6 +30,7 @@ use crate::config::AgentConfig;
 use crate::engines::{self, EngineAdapter};
 use crate::identity::{load_credential, load_key};
 use crate::seen::{Entry, SeenStore};
+use crate::spool::Spool;
 use crate::status::{LastCommand, Status};
 use crate::trust::Trust;
 
@@ -42,6 +44,15 @@ const PING_EVERY: Duration = Duration::from_secs(10);
 const BRAIN_SILENCE: Duration = Duration::from_secs(45);
 /// Time allowed for each step of the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most updates in one batch.
+const BATCH_MAX: usize = 2000;
+/// How long a batch waits for more updates before it is spooled.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+/// Batches sent and not yet acknowledged, at most: keeps the brain's work queue short and
+/// bounds what a reconnect resends.
+const EVENT_WINDOW: u64 = 16;
+/// Updates buffered between the adapter and the spool.
+const EVENT_CHANNEL: usize = 100_000;
 
 /// Why `run` returned.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +83,8 @@ struct Agent {
     results_tx: mpsc::UnboundedSender<Finished>,
     results_rx: mpsc::UnboundedReceiver<Finished>,
     session: u64,
+    spool: Arc<Mutex<Spool>>,
+    spooled: Arc<Notify>,
 }
 
 fn now_ms() -> i64 {
@@ -108,6 +121,13 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         .map_err(setup)?
         .into();
     tracing::info!(engine = engine.name(), brain = %config.brain, "agent starting");
+    let spool = Spool::open(&config.state_dir, config.spool_max_bytes)
+        .map_err(|e| setup(format!("spool: {e}")))?;
+    let spool = Arc::new(Mutex::new(spool));
+    let spooled = Arc::new(Notify::new());
+    let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL);
+    tokio::spawn(batcher(events_rx, spool.clone(), spooled.clone()));
+    engine.start_events(events_tx);
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let status = Status {
         link: "connecting".into(),
@@ -127,6 +147,8 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         results_tx,
         results_rx,
         session: 0,
+        spool,
+        spooled,
     };
     let mut attempt: u32 = 0;
     loop {
@@ -152,6 +174,36 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
             }
         }
         tokio::time::sleep(backoff(attempt)).await;
+    }
+}
+
+/// Collects adapter updates into batches (up to [`BATCH_MAX`], waiting at most
+/// [`BATCH_LINGER`] for more) and spools them; the link sends from the spool.
+async fn batcher(mut rx: mpsc::Receiver<Update>, spool: Arc<Mutex<Spool>>, spooled: Arc<Notify>) {
+    let mut buf = Vec::with_capacity(BATCH_MAX);
+    loop {
+        if rx.recv_many(&mut buf, BATCH_MAX).await == 0 {
+            return;
+        }
+        let linger = tokio::time::sleep(BATCH_LINGER);
+        tokio::pin!(linger);
+        while buf.len() < BATCH_MAX {
+            let room = BATCH_MAX - buf.len();
+            tokio::select! {
+                n = rx.recv_many(&mut buf, room) => if n == 0 { break },
+                _ = &mut linger => break,
+            }
+        }
+        let batch = std::mem::replace(&mut buf, Vec::with_capacity(BATCH_MAX));
+        let spool = spool.clone();
+        let written =
+            tokio::task::spawn_blocking(move || spool.lock().expect("spool lock").append(batch))
+                .await;
+        match written {
+            Ok(Ok(_)) => spooled.notify_one(),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot write the event spool; events lost"),
+            Err(e) => tracing::error!(error = %e, "spool writer failed"),
+        }
     }
 }
 
@@ -330,6 +382,11 @@ impl Agent {
                 .await
                 .map_err(established)?;
         }
+        // Resume the event stream after the last batch the brain acknowledged.
+        let mut sent_upto = self.spool.lock().expect("spool lock").acked();
+        self.send_events(&mut sink, &mut sent_upto)
+            .await
+            .map_err(established)?;
 
         let mut ping = interval(PING_EVERY);
         let mut last_heard = Instant::now();
@@ -343,6 +400,20 @@ impl Agent {
                             if let Some(reply) = self.on_command(row) {
                                 send_frame(&mut sink, &reply).await.map_err(established)?;
                             }
+                        }
+                        BrainFrame::EventsAck { seq } => {
+                            let (bytes, dropped) = {
+                                let mut spool = self.spool.lock().expect("spool lock");
+                                if let Err(e) = spool.ack(seq) {
+                                    tracing::error!(error = %e, "cannot update the spool");
+                                }
+                                (spool.bytes(), spool.dropped_total())
+                            };
+                            self.set_status(|s| {
+                                s.spool_bytes = bytes;
+                                s.dropped_events = dropped;
+                            });
+                            self.send_events(&mut sink, &mut sent_upto).await.map_err(established)?;
                         }
                         BrainFrame::ResultRecorded { command_id } => {
                             let mut seen = self.seen.lock().expect("seen lock");
@@ -378,6 +449,9 @@ impl Agent {
                     });
                     send_frame(&mut sink, &AgentFrame::Result(finished.result)).await.map_err(established)?;
                 }
+                _ = self.spooled.notified() => {
+                    self.send_events(&mut sink, &mut sent_upto).await.map_err(established)?;
+                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > BRAIN_SILENCE {
                         return Err(established("the brain went silent".into()));
@@ -386,6 +460,31 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Sends spooled batches after `sent_upto`, keeping at most [`EVENT_WINDOW`] unacknowledged.
+    async fn send_events(
+        &self,
+        sink: &mut futures_util::stream::SplitSink<Socket, Message>,
+        sent_upto: &mut u64,
+    ) -> Result<(), String> {
+        let batches = {
+            let spool = self.spool.lock().expect("spool lock");
+            *sent_upto = (*sent_upto).max(spool.acked());
+            let in_flight = *sent_upto - spool.acked();
+            if in_flight >= EVENT_WINDOW {
+                return Ok(());
+            }
+            spool
+                .batches_after(*sent_upto, (EVENT_WINDOW - in_flight) as usize)
+                .map_err(|e| format!("cannot read the spool: {e}"))?
+        };
+        for batch in batches {
+            let seq = batch.seq;
+            send_frame(sink, &AgentFrame::Events(batch)).await?;
+            *sent_upto = seq;
+        }
+        Ok(())
     }
 
     /// Decides about a delivered command; returns the frame to answer with right away.

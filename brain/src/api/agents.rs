@@ -41,6 +41,8 @@ pub struct AgentPublic {
     pub hostname: Option<String>,
     /// Id of the agent's own signing key (results are verified with it).
     pub public_key_id: Option<String>,
+    /// Events the agent reports it dropped (cumulative).
+    pub dropped_events: i64,
 }
 
 impl AgentPublic {
@@ -48,6 +50,7 @@ impl AgentPublic {
     pub fn new(a: Agent, online: bool) -> AgentPublic {
         AgentPublic {
             online,
+            dropped_events: a.dropped_events,
             hostname: a.hostname.clone(),
             public_key_id: a
                 .public_key

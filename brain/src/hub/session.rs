@@ -22,6 +22,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::store::agents::{self, Agent, EnrollRefusal};
 use crate::store::audit::{self, AuditContext};
 use crate::store::commands::{self, CommandStatus};
+use crate::store::tasks;
 use crate::store::{StoreError, now_ms};
 
 /// How long the agent has to answer the challenge.
@@ -328,6 +329,21 @@ async fn handle(
         } => {
             tracing::warn!(agent = %agent.name, ?claimed_command_id, %reason, "agent rejected a frame");
             Ok(())
+        }
+        AgentFrame::Events(batch) => {
+            let (project_id, agent_id, seq) =
+                (agent.project_id.clone(), agent.id.clone(), batch.seq);
+            let (events, dropped) = (batch.updates.len() as u64, batch.dropped_total);
+            state
+                .store
+                .write("ingest_events", move |conn| {
+                    tasks::apply_updates(conn, &project_id, &agent_id, &batch.updates, now_ms())?;
+                    tasks::record_dropped(conn, &agent_id, batch.dropped_total)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            state.metrics.record_ingest(&agent.name, events, dropped);
+            send(socket, &BrainFrame::EventsAck { seq }).await
         }
         AgentFrame::Claimed { command_id } => {
             let agent_id = agent.id.clone();

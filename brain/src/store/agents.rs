@@ -37,6 +37,8 @@ pub struct Agent {
     pub session_generation: i64,
     /// Host the agent enrolled from.
     pub hostname: Option<String>,
+    /// Events the agent dropped (cumulative).
+    pub dropped_events: i64,
 }
 
 /// Registers an agent and returns it with its one-time enrollment token.
@@ -60,6 +62,7 @@ pub fn create(
         public_key: None,
         session_generation: 0,
         hostname: None,
+        dropped_events: 0,
     };
     diesel::insert_into(agents::table)
         .values((

@@ -20,6 +20,7 @@ mod connection;
 pub mod memberships;
 pub mod projects;
 pub mod schema;
+pub mod tasks;
 pub mod tokens;
 pub mod users;
 

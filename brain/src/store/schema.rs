@@ -60,6 +60,7 @@ diesel::table! {
         credential_hash -> Nullable<Text>,
         session_generation -> BigInt,
         hostname -> Nullable<Text>,
+        dropped_events -> BigInt,
     }
 }
 
@@ -155,6 +156,53 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    tasks (id) {
+        id -> Text,
+        project_id -> Text,
+        agent_id -> Nullable<Text>,
+        engine -> Text,
+        task_id -> Text,
+        name -> Nullable<Text>,
+        queue -> Nullable<Text>,
+        state -> Text,
+        state_rank -> Integer,
+        state_at -> BigInt,
+        priority -> Nullable<Text>,
+        args -> Nullable<Text>,
+        kwargs -> Nullable<Text>,
+        result -> Nullable<Text>,
+        exception -> Nullable<Text>,
+        traceback -> Nullable<Text>,
+        retry_count -> Integer,
+        eta -> Nullable<BigInt>,
+        received_at -> Nullable<BigInt>,
+        started_at -> Nullable<BigInt>,
+        finished_at -> Nullable<BigInt>,
+        runtime_ms -> Nullable<BigInt>,
+        worker_name -> Nullable<Text>,
+        parent_task_id -> Nullable<Text>,
+        root_task_id -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    workers (agent_id, name) {
+        project_id -> Text,
+        agent_id -> Text,
+        name -> Text,
+        online -> Bool,
+        state_at -> BigInt,
+        last_heartbeat_at -> Nullable<BigInt>,
+        pool -> Nullable<Text>,
+        concurrency -> Nullable<Integer>,
+        queues -> Nullable<Text>,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(audit_rows -> audit_chains (chain_id));
 diesel::joinable!(command_status -> commands (command_id));
 diesel::joinable!(queue_depths -> agents (agent_id));
@@ -172,4 +220,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     command_status,
     idempotency_keys,
     queue_depths,
+    tasks,
+    workers,
 );

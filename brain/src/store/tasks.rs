@@ -1,0 +1,393 @@
+//! Tasks and workers as agents report them: batches of normalized updates merged into rows.
+//!
+//! Merging is idempotent and order-insensitive: a task's `state` moves only to an event with a
+//! later `(time, stage)` than the one that set it; `received_at` keeps the earliest receipt;
+//! other fields take the values events carry. Replaying a batch therefore changes nothing,
+//! and an older update arriving late never overwrites a newer state.
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use taskward_shared::events::{TaskState, TaskUpdate, Update, WorkerUpdate};
+
+use super::schema::{agents, tasks, workers};
+use super::{AnyConnection, StoreResult, commands, new_id};
+
+/// A task row.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = tasks, treat_none_as_null = true)]
+pub struct TaskRow {
+    /// Row id.
+    pub id: String,
+    /// Project.
+    pub project_id: String,
+    /// Agent that reported it.
+    pub agent_id: Option<String>,
+    /// Engine.
+    pub engine: String,
+    /// Engine task id.
+    pub task_id: String,
+    /// Task name.
+    pub name: Option<String>,
+    /// Queue.
+    pub queue: Option<String>,
+    /// Current state.
+    pub state: String,
+    /// Stage of the event that set `state`.
+    pub state_rank: i32,
+    /// Time of the event that set `state`, ms.
+    pub state_at: i64,
+    /// Priority label.
+    pub priority: Option<String>,
+    /// Args JSON (redacted on the host).
+    pub args: Option<String>,
+    /// Kwargs JSON (redacted on the host).
+    pub kwargs: Option<String>,
+    /// Result text.
+    pub result: Option<String>,
+    /// Exception text.
+    pub exception: Option<String>,
+    /// Traceback.
+    pub traceback: Option<String>,
+    /// Retries.
+    pub retry_count: i32,
+    /// ETA, ms.
+    pub eta: Option<i64>,
+    /// First receipt, ms.
+    pub received_at: Option<i64>,
+    /// Start, ms.
+    pub started_at: Option<i64>,
+    /// End, ms.
+    pub finished_at: Option<i64>,
+    /// Runtime, ms.
+    pub runtime_ms: Option<i64>,
+    /// Worker.
+    pub worker_name: Option<String>,
+    /// Parent task id.
+    pub parent_task_id: Option<String>,
+    /// Root task id.
+    pub root_task_id: Option<String>,
+    /// First seen by the brain, ms.
+    pub created_at: i64,
+    /// Last changed, ms.
+    pub updated_at: i64,
+}
+
+/// Rows looked up per query while ingesting (bounded bind parameters).
+const LOOKUP_CHUNK: usize = 500;
+
+/// Applies a batch of updates from one agent. Runs inside the caller's transaction.
+pub fn apply_updates(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    agent_id: &str,
+    updates: &[Update],
+    now: i64,
+) -> StoreResult<()> {
+    let mut task_updates: Vec<&TaskUpdate> = Vec::new();
+    for update in updates {
+        match update {
+            Update::Task(t) => task_updates.push(t),
+            Update::Worker(w) => apply_worker(conn, project_id, agent_id, w, now)?,
+            Update::QueueDepth {
+                queue,
+                depth,
+                at_ms,
+            } => {
+                commands::report_queue_depth(conn, agent_id, queue, *depth, *at_ms)?;
+            }
+        }
+    }
+    if task_updates.is_empty() {
+        return Ok(());
+    }
+    // Load the rows these updates touch, by engine, in chunks.
+    let mut rows: HashMap<(String, String), (TaskRow, Option<TaskRow>)> = HashMap::new();
+    let mut by_engine: HashMap<&str, Vec<&str>> = HashMap::new();
+    for t in &task_updates {
+        by_engine
+            .entry(t.engine.as_str())
+            .or_default()
+            .push(t.task_id.as_str());
+    }
+    for (engine, ids) in by_engine {
+        let mut ids = ids;
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let found: Vec<TaskRow> = tasks::table
+                .filter(tasks::project_id.eq(project_id))
+                .filter(tasks::engine.eq(engine))
+                .filter(tasks::task_id.eq_any(chunk))
+                .select(TaskRow::as_select())
+                .load(conn)?;
+            for row in found {
+                rows.insert(
+                    (row.engine.clone(), row.task_id.clone()),
+                    (row.clone(), Some(row)),
+                );
+            }
+        }
+    }
+    for t in task_updates {
+        let key = (t.engine.clone(), t.task_id.clone());
+        let (row, _) = rows
+            .entry(key)
+            .or_insert_with(|| (new_row(project_id, agent_id, t, now), None));
+        merge(row, t);
+    }
+    for (mut row, before) in rows.into_values() {
+        match before {
+            None => {
+                row.updated_at = now;
+                diesel::insert_into(tasks::table)
+                    .values(&row)
+                    .execute(conn)?;
+            }
+            Some(before) if before != row => {
+                row.updated_at = now;
+                diesel::update(tasks::table.find(row.id.clone()))
+                    .set(&row)
+                    .execute(conn)?;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn new_row(project_id: &str, agent_id: &str, t: &TaskUpdate, now: i64) -> TaskRow {
+    TaskRow {
+        id: new_id(),
+        project_id: project_id.to_owned(),
+        agent_id: Some(agent_id.to_owned()),
+        engine: t.engine.clone(),
+        task_id: t.task_id.clone(),
+        name: None,
+        queue: None,
+        // A task first seen through a late event starts as received at rank 0, so any real
+        // state event wins.
+        state: TaskState::Received.as_str().to_owned(),
+        state_rank: 0,
+        state_at: i64::MIN,
+        priority: None,
+        args: None,
+        kwargs: None,
+        result: None,
+        exception: None,
+        traceback: None,
+        retry_count: 0,
+        eta: None,
+        received_at: None,
+        started_at: None,
+        finished_at: None,
+        runtime_ms: None,
+        worker_name: None,
+        parent_task_id: None,
+        root_task_id: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Merges one update into a row (pure; see the module doc for the rules).
+pub fn merge(row: &mut TaskRow, t: &TaskUpdate) {
+    if let Some(state) = t.state {
+        if (t.at_ms, state.rank()) > (row.state_at, row.state_rank) {
+            row.state = state.as_str().to_owned();
+            row.state_rank = state.rank();
+            row.state_at = t.at_ms;
+        }
+        match state {
+            TaskState::Received => {
+                row.received_at = Some(row.received_at.map_or(t.at_ms, |r| r.min(t.at_ms)));
+            }
+            TaskState::Started => {
+                row.started_at = Some(row.started_at.map_or(t.at_ms, |r| r.max(t.at_ms)));
+            }
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::Lost => {
+                row.finished_at = Some(row.finished_at.map_or(t.at_ms, |r| r.max(t.at_ms)));
+            }
+            TaskState::Retried => {}
+        }
+    }
+    let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
+    set(&mut row.name, &t.name);
+    set(&mut row.queue, &t.queue);
+    set(&mut row.worker_name, &t.worker);
+    set(&mut row.priority, &t.priority);
+    set(&mut row.args, &json(&t.args));
+    set(&mut row.kwargs, &json(&t.kwargs));
+    set(&mut row.result, &t.result);
+    set(&mut row.exception, &t.exception);
+    set(&mut row.traceback, &t.traceback);
+    set(&mut row.eta, &t.eta_ms);
+    set(&mut row.runtime_ms, &t.runtime_ms);
+    set(&mut row.parent_task_id, &t.parent_id);
+    set(&mut row.root_task_id, &t.root_id);
+    if let Some(retries) = t.retries {
+        row.retry_count = row.retry_count.max(retries);
+    }
+}
+
+fn set<T: Clone>(field: &mut Option<T>, value: &Option<T>) {
+    if value.is_some() {
+        field.clone_from(value);
+    }
+}
+
+fn apply_worker(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    agent_id: &str,
+    w: &WorkerUpdate,
+    now: i64,
+) -> StoreResult<()> {
+    let queues = w
+        .queues
+        .as_ref()
+        .map(|q| serde_json::to_string(q).expect("queues serialize"));
+    let existing: Option<i64> = workers::table
+        .find((agent_id, &w.name))
+        .select(workers::state_at)
+        .first(conn)
+        .optional()?;
+    match existing {
+        None => {
+            diesel::insert_into(workers::table)
+                .values((
+                    workers::project_id.eq(project_id),
+                    workers::agent_id.eq(agent_id),
+                    workers::name.eq(&w.name),
+                    workers::online.eq(w.online),
+                    workers::state_at.eq(w.at_ms),
+                    workers::last_heartbeat_at.eq(w.at_ms),
+                    workers::pool.eq(&w.pool),
+                    workers::concurrency.eq(w.concurrency),
+                    workers::queues.eq(&queues),
+                    workers::updated_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+        Some(at) if w.at_ms >= at => {
+            let target = workers::table.find((agent_id, &w.name));
+            diesel::update(target)
+                .set((
+                    workers::online.eq(w.online),
+                    workers::state_at.eq(w.at_ms),
+                    workers::last_heartbeat_at.eq(w.at_ms),
+                    workers::updated_at.eq(now),
+                ))
+                .execute(conn)?;
+            if w.pool.is_some() || w.concurrency.is_some() || queues.is_some() {
+                let target = workers::table.find((agent_id, &w.name));
+                diesel::update(target)
+                    .set((
+                        workers::pool.eq(&w.pool),
+                        workers::concurrency.eq(w.concurrency),
+                        workers::queues.eq(&queues),
+                    ))
+                    .execute(conn)?;
+            }
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Records an agent's cumulative dropped-event count (never decreasing).
+pub fn record_dropped(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    dropped_total: u64,
+) -> StoreResult<()> {
+    diesel::update(
+        agents::table
+            .find(agent_id)
+            .filter(agents::dropped_events.lt(dropped_total as i64)),
+    )
+    .set(agents::dropped_events.eq(dropped_total as i64))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Tasks per state in a project (overview counts; also what ingest tests check).
+pub fn count_by_state(
+    conn: &mut AnyConnection,
+    project_id: &str,
+) -> StoreResult<Vec<(String, i64)>> {
+    Ok(tasks::table
+        .filter(tasks::project_id.eq(project_id))
+        .group_by(tasks::state)
+        .select((tasks::state, diesel::dsl::count_star()))
+        .order(tasks::state.asc())
+        .load(conn)?)
+}
+
+/// One task by engine id.
+pub fn find(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    engine: &str,
+    task_id: &str,
+) -> StoreResult<TaskRow> {
+    Ok(tasks::table
+        .filter(tasks::project_id.eq(project_id))
+        .filter(tasks::engine.eq(engine))
+        .filter(tasks::task_id.eq(task_id))
+        .select(TaskRow::as_select())
+        .first(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(state: TaskState, at_ms: i64) -> TaskUpdate {
+        TaskUpdate {
+            engine: "celery".into(),
+            task_id: "t1".into(),
+            state: Some(state),
+            at_ms,
+            ..TaskUpdate::default()
+        }
+    }
+
+    #[test]
+    fn merging_is_order_insensitive_and_idempotent() {
+        let events = [
+            update(TaskState::Received, 10),
+            update(TaskState::Started, 20),
+            update(TaskState::Succeeded, 30),
+        ];
+        let mut in_order = new_row("p", "a", &events[0], 0);
+        for e in &events {
+            merge(&mut in_order, e);
+        }
+        let mut reversed = new_row("p", "a", &events[0], 0);
+        for e in events.iter().rev() {
+            merge(&mut reversed, e);
+        }
+        reversed.id = in_order.id.clone();
+        assert_eq!(in_order, reversed);
+        assert_eq!(in_order.state, "succeeded");
+        assert_eq!(
+            (
+                in_order.received_at,
+                in_order.started_at,
+                in_order.finished_at
+            ),
+            (Some(10), Some(20), Some(30))
+        );
+        let before = in_order.clone();
+        for e in &events {
+            merge(&mut in_order, e);
+        }
+        assert_eq!(in_order, before, "replaying changed the row");
+        // Same timestamp: the later stage wins.
+        let mut tie = new_row("p", "a", &events[0], 0);
+        merge(&mut tie, &update(TaskState::Succeeded, 5));
+        merge(&mut tie, &update(TaskState::Started, 5));
+        assert_eq!(tie.state, "succeeded");
+    }
+}

@@ -1,0 +1,3 @@
+ALTER TABLE agents DROP COLUMN dropped_events;
+DROP TABLE workers;
+DROP TABLE tasks;
