@@ -182,6 +182,7 @@ fn enroll(
         state_dir,
         clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
         spool_max_bytes: crate::spool::DEFAULT_MAX_BYTES,
+        reconnect_max_secs: 30,
         engine: match engine {
             EngineKind::None => EngineConfig::None,
             EngineKind::Test => EngineConfig::Test {

@@ -27,6 +27,10 @@ pub struct AgentConfig {
     /// Allowed clock difference, seconds, when checking expiry.
     #[serde(default = "default_skew")]
     pub clock_skew_secs: u64,
+    /// Longest wait between reconnect attempts, seconds (the wait doubles from 0.2 s with
+    /// full jitter up to this).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_secs: u64,
     /// Bound on the event spool on disk; past it the oldest events are dropped and counted.
     #[serde(default = "default_spool_max")]
     pub spool_max_bytes: u64,
@@ -36,6 +40,10 @@ pub struct AgentConfig {
 
 fn default_skew() -> u64 {
     DEFAULT_CLOCK_SKEW_SECS
+}
+
+fn default_reconnect_max() -> u64 {
+    30
 }
 
 fn default_spool_max() -> u64 {
@@ -125,6 +133,7 @@ mod tests {
             state_dir: "/s".into(),
             clock_skew_secs: 30,
             spool_max_bytes: 1024,
+            reconnect_max_secs: 30,
             engine: EngineConfig::Test {
                 delay_ms: 5,
                 fail_kinds: vec!["pool-resize".into()],

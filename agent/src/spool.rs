@@ -43,6 +43,8 @@ pub struct Spool {
     dropped_total: u64,
     /// Recent batches, for sending without reading the disk.
     recent: VecDeque<EventBatch>,
+    /// Older batches read back from disk (after a long disconnect), a window at a time.
+    replay: VecDeque<EventBatch>,
 }
 
 impl Spool {
@@ -92,6 +94,7 @@ impl Spool {
             acked,
             dropped_total,
             recent: VecDeque::new(),
+            replay: VecDeque::new(),
         };
         spool.ack(acked)?;
         Ok(spool)
@@ -175,27 +178,39 @@ impl Spool {
         while self.recent.front().is_some_and(|b| b.seq <= self.acked) {
             self.recent.pop_front();
         }
+        while self.replay.front().is_some_and(|b| b.seq <= self.acked) {
+            self.replay.pop_front();
+        }
         Ok(())
     }
 
-    /// Up to `limit` batches after `after`, in order (from memory, or read back from disk).
-    pub fn batches_after(&self, after: u64, limit: usize) -> std::io::Result<Vec<EventBatch>> {
+    /// Up to `limit` batches after `after`, in order: from memory when they are recent,
+    /// otherwise read back from disk a window of [`MEMORY_BATCHES`] at a time (so catching up
+    /// after a long disconnect reads each segment about once).
+    pub fn batches_after(&mut self, after: u64, limit: usize) -> std::io::Result<Vec<EventBatch>> {
         let after = after.max(self.acked);
+        let covers = |q: &VecDeque<EventBatch>| {
+            q.front().is_some_and(|b| b.seq <= after + 1) && q.back().is_some_and(|b| b.seq > after)
+        };
         if self.recent.front().is_some_and(|b| b.seq <= after + 1) {
-            return Ok(self
-                .recent
-                .iter()
-                .filter(|b| b.seq > after)
-                .take(limit)
-                .cloned()
-                .collect());
+            return Ok(take_after(&self.recent, after, limit));
         }
+        if !covers(&self.replay) {
+            self.replay = self.read_disk(after, MEMORY_BATCHES)?.into();
+        }
+        Ok(take_after(&self.replay, after, limit))
+    }
+
+    fn read_disk(&self, after: u64, limit: usize) -> std::io::Result<Vec<EventBatch>> {
         let mut out = Vec::new();
         for segment in self.segments.iter().filter(|s| s.last_seq > after) {
             for line in BufReader::new(File::open(&segment.path)?).lines() {
-                let Ok(batch) = serde_json::from_str::<EventBatch>(&line?) else {
-                    break;
-                };
+                let line = line?;
+                // Skip old lines by their leading seq without parsing them.
+                if quick_seq(&line).is_some_and(|seq| seq <= after) {
+                    continue;
+                }
+                let Ok(batch) = serde_json::from_str::<EventBatch>(&line) else { break };
                 if batch.seq > after {
                     out.push(batch);
                     if out.len() >= limit {
@@ -226,6 +241,18 @@ impl Spool {
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
     }
+}
+
+fn take_after(batches: &VecDeque<EventBatch>, after: u64, limit: usize) -> Vec<EventBatch> {
+    batches.iter().filter(|b| b.seq > after).take(limit).cloned().collect()
+}
+
+/// The seq of a spooled line (`{"seq":N,...}`, as [`EventBatch`] serializes), read without
+/// parsing the line.
+fn quick_seq(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("{\"seq\":")?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
 }
 
 fn read_number(path: &Path) -> std::io::Result<u64> {
@@ -269,6 +296,7 @@ mod tests {
         drop(spool);
         let mut spool = Spool::open(dir.path(), DEFAULT_MAX_BYTES).unwrap();
         let pending = spool.batches_after(0, 100).unwrap();
+        assert_eq!(quick_seq(r#"{"seq":42,"dropped_total":0,"updates":[]}"#), Some(42));
         assert_eq!(pending.iter().map(|b| b.seq).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(spool.append(updates(1)).unwrap(), 6, "numbering resumes");
     }

@@ -10,17 +10,18 @@ use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_taskward-agent");
 
-/// The brain binary, built beside this one by `cargo test --workspace`.
+/// The brain binary beside this one, brought up to date once per test run (a no-op under
+/// `cargo test --workspace`, which built it already).
 fn brain_bin() -> PathBuf {
-    let path = Path::new(AGENT).with_file_name("taskward-brain");
-    if !path.exists() {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "taskward-brain"])
+            .args(["build", "--quiet", "-p", "taskward-brain"])
             .status()
             .unwrap();
         assert!(status.success(), "could not build taskward-brain");
-    }
-    path
+    });
+    Path::new(AGENT).with_file_name("taskward-brain")
 }
 
 fn free_port() -> u16 {
@@ -51,11 +52,19 @@ struct Brain {
 
 impl Brain {
     async fn start(dir: &Path) -> Brain {
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("brain.log")).unwrap();
+        Brain::start_with(dir, free_port(), &[]).await
+    }
+
+    async fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Brain {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("brain.log"))
+            .unwrap();
         let child = Command::new(brain_bin())
             .current_dir(dir)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env_remove("TASKWARD_DATABASE_URL")
             .env_remove("TASKWARD_DATA_DIR")
             .stdout(Stdio::null())
@@ -175,13 +184,15 @@ struct AgentHome {
 }
 
 fn enroll(brain: &Brain, token: &str, home: &Path, delay_ms: u64) -> AgentHome {
+    enroll_via(&brain.url, token, home, delay_ms)
+}
+
+fn enroll_via(url: &str, token: &str, home: &Path, delay_ms: u64) -> AgentHome {
     let config = home.join("agent.toml");
     let out = Command::new(AGENT)
         .args(["--config"])
         .arg(&config)
-        .args([
-            "enroll", "--brain", &brain.url, "--token", token, "--engine", "test",
-        ])
+        .args(["enroll", "--brain", url, "--token", token, "--engine", "test"])
         .output()
         .unwrap();
     assert!(
@@ -568,4 +579,181 @@ async fn a_second_process_with_the_same_identity_replaces_the_first() {
     assert_eq!(first_ran.len(), 1);
     assert_eq!(second_ran.len(), 1);
     assert_eq!(second_ran[0]["id"], after.as_str());
+}
+
+fn set_events(home: &AgentHome, total: u64, per_sec: u64) {
+    let text = std::fs::read_to_string(&home.config).unwrap();
+    let text = text
+        .replace("events_total = 0", &format!("events_total = {total}"))
+        .replace("events_per_sec = 0", &format!("events_per_sec = {per_sec}"));
+    std::fs::write(&home.config, text).unwrap();
+}
+
+/// Tasks by state, read from the brain's SQLite database.
+fn task_states(dir: &Path) -> std::collections::BTreeMap<String, i64> {
+    use taskward_brain::store::{DatabaseUrl, Store, projects, tasks};
+    let store = Store::open(&DatabaseUrl::Sqlite(dir.join("taskward-data/taskward.db"))).unwrap();
+    store
+        .read_blocking("test_counts", |c| {
+            let project = projects::find(c, &"default".parse().unwrap())?;
+            tasks::count_by_state(c, &project.id)
+        })
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Tasks whose timeline misses an event (a lost update).
+fn incomplete_tasks(dir: &Path) -> i64 {
+    use diesel::{QueryableByName, RunQueryDsl};
+    use taskward_brain::store::{DatabaseUrl, Store};
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let store = Store::open(&DatabaseUrl::Sqlite(dir.join("taskward-data/taskward.db"))).unwrap();
+    store
+        .read_blocking("test_incomplete", |c| {
+            let rows: Vec<N> = diesel::sql_query(
+                "SELECT COUNT(*) AS n FROM tasks WHERE state = 'succeeded' AND \
+                 (received_at IS NULL OR started_at IS NULL OR finished_at IS NULL)",
+            )
+            .load(c)?;
+            Ok(rows[0].n)
+        })
+        .unwrap()
+}
+
+/// 100,000 events stream while the brain is killed and restarted: every task ends in the store
+/// once, with its full timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_exactly_once_across_a_brain_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let brain = Brain::start_with(dir.path(), port, &[]).await;
+    let (agent, token) = brain.create_agent("host-1").await;
+    let home = enroll(&brain, &token, &dir.path().join("agent"), 0);
+    set_events(&home, 100_000, 25_000);
+    let _agent = start_agent(&home);
+    wait_online(&brain, &agent).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mid = task_states(dir.path()).values().sum::<i64>();
+    assert!(mid > 0 && mid < 33_334, "the restart should land mid-stream ({mid} tasks so far)");
+    drop(brain); // SIGKILL
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let brain = Brain::start_with(dir.path(), port, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = task_states(dir.path());
+        if states.get("succeeded") == Some(&33_333) && states.get("received") == Some(&1) {
+            assert_eq!(states.values().sum::<i64>(), 33_334, "{states:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "events missing after the restart: {states:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(incomplete_tasks(dir.path()), 0);
+    let (_, listed) = brain
+        .call(reqwest::Method::GET, &format!("/api/v1/projects/default/agents/{agent}"), None)
+        .await;
+    assert_eq!(listed["dropped_events"], 0);
+}
+
+/// A TCP proxy between agent and brain, cut for 30 s while commands are issued and events
+/// stream: nothing is lost, nothing runs twice, and a command that expired during the cut is
+/// never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30_second_link_cut_loses_nothing_and_runs_nothing_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let brain = Brain::start_with(dir.path(), free_port(), &["--command-ttl", "10"]).await;
+    let proxy = Proxy::start(brain.url.trim_start_matches("http://")).await;
+    let (agent, token) = brain.create_agent("host-1").await;
+    let home = enroll_via(&format!("http://{}", proxy.addr), &token, &dir.path().join("agent"), 0);
+    set_events(&home, 60_000, 1_500);
+    let text = std::fs::read_to_string(&home.config).unwrap();
+    std::fs::write(&home.config, text.replace("reconnect_max_secs = 30", "reconnect_max_secs = 2")).unwrap();
+    let _agent = start_agent(&home);
+    wait_online(&brain, &agent).await;
+    let before = brain.issue(&agent, "restart-worker", json!({"worker_name": "before"})).await;
+    brain.wait_status(&before, "succeeded").await;
+
+    proxy.cut(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let expires_during_cut = brain.issue(&agent, "restart-worker", json!({"worker_name": "expired"})).await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let issued_late_in_cut = brain.issue(&agent, "restart-worker", json!({"worker_name": "late"})).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(brain.command(&expires_during_cut).await["status"], "timed_out");
+    proxy.cut(false);
+
+    brain.wait_status(&issued_late_in_cut, "succeeded").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = task_states(dir.path());
+        if states.get("succeeded") == Some(&20_000) {
+            assert_eq!(states.values().sum::<i64>(), 20_000, "{states:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events lost in the cut: {states:?}\nagent log:\n{}\nbrain log:\n{}",
+            std::fs::read_to_string(home.state.join("agent.log")).unwrap_or_default(),
+            brain.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(incomplete_tasks(dir.path()), 0);
+    let ran: Vec<String> = executed(&home)
+        .iter()
+        .map(|e| e["payload"]["worker_name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ran, ["before", "late"], "the expired command ran, or something ran twice");
+}
+
+/// A TCP forwarder the test can cut: while cut, it drops every connection and refuses new ones.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upstream = upstream.to_owned();
+        let flag = cut.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                if flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused while cut
+                }
+                let (upstream, flag) = (upstream.clone(), flag.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    let watch_cut = async {
+                        while !flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut cr, &mut sw) => {}
+                        _ = tokio::io::copy(&mut sr, &mut cw) => {}
+                        _ = watch_cut => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut, _task: task }
+    }
+
+    fn cut(&self, on: bool) {
+        self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
 }

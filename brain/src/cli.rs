@@ -134,6 +134,11 @@ pub struct ServeArgs {
     /// Serve /metrics without a token (for a Prometheus scraper on a trusted network).
     #[arg(long, env = "TASKWARD_METRICS_PUBLIC")]
     pub metrics_public: bool,
+
+    /// How long a command may wait for its agent, in seconds: after it the agent refuses it and
+    /// the brain marks it timed_out.
+    #[arg(long, env = "TASKWARD_COMMAND_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub command_ttl: u64,
 }
 
 /// `user` subcommands.

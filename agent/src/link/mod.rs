@@ -36,8 +36,6 @@ use crate::trust::Trust;
 
 /// First reconnect delay; doubles per failed attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
-/// Longest reconnect delay: a brain back from a restart sees its agents within this.
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How often the agent pings; the brain closes sessions silent for 45 s.
 const PING_EVERY: Duration = Duration::from_secs(10);
 /// Silence from the brain after which the agent reconnects.
@@ -173,7 +171,8 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
                 };
             }
         }
-        tokio::time::sleep(backoff(attempt)).await;
+        let cap = Duration::from_secs(agent.config.reconnect_max_secs.max(1));
+        tokio::time::sleep(backoff(attempt, cap)).await;
     }
 }
 
@@ -208,10 +207,10 @@ async fn batcher(mut rx: mpsc::Receiver<Update>, spool: Arc<Mutex<Spool>>, spool
 }
 
 /// Full jitter: a random delay up to `min(cap, base * 2^attempt)`.
-fn backoff(attempt: u32) -> Duration {
+fn backoff(attempt: u32, cap: Duration) -> Duration {
     let ceiling = BACKOFF_BASE
         .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(BACKOFF_CAP);
+        .min(cap);
     let random = u64::from_le_bytes(random_bytes::<8>());
     let millis = ceiling.as_millis() as u64;
     Duration::from_millis(if millis == 0 {
@@ -469,7 +468,7 @@ impl Agent {
         sent_upto: &mut u64,
     ) -> Result<(), String> {
         let batches = {
-            let spool = self.spool.lock().expect("spool lock");
+            let mut spool = self.spool.lock().expect("spool lock");
             *sent_upto = (*sent_upto).max(spool.acked());
             let in_flight = *sent_upto - spool.acked();
             if in_flight >= EVENT_WINDOW {
@@ -641,13 +640,14 @@ mod tests {
 
     #[test]
     fn backoff_is_capped_and_jittered() {
+        let cap = Duration::from_secs(30);
         for attempt in 0..40 {
-            let d = backoff(attempt);
-            assert!(d <= BACKOFF_CAP, "{attempt}: {d:?}");
+            let d = backoff(attempt, cap);
+            assert!(d <= cap, "{attempt}: {d:?}");
         }
         let samples: std::collections::HashSet<u128> =
-            (0..50).map(|_| backoff(10).as_millis()).collect();
+            (0..50).map(|_| backoff(10, cap).as_millis()).collect();
         assert!(samples.len() > 10, "no jitter");
-        assert!(backoff(0) <= BACKOFF_BASE);
+        assert!(backoff(0, cap) <= BACKOFF_BASE);
     }
 }

@@ -29,6 +29,8 @@ use crate::store::{StoreError, now_ms};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Silence after which a session is considered dead (agents ping every 10 s).
 const IDLE_LIMIT: Duration = Duration::from_secs(45);
+/// How often the brain pings an agent (the agent reconnects after 45 s of silence).
+const PING_EVERY: Duration = Duration::from_secs(15);
 /// How often a session re-checks for pending commands without being woken (catches commands
 /// minted by another brain process on the same PostgreSQL).
 const DELIVERY_TICK: Duration = Duration::from_secs(1);
@@ -255,6 +257,7 @@ async fn serve(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut last_touch = Instant::now();
+    let mut last_ping = Instant::now();
     loop {
         tokio::select! {
             changed = registration.replaced.changed() => {
@@ -267,6 +270,10 @@ async fn serve(
             _ = tick.tick() => {
                 if last_heard.elapsed() > IDLE_LIMIT {
                     return Err("agent silent for too long".into());
+                }
+                if last_ping.elapsed() >= PING_EVERY {
+                    last_ping = Instant::now();
+                    send(socket, &BrainFrame::Ping { time_ms: now_ms() }).await?;
                 }
                 deliver(state, socket, agent, &mut sent).await?;
             }
