@@ -210,7 +210,9 @@ impl Spool {
                 if quick_seq(&line).is_some_and(|seq| seq <= after) {
                     continue;
                 }
-                let Ok(batch) = serde_json::from_str::<EventBatch>(&line) else { break };
+                let Ok(batch) = serde_json::from_str::<EventBatch>(&line) else {
+                    break;
+                };
                 if batch.seq > after {
                     out.push(batch);
                     if out.len() >= limit {
@@ -244,7 +246,12 @@ impl Spool {
 }
 
 fn take_after(batches: &VecDeque<EventBatch>, after: u64, limit: usize) -> Vec<EventBatch> {
-    batches.iter().filter(|b| b.seq > after).take(limit).cloned().collect()
+    batches
+        .iter()
+        .filter(|b| b.seq > after)
+        .take(limit)
+        .cloned()
+        .collect()
 }
 
 /// The seq of a spooled line (`{"seq":N,...}`, as [`EventBatch`] serializes), read without
@@ -296,7 +303,10 @@ mod tests {
         drop(spool);
         let mut spool = Spool::open(dir.path(), DEFAULT_MAX_BYTES).unwrap();
         let pending = spool.batches_after(0, 100).unwrap();
-        assert_eq!(quick_seq(r#"{"seq":42,"dropped_total":0,"updates":[]}"#), Some(42));
+        assert_eq!(
+            quick_seq(r#"{"seq":42,"dropped_total":0,"updates":[]}"#),
+            Some(42)
+        );
         assert_eq!(pending.iter().map(|b| b.seq).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(spool.append(updates(1)).unwrap(), 6, "numbering resumes");
     }

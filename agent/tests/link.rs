@@ -192,7 +192,9 @@ fn enroll_via(url: &str, token: &str, home: &Path, delay_ms: u64) -> AgentHome {
     let out = Command::new(AGENT)
         .args(["--config"])
         .arg(&config)
-        .args(["enroll", "--brain", url, "--token", token, "--engine", "test"])
+        .args([
+            "enroll", "--brain", url, "--token", token, "--engine", "test",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -639,7 +641,10 @@ async fn events_arrive_exactly_once_across_a_brain_restart() {
     wait_online(&brain, &agent).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mid = task_states(dir.path()).values().sum::<i64>();
-    assert!(mid > 0 && mid < 33_334, "the restart should land mid-stream ({mid} tasks so far)");
+    assert!(
+        mid > 0 && mid < 33_334,
+        "the restart should land mid-stream ({mid} tasks so far)"
+    );
     drop(brain); // SIGKILL
     tokio::time::sleep(Duration::from_millis(500)).await;
     let brain = Brain::start_with(dir.path(), port, &[]).await;
@@ -650,12 +655,19 @@ async fn events_arrive_exactly_once_across_a_brain_restart() {
             assert_eq!(states.values().sum::<i64>(), 33_334, "{states:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "events missing after the restart: {states:?}");
+        assert!(
+            Instant::now() < deadline,
+            "events missing after the restart: {states:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(incomplete_tasks(dir.path()), 0);
     let (_, listed) = brain
-        .call(reqwest::Method::GET, &format!("/api/v1/projects/default/agents/{agent}"), None)
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/projects/default/agents/{agent}"),
+            None,
+        )
         .await;
     assert_eq!(listed["dropped_events"], 0);
 }
@@ -669,22 +681,40 @@ async fn a_30_second_link_cut_loses_nothing_and_runs_nothing_late() {
     let brain = Brain::start_with(dir.path(), free_port(), &["--command-ttl", "10"]).await;
     let proxy = Proxy::start(brain.url.trim_start_matches("http://")).await;
     let (agent, token) = brain.create_agent("host-1").await;
-    let home = enroll_via(&format!("http://{}", proxy.addr), &token, &dir.path().join("agent"), 0);
+    let home = enroll_via(
+        &format!("http://{}", proxy.addr),
+        &token,
+        &dir.path().join("agent"),
+        0,
+    );
     set_events(&home, 60_000, 1_500);
     let text = std::fs::read_to_string(&home.config).unwrap();
-    std::fs::write(&home.config, text.replace("reconnect_max_secs = 30", "reconnect_max_secs = 2")).unwrap();
+    std::fs::write(
+        &home.config,
+        text.replace("reconnect_max_secs = 30", "reconnect_max_secs = 2"),
+    )
+    .unwrap();
     let _agent = start_agent(&home);
     wait_online(&brain, &agent).await;
-    let before = brain.issue(&agent, "restart-worker", json!({"worker_name": "before"})).await;
+    let before = brain
+        .issue(&agent, "restart-worker", json!({"worker_name": "before"}))
+        .await;
     brain.wait_status(&before, "succeeded").await;
 
     proxy.cut(true);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let expires_during_cut = brain.issue(&agent, "restart-worker", json!({"worker_name": "expired"})).await;
+    let expires_during_cut = brain
+        .issue(&agent, "restart-worker", json!({"worker_name": "expired"}))
+        .await;
     tokio::time::sleep(Duration::from_secs(25)).await;
-    let issued_late_in_cut = brain.issue(&agent, "restart-worker", json!({"worker_name": "late"})).await;
+    let issued_late_in_cut = brain
+        .issue(&agent, "restart-worker", json!({"worker_name": "late"}))
+        .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(brain.command(&expires_during_cut).await["status"], "timed_out");
+    assert_eq!(
+        brain.command(&expires_during_cut).await["status"],
+        "timed_out"
+    );
     proxy.cut(false);
 
     brain.wait_status(&issued_late_in_cut, "succeeded").await;
@@ -708,7 +738,11 @@ async fn a_30_second_link_cut_loses_nothing_and_runs_nothing_late() {
         .iter()
         .map(|e| e["payload"]["worker_name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ran, ["before", "late"], "the expired command ran, or something ran twice");
+    assert_eq!(
+        ran,
+        ["before", "late"],
+        "the expired command ran, or something ran twice"
+    );
 }
 
 /// A TCP forwarder the test can cut: while cut, it drops every connection and refuses new ones.
@@ -728,13 +762,17 @@ impl Proxy {
         let flag = cut.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
                 if flag.load(Ordering::SeqCst) {
                     continue; // dropped: the connection is refused while cut
                 }
                 let (upstream, flag) = (upstream.clone(), flag.clone());
                 tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
                     let (mut cr, mut cw) = client.split();
                     let (mut sr, mut sw) = server.split();
                     let watch_cut = async {
@@ -750,7 +788,11 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, cut, _task: task }
+        Proxy {
+            addr,
+            cut,
+            _task: task,
+        }
     }
 
     fn cut(&self, on: bool) {

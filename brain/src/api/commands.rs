@@ -92,8 +92,11 @@ pub struct CommandPublic {
     pub bound_depth: Option<u64>,
     /// When it was issued.
     pub issued_at: DateTime<Utc>,
-    /// After this the agent refuses it and the brain times it out.
+    /// After this the agent refuses to run it (signed).
     pub expires_at: DateTime<Utc>,
+    /// The brain marks it `timed_out` if no result arrived by then: the kind's deadline (60 s;
+    /// restart-worker 120 s; bulk-retry 300 s), never past `expires_at`.
+    pub deadline_at: DateTime<Utc>,
     /// Last status change.
     pub updated_at: DateTime<Utc>,
     /// Its signed row.
@@ -126,6 +129,7 @@ impl From<CommandRecord> for CommandPublic {
             bound_depth: c.bound_depth.map(|d| d as u64),
             issued_at: timestamp(c.issued_at),
             expires_at: timestamp(c.expires_at),
+            deadline_at: timestamp(c.deadline_at),
             updated_at: timestamp(c.updated_at),
         }
     }

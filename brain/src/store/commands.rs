@@ -124,6 +124,8 @@ pub struct CommandRecord {
     pub detail: Option<String>,
     /// Whether the result arrived after the deadline.
     pub late: bool,
+    /// When the brain stops waiting for the result, ms.
+    pub deadline_at: i64,
     /// Last status change, ms.
     pub updated_at: i64,
 }
@@ -148,6 +150,7 @@ type RecordColumns = (
     command_status::status,
     command_status::detail,
     command_status::late,
+    command_status::expires_at,
     command_status::updated_at,
 );
 
@@ -171,6 +174,7 @@ const RECORD: RecordColumns = (
     command_status::status,
     command_status::detail,
     command_status::late,
+    command_status::expires_at,
     command_status::updated_at,
 );
 
@@ -252,12 +256,14 @@ pub fn mint(
             commands::audit_seq.eq(row.seq as i64),
         ))
         .execute(conn)?;
+    // The result deadline: the kind's own, never past the signed expiry.
+    let deadline = (issued_at + new.kind.result_deadline_secs() as i64 * 1000).min(expires_at);
     diesel::insert_into(command_status::table)
         .values((
             command_status::command_id.eq(&new.id),
             command_status::project_id.eq(&new.project_id),
             command_status::status.eq(CommandStatus::Issued.as_str()),
-            command_status::expires_at.eq(expires_at),
+            command_status::expires_at.eq(deadline),
             command_status::updated_at.eq(issued_at),
         ))
         .execute(conn)?;
@@ -371,7 +377,8 @@ pub fn record_outcome(
     find(conn, &command.project_id, &command.id)
 }
 
-/// Open commands whose deadline passed, oldest first (the timeout sweeper's work).
+/// Open commands whose result deadline (the kind's deadline, capped by the signed expiry)
+/// passed, oldest first: the timeout sweeper's work.
 pub fn overdue(conn: &mut AnyConnection, now: i64, limit: i64) -> StoreResult<Vec<CommandRecord>> {
     Ok(commands::table
         .inner_join(command_status::table)

@@ -796,7 +796,58 @@ async fn list_filters_and_pages(backend: Backend) {
     assert_eq!(cross_agent.status, StatusCode::NOT_FOUND);
 }
 
+/// Each kind's result deadline, capped by the command's signed expiry.
+async fn deadlines_per_kind(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    let agent = app.create_agent("default", "host").await;
+    let ms = |reply: &crate::support::Reply, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(reply.body[field].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    for (kind, body, secs) in [
+        (
+            "cancel-task",
+            json!({"engine": "celery", "task_id": "t"}),
+            60,
+        ),
+        ("restart-worker", json!({"worker_name": "w"}), 120),
+        ("bulk-retry", json!({"filter": {}, "max": 3}), 300),
+    ] {
+        let reply = issue(&app, &t, kind, with_agent(&agent, body)).await;
+        assert_eq!(
+            ms(&reply, "deadline_at") - ms(&reply, "issued_at"),
+            secs * 1000,
+            "{kind}"
+        );
+        assert_eq!(
+            ms(&reply, "expires_at") - ms(&reply, "issued_at"),
+            300_000,
+            "{kind}"
+        );
+    }
+    let short = TestApp::with_settings(
+        backend,
+        ServerSettings {
+            command_ttl: std::time::Duration::from_secs(30),
+            ..ServerSettings::default()
+        },
+    )
+    .await;
+    let agent = short.create_agent("default", "host").await;
+    let reply = issue(
+        &short,
+        &short.admin_token,
+        "restart-worker",
+        with_agent(&agent, json!({"worker_name": "w"})),
+    )
+    .await;
+    assert_eq!(ms(&reply, "deadline_at"), ms(&reply, "expires_at"));
+}
+
 both_backends!(
+    deadlines_per_kind,
     every_bound_at_both_edges,
     roles_per_verb,
     idempotency_keys,

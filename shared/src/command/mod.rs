@@ -122,6 +122,17 @@ impl CommandKind {
         CommandKind::RateLimit,
     ];
 
+    /// How long the brain waits for this kind's result before marking it `timed_out` (never
+    /// longer than the command's signed expiry). Restarting a worker waits for its tasks;
+    /// a bulk retry republishes up to 10,000 messages.
+    pub fn result_deadline_secs(self) -> u64 {
+        match self {
+            CommandKind::RestartWorker => 120,
+            CommandKind::BulkRetry => 300,
+            _ => 60,
+        }
+    }
+
     /// The wire and path spelling.
     pub fn as_str(self) -> &'static str {
         match self {
