@@ -21,8 +21,9 @@ pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 /// deleted in reasonable steps.
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Batches kept in memory for sending; older unsent ones are read back from disk.
-const MEMORY_BATCHES: usize = 2048;
+/// Batches kept in memory for sending (and read back from disk at a time after a long
+/// disconnect): at 2,000 updates a batch, a few tens of MiB at most.
+const MEMORY_BATCHES: usize = 64;
 
 struct Segment {
     first_seq: u64,

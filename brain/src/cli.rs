@@ -266,16 +266,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (store, ctx) = open_audited(&url, &cli.data_dir)?;
             let chain = store.site_chain();
             let user = store.write_blocking("create_user", |conn| {
-                let user = users::create(conn, &name, site_admin)?;
-                audit::append(
-                    conn,
-                    &ctx,
-                    &chain,
-                    "user.created",
-                    None,
-                    serde_json::json!({"user": {"id": user.id, "name": user.name, "site_admin": user.site_admin}}),
-                )?;
-                Ok(user)
+                users::create_audited(conn, &ctx, &chain, &name, site_admin)
             })?;
             println!(
                 "created user {} ({}); give them a token with: taskward-brain token create {}",
@@ -293,19 +284,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (store, ctx) = open_audited(&url, &cli.data_dir)?;
             let chain = store.site_chain();
             let project = store.write_blocking("create_project", |conn| {
-                let project = projects::create(conn, &slug, name.as_ref(), "")?;
-                audit::append(
-                    conn,
-                    &ctx,
-                    &chain,
-                    "project.created",
-                    None,
-                    serde_json::json!({
-                        "project": {"id": project.id, "slug": project.slug},
-                        "chain": audit::project_chain(&project.id),
-                    }),
-                )?;
-                Ok(project)
+                projects::create_audited(conn, &ctx, &chain, &slug, name.as_ref(), "")
             })?;
             println!("created project {} ({})", project.slug, project.name);
             Ok(())
@@ -317,20 +296,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     .map_err(|e| not_found(e, format!("project {slug}")))?;
                 let found = users::find_active(conn, &user)
                     .map_err(|e| not_found(e, format!("user {user}")))?;
-                let change = memberships::set_role(conn, &project.id, &found.id, role)?;
-                audit::append(
+                memberships::set_role_audited(
                     conn,
                     &ctx,
-                    &audit::project_chain(&project.id),
-                    "member.role_set",
-                    None,
-                    serde_json::json!({
-                        "user": {"id": found.id, "name": found.name},
-                        "role": role,
-                        "added": change == memberships::SetRole::Added,
-                    }),
-                )?;
-                Ok(change)
+                    &project.id,
+                    (&found.id, &found.name),
+                    role,
+                )
             })?;
             let verb = match change {
                 memberships::SetRole::Added => "added",
@@ -350,22 +322,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (token, secret) = store.write_blocking("create_token", |conn| {
                 let found = users::find_active(conn, &user)
                     .map_err(|e| not_found(e, format!("user {user}")))?;
-                let created = tokens::create(conn, &found.id, &name, expires_at)?;
-                audit::append(
+                tokens::create_audited(
                     conn,
                     &ctx,
                     &chain,
-                    "token.created",
-                    None,
-                    serde_json::json!({
-                        "token_id": created.0.id,
-                        "prefix": created.0.prefix,
-                        "name": created.0.name,
-                        "owner": found.name,
-                        "expires_at_ms": created.0.expires_at.map(|t| t.to_string()),
-                    }),
-                )?;
-                Ok(created)
+                    (&found.id, &found.name),
+                    &name,
+                    expires_at,
+                )
             })?;
             eprintln!(
                 "created token {} for {user}{} (shown once; stored only as a hash):",

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+use axum::serve::ListenerExt;
+
 use crate::app::{App, AppState, ServerSettings};
 use crate::background;
 use crate::bootstrap::bootstrap_if_empty;
@@ -69,6 +71,13 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         source,
     })?;
     tracing::info!(listen = %bound, "taskward brain listening");
+    // No Nagle delay: agent frames and API answers are small, and waiting 40 ms to coalesce
+    // them would dominate a command's round trip.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown_signal(term, int))
         .await

@@ -50,7 +50,7 @@ const BATCH_LINGER: Duration = Duration::from_millis(5);
 /// bounds what a reconnect resends.
 const EVENT_WINDOW: u64 = 16;
 /// Updates buffered between the adapter and the spool.
-const EVENT_CHANNEL: usize = 100_000;
+const EVENT_CHANNEL: usize = 20_000;
 
 /// Why `run` returned.
 #[derive(Debug, thiserror::Error)]

@@ -87,7 +87,6 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<MemberPublic>), ApiError> {
     let project_id = access.project.id.clone();
     let ctx = state.audit_as(&access.caller);
-    let chain = audit::project_chain(&project_id);
     let user_name = body.user.clone();
     let outcome = state
         .store
@@ -96,18 +95,12 @@ pub async fn add(
                 Err(StoreError::NotFound) => return Ok(None),
                 other => other?,
             };
-            let change = memberships::set_role(conn, &project_id, &user.id, body.role)?;
-            audit::append(
+            let change = memberships::set_role_audited(
                 conn,
                 &ctx,
-                &chain,
-                "member.role_set",
-                None,
-                serde_json::json!({
-                    "user": {"id": user.id, "name": user.name},
-                    "role": body.role,
-                    "added": change == SetRole::Added,
-                }),
+                &project_id,
+                (&user.id, &user.name),
+                body.role,
             )?;
             Ok(Some((
                 change,

@@ -14,8 +14,8 @@ use crate::auth::{Admin, Caller, ProjectAccess, SiteAdmin, Viewer};
 use crate::error::{ApiError, ErrorBody};
 use crate::names::{Label, ProjectSlug};
 use crate::role::Role;
+use crate::store::memberships;
 use crate::store::projects::{self, Project};
-use crate::store::{audit, memberships};
 
 /// Longest project description.
 pub const MAX_DESCRIPTION_LEN: usize = 2000;
@@ -129,23 +129,20 @@ pub async fn create(
     let project = state
         .store
         .write("create_project", move |conn| {
-            let project = projects::create(
+            let project = projects::create_audited(
                 conn,
+                &ctx,
+                &chain,
                 &body.slug,
                 body.name.as_ref(),
                 body.description.as_deref().unwrap_or_default(),
             )?;
-            memberships::set_role(conn, &project.id, &caller.user_id, Role::Admin)?;
-            audit::append(
+            memberships::set_role_audited(
                 conn,
                 &ctx,
-                &chain,
-                "project.created",
-                None,
-                serde_json::json!({
-                    "project": {"id": project.id, "slug": project.slug},
-                    "chain": audit::project_chain(&project.id),
-                }),
+                &project.id,
+                (&caller.user_id, &caller.user_name),
+                Role::Admin,
             )?;
             Ok(project)
         })

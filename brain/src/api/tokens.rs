@@ -15,18 +15,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::expiry::parse_lifetime;
 use crate::names::Label;
 use crate::store::tokens::{self, ApiToken};
-use crate::store::{StoreError, audit, now_ms};
-
-/// What a token row records in the audit log: never the secret, never its hash.
-pub fn token_audit(token: &ApiToken, owner: &Caller) -> serde_json::Value {
-    serde_json::json!({
-        "token_id": token.id,
-        "prefix": token.prefix,
-        "name": token.name,
-        "owner": owner.user_name,
-        "expires_at_ms": token.expires_at.map(|t| t.to_string()),
-    })
-}
+use crate::store::{StoreError, now_ms};
 
 /// A token as listed: never the secret itself.
 #[derive(Debug, Serialize, ToSchema)]
@@ -126,16 +115,14 @@ pub async fn create(
     let (token, secret) = state
         .store
         .write("create_token", move |conn| {
-            let created = tokens::create(conn, &caller.user_id, &body.name, expires_at)?;
-            audit::append(
+            tokens::create_audited(
                 conn,
                 &ctx,
                 &chain,
-                "token.created",
-                None,
-                token_audit(&created.0, &caller),
-            )?;
-            Ok(created)
+                (&caller.user_id, &caller.user_name),
+                &body.name,
+                expires_at,
+            )
         })
         .await?;
     tracing::info!(prefix = %token.prefix, "token created");
@@ -163,16 +150,13 @@ pub async fn revoke(
     let token = state
         .store
         .write("revoke_token", move |conn| {
-            let token = tokens::revoke(conn, &caller.user_id, &id)?;
-            audit::append(
+            tokens::revoke_audited(
                 conn,
                 &ctx,
                 &chain,
-                "token.revoked",
-                None,
-                token_audit(&token, &caller),
-            )?;
-            Ok(token)
+                (&caller.user_id, &caller.user_name),
+                &id,
+            )
         })
         .await
         .map_err(|e| match e {

@@ -94,20 +94,10 @@ pub async fn create(
     let (user, secret) = state
         .store
         .write("create_user", move |conn| {
-            let user = users::create(conn, &body.name, body.site_admin)?;
+            let user = users::create_audited(conn, &ctx, &chain, &body.name, body.site_admin)?;
             let label: Label = "initial".parse().expect("valid label");
-            let (token, secret) = tokens::create(conn, &user.id, &label, None)?;
-            audit::append(
-                conn,
-                &ctx,
-                &chain,
-                "user.created",
-                None,
-                serde_json::json!({
-                    "user": {"id": user.id, "name": user.name, "site_admin": user.site_admin},
-                    "token_prefix": token.prefix,
-                }),
-            )?;
+            let (_, secret) =
+                tokens::create_audited(conn, &ctx, &chain, (&user.id, &user.name), &label, None)?;
             Ok((user, secret))
         })
         .await?;

@@ -76,6 +76,10 @@ pub struct TaskRow {
 /// Rows looked up per query while ingesting (bounded bind parameters).
 const LOOKUP_CHUNK: usize = 500;
 
+/// Rows per multi-row insert: 27 columns × 500 rows stays under SQLite's and PostgreSQL's
+/// bind-parameter limits.
+const INSERT_CHUNK: usize = 500;
+
 /// Applies a batch of updates from one agent. Runs inside the caller's transaction.
 pub fn apply_updates(
     conn: &mut AnyConnection,
@@ -136,13 +140,12 @@ pub fn apply_updates(
             .or_insert_with(|| (new_row(project_id, agent_id, t, now), None));
         merge(row, t);
     }
+    let mut inserts = Vec::new();
     for (mut row, before) in rows.into_values() {
         match before {
             None => {
                 row.updated_at = now;
-                diesel::insert_into(tasks::table)
-                    .values(&row)
-                    .execute(conn)?;
+                inserts.push(row);
             }
             Some(before) if before != row => {
                 row.updated_at = now;
@@ -151,6 +154,23 @@ pub fn apply_updates(
                     .execute(conn)?;
             }
             Some(_) => {}
+        }
+    }
+    insert_rows(conn, &inserts)
+}
+
+/// New tasks go in multi-row inserts: one round trip per chunk instead of per task. Diesel's
+/// multi-backend connection has no batch insert, so this is one of the few places that matches
+/// on the backend (same statement on both).
+fn insert_rows(conn: &mut AnyConnection, rows: &[TaskRow]) -> StoreResult<()> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        match conn {
+            AnyConnection::Postgresql(c) => {
+                diesel::insert_into(tasks::table).values(chunk).execute(c)?;
+            }
+            AnyConnection::Sqlite(c) => {
+                diesel::insert_into(tasks::table).values(chunk).execute(c)?;
+            }
         }
     }
     Ok(())

@@ -150,3 +150,57 @@ pub fn revoke(conn: &mut AnyConnection, user_id: &str, token_id: &str) -> StoreR
         ..token
     })
 }
+
+/// What a token records in the audit log: never the secret, never its hash.
+fn audit_payload(token: &ApiToken, owner_name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "token_id": token.id,
+        "prefix": token.prefix,
+        "name": token.name,
+        "owner": owner_name,
+        "expires_at_ms": token.expires_at.map(|t| t.to_string()),
+    })
+}
+
+/// Creates a token and records `token.created` on the site chain.
+pub fn create_audited(
+    conn: &mut AnyConnection,
+    ctx: &super::audit::AuditContext,
+    site_chain: &str,
+    owner: (&str, &str),
+    name: &Label,
+    expires_at: Option<i64>,
+) -> StoreResult<(ApiToken, Secret)> {
+    let (owner_id, owner_name) = owner;
+    let (token, secret) = create(conn, owner_id, name, expires_at)?;
+    super::audit::append(
+        conn,
+        ctx,
+        site_chain,
+        "token.created",
+        None,
+        audit_payload(&token, owner_name),
+    )?;
+    Ok((token, secret))
+}
+
+/// Revokes one of the user's tokens and records `token.revoked` on the site chain.
+pub fn revoke_audited(
+    conn: &mut AnyConnection,
+    ctx: &super::audit::AuditContext,
+    site_chain: &str,
+    owner: (&str, &str),
+    token_id: &str,
+) -> StoreResult<ApiToken> {
+    let (owner_id, owner_name) = owner;
+    let token = revoke(conn, owner_id, token_id)?;
+    super::audit::append(
+        conn,
+        ctx,
+        site_chain,
+        "token.revoked",
+        None,
+        audit_payload(&token, owner_name),
+    )?;
+    Ok(token)
+}

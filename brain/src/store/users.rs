@@ -88,3 +88,23 @@ pub fn delete(conn: &mut AnyConnection, user: &User) -> StoreResult<()> {
     diesel::delete(memberships::table.filter(memberships::user_id.eq(&user.id))).execute(conn)?;
     Ok(())
 }
+
+/// Creates a user and records `user.created` on the site chain.
+pub fn create_audited(
+    conn: &mut AnyConnection,
+    ctx: &super::audit::AuditContext,
+    site_chain: &str,
+    name: &UserName,
+    site_admin: bool,
+) -> StoreResult<User> {
+    let user = create(conn, name, site_admin)?;
+    super::audit::append(
+        conn,
+        ctx,
+        site_chain,
+        "user.created",
+        None,
+        serde_json::json!({"user": {"id": user.id, "name": user.name, "site_admin": user.site_admin}}),
+    )?;
+    Ok(user)
+}

@@ -134,11 +134,13 @@ async fn every_action_is_chained_and_verifies(backend: Backend) {
         [
             "site.bootstrapped",
             "user.created",
+            // jane's first token, made with her user
+            "token.created",
             "token.created",
             "token.revoked"
         ]
     );
-    assert_eq!(verify(&app, &site, None).await, Ok(4));
+    assert_eq!(verify(&app, &site, None).await, Ok(5));
     // No secret in any row.
     let all: String = rows(&app, &site)
         .await
