@@ -150,8 +150,8 @@ pub struct WorkerUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Update {
-    /// About a task.
-    Task(TaskUpdate),
+    /// About a task (boxed: it is much larger than the other variants).
+    Task(Box<TaskUpdate>),
     /// About a worker.
     Worker(WorkerUpdate),
     /// A queue's depth.

@@ -87,7 +87,7 @@ impl EngineAdapter for TestAdapter {
                         TaskState::Started,
                         TaskState::Succeeded,
                     ][stage as usize];
-                    let update = Update::Task(TaskUpdate {
+                    let update = Update::Task(Box::new(TaskUpdate {
                         engine: "celery".into(),
                         task_id: format!("t-{task}"),
                         state: Some(state),
@@ -97,7 +97,7 @@ impl EngineAdapter for TestAdapter {
                         worker: Some("celery@test".into()),
                         runtime_ms: (stage == 2).then_some(2),
                         ..TaskUpdate::default()
-                    });
+                    }));
                     if sink.send(update).await.is_err() {
                         return;
                     }

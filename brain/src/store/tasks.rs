@@ -91,7 +91,7 @@ pub fn apply_updates(
     let mut task_updates: Vec<&TaskUpdate> = Vec::new();
     for update in updates {
         match update {
-            Update::Task(t) => task_updates.push(t),
+            Update::Task(t) => task_updates.push(t.as_ref()),
             Update::Worker(w) => apply_worker(conn, project_id, agent_id, w, now)?,
             Update::QueueDepth {
                 queue,
