@@ -228,7 +228,12 @@ fn main() {
         "| backend | events | seconds | events/s | lost | brain peak RSS MiB | agent peak RSS MiB |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for backend in ["sqlite", "postgres"] {
+    let backends: Vec<String> = std::env::var("LINK_BENCH_BACKENDS")
+        .unwrap_or_else(|_| "sqlite,postgres".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    for backend in backends.iter().map(String::as_str) {
         let pg_db = (backend == "postgres").then(|| {
             let name = format!("tw_bench_{}", uuid::Uuid::new_v4().simple());
             let mut admin = PgConnection::establish(&format!("{pg}/postgres")).unwrap();

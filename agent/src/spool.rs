@@ -23,7 +23,7 @@ const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Batches kept in memory for sending (and read back from disk at a time after a long
 /// disconnect): at 2,000 updates a batch, a few tens of MiB at most.
-const MEMORY_BATCHES: usize = 64;
+const MEMORY_BATCHES: usize = 32;
 
 struct Segment {
     first_seq: u64,

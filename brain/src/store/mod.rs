@@ -154,16 +154,22 @@ struct ConnectionSetup;
 
 impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup {
     fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
-        if let AnyConnection::Sqlite(c) = conn {
+        match conn {
             // WAL: readers never block the writer; NORMAL sync is durable across process
             // crashes in WAL mode (only an OS crash can lose the last commits).
-            c.batch_execute(&format!(
+            AnyConnection::Sqlite(c) => c.batch_execute(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
                  PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
-            ))
-            .map_err(diesel::r2d2::Error::QueryError)?;
+            )),
+            // Diesel prepares and caches statements per connection. PostgreSQL would settle on
+            // a generic plan made while a table was still empty (a fresh install), e.g. a scan
+            // of every task of a project for the ingest lookup; planning each execution with
+            // its parameters costs a fraction of a millisecond and never goes stale.
+            AnyConnection::Postgresql(c) => {
+                c.batch_execute("SET plan_cache_mode = force_custom_plan")
+            }
         }
-        Ok(())
+        .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 

@@ -28,8 +28,10 @@ CREATE TABLE tasks (
     root_task_id    TEXT,
     created_at      BIGINT NOT NULL,
     updated_at      BIGINT NOT NULL,
-    -- The ingest lookup (and the detail route, later).
-    UNIQUE (project_id, engine, task_id)
+    -- The ingest lookup (`task_id IN (...)` for a batch) and the detail route. task_id leads:
+    -- it is the selective column, and PostgreSQL then uses the IN list as an index condition
+    -- even before the table has statistics.
+    UNIQUE (task_id, project_id, engine)
 );
 -- The default task list: newest received first.
 CREATE INDEX tasks_by_received ON tasks (project_id, received_at, id);
