@@ -799,3 +799,79 @@ impl Proxy {
         self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Past its bound the spool drops the oldest events and counts them; the count reaches the
+/// brain (agents list) and `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_overflow_is_counted_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let brain = Brain::start_with(dir.path(), port, &[]).await;
+    let (agent, token) = brain.create_agent("host-1").await;
+    let home = enroll(&brain, &token, &dir.path().join("agent"), 0);
+    set_events(&home, 150_000, 0);
+    let text = std::fs::read_to_string(&home.config).unwrap();
+    std::fs::write(
+        &home.config,
+        text.replace("spool_max_bytes = 1073741824", "spool_max_bytes = 9437184")
+            .replace("reconnect_max_secs = 30", "reconnect_max_secs = 1"),
+    )
+    .unwrap();
+    let (url, admin) = (brain.url.clone(), brain.token.clone());
+    drop(brain); // the brain is down while the agent produces ~25 MiB of events
+    let _agent = start_agent(&home);
+    wait_for(Duration::from_secs(60), "the spool to overflow", || async {
+        std::fs::read_to_string(home.state.join("spool/dropped"))
+            .is_ok_and(|n| n.trim().parse::<u64>().unwrap_or(0) > 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dropped: u64 = std::fs::read_to_string(home.state.join("spool/dropped"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let brain = Brain::start_with(dir.path(), port, &[]).await;
+    assert_eq!(
+        (brain.url.as_str(), brain.token.as_str()),
+        (url.as_str(), admin.as_str())
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "the drop count at the brain",
+        || async {
+            let (_, body) = brain
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/projects/default/agents/{agent}"),
+                    None,
+                )
+                .await;
+            body["dropped_events"].as_u64() == Some(dropped)
+        },
+    )
+    .await;
+    let metrics = brain
+        .http
+        .get(format!("{}/metrics", brain.url))
+        .bearer_auth(&brain.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "taskward_dropped_events{{agent=\"host-1\"}} {dropped}"
+        )),
+        "{metrics}"
+    );
+    let status = Command::new(AGENT)
+        .arg("--config")
+        .arg(&home.config)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains(&format!("dropped events {dropped}")));
+}
