@@ -867,11 +867,18 @@ async fn spool_overflow_is_counted_and_reported() {
         )),
         "{metrics}"
     );
-    let status = Command::new(AGENT)
-        .arg("--config")
-        .arg(&home.config)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&status.stdout).contains(&format!("dropped events {dropped}")));
+    wait_for(
+        Duration::from_secs(20),
+        "the drop count in `taskward-agent status`",
+        || async {
+            let status = Command::new(AGENT)
+                .arg("--config")
+                .arg(&home.config)
+                .arg("status")
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&status.stdout).contains(&format!("dropped events {dropped}"))
+        },
+    )
+    .await;
 }

@@ -365,7 +365,13 @@ impl Agent {
             let seen = self.seen.lock().expect("seen lock");
             (seen.unacked(), seen.len())
         };
+        let (spool_bytes, dropped) = {
+            let spool = self.spool.lock().expect("spool lock");
+            (spool.bytes(), spool.dropped_total())
+        };
         self.set_status(|s| {
+            s.spool_bytes = spool_bytes;
+            s.dropped_events = dropped;
             s.link = "connected".into();
             s.session = Some(session);
             s.last_error = None;

@@ -148,54 +148,34 @@ pub fn append_signed_by(
     Ok(row)
 }
 
-type RowColumns = (
-    audit_rows::chain_id,
-    audit_rows::seq,
-    audit_rows::prev_hash,
-    audit_rows::hash,
-    audit_rows::key_id,
-    audit_rows::signature,
-    audit_rows::statement,
-    audit_rows::kind,
-    audit_rows::command_id,
-);
+/// A row as stored; the index copies beyond `AuditRow` stay in the database.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = audit_rows)]
+struct StoredRow {
+    chain_id: String,
+    seq: i64,
+    prev_hash: String,
+    hash: String,
+    key_id: String,
+    signature: String,
+    statement: String,
+    kind: String,
+    command_id: Option<String>,
+}
 
-const ROW_COLUMNS: RowColumns = (
-    audit_rows::chain_id,
-    audit_rows::seq,
-    audit_rows::prev_hash,
-    audit_rows::hash,
-    audit_rows::key_id,
-    audit_rows::signature,
-    audit_rows::statement,
-    audit_rows::kind,
-    audit_rows::command_id,
-);
-
-type RawRow = (
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-);
-
-fn to_row(raw: RawRow) -> AuditRow {
-    let (chain, seq, prev_hash, hash, key_id, signature, statement, kind, command_id) = raw;
-    AuditRow {
-        chain,
-        seq: seq as u64,
-        prev_hash,
-        hash,
-        key_id,
-        signature,
-        statement,
-        kind,
-        command_id,
+impl From<StoredRow> for AuditRow {
+    fn from(r: StoredRow) -> AuditRow {
+        AuditRow {
+            chain: r.chain_id,
+            seq: r.seq as u64,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+            key_id: r.key_id,
+            signature: r.signature,
+            statement: r.statement,
+            kind: r.kind,
+            command_id: r.command_id,
+        }
     }
 }
 
@@ -206,14 +186,14 @@ pub fn page(
     after: u64,
     limit: i64,
 ) -> StoreResult<Vec<AuditRow>> {
-    let rows: Vec<RawRow> = audit_rows::table
+    let rows: Vec<StoredRow> = audit_rows::table
         .filter(audit_rows::chain_id.eq(chain))
         .filter(audit_rows::seq.gt(after as i64))
         .order(audit_rows::seq.asc())
         .limit(limit)
-        .select(ROW_COLUMNS)
+        .select(StoredRow::as_select())
         .load(conn)?;
-    Ok(rows.into_iter().map(to_row).collect())
+    Ok(rows.into_iter().map(AuditRow::from).collect())
 }
 
 /// The rows of one command, oldest first.
@@ -222,13 +202,13 @@ pub fn rows_of_command(
     chain: &str,
     command_id: &str,
 ) -> StoreResult<Vec<AuditRow>> {
-    let rows: Vec<RawRow> = audit_rows::table
+    let rows: Vec<StoredRow> = audit_rows::table
         .filter(audit_rows::command_id.eq(command_id))
         .filter(audit_rows::chain_id.eq(chain))
         .order(audit_rows::seq.asc())
-        .select(ROW_COLUMNS)
+        .select(StoredRow::as_select())
         .load(conn)?;
-    Ok(rows.into_iter().map(to_row).collect())
+    Ok(rows.into_iter().map(AuditRow::from).collect())
 }
 
 /// A chain's head: (name, size, head hash, size of the last checkpoint).
@@ -295,20 +275,20 @@ pub fn mark_checkpointed(conn: &mut AnyConnection, chain: &str, size: u64) -> St
 
 /// One row.
 pub fn row_at(conn: &mut AnyConnection, chain: &str, seq: u64) -> StoreResult<AuditRow> {
-    let raw: RawRow = audit_rows::table
+    let row: StoredRow = audit_rows::table
         .find((chain, seq as i64))
-        .select(ROW_COLUMNS)
+        .select(StoredRow::as_select())
         .first(conn)?;
-    Ok(to_row(raw))
+    Ok(row.into())
 }
 
 /// The signed `key.rotated` rows of a chain, oldest first (agents learn new keys from them).
 pub fn rotations(conn: &mut AnyConnection, chain: &str) -> StoreResult<Vec<AuditRow>> {
-    let rows: Vec<RawRow> = audit_rows::table
+    let rows: Vec<StoredRow> = audit_rows::table
         .filter(audit_rows::chain_id.eq(chain))
         .filter(audit_rows::kind.eq("key.rotated"))
         .order(audit_rows::seq.asc())
-        .select(ROW_COLUMNS)
+        .select(StoredRow::as_select())
         .load(conn)?;
-    Ok(rows.into_iter().map(to_row).collect())
+    Ok(rows.into_iter().map(AuditRow::from).collect())
 }

@@ -83,8 +83,9 @@ impl FromStr for CommandStatus {
     }
 }
 
-/// A command with its current status.
-#[derive(Debug, Clone, Queryable)]
+/// A command with its current status (`commands` joined with `command_status`).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = commands)]
 pub struct CommandRecord {
     /// Command id (UUID).
     pub id: String,
@@ -119,64 +120,21 @@ pub struct CommandRecord {
     /// Seq of its `command.issued` row.
     pub audit_seq: i64,
     /// Current status.
+    #[diesel(select_expression = command_status::status)]
     pub status: String,
     /// Outcome detail or refusal reason.
+    #[diesel(select_expression = command_status::detail)]
     pub detail: Option<String>,
     /// Whether the result arrived after the deadline.
+    #[diesel(select_expression = command_status::late)]
     pub late: bool,
     /// When the brain stops waiting for the result, ms.
+    #[diesel(select_expression = command_status::expires_at)]
     pub deadline_at: i64,
     /// Last status change, ms.
+    #[diesel(select_expression = command_status::updated_at)]
     pub updated_at: i64,
 }
-
-type RecordColumns = (
-    commands::id,
-    commands::project_id,
-    commands::agent_id,
-    commands::kind,
-    commands::payload,
-    commands::issuer_type,
-    commands::issuer_id,
-    commands::issuer_name,
-    commands::idempotency_key,
-    commands::critical,
-    commands::global_throttle,
-    commands::bound_depth,
-    commands::issued_at,
-    commands::expires_at,
-    commands::audit_chain,
-    commands::audit_seq,
-    command_status::status,
-    command_status::detail,
-    command_status::late,
-    command_status::expires_at,
-    command_status::updated_at,
-);
-
-const RECORD: RecordColumns = (
-    commands::id,
-    commands::project_id,
-    commands::agent_id,
-    commands::kind,
-    commands::payload,
-    commands::issuer_type,
-    commands::issuer_id,
-    commands::issuer_name,
-    commands::idempotency_key,
-    commands::critical,
-    commands::global_throttle,
-    commands::bound_depth,
-    commands::issued_at,
-    commands::expires_at,
-    commands::audit_chain,
-    commands::audit_seq,
-    command_status::status,
-    command_status::detail,
-    command_status::late,
-    command_status::expires_at,
-    command_status::updated_at,
-);
 
 /// A command about to be minted.
 #[derive(Debug, Clone)]
@@ -276,7 +234,7 @@ pub fn find(conn: &mut AnyConnection, project_id: &str, id: &str) -> StoreResult
         .inner_join(command_status::table)
         .filter(commands::id.eq(id))
         .filter(commands::project_id.eq(project_id))
-        .select(RECORD)
+        .select(CommandRecord::as_select())
         .first(conn)?)
 }
 
@@ -304,7 +262,7 @@ pub fn list(
     let mut query = commands::table
         .inner_join(command_status::table)
         .filter(commands::project_id.eq(project_id))
-        .select(RECORD)
+        .select(CommandRecord::as_select())
         .order((commands::issued_at.desc(), commands::id.desc()))
         .limit(limit)
         .into_boxed();
@@ -389,7 +347,7 @@ pub fn overdue(conn: &mut AnyConnection, now: i64, limit: i64) -> StoreResult<Ve
         .filter(command_status::expires_at.le(now))
         .order(command_status::expires_at.asc())
         .limit(limit)
-        .select(RECORD)
+        .select(CommandRecord::as_select())
         .load(conn)?)
 }
 
@@ -549,7 +507,7 @@ pub fn pending_for_agent(
         .filter(commands::expires_at.gt(now))
         .order((commands::issued_at.asc(), commands::id.asc()))
         .limit(1000)
-        .select(RECORD)
+        .select(CommandRecord::as_select())
         .load(conn)?;
     let mut out = Vec::with_capacity(records.len());
     for record in records {
@@ -564,6 +522,6 @@ pub fn find_any(conn: &mut AnyConnection, id: &str) -> StoreResult<CommandRecord
     Ok(commands::table
         .inner_join(command_status::table)
         .filter(commands::id.eq(id))
-        .select(RECORD)
+        .select(CommandRecord::as_select())
         .first(conn)?)
 }
