@@ -55,6 +55,9 @@ pub enum Command {
         /// The engine this agent drives.
         #[arg(long, value_enum, default_value_t = EngineKind::None)]
         engine: EngineKind,
+        /// The Celery broker (with `--engine celery`), e.g. redis://127.0.0.1:6379/0.
+        #[arg(long, required_if_eq("engine", "celery"))]
+        broker: Option<String>,
         /// Overwrite an existing config (the old identity is abandoned).
         #[arg(long)]
         force: bool,
@@ -68,8 +71,10 @@ pub enum Command {
 /// Engines `enroll` can configure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EngineKind {
-    /// No engine yet: commands are refused with a reason (the Celery adapter comes next).
+    /// No engine yet: commands are refused with a reason.
     None,
+    /// Celery over Redis (events; commands arrive in a later release).
+    Celery,
     /// The scripted test double (test builds only).
     Test,
 }
@@ -90,8 +95,24 @@ pub fn main() -> ExitCode {
             token,
             state_dir,
             engine,
+            broker,
             force,
-        } => enroll(&cli.config, &brain, &token, state_dir, engine, force),
+        } => {
+            let engine = match (engine, broker) {
+                (EngineKind::Celery, Some(broker)) => EngineConfig::Celery {
+                    broker,
+                    global_keyprefix: String::new(),
+                },
+                (EngineKind::Test, _) => EngineConfig::Test {
+                    delay_ms: 0,
+                    fail_kinds: Vec::new(),
+                    events_total: 0,
+                    events_per_sec: 0,
+                },
+                _ => EngineConfig::None,
+            };
+            enroll(&cli.config, &brain, &token, state_dir, engine, force)
+        }
         Command::Run => run(&cli.config),
         Command::Status => status(&cli.config),
     };
@@ -113,7 +134,7 @@ fn enroll(
     brain: &str,
     token: &str,
     state_dir: Option<PathBuf>,
-    engine: EngineKind,
+    engine: EngineConfig,
     force: bool,
 ) -> Result<(), String> {
     if config_path.exists() && !force {
@@ -183,15 +204,7 @@ fn enroll(
         clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
         spool_max_bytes: crate::spool::DEFAULT_MAX_BYTES,
         reconnect_max_secs: 30,
-        engine: match engine {
-            EngineKind::None => EngineConfig::None,
-            EngineKind::Test => EngineConfig::Test {
-                delay_ms: 0,
-                fail_kinds: Vec::new(),
-                events_total: 0,
-                events_per_sec: 0,
-            },
-        },
+        engine,
     };
     config.save(config_path).map_err(|e| e.to_string())?;
     println!(

@@ -56,6 +56,14 @@ fn default_spool_max() -> u64 {
 pub enum EngineConfig {
     /// No engine yet: the agent connects and refuses every command, saying why.
     None,
+    /// Celery over Redis.
+    Celery {
+        /// Broker URL: `redis://[:password@]host:port/db` or `rediss://` (TLS).
+        broker: String,
+        /// kombu's `global_keyprefix`, if the app sets one.
+        #[serde(default)]
+        global_keyprefix: String,
+    },
     /// The scripted test adapter (a test double; only in builds with the `test-adapter`
     /// feature).
     Test {

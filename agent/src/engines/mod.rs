@@ -1,6 +1,7 @@
 //! Engine adapters: what turns a checked command into an action on the task engine, and (with
 //! the Celery adapter) engine events into task and worker updates.
 
+pub mod celery;
 mod none;
 #[cfg(feature = "test-adapter")]
 mod test_double;
@@ -45,6 +46,10 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
     let _ = state_dir;
     match config {
         EngineConfig::None => Ok(Box::new(none::NoEngine)),
+        EngineConfig::Celery {
+            broker,
+            global_keyprefix,
+        } => Ok(Box::new(celery::CeleryAdapter::new(broker, global_keyprefix)?)),
         #[cfg(feature = "test-adapter")]
         EngineConfig::Test {
             delay_ms,
