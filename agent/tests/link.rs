@@ -882,3 +882,150 @@ async fn spool_overflow_is_counted_and_reported() {
     )
     .await;
 }
+
+/// The project's Python with Celery (made by `scripts/ensure-services`).
+fn celery_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test (scripts/ensure-services installs Celery)",
+        python.display()
+    );
+    python
+}
+
+fn celery_app_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/celery-app")
+}
+
+/// A real Celery worker on the real Redis emits events; the agent's Celery adapter reads them
+/// from pub/sub and the brain stores the tasks with their results, errors and worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_events_from_a_real_worker_become_tasks() {
+    // A broker db of its own, so other users of this Redis do not mix in.
+    let broker = "redis://127.0.0.1:6379/9";
+    let dir = tempfile::tempdir().unwrap();
+    let brain = Brain::start(dir.path()).await;
+    let (agent, token) = brain.create_agent("celery-host").await;
+    let config = dir.path().join("agent/agent.toml");
+    let out = Command::new(AGENT)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "enroll", "--brain", &brain.url, "--token", &token, "--engine", "celery", "--broker",
+            broker,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let home = AgentHome {
+        config,
+        state: dir.path().join("agent/state"),
+    };
+    let _agent = start_agent(&home);
+    wait_online(&brain, &agent).await;
+    // The agent subscribes right after it starts; give it a moment before events flow.
+    wait_for(
+        Duration::from_secs(20),
+        "the agent to subscribe",
+        || async {
+            std::fs::read_to_string(home.state.join("agent.log"))
+                .unwrap_or_default()
+                .contains("reading Celery events")
+        },
+    )
+    .await;
+
+    let worker_log = std::fs::File::create(dir.path().join("worker.log")).unwrap();
+    let _worker = Proc(
+        Command::new(celery_python())
+            .current_dir(celery_app_dir())
+            .args([
+                "-m",
+                "celery",
+                "-A",
+                "app",
+                "worker",
+                "-E",
+                "--pool",
+                "solo",
+                "-n",
+                "w1@taskward-test",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel",
+                "INFO",
+            ])
+            .env("CELERY_BROKER_URL", broker)
+            .stdout(Stdio::null())
+            .stderr(worker_log)
+            .spawn()
+            .unwrap(),
+    );
+    let sent = Command::new(celery_python())
+        .current_dir(celery_app_dir())
+        .args([
+            "-c",
+            "import app; print(app.add.delay(2, 3).id); print(app.fail.delay().id)",
+        ])
+        .env("CELERY_BROKER_URL", broker)
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let ids: Vec<String> = String::from_utf8(sent.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+
+    use taskward_brain::store::{DatabaseUrl, Store, projects, tasks};
+    let store = Store::open(&DatabaseUrl::Sqlite(
+        dir.path().join("taskward-data/taskward.db"),
+    ))
+    .unwrap();
+    let find = |id: &str| {
+        let id = id.to_owned();
+        store
+            .read_blocking("test_task", |c| {
+                let project = projects::find(c, &"default".parse().unwrap())?;
+                tasks::find(c, &project.id, "celery", &id)
+            })
+            .ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (added, failed) = loop {
+        if let (Some(a), Some(f)) = (find(&ids[0]), find(&ids[1]))
+            && a.state == "succeeded"
+            && f.state == "failed"
+        {
+            break (a, f);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tasks never arrived; worker log:\n{}\nagent log:\n{}",
+            std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default(),
+            std::fs::read_to_string(home.state.join("agent.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(added.name.as_deref(), Some("app.add"));
+    assert_eq!(added.result.as_deref(), Some("5"));
+    assert_eq!(added.worker_name.as_deref(), Some("w1@taskward-test"));
+    assert!(
+        added.received_at.is_some() && added.started_at.is_some() && added.finished_at.is_some()
+    );
+    assert!(added.runtime_ms.is_some());
+    assert!(
+        failed.exception.as_deref().unwrap().contains("ValueError"),
+        "{failed:?}"
+    );
+    assert!(failed.traceback.is_some());
+}

@@ -49,7 +49,10 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
         EngineConfig::Celery {
             broker,
             global_keyprefix,
-        } => Ok(Box::new(celery::CeleryAdapter::new(broker, global_keyprefix)?)),
+        } => Ok(Box::new(celery::CeleryAdapter::new(
+            broker,
+            global_keyprefix,
+        )?)),
         #[cfg(feature = "test-adapter")]
         EngineConfig::Test {
             delay_ms,

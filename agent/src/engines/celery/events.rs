@@ -34,7 +34,8 @@ pub fn parse_message(payload: &[u8]) -> Result<Vec<Update>, ParseError> {
     } else {
         body.as_bytes().to_vec()
     };
-    let decoded: Value = serde_json::from_slice(&raw).map_err(|e| ParseError::Body(e.to_string()))?;
+    let decoded: Value =
+        serde_json::from_slice(&raw).map_err(|e| ParseError::Body(e.to_string()))?;
     let events = match decoded {
         Value::Array(events) => events,
         single => vec![single],
@@ -87,7 +88,9 @@ pub fn to_update(event: &Value) -> Option<Update> {
         exception: text(event, "exception"),
         traceback: text(event, "traceback"),
         retries: event["retries"].as_i64().map(|r| r as i32),
-        runtime_ms: event["runtime"].as_f64().map(|s| (s * 1000.0).round() as i64),
+        runtime_ms: event["runtime"]
+            .as_f64()
+            .map(|s| (s * 1000.0).round() as i64),
         parent_id: text(event, "parent_id"),
         root_id: text(event, "root_id"),
         ..TaskUpdate::default()
@@ -99,14 +102,26 @@ mod tests {
     use super::*;
 
     fn fixtures() -> Vec<(String, Value)> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/celery/redis");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/celery/redis"
+        );
         let mut out: Vec<(String, Value)> = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("fixtures at {dir}: {e}"))
             .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("event-"))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("event-")
+            })
             .map(|p| {
                 let name = p.file_name().unwrap().to_str().unwrap().to_owned();
-                (name, serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap())
+                (
+                    name,
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
+                )
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -135,7 +150,8 @@ mod tests {
     #[test]
     fn fixtures_map_to_the_right_states_and_fields() {
         let all: std::collections::HashMap<String, Value> = fixtures().into_iter().collect();
-        let parse = |name: &str| parse_message(all[name]["wire"].as_str().unwrap().as_bytes()).unwrap();
+        let parse =
+            |name: &str| parse_message(all[name]["wire"].as_str().unwrap().as_bytes()).unwrap();
 
         let received = parse("event-task-received.json");
         let t = task(&received);
@@ -154,9 +170,18 @@ mod tests {
         assert_eq!(t.state, Some(TaskState::Failed));
         assert!(t.exception.is_some() && t.traceback.is_some());
 
-        assert_eq!(task(&parse("event-task-retried.json")).state, Some(TaskState::Retried));
-        assert_eq!(task(&parse("event-task-revoked.json")).state, Some(TaskState::Cancelled));
-        assert_eq!(task(&parse("event-task-started.json")).state, Some(TaskState::Started));
+        assert_eq!(
+            task(&parse("event-task-retried.json")).state,
+            Some(TaskState::Retried)
+        );
+        assert_eq!(
+            task(&parse("event-task-revoked.json")).state,
+            Some(TaskState::Cancelled)
+        );
+        assert_eq!(
+            task(&parse("event-task-started.json")).state,
+            Some(TaskState::Started)
+        );
 
         let batch = parse("event-task-multi-batch-of-two.json");
         assert_eq!(batch.len(), 2, "both events of a task.multi batch");
@@ -175,7 +200,10 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(matches!(parse_message(b"not json"), Err(ParseError::Envelope(_))));
+        assert!(matches!(
+            parse_message(b"not json"),
+            Err(ParseError::Envelope(_))
+        ));
         assert!(matches!(
             parse_message(br#"{"body": "!!!", "properties": {"body_encoding": "base64"}}"#),
             Err(ParseError::Body(_))

@@ -76,7 +76,9 @@ impl EngineAdapter for CeleryAdapter {
     ) -> BoxFuture<'a, Result<String, String>> {
         let kind = command.kind();
         Box::pin(async move {
-            Err(format!("{kind} through Celery's remote control is not available in this release"))
+            Err(format!(
+                "{kind} through Celery's remote control is not available in this release"
+            ))
         })
     }
 }
@@ -86,7 +88,10 @@ impl EngineAdapter for CeleryAdapter {
 async fn subscribe(broker: &str, pattern: &str, sink: &mpsc::Sender<Update>) -> Result<(), String> {
     let client = redis::Client::open(broker).map_err(|e| e.to_string())?;
     let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-    pubsub.psubscribe(pattern).await.map_err(|e| e.to_string())?;
+    pubsub
+        .psubscribe(pattern)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(%pattern, "reading Celery events");
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
@@ -98,7 +103,9 @@ async fn subscribe(broker: &str, pattern: &str, sink: &mpsc::Sender<Update>) -> 
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, channel = %message.get_channel_name(), "unreadable event"),
+            Err(e) => {
+                tracing::warn!(error = %e, channel = %message.get_channel_name(), "unreadable event")
+            }
         }
     }
     Err("the broker closed the subscription".into())

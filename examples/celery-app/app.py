@@ -1,0 +1,27 @@
+"""A small Celery app for trying Taskward: tasks that add, fail and retry.
+
+Run a worker:  CELERY_BROKER_URL=redis://127.0.0.1:6379/0 celery -A app worker -E
+Send tasks:    python -c "import app; app.add.delay(2, 3); app.fail.delay()"
+"""
+
+import os
+
+from celery import Celery
+
+app = Celery("app", broker=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
+app.conf.worker_send_task_events = True
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+def fail():
+    raise ValueError("failed on purpose")
+
+
+@app.task(bind=True, max_retries=2, default_retry_delay=0)
+def flaky(self):
+    raise self.retry(exc=RuntimeError("flaky attempt %d" % self.request.retries))
