@@ -102,6 +102,7 @@ pub fn main() -> ExitCode {
                 (EngineKind::Celery, Some(broker)) => EngineConfig::Celery {
                     broker,
                     global_keyprefix: String::new(),
+                    queues: vec!["celery".to_owned()],
                 },
                 (EngineKind::Test, _) => EngineConfig::Test {
                     delay_ms: 0,

@@ -42,6 +42,10 @@ fn default_skew() -> u64 {
     DEFAULT_CLOCK_SKEW_SECS
 }
 
+fn default_queues() -> Vec<String> {
+    vec!["celery".to_owned()]
+}
+
 fn default_reconnect_max() -> u64 {
     30
 }
@@ -63,6 +67,9 @@ pub enum EngineConfig {
         /// kombu's `global_keyprefix`, if the app sets one.
         #[serde(default)]
         global_keyprefix: String,
+        /// Queues whose depth is reported (every priority bucket counted).
+        #[serde(default = "default_queues")]
+        queues: Vec<String>,
     },
     /// The scripted test adapter (a test double; only in builds with the `test-adapter`
     /// feature).

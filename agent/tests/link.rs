@@ -922,6 +922,29 @@ async fn celery_events_from_a_real_worker_become_tasks() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            r#"queues = ["celery"]"#,
+            r#"queues = ["celery", "reports"]"#,
+        ),
+    )
+    .unwrap();
+    // A queue no worker consumes, with messages in two priority buckets.
+    let seeded = Command::new(celery_python())
+        .args([
+            "-c",
+            "import redis; r = redis.Redis(db=9); r.delete('reports', 'reports\\x06\\x169'); \
+            r.lpush('reports', 'a', 'b', 'c'); r.lpush('reports\\x06\\x169', 'd', 'e')",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
     let home = AgentHome {
         config,
         state: dir.path().join("agent/state"),

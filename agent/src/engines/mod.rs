@@ -49,9 +49,11 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
         EngineConfig::Celery {
             broker,
             global_keyprefix,
+            queues,
         } => Ok(Box::new(celery::CeleryAdapter::new(
             broker,
             global_keyprefix,
+            queues.clone(),
         )?)),
         #[cfg(feature = "test-adapter")]
         EngineConfig::Test {

@@ -17,16 +17,28 @@ use super::{BoxFuture, EngineAdapter};
 pub struct CeleryAdapter {
     broker: String,
     keyprefix: String,
+    queues: Vec<String>,
 }
+
+/// How often queue depths are read.
+const DEPTH_EVERY: Duration = Duration::from_secs(3);
+
+/// kombu's priority buckets on Redis: the plain list is bucket 0, then `<queue>\x06\x16<n>`.
+const PRIORITY_BUCKETS: [&str; 3] = ["3", "6", "9"];
 
 impl CeleryAdapter {
     /// An adapter for the broker at `broker` (`redis://[:password@]host:port/db`, or
     /// `rediss://` for TLS), with kombu's `global_keyprefix` if the app sets one.
-    pub fn new(broker: &str, keyprefix: &str) -> Result<CeleryAdapter, String> {
+    pub fn new(
+        broker: &str,
+        keyprefix: &str,
+        queues: Vec<String>,
+    ) -> Result<CeleryAdapter, String> {
         redis::Client::open(broker).map_err(|e| format!("broker URL {broker:?}: {e}"))?;
         Ok(CeleryAdapter {
             broker: broker.to_owned(),
             keyprefix: keyprefix.to_owned(),
+            queues,
         })
     }
 
@@ -58,6 +70,15 @@ impl EngineAdapter for CeleryAdapter {
                 return;
             }
         };
+        let (depth_broker, prefix, queues, depth_sink) = (
+            broker.clone(),
+            self.keyprefix.clone(),
+            self.queues.clone(),
+            sink.clone(),
+        );
+        tokio::spawn(
+            async move { report_depths(&depth_broker, &prefix, &queues, &depth_sink).await },
+        );
         tokio::spawn(async move {
             loop {
                 match subscribe(&broker, &pattern, &sink).await {
@@ -109,4 +130,54 @@ async fn subscribe(broker: &str, pattern: &str, sink: &mpsc::Sender<Update>) -> 
         }
     }
     Err("the broker closed the subscription".into())
+}
+
+/// Reads every watched queue's depth (all priority buckets) every few seconds.
+async fn report_depths(broker: &str, prefix: &str, queues: &[String], sink: &mpsc::Sender<Update>) {
+    let Ok(client) = redis::Client::open(broker) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(DEPTH_EVERY);
+    let mut conn = None;
+    loop {
+        tick.tick().await;
+        if conn.is_none() {
+            match client.get_multiplexed_async_connection().await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read queue depths");
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        for queue in queues {
+            let mut pipe = redis::pipe();
+            pipe.cmd("LLEN").arg(format!("{prefix}{queue}"));
+            for bucket in PRIORITY_BUCKETS {
+                pipe.cmd("LLEN")
+                    .arg(format!("{prefix}{queue}\x06\x16{bucket}"));
+            }
+            let lengths: Result<Vec<u64>, _> = pipe.query_async(c).await;
+            match lengths {
+                Ok(lengths) => {
+                    let update = Update::QueueDepth {
+                        queue: queue.clone(),
+                        depth: lengths.iter().sum(),
+                        at_ms: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64),
+                    };
+                    if sink.send(update).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "queue depth read failed; reconnecting");
+                    conn = None;
+                    break;
+                }
+            }
+        }
+    }
 }
