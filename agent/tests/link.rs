@@ -2,6 +2,7 @@
 //! loopback, the agent driving the scripted test adapter (a test double for the engine; the
 //! Celery adapter is tested against real workers in its own suite).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1051,4 +1052,125 @@ async fn celery_events_from_a_real_worker_become_tasks() {
         "{failed:?}"
     );
     assert!(failed.traceback.is_some());
+}
+
+/// A real worker killed with SIGKILL mid-task: it goes offline and its started task becomes
+/// `lost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_celery_worker_goes_offline_and_its_task_is_lost() {
+    let broker = "redis://127.0.0.1:6379/10";
+    let dir = tempfile::tempdir().unwrap();
+    let brain = Brain::start(dir.path()).await;
+    let (agent, token) = brain.create_agent("celery-host").await;
+    let config = dir.path().join("agent/agent.toml");
+    let out = Command::new(AGENT)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "enroll", "--brain", &brain.url, "--token", &token, "--engine", "celery", "--broker",
+            broker,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let home = AgentHome {
+        config,
+        state: dir.path().join("agent/state"),
+    };
+    let _agent = start_agent(&home);
+    wait_online(&brain, &agent).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the agent to subscribe",
+        || async {
+            std::fs::read_to_string(home.state.join("agent.log"))
+                .unwrap_or_default()
+                .contains("reading Celery events")
+        },
+    )
+    .await;
+    let mut worker = Proc(
+        Command::new(celery_python())
+            .current_dir(celery_app_dir())
+            // Prefork: the main process keeps flushing events while the child sleeps.
+            .args([
+                "-m",
+                "celery",
+                "-A",
+                "app",
+                "worker",
+                "-E",
+                "--pool",
+                "prefork",
+                "-c",
+                "1",
+                "-n",
+                "doomed@taskward-test",
+                "--without-mingle",
+                "--without-gossip",
+            ])
+            .env("CELERY_BROKER_URL", broker)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sent = Command::new(celery_python())
+        .current_dir(celery_app_dir())
+        .args(["-c", "import app; print(app.sleepy.delay(120).id)"])
+        .env("CELERY_BROKER_URL", broker)
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let id = String::from_utf8(sent.stdout).unwrap().trim().to_owned();
+
+    use taskward_brain::store::{DatabaseUrl, Store, projects, tasks};
+    let store = Store::open(&DatabaseUrl::Sqlite(
+        dir.path().join("taskward-data/taskward.db"),
+    ))
+    .unwrap();
+    let state = |id: &str| {
+        let id = id.to_owned();
+        store
+            .read_blocking("test_task", |c| {
+                let project = projects::find(c, &"default".parse().unwrap())?;
+                tasks::find(c, &project.id, "celery", &id)
+            })
+            .ok()
+            .map(|t| t.state)
+    };
+    let workers = || {
+        store
+            .read_blocking("test_workers", |c| tasks::workers_of_agent(c, &agent))
+            .unwrap()
+    };
+    wait_for(Duration::from_secs(30), "the task to start", || async {
+        state(&id).as_deref() == Some("started")
+    })
+    .await;
+    assert_eq!(workers(), [("doomed@taskward-test".to_owned(), true)]);
+    // SIGKILL to the worker and its pool child: no worker-offline event, no task event.
+    let group = format!("-{}", worker.0.id());
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    worker.0.wait().unwrap();
+    wait_for(Duration::from_secs(30), "the task to be lost", || async {
+        state(&id).as_deref() == Some("lost")
+    })
+    .await;
+    assert_eq!(workers(), [("doomed@taskward-test".to_owned(), false)]);
 }

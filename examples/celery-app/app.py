@@ -25,3 +25,11 @@ def fail():
 @app.task(bind=True, max_retries=2, default_retry_delay=0)
 def flaky(self):
     raise self.retry(exc=RuntimeError("flaky attempt %d" % self.request.retries))
+
+
+@app.task
+def sleepy(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds

@@ -331,6 +331,18 @@ pub fn record_dropped(
     Ok(())
 }
 
+/// An agent's workers by name, with whether each is online.
+pub fn workers_of_agent(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+) -> StoreResult<Vec<(String, bool)>> {
+    Ok(workers::table
+        .filter(workers::agent_id.eq(agent_id))
+        .order(workers::name.asc())
+        .select((workers::name, workers::online))
+        .load(conn)?)
+}
+
 /// Tasks per state in a project (overview counts; also what ingest tests check).
 pub fn count_by_state(
     conn: &mut AnyConnection,

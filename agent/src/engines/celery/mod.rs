@@ -4,11 +4,13 @@
 
 pub mod events;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use taskward_shared::command::{Command, CommandKind, IssuedCommand};
-use taskward_shared::events::Update;
+use taskward_shared::events::{TaskState, TaskUpdate, Update, WorkerUpdate};
 use tokio::sync::mpsc;
 
 use super::{BoxFuture, EngineAdapter};
@@ -18,6 +20,93 @@ pub struct CeleryAdapter {
     broker: String,
     keyprefix: String,
     queues: Vec<String>,
+}
+
+/// A worker silent this long is offline (Celery heartbeats every 2 s: five missed), and the
+/// tasks it had started are lost.
+const OFFLINE_AFTER_MS: i64 = 10_000;
+
+/// Workers seen alive and the tasks they have started, to tell a dead worker from a quiet one.
+#[derive(Default)]
+struct Liveness {
+    last_seen: HashMap<String, i64>,
+    started: HashMap<String, String>,
+}
+
+impl Liveness {
+    fn observe(&mut self, update: &Update, now: i64) {
+        match update {
+            Update::Worker(w) if w.online => {
+                self.last_seen.insert(w.name.clone(), now);
+            }
+            Update::Worker(w) => {
+                self.last_seen.remove(&w.name);
+            }
+            Update::Task(t) => {
+                if let Some(worker) = &t.worker {
+                    self.last_seen.insert(worker.clone(), now);
+                }
+                match t.state {
+                    Some(TaskState::Started) => {
+                        if let Some(worker) = &t.worker {
+                            self.started.insert(t.task_id.clone(), worker.clone());
+                        }
+                    }
+                    Some(TaskState::Received) | None => {}
+                    Some(_) => {
+                        self.started.remove(&t.task_id);
+                    }
+                }
+            }
+            Update::QueueDepth { .. } => {}
+        }
+    }
+
+    /// Workers silent past the limit, with the updates that mark them offline and their
+    /// started tasks lost.
+    fn expire(&mut self, now: i64) -> Vec<Update> {
+        let dead: Vec<String> = self
+            .last_seen
+            .iter()
+            .filter(|(_, seen)| now - **seen > OFFLINE_AFTER_MS)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut updates = Vec::new();
+        for worker in dead {
+            self.last_seen.remove(&worker);
+            tracing::warn!(%worker, "worker missed its heartbeats: offline, its started tasks lost");
+            updates.push(Update::Worker(WorkerUpdate {
+                name: worker.clone(),
+                online: false,
+                at_ms: now,
+                ..WorkerUpdate::default()
+            }));
+            let lost: Vec<String> = self
+                .started
+                .iter()
+                .filter(|(_, w)| **w == worker)
+                .map(|(task, _)| task.clone())
+                .collect();
+            for task in lost {
+                self.started.remove(&task);
+                updates.push(Update::Task(Box::new(TaskUpdate {
+                    engine: "celery".into(),
+                    task_id: task,
+                    state: Some(TaskState::Lost),
+                    at_ms: now,
+                    exception: Some(format!("worker {worker} stopped sending heartbeats")),
+                    ..TaskUpdate::default()
+                })));
+            }
+        }
+        updates
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How often queue depths are read.
@@ -79,9 +168,23 @@ impl EngineAdapter for CeleryAdapter {
         tokio::spawn(
             async move { report_depths(&depth_broker, &prefix, &queues, &depth_sink).await },
         );
+        let liveness = Arc::new(Mutex::new(Liveness::default()));
+        let (watch, watch_sink) = (liveness.clone(), sink.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let expired = watch.lock().expect("liveness lock").expire(now_ms());
+                for update in expired {
+                    if watch_sink.send(update).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
         tokio::spawn(async move {
             loop {
-                match subscribe(&broker, &pattern, &sink).await {
+                match subscribe(&broker, &pattern, &sink, &liveness).await {
                     Ok(()) => return, // the agent is stopping
                     Err(e) => tracing::warn!(error = %e, "event subscription lost; resubscribing"),
                 }
@@ -106,7 +209,12 @@ impl EngineAdapter for CeleryAdapter {
 
 /// One subscription: reads messages as fast as Redis sends them and hands each to the parser;
 /// the spool behind `sink` never makes this loop wait on the brain.
-async fn subscribe(broker: &str, pattern: &str, sink: &mpsc::Sender<Update>) -> Result<(), String> {
+async fn subscribe(
+    broker: &str,
+    pattern: &str,
+    sink: &mpsc::Sender<Update>,
+    liveness: &Mutex<Liveness>,
+) -> Result<(), String> {
     let client = redis::Client::open(broker).map_err(|e| e.to_string())?;
     let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
     pubsub
@@ -118,6 +226,13 @@ async fn subscribe(broker: &str, pattern: &str, sink: &mpsc::Sender<Update>) -> 
     while let Some(message) = messages.next().await {
         match events::parse_message(message.get_payload_bytes()) {
             Ok(updates) => {
+                {
+                    let mut live = liveness.lock().expect("liveness lock");
+                    let now = now_ms();
+                    for update in &updates {
+                        live.observe(update, now);
+                    }
+                }
                 for update in updates {
                     if sink.send(update).await.is_err() {
                         return Ok(());
@@ -179,5 +294,50 @@ async fn report_depths(broker: &str, prefix: &str, queues: &[String], sink: &mps
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(task: &str, worker: &str) -> Update {
+        Update::Task(Box::new(TaskUpdate {
+            engine: "celery".into(),
+            task_id: task.into(),
+            state: Some(TaskState::Started),
+            worker: Some(worker.into()),
+            ..TaskUpdate::default()
+        }))
+    }
+
+    #[test]
+    fn silent_workers_go_offline_and_their_started_tasks_are_lost() {
+        let mut live = Liveness::default();
+        live.observe(&started("t1", "w1"), 0);
+        live.observe(&started("t2", "w2"), 0);
+        live.observe(
+            &Update::Worker(WorkerUpdate {
+                name: "w2".into(),
+                online: true,
+                at_ms: 0,
+                ..WorkerUpdate::default()
+            }),
+            9_000,
+        );
+        assert!(
+            live.expire(OFFLINE_AFTER_MS).is_empty(),
+            "nobody is late yet"
+        );
+        let updates = live.expire(OFFLINE_AFTER_MS + 1);
+        assert_eq!(updates.len(), 2, "{updates:?}");
+        assert!(matches!(&updates[0], Update::Worker(w) if w.name == "w1" && !w.online));
+        assert!(
+            matches!(&updates[1], Update::Task(t) if t.task_id == "t1" && t.state == Some(TaskState::Lost))
+        );
+        assert!(
+            live.expire(OFFLINE_AFTER_MS + 2).is_empty(),
+            "reported once"
+        );
     }
 }
