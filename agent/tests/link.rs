@@ -1174,3 +1174,231 @@ async fn a_killed_celery_worker_goes_offline_and_its_task_is_lost() {
     .await;
     assert_eq!(workers(), [("doomed@taskward-test".to_owned(), false)]);
 }
+
+/// Every worker-control verb, end to end: API → signed command → agent → Celery's remote
+/// control on a real worker (or the broker, for purges) → signed result with the worker's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_a_real_celery_worker() {
+    let broker = "redis://127.0.0.1:6379/11";
+    let dir = tempfile::tempdir().unwrap();
+    let brain = Brain::start(dir.path()).await;
+    let (agent, token) = brain.create_agent("celery-host").await;
+    let config = dir.path().join("agent/agent.toml");
+    let out = Command::new(AGENT)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "enroll", "--brain", &brain.url, "--token", &token, "--engine", "celery", "--broker",
+            broker,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            r#"queues = ["celery"]"#,
+            r#"queues = ["celery", "reports"]"#,
+        ),
+    )
+    .unwrap();
+    let seeded = Command::new(celery_python())
+        .args([
+            "-c",
+            "import redis; r = redis.Redis(db=11); r.delete('reports', 'reports\\x06\\x166'); \
+            r.lpush('reports', 'a', 'b', 'c'); r.lpush('reports\\x06\\x166', 'd', 'e')",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+    let home = AgentHome {
+        config,
+        state: dir.path().join("agent/state"),
+    };
+    let _agent = start_agent(&home);
+    wait_online(&brain, &agent).await;
+    let worker_name = "ctl@taskward-test";
+    let _worker = Proc(
+        Command::new(celery_python())
+            .current_dir(celery_app_dir())
+            .args([
+                "-m",
+                "celery",
+                "-A",
+                "app",
+                "worker",
+                "-E",
+                "--pool",
+                "prefork",
+                "-c",
+                "1",
+                "-n",
+                worker_name,
+                "--without-mingle",
+                "--without-gossip",
+            ])
+            .env("CELERY_BROKER_URL", broker)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    use taskward_brain::store::{DatabaseUrl, Store, tasks};
+    let store = Store::open(&DatabaseUrl::Sqlite(
+        dir.path().join("taskward-data/taskward.db"),
+    ))
+    .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the worker to come online",
+        || async {
+            store
+                .read_blocking("test_workers", |c| tasks::workers_of_agent(c, &agent))
+                .unwrap()
+                .iter()
+                .any(|(name, online)| name == worker_name && *online)
+        },
+    )
+    .await;
+
+    let run = |kind: &'static str, body: Value| {
+        let brain = &brain;
+        let agent = agent.clone();
+        async move {
+            let id = brain.issue(&agent, kind, body).await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let command = brain.command(&id).await;
+                if command["status"] == "succeeded" || command["status"] == "failed" {
+                    return command;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{kind} never finished: {command}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let expect = |command: &Value, status: &str, detail: &str| {
+        assert_eq!(command["status"], status, "{command}");
+        assert!(
+            command["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(detail),
+            "{command}"
+        );
+    };
+    expect(
+        &run(
+            "add-consumer",
+            json!({"worker_name": worker_name, "queue": "billing"}),
+        )
+        .await,
+        "succeeded",
+        "add consumer billing",
+    );
+    expect(
+        &run(
+            "cancel-consumer",
+            json!({"worker_name": worker_name, "queue": "billing"}),
+        )
+        .await,
+        "succeeded",
+        "no longer consuming from billing",
+    );
+    expect(
+        &run(
+            "pool-resize",
+            json!({"worker_name": worker_name, "delta": 1}),
+        )
+        .await,
+        "succeeded",
+        "pool will grow",
+    );
+    expect(
+        &run(
+            "rate-limit",
+            json!({"worker_name": worker_name, "task_name": "app.add", "rate": "10/m"}),
+        )
+        .await,
+        "succeeded",
+        "new rate limit set",
+    );
+    expect(
+        &run(
+            "rate-limit",
+            json!({"worker_name": worker_name, "task_name": "app.nope", "rate": "1/s"}),
+        )
+        .await,
+        "failed",
+        "unknown task",
+    );
+    expect(
+        &run("restart-worker", json!({"worker_name": worker_name})).await,
+        "succeeded",
+        "reload started",
+    );
+    expect(
+        &run("restart-worker", json!({"worker_name": "ghost@nowhere"})).await,
+        "failed",
+        "no reply from ghost@nowhere",
+    );
+    expect(
+        &run(
+            "cancel-task",
+            json!({"engine": "celery", "task_id": "00000000-0000-0000-0000-00000000dead"}),
+        )
+        .await,
+        "succeeded",
+        "revoked",
+    );
+    expect(
+        &run("retry-task", json!({"engine": "celery", "task_id": "x"})).await,
+        "failed",
+        "not supported",
+    );
+
+    // A confirmed purge of the depth the operator saw, then the queue is empty.
+    let queues = format!("/api/v1/projects/default/agents/{agent}/queues");
+    let confirm = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, body) = brain.call(reqwest::Method::GET, &queues, None).await;
+            if let Some(q) = body["items"].as_array().and_then(|items| {
+                items
+                    .iter()
+                    .find(|q| q["queue"] == "reports" && q["depth"] == 5)
+            }) {
+                break q["confirm_token"].as_str().unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "no depth for reports: {body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    expect(
+        &run(
+            "purge-queue",
+            json!({"queue": "reports", "confirm_token": confirm}),
+        )
+        .await,
+        "succeeded",
+        "purged 5 messages from reports",
+    );
+    let left = Command::new(celery_python())
+        .args(["-c", "import redis; r = redis.Redis(db=11); print(r.llen('reports') + r.llen('reports\\x06\\x166'))"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "0");
+}

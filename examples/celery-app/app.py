@@ -10,6 +10,8 @@ from celery import Celery
 
 app = Celery("app", broker=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
 app.conf.worker_send_task_events = True
+# Lets `restart-worker` (Celery's pool_restart) work.
+app.conf.worker_pool_restarts = True
 
 
 @app.task

@@ -1,8 +1,10 @@
-//! The Celery adapter over Redis. This release reads events (tasks and workers) from the
-//! broker's pub/sub; commands through pidbox come next, so until then they fail with a clear
-//! reason instead of being attempted.
+//! The Celery adapter over Redis: events (tasks, workers) from the broker's pub/sub, queue
+//! depths, dead-worker detection, and the worker-control commands through Celery's remote
+//! control (pidbox) plus purges. Retrying tasks (republishing their original message) comes
+//! next; until then those kinds fail with a clear reason instead of being attempted.
 
 pub mod events;
+pub mod pidbox;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -144,8 +146,8 @@ impl EngineAdapter for CeleryAdapter {
         "celery"
     }
 
-    fn supports(&self, _kind: CommandKind) -> bool {
-        false
+    fn supports(&self, kind: CommandKind) -> bool {
+        !matches!(kind, CommandKind::RetryTask | CommandKind::BulkRetry)
     }
 
     /// Subscribes to every event channel and forwards updates; reconnects after errors (events
@@ -196,14 +198,168 @@ impl EngineAdapter for CeleryAdapter {
     fn execute<'a>(
         &'a self,
         command: &'a Command,
-        _issued: &'a IssuedCommand,
+        issued: &'a IssuedCommand,
     ) -> BoxFuture<'a, Result<String, String>> {
-        let kind = command.kind();
-        Box::pin(async move {
-            Err(format!(
-                "{kind} through Celery's remote control is not available in this release"
-            ))
+        Box::pin(async move { self.run(command, issued).await })
+    }
+}
+
+impl CeleryAdapter {
+    fn pidbox(&self) -> Result<pidbox::Pidbox, String> {
+        let client = redis::Client::open(self.broker.as_str()).map_err(|e| e.to_string())?;
+        let db = client.get_connection_info().redis_settings().db();
+        Ok(pidbox::Pidbox {
+            client,
+            prefix: self.keyprefix.clone(),
+            db,
         })
+    }
+
+    /// One worker's answer to a control request, or why there is none.
+    async fn control_one(
+        &self,
+        worker: &str,
+        method: &str,
+        arguments: serde_json::Value,
+    ) -> Result<String, String> {
+        let replies = self
+            .pidbox()?
+            .call(method, arguments, Some(vec![worker.to_owned()]))
+            .await?;
+        match replies.iter().find(|(w, _)| w == worker) {
+            Some((w, reply)) => pidbox::outcome(w, reply),
+            None => Err(format!(
+                "no reply from {worker} within {} s (is it running and consuming from this broker?)",
+                pidbox::REPLY_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    async fn run(&self, command: &Command, issued: &IssuedCommand) -> Result<String, String> {
+        use serde_json::json;
+        match command {
+            Command::RestartWorker(c) => {
+                self.control_one(&c.worker_name, "pool_restart", json!({}))
+                    .await
+            }
+            Command::PoolResize(c) => {
+                let method = if c.delta > 0 {
+                    "pool_grow"
+                } else {
+                    "pool_shrink"
+                };
+                self.control_one(&c.worker_name, method, json!({"n": c.delta.unsigned_abs()}))
+                    .await
+            }
+            Command::AddConsumer(c) => {
+                self.control_one(&c.worker_name, "add_consumer", json!({"queue": c.queue}))
+                    .await
+            }
+            Command::CancelConsumer(c) => {
+                self.control_one(&c.worker_name, "cancel_consumer", json!({"queue": c.queue}))
+                    .await
+            }
+            Command::RateLimit(c) => {
+                let arguments = json!({"task_name": c.task_name, "rate_limit": c.rate});
+                match c.worker_name.as_deref().filter(|w| !w.is_empty()) {
+                    Some(worker) => self.control_one(worker, "rate_limit", arguments).await,
+                    None => {
+                        tracing::error!(task = %c.task_name, rate = %c.rate, "CRITICAL: global rate limit on every worker");
+                        let replies = self.pidbox()?.call("rate_limit", arguments, None).await?;
+                        summarize(&replies)
+                    }
+                }
+            }
+            Command::CancelTask(c) => {
+                let replies = self
+                    .pidbox()?
+                    .call("revoke", json!({"task_id": c.task_id}), None)
+                    .await?;
+                if replies.is_empty() {
+                    Ok("revoke broadcast; no worker answered (the id is remembered by workers that start later through mingle)".into())
+                } else {
+                    summarize(&replies)
+                }
+            }
+            Command::PurgeQueue(c) => self.purge(&c.queue, c.force, issued).await,
+            Command::RetryTask(_) | Command::BulkRetry(_) => Err(format!(
+                "{} through Celery is not available in this release",
+                command.kind()
+            )),
+        }
+    }
+
+    /// Purges every priority bucket of a queue in one transaction, refusing (unless forced)
+    /// when the depth is not the one the operator confirmed.
+    async fn purge(
+        &self,
+        queue: &str,
+        force: bool,
+        issued: &IssuedCommand,
+    ) -> Result<String, String> {
+        let client = redis::Client::open(self.broker.as_str()).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        let p = &self.keyprefix;
+        let keys: Vec<String> = std::iter::once(format!("{p}{queue}"))
+            .chain(
+                PRIORITY_BUCKETS
+                    .iter()
+                    .map(|b| format!("{p}{queue}\x06\x16{b}")),
+            )
+            .collect();
+        if !force {
+            let bound: Option<u64> = issued.bound_depth.as_deref().and_then(|d| d.parse().ok());
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("LLEN").arg(key);
+            }
+            let lengths: Vec<u64> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let now: u64 = lengths.iter().sum();
+            if Some(now) != bound {
+                return Err(format!(
+                    "refused: {queue} holds {now} messages, the purge was confirmed for {}",
+                    bound.map_or("an unknown depth".to_owned(), |b| b.to_string())
+                ));
+            }
+        } else {
+            tracing::error!(%queue, "CRITICAL: forced purge");
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in &keys {
+            pipe.cmd("LLEN").arg(key).cmd("DEL").arg(key).ignore();
+        }
+        let lengths: Vec<u64> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "purged {} messages from {queue}",
+            lengths.iter().sum::<u64>()
+        ))
+    }
+}
+
+fn summarize(replies: &[(String, serde_json::Value)]) -> Result<String, String> {
+    let outcomes: Vec<Result<String, String>> =
+        replies.iter().map(|(w, r)| pidbox::outcome(w, r)).collect();
+    let text = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(t) | Err(t) => t.as_str(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if outcomes.iter().any(Result::is_err) {
+        Err(text)
+    } else {
+        Ok(text)
     }
 }
 
