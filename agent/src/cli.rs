@@ -103,6 +103,7 @@ pub fn main() -> ExitCode {
                     broker,
                     global_keyprefix: String::new(),
                     queues: vec!["celery".to_owned()],
+                    enable_events: true,
                 },
                 (EngineKind::Test, _) => EngineConfig::Test {
                     delay_ms: 0,

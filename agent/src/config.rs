@@ -42,6 +42,10 @@ fn default_skew() -> u64 {
     DEFAULT_CLOCK_SKEW_SECS
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_queues() -> Vec<String> {
     vec!["celery".to_owned()]
 }
@@ -70,6 +74,9 @@ pub enum EngineConfig {
         /// Queues whose depth is reported (every priority bucket counted).
         #[serde(default = "default_queues")]
         queues: Vec<String>,
+        /// Send `enable_events` to workers started without `-E` (logged when sent).
+        #[serde(default = "default_true")]
+        enable_events: bool,
     },
     /// The scripted test adapter (a test double; only in builds with the `test-adapter`
     /// feature).

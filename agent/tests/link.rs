@@ -1402,3 +1402,94 @@ async fn commands_reach_a_real_celery_worker() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "0");
 }
+
+/// A worker started without `-E` sends no task events until the agent switches them on with
+/// `enable_events` (and says so in its log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_without_task_events_are_switched_on() {
+    let broker = "redis://127.0.0.1:6379/12";
+    let dir = tempfile::tempdir().unwrap();
+    let brain = Brain::start(dir.path()).await;
+    let (agent, token) = brain.create_agent("celery-host").await;
+    let config = dir.path().join("agent/agent.toml");
+    let out = Command::new(AGENT)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "enroll", "--brain", &brain.url, "--token", &token, "--engine", "celery", "--broker",
+            broker,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let home = AgentHome {
+        config,
+        state: dir.path().join("agent/state"),
+    };
+    let _agent = start_agent(&home);
+    wait_online(&brain, &agent).await;
+    let _worker = Proc(
+        Command::new(celery_python())
+            .current_dir(celery_app_dir())
+            .args([
+                "-m",
+                "celery",
+                "-A",
+                "app",
+                "worker",
+                "--pool",
+                "solo",
+                "-n",
+                "quiet@taskward-test",
+                "--without-mingle",
+                "--without-gossip",
+            ])
+            .env("CELERY_BROKER_URL", broker)
+            .env("TASK_EVENTS", "0")
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "enable_events in the agent log",
+        || async {
+            std::fs::read_to_string(home.state.join("agent.log"))
+                .unwrap_or_default()
+                .contains("asked the worker to send task events")
+        },
+    )
+    .await;
+    let sent = Command::new(celery_python())
+        .current_dir(celery_app_dir())
+        .args(["-c", "import app; print(app.add.delay(20, 22).id)"])
+        .env("CELERY_BROKER_URL", broker)
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let id = String::from_utf8(sent.stdout).unwrap().trim().to_owned();
+    use taskward_brain::store::{DatabaseUrl, Store, projects, tasks};
+    let store = Store::open(&DatabaseUrl::Sqlite(
+        dir.path().join("taskward-data/taskward.db"),
+    ))
+    .unwrap();
+    wait_for(Duration::from_secs(30), "the task's events", || async {
+        store
+            .read_blocking("test_task", |c| {
+                let project = projects::find(c, &"default".parse().unwrap())?;
+                tasks::find(c, &project.id, "celery", &id)
+            })
+            .is_ok_and(|t| t.state == "succeeded" && t.result.as_deref() == Some("42"))
+    })
+    .await;
+}

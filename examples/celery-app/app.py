@@ -9,7 +9,8 @@ import os
 from celery import Celery
 
 app = Celery("app", broker=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
-app.conf.worker_send_task_events = True
+# Task events on unless TASK_EVENTS=0 (the Taskward agent can switch them on at run time).
+app.conf.worker_send_task_events = os.environ.get("TASK_EVENTS", "1") == "1"
 # Lets `restart-worker` (Celery's pool_restart) work.
 app.conf.worker_pool_restarts = True
 

@@ -50,10 +50,12 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
             broker,
             global_keyprefix,
             queues,
+            enable_events,
         } => Ok(Box::new(celery::CeleryAdapter::new(
             broker,
             global_keyprefix,
             queues.clone(),
+            *enable_events,
         )?)),
         #[cfg(feature = "test-adapter")]
         EngineConfig::Test {

@@ -6,7 +6,7 @@
 pub mod events;
 pub mod pidbox;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ pub struct CeleryAdapter {
     broker: String,
     keyprefix: String,
     queues: Vec<String>,
+    enable_events: bool,
 }
 
 /// A worker silent this long is offline (Celery heartbeats every 2 s: five missed), and the
@@ -36,10 +37,12 @@ struct Liveness {
 }
 
 impl Liveness {
-    fn observe(&mut self, update: &Update, now: i64) {
+    /// Notes what an update says about liveness; returns the worker a heartbeat came from.
+    fn observe(&mut self, update: &Update, now: i64) -> Option<String> {
         match update {
             Update::Worker(w) if w.online => {
                 self.last_seen.insert(w.name.clone(), now);
+                return Some(w.name.clone());
             }
             Update::Worker(w) => {
                 self.last_seen.remove(&w.name);
@@ -62,6 +65,7 @@ impl Liveness {
             }
             Update::QueueDepth { .. } => {}
         }
+        None
     }
 
     /// Workers silent past the limit, with the updates that mark them offline and their
@@ -124,12 +128,14 @@ impl CeleryAdapter {
         broker: &str,
         keyprefix: &str,
         queues: Vec<String>,
+        enable_events: bool,
     ) -> Result<CeleryAdapter, String> {
         redis::Client::open(broker).map_err(|e| format!("broker URL {broker:?}: {e}"))?;
         Ok(CeleryAdapter {
             broker: broker.to_owned(),
             keyprefix: keyprefix.to_owned(),
             queues,
+            enable_events,
         })
     }
 
@@ -171,6 +177,20 @@ impl EngineAdapter for CeleryAdapter {
             async move { report_depths(&depth_broker, &prefix, &queues, &depth_sink).await },
         );
         let liveness = Arc::new(Mutex::new(Liveness::default()));
+        let events_switch = if self.enable_events {
+            match self.pidbox() {
+                Ok(pidbox) => Some(Arc::new(EventsSwitch {
+                    pidbox,
+                    asked: Mutex::new(HashSet::new()),
+                })),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot switch task events on");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let (watch, watch_sink) = (liveness.clone(), sink.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -186,7 +206,7 @@ impl EngineAdapter for CeleryAdapter {
         });
         tokio::spawn(async move {
             loop {
-                match subscribe(&broker, &pattern, &sink, &liveness).await {
+                match subscribe(&broker, &pattern, &sink, &liveness, events_switch.as_ref()).await {
                     Ok(()) => return, // the agent is stopping
                     Err(e) => tracing::warn!(error = %e, "event subscription lost; resubscribing"),
                 }
@@ -363,6 +383,47 @@ fn summarize(replies: &[(String, serde_json::Value)]) -> Result<String, String> 
     }
 }
 
+/// Workers started without `-E` send heartbeats but no task events; Celery's `enable_events`
+/// switches them on at run time. Each worker is asked once; if it does not answer (its control
+/// inbox may not be ready yet when it first says hello), a later heartbeat asks again.
+struct EventsSwitch {
+    pidbox: pidbox::Pidbox,
+    asked: Mutex<HashSet<String>>,
+}
+
+impl EventsSwitch {
+    fn ask(self: &Arc<Self>, worker: String) {
+        if !self
+            .asked
+            .lock()
+            .expect("asked lock")
+            .insert(worker.clone())
+        {
+            return;
+        }
+        let switch = self.clone();
+        tokio::spawn(async move {
+            let answer = switch
+                .pidbox
+                .call(
+                    "enable_events",
+                    serde_json::json!({}),
+                    Some(vec![worker.clone()]),
+                )
+                .await;
+            match answer.as_ref().map(|r| r.first()) {
+                Ok(Some((w, reply))) => {
+                    tracing::info!(worker = %w, reply = %reply, "asked the worker to send task events (enable_events)");
+                }
+                other => {
+                    tracing::warn!(%worker, outcome = ?other, "enable_events got no answer; will ask again");
+                    switch.asked.lock().expect("asked lock").remove(&worker);
+                }
+            }
+        });
+    }
+}
+
 /// One subscription: reads messages as fast as Redis sends them and hands each to the parser;
 /// the spool behind `sink` never makes this loop wait on the brain.
 async fn subscribe(
@@ -370,6 +431,7 @@ async fn subscribe(
     pattern: &str,
     sink: &mpsc::Sender<Update>,
     liveness: &Mutex<Liveness>,
+    events_switch: Option<&Arc<EventsSwitch>>,
 ) -> Result<(), String> {
     let client = redis::Client::open(broker).map_err(|e| e.to_string())?;
     let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
@@ -382,11 +444,17 @@ async fn subscribe(
     while let Some(message) = messages.next().await {
         match events::parse_message(message.get_payload_bytes()) {
             Ok(updates) => {
-                {
+                let newcomers: Vec<String> = {
                     let mut live = liveness.lock().expect("liveness lock");
                     let now = now_ms();
-                    for update in &updates {
-                        live.observe(update, now);
+                    updates
+                        .iter()
+                        .filter_map(|u| live.observe(u, now))
+                        .collect()
+                };
+                if let Some(switch) = events_switch {
+                    for worker in newcomers {
+                        switch.ask(worker);
                     }
                 }
                 for update in updates {

@@ -150,6 +150,22 @@ impl Pidbox {
     }
 }
 
+/// Decodes a reply message: its ticket and each worker's answer (`{"<host>": <result>}`).
+pub fn decode_reply(message: &str) -> Option<(String, Vec<(String, Value)>)> {
+    let reply: Value = serde_json::from_str(message).ok()?;
+    let ticket = reply["headers"]["ticket"].as_str()?.to_owned();
+    let body = reply["body"].as_str()?;
+    let raw = if reply["properties"]["body_encoding"] == "base64" {
+        STANDARD.decode(body).ok()?
+    } else {
+        body.as_bytes().to_vec()
+    };
+    match serde_json::from_slice::<Value>(&raw).ok()? {
+        Value::Object(map) => Some((ticket, map.into_iter().collect())),
+        _ => None,
+    }
+}
+
 /// Turns one worker's reply into the command's outcome: `{"ok": text}` or `{"error": text}`.
 pub fn outcome(worker: &str, reply: &Value) -> Result<String, String> {
     if let Some(ok) = reply.get("ok").and_then(Value::as_str) {
@@ -158,5 +174,55 @@ pub fn outcome(worker: &str, reply: &Value) -> Result<String, String> {
         Err(format!("{worker}: {error}"))
     } else {
         Ok(format!("{worker}: {reply}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every captured pidbox reply decodes to the body the capture recorded, and control
+    /// replies map to the right outcome.
+    #[test]
+    fn every_reply_fixture_decodes() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/celery/redis"
+        );
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if !name.starts_with("pidbox-reply-") {
+                continue;
+            }
+            let fixture: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let (ticket, answers) = decode_reply(fixture["wire"].as_str().unwrap())
+                .unwrap_or_else(|| panic!("{name} does not decode"));
+            assert!(!ticket.is_empty(), "{name}");
+            let expected: Vec<(String, Value)> = fixture["body"]
+                .as_object()
+                .unwrap()
+                .clone()
+                .into_iter()
+                .collect();
+            assert_eq!(answers, expected, "{name}");
+            for (worker, reply) in &answers {
+                let result = outcome(worker, reply);
+                if reply.get("error").is_some() {
+                    assert!(result.is_err(), "{name}: {result:?}");
+                } else if reply.get("ok").is_some() {
+                    assert!(result.is_ok(), "{name}: {result:?}");
+                }
+            }
+            seen += 1;
+        }
+        assert!(seen >= 15, "only {seen} reply fixtures");
+        let solo = outcome(
+            "w",
+            &serde_json::json!({"error": "AttributeError(\"'TaskPool' object has no attribute 'grow'\")"}),
+        );
+        assert!(solo.unwrap_err().contains("no attribute 'grow'"));
     }
 }
