@@ -1271,6 +1271,31 @@ async fn commands_reach_a_real_celery_worker() {
     )
     .await;
 
+    // The worker's pool and queues, from Celery's stats and active_queues, in the agents API.
+    wait_for(
+        Duration::from_secs(30),
+        "the worker's pool in the agents API",
+        || async {
+            let (_, body) = brain
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/projects/default/agents/{agent}"),
+                    None,
+                )
+                .await;
+            body["workers"].as_array().is_some_and(|ws| {
+                ws.iter().any(|w| {
+                    w["name"] == worker_name
+                        && w["status"] == "online"
+                        && w["pool"] == "prefork"
+                        && w["concurrency"] == 1
+                        && w["queues"] == json!(["celery"])
+                })
+            })
+        },
+    )
+    .await;
+
     let run = |kind: &'static str, body: Value| {
         let brain = &brain;
         let agent = agent.clone();

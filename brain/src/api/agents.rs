@@ -16,6 +16,7 @@ use crate::auth::{Admin, ProjectAccess, Viewer};
 use crate::error::{ApiError, ErrorBody};
 use crate::names::AgentName;
 use crate::store::agents::{self, Agent};
+use crate::store::tasks::{self, WorkerRow};
 use crate::store::{StoreError, audit};
 
 /// An agent as the API shows it.
@@ -43,12 +44,49 @@ pub struct AgentPublic {
     pub public_key_id: Option<String>,
     /// Events the agent reports it dropped (cumulative).
     pub dropped_events: i64,
+    /// The workers this agent reports.
+    pub workers: Vec<WorkerPublic>,
+}
+
+/// A worker as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerPublic {
+    /// Engine-native name, e.g. `celery@host-1`.
+    pub name: String,
+    /// `online` or `offline`.
+    pub status: &'static str,
+    /// Last heartbeat or event.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Pool kind (`prefork`, `solo`, ...).
+    pub pool: Option<String>,
+    /// Pool size.
+    pub concurrency: Option<i32>,
+    /// Queues consumed.
+    pub queues: Vec<String>,
+}
+
+impl From<WorkerRow> for WorkerPublic {
+    fn from(w: WorkerRow) -> WorkerPublic {
+        WorkerPublic {
+            status: if w.online { "online" } else { "offline" },
+            last_heartbeat_at: w.last_heartbeat_at.map(timestamp),
+            queues: w
+                .queues
+                .as_deref()
+                .and_then(|q| serde_json::from_str(q).ok())
+                .unwrap_or_default(),
+            name: w.name,
+            pool: w.pool,
+            concurrency: w.concurrency,
+        }
+    }
 }
 
 impl AgentPublic {
     /// Shows an agent; `online` comes from the hub.
-    pub fn new(a: Agent, online: bool) -> AgentPublic {
+    pub fn new(a: Agent, online: bool, workers: Vec<WorkerPublic>) -> AgentPublic {
         AgentPublic {
+            workers,
             online,
             dropped_events: a.dropped_events,
             hostname: a.hostname.clone(),
@@ -104,16 +142,30 @@ pub async fn list(
     access: ProjectAccess<Viewer>,
 ) -> Result<Json<AgentList>, ApiError> {
     let project_id = access.project.id;
-    let items = state
+    let (items, workers) = state
         .store
-        .read("list_agents", move |conn| agents::list(conn, &project_id))
+        .read("list_agents", move |conn| {
+            Ok((
+                agents::list(conn, &project_id)?,
+                tasks::workers_of_project(conn, &project_id)?,
+            ))
+        })
         .await?;
+    let mut by_agent: std::collections::HashMap<String, Vec<WorkerPublic>> =
+        std::collections::HashMap::new();
+    for worker in workers {
+        by_agent
+            .entry(worker.agent_id.clone())
+            .or_default()
+            .push(worker.into());
+    }
     Ok(Json(AgentList {
         items: items
             .into_iter()
             .map(|a| {
                 let online = state.hub.is_online(&a.id);
-                AgentPublic::new(a, online)
+                let workers = by_agent.remove(&a.id).unwrap_or_default();
+                AgentPublic::new(a, online, workers)
             })
             .collect(),
     }))
@@ -152,7 +204,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreatedAgent {
-            agent: AgentPublic::new(agent, false),
+            agent: AgentPublic::new(agent, false, Vec::new()),
             enrollment_token: secret.expose().to_owned(),
         }),
     ))
@@ -176,7 +228,18 @@ pub async fn get(
         .await
         .map_err(|e| agent_error(e, agent_id))?;
     let online = state.hub.is_online(&agent.id);
-    Ok(Json(AgentPublic::new(agent, online)))
+    let (project_id, agent_id) = (agent.project_id.clone(), agent.id.clone());
+    let workers = state
+        .store
+        .read("agent_workers", move |conn| {
+            tasks::workers_of_project(conn, &project_id)
+        })
+        .await?
+        .into_iter()
+        .filter(|w| w.agent_id == agent_id)
+        .map(WorkerPublic::from)
+        .collect();
+    Ok(Json(AgentPublic::new(agent, online, workers)))
 }
 
 /// Deletes an agent (admin). Its tasks stay; it can no longer connect.

@@ -331,6 +331,38 @@ pub fn record_dropped(
     Ok(())
 }
 
+/// A worker as reported.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = workers)]
+pub struct WorkerRow {
+    /// The agent that reports it.
+    pub agent_id: String,
+    /// Engine-native name.
+    pub name: String,
+    /// Online after its last event.
+    pub online: bool,
+    /// Last heartbeat or event, ms.
+    pub last_heartbeat_at: Option<i64>,
+    /// Pool kind.
+    pub pool: Option<String>,
+    /// Pool size.
+    pub concurrency: Option<i32>,
+    /// Queues consumed, JSON array.
+    pub queues: Option<String>,
+}
+
+/// Workers of a project's agents, by agent and name.
+pub fn workers_of_project(
+    conn: &mut AnyConnection,
+    project_id: &str,
+) -> StoreResult<Vec<WorkerRow>> {
+    Ok(workers::table
+        .filter(workers::project_id.eq(project_id))
+        .order((workers::agent_id.asc(), workers::name.asc()))
+        .select(WorkerRow::as_select())
+        .load(conn)?)
+}
+
 /// An agent's workers by name, with whether each is online.
 pub fn workers_of_agent(
     conn: &mut AnyConnection,

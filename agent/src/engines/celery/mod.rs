@@ -182,6 +182,7 @@ impl EngineAdapter for CeleryAdapter {
                 Ok(pidbox) => Some(Arc::new(EventsSwitch {
                     pidbox,
                     asked: Mutex::new(HashSet::new()),
+                    sink: sink.clone(),
                 })),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot switch task events on");
@@ -389,6 +390,8 @@ fn summarize(replies: &[(String, serde_json::Value)]) -> Result<String, String> 
 struct EventsSwitch {
     pidbox: pidbox::Pidbox,
     asked: Mutex<HashSet<String>>,
+    /// Where the worker's pool and queues (from `stats` and `active_queues`) are reported.
+    sink: mpsc::Sender<Update>,
 }
 
 impl EventsSwitch {
@@ -414,6 +417,9 @@ impl EventsSwitch {
             match answer.as_ref().map(|r| r.first()) {
                 Ok(Some((w, reply))) => {
                     tracing::info!(worker = %w, reply = %reply, "asked the worker to send task events (enable_events)");
+                    if let Some(update) = probe(&switch.pidbox, &worker).await {
+                        let _ = switch.sink.send(update).await;
+                    }
                 }
                 other => {
                     tracing::warn!(%worker, outcome = ?other, "enable_events got no answer; will ask again");
@@ -422,6 +428,41 @@ impl EventsSwitch {
             }
         });
     }
+}
+
+/// A worker's pool kind, size and consumed queues, from `stats` and `active_queues`.
+async fn probe(pidbox: &pidbox::Pidbox, worker: &str) -> Option<Update> {
+    let only = Some(vec![worker.to_owned()]);
+    let stats = pidbox
+        .call("stats", serde_json::json!({}), only.clone())
+        .await
+        .ok()?;
+    let queues = pidbox
+        .call("active_queues", serde_json::json!({}), only)
+        .await
+        .ok()?;
+    let stats = &stats.first()?.1;
+    let implementation = stats["pool"]["implementation"].as_str().unwrap_or_default();
+    // "celery.concurrency.prefork:TaskPool" -> "prefork"
+    let pool = implementation
+        .rsplit_once(':')
+        .map(|(module, _)| module.rsplit('.').next().unwrap_or(module).to_owned());
+    let concurrency = stats["pool"]["max-concurrency"].as_i64().map(|n| n as i32);
+    let queue_names = queues.first().and_then(|(_, list)| {
+        list.as_array().map(|qs| {
+            qs.iter()
+                .filter_map(|q| q["name"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+    });
+    Some(Update::Worker(WorkerUpdate {
+        name: worker.to_owned(),
+        online: true,
+        at_ms: now_ms(),
+        pool,
+        concurrency,
+        queues: queue_names,
+    }))
 }
 
 /// One subscription: reads messages as fast as Redis sends them and hands each to the parser;
