@@ -381,6 +381,7 @@ async fn forged_misaddressed_expired_and_replayed_commands_never_run() {
             global_throttle: false,
             bound_depth: None,
             ttl_ms,
+            resolved: None,
         };
         store
             .write_blocking("test_mint", |c| commands::mint(c, &ctx, new))
@@ -1052,6 +1053,41 @@ async fn celery_events_from_a_real_worker_become_tasks() {
         "{failed:?}"
     );
     assert!(failed.traceback.is_some());
+
+    // Retry with new kwargs: the brain resolves the original arguments from the event reprs,
+    // the agent republishes them, and the worker runs the new task.
+    let sent = Command::new(celery_python())
+        .current_dir(celery_app_dir())
+        .args(["-c", "import app; print(app.greet.delay('ann').id)"])
+        .env("CELERY_BROKER_URL", broker)
+        .output()
+        .unwrap();
+    let greeted = String::from_utf8(sent.stdout).unwrap().trim().to_owned();
+    wait_for(Duration::from_secs(30), "the greeting", || async {
+        find(&greeted).is_some_and(|t| t.result.as_deref() == Some("'hello ann'"))
+    })
+    .await;
+    let retry = brain
+        .issue(
+            &agent,
+            "retry-task",
+            json!({"engine": "celery", "task_id": greeted, "override_kwargs": {"greeting": "hi"}}),
+        )
+        .await;
+    let done = brain.wait_status(&retry, "succeeded").await;
+    let detail = done["detail"].as_str().unwrap().to_owned();
+    let new_id = detail
+        .split(" as ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no new task id in {detail:?}"))
+        .to_owned();
+    assert_ne!(new_id, greeted);
+    wait_for(Duration::from_secs(30), "the retried task", || async {
+        find(&new_id)
+            .is_some_and(|t| t.state == "succeeded" && t.result.as_deref() == Some("'hi ann'"))
+    })
+    .await;
 }
 
 /// A real worker killed with SIGKILL mid-task: it goes offline and its started task becomes
@@ -1390,7 +1426,7 @@ async fn commands_reach_a_real_celery_worker() {
         "revoked",
     );
     expect(
-        &run("retry-task", json!({"engine": "celery", "task_id": "x"})).await,
+        &run("bulk-retry", json!({"filter": {}, "max": 5})).await,
         "failed",
         "not supported",
     );

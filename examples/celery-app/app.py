@@ -36,3 +36,8 @@ def sleepy(seconds):
 
     time.sleep(seconds)
     return seconds
+
+
+@app.task
+def greet(name, greeting="hello"):
+    return "%s %s" % (greeting, name)

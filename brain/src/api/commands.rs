@@ -364,6 +364,67 @@ fn parse_request(
     Ok((agent_id, idempotency_key, command))
 }
 
+/// What an agent needs to run a task again: its name, queue and arguments (read from the
+/// Python reprs its events carried), with `override_kwargs` merged over the kwargs. A task
+/// whose arguments cannot be read exactly (truncated or non-literal repr) is not retryable, and
+/// the answer says why.
+fn resolve_retry(
+    conn: &mut crate::store::AnyConnection,
+    project_id: &str,
+    retry: &RetryTask,
+) -> crate::store::StoreResult<Result<serde_json::Value, ApiError>> {
+    let task = match crate::store::tasks::find(conn, project_id, &retry.engine, &retry.task_id) {
+        Err(StoreError::NotFound) => {
+            return Ok(Err(ApiError::NotFound(format!(
+                "task {}/{}",
+                retry.engine, retry.task_id
+            ))));
+        }
+        other => other?,
+    };
+    let not_retryable = |why: String| {
+        Err(ApiError::Conflict(format!(
+            "task {} is not retryable: arguments unavailable ({why})",
+            retry.task_id
+        )))
+    };
+    let Some(name) = task.name.clone() else {
+        return Ok(not_retryable("its name was never reported".into()));
+    };
+    let read = |stored: &Option<String>, what: &str| -> Result<serde_json::Value, String> {
+        let stored = stored
+            .as_deref()
+            .ok_or_else(|| format!("no {what} were reported"))?;
+        match serde_json::from_str::<serde_json::Value>(stored) {
+            Ok(serde_json::Value::String(repr)) => taskward_shared::pyrepr::parse(&repr)
+                .map_err(|e| format!("{what} repr {repr:?}: {e}")),
+            Ok(value) => Ok(value),
+            Err(e) => Err(format!("{what}: {e}")),
+        }
+    };
+    let args = match read(&task.args, "args") {
+        Ok(serde_json::Value::Array(args)) => args,
+        Ok(other) => return Ok(not_retryable(format!("args are not a sequence: {other}"))),
+        Err(why) => return Ok(not_retryable(why)),
+    };
+    let mut kwargs = match read(&task.kwargs, "kwargs") {
+        Ok(serde_json::Value::Object(kwargs)) => kwargs,
+        Ok(other) => return Ok(not_retryable(format!("kwargs are not a mapping: {other}"))),
+        Err(why) => return Ok(not_retryable(why)),
+    };
+    if let Some(overrides) = &retry.override_kwargs {
+        kwargs.extend(overrides.clone());
+    }
+    Ok(Ok(serde_json::json!({
+        "name": name,
+        "queue": task.queue.unwrap_or_else(|| "celery".into()),
+        "args": args,
+        "kwargs": kwargs,
+        "original_task_id": task.task_id,
+        "root_id": task.root_task_id,
+    })))
+}
+
 fn field_error(err: FieldError) -> ApiError {
     ApiError::invalid_field(err.field.clone(), err.to_string())
 }
@@ -450,6 +511,13 @@ async fn issue(
                     }
                 }
             }
+            let resolved = match &command {
+                Command::RetryTask(retry) => match resolve_retry(conn, &project_id, retry)? {
+                    Ok(resolved) => Some(resolved),
+                    Err(refusal) => return Ok(Err(refusal)),
+                },
+                _ => None,
+            };
             let global_throttle = matches!(&command, Command::RateLimit(r) if r.is_global());
             let id = new_id();
             let record = commands::mint(
@@ -466,6 +534,7 @@ async fn issue(
                     global_throttle,
                     bound_depth,
                     ttl_ms,
+                    resolved,
                 },
             )?;
             if let Some(key) = &idempotency_key {

@@ -159,6 +159,8 @@ pub struct NewCommand {
     pub bound_depth: Option<u64>,
     /// Time to live, ms.
     pub ttl_ms: i64,
+    /// Context resolved for the agent (signed), e.g. a retried task's arguments.
+    pub resolved: Option<serde_json::Value>,
 }
 
 /// Mints a command: appends the signed `command.issued` row (which is what the agent will
@@ -183,6 +185,7 @@ pub fn mint(
         global_throttle: new.global_throttle,
         bound_depth: new.bound_depth.map(|d| d.to_string()),
         idempotency_key: new.idempotency_key.clone(),
+        resolved: new.resolved.clone(),
     };
     let statement = serde_json::json!({ "command": issued });
     let row = audit::append(

@@ -28,6 +28,8 @@ async fn app_with_history(backend: Backend) -> (TestApp, String) {
     }
     app.create_user("jane", false).await;
     app.add_member("default", "jane", "operator").await;
+    app.seed_tasks("default", &agents[0], &["task-0", "task-1", "task-2"])
+        .await;
     for (i, agent) in agents.iter().enumerate() {
         let reply = app
             .post(

@@ -27,6 +27,7 @@ async fn every_bound_at_both_edges(backend: Backend) {
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
     let agent = app.create_agent("default", "host").await;
+    app.seed_tasks("default", &agent, &["t1"]).await;
     let big = |n: usize| json!({"k": "x".repeat(n)});
     // 64 KiB of compact JSON is {"k":"xxx…"}: 8 bytes of framing.
     let limit_kwargs = 64 * 1024 - 8;
@@ -318,6 +319,7 @@ async fn command_count(app: &TestApp) -> usize {
 async fn roles_per_verb(backend: Backend) {
     let app = TestApp::new(backend).await;
     let agent = app.create_agent("default", "host").await;
+    app.seed_tasks("default", &agent, &["t"]).await;
     let mut tokens = Vec::new();
     for role in ["viewer", "operator", "admin", "outsider"] {
         let name = unique(role);
@@ -389,6 +391,7 @@ async fn idempotency_keys(backend: Backend) {
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
     let agent = app.create_agent("default", "host").await;
+    app.seed_tasks("default", &agent, &["t1", "t2"]).await;
     let body = with_agent(
         &agent,
         json!({"engine": "celery", "task_id": "t1", "idempotency_key": "k-1"}),
@@ -846,7 +849,80 @@ async fn deadlines_per_kind(backend: Backend) {
     assert_eq!(ms(&reply, "deadline_at"), ms(&reply, "expires_at"));
 }
 
+/// retry-task resolves the task: unknown ids are 404; unreadable arguments make it not
+/// retryable (409, saying why); otherwise the signed command carries the task's name, queue
+/// and arguments with `override_kwargs` merged in.
+async fn retries_resolve_the_original_task(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    let agent = app.create_agent("default", "host").await;
+    app.seed_tasks("default", &agent, &["known"]).await;
+    let unknown = issue(
+        &app,
+        &t,
+        "retry-task",
+        with_agent(&agent, json!({"engine": "celery", "task_id": "nope"})),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+    let ok = issue(
+        &app,
+        &t,
+        "retry-task",
+        with_agent(
+            &agent,
+            json!({"engine": "celery", "task_id": "known", "override_kwargs": {"extra": 1}}),
+        ),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
+    let detail = app
+        .get(&format!("{P}/{}", ok.body["id"].as_str().unwrap()), &t)
+        .await;
+    let resolved = &detail.body["audit_rows"][0]["statement"]["payload"]["command"]["resolved"];
+    assert_eq!(resolved["name"], "app.add");
+    assert_eq!(resolved["queue"], "default");
+    assert_eq!(resolved["args"], json!([1, 2]));
+    assert_eq!(resolved["kwargs"], json!({"k": "v", "extra": 1}));
+
+    // A truncated repr: not retryable, with the reason.
+    use taskward_shared::events::{TaskState, TaskUpdate, Update};
+    let truncated = vec![Update::Task(Box::new(TaskUpdate {
+        engine: "celery".into(),
+        task_id: "long".into(),
+        state: Some(TaskState::Failed),
+        at_ms: 1,
+        name: Some("app.add".into()),
+        args: Some(serde_json::Value::String("('aaaa...', ...)".into())),
+        kwargs: Some(serde_json::Value::String("{}".into())),
+        ..TaskUpdate::default()
+    }))];
+    let a = agent.clone();
+    app.store
+        .write("test_seed", move |conn| {
+            let project = taskward_brain::store::projects::find(conn, &"default".parse().unwrap())?;
+            taskward_brain::store::tasks::apply_updates(conn, &project.id, &a, &truncated, 1)
+        })
+        .await
+        .unwrap();
+    let refused = issue(
+        &app,
+        &t,
+        "retry-task",
+        with_agent(&agent, json!({"engine": "celery", "task_id": "long"})),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not retryable: arguments unavailable")
+    );
+}
+
 both_backends!(
+    retries_resolve_the_original_task,
     deadlines_per_kind,
     every_bound_at_both_edges,
     roles_per_verb,

@@ -264,6 +264,11 @@ pub struct IssuedCommand {
     pub bound_depth: Option<String>,
     /// The issuer's idempotency key.
     pub idempotency_key: Option<String>,
+    /// What the brain resolved for the agent at issue time, signed with the rest (for
+    /// retry-task: the original task's name, queue and arguments, kwargs already merged with
+    /// `override_kwargs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<serde_json::Value>,
 }
 
 impl IssuedCommand {

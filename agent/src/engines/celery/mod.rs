@@ -153,7 +153,7 @@ impl EngineAdapter for CeleryAdapter {
     }
 
     fn supports(&self, kind: CommandKind) -> bool {
-        !matches!(kind, CommandKind::RetryTask | CommandKind::BulkRetry)
+        kind != CommandKind::BulkRetry
     }
 
     /// Subscribes to every event channel and forwards updates; reconnects after errors (events
@@ -303,11 +303,80 @@ impl CeleryAdapter {
                 }
             }
             Command::PurgeQueue(c) => self.purge(&c.queue, c.force, issued).await,
-            Command::RetryTask(_) | Command::BulkRetry(_) => Err(format!(
+            Command::RetryTask(_) => self.republish(issued).await,
+            Command::BulkRetry(_) => Err(format!(
                 "{} through Celery is not available in this release",
                 command.kind()
             )),
         }
+    }
+
+    /// Runs a task again: publishes a new message (new id, so a revoked original does not
+    /// swallow it) with the original name, queue and arguments the brain resolved and signed
+    /// (`celery-wire.md` 3.4).
+    async fn republish(&self, issued: &IssuedCommand) -> Result<String, String> {
+        use base64::Engine;
+        let resolved = issued
+            .resolved
+            .as_ref()
+            .ok_or("the command carries no resolved task (issued by an older brain?)")?;
+        let name = resolved["name"]
+            .as_str()
+            .ok_or("resolved task has no name")?;
+        let queue = resolved["queue"].as_str().unwrap_or("celery");
+        let args = resolved["args"].clone();
+        let kwargs = resolved["kwargs"].clone();
+        let id = pidbox::uuid_like();
+        let body = serde_json::json!([args, kwargs, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]);
+        let headers = serde_json::json!({
+            "lang": "py",
+            "task": name,
+            "id": id,
+            "shadow": null,
+            "eta": null,
+            "expires": null,
+            "group": null,
+            "group_index": null,
+            "retries": 0,
+            "timelimit": [null, null],
+            "root_id": id,
+            "parent_id": null,
+            "argsrepr": python_repr_args(&args),
+            "kwargsrepr": python_repr(&kwargs),
+            "origin": "taskward-agent",
+            "ignore_result": false,
+            "replaced_task_nesting": 0,
+            "stamped_headers": null,
+            "stamps": {},
+        });
+        let envelope = serde_json::json!({
+            "body": base64::engine::general_purpose::STANDARD.encode(body.to_string()),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {
+                "correlation_id": id,
+                "reply_to": pidbox::uuid_like(),
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": pidbox::uuid_like(),
+            },
+        });
+        let client = redis::Client::open(self.broker.as_str()).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        let _: i64 = redis::cmd("LPUSH")
+            .arg(format!("{}{queue}", self.keyprefix))
+            .arg(envelope.to_string())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let original = resolved["original_task_id"].as_str().unwrap_or("?");
+        Ok(format!("retried {original} as {id} on queue {queue}"))
     }
 
     /// Purges every priority bucket of a queue in one transaction, refusing (unless forced)
@@ -364,6 +433,44 @@ impl CeleryAdapter {
             "purged {} messages from {queue}",
             lengths.iter().sum::<u64>()
         ))
+    }
+}
+
+/// Python's repr of a JSON value (for the `argsrepr`/`kwargsrepr` headers monitors show).
+fn python_repr(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "None".into(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(python_repr).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .map(|(k, v)| format!(
+                    "{}: {}",
+                    python_repr(&Value::String(k.clone())),
+                    python_repr(v)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The args tuple as Python shows it: `(1, 2)`, `('a',)`, `()`.
+fn python_repr_args(args: &serde_json::Value) -> String {
+    match args.as_array() {
+        Some(items) if items.len() == 1 => format!("({},)", python_repr(&items[0])),
+        Some(items) => format!(
+            "({})",
+            items.iter().map(python_repr).collect::<Vec<_>>().join(", ")
+        ),
+        None => python_repr(args),
     }
 }
 
@@ -565,6 +672,24 @@ async fn report_depths(broker: &str, prefix: &str, queues: &[String], sink: &mps
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_reprs_of_arguments() {
+        use serde_json::json;
+        assert_eq!(python_repr_args(&json!([1, "a"])), "(1, 'a')");
+        assert_eq!(python_repr_args(&json!(["x"])), "('x',)");
+        assert_eq!(python_repr_args(&json!([])), "()");
+        assert_eq!(
+            python_repr(&json!({"k": [true, null, "it's"]})),
+            r#"{'k': [True, None, 'it\'s']}"#
+        );
+        // What Celery would show round-trips through the brain's repr reader.
+        let repr = python_repr(&json!({"a": "b\\c", "n": 1.5}));
+        assert_eq!(
+            taskward_shared::pyrepr::parse(&repr).unwrap(),
+            json!({"a": "b\\c", "n": 1.5})
+        );
+    }
 
     fn started(task: &str, worker: &str) -> Update {
         Update::Task(Box::new(TaskUpdate {

@@ -16,7 +16,8 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// kombu's separator inside binding members.
 const SEP: &str = "\x06\x16";
 
-fn uuid_like() -> String {
+/// A random UUID-shaped id (task ids, reply keys, delivery tags).
+pub fn uuid_like() -> String {
     let b = random_bytes::<16>();
     let h = hex::encode(b);
     format!(

@@ -218,6 +218,42 @@ impl TestApp {
         reply.body["agent"]["id"].as_str().unwrap().to_owned()
     }
 
+    /// Records tasks as an agent would report them (received with args `(1, 2)` and kwargs
+    /// `{'k': 'v'}`), so commands can name them.
+    pub async fn seed_tasks(&self, slug: &str, agent_id: &str, task_ids: &[&str]) {
+        use taskward_shared::events::{TaskState, TaskUpdate, Update};
+        let updates: Vec<Update> = task_ids
+            .iter()
+            .map(|id| {
+                Update::Task(Box::new(TaskUpdate {
+                    engine: "celery".into(),
+                    task_id: (*id).to_owned(),
+                    state: Some(TaskState::Failed),
+                    at_ms: 1,
+                    name: Some("app.add".into()),
+                    queue: Some("default".into()),
+                    args: Some(serde_json::Value::String("(1, 2)".into())),
+                    kwargs: Some(serde_json::Value::String("{'k': 'v'}".into())),
+                    ..TaskUpdate::default()
+                }))
+            })
+            .collect();
+        let (slug, agent_id) = (slug.parse().unwrap(), agent_id.to_owned());
+        self.store
+            .write("test_seed_tasks", move |conn| {
+                let project = taskward_brain::store::projects::find(conn, &slug)?;
+                taskward_brain::store::tasks::apply_updates(
+                    conn,
+                    &project.id,
+                    &agent_id,
+                    &updates,
+                    1,
+                )
+            })
+            .await
+            .unwrap();
+    }
+
     /// Number of projects, read straight from the store.
     pub async fn project_count(&self) -> usize {
         let reply = self.get("/api/v1/projects", &self.admin_token).await;
