@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use taskward_shared::audit::verify::TrustedKeys;
-use taskward_shared::audit::{AuditRow, PublicKeyInfo, Statement, parse_hash, row_hash};
+use taskward_shared::audit::{AuditRow, PublicKeyInfo, Statement};
 use taskward_shared::crypto::{key_id, parse_public_key};
 
 use crate::identity::write_private;
@@ -74,32 +74,7 @@ impl Trust {
 /// Checks a row's hash and signature against trusted keys (not its place in the chain, which
 /// the agent does not hold).
 pub fn verify_row_signature(keys: &TrustedKeys, row: &AuditRow) -> Result<Statement, String> {
-    let prev = parse_hash(&row.prev_hash).ok_or("row has a malformed prev_hash")?;
-    let hash = row_hash(row.seq, &prev, row.statement.as_bytes());
-    if parse_hash(&row.hash) != Some(hash) {
-        return Err("row hash does not match its content".into());
-    }
-    let key = keys.get(&row.key_id).ok_or_else(|| {
-        format!(
-            "signed by key {} that this agent does not trust",
-            row.key_id
-        )
-    })?;
-    let signature = hex::decode(&row.signature)
-        .ok()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .ok_or("malformed signature")?;
-    key.verify_strict(
-        &taskward_shared::audit::signature_message(&row.key_id, &hash),
-        &ed25519_dalek::Signature::from_bytes(&signature),
-    )
-    .map_err(|_| "bad brain signature".to_owned())?;
-    let statement: Statement =
-        serde_json::from_str(&row.statement).map_err(|e| format!("malformed statement: {e}"))?;
-    if statement.seq != row.seq.to_string() || statement.chain != row.chain {
-        return Err("statement does not match its row".into());
-    }
-    Ok(statement)
+    taskward_shared::audit::verify::check_row(keys, row)
 }
 
 fn verify_rotation(keys: &TrustedKeys, row: &AuditRow) -> Result<PublicKeyInfo, String> {

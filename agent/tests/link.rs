@@ -435,7 +435,7 @@ async fn forged_misaddressed_expired_and_replayed_commands_never_run() {
     .await;
     let log = brain.log();
     assert!(
-        log.contains("bad brain signature") || log.contains("does not trust"),
+        log.contains("bad brain signature") || log.contains("is not trusted"),
         "{log}"
     );
     assert!(log.contains("addressed to agent"), "{log}");

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use taskward_shared::audit::verify::TrustedKeys;
-use taskward_shared::audit::{AuditRow, Checkpoint, PublicKeyInfo, parse_hash, signature_message};
+use taskward_shared::audit::{AuditRow, Checkpoint, PublicKeyInfo};
 use taskward_shared::crypto::confirm_token;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -120,21 +120,7 @@ impl AuditRowPublic {
 }
 
 fn signature_ok(row: &AuditRow, trusted: &TrustedKeys) -> bool {
-    let (Some(key), Some(hash), Ok(sig)) = (
-        trusted.get(&row.key_id),
-        parse_hash(&row.hash),
-        hex::decode(&row.signature),
-    ) else {
-        return false;
-    };
-    let Ok(sig) = <[u8; 64]>::try_from(sig) else {
-        return false;
-    };
-    key.verify_strict(
-        &signature_message(&row.key_id, &hash),
-        &ed25519_dalek::Signature::from_bytes(&sig),
-    )
-    .is_ok()
+    taskward_shared::audit::verify::check_row(trusted, row).is_ok()
 }
 
 /// A page of audit rows.

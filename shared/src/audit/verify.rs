@@ -55,6 +55,33 @@ impl TrustedKeys {
     }
 }
 
+/// Checks one row on its own (not its place in a chain): its hash recomputes from its bytes,
+/// it is signed strictly by a trusted key, and its statement names its position. For readers
+/// that hold single rows: agents checking commands, the API showing signature status.
+pub fn check_row(keys: &TrustedKeys, row: &AuditRow) -> Result<Statement, String> {
+    let prev = parse_hash(&row.prev_hash).ok_or("row has a malformed prev_hash")?;
+    let hash = row_hash(row.seq, &prev, row.statement.as_bytes());
+    if parse_hash(&row.hash) != Some(hash) {
+        return Err("row hash does not match its content".into());
+    }
+    let key = keys
+        .get(&row.key_id)
+        .ok_or_else(|| format!("signed by key {} that is not trusted", row.key_id))?;
+    let signature = hex::decode(&row.signature)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(|b| Signature::from_bytes(&b))
+        .ok_or("malformed signature")?;
+    key.verify_strict(&signature_message(&row.key_id, &hash), &signature)
+        .map_err(|_| "bad brain signature".to_owned())?;
+    let statement: Statement =
+        serde_json::from_str(&row.statement).map_err(|e| format!("malformed statement: {e}"))?;
+    if statement.seq != row.seq.to_string() || statement.chain != row.chain {
+        return Err("statement does not match its row".into());
+    }
+    Ok(statement)
+}
+
 /// What is wrong with a row (or with the log as a whole).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
