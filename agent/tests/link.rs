@@ -896,27 +896,13 @@ fn celery_python() -> PathBuf {
     python
 }
 
-fn celery_app_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/celery-app")
-}
-
-/// A real Celery worker on the real Redis emits events; the agent's Celery adapter reads them
-/// from pub/sub and the brain stores the tasks with their results, errors and worker.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn celery_events_from_a_real_worker_become_tasks() {
-    // A broker db of its own, so other users of this Redis do not mix in.
-    let broker = "redis://127.0.0.1:6379/9";
-    let dir = tempfile::tempdir().unwrap();
-    let brain = Brain::start(dir.path()).await;
-    let (agent, token) = brain.create_agent("celery-host").await;
-    let config = dir.path().join("agent/agent.toml");
-    let out = Command::new(AGENT)
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "enroll", "--brain", &brain.url, "--token", &token, "--engine", "celery", "--broker",
-            broker,
-        ])
+/// Runs Python with the example Celery app on `broker`; returns stdout lines (task ids).
+fn celery_python_run(broker: &str, code: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let out = Command::new(celery_python())
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/celery-app"))
+        .args(["-c", code])
+        .env("CELERY_BROKER_URL", broker)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -924,123 +910,186 @@ async fn celery_events_from_a_real_worker_become_tasks() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace(
-            r#"queues = ["celery"]"#,
-            r#"queues = ["celery", "reports"]"#,
-        ),
-    )
-    .unwrap();
-    // A queue no worker consumes, with messages in two priority buckets.
-    let seeded = Command::new(celery_python())
-        .args([
-            "-c",
-            "import redis; r = redis.Redis(db=9); r.delete('reports', 'reports\\x06\\x169'); \
-            r.lpush('reports', 'a', 'b', 'c'); r.lpush('reports\\x06\\x169', 'd', 'e')",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        seeded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&seeded.stderr)
-    );
-    let home = AgentHome {
-        config,
-        state: dir.path().join("agent/state"),
-    };
-    let _agent = start_agent(&home);
-    wait_online(&brain, &agent).await;
-    // The agent subscribes right after it starts; give it a moment before events flow.
-    wait_for(
-        Duration::from_secs(20),
-        "the agent to subscribe",
-        || async {
-            std::fs::read_to_string(home.state.join("agent.log"))
-                .unwrap_or_default()
-                .contains("reading Celery events")
-        },
-    )
-    .await;
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
 
-    let worker_log = std::fs::File::create(dir.path().join("worker.log")).unwrap();
-    let _worker = Proc(
+/// A real Celery worker of the example app, in its own process group (killed with it).
+fn celery_worker(
+    broker: &str,
+    name: &str,
+    pool: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> Proc {
+    Proc(
         Command::new(celery_python())
-            .current_dir(celery_app_dir())
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/celery-app"))
             .args([
                 "-m",
                 "celery",
                 "-A",
                 "app",
                 "worker",
-                "-E",
-                "--pool",
-                "solo",
                 "-n",
-                "w1@taskward-test",
+                name,
                 "--without-mingle",
                 "--without-gossip",
-                "--loglevel",
-                "INFO",
             ])
+            .args(pool)
             .env("CELERY_BROKER_URL", broker)
+            .envs(env.iter().copied())
+            .process_group(0)
             .stdout(Stdio::null())
-            .stderr(worker_log)
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap(),
-    );
-    let sent = Command::new(celery_python())
-        .current_dir(celery_app_dir())
-        .args([
-            "-c",
-            "import app; print(app.add.delay(2, 3).id); print(app.fail.delay().id)",
-        ])
-        .env("CELERY_BROKER_URL", broker)
-        .output()
-        .unwrap();
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    let ids: Vec<String> = String::from_utf8(sent.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    )
+}
 
-    use taskward_brain::store::{DatabaseUrl, Store, projects, tasks};
-    let store = Store::open(&DatabaseUrl::Sqlite(
-        dir.path().join("taskward-data/taskward.db"),
-    ))
-    .unwrap();
-    let find = |id: &str| {
+/// A brain and an enrolled Celery agent on `broker` (watching `queues`), connected and
+/// subscribed to the broker's events.
+struct CeleryStack {
+    dir: tempfile::TempDir,
+    brain: Brain,
+    agent: String,
+    home: AgentHome,
+    _agent: Proc,
+    store: taskward_brain::store::Store,
+}
+
+impl CeleryStack {
+    async fn start(broker: &str, queues: &[&str]) -> CeleryStack {
+        let dir = tempfile::tempdir().unwrap();
+        let brain = Brain::start(dir.path()).await;
+        let (agent, token) = brain.create_agent("celery-host").await;
+        let config = dir.path().join("agent/agent.toml");
+        let out = Command::new(AGENT)
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "enroll", "--brain", &brain.url, "--token", &token, "--engine", "celery",
+                "--broker", broker,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let watched = serde_json::to_string(queues).unwrap().replace(',', ", ");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace(r#"queues = ["celery"]"#, &format!("queues = {watched}")),
+        )
+        .unwrap();
+        let home = AgentHome {
+            config,
+            state: dir.path().join("agent/state"),
+        };
+        let process = start_agent(&home);
+        wait_online(&brain, &agent).await;
+        wait_for(
+            Duration::from_secs(20),
+            "the agent to subscribe",
+            || async {
+                std::fs::read_to_string(home.state.join("agent.log"))
+                    .unwrap_or_default()
+                    .contains("reading Celery events")
+            },
+        )
+        .await;
+        let store =
+            taskward_brain::store::Store::open(&taskward_brain::store::DatabaseUrl::Sqlite(
+                dir.path().join("taskward-data/taskward.db"),
+            ))
+            .unwrap();
+        CeleryStack {
+            dir,
+            brain,
+            agent,
+            home,
+            _agent: process,
+            store,
+        }
+    }
+
+    fn task(&self, id: &str) -> Option<taskward_brain::store::tasks::TaskRow> {
+        use taskward_brain::store::{projects, tasks};
         let id = id.to_owned();
-        store
+        self.store
             .read_blocking("test_task", |c| {
                 let project = projects::find(c, &"default".parse().unwrap())?;
                 tasks::find(c, &project.id, "celery", &id)
             })
             .ok()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (added, failed) = loop {
-        if let (Some(a), Some(f)) = (find(&ids[0]), find(&ids[1]))
-            && a.state == "succeeded"
-            && f.state == "failed"
-        {
-            break (a, f);
+    }
+
+    fn workers(&self) -> Vec<(String, bool)> {
+        let agent = self.agent.clone();
+        self.store
+            .read_blocking("test_workers", |c| {
+                taskward_brain::store::tasks::workers_of_agent(c, &agent)
+            })
+            .unwrap()
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn wait_task(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&taskward_brain::store::tasks::TaskRow) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.task(id).is_some_and(|t| done(&t)) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: task {id} is {:?}\nagent log:\n{}",
+                self.task(id).map(|t| t.state),
+                std::fs::read_to_string(self.home.state.join("agent.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "tasks never arrived; worker log:\n{}\nagent log:\n{}",
-            std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default(),
-            std::fs::read_to_string(home.state.join("agent.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+}
+
+const PREFORK_1: &[&str] = &["-E", "--pool", "prefork", "-c", "1"];
+
+/// A real Celery worker on the real Redis emits events; the agent's Celery adapter reads them
+/// from pub/sub and the brain stores the tasks with their results, errors and worker. A retry
+/// with new kwargs republishes the task, which runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_events_from_a_real_worker_become_tasks() {
+    let broker = "redis://127.0.0.1:6379/9";
+    let stack = CeleryStack::start(broker, &["celery"]).await;
+    let _worker = celery_worker(
+        broker,
+        "w1@taskward-test",
+        &["-E", "--pool", "solo", "--loglevel", "INFO"],
+        &[],
+        &stack.log("worker.log"),
+    );
+    let ids = celery_python_run(
+        broker,
+        "import app; print(app.add.delay(2, 3).id); print(app.fail.delay().id)",
+        &[],
+    );
+    stack
+        .wait_task(&ids[0], "add", |t| t.state == "succeeded")
+        .await;
+    stack
+        .wait_task(&ids[1], "fail", |t| t.state == "failed")
+        .await;
+    let (added, failed) = (stack.task(&ids[0]).unwrap(), stack.task(&ids[1]).unwrap());
     assert_eq!(added.name.as_deref(), Some("app.add"));
     assert_eq!(added.result.as_deref(), Some("5"));
     assert_eq!(added.worker_name.as_deref(), Some("w1@taskward-test"));
@@ -1056,25 +1105,22 @@ async fn celery_events_from_a_real_worker_become_tasks() {
 
     // Retry with new kwargs: the brain resolves the original arguments from the event reprs,
     // the agent republishes them, and the worker runs the new task.
-    let sent = Command::new(celery_python())
-        .current_dir(celery_app_dir())
-        .args(["-c", "import app; print(app.greet.delay('ann').id)"])
-        .env("CELERY_BROKER_URL", broker)
-        .output()
-        .unwrap();
-    let greeted = String::from_utf8(sent.stdout).unwrap().trim().to_owned();
-    wait_for(Duration::from_secs(30), "the greeting", || async {
-        find(&greeted).is_some_and(|t| t.result.as_deref() == Some("'hello ann'"))
-    })
-    .await;
-    let retry = brain
+    let greeted =
+        celery_python_run(broker, "import app; print(app.greet.delay('ann').id)", &[]).remove(0);
+    stack
+        .wait_task(&greeted, "the greeting", |t| {
+            t.result.as_deref() == Some("'hello ann'")
+        })
+        .await;
+    let retry = stack
+        .brain
         .issue(
-            &agent,
+            &stack.agent,
             "retry-task",
             json!({"engine": "celery", "task_id": greeted, "override_kwargs": {"greeting": "hi"}}),
         )
         .await;
-    let done = brain.wait_status(&retry, "succeeded").await;
+    let done = stack.brain.wait_status(&retry, "succeeded").await;
     let detail = done["detail"].as_str().unwrap().to_owned();
     let new_id = detail
         .split(" as ")
@@ -1083,11 +1129,11 @@ async fn celery_events_from_a_real_worker_become_tasks() {
         .unwrap_or_else(|| panic!("no new task id in {detail:?}"))
         .to_owned();
     assert_ne!(new_id, greeted);
-    wait_for(Duration::from_secs(30), "the retried task", || async {
-        find(&new_id)
-            .is_some_and(|t| t.state == "succeeded" && t.result.as_deref() == Some("'hi ann'"))
-    })
-    .await;
+    stack
+        .wait_task(&new_id, "the retried task", |t| {
+            t.state == "succeeded" && t.result.as_deref() == Some("'hi ann'")
+        })
+        .await;
 }
 
 /// A real worker killed with SIGKILL mid-task: it goes offline and its started task becomes
@@ -1095,105 +1141,21 @@ async fn celery_events_from_a_real_worker_become_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_celery_worker_goes_offline_and_its_task_is_lost() {
     let broker = "redis://127.0.0.1:6379/10";
-    let dir = tempfile::tempdir().unwrap();
-    let brain = Brain::start(dir.path()).await;
-    let (agent, token) = brain.create_agent("celery-host").await;
-    let config = dir.path().join("agent/agent.toml");
-    let out = Command::new(AGENT)
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "enroll", "--brain", &brain.url, "--token", &token, "--engine", "celery", "--broker",
-            broker,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stack = CeleryStack::start(broker, &["celery"]).await;
+    // Prefork: the main process keeps flushing events while the child sleeps.
+    let mut worker = celery_worker(
+        broker,
+        "doomed@taskward-test",
+        PREFORK_1,
+        &[],
+        &stack.log("worker.log"),
     );
-    let home = AgentHome {
-        config,
-        state: dir.path().join("agent/state"),
-    };
-    let _agent = start_agent(&home);
-    wait_online(&brain, &agent).await;
-    wait_for(
-        Duration::from_secs(20),
-        "the agent to subscribe",
-        || async {
-            std::fs::read_to_string(home.state.join("agent.log"))
-                .unwrap_or_default()
-                .contains("reading Celery events")
-        },
-    )
-    .await;
-    let mut worker = Proc(
-        Command::new(celery_python())
-            .current_dir(celery_app_dir())
-            // Prefork: the main process keeps flushing events while the child sleeps.
-            .args([
-                "-m",
-                "celery",
-                "-A",
-                "app",
-                "worker",
-                "-E",
-                "--pool",
-                "prefork",
-                "-c",
-                "1",
-                "-n",
-                "doomed@taskward-test",
-                "--without-mingle",
-                "--without-gossip",
-            ])
-            .env("CELERY_BROKER_URL", broker)
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let sent = Command::new(celery_python())
-        .current_dir(celery_app_dir())
-        .args(["-c", "import app; print(app.sleepy.delay(120).id)"])
-        .env("CELERY_BROKER_URL", broker)
-        .output()
-        .unwrap();
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    let id = String::from_utf8(sent.stdout).unwrap().trim().to_owned();
-
-    use taskward_brain::store::{DatabaseUrl, Store, projects, tasks};
-    let store = Store::open(&DatabaseUrl::Sqlite(
-        dir.path().join("taskward-data/taskward.db"),
-    ))
-    .unwrap();
-    let state = |id: &str| {
-        let id = id.to_owned();
-        store
-            .read_blocking("test_task", |c| {
-                let project = projects::find(c, &"default".parse().unwrap())?;
-                tasks::find(c, &project.id, "celery", &id)
-            })
-            .ok()
-            .map(|t| t.state)
-    };
-    let workers = || {
-        store
-            .read_blocking("test_workers", |c| tasks::workers_of_agent(c, &agent))
-            .unwrap()
-    };
-    wait_for(Duration::from_secs(30), "the task to start", || async {
-        state(&id).as_deref() == Some("started")
-    })
-    .await;
-    assert_eq!(workers(), [("doomed@taskward-test".to_owned(), true)]);
+    let id =
+        celery_python_run(broker, "import app; print(app.sleepy.delay(120).id)", &[]).remove(0);
+    stack
+        .wait_task(&id, "the task to start", |t| t.state == "started")
+        .await;
+    assert_eq!(stack.workers(), [("doomed@taskward-test".to_owned(), true)]);
     // SIGKILL to the worker and its pool child: no worker-offline event, no task event.
     let group = format!("-{}", worker.0.id());
     assert!(
@@ -1204,11 +1166,13 @@ async fn a_killed_celery_worker_goes_offline_and_its_task_is_lost() {
             .success()
     );
     worker.0.wait().unwrap();
-    wait_for(Duration::from_secs(30), "the task to be lost", || async {
-        state(&id).as_deref() == Some("lost")
-    })
-    .await;
-    assert_eq!(workers(), [("doomed@taskward-test".to_owned(), false)]);
+    stack
+        .wait_task(&id, "the task to be lost", |t| t.state == "lost")
+        .await;
+    assert_eq!(
+        stack.workers(),
+        [("doomed@taskward-test".to_owned(), false)]
+    );
 }
 
 /// Every worker-control verb, end to end: API → signed command → agent → Celery's remote
@@ -1216,97 +1180,34 @@ async fn a_killed_celery_worker_goes_offline_and_its_task_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_reach_a_real_celery_worker() {
     let broker = "redis://127.0.0.1:6379/11";
-    let dir = tempfile::tempdir().unwrap();
-    let brain = Brain::start(dir.path()).await;
-    let (agent, token) = brain.create_agent("celery-host").await;
-    let config = dir.path().join("agent/agent.toml");
-    let out = Command::new(AGENT)
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "enroll", "--brain", &brain.url, "--token", &token, "--engine", "celery", "--broker",
-            broker,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // A queue no worker consumes, with messages in two priority buckets.
+    celery_python_run(
+        broker,
+        "import redis; r = redis.Redis(db=11); r.delete('reports', 'reports\\x06\\x166'); \
+         r.lpush('reports', 'a', 'b', 'c'); r.lpush('reports\\x06\\x166', 'd', 'e')",
+        &[],
     );
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace(
-            r#"queues = ["celery"]"#,
-            r#"queues = ["celery", "reports"]"#,
-        ),
-    )
-    .unwrap();
-    let seeded = Command::new(celery_python())
-        .args([
-            "-c",
-            "import redis; r = redis.Redis(db=11); r.delete('reports', 'reports\\x06\\x166'); \
-            r.lpush('reports', 'a', 'b', 'c'); r.lpush('reports\\x06\\x166', 'd', 'e')",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        seeded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&seeded.stderr)
-    );
-    let home = AgentHome {
-        config,
-        state: dir.path().join("agent/state"),
-    };
-    let _agent = start_agent(&home);
-    wait_online(&brain, &agent).await;
+    let stack = CeleryStack::start(broker, &["celery", "reports"]).await;
     let worker_name = "ctl@taskward-test";
-    let _worker = Proc(
-        Command::new(celery_python())
-            .current_dir(celery_app_dir())
-            .args([
-                "-m",
-                "celery",
-                "-A",
-                "app",
-                "worker",
-                "-E",
-                "--pool",
-                "prefork",
-                "-c",
-                "1",
-                "-n",
-                worker_name,
-                "--without-mingle",
-                "--without-gossip",
-            ])
-            .env("CELERY_BROKER_URL", broker)
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _worker = celery_worker(
+        broker,
+        worker_name,
+        PREFORK_1,
+        &[],
+        &stack.log("worker.log"),
     );
-    use taskward_brain::store::{DatabaseUrl, Store, tasks};
-    let store = Store::open(&DatabaseUrl::Sqlite(
-        dir.path().join("taskward-data/taskward.db"),
-    ))
-    .unwrap();
     wait_for(
         Duration::from_secs(30),
         "the worker to come online",
         || async {
-            store
-                .read_blocking("test_workers", |c| tasks::workers_of_agent(c, &agent))
-                .unwrap()
+            stack
+                .workers()
                 .iter()
                 .any(|(name, online)| name == worker_name && *online)
         },
     )
     .await;
-
+    let brain = &stack.brain;
     // The worker's pool and queues, from Celery's stats and active_queues, in the agents API.
     wait_for(
         Duration::from_secs(30),
@@ -1315,7 +1216,7 @@ async fn commands_reach_a_real_celery_worker() {
             let (_, body) = brain
                 .call(
                     reqwest::Method::GET,
-                    &format!("/api/v1/projects/default/agents/{agent}"),
+                    &format!("/api/v1/projects/default/agents/{}", stack.agent),
                     None,
                 )
                 .await;
@@ -1332,23 +1233,20 @@ async fn commands_reach_a_real_celery_worker() {
     )
     .await;
 
-    let run = |kind: &'static str, body: Value| {
-        let brain = &brain;
-        let agent = agent.clone();
-        async move {
-            let id = brain.issue(&agent, kind, body).await;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let command = brain.command(&id).await;
-                if command["status"] == "succeeded" || command["status"] == "failed" {
-                    return command;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{kind} never finished: {command}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let agent = stack.agent.as_str();
+    let run = |kind: &'static str, body: Value| async move {
+        let id = brain.issue(agent, kind, body).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let command = brain.command(&id).await;
+            if command["status"] == "succeeded" || command["status"] == "failed" {
+                return command;
             }
+            assert!(
+                Instant::now() < deadline,
+                "{kind} never finished: {command}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     let expect = |command: &Value, status: &str, detail: &str| {
@@ -1361,10 +1259,11 @@ async fn commands_reach_a_real_celery_worker() {
             "{command}"
         );
     };
+    let w = worker_name;
     expect(
         &run(
             "add-consumer",
-            json!({"worker_name": worker_name, "queue": "billing"}),
+            json!({"worker_name": w, "queue": "billing"}),
         )
         .await,
         "succeeded",
@@ -1373,25 +1272,21 @@ async fn commands_reach_a_real_celery_worker() {
     expect(
         &run(
             "cancel-consumer",
-            json!({"worker_name": worker_name, "queue": "billing"}),
+            json!({"worker_name": w, "queue": "billing"}),
         )
         .await,
         "succeeded",
         "no longer consuming from billing",
     );
     expect(
-        &run(
-            "pool-resize",
-            json!({"worker_name": worker_name, "delta": 1}),
-        )
-        .await,
+        &run("pool-resize", json!({"worker_name": w, "delta": 1})).await,
         "succeeded",
         "pool will grow",
     );
     expect(
         &run(
             "rate-limit",
-            json!({"worker_name": worker_name, "task_name": "app.add", "rate": "10/m"}),
+            json!({"worker_name": w, "task_name": "app.add", "rate": "10/m"}),
         )
         .await,
         "succeeded",
@@ -1400,14 +1295,14 @@ async fn commands_reach_a_real_celery_worker() {
     expect(
         &run(
             "rate-limit",
-            json!({"worker_name": worker_name, "task_name": "app.nope", "rate": "1/s"}),
+            json!({"worker_name": w, "task_name": "app.nope", "rate": "1/s"}),
         )
         .await,
         "failed",
         "unknown task",
     );
     expect(
-        &run("restart-worker", json!({"worker_name": worker_name})).await,
+        &run("restart-worker", json!({"worker_name": w})).await,
         "succeeded",
         "reload started",
     );
@@ -1432,7 +1327,7 @@ async fn commands_reach_a_real_celery_worker() {
     );
 
     // A confirmed purge of the depth the operator saw, then the queue is empty.
-    let queues = format!("/api/v1/projects/default/agents/{agent}/queues");
+    let queues = format!("/api/v1/projects/default/agents/{}/queues", stack.agent);
     let confirm = {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -1457,11 +1352,12 @@ async fn commands_reach_a_real_celery_worker() {
         "succeeded",
         "purged 5 messages from reports",
     );
-    let left = Command::new(celery_python())
-        .args(["-c", "import redis; r = redis.Redis(db=11); print(r.llen('reports') + r.llen('reports\\x06\\x166'))"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "0");
+    let left = celery_python_run(
+        broker,
+        "import redis; r = redis.Redis(db=11); print(r.llen('reports') + r.llen('reports\\x06\\x166'))",
+        &[],
+    );
+    assert_eq!(left, ["0"]);
 }
 
 /// A worker started without `-E` sends no task events until the agent switches them on with
@@ -1469,88 +1365,29 @@ async fn commands_reach_a_real_celery_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_without_task_events_are_switched_on() {
     let broker = "redis://127.0.0.1:6379/12";
-    let dir = tempfile::tempdir().unwrap();
-    let brain = Brain::start(dir.path()).await;
-    let (agent, token) = brain.create_agent("celery-host").await;
-    let config = dir.path().join("agent/agent.toml");
-    let out = Command::new(AGENT)
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "enroll", "--brain", &brain.url, "--token", &token, "--engine", "celery", "--broker",
-            broker,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let home = AgentHome {
-        config,
-        state: dir.path().join("agent/state"),
-    };
-    let _agent = start_agent(&home);
-    wait_online(&brain, &agent).await;
-    let _worker = Proc(
-        Command::new(celery_python())
-            .current_dir(celery_app_dir())
-            .args([
-                "-m",
-                "celery",
-                "-A",
-                "app",
-                "worker",
-                "--pool",
-                "solo",
-                "-n",
-                "quiet@taskward-test",
-                "--without-mingle",
-                "--without-gossip",
-            ])
-            .env("CELERY_BROKER_URL", broker)
-            .env("TASK_EVENTS", "0")
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let stack = CeleryStack::start(broker, &["celery"]).await;
+    let _worker = celery_worker(
+        broker,
+        "quiet@taskward-test",
+        &["--pool", "solo"],
+        &[("TASK_EVENTS", "0")],
+        &stack.log("worker.log"),
     );
     wait_for(
         Duration::from_secs(30),
         "enable_events in the agent log",
         || async {
-            std::fs::read_to_string(home.state.join("agent.log"))
+            std::fs::read_to_string(stack.home.state.join("agent.log"))
                 .unwrap_or_default()
                 .contains("asked the worker to send task events")
         },
     )
     .await;
-    let sent = Command::new(celery_python())
-        .current_dir(celery_app_dir())
-        .args(["-c", "import app; print(app.add.delay(20, 22).id)"])
-        .env("CELERY_BROKER_URL", broker)
-        .output()
-        .unwrap();
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    let id = String::from_utf8(sent.stdout).unwrap().trim().to_owned();
-    use taskward_brain::store::{DatabaseUrl, Store, projects, tasks};
-    let store = Store::open(&DatabaseUrl::Sqlite(
-        dir.path().join("taskward-data/taskward.db"),
-    ))
-    .unwrap();
-    wait_for(Duration::from_secs(30), "the task's events", || async {
-        store
-            .read_blocking("test_task", |c| {
-                let project = projects::find(c, &"default".parse().unwrap())?;
-                tasks::find(c, &project.id, "celery", &id)
-            })
-            .is_ok_and(|t| t.state == "succeeded" && t.result.as_deref() == Some("42"))
-    })
-    .await;
+    let id =
+        celery_python_run(broker, "import app; print(app.add.delay(20, 22).id)", &[]).remove(0);
+    stack
+        .wait_task(&id, "the task's events", |t| {
+            t.state == "succeeded" && t.result.as_deref() == Some("42")
+        })
+        .await;
 }
