@@ -1320,11 +1320,44 @@ async fn commands_reach_a_real_celery_worker() {
         "succeeded",
         "revoked",
     );
-    expect(
-        &run("bulk-retry", json!({"filter": {}, "max": 5})).await,
-        "failed",
-        "not supported",
+    // Bulk retry: two failed tasks run again.
+    let failed = celery_python_run(
+        broker,
+        "import app; print(app.fail.delay().id); print(app.fail.delay().id)",
+        &[],
     );
+    for id in &failed {
+        stack
+            .wait_task(id, "a failure", |t| t.state == "failed")
+            .await;
+    }
+    expect(
+        &run(
+            "bulk-retry",
+            json!({"filter": {"state": "failed", "name": "app.fail"}, "max": 10}),
+        )
+        .await,
+        "succeeded",
+        "retried 2, skipped not retryable 0, failed 0",
+    );
+    let all_failed = || {
+        use taskward_brain::store::tasks;
+        stack
+            .store
+            .read_blocking("test_counts", |c| {
+                let project =
+                    taskward_brain::store::projects::find(c, &"default".parse().unwrap())?;
+                tasks::count_by_state(c, &project.id)
+            })
+            .unwrap()
+            .into_iter()
+            .find(|(s, _)| s == "failed")
+            .map_or(0, |(_, n)| n)
+    };
+    wait_for(Duration::from_secs(30), "the retried failures", || async {
+        all_failed() == 4
+    })
+    .await;
 
     // A confirmed purge of the depth the operator saw, then the queue is empty.
     let queues = format!("/api/v1/projects/default/agents/{}/queues", stack.agent);

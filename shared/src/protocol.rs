@@ -17,8 +17,9 @@ use crate::audit::{AuditRow, PublicKeyInfo};
 /// Version of the frames; both sides refuse another.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Largest frame either side accepts (a command carries at most 64 KiB of kwargs).
-pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// Largest frame either side accepts: a bulk retry of 10,000 tasks carries every task's
+/// resolved arguments; anything else is far smaller.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
 /// Domain tag of the agent's answer to the challenge.
 pub const HELLO_TAG: &[u8] = b"taskward/agent-hello/v1\0";

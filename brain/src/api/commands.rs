@@ -365,9 +365,46 @@ fn parse_request(
 }
 
 /// What an agent needs to run a task again: its name, queue and arguments (read from the
-/// Python reprs its events carried), with `override_kwargs` merged over the kwargs. A task
-/// whose arguments cannot be read exactly (truncated or non-literal repr) is not retryable, and
-/// the answer says why.
+/// Python reprs its events carried), with `overrides` merged over the kwargs. `Err` says why
+/// the task is not retryable (arguments unavailable: truncated or non-literal repr).
+fn retry_spec(
+    task: &crate::store::tasks::TaskRow,
+    overrides: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<serde_json::Value, String> {
+    let name = task.name.clone().ok_or("its name was never reported")?;
+    let read = |stored: &Option<String>, what: &str| -> Result<serde_json::Value, String> {
+        let stored = stored
+            .as_deref()
+            .ok_or_else(|| format!("no {what} were reported"))?;
+        match serde_json::from_str::<serde_json::Value>(stored) {
+            Ok(serde_json::Value::String(repr)) => taskward_shared::pyrepr::parse(&repr)
+                .map_err(|e| format!("{what} repr {repr:?}: {e}")),
+            Ok(value) => Ok(value),
+            Err(e) => Err(format!("{what}: {e}")),
+        }
+    };
+    let args = match read(&task.args, "args")? {
+        serde_json::Value::Array(args) => args,
+        other => return Err(format!("args are not a sequence: {other}")),
+    };
+    let mut kwargs = match read(&task.kwargs, "kwargs")? {
+        serde_json::Value::Object(kwargs) => kwargs,
+        other => return Err(format!("kwargs are not a mapping: {other}")),
+    };
+    if let Some(overrides) = overrides {
+        kwargs.extend(overrides.clone());
+    }
+    Ok(serde_json::json!({
+        "name": name,
+        "queue": task.queue.clone().unwrap_or_else(|| "celery".into()),
+        "args": args,
+        "kwargs": kwargs,
+        "original_task_id": task.task_id,
+        "root_id": task.root_task_id,
+    }))
+}
+
+/// Resolves a retry-task: 404 for an unknown task, 409 when it is not retryable.
 fn resolve_retry(
     conn: &mut crate::store::AnyConnection,
     project_id: &str,
@@ -382,47 +419,34 @@ fn resolve_retry(
         }
         other => other?,
     };
-    let not_retryable = |why: String| {
-        Err(ApiError::Conflict(format!(
-            "task {} is not retryable: arguments unavailable ({why})",
-            retry.task_id
-        )))
-    };
-    let Some(name) = task.name.clone() else {
-        return Ok(not_retryable("its name was never reported".into()));
-    };
-    let read = |stored: &Option<String>, what: &str| -> Result<serde_json::Value, String> {
-        let stored = stored
-            .as_deref()
-            .ok_or_else(|| format!("no {what} were reported"))?;
-        match serde_json::from_str::<serde_json::Value>(stored) {
-            Ok(serde_json::Value::String(repr)) => taskward_shared::pyrepr::parse(&repr)
-                .map_err(|e| format!("{what} repr {repr:?}: {e}")),
-            Ok(value) => Ok(value),
-            Err(e) => Err(format!("{what}: {e}")),
+    Ok(
+        retry_spec(&task, retry.override_kwargs.as_ref()).map_err(|why| {
+            ApiError::Conflict(format!(
+                "task {} is not retryable: arguments unavailable ({why})",
+                retry.task_id
+            ))
+        }),
+    )
+}
+
+/// Resolves a bulk-retry at issue time: up to `max` matching tasks that are not in flight,
+/// each with its arguments; the ones whose arguments cannot be read are counted as skipped.
+fn resolve_bulk(
+    conn: &mut crate::store::AnyConnection,
+    project_id: &str,
+    bulk: &BulkRetry,
+) -> crate::store::StoreResult<serde_json::Value> {
+    let matching =
+        crate::store::tasks::matching(conn, project_id, &bulk.filter, i64::from(bulk.max))?;
+    let mut specs = Vec::new();
+    let mut skipped = Vec::new();
+    for task in &matching {
+        match retry_spec(task, None) {
+            Ok(spec) => specs.push(spec),
+            Err(why) => skipped.push(serde_json::json!({"task_id": task.task_id, "reason": why})),
         }
-    };
-    let args = match read(&task.args, "args") {
-        Ok(serde_json::Value::Array(args)) => args,
-        Ok(other) => return Ok(not_retryable(format!("args are not a sequence: {other}"))),
-        Err(why) => return Ok(not_retryable(why)),
-    };
-    let mut kwargs = match read(&task.kwargs, "kwargs") {
-        Ok(serde_json::Value::Object(kwargs)) => kwargs,
-        Ok(other) => return Ok(not_retryable(format!("kwargs are not a mapping: {other}"))),
-        Err(why) => return Ok(not_retryable(why)),
-    };
-    if let Some(overrides) = &retry.override_kwargs {
-        kwargs.extend(overrides.clone());
     }
-    Ok(Ok(serde_json::json!({
-        "name": name,
-        "queue": task.queue.unwrap_or_else(|| "celery".into()),
-        "args": args,
-        "kwargs": kwargs,
-        "original_task_id": task.task_id,
-        "root_id": task.root_task_id,
-    })))
+    Ok(serde_json::json!({"tasks": specs, "skipped_not_retryable": skipped}))
 }
 
 fn field_error(err: FieldError) -> ApiError {
@@ -516,6 +540,7 @@ async fn issue(
                     Ok(resolved) => Some(resolved),
                     Err(refusal) => return Ok(Err(refusal)),
                 },
+                Command::BulkRetry(bulk) => Some(resolve_bulk(conn, &project_id, bulk)?),
                 _ => None,
             };
             let global_throttle = matches!(&command, Command::RateLimit(r) if r.is_global());

@@ -388,6 +388,33 @@ pub fn count_by_state(
         .load(conn)?)
 }
 
+/// Up to `limit` tasks of a project matching a bulk-retry filter and not in flight, most
+/// recently changed first.
+pub fn matching(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    filter: &taskward_shared::command::BulkRetryFilter,
+    limit: i64,
+) -> StoreResult<Vec<TaskRow>> {
+    let mut query = tasks::table
+        .filter(tasks::project_id.eq(project_id))
+        .filter(tasks::state.ne_all([TaskState::Received.as_str(), TaskState::Started.as_str()]))
+        .order((tasks::state_at.desc(), tasks::id.desc()))
+        .limit(limit)
+        .select(TaskRow::as_select())
+        .into_boxed();
+    if let Some(state) = &filter.state {
+        query = query.filter(tasks::state.eq(state.clone()));
+    }
+    if let Some(queue) = &filter.queue {
+        query = query.filter(tasks::queue.eq(queue.clone()));
+    }
+    if let Some(name) = &filter.name {
+        query = query.filter(tasks::name.eq(name.clone()));
+    }
+    Ok(query.load(conn)?)
+}
+
 /// One task by engine id.
 pub fn find(
     conn: &mut AnyConnection,

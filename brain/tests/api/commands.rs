@@ -919,6 +919,52 @@ async fn retries_resolve_the_original_task(backend: Backend) {
             .unwrap()
             .contains("not retryable: arguments unavailable")
     );
+
+    // bulk-retry resolves every matching task that is not in flight, counting the
+    // unreadable ones as skipped.
+    let bulk = issue(
+        &app,
+        &t,
+        "bulk-retry",
+        with_agent(&agent, json!({"filter": {"state": "failed"}, "max": 10})),
+    )
+    .await;
+    assert_eq!(bulk.status, StatusCode::ACCEPTED, "{}", bulk.body);
+    let detail = app
+        .get(&format!("{P}/{}", bulk.body["id"].as_str().unwrap()), &t)
+        .await;
+    let resolved = &detail.body["audit_rows"][0]["statement"]["payload"]["command"]["resolved"];
+    assert_eq!(resolved["tasks"].as_array().unwrap().len(), 1, "{resolved}");
+    assert_eq!(resolved["tasks"][0]["original_task_id"], "known");
+    assert_eq!(resolved["skipped_not_retryable"][0]["task_id"], "long");
+    let capped = issue(
+        &app,
+        &t,
+        "bulk-retry",
+        with_agent(&agent, json!({"filter": {"state": "failed"}, "max": 1})),
+    )
+    .await;
+    let detail = app
+        .get(&format!("{P}/{}", capped.body["id"].as_str().unwrap()), &t)
+        .await;
+    let resolved = &detail.body["audit_rows"][0]["statement"]["payload"]["command"]["resolved"];
+    let seen = resolved["tasks"].as_array().unwrap().len()
+        + resolved["skipped_not_retryable"].as_array().unwrap().len();
+    assert_eq!(seen, 1, "max caps the tasks considered");
+    let none = issue(
+        &app,
+        &t,
+        "bulk-retry",
+        with_agent(&agent, json!({"filter": {"state": "succeeded"}, "max": 10})),
+    )
+    .await;
+    let detail = app
+        .get(&format!("{P}/{}", none.body["id"].as_str().unwrap()), &t)
+        .await;
+    assert_eq!(
+        detail.body["audit_rows"][0]["statement"]["payload"]["command"]["resolved"]["tasks"],
+        json!([])
+    );
 }
 
 both_backends!(

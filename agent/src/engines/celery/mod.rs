@@ -152,8 +152,8 @@ impl EngineAdapter for CeleryAdapter {
         "celery"
     }
 
-    fn supports(&self, kind: CommandKind) -> bool {
-        kind != CommandKind::BulkRetry
+    fn supports(&self, _kind: CommandKind) -> bool {
+        true
     }
 
     /// Subscribes to every event channel and forwards updates; reconnects after errors (events
@@ -304,10 +304,7 @@ impl CeleryAdapter {
             }
             Command::PurgeQueue(c) => self.purge(&c.queue, c.force, issued).await,
             Command::RetryTask(_) => self.republish(issued).await,
-            Command::BulkRetry(_) => Err(format!(
-                "{} through Celery is not available in this release",
-                command.kind()
-            )),
+            Command::BulkRetry(_) => self.bulk_retry(issued).await,
         }
     }
 
@@ -315,11 +312,54 @@ impl CeleryAdapter {
     /// swallow it) with the original name, queue and arguments the brain resolved and signed
     /// (`celery-wire.md` 3.4).
     async fn republish(&self, issued: &IssuedCommand) -> Result<String, String> {
-        use base64::Engine;
         let resolved = issued
             .resolved
             .as_ref()
             .ok_or("the command carries no resolved task (issued by an older brain?)")?;
+        let (id, queue) = self.republish_spec(resolved).await?;
+        let original = resolved["original_task_id"].as_str().unwrap_or("?");
+        Ok(format!("retried {original} as {id} on queue {queue}"))
+    }
+
+    /// Republishes each task the brain resolved; reports retried, skipped (not retryable, as
+    /// the brain found) and failed counts. Fails if any republish failed.
+    async fn bulk_retry(&self, issued: &IssuedCommand) -> Result<String, String> {
+        let resolved = issued
+            .resolved
+            .as_ref()
+            .ok_or("the command carries no resolved tasks (issued by an older brain?)")?;
+        let skipped = resolved["skipped_not_retryable"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let mut retried = 0;
+        let mut failures = Vec::new();
+        for spec in resolved["tasks"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            match self.republish_spec(spec).await {
+                Ok(_) => retried += 1,
+                Err(e) => failures.push(format!("{}: {e}", spec["original_task_id"])),
+            }
+        }
+        let summary = format!(
+            "retried {retried}, skipped not retryable {skipped}, failed {}",
+            failures.len()
+        );
+        if failures.is_empty() {
+            Ok(summary)
+        } else {
+            Err(format!("{summary}: {}", failures.join("; ")))
+        }
+    }
+
+    /// Publishes one resolved task as a new message; returns its new id and queue.
+    async fn republish_spec(
+        &self,
+        resolved: &serde_json::Value,
+    ) -> Result<(String, String), String> {
+        use base64::Engine;
         let name = resolved["name"]
             .as_str()
             .ok_or("resolved task has no name")?;
@@ -375,8 +415,7 @@ impl CeleryAdapter {
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
-        let original = resolved["original_task_id"].as_str().unwrap_or("?");
-        Ok(format!("retried {original} as {id} on queue {queue}"))
+        Ok((id, queue.to_owned()))
     }
 
     /// Purges every priority bucket of a queue in one transaction, refusing (unless forced)
