@@ -1134,6 +1134,63 @@ async fn celery_events_from_a_real_worker_become_tasks() {
             t.state == "succeeded" && t.result.as_deref() == Some("'hi ann'")
         })
         .await;
+
+    // Secrets and addresses in arguments are redacted on the host: they never reach the
+    // brain's database; a retry of such a task needs the real values in override_kwargs.
+    let secret = celery_python_run(
+        broker,
+        "import app; print(app.login.delay('ann', password='hunter2', email='ann@example.com').id)",
+        &[],
+    )
+    .remove(0);
+    stack
+        .wait_task(&secret, "the login task", |t| t.state == "succeeded")
+        .await;
+    let row = stack.task(&secret).unwrap();
+    assert_eq!(
+        row.kwargs.as_deref(),
+        Some(r#"{"email":"<email>","password":"<redacted>"}"#)
+    );
+    let mut stored = Vec::new();
+    for file in ["taskward.db", "taskward.db-wal"] {
+        if let Ok(bytes) = std::fs::read(stack.dir.path().join("taskward-data").join(file)) {
+            stored.extend(bytes);
+        }
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(
+        stored.contains("logged in ann"),
+        "the scan does not see the data"
+    );
+    assert!(
+        !stored.contains("hunter2") && !stored.contains("ann@example.com"),
+        "a secret reached the brain"
+    );
+    let (status, body) = stack
+        .brain
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/projects/default/commands/retry-task",
+            Some(json!({"agent_id": stack.agent, "engine": "celery", "task_id": secret})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("redacted on the host"),
+        "{body}"
+    );
+    let retry = stack
+        .brain
+        .issue(
+            &stack.agent,
+            "retry-task",
+            json!({"engine": "celery", "task_id": secret, "override_kwargs": {"password": "x", "email": "a@b.c"}}),
+        )
+        .await;
+    stack.brain.wait_status(&retry, "succeeded").await;
 }
 
 /// A real worker killed with SIGKILL mid-task: it goes offline and its started task becomes

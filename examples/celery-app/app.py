@@ -41,3 +41,9 @@ def sleepy(seconds):
 @app.task
 def greet(name, greeting="hello"):
     return "%s %s" % (greeting, name)
+
+
+@app.task
+def login(user, password=None, email=None):
+    """Takes secret-looking kwargs: the agent redacts them before they leave the host."""
+    return "logged in %s" % user

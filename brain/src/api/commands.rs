@@ -394,6 +394,20 @@ fn retry_spec(
     if let Some(overrides) = overrides {
         kwargs.extend(overrides.clone());
     }
+    // The agent redacted secrets and addresses before they left the host; a retry must not
+    // send the placeholders. override_kwargs can supply the real values.
+    let redacted = |v: &serde_json::Value| {
+        v.as_str()
+            .is_some_and(|s| s.starts_with("<redacted>") || s == "<email>")
+    };
+    if args.iter().any(redacted) {
+        return Err("positional arguments were redacted on the host".into());
+    }
+    if let Some((key, _)) = kwargs.iter().find(|(_, v)| redacted(v)) {
+        return Err(format!(
+            "kwarg {key:?} was redacted on the host; give it in override_kwargs"
+        ));
+    }
     Ok(serde_json::json!({
         "name": name,
         "queue": task.queue.clone().unwrap_or_else(|| "celery".into()),

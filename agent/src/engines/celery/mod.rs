@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod pidbox;
+pub mod redact;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -177,6 +178,7 @@ impl EngineAdapter for CeleryAdapter {
             async move { report_depths(&depth_broker, &prefix, &queues, &depth_sink).await },
         );
         let liveness = Arc::new(Mutex::new(Liveness::default()));
+        let redactor = redact::Redactor::default();
         let events_switch = if self.enable_events {
             match self.pidbox() {
                 Ok(pidbox) => Some(Arc::new(EventsSwitch {
@@ -207,7 +209,16 @@ impl EngineAdapter for CeleryAdapter {
         });
         tokio::spawn(async move {
             loop {
-                match subscribe(&broker, &pattern, &sink, &liveness, events_switch.as_ref()).await {
+                match subscribe(
+                    &broker,
+                    &pattern,
+                    &sink,
+                    &liveness,
+                    events_switch.as_ref(),
+                    &redactor,
+                )
+                .await
+                {
                     Ok(()) => return, // the agent is stopping
                     Err(e) => tracing::warn!(error = %e, "event subscription lost; resubscribing"),
                 }
@@ -611,6 +622,15 @@ async fn probe(pidbox: &pidbox::Pidbox, worker: &str) -> Option<Update> {
     }))
 }
 
+/// Replaces a task's argument reprs with their redacted form (see [`redact`]).
+fn redact_task(redactor: &redact::Redactor, task: &mut TaskUpdate) {
+    for field in [&mut task.args, &mut task.kwargs] {
+        if let Some(serde_json::Value::String(repr)) = field.as_ref() {
+            *field = Some(redactor.clean(repr));
+        }
+    }
+}
+
 /// One subscription: reads messages as fast as Redis sends them and hands each to the parser;
 /// the spool behind `sink` never makes this loop wait on the brain.
 async fn subscribe(
@@ -619,6 +639,7 @@ async fn subscribe(
     sink: &mpsc::Sender<Update>,
     liveness: &Mutex<Liveness>,
     events_switch: Option<&Arc<EventsSwitch>>,
+    redactor: &redact::Redactor,
 ) -> Result<(), String> {
     let client = redis::Client::open(broker).map_err(|e| e.to_string())?;
     let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
@@ -630,7 +651,12 @@ async fn subscribe(
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
         match events::parse_message(message.get_payload_bytes()) {
-            Ok(updates) => {
+            Ok(mut updates) => {
+                for update in &mut updates {
+                    if let Update::Task(task) = update {
+                        redact_task(redactor, task);
+                    }
+                }
                 let newcomers: Vec<String> = {
                     let mut live = liveness.lock().expect("liveness lock");
                     let now = now_ms();
