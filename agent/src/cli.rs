@@ -104,6 +104,11 @@ pub fn main() -> ExitCode {
                     global_keyprefix: String::new(),
                     queues: vec!["celery".to_owned()],
                     enable_events: true,
+                    redact_keys: crate::engines::celery::redact::DEFAULT_SECRET_KEYS
+                        .iter()
+                        .map(|k| (*k).to_owned())
+                        .collect(),
+                    redact_emails: true,
                 },
                 (EngineKind::Test, _) => EngineConfig::Test {
                     delay_ms: 0,

@@ -42,6 +42,13 @@ fn default_skew() -> u64 {
     DEFAULT_CLOCK_SKEW_SECS
 }
 
+fn default_redact_keys() -> Vec<String> {
+    crate::engines::celery::redact::DEFAULT_SECRET_KEYS
+        .iter()
+        .map(|k| (*k).to_owned())
+        .collect()
+}
+
 fn default_true() -> bool {
     true
 }
@@ -77,6 +84,12 @@ pub enum EngineConfig {
         /// Send `enable_events` to workers started without `-E` (logged when sent).
         #[serde(default = "default_true")]
         enable_events: bool,
+        /// Argument keys whose values are redacted on this host (case-insensitive fragments).
+        #[serde(default = "default_redact_keys")]
+        redact_keys: Vec<String>,
+        /// Replace e-mail addresses in arguments.
+        #[serde(default = "default_true")]
+        redact_emails: bool,
     },
     /// The scripted test adapter (a test double; only in builds with the `test-adapter`
     /// feature).

@@ -51,11 +51,17 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
             global_keyprefix,
             queues,
             enable_events,
+            redact_keys,
+            redact_emails,
         } => Ok(Box::new(celery::CeleryAdapter::new(
             broker,
             global_keyprefix,
             queues.clone(),
             *enable_events,
+            celery::redact::Redactor {
+                secret_keys: redact_keys.iter().map(|k| k.to_ascii_lowercase()).collect(),
+                emails: *redact_emails,
+            },
         )?)),
         #[cfg(feature = "test-adapter")]
         EngineConfig::Test {

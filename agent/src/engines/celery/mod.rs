@@ -24,6 +24,7 @@ pub struct CeleryAdapter {
     keyprefix: String,
     queues: Vec<String>,
     enable_events: bool,
+    redactor: redact::Redactor,
 }
 
 /// A worker silent this long is offline (Celery heartbeats every 2 s: five missed), and the
@@ -130,6 +131,7 @@ impl CeleryAdapter {
         keyprefix: &str,
         queues: Vec<String>,
         enable_events: bool,
+        redactor: redact::Redactor,
     ) -> Result<CeleryAdapter, String> {
         redis::Client::open(broker).map_err(|e| format!("broker URL {broker:?}: {e}"))?;
         Ok(CeleryAdapter {
@@ -137,6 +139,7 @@ impl CeleryAdapter {
             keyprefix: keyprefix.to_owned(),
             queues,
             enable_events,
+            redactor,
         })
     }
 
@@ -178,7 +181,7 @@ impl EngineAdapter for CeleryAdapter {
             async move { report_depths(&depth_broker, &prefix, &queues, &depth_sink).await },
         );
         let liveness = Arc::new(Mutex::new(Liveness::default()));
-        let redactor = redact::Redactor::default();
+        let redactor = self.redactor.clone();
         let events_switch = if self.enable_events {
             match self.pidbox() {
                 Ok(pidbox) => Some(Arc::new(EventsSwitch {
