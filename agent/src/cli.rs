@@ -8,10 +8,10 @@ use taskward_shared::crypto::generate_signing_key;
 use taskward_shared::protocol::{EnrollRequest, EnrollResponse};
 
 use crate::config::{AgentConfig, DEFAULT_CLOCK_SKEW_SECS, EngineConfig};
-use crate::identity::write_private;
 use crate::link::{self, RunError};
 use crate::status::Status;
 use crate::trust::Trust;
+use taskward_shared::secret::write_private_file;
 
 /// Taskward agent: runs beside the workers on one host, streams their events to the brain and
 /// runs the signed commands the brain sends. No Python inside.
@@ -195,9 +195,9 @@ fn enroll(
     })?;
     let key_file = dir.join("agent.key");
     let credential_file = dir.join("agent.credential");
-    write_private(&key_file, &hex::encode(key.to_bytes()))
+    write_private_file(&key_file, &hex::encode(key.to_bytes()))
         .map_err(|e| format!("{}: {e}", key_file.display()))?;
-    write_private(&credential_file, &response.credential)
+    write_private_file(&credential_file, &response.credential)
         .map_err(|e| format!("{}: {e}", credential_file.display()))?;
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
     Trust::pin(&state_dir, response.brain_keys.clone())?;

@@ -146,7 +146,7 @@ impl AgentConfig {
     /// Writes the config file (0600: it names the key files and the brain).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
         let text = toml::to_string_pretty(self).expect("config serializes");
-        crate::identity::write_private(path, &text).map_err(|source| ConfigError::Io {
+        taskward_shared::secret::write_private_file(path, &text).map_err(|source| ConfigError::Io {
             path: path.to_owned(),
             source,
         })

@@ -1,29 +1,9 @@
 //! The agent's own key pair and link credential, kept in files readable by the agent's user
 //! only.
 
-use std::io::Write;
 use std::path::Path;
 
 use ed25519_dalek::SigningKey;
-
-/// Writes a file with mode 0600 (replacing it), and syncs it to disk.
-pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()
-}
 
 /// Reads the signing key (hex seed).
 pub fn load_key(path: &Path) -> Result<SigningKey, String> {

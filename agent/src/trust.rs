@@ -7,7 +7,7 @@ use taskward_shared::audit::verify::TrustedKeys;
 use taskward_shared::audit::{AuditRow, PublicKeyInfo, Statement};
 use taskward_shared::crypto::{key_id, parse_public_key};
 
-use crate::identity::write_private;
+use taskward_shared::secret::write_private_file;
 
 /// The trusted keys and where they are kept.
 pub struct Trust {
@@ -44,7 +44,7 @@ impl Trust {
 
     fn save(&self) -> Result<(), String> {
         let text = serde_json::to_string_pretty(&self.infos).expect("keys serialize");
-        write_private(&self.path, &text).map_err(|e| format!("{}: {e}", self.path.display()))
+        write_private_file(&self.path, &text).map_err(|e| format!("{}: {e}", self.path.display()))
     }
 
     /// The keys to verify commands with.

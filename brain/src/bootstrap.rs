@@ -1,11 +1,12 @@
 //! First start: an empty store gets a site admin `admin`, a project `default`, and a token
 //! for the admin that is printed once and written to `<data-dir>/admin.token` (mode 0600).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::app::system_actor;
 use crate::keys::Keys;
+use taskward_shared::secret::write_private_file;
+
 use crate::names::{Label, ProjectSlug, UserName};
 use crate::role::Role;
 use crate::store::audit::{self, AuditContext};
@@ -60,7 +61,7 @@ pub fn bootstrap_if_empty(
                 "token_prefix": token.prefix,
             }),
         )?;
-        write_secret_file(&token_file, secret.expose()).map_err(|e| {
+        write_private_file(&token_file, secret.expose()).map_err(|e| {
             StoreError::Unavailable(format!("cannot write {}: {e}", token_file.display()))
         })?;
         Ok(Some(Bootstrapped {
@@ -68,20 +69,4 @@ pub fn bootstrap_if_empty(
             token_file: token_file.clone(),
         }))
     })
-}
-
-/// Writes a secret to a file readable by the owner only (0600), replacing any old one.
-pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // An existing file keeps its mode on open; make sure it is 0600 either way.
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    writeln!(file, "{contents}")?;
-    file.sync_all()
 }

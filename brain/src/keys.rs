@@ -13,8 +13,8 @@ use std::time::SystemTime;
 use ed25519_dalek::SigningKey;
 use taskward_shared::audit::PublicKeyInfo;
 use taskward_shared::crypto::{generate_signing_key, key_id, random_bytes};
+use taskward_shared::secret::write_private_file;
 
-use crate::bootstrap::write_secret_file;
 use crate::store::now_ms;
 
 /// Errors reading or writing key files.
@@ -210,7 +210,7 @@ fn read_hex(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 fn write_key_file(path: &Path, contents: &str) -> Result<(), KeyError> {
-    write_secret_file(path, contents).map_err(|source| KeyError::Io {
+    write_private_file(path, contents).map_err(|source| KeyError::Io {
         path: path.to_owned(),
         source,
     })
@@ -225,7 +225,7 @@ fn write_ring(path: &Path, ring: &[PublicKeyInfo]) -> Result<(), KeyError> {
         path: path.to_owned(),
         source,
     };
-    write_secret_file(&tmp, &text).map_err(io)?;
+    write_private_file(&tmp, &text).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! Types and rules that the Taskward brain and agent must agree on byte for byte.
 //!
 //! # Layout
-//! - [`secret`]: bearer secrets (API tokens, enrollment tokens): generation, hashing for
-//!   storage, and a `Debug` that never prints them.
+//! - [`secret`]: bearer secrets (API tokens, enrollment tokens, agent credentials):
+//!   generation, hashing for storage, a `Debug` that never prints them, and 0600 files.
 //! - [`crypto`]: key ids, key generation, purge confirm tokens (HMAC).
 //! - [`audit`]: the audit log's byte formats (statements, row hashes, signatures,
 //!   checkpoints) and [`audit::verify`], the offline verifier.

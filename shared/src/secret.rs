@@ -1,6 +1,8 @@
 //! Bearer secrets: generated here, shown once, stored only as a SHA-256 digest.
 
 use std::fmt;
+use std::io::Write;
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -76,6 +78,26 @@ pub fn hash_secret(presented: &str) -> String {
 pub fn visible_prefix(token: &str) -> String {
     let kind_len = token.find('_').map_or(0, |i| i + 1);
     token.chars().take(kind_len + VISIBLE_CHARS).collect()
+}
+
+/// Writes a file only its owner may read (mode 0600, also when it existed before), creating
+/// missing parent directories, and syncs it: for tokens, keys, and configs that point at them.
+pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    writeln!(file, "{contents}")?;
+    file.sync_all()
 }
 
 #[cfg(test)]
