@@ -69,6 +69,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(commands::retry_task))
         .routes(routes!(commands::cancel_task))
         .routes(routes!(commands::bulk_retry))
+        .routes(routes!(commands::bulk_retry_dry_run))
         .routes(routes!(commands::purge_queue))
         .routes(routes!(commands::restart_worker))
         .routes(routes!(commands::pool_resize))

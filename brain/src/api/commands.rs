@@ -613,6 +613,52 @@ async fn issue(
     Ok((status, Json(record.into())))
 }
 
+/// What a bulk retry would do now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkRetryPreview {
+    /// Tasks matching the filter and not in flight, up to `max`.
+    pub matched: usize,
+    /// Of those, tasks whose arguments can be republished.
+    pub retryable: usize,
+    /// The others, with the reason each is not retryable.
+    #[schema(value_type = Vec<Object>)]
+    pub skipped_not_retryable: Vec<serde_json::Value>,
+}
+
+/// Counts what a bulk retry with this body would retry, without issuing anything (operator).
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/commands/bulk-retry/dry-run", tag = tags::COMMANDS,
+    request_body = CommandRequest<BulkRetry>,
+    params(("slug" = String, Path, description = "Project slug")),
+    responses((status = 200, body = BulkRetryPreview), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn bulk_retry_dry_run(
+    State(state): State<AppState>,
+    access: ProjectAccess<Operator>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Json<BulkRetryPreview>, ApiError> {
+    // The same body as bulk-retry, so a dashboard can preview exactly what it will send.
+    let Command::BulkRetry(bulk) = parse_request(CommandKind::BulkRetry, body)?.2 else {
+        unreachable!("parse_request returns the kind it is given")
+    };
+    let project_id = access.project.id;
+    let resolved = state
+        .store
+        .read("bulk_retry_dry_run", move |conn| {
+            resolve_bulk(conn, &project_id, &bulk)
+        })
+        .await?;
+    let retryable = resolved["tasks"].as_array().map_or(0, Vec::len);
+    let skipped = resolved["skipped_not_retryable"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok(Json(BulkRetryPreview {
+        matched: retryable + skipped.len(),
+        retryable,
+        skipped_not_retryable: skipped,
+    }))
+}
+
 macro_rules! command_route {
     ($(#[$doc:meta])* $name:ident, $path:literal, $floor:ty, $kind:expr, $payload:ty) => {
         $(#[$doc])*

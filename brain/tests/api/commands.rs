@@ -329,7 +329,12 @@ async fn roles_per_verb(backend: Backend) {
         }
         tokens.push((role, token));
     }
-    let verbs: [(&str, Value, &str); 9] = [
+    let verbs: [(&str, Value, &str); 10] = [
+        (
+            "bulk-retry/dry-run",
+            json!({"filter": {}, "max": 5}),
+            "operator",
+        ),
         (
             "retry-task",
             json!({"engine": "celery", "task_id": "t"}),
@@ -370,6 +375,7 @@ async fn roles_per_verb(backend: Backend) {
             let reply = issue(&app, token, kind, with_agent(&agent, body.clone())).await;
             let expected = match rank(role) {
                 None => StatusCode::NOT_FOUND,
+                Some(r) if r >= rank(floor).unwrap() && kind.ends_with("dry-run") => StatusCode::OK,
                 Some(r) if r >= rank(floor).unwrap() => StatusCode::ACCEPTED,
                 Some(_) => StatusCode::FORBIDDEN,
             };
@@ -918,6 +924,41 @@ async fn retries_resolve_the_original_task(backend: Backend) {
             .as_str()
             .unwrap()
             .contains("not retryable: arguments unavailable")
+    );
+
+    // A dry run counts without issuing anything.
+    let before = command_count(&app).await;
+    let preview = app
+        .post(
+            &format!("{P}/bulk-retry/dry-run"),
+            &t,
+            with_agent(&agent, json!({"filter": {"state": "failed"}, "max": 10})),
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert_eq!(
+        (
+            preview.body["matched"].as_u64(),
+            preview.body["retryable"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert_eq!(preview.body["skipped_not_retryable"][0]["task_id"], "long");
+    assert_eq!(
+        command_count(&app).await,
+        before,
+        "a dry run minted a command"
+    );
+    let bad = app
+        .post(
+            &format!("{P}/bulk-retry/dry-run"),
+            &t,
+            with_agent(&agent, json!({"filter": {}, "max": 0})),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.field()),
+        (StatusCode::BAD_REQUEST, Some("max"))
     );
 
     // bulk-retry resolves every matching task that is not in flight, counting the
