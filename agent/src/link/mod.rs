@@ -83,6 +83,7 @@ struct Agent {
     session: u64,
     spool: Arc<Mutex<Spool>>,
     spooled: Arc<Notify>,
+    recorder: Recorder,
 }
 
 fn now_ms() -> i64 {
@@ -134,12 +135,19 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         results_pending: seen.unacked().len(),
         ..Status::default()
     };
+    let seen = Arc::new(Mutex::new(seen));
+    let recorder = Recorder {
+        key: key.clone(),
+        agent_id: config.agent_id.clone(),
+        seen: seen.clone(),
+    };
     let mut agent = Agent {
         config,
         key,
         credential,
         trust,
-        seen: Arc::new(Mutex::new(seen)),
+        seen,
+        recorder,
         engine,
         status: Arc::new(Mutex::new(status)),
         results_tx,
@@ -241,6 +249,46 @@ fn sign_result(
         },
         key,
     )
+}
+
+/// Signs results and makes each durable in the seen-store before anything sends it, so a
+/// finished command is never reported as interrupted after a crash.
+#[derive(Clone)]
+struct Recorder {
+    key: Arc<SigningKey>,
+    agent_id: String,
+    seen: Arc<Mutex<SeenStore>>,
+}
+
+impl Recorder {
+    fn finish(
+        &self,
+        session: u64,
+        issued: &IssuedCommand,
+        row_hash: &str,
+        outcome: Outcome,
+        detail: String,
+    ) -> SignedResult {
+        let result = sign_result(
+            &self.key,
+            &self.agent_id,
+            session,
+            &issued.id,
+            row_hash,
+            outcome,
+            detail,
+        );
+        let expires = issued.expires_at().unwrap_or_default();
+        if let Err(e) =
+            self.seen
+                .lock()
+                .expect("seen lock")
+                .finish(&issued.id, expires, result.clone())
+        {
+            tracing::error!(error = %e, "cannot record a result");
+        }
+        result
+    }
 }
 
 enum SessionEnd {
@@ -549,29 +597,18 @@ impl Agent {
                     return self.finish_claimed(&issued, &row.hash, Outcome::Failed, detail);
                 }
                 tracing::info!(command = %issued.id, kind = %command.kind(), "running command");
-                let (engine, key, seen, tx) = (
+                let (engine, recorder, tx) = (
                     self.engine.clone(),
-                    self.key.clone(),
-                    self.seen.clone(),
+                    self.recorder.clone(),
                     self.results_tx.clone(),
                 );
-                let (agent_id, session, row_hash) =
-                    (self.config.agent_id.clone(), self.session, row.hash.clone());
+                let (session, row_hash) = (self.session, row.hash.clone());
                 tokio::spawn(async move {
                     let (outcome, detail) = match engine.execute(&command, &issued).await {
                         Ok(detail) => (Outcome::Succeeded, detail),
                         Err(detail) => (Outcome::Failed, detail),
                     };
-                    let result = sign_result(
-                        &key, &agent_id, session, &issued.id, &row_hash, outcome, detail,
-                    );
-                    if let Err(e) =
-                        seen.lock()
-                            .expect("seen lock")
-                            .finish(&issued.id, expires, result.clone())
-                    {
-                        tracing::error!(error = %e, "cannot record a result");
-                    }
+                    let result = recorder.finish(session, &issued, &row_hash, outcome, detail);
                     let _ = tx.send(Finished {
                         result,
                         kind: command.kind().to_string(),
@@ -611,24 +648,9 @@ impl Agent {
         outcome: Outcome,
         detail: String,
     ) -> Option<AgentFrame> {
-        let expires = issued.expires_at().unwrap_or_default();
-        let result = sign_result(
-            &self.key,
-            &self.config.agent_id,
-            self.session,
-            &issued.id,
-            row_hash,
-            outcome,
-            detail,
-        );
-        if let Err(e) =
-            self.seen
-                .lock()
-                .expect("seen lock")
-                .finish(&issued.id, expires, result.clone())
-        {
-            tracing::error!(error = %e, "cannot record a result");
-        }
+        let result = self
+            .recorder
+            .finish(self.session, issued, row_hash, outcome, detail);
         self.set_status(|s| {
             s.last_command = Some(LastCommand {
                 id: issued.id.clone(),
