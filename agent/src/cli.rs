@@ -99,17 +99,7 @@ pub fn main() -> ExitCode {
             force,
         } => {
             let engine = match (engine, broker) {
-                (EngineKind::Celery, Some(broker)) => EngineConfig::Celery {
-                    broker,
-                    global_keyprefix: String::new(),
-                    queues: vec!["celery".to_owned()],
-                    enable_events: true,
-                    redact_keys: crate::engines::celery::redact::DEFAULT_SECRET_KEYS
-                        .iter()
-                        .map(|k| (*k).to_owned())
-                        .collect(),
-                    redact_emails: true,
-                },
+                (EngineKind::Celery, Some(broker)) => EngineConfig::celery(broker),
                 (EngineKind::Test, _) => EngineConfig::Test {
                     delay_ms: 0,
                     fail_kinds: Vec::new(),

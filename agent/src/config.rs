@@ -49,6 +49,14 @@ fn default_redact_keys() -> Vec<String> {
         .collect()
 }
 
+fn default_args_age() -> u64 {
+    crate::engines::celery::vault::DEFAULT_MAX_AGE_HOURS
+}
+
+fn default_args_bytes() -> u64 {
+    crate::engines::celery::vault::DEFAULT_MAX_BYTES
+}
+
 fn default_true() -> bool {
     true
 }
@@ -90,6 +98,12 @@ pub enum EngineConfig {
         /// Replace e-mail addresses in arguments.
         #[serde(default = "default_true")]
         redact_emails: bool,
+        /// How long tasks' original arguments are kept on this host for retries, hours.
+        #[serde(default = "default_args_age")]
+        args_max_age_hours: u64,
+        /// Bound on the file holding them, bytes (the oldest go first).
+        #[serde(default = "default_args_bytes")]
+        args_max_bytes: u64,
     },
     /// The scripted test adapter (a test double; only in builds with the `test-adapter`
     /// feature).
@@ -107,6 +121,22 @@ pub enum EngineConfig {
         #[serde(default)]
         events_per_sec: u64,
     },
+}
+
+impl EngineConfig {
+    /// Celery on `broker` with every other setting at its default.
+    pub fn celery(broker: String) -> EngineConfig {
+        EngineConfig::Celery {
+            broker,
+            global_keyprefix: String::new(),
+            queues: default_queues(),
+            enable_events: true,
+            redact_keys: default_redact_keys(),
+            redact_emails: true,
+            args_max_age_hours: default_args_age(),
+            args_max_bytes: default_args_bytes(),
+        }
+    }
 }
 
 /// Errors loading or saving the config.

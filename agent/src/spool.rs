@@ -142,6 +142,13 @@ impl Spool {
         Ok(seq)
     }
 
+    /// Counts events lost before they reached the spool (the engine adapter noticed them
+    /// missing); they travel in the same cumulative dropped count.
+    pub fn count_lost(&mut self, events: u64) -> std::io::Result<()> {
+        self.dropped_total += events;
+        write_number(&self.dir.join("dropped"), self.dropped_total)
+    }
+
     /// Drops the oldest segments while over the bound, counting their events as dropped.
     fn enforce_bound(&mut self) -> std::io::Result<()> {
         while self.bytes() > self.max_bytes && self.segments.len() > 1 {

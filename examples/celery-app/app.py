@@ -1,4 +1,5 @@
-"""A small Celery app for trying Taskward: tasks that add, fail and retry.
+"""A small Celery app for trying Taskward: tasks that add, fail, retry, sleep, spawn children
+and take secret-looking or very large arguments.
 
 Run a worker:  CELERY_BROKER_URL=redis://127.0.0.1:6379/0 celery -A app worker -E
 Send tasks:    python -c "import app; app.add.delay(2, 3); app.fail.delay()"
@@ -45,5 +46,23 @@ def greet(name, greeting="hello"):
 
 @app.task
 def login(user, password=None, email=None):
-    """Takes secret-looking kwargs: the agent redacts them before they leave the host."""
-    return "logged in %s" % user
+    """Takes secret-looking kwargs: the agent redacts them before they leave the host. The
+    result shows only the password's length, so a retry can be seen to use the real one."""
+    return "logged in %s with a %d-character password" % (user, len(password or ""))
+
+
+@app.task
+def spawn(n):
+    """Starts n children (add), so a task tree has depth."""
+    return [add.delay(i, i).id for i in range(n)]
+
+
+@app.task
+def digest(blob, seconds=0):
+    """Takes a large argument (its repr in events is truncated near 1 KiB) and returns its
+    length and checksum, so a retry can be seen to carry the whole of it."""
+    import hashlib
+    import time
+
+    time.sleep(seconds)
+    return "%d:%s" % (len(blob), hashlib.sha256(blob.encode()).hexdigest()[:12])

@@ -124,6 +124,10 @@ pub struct TaskUpdate {
     /// Root task id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_id: Option<String>,
+    /// Why the task's real arguments are unavailable (so it cannot be retried); set by the
+    /// agent when neither the event's repr nor the worker could give them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_unavailable: Option<String>,
 }
 
 /// What an event says about a worker.
@@ -144,6 +148,10 @@ pub struct WorkerUpdate {
     /// Queues consumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<Vec<String>>,
+    /// Tasks the worker has started since it booted (Celery's heartbeat `processed`): what
+    /// lets the agent notice task events it never received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed: Option<i64>,
 }
 
 /// One normalized update.

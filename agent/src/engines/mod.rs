@@ -33,6 +33,12 @@ pub trait EngineAdapter: Send + Sync {
         let _ = sink;
     }
 
+    /// Events the engine published that the adapter knows it never received (cumulative);
+    /// the agent adds them to its dropped count, so losses are reported, never silent.
+    fn lost_events(&self) -> u64 {
+        0
+    }
+
     /// Runs a checked command; `Ok` carries a short detail, `Err` why it failed.
     fn execute<'a>(
         &'a self,
@@ -41,9 +47,11 @@ pub trait EngineAdapter: Send + Sync {
     ) -> BoxFuture<'a, Result<String, String>>;
 }
 
+/// The file in the state directory holding tasks' original arguments (0600).
+pub const ARGS_VAULT_FILE: &str = "args-vault.jsonl";
+
 /// Builds the adapter the config names.
 pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAdapter>, String> {
-    let _ = state_dir;
     match config {
         EngineConfig::None => Ok(Box::new(none::NoEngine)),
         EngineConfig::Celery {
@@ -53,6 +61,8 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
             enable_events,
             redact_keys,
             redact_emails,
+            args_max_age_hours,
+            args_max_bytes,
         } => Ok(Box::new(celery::CeleryAdapter::new(
             broker,
             global_keyprefix,
@@ -62,6 +72,12 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
                 secret_keys: redact_keys.iter().map(|k| k.to_ascii_lowercase()).collect(),
                 emails: *redact_emails,
             },
+            celery::vault::Vault::open(
+                &state_dir.join(ARGS_VAULT_FILE),
+                *args_max_age_hours,
+                *args_max_bytes,
+            )
+            .map_err(|e| format!("arguments vault in {}: {e}", state_dir.display()))?,
         )?)),
         #[cfg(feature = "test-adapter")]
         EngineConfig::Test {

@@ -125,7 +125,12 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     let spool = Arc::new(Mutex::new(spool));
     let spooled = Arc::new(Notify::new());
     let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL);
-    tokio::spawn(batcher(events_rx, spool.clone(), spooled.clone()));
+    tokio::spawn(batcher(
+        events_rx,
+        spool.clone(),
+        spooled.clone(),
+        engine.clone(),
+    ));
     engine.start_events(events_tx);
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let status = Status {
@@ -185,9 +190,16 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
 }
 
 /// Collects adapter updates into batches (up to [`BATCH_MAX`], waiting at most
-/// [`BATCH_LINGER`] for more) and spools them; the link sends from the spool.
-async fn batcher(mut rx: mpsc::Receiver<Update>, spool: Arc<Mutex<Spool>>, spooled: Arc<Notify>) {
+/// [`BATCH_LINGER`] for more) and spools them; the link sends from the spool. Events the
+/// engine reports lost join the spool's dropped count before each batch.
+async fn batcher(
+    mut rx: mpsc::Receiver<Update>,
+    spool: Arc<Mutex<Spool>>,
+    spooled: Arc<Notify>,
+    engine: Arc<dyn EngineAdapter>,
+) {
     let mut buf = Vec::with_capacity(BATCH_MAX);
+    let mut lost_counted = 0;
     loop {
         if rx.recv_many(&mut buf, BATCH_MAX).await == 0 {
             return;
@@ -202,10 +214,17 @@ async fn batcher(mut rx: mpsc::Receiver<Update>, spool: Arc<Mutex<Spool>>, spool
             }
         }
         let batch = std::mem::replace(&mut buf, Vec::with_capacity(BATCH_MAX));
+        let lost = engine.lost_events().saturating_sub(lost_counted);
+        lost_counted += lost;
         let spool = spool.clone();
-        let written =
-            tokio::task::spawn_blocking(move || spool.lock().expect("spool lock").append(batch))
-                .await;
+        let written = tokio::task::spawn_blocking(move || {
+            let mut spool = spool.lock().expect("spool lock");
+            if lost > 0 {
+                spool.count_lost(lost)?;
+            }
+            spool.append(batch)
+        })
+        .await;
         match written {
             Ok(Ok(_)) => spooled.notify_one(),
             Ok(Err(e)) => tracing::error!(error = %e, "cannot write the event spool; events lost"),

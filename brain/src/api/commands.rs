@@ -364,55 +364,33 @@ fn parse_request(
     Ok((agent_id, idempotency_key, command))
 }
 
-/// What an agent needs to run a task again: its name, queue and arguments (read from the
-/// Python reprs its events carried), with `overrides` merged over the kwargs. `Err` says why
-/// the task is not retryable (arguments unavailable: truncated or non-literal repr).
+/// What an agent needs to run a task again: its name, queue, priority and the arguments as the
+/// brain saw them (redacted on the host; the agent prefers the originals it kept), plus the
+/// operator's `override_kwargs`. `Err` says why the task is not retryable: its name was never
+/// reported, or the agent found its real arguments unavailable.
 fn retry_spec(
     task: &crate::store::tasks::TaskRow,
     overrides: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> Result<serde_json::Value, String> {
     let name = task.name.clone().ok_or("its name was never reported")?;
-    let read = |stored: &Option<String>, what: &str| -> Result<serde_json::Value, String> {
-        let stored = stored
+    if let Some(why) = &task.args_unavailable {
+        return Err(why.clone());
+    }
+    // The stored form is JSON when the agent could read the repr, a JSON string otherwise.
+    let seen = |stored: &Option<String>| {
+        stored
             .as_deref()
-            .ok_or_else(|| format!("no {what} were reported"))?;
-        match serde_json::from_str::<serde_json::Value>(stored) {
-            Ok(serde_json::Value::String(repr)) => taskward_shared::pyrepr::parse(&repr)
-                .map_err(|e| format!("{what} repr {repr:?}: {e}")),
-            Ok(value) => Ok(value),
-            Err(e) => Err(format!("{what}: {e}")),
-        }
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            .filter(|v| v.is_array() || v.is_object())
+            .unwrap_or(serde_json::Value::Null)
     };
-    let args = match read(&task.args, "args")? {
-        serde_json::Value::Array(args) => args,
-        other => return Err(format!("args are not a sequence: {other}")),
-    };
-    let mut kwargs = match read(&task.kwargs, "kwargs")? {
-        serde_json::Value::Object(kwargs) => kwargs,
-        other => return Err(format!("kwargs are not a mapping: {other}")),
-    };
-    if let Some(overrides) = overrides {
-        kwargs.extend(overrides.clone());
-    }
-    // The agent redacted secrets and addresses before they left the host; a retry must not
-    // send the placeholders. override_kwargs can supply the real values.
-    let redacted = |v: &serde_json::Value| {
-        v.as_str()
-            .is_some_and(|s| s.starts_with("<redacted>") || s == "<email>")
-    };
-    if args.iter().any(redacted) {
-        return Err("positional arguments were redacted on the host".into());
-    }
-    if let Some((key, _)) = kwargs.iter().find(|(_, v)| redacted(v)) {
-        return Err(format!(
-            "kwarg {key:?} was redacted on the host; give it in override_kwargs"
-        ));
-    }
     Ok(serde_json::json!({
         "name": name,
-        "queue": task.queue.clone().unwrap_or_else(|| "celery".into()),
-        "args": args,
-        "kwargs": kwargs,
+        "queue": task.queue,
+        "priority": task.priority,
+        "args": seen(&task.args),
+        "kwargs": seen(&task.kwargs),
+        "override_kwargs": overrides,
         "original_task_id": task.task_id,
         "root_id": task.root_task_id,
     }))
@@ -436,7 +414,7 @@ fn resolve_retry(
     Ok(
         retry_spec(&task, retry.override_kwargs.as_ref()).map_err(|why| {
             ApiError::Conflict(format!(
-                "task {} is not retryable: arguments unavailable ({why})",
+                "task {} is not retryable: {why}",
                 retry.task_id
             ))
         }),

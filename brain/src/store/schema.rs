@@ -185,6 +185,7 @@ diesel::table! {
         root_task_id -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        args_unavailable -> Nullable<Text>,
     }
 }
 

@@ -71,12 +71,14 @@ pub struct TaskRow {
     pub created_at: i64,
     /// Last changed, ms.
     pub updated_at: i64,
+    /// Why the task cannot be retried (its real arguments are unavailable), if so.
+    pub args_unavailable: Option<String>,
 }
 
 /// Rows looked up per query while ingesting (bounded bind parameters).
 const LOOKUP_CHUNK: usize = 500;
 
-/// Rows per multi-row insert: 27 columns × 500 rows stays under SQLite's and PostgreSQL's
+/// Rows per multi-row insert: 28 columns × 500 rows stays under SQLite's and PostgreSQL's
 /// bind-parameter limits.
 const INSERT_CHUNK: usize = 500;
 
@@ -207,6 +209,7 @@ fn new_row(project_id: &str, agent_id: &str, t: &TaskUpdate, now: i64) -> TaskRo
         root_task_id: None,
         created_at: now,
         updated_at: now,
+        args_unavailable: None,
     }
 }
 
@@ -245,6 +248,7 @@ pub fn merge(row: &mut TaskRow, t: &TaskUpdate) {
     set(&mut row.runtime_ms, &t.runtime_ms);
     set(&mut row.parent_task_id, &t.parent_id);
     set(&mut row.root_task_id, &t.root_id);
+    set(&mut row.args_unavailable, &t.args_unavailable);
     if let Some(retries) = t.retries {
         row.retry_count = row.retry_count.max(retries);
     }

@@ -100,6 +100,24 @@ async fn every_bound_at_both_edges(backend: Backend) {
             None,
         ),
         (
+            "cancel-task",
+            json!({"engine": "celery", "task_id": "t1", "terminate": true, "signal": "SIGKILL"}),
+            StatusCode::ACCEPTED,
+            None,
+        ),
+        (
+            "cancel-task",
+            json!({"engine": "celery", "task_id": "t1", "terminate": true, "signal": "SIGSTOP"}),
+            StatusCode::BAD_REQUEST,
+            Some("signal"),
+        ),
+        (
+            "cancel-task",
+            json!({"engine": "celery", "task_id": "t1", "signal": "SIGTERM"}),
+            StatusCode::BAD_REQUEST,
+            Some("signal"),
+        ),
+        (
             "bulk-retry",
             json!({"filter": {"state": "failed"}, "max": 1}),
             StatusCode::ACCEPTED,
@@ -855,9 +873,9 @@ async fn deadlines_per_kind(backend: Backend) {
     assert_eq!(ms(&reply, "deadline_at"), ms(&reply, "expires_at"));
 }
 
-/// retry-task resolves the task: unknown ids are 404; unreadable arguments make it not
-/// retryable (409, saying why); otherwise the signed command carries the task's name, queue
-/// and arguments with `override_kwargs` merged in.
+/// retry-task resolves the task: unknown ids are 404; a task whose real arguments the agent
+/// reported unavailable is not retryable (409, saying why); otherwise the signed command
+/// carries the task's name, queue, arguments as the brain saw them and `override_kwargs`.
 async fn retries_resolve_the_original_task(backend: Backend) {
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
@@ -889,9 +907,11 @@ async fn retries_resolve_the_original_task(backend: Backend) {
     assert_eq!(resolved["name"], "app.add");
     assert_eq!(resolved["queue"], "default");
     assert_eq!(resolved["args"], json!([1, 2]));
-    assert_eq!(resolved["kwargs"], json!({"k": "v", "extra": 1}));
+    assert_eq!(resolved["kwargs"], json!({"k": "v"}));
+    assert_eq!(resolved["override_kwargs"], json!({"extra": 1}));
 
-    // A truncated repr: not retryable, with the reason.
+    // Arguments the agent could not get (a truncated repr, gone from its worker): not
+    // retryable, with the agent's reason.
     use taskward_shared::events::{TaskState, TaskUpdate, Update};
     let truncated = vec![Update::Task(Box::new(TaskUpdate {
         engine: "celery".into(),
@@ -901,6 +921,7 @@ async fn retries_resolve_the_original_task(backend: Backend) {
         name: Some("app.add".into()),
         args: Some(serde_json::Value::String("('aaaa...', ...)".into())),
         kwargs: Some(serde_json::Value::String("{}".into())),
+        args_unavailable: Some("arguments unavailable: truncated repr".into()),
         ..TaskUpdate::default()
     }))];
     let a = agent.clone();
@@ -923,7 +944,7 @@ async fn retries_resolve_the_original_task(backend: Backend) {
         refused.body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("not retryable: arguments unavailable")
+            .contains("not retryable: arguments unavailable: truncated repr")
     );
 
     // A dry run counts without issuing anything.

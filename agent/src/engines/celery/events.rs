@@ -59,6 +59,7 @@ pub fn to_update(event: &Value) -> Option<Update> {
             name: text(event, "hostname")?,
             online: worker_kind != "offline",
             at_ms: ms(event),
+            processed: event["processed"].as_i64(),
             ..WorkerUpdate::default()
         }));
     }
@@ -81,7 +82,7 @@ pub fn to_update(event: &Value) -> Option<Update> {
         at_ms: ms(event),
         name: text(event, "name"),
         worker: text(event, "hostname"),
-        // Python reprs, kept as text; parsing them into values comes with retry support.
+        // Python reprs, kept as text here; the adapter reads and redacts them.
         args: repr("args"),
         kwargs: repr("kwargs"),
         result: text(event, "result"),

@@ -37,6 +37,7 @@ fn epoch_secs() -> f64 {
 }
 
 /// A pidbox client for one broker db.
+#[derive(Clone)]
 pub struct Pidbox {
     /// The broker.
     pub client: redis::Client,
@@ -54,6 +55,18 @@ impl Pidbox {
         method: &str,
         arguments: Value,
         destination: Option<Vec<String>>,
+    ) -> Result<Vec<(String, Value)>, String> {
+        self.call_within(method, arguments, destination, REPLY_TIMEOUT)
+            .await
+    }
+
+    /// [`Pidbox::call`] with its own reply timeout (lookups that must not hold up others).
+    pub async fn call_within(
+        &self,
+        method: &str,
+        arguments: Value,
+        destination: Option<Vec<String>>,
+        timeout: Duration,
     ) -> Result<Vec<(String, Value)>, String> {
         let mut conn = self
             .client
@@ -93,7 +106,7 @@ impl Pidbox {
             "body": STANDARD.encode(body.to_string()),
             "content-encoding": "utf-8",
             "content-type": "application/json",
-            "headers": {"clock": 1, "expires": epoch_secs() + REPLY_TIMEOUT.as_secs_f64()},
+            "headers": {"clock": 1, "expires": epoch_secs() + timeout.as_secs_f64()},
             "properties": {
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "celery.pidbox", "routing_key": ""},
@@ -109,7 +122,7 @@ impl Pidbox {
             .map_err(|e| e.to_string())?;
         let expected = destination.as_ref().map_or(usize::MAX, Vec::len);
         let mut replies = Vec::new();
-        let until = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        let until = tokio::time::Instant::now() + timeout;
         let keys: Vec<String> = std::iter::once(format!("{p}{reply_queue}"))
             .chain(
                 ["3", "6", "9"]

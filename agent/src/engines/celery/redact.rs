@@ -59,6 +59,11 @@ impl Redactor {
         }
     }
 
+    /// Cleans arguments already read into JSON.
+    pub fn clean_value(&self, value: Value) -> Value {
+        self.value(value, false)
+    }
+
     fn secret_key(&self, key: &str) -> bool {
         let key = key.to_ascii_lowercase();
         self.secret_keys.iter().any(|k| key.contains(k.as_str()))

@@ -1,0 +1,913 @@
+//! Celery event ingest, side by side with the incumbent (issue 6): Flower 2.2.0 (from PyPI) and
+//! Taskward (release `taskward-agent` with the Celery engine + `taskward-brain` on SQLite), each
+//! alone, in the same run on the same machine, reading the same Celery-shaped events from
+//! Redis (db 13).
+//!
+//! A publisher in this bench plays Celery workers: per task a `task-received`, a `task-started`
+//! (one 10 ms tick later) and a `task-succeeded` (one more tick), each its own `task.multi`
+//! PUBLISH on `/13.celeryev/task.multi` with the envelope of the captured fixtures, paced in
+//! 10 ms ticks at a fixed rate of task events per second, plus a `worker-heartbeat` per fake
+//! worker every 2 s. For each rate and system it reports events sent (PUBLISHed task events),
+//! applied (Flower: the task-event samples of `flower_events_total` on `/metrics`; Taskward:
+//! per task, `received_at`, `started_at` and state succeeded with a result in the brain's
+//! store), lost = sent - applied after a drain of up to 10 s, what the system itself reported
+//! as dropped, and peak RSS (VmHWM); then Redis-side diagnostics (PUBLISHes nobody heard,
+//! the subscriber's peak output buffer, its connections, reconnects in the consumer's log).
+//!
+//! Run: `cargo bench -p taskward-agent --bench celery_ingest`
+//! (`CELERY_BENCH_RATES`, default `5000,10000,25000,50000` events/s; `CELERY_BENCH_SECS`,
+//! default 30; `CELERY_BENCH_SYSTEMS`, default `flower,taskward`). Needs Redis on
+//! 127.0.0.1:6379 and `python3`; Flower is installed on first run into `.venv-flower/`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use diesel::prelude::*;
+use serde::Serialize;
+use support::{Proc, Stack, free_port, http, rss_kib, start_agent};
+use taskward_brain::store::{Store, projects, schema};
+
+const BROKER: &str = "redis://127.0.0.1:6379/13";
+/// Celery's event channels on db 13 (`celery-wire.md` 2.1): `/<db>.celeryev/<routing key>`.
+const CHANNEL_PREFIX: &str = "/13.celeryev/";
+const FAKE_WORKERS: usize = 4;
+const TICK: Duration = Duration::from_millis(10);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// After publishing stops: the longest wait for the applied count to reach what was sent, and
+/// how long it must stand still before the wait ends early.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+const DRAIN_STILL: Duration = Duration::from_secs(2);
+
+/// Flower's dependencies, as the issue names them.
+const FLOWER_PIP: [&str; 2] = ["flower==2.2.0", "celery[redis]"];
+
+// ---------------------------------------------------------------------------------------------
+// Celery's wire format, as captured in `shared/fixtures/celery/redis/event-*.json`.
+
+/// `json.dumps` defaults (`", "` and `": "` separators), byte for byte like Celery's events.
+struct PythonJson;
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+}
+
+fn python_json(value: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonJson);
+    value.serialize(&mut serializer).expect("events serialize");
+    out
+}
+
+/// The fields every event carries, first in Celery's order.
+#[derive(Serialize)]
+struct Common<'a> {
+    hostname: &'a str,
+    utcoffset: f64,
+    pid: u32,
+    clock: u64,
+}
+
+#[derive(Serialize)]
+struct TaskReceived<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    uuid: &'a str,
+    name: &'a str,
+    args: &'a str,
+    kwargs: &'a str,
+    root_id: &'a str,
+    parent_id: Option<&'a str>,
+    retries: u32,
+    eta: Option<&'a str>,
+    expires: Option<&'a str>,
+    timestamp: f64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct TaskStarted<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    uuid: &'a str,
+    timestamp: f64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct TaskSucceeded<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    uuid: &'a str,
+    result: &'a str,
+    runtime: f64,
+    timestamp: f64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct WorkerEvent<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    freq: f64,
+    active: u64,
+    processed: u64,
+    loadavg: [f64; 3],
+    sw_ident: &'static str,
+    sw_ver: &'static str,
+    sw_sys: &'static str,
+    timestamp: f64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    body: String,
+    #[serde(rename = "content-encoding")]
+    content_encoding: &'static str,
+    #[serde(rename = "content-type")]
+    content_type: &'static str,
+    headers: Headers<'a>,
+    properties: Properties<'a>,
+}
+
+#[derive(Serialize)]
+struct Headers<'a> {
+    hostname: &'a str,
+}
+
+#[derive(Serialize)]
+struct Properties<'a> {
+    delivery_mode: u8,
+    delivery_info: DeliveryInfo<'a>,
+    priority: u8,
+    body_encoding: &'static str,
+    delivery_tag: String,
+}
+
+#[derive(Serialize)]
+struct DeliveryInfo<'a> {
+    exchange: &'static str,
+    routing_key: &'a str,
+}
+
+/// The PUBLISH payload: kombu's envelope around the base64 of the JSON `body`.
+fn envelope(hostname: &str, routing_key: &str, body: &[u8]) -> Vec<u8> {
+    python_json(&Envelope {
+        body: base64::engine::general_purpose::STANDARD.encode(body),
+        content_encoding: "utf-8",
+        content_type: "application/json",
+        headers: Headers { hostname },
+        properties: Properties {
+            delivery_mode: 1,
+            delivery_info: DeliveryInfo {
+                exchange: "celeryev",
+                routing_key,
+            },
+            priority: 0,
+            body_encoding: "base64",
+            delivery_tag: uuid::Uuid::new_v4().to_string(),
+        },
+    })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The publisher: fake Celery workers.
+
+struct FakeWorker {
+    hostname: String,
+    pid: u32,
+    clock: u64,
+    processed: u64,
+}
+
+impl FakeWorker {
+    fn common(&mut self) -> Common<'_> {
+        self.clock += 1;
+        Common {
+            hostname: &self.hostname,
+            utcoffset: 0.0,
+            pid: self.pid,
+            clock: self.clock,
+        }
+    }
+}
+
+/// A task between its events.
+struct InFlight {
+    seq: u64,
+    uuid: String,
+    started_at: f64,
+}
+
+/// What one run published.
+#[derive(Default, Clone, Copy)]
+struct Published {
+    /// Task events PUBLISHed (three per task).
+    task_events: u64,
+    /// Task-event PUBLISHes that reached no subscriber (Redis answered 0).
+    unheard: u64,
+    /// Worker events PUBLISHed (online, heartbeats); not part of "sent".
+    worker_events: u64,
+    /// From the first task event to the last.
+    secs: f64,
+}
+
+struct Publisher {
+    conn: redis::Connection,
+    workers: Vec<FakeWorker>,
+    next_seq: u64,
+    published: Published,
+}
+
+/// Name, args repr, kwargs repr and result repr of the `seq`th task: three kinds, including
+/// arguments the agent redacts (an e-mail address, a token).
+fn task_shape(seq: u64) -> (&'static str, String, String, String) {
+    match seq % 3 {
+        0 => (
+            "app.add",
+            format!("({seq}, {})", seq % 97),
+            "{}".into(),
+            (seq + seq % 97).to_string(),
+        ),
+        1 => (
+            "app.send_email",
+            format!("('user{seq}@example.com',)"),
+            "{'subject': 'Welcome', 'template': 'signup'}".into(),
+            "None".into(),
+        ),
+        _ => (
+            "reports.build",
+            format!("({seq},)"),
+            format!("{{'fmt': 'pdf', 'api_token': 'tok-{seq}'}}"),
+            format!("'reports/{seq}.pdf'"),
+        ),
+    }
+}
+
+impl Publisher {
+    fn connect() -> Publisher {
+        let conn = redis::Client::open(BROKER)
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let workers = (0..FAKE_WORKERS)
+            .map(|n| FakeWorker {
+                hostname: format!("bench{n}@benchhost"),
+                pid: 40_000 + n as u32,
+                clock: 0,
+                processed: 0,
+            })
+            .collect();
+        Publisher {
+            conn,
+            workers,
+            next_seq: 0,
+            published: Published::default(),
+        }
+    }
+
+    fn worker_event(&mut self, pipe: &mut redis::Pipeline, n: usize, kind: &'static str) {
+        let w = &mut self.workers[n];
+        let processed = w.processed;
+        let hostname = w.hostname.clone();
+        let event = WorkerEvent {
+            common: w.common(),
+            freq: 2.0,
+            active: 0,
+            processed,
+            loadavg: [0.5, 0.4, 0.3],
+            sw_ident: "py-celery",
+            sw_ver: "5.7.0",
+            sw_sys: "Linux",
+            timestamp: unix_now(),
+            kind,
+        };
+        let routing_key = kind.replace('-', ".");
+        pipe.cmd("PUBLISH")
+            .arg(format!("{CHANNEL_PREFIX}{routing_key}"))
+            .arg(envelope(&hostname, &routing_key, &python_json(&event)));
+    }
+
+    /// Every fake worker says `worker-online` until the consumer hears them all.
+    fn announce(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut pipe = redis::pipe();
+            for n in 0..FAKE_WORKERS {
+                self.worker_event(&mut pipe, n, "worker-online");
+            }
+            let heard: Vec<i64> = pipe.query(&mut self.conn).unwrap();
+            self.published.worker_events += FAKE_WORKERS as u64;
+            if heard.iter().all(|&h| h > 0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nobody subscribed to {BROKER}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn heartbeats(&mut self, pipe: &mut redis::Pipeline) {
+        for n in 0..FAKE_WORKERS {
+            self.worker_event(pipe, n, "worker-heartbeat");
+        }
+    }
+
+    /// One `task.multi` PUBLISH from the task's worker; `body` makes the JSON array.
+    fn task_multi(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        seq: u64,
+        body: impl FnOnce(Common<'_>) -> Vec<u8>,
+    ) {
+        let w = &mut self.workers[seq as usize % FAKE_WORKERS];
+        let hostname = w.hostname.clone();
+        let payload = body(w.common());
+        pipe.cmd("PUBLISH")
+            .arg(format!("{CHANNEL_PREFIX}task.multi"))
+            .arg(envelope(&hostname, "task.multi", &payload));
+    }
+
+    /// Publishes `rate` task events per second for `secs`, then tells `done` what it sent and
+    /// keeps the workers' heartbeats going until `stop`.
+    fn run(mut self, rate: u64, secs: u64, done: mpsc::Sender<Published>, stop: Arc<AtomicBool>) {
+        self.announce();
+        let tasks_per_sec = rate as f64 / 3.0;
+        let duration = Duration::from_secs(secs);
+        let start = Instant::now();
+        let mut next_tick = start;
+        let mut next_heartbeat = start;
+        let (mut received, mut started): (Vec<InFlight>, Vec<InFlight>) = (Vec::new(), Vec::new());
+        let mut last_event = start;
+        loop {
+            let now = Instant::now();
+            let elapsed = now - start;
+            let due = if elapsed < duration {
+                (tasks_per_sec * elapsed.as_secs_f64()) as u64
+            } else {
+                self.next_seq
+            };
+            if elapsed >= duration && received.is_empty() && started.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            let ts = unix_now();
+            let mut task_events = 0;
+            for t in std::mem::take(&mut started) {
+                let (_, _, _, result) = task_shape(t.seq);
+                self.workers[t.seq as usize % FAKE_WORKERS].processed += 1;
+                self.task_multi(&mut pipe, t.seq, |common| {
+                    python_json(&[TaskSucceeded {
+                        common,
+                        uuid: &t.uuid,
+                        result: &result,
+                        runtime: ts - t.started_at,
+                        timestamp: ts,
+                        kind: "task-succeeded",
+                    }])
+                });
+                task_events += 1;
+            }
+            for t in std::mem::take(&mut received) {
+                self.task_multi(&mut pipe, t.seq, |common| {
+                    python_json(&[TaskStarted {
+                        common,
+                        uuid: &t.uuid,
+                        timestamp: ts,
+                        kind: "task-started",
+                    }])
+                });
+                task_events += 1;
+                started.push(InFlight {
+                    started_at: ts,
+                    ..t
+                });
+            }
+            while self.next_seq < due {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let uuid = uuid::Uuid::new_v4().to_string();
+                let (name, args, kwargs, _) = task_shape(seq);
+                self.task_multi(&mut pipe, seq, |common| {
+                    python_json(&[TaskReceived {
+                        common,
+                        uuid: &uuid,
+                        name,
+                        args: &args,
+                        kwargs: &kwargs,
+                        root_id: &uuid,
+                        parent_id: None,
+                        retries: 0,
+                        eta: None,
+                        expires: None,
+                        timestamp: ts,
+                        kind: "task-received",
+                    }])
+                });
+                task_events += 1;
+                received.push(InFlight {
+                    seq,
+                    uuid,
+                    started_at: 0.0,
+                });
+            }
+            let heartbeat = now >= next_heartbeat;
+            if heartbeat {
+                self.heartbeats(&mut pipe);
+                next_heartbeat += HEARTBEAT_EVERY;
+            }
+            if task_events > 0 || heartbeat {
+                let heard: Vec<i64> = pipe.query(&mut self.conn).unwrap();
+                // Task events come first in the pipeline, heartbeats last.
+                let tasks = &heard[..task_events];
+                self.published.task_events += task_events as u64;
+                self.published.unheard += tasks.iter().filter(|&&h| h == 0).count() as u64;
+                self.published.worker_events += (heard.len() - task_events) as u64;
+                if task_events > 0 {
+                    last_event = Instant::now();
+                }
+            }
+            next_tick += TICK;
+            if let Some(wait) = next_tick.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        self.published.secs = (last_event - start).as_secs_f64();
+        done.send(self.published).unwrap();
+        while !stop.load(Ordering::Relaxed) {
+            let mut pipe = redis::pipe();
+            self.heartbeats(&mut pipe);
+            let _: Vec<i64> = pipe.query(&mut self.conn).unwrap();
+            for _ in 0..20 {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(HEARTBEAT_EVERY / 20);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching Redis while the events flow.
+
+/// The pattern subscribers on db 13 as `CLIENT LIST` shows them, sampled during a run.
+#[derive(Default)]
+struct RedisWatch {
+    /// Connection ids seen: more than one means the subscriber was dropped and came back.
+    ids: BTreeSet<u64>,
+    /// Largest output buffer Redis held for a subscriber (events not yet read), bytes.
+    peak_omem: u64,
+}
+
+impl RedisWatch {
+    fn sample(&mut self, conn: &mut redis::Connection) {
+        let Ok(list) = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query::<String>(conn)
+        else {
+            return;
+        };
+        for line in list.lines() {
+            let field = |name: &str| {
+                line.split(' ')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            if field("db") == Some(13) && field("psub").unwrap_or(0) > 0 {
+                self.ids.extend(field("id"));
+                self.peak_omem = self.peak_omem.max(field("omem").unwrap_or(0));
+            }
+        }
+    }
+}
+
+fn flushdb() {
+    let mut conn = redis::Client::open(BROKER)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("FLUSHDB").query(&mut conn).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// One measured run.
+
+/// Applied task events by kind: received, started, succeeded.
+type Applied = [u64; 3];
+
+struct Row {
+    rate: u64,
+    system: &'static str,
+    published: Published,
+    applied: Applied,
+    /// What the system itself reported as dropped, if it reports anything.
+    reported_dropped: Option<u64>,
+    /// Process name, peak RSS KiB, CPU seconds.
+    processes: Vec<(&'static str, u64, f64)>,
+    /// Seconds after the last event until everything sent was applied.
+    caught_up: Option<f64>,
+    watch: RedisWatch,
+    /// Times the consumer logged that it lost its subscription.
+    reconnects_logged: usize,
+}
+
+impl Row {
+    fn applied(&self) -> u64 {
+        self.applied.iter().sum()
+    }
+
+    fn lost(&self) -> i64 {
+        self.published.task_events as i64 - self.applied() as i64
+    }
+}
+
+/// User plus system CPU time of a live process, seconds (USER_HZ is 100 on Linux).
+fn cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<u64> = s
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some(fields.iter().sum::<u64>() as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Publishes at `rate` for `secs` once the consumer listens, drains, and counts with `applied`.
+fn measure(
+    rate: u64,
+    secs: u64,
+    applied: &mut dyn FnMut() -> Applied,
+) -> (Published, Applied, Option<f64>, RedisWatch) {
+    let (done_tx, done_rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let stop = stop.clone();
+        let p = Publisher::connect();
+        std::thread::spawn(move || p.run(rate, secs, done_tx, stop))
+    };
+    let mut watch = RedisWatch::default();
+    let mut conn = redis::Client::open(BROKER)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let published = loop {
+        watch.sample(&mut conn);
+        match done_rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(p) => break p,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => panic!("publisher failed: {e}"),
+        }
+    };
+    let drain_start = Instant::now();
+    let (mut counted, mut moved_at) = (applied(), Instant::now());
+    let mut caught_up = None;
+    loop {
+        watch.sample(&mut conn);
+        let total: u64 = counted.iter().sum();
+        if total >= published.task_events {
+            caught_up = Some(drain_start.elapsed().as_secs_f64());
+            break;
+        }
+        if drain_start.elapsed() >= DRAIN_MAX || moved_at.elapsed() >= DRAIN_STILL {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        let now = applied();
+        if now != counted {
+            counted = now;
+            moved_at = Instant::now();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+    (published, counted, caught_up, watch)
+}
+
+fn count_lines(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+/// `.venv-flower/bin/celery`, installing Flower from PyPI first if it is missing.
+fn flower_celery() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-flower");
+    let celery = venv.join("bin/celery");
+    if !celery.exists() {
+        eprintln!(
+            "installing {} into {}",
+            FLOWER_PIP.join(" "),
+            venv.display()
+        );
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet"])
+                .args(FLOWER_PIP)
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(ok, "could not install Flower into {}", venv.display());
+    }
+    celery
+}
+
+/// Sums the task-event samples of Flower's `flower_events_total{worker,type,task}` counter.
+fn flower_applied(port: u16) -> Applied {
+    let metrics =
+        http::text(&format!("http://127.0.0.1:{port}/metrics"), None, None).unwrap_or_default();
+    let mut applied = [0; 3];
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("flower_events_total{"))
+    {
+        let value = line
+            .rsplit_once(' ')
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        for (i, kind) in ["task-received", "task-started", "task-succeeded"]
+            .iter()
+            .enumerate()
+        {
+            if line.contains(&format!("type=\"{kind}\"")) {
+                applied[i] += value;
+            }
+        }
+    }
+    applied
+}
+
+fn run_flower(celery: &Path, rate: u64, secs: u64) -> Row {
+    flushdb();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("flower.log");
+    let flower = Proc(
+        Command::new(celery)
+            .current_dir(dir.path())
+            .args(["--broker", BROKER, "flower"])
+            .arg(format!("--port={port}"))
+            .arg("--address=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http::text(&format!("http://127.0.0.1:{port}/healthcheck"), None, None).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "Flower did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (published, applied, caught_up, watch) = measure(rate, secs, &mut || flower_applied(port));
+    let processes = vec![("flower", rss_kib(flower.pid()), cpu_secs(flower.pid()))];
+    drop(flower);
+    flushdb();
+    Row {
+        rate,
+        system: "Flower 2.2.0",
+        published,
+        applied,
+        reported_dropped: None,
+        processes,
+        caught_up,
+        watch,
+        reconnects_logged: count_lines(&log, "Failed to capture events"),
+    }
+}
+
+/// Task events whose effect the brain stored: a receipt time, a start time, and the succeeded
+/// state with its result.
+fn taskward_applied(store: &Store) -> Applied {
+    use schema::tasks::dsl as t;
+    store
+        .read_blocking("bench_applied", |c| {
+            let project = projects::find(c, &"default".parse().unwrap())?;
+            let (received, started): (i64, i64) = t::tasks
+                .filter(t::project_id.eq(&project.id))
+                .select((
+                    diesel::dsl::count(t::received_at),
+                    diesel::dsl::count(t::started_at),
+                ))
+                .first(c)?;
+            let succeeded: i64 = t::tasks
+                .filter(t::project_id.eq(&project.id))
+                .filter(t::state.eq("succeeded"))
+                .filter(t::result.is_not_null())
+                .count()
+                .get_result(c)?;
+            Ok([received as u64, started as u64, succeeded as u64])
+        })
+        .unwrap()
+}
+
+fn run_taskward(bin: &Path, rate: u64, secs: u64) -> Row {
+    flushdb();
+    let mut s: Stack = support::setup(bin, None, &["--engine", "celery", "--broker", BROKER]);
+    let store = Store::open(&s.store_url).unwrap();
+    start_agent(&mut s, "info");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_lines(&s.agent_log(), "reading Celery events") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not subscribe:\n{}",
+            std::fs::read_to_string(s.agent_log()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (published, applied, caught_up, watch) =
+        measure(rate, secs, &mut || taskward_applied(&store));
+    let agent_url = format!("{}/api/v1/projects/default/agents/{}", s.url, s.agent_id);
+    let reported_dropped =
+        http::json(&agent_url, Some(&s.token), None).and_then(|a| a["dropped_events"].as_u64());
+    let agent = s.agent.as_ref().unwrap().pid();
+    let processes = vec![
+        ("brain", rss_kib(s.brain.pid()), cpu_secs(s.brain.pid())),
+        ("agent", rss_kib(agent), cpu_secs(agent)),
+    ];
+    let reconnects_logged = count_lines(&s.agent_log(), "event subscription lost");
+    drop(store);
+    drop(s);
+    flushdb();
+    Row {
+        rate,
+        system: "Taskward",
+        published,
+        applied,
+        reported_dropped,
+        processes,
+        caught_up,
+        watch,
+        reconnects_logged,
+    }
+}
+
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn mib(kib: u64) -> u64 {
+    (kib + 512) / 1024
+}
+
+fn print_tables(rows: &[Row], secs: u64) {
+    println!(
+        "\nTask events published at a fixed rate for {secs} s each, then up to {} s of drain.\n",
+        DRAIN_MAX.as_secs()
+    );
+    println!(
+        "| rate (events/s) | system | sent | applied | lost | lost % | reported as dropped | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let sent = r.published.task_events;
+        let rss = r
+            .processes
+            .iter()
+            .map(|(name, kib, _)| format!("{name} {}", mib(*kib)))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        println!(
+            "| {} | {} | {sent} | {} | {} | {:.1} | {} | {rss} |",
+            r.rate,
+            r.system,
+            r.applied(),
+            r.lost(),
+            100.0 * r.lost() as f64 / sent.max(1) as f64,
+            r.reported_dropped
+                .map_or("n/a (no counter)".to_owned(), |d| d.to_string()),
+        );
+    }
+    println!(
+        "\n| rate (events/s) | system | applied received/started/succeeded | published over s | sent/s | PUBLISHes heard by nobody | subscriber connections | Redis out-buffer peak MiB | reconnects in its log | caught up after s | CPU s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let cpu = r
+            .processes
+            .iter()
+            .map(|(name, _, cpu)| format!("{name} {cpu:.1}"))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        println!(
+            "| {} | {} | {} | {:.1} | {:.0} | {} | {} | {:.1} | {} | {} | {cpu} |",
+            r.rate,
+            r.system,
+            r.applied.map(|n| n.to_string()).join(" / "),
+            r.published.secs,
+            r.published.task_events as f64 / r.published.secs.max(0.001),
+            r.published.unheard,
+            r.watch.ids.len(),
+            r.watch.peak_omem as f64 / (1024.0 * 1024.0),
+            r.reconnects_logged,
+            r.caught_up
+                .map_or("not within the drain".to_owned(), |s| format!("{s:.1}")),
+        );
+    }
+}
+
+fn main() {
+    let rates: Vec<u64> = env_list("CELERY_BENCH_RATES", "5000,10000,25000,50000")
+        .iter()
+        .map(|r| r.parse().expect("CELERY_BENCH_RATES: events per second"))
+        .collect();
+    let secs: u64 = std::env::var("CELERY_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let systems = env_list("CELERY_BENCH_SYSTEMS", "flower,taskward");
+    let celery = systems.iter().any(|s| s == "flower").then(flower_celery);
+    let brain = systems
+        .iter()
+        .any(|s| s == "taskward")
+        .then(support::brain_bin);
+    let mut rows = Vec::new();
+    for &rate in &rates {
+        for system in &systems {
+            let row = match system.as_str() {
+                "flower" => run_flower(celery.as_deref().unwrap(), rate, secs),
+                "taskward" => run_taskward(brain.as_deref().unwrap(), rate, secs),
+                other => panic!("CELERY_BENCH_SYSTEMS: unknown system {other:?}"),
+            };
+            eprintln!(
+                "{} at {rate}/s: sent {}, applied {:?}, lost {}",
+                row.system,
+                row.published.task_events,
+                row.applied,
+                row.lost()
+            );
+            let _ = std::io::stderr().flush();
+            rows.push(row);
+        }
+    }
+    print_tables(&rows, secs);
+}
