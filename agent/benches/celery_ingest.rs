@@ -10,14 +10,16 @@
 //! worker every 2 s. For each rate and system it reports events sent (PUBLISHed task events),
 //! applied (Flower: the task-event samples of `flower_events_total` on `/metrics`; Taskward:
 //! per task, `received_at`, `started_at` and state succeeded with a result in the brain's
-//! store), lost = sent - applied after a drain of up to 10 s, what the system itself reported
-//! as dropped, and peak RSS (VmHWM); then Redis-side diagnostics (PUBLISHes nobody heard,
+//! store), counted once the count reaches what was sent or stands still for 2 s; lost = sent -
+//! applied; late = applied more than 10 s after the last event; what the system itself
+//! reported as dropped; peak RSS (VmHWM). Then Redis-side diagnostics (PUBLISHes nobody heard,
 //! the subscriber's peak output buffer, its connections, reconnects in the consumer's log).
 //!
 //! Run: `cargo bench -p taskward-agent --bench celery_ingest`
 //! (`CELERY_BENCH_RATES`, default `5000,10000,25000,50000` events/s; `CELERY_BENCH_SECS`,
-//! default 30; `CELERY_BENCH_SYSTEMS`, default `flower,taskward`). Needs Redis on
-//! 127.0.0.1:6379 and `python3`; Flower is installed on first run into `.venv-flower/`.
+//! default 30; `CELERY_BENCH_SYSTEMS`, default `flower,taskward`; `CELERY_BENCH_DRAIN_SECS`
+//! (late after), default 10; `CELERY_BENCH_SETTLE_SECS` (longest wait), default 600). Needs
+//! Redis on 127.0.0.1:6379 and `python3`; Flower is installed on first run into `.venv-flower/`.
 
 mod support;
 
@@ -42,9 +44,8 @@ const CHANNEL_PREFIX: &str = "/13.celeryev/";
 const FAKE_WORKERS: usize = 4;
 const TICK: Duration = Duration::from_millis(10);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-/// After publishing stops: the longest wait for the applied count to reach what was sent, and
-/// how long it must stand still before the wait ends early.
-const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// After publishing stops, the applied count may stand still this long before the drain ends
+/// early (it ends at once when everything sent is applied, at the latest after `Plan::drain`).
 const DRAIN_STILL: Duration = Duration::from_secs(2);
 
 /// Flower's dependencies, as the issue names them.
@@ -226,7 +227,10 @@ struct FakeWorker {
     hostname: String,
     pid: u32,
     clock: u64,
+    /// Tasks started since boot, as Celery's heartbeats count them.
     processed: u64,
+    /// Tasks started and not finished.
+    active: u64,
 }
 
 impl FakeWorker {
@@ -305,6 +309,7 @@ impl Publisher {
                 pid: 40_000 + n as u32,
                 clock: 0,
                 processed: 0,
+                active: 0,
             })
             .collect();
         Publisher {
@@ -317,12 +322,12 @@ impl Publisher {
 
     fn worker_event(&mut self, pipe: &mut redis::Pipeline, n: usize, kind: &'static str) {
         let w = &mut self.workers[n];
-        let processed = w.processed;
+        let (processed, active) = (w.processed, w.active);
         let hostname = w.hostname.clone();
         let event = WorkerEvent {
             common: w.common(),
             freq: 2.0,
-            active: 0,
+            active,
             processed,
             loadavg: [0.5, 0.4, 0.3],
             sw_ident: "py-celery",
@@ -403,7 +408,7 @@ impl Publisher {
             let mut task_events = 0;
             for t in std::mem::take(&mut started) {
                 let (_, _, _, result) = task_shape(t.seq);
-                self.workers[t.seq as usize % FAKE_WORKERS].processed += 1;
+                self.workers[t.seq as usize % FAKE_WORKERS].active -= 1;
                 self.task_multi(&mut pipe, t.seq, |common| {
                     python_json(&[TaskSucceeded {
                         common,
@@ -417,6 +422,9 @@ impl Publisher {
                 task_events += 1;
             }
             for t in std::mem::take(&mut received) {
+                let w = &mut self.workers[t.seq as usize % FAKE_WORKERS];
+                w.processed += 1;
+                w.active += 1;
                 self.task_multi(&mut pipe, t.seq, |common| {
                     python_json(&[TaskStarted {
                         common,
@@ -549,26 +557,33 @@ type Applied = [u64; 3];
 struct Row {
     rate: u64,
     system: &'static str,
-    published: Published,
-    applied: Applied,
+    measured: Measured,
     /// What the system itself reported as dropped, if it reports anything.
     reported_dropped: Option<u64>,
     /// Process name, peak RSS KiB, CPU seconds.
     processes: Vec<(&'static str, u64, f64)>,
-    /// Seconds after the last event until everything sent was applied.
-    caught_up: Option<f64>,
-    watch: RedisWatch,
     /// Times the consumer logged that it lost its subscription.
     reconnects_logged: usize,
+    /// Task updates still in the agent's spool, not acknowledged by the brain, at the end.
+    spooled: Option<u64>,
 }
 
 impl Row {
+    fn sent(&self) -> u64 {
+        self.measured.published.task_events
+    }
+
     fn applied(&self) -> u64 {
-        self.applied.iter().sum()
+        self.measured.applied.iter().sum()
     }
 
     fn lost(&self) -> i64 {
-        self.published.task_events as i64 - self.applied() as i64
+        self.sent() as i64 - self.applied() as i64
+    }
+
+    /// Applied, but only after the drain.
+    fn late(&self) -> u64 {
+        self.applied().saturating_sub(self.measured.within_drain)
     }
 }
 
@@ -590,18 +605,38 @@ fn cpu_secs(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Publishes at `rate` for `secs` once the consumer listens, drains, and counts with `applied`.
-fn measure(
+/// One run: task events per second, for how long, and the waits after the last event.
+#[derive(Clone, Copy)]
+struct Plan {
     rate: u64,
     secs: u64,
-    applied: &mut dyn FnMut() -> Applied,
-) -> (Published, Applied, Option<f64>, RedisWatch) {
+    /// What is applied by then counts as in time; later is late.
+    drain: Duration,
+    /// The longest wait for everything to be applied.
+    settle: Duration,
+}
+
+/// What a run published and what the system made of it.
+struct Measured {
+    published: Published,
+    /// Applied in the end (when all was applied, the count stood still, or `Plan::settle`).
+    applied: Applied,
+    /// Applied by the end of `Plan::drain`.
+    within_drain: u64,
+    /// Seconds after the last event until everything sent was applied.
+    caught_up: Option<f64>,
+    watch: RedisWatch,
+}
+
+/// Publishes as `plan` says once the consumer listens, then counts with `applied` until all
+/// is applied or the count stands still.
+fn measure(plan: Plan, applied: &mut dyn FnMut() -> Applied) -> Measured {
     let (done_tx, done_rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
         let stop = stop.clone();
         let p = Publisher::connect();
-        std::thread::spawn(move || p.run(rate, secs, done_tx, stop))
+        std::thread::spawn(move || p.run(plan.rate, plan.secs, done_tx, stop))
     };
     let mut watch = RedisWatch::default();
     let mut conn = redis::Client::open(BROKER)
@@ -616,20 +651,26 @@ fn measure(
             Err(e) => panic!("publisher failed: {e}"),
         }
     };
+    // Counted once a second (counting costs the system CPU too); Redis sampled meanwhile.
     let drain_start = Instant::now();
     let (mut counted, mut moved_at) = (applied(), Instant::now());
-    let mut caught_up = None;
+    let (mut within_drain, mut caught_up) = (None, None);
     loop {
-        watch.sample(&mut conn);
         let total: u64 = counted.iter().sum();
+        if within_drain.is_none() && drain_start.elapsed() >= plan.drain {
+            within_drain = Some(total);
+        }
         if total >= published.task_events {
             caught_up = Some(drain_start.elapsed().as_secs_f64());
             break;
         }
-        if drain_start.elapsed() >= DRAIN_MAX || moved_at.elapsed() >= DRAIN_STILL {
+        if moved_at.elapsed() >= DRAIN_STILL || drain_start.elapsed() >= plan.settle {
             break;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        for _ in 0..4 {
+            watch.sample(&mut conn);
+            std::thread::sleep(Duration::from_millis(250));
+        }
         let now = applied();
         if now != counted {
             counted = now;
@@ -638,7 +679,13 @@ fn measure(
     }
     stop.store(true, Ordering::Relaxed);
     publisher.join().unwrap();
-    (published, counted, caught_up, watch)
+    Measured {
+        published,
+        within_drain: within_drain.unwrap_or(counted.iter().sum()),
+        applied: counted,
+        caught_up,
+        watch,
+    }
 }
 
 fn count_lines(path: &Path, needle: &str) -> usize {
@@ -698,7 +745,7 @@ fn flower_applied(port: u16) -> Applied {
     applied
 }
 
-fn run_flower(celery: &Path, rate: u64, secs: u64) -> Row {
+fn run_flower(celery: &Path, plan: Plan) -> Row {
     flushdb();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -723,20 +770,18 @@ fn run_flower(celery: &Path, rate: u64, secs: u64) -> Row {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (published, applied, caught_up, watch) = measure(rate, secs, &mut || flower_applied(port));
+    let measured = measure(plan, &mut || flower_applied(port));
     let processes = vec![("flower", rss_kib(flower.pid()), cpu_secs(flower.pid()))];
     drop(flower);
     flushdb();
     Row {
-        rate,
+        rate: plan.rate,
         system: "Flower 2.2.0",
-        published,
-        applied,
+        measured,
         reported_dropped: None,
         processes,
-        caught_up,
-        watch,
         reconnects_logged: count_lines(&log, "Failed to capture events"),
+        spooled: None,
     }
 }
 
@@ -765,7 +810,36 @@ fn taskward_applied(store: &Store) -> Applied {
         .unwrap()
 }
 
-fn run_taskward(bin: &Path, rate: u64, secs: u64) -> Row {
+/// Task updates in the agent's spool after the last batch the brain acknowledged (the spool's
+/// files: `acked` holds that seq, `*.seg` one JSON batch a line).
+fn spool_backlog(spool: &Path) -> u64 {
+    let acked: u64 = std::fs::read_to_string(spool.join("acked"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    let mut backlog = 0;
+    for entry in std::fs::read_dir(spool).into_iter().flatten().flatten() {
+        if entry.path().extension().is_none_or(|e| e != "seg") {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path())
+            .unwrap_or_default()
+            .lines()
+        {
+            let Ok(batch) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if batch["seq"].as_u64().is_some_and(|seq| seq > acked) {
+                backlog += batch["updates"].as_array().map_or(0, |u| {
+                    u.iter().filter(|u| u["type"] == "task").count() as u64
+                });
+            }
+        }
+    }
+    backlog
+}
+
+fn run_taskward(bin: &Path, plan: Plan) -> Row {
     flushdb();
     let mut s: Stack = support::setup(bin, None, &["--engine", "celery", "--broker", BROKER]);
     let store = Store::open(&s.store_url).unwrap();
@@ -779,8 +853,7 @@ fn run_taskward(bin: &Path, rate: u64, secs: u64) -> Row {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (published, applied, caught_up, watch) =
-        measure(rate, secs, &mut || taskward_applied(&store));
+    let measured = measure(plan, &mut || taskward_applied(&store));
     let agent_url = format!("{}/api/v1/projects/default/agents/{}", s.url, s.agent_id);
     let reported_dropped =
         http::json(&agent_url, Some(&s.token), None).and_then(|a| a["dropped_events"].as_u64());
@@ -790,19 +863,18 @@ fn run_taskward(bin: &Path, rate: u64, secs: u64) -> Row {
         ("agent", rss_kib(agent), cpu_secs(agent)),
     ];
     let reconnects_logged = count_lines(&s.agent_log(), "event subscription lost");
+    let spooled = Some(spool_backlog(&s.dir.path().join("agent/state/spool")));
     drop(store);
     drop(s);
     flushdb();
     Row {
-        rate,
+        rate: plan.rate,
         system: "Taskward",
-        published,
-        applied,
+        measured,
         reported_dropped,
         processes,
-        caught_up,
-        watch,
         reconnects_logged,
+        spooled,
     }
 }
 
@@ -819,17 +891,18 @@ fn mib(kib: u64) -> u64 {
     (kib + 512) / 1024
 }
 
-fn print_tables(rows: &[Row], secs: u64) {
+fn print_tables(rows: &[Row], plan: Plan) {
     println!(
-        "\nTask events published at a fixed rate for {secs} s each, then up to {} s of drain.\n",
-        DRAIN_MAX.as_secs()
+        "\nTask events published at a fixed rate for {} s per run; \"late\" = applied more than \
+         {} s after the last one.\n",
+        plan.secs,
+        plan.drain.as_secs()
     );
     println!(
-        "| rate (events/s) | system | sent | applied | lost | lost % | reported as dropped | peak RSS MiB |"
+        "| rate (events/s) | system | sent | applied | lost | lost % | reported as dropped | late | peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
-        let sent = r.published.task_events;
         let rss = r
             .processes
             .iter()
@@ -837,21 +910,26 @@ fn print_tables(rows: &[Row], secs: u64) {
             .collect::<Vec<_>>()
             .join(" + ");
         println!(
-            "| {} | {} | {sent} | {} | {} | {:.1} | {} | {rss} |",
+            "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {rss} |",
             r.rate,
             r.system,
+            r.sent(),
             r.applied(),
             r.lost(),
-            100.0 * r.lost() as f64 / sent.max(1) as f64,
+            100.0 * r.lost() as f64 / r.sent().max(1) as f64,
             r.reported_dropped
                 .map_or("n/a (no counter)".to_owned(), |d| d.to_string()),
+            r.late(),
         );
     }
     println!(
-        "\n| rate (events/s) | system | applied received/started/succeeded | published over s | sent/s | PUBLISHes heard by nobody | subscriber connections | Redis out-buffer peak MiB | reconnects in its log | caught up after s | CPU s |"
+        "\n| rate (events/s) | system | applied received/started/succeeded | published over s | \
+         sent/s | PUBLISHes heard by nobody | subscriber connections | Redis out-buffer peak MiB | \
+         reconnects in its log | all applied after s | left in agent spool | CPU s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
+        let m = &r.measured;
         let cpu = r
             .processes
             .iter()
@@ -859,20 +937,27 @@ fn print_tables(rows: &[Row], secs: u64) {
             .collect::<Vec<_>>()
             .join(" + ");
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {} | {} | {:.1} | {} | {} | {cpu} |",
+            "| {} | {} | {} | {:.1} | {:.0} | {} | {} | {:.1} | {} | {} | {} | {cpu} |",
             r.rate,
             r.system,
-            r.applied.map(|n| n.to_string()).join(" / "),
-            r.published.secs,
-            r.published.task_events as f64 / r.published.secs.max(0.001),
-            r.published.unheard,
-            r.watch.ids.len(),
-            r.watch.peak_omem as f64 / (1024.0 * 1024.0),
+            m.applied.map(|n| n.to_string()).join(" / "),
+            m.published.secs,
+            r.sent() as f64 / m.published.secs.max(0.001),
+            m.published.unheard,
+            m.watch.ids.len(),
+            m.watch.peak_omem as f64 / (1024.0 * 1024.0),
             r.reconnects_logged,
-            r.caught_up
-                .map_or("not within the drain".to_owned(), |s| format!("{s:.1}")),
+            m.caught_up
+                .map_or("never".to_owned(), |s| format!("{s:.1}")),
+            r.spooled.map_or("n/a".to_owned(), |n| n.to_string()),
         );
     }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().map_or(default, |v| {
+        v.parse().unwrap_or_else(|_| panic!("{name}: a number"))
+    })
 }
 
 fn main() {
@@ -880,10 +965,12 @@ fn main() {
         .iter()
         .map(|r| r.parse().expect("CELERY_BENCH_RATES: events per second"))
         .collect();
-    let secs: u64 = std::env::var("CELERY_BENCH_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let plan = |rate| Plan {
+        rate,
+        secs: env_number("CELERY_BENCH_SECS", 30),
+        drain: Duration::from_secs(env_number("CELERY_BENCH_DRAIN_SECS", 10)),
+        settle: Duration::from_secs(env_number("CELERY_BENCH_SETTLE_SECS", 600)),
+    };
     let systems = env_list("CELERY_BENCH_SYSTEMS", "flower,taskward");
     let celery = systems.iter().any(|s| s == "flower").then(flower_celery);
     let brain = systems
@@ -894,20 +981,22 @@ fn main() {
     for &rate in &rates {
         for system in &systems {
             let row = match system.as_str() {
-                "flower" => run_flower(celery.as_deref().unwrap(), rate, secs),
-                "taskward" => run_taskward(brain.as_deref().unwrap(), rate, secs),
+                "flower" => run_flower(celery.as_deref().unwrap(), plan(rate)),
+                "taskward" => run_taskward(brain.as_deref().unwrap(), plan(rate)),
                 other => panic!("CELERY_BENCH_SYSTEMS: unknown system {other:?}"),
             };
             eprintln!(
-                "{} at {rate}/s: sent {}, applied {:?}, lost {}",
+                "{} {} at {rate}/s: sent {}, applied {:?} ({} late), lost {}",
+                chrono::Utc::now().format("%H:%M:%S"),
                 row.system,
-                row.published.task_events,
-                row.applied,
+                row.sent(),
+                row.measured.applied,
+                row.late(),
                 row.lost()
             );
             let _ = std::io::stderr().flush();
             rows.push(row);
         }
     }
-    print_tables(&rows, secs);
+    print_tables(&rows, plan(0));
 }

@@ -963,6 +963,12 @@ struct CeleryStack {
 
 impl CeleryStack {
     async fn start(broker: &str, queues: &[&str]) -> CeleryStack {
+        // Each test owns its broker db: start from an empty one (no leftovers of earlier runs).
+        celery_python_run(
+            broker,
+            "import os, redis; redis.Redis.from_url(os.environ['CELERY_BROKER_URL']).flushdb()",
+            &[],
+        );
         let dir = tempfile::tempdir().unwrap();
         let brain = Brain::start(dir.path()).await;
         let (agent, token) = brain.create_agent("celery-host").await;
@@ -1120,23 +1126,20 @@ async fn celery_events_from_a_real_worker_become_tasks() {
             json!({"engine": "celery", "task_id": greeted, "override_kwargs": {"greeting": "hi"}}),
         )
         .await;
-    let done = stack.brain.wait_status(&retry, "succeeded").await;
-    let detail = done["detail"].as_str().unwrap().to_owned();
-    let new_id = detail
-        .split(" as ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no new task id in {detail:?}"))
-        .to_owned();
+    let new_id = retried_id(&stack.brain.wait_status(&retry, "succeeded").await);
     assert_ne!(new_id, greeted);
     stack
         .wait_task(&new_id, "the retried task", |t| {
             t.state == "succeeded" && t.result.as_deref() == Some("'hi ann'")
         })
         .await;
+    // The retry sits under its original in the task tree.
+    let retried = stack.task(&new_id).unwrap();
+    assert_eq!(retried.parent_task_id.as_deref(), Some(greeted.as_str()));
+    assert_eq!(retried.root_task_id.as_deref(), Some(greeted.as_str()));
 
     // Secrets and addresses in arguments are redacted on the host: they never reach the
-    // brain's database; a retry of such a task needs the real values in override_kwargs.
+    // brain's database; a retry reads the real values kept on the host.
     let secret = celery_python_run(
         broker,
         "import app; print(app.login.delay('ann', password='hunter2', email='ann@example.com').id)",
@@ -1166,31 +1169,50 @@ async fn celery_events_from_a_real_worker_become_tasks() {
         !stored.contains("hunter2") && !stored.contains("ann@example.com"),
         "a secret reached the brain"
     );
-    let (status, body) = stack
-        .brain
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/projects/default/commands/retry-task",
-            Some(json!({"agent_id": stack.agent, "engine": "celery", "task_id": secret})),
-        )
-        .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("redacted on the host"),
-        "{body}"
+    // The originals stay on the agent's host, readable by its user only.
+    let vault = stack.home.state.join("args-vault.jsonl");
+    // Written through a buffer flushed every second.
+    wait_for(
+        Duration::from_secs(5),
+        "the originals on the host",
+        || async {
+            std::fs::read_to_string(&vault)
+                .unwrap_or_default()
+                .contains("hunter2")
+        },
+    )
+    .await;
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&vault).unwrap().permissions().mode() & 0o777,
+        0o600
     );
     let retry = stack
         .brain
         .issue(
             &stack.agent,
             "retry-task",
-            json!({"engine": "celery", "task_id": secret, "override_kwargs": {"password": "x", "email": "a@b.c"}}),
+            json!({"engine": "celery", "task_id": secret}),
         )
         .await;
-    stack.brain.wait_status(&retry, "succeeded").await;
+    let done = stack.brain.wait_status(&retry, "succeeded").await;
+    let again = retried_id(&done);
+    stack
+        .wait_task(&again, "the retried login", |t| {
+            t.result.as_deref() == Some("'logged in ann with a 7-character password'")
+        })
+        .await;
+}
+
+/// The new task id a retry's result names (`retried <old> as <new> on queue <q>`).
+fn retried_id(command: &Value) -> String {
+    let detail = command["detail"].as_str().unwrap_or_default();
+    detail
+        .split(" as ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no new task id in {detail:?}"))
+        .to_owned()
 }
 
 /// A real worker killed with SIGKILL mid-task: it goes offline and its started task becomes
@@ -1237,14 +1259,14 @@ async fn a_killed_celery_worker_goes_offline_and_its_task_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_reach_a_real_celery_worker() {
     let broker = "redis://127.0.0.1:6379/11";
+    let stack = CeleryStack::start(broker, &["celery", "reports"]).await;
     // A queue no worker consumes, with messages in two priority buckets.
     celery_python_run(
         broker,
-        "import redis; r = redis.Redis(db=11); r.delete('reports', 'reports\\x06\\x166'); \
+        "import redis; r = redis.Redis(db=11); \
          r.lpush('reports', 'a', 'b', 'c'); r.lpush('reports\\x06\\x166', 'd', 'e')",
         &[],
     );
-    let stack = CeleryStack::start(broker, &["celery", "reports"]).await;
     let worker_name = "ctl@taskward-test";
     let _worker = celery_worker(
         broker,
@@ -1335,11 +1357,93 @@ async fn commands_reach_a_real_celery_worker() {
         "succeeded",
         "no longer consuming from billing",
     );
+    // The size is read back from Celery's stats after the grow.
     expect(
         &run("pool-resize", json!({"worker_name": w, "delta": 1})).await,
         "succeeded",
-        "pool will grow",
+        "pool will grow; pool processes 1 -> 2",
     );
+
+    // Cancels say what happened: a running task terminated, a finished one left alone.
+    let running =
+        celery_python_run(broker, "import app; print(app.sleepy.delay(60).id)", &[]).remove(0);
+    stack
+        .wait_task(&running, "the sleeper to start", |t| t.state == "started")
+        .await;
+    expect(
+        &run(
+            "cancel-task",
+            json!({"engine": "celery", "task_id": running, "terminate": true}),
+        )
+        .await,
+        "succeeded",
+        &format!("terminated while running on {w} (SIGTERM)"),
+    );
+    stack
+        .wait_task(&running, "the terminated task", |t| t.state == "cancelled")
+        .await;
+    let quick =
+        celery_python_run(broker, "import app; print(app.add.delay(1, 1).id)", &[]).remove(0);
+    stack
+        .wait_task(&quick, "a quick task", |t| t.state == "succeeded")
+        .await;
+    expect(
+        &run("cancel-task", json!({"engine": "celery", "task_id": quick})).await,
+        "succeeded",
+        "already finished (succeeded); nothing was stopped",
+    );
+
+    // A repr Celery truncated (a 3000-character argument): the agent asks the worker for the
+    // real arguments while it holds the task (query_task), so the retry carries all of it.
+    let blob = "x".repeat(2999) + "y";
+    let big = celery_python_run(
+        broker,
+        &format!("import app; print(app.digest.delay('{blob}', seconds=3).id)"),
+        &[],
+    )
+    .remove(0);
+    stack
+        .wait_task(&big, "the worker's copy of the arguments", |t| {
+            t.state == "succeeded" && t.args.as_deref().is_some_and(|a| a.ends_with("y\"]"))
+        })
+        .await;
+    let row = stack.task(&big).unwrap();
+    // The brain holds the worker's whole (redacted) copy, not the truncated repr.
+    assert_eq!(row.args, Some(json!([blob]).to_string()));
+    assert_eq!(row.args_unavailable, None);
+    assert_eq!(
+        (row.queue.as_deref(), row.priority.as_deref()),
+        (Some("celery"), Some("0"))
+    );
+    let again = retried_id(&run("retry-task", json!({"engine": "celery", "task_id": big})).await);
+    stack
+        .wait_task(&again, "the retried big task", |t| {
+            t.state == "succeeded" && t.result == row.result
+        })
+        .await;
+
+    // Priorities: the worker's copy says 5, and a retry goes back into the same bucket.
+    let urgent = celery_python_run(
+        broker,
+        "import app; print(app.sleepy.apply_async((2,), priority=5).id)",
+        &[],
+    )
+    .remove(0);
+    stack
+        .wait_task(&urgent, "the urgent task's priority", |t| {
+            t.priority.as_deref() == Some("5") && t.queue.as_deref() == Some("celery")
+        })
+        .await;
+    stack
+        .wait_task(&urgent, "the urgent task", |t| t.state == "succeeded")
+        .await;
+    let again =
+        retried_id(&run("retry-task", json!({"engine": "celery", "task_id": urgent})).await);
+    stack
+        .wait_task(&again, "the retried urgent task", |t| {
+            t.state == "succeeded" && t.priority.as_deref() == Some("5")
+        })
+        .await;
     expect(
         &run(
             "rate-limit",
@@ -1480,4 +1584,112 @@ async fn workers_without_task_events_are_switched_on() {
             t.state == "succeeded" && t.result.as_deref() == Some("42")
         })
         .await;
+
+    // A truncated repr on a solo worker, which cannot answer query_task while it runs the
+    // task: the real arguments are unavailable, the brain shows why, and a retry is refused.
+    let blob = "z".repeat(3000);
+    let big = celery_python_run(
+        broker,
+        &format!("import app; print(app.digest.delay('{blob}', seconds=3).id)"),
+        &[],
+    )
+    .remove(0);
+    stack
+        .wait_task(&big, "the reason in the brain", |t| {
+            t.state == "succeeded" && t.args_unavailable.is_some()
+        })
+        .await;
+    let why = stack.task(&big).unwrap().args_unavailable.unwrap();
+    assert!(why.contains("query_task"), "{why}");
+    let (status, body) = stack
+        .brain
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/projects/default/commands/retry-task",
+            Some(json!({"agent_id": stack.agent, "engine": "celery", "task_id": big})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("not retryable: arguments unavailable"),
+        "{message}"
+    );
+}
+
+/// A gap in the event stream (Redis drops the agent's connections, again and again, while a
+/// task starts): the agent counts the task events it missed, reports them as dropped, and
+/// learns the in-flight task from the workers (`active`) once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_event_stream_is_counted_and_reconciled() {
+    let broker = "redis://127.0.0.1:6379/14";
+    let stack = CeleryStack::start(broker, &["celery"]).await;
+    let _worker = celery_worker(
+        broker,
+        "gappy@taskward-test",
+        &["-E", "--pool", "prefork", "-c", "2"],
+        &[],
+        &stack.log("worker.log"),
+    );
+    // Events flow first (counting starts with the first task event seen).
+    let warm =
+        celery_python_run(broker, "import app; print(app.add.delay(1, 2).id)", &[]).remove(0);
+    stack
+        .wait_task(&warm, "a first task", |t| t.state == "succeeded")
+        .await;
+    let agent_pid = stack._agent.0.id();
+    // Kill every Redis connection of the agent for 4 s while a sleeper and ten quick tasks
+    // start, spread over the storm.
+    let ids = celery_python_run(
+        broker,
+        &format!(
+            r#"
+import subprocess, threading, time, redis, app
+r = redis.Redis(db=14)
+stop = time.time() + 4
+def storm():
+    while time.time() < stop:
+        out = subprocess.run(["ss", "-tnpH", "dst", "127.0.0.1:6379"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if "pid={agent_pid}," in line:
+                try:
+                    r.client_kill(line.split()[3])
+                except redis.ResponseError:
+                    pass
+        time.sleep(0.02)
+t = threading.Thread(target=storm)
+t.start()
+time.sleep(0.5)
+print(app.sleepy.delay(30).id)
+for i in range(10):
+    time.sleep(0.3)
+    app.add.delay(i, i)
+t.join()
+"#
+        ),
+        &[],
+    );
+    // The sleeper is in flight: the brain learns it even if its events were lost.
+    stack
+        .wait_task(&ids[0], "the in-flight task", |t| t.state == "started")
+        .await;
+    wait_for(
+        Duration::from_secs(30),
+        "reconciliation and the missed events in the agents API",
+        || async {
+            let log =
+                std::fs::read_to_string(stack.home.state.join("agent.log")).unwrap_or_default();
+            let (_, body) = stack
+                .brain
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/projects/default/agents/{}", stack.agent),
+                    None,
+                )
+                .await;
+            log.contains("reconciled in-flight tasks")
+                && body["dropped_events"].as_i64().unwrap_or(0) >= 1
+        },
+    )
+    .await;
 }

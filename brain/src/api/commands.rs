@@ -413,10 +413,7 @@ fn resolve_retry(
     };
     Ok(
         retry_spec(&task, retry.override_kwargs.as_ref()).map_err(|why| {
-            ApiError::Conflict(format!(
-                "task {} is not retryable: {why}",
-                retry.task_id
-            ))
+            ApiError::Conflict(format!("task {} is not retryable: {why}", retry.task_id))
         }),
     )
 }

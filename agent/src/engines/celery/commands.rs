@@ -28,7 +28,12 @@ impl RetryError {
 
 impl CeleryAdapter {
     /// One worker's answer to a control request, or why there is none.
-    async fn control_one(&self, worker: &str, method: &str, arguments: Value) -> Result<String, String> {
+    async fn control_one(
+        &self,
+        worker: &str,
+        method: &str,
+        arguments: Value,
+    ) -> Result<String, String> {
         let replies = self
             .pidbox()?
             .call(method, arguments, Some(vec![worker.to_owned()]))
@@ -43,7 +48,11 @@ impl CeleryAdapter {
     }
 
     /// Runs one checked command.
-    pub(super) async fn run(&self, command: &Command, issued: &IssuedCommand) -> Result<String, String> {
+    pub(super) async fn run(
+        &self,
+        command: &Command,
+        issued: &IssuedCommand,
+    ) -> Result<String, String> {
         match command {
             Command::RestartWorker(c) => {
                 self.control_one(&c.worker_name, "pool_restart", json!({}))
@@ -99,7 +108,11 @@ impl CeleryAdapter {
         let pidbox = self.pidbox()?;
         let only = Some(vec![worker.to_owned()]);
         let before = size(&pidbox.call("stats", json!({}), only.clone()).await?);
-        let method = if delta > 0 { "pool_grow" } else { "pool_shrink" };
+        let method = if delta > 0 {
+            "pool_grow"
+        } else {
+            "pool_shrink"
+        };
         let answer = self
             .control_one(worker, method, json!({"n": delta.unsigned_abs()}))
             .await?;
@@ -134,11 +147,18 @@ impl CeleryAdapter {
             .await
             .unwrap_or_default();
         let holder = located.iter().find_map(|(worker, tasks)| {
-            tasks
-                .get(&c.task_id)
-                .map(|pair| (worker.clone(), pair[0].as_str().unwrap_or("held").to_owned()))
+            tasks.get(&c.task_id).map(|pair| {
+                (
+                    worker.clone(),
+                    pair[0].as_str().unwrap_or("held").to_owned(),
+                )
+            })
         });
-        let finished = self.liveness.lock().expect("liveness lock").finished(&c.task_id);
+        let finished = self
+            .liveness
+            .lock()
+            .expect("liveness lock")
+            .finished(&c.task_id);
         let mut arguments = json!({"task_id": c.task_id});
         if c.terminate {
             arguments["terminate"] = json!(true);
@@ -315,7 +335,12 @@ impl CeleryAdapter {
 
     /// Purges every priority bucket of a queue in one transaction, refusing (unless forced)
     /// when the depth is not the one the operator confirmed.
-    async fn purge(&self, queue: &str, force: bool, issued: &IssuedCommand) -> Result<String, String> {
+    async fn purge(
+        &self,
+        queue: &str,
+        force: bool,
+        issued: &IssuedCommand,
+    ) -> Result<String, String> {
         let client = redis::Client::open(self.broker.as_str()).map_err(|e| e.to_string())?;
         let mut conn = client
             .get_multiplexed_async_connection()
@@ -363,7 +388,9 @@ impl CeleryAdapter {
 fn readable(args: &Value, kwargs: &Value) -> bool {
     fn clean(v: &Value) -> bool {
         match v {
-            Value::String(s) => !(s.starts_with(super::redact::REDACTED) || s == super::redact::EMAIL),
+            Value::String(s) => {
+                !(s.starts_with(super::redact::REDACTED) || s == super::redact::EMAIL)
+            }
             Value::Array(items) => items.iter().all(clean),
             Value::Object(map) => map.values().all(clean),
             _ => true,

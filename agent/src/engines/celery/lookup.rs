@@ -140,6 +140,13 @@ impl Lookup {
             }
             Err(e) => tracing::warn!(error = %e, "query_task failed"),
         }
+        tracing::debug!(
+            asked = batch.len(),
+            found = found.len(),
+            workers = ?workers,
+            answered = ?answered,
+            "query_task lookup"
+        );
         for wanted in batch {
             let update = match found.get(&wanted.task_id) {
                 Some(request) => {
@@ -303,7 +310,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(update.state, Some(TaskState::Started));
-        assert!(update.at_ms > 1_700_000_000_000, "time_start is the event time");
+        assert!(
+            update.at_ms > 1_700_000_000_000,
+            "time_start is the event time"
+        );
         assert_eq!(update.kwargs, Some(json!({"password": "<redacted>"})));
         assert_eq!(original.kwargs, Some(json!({"password": "hunter2"})));
     }

@@ -51,7 +51,11 @@ const PRIORITY_BUCKETS: [u8; 3] = [3, 6, 9];
 /// The list a message of `priority` waits in: the largest bucket step not above it
 /// (`celery-wire.md` 2.3).
 pub fn bucket_key(prefix: &str, queue: &str, priority: u8) -> String {
-    match PRIORITY_BUCKETS.iter().rev().find(|step| **step <= priority) {
+    match PRIORITY_BUCKETS
+        .iter()
+        .rev()
+        .find(|step| **step <= priority)
+    {
         Some(step) => format!("{prefix}{queue}\x06\x16{step}"),
         None => format!("{prefix}{queue}"),
     }
@@ -200,7 +204,6 @@ impl CeleryAdapter {
             db,
         })
     }
-
 }
 
 /// What the event read loop works with.
@@ -243,9 +246,11 @@ impl Reader {
             task.args = args.map(|a| self.redactor.clean_value(a));
             task.kwargs = kwargs.map(|k| self.redactor.clean_value(k));
         } else {
+            // Kept as text: a truncated repr may still read as a literal, and must never be
+            // mistaken for the real arguments.
             for field in [&mut task.args, &mut task.kwargs] {
                 if let Some(serde_json::Value::String(repr)) = field.as_ref() {
-                    *field = Some(self.redactor.clean(repr));
+                    *field = Some(self.redactor.clean_text(repr));
                 }
             }
         }
@@ -270,8 +275,11 @@ impl Reader {
             .map_err(|e| e.to_string())?;
         tracing::info!(%pattern, "reading Celery events");
         if reconcile {
-            let (lookup, liveness, sink) =
-                (self.lookup.clone(), self.liveness.clone(), self.sink.clone());
+            let (lookup, liveness, sink) = (
+                self.lookup.clone(),
+                self.liveness.clone(),
+                self.sink.clone(),
+            );
             tokio::spawn(async move {
                 for update in lookup.in_flight().await {
                     liveness

@@ -3,8 +3,9 @@
 //!
 //! Arguments arrive as Python reprs. A readable repr is parsed (`taskward_shared::pyrepr`) and
 //! values under sensitive keys become `"<redacted>"`, e-mail addresses `"<email>"`; the result
-//! travels as JSON. A repr that cannot be read (truncated, non-literal) travels as text only if
-//! it shows nothing sensitive, and is replaced whole otherwise.
+//! travels as JSON ([`Redactor::clean_value`]). A repr that cannot be read (truncated,
+//! non-literal) travels as text only if it shows nothing sensitive, and is replaced whole
+//! otherwise ([`Redactor::clean_text`]).
 
 use serde_json::Value;
 
@@ -48,14 +49,15 @@ impl Default for Redactor {
 }
 
 impl Redactor {
-    /// Cleans an argument repr: JSON when readable, the text when harmless, a placeholder else.
-    pub fn clean(&self, repr: &str) -> Value {
-        match taskward_shared::pyrepr::parse(repr) {
-            Ok(value) => self.value(value, false),
-            Err(_) if self.looks_sensitive(repr) => Value::String(format!(
+    /// Cleans a repr kept as text (unreadable, or possibly truncated so that what reads as
+    /// a literal is not the real value): the text when harmless, a placeholder else.
+    pub fn clean_text(&self, repr: &str) -> Value {
+        if self.looks_sensitive(repr) {
+            Value::String(format!(
                 "{REDACTED} (unreadable arguments that mention a secret)"
-            )),
-            Err(_) => Value::String(repr.to_owned()),
+            ))
+        } else {
+            Value::String(repr.to_owned())
         }
     }
 
@@ -117,14 +119,20 @@ mod tests {
     #[test]
     fn secrets_and_emails_never_survive() {
         let r = Redactor::default();
+        let read = |repr: &str| r.clean_value(taskward_shared::pyrepr::parse(repr).unwrap());
         assert_eq!(
-            r.clean("{'user': 'ann', 'password': 'hunter2', 'to': 'ann@example.com', 'nested': {'API_KEY': 'k', 'n': 1}}"),
+            read(
+                "{'user': 'ann', 'password': 'hunter2', 'to': 'ann@example.com', 'nested': {'API_KEY': 'k', 'n': 1}}"
+            ),
             json!({"user": "ann", "password": REDACTED, "to": EMAIL, "nested": {"API_KEY": REDACTED, "n": 1}})
         );
-        assert_eq!(r.clean("('ann@example.com', 2)"), json!([EMAIL, 2]));
+        assert_eq!(read("('ann@example.com', 2)"), json!([EMAIL, 2]));
         // Unreadable: passed as text only when it shows nothing sensitive.
-        assert_eq!(r.clean("(<object at 0x1>,)"), json!("(<object at 0x1>,)"));
-        let cut = r.clean("{'password': 'aaaa...', ...}");
+        assert_eq!(
+            r.clean_text("(<object at 0x1>,)"),
+            json!("(<object at 0x1>,)")
+        );
+        let cut = r.clean_text("{'password': 'aaaa...', ...}");
         assert!(!cut.to_string().contains("aaaa"), "{cut}");
         assert!(cut.as_str().unwrap().starts_with(REDACTED));
         assert!(!is_email("not an @ address") && is_email("a.b@c.io"));

@@ -232,8 +232,9 @@ impl TestApp {
                     at_ms: 1,
                     name: Some("app.add".into()),
                     queue: Some("default".into()),
-                    args: Some(serde_json::Value::String("(1, 2)".into())),
-                    kwargs: Some(serde_json::Value::String("{'k': 'v'}".into())),
+                    // As an agent sends readable arguments: JSON, redacted on the host.
+                    args: Some(serde_json::json!([1, 2])),
+                    kwargs: Some(serde_json::json!({"k": "v"})),
                     ..TaskUpdate::default()
                 }))
             })
