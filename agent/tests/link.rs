@@ -1564,7 +1564,7 @@ async fn workers_without_task_events_are_switched_on() {
         broker,
         "quiet@taskward-test",
         &["--pool", "solo"],
-        &[("TASK_EVENTS", "0")],
+        &[("TASK_EVENTS", "0"), ("POOL_RESTARTS", "0")],
         &stack.log("worker.log"),
     );
     wait_for(
@@ -1615,6 +1615,30 @@ async fn workers_without_task_events_are_switched_on() {
         message.contains("not retryable: arguments unavailable"),
         "{message}"
     );
+
+    // What a solo worker without pool restarts cannot do fails with Celery's own reason.
+    for (kind, body, reason) in [
+        (
+            "restart-worker",
+            json!({"worker_name": "quiet@taskward-test"}),
+            "Pool restarts not enabled",
+        ),
+        (
+            "pool-resize",
+            json!({"worker_name": "quiet@taskward-test", "delta": 1}),
+            "no attribute 'grow'",
+        ),
+    ] {
+        let id = stack.brain.issue(&stack.agent, kind, body).await;
+        let failed = stack.brain.wait_status(&id, "failed").await;
+        assert!(
+            failed["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(reason),
+            "{kind}: {failed}"
+        );
+    }
 }
 
 /// A gap in the event stream (Redis drops the agent's connections, again and again, while a

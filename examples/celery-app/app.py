@@ -12,8 +12,8 @@ from celery import Celery
 app = Celery("app", broker=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
 # Task events on unless TASK_EVENTS=0 (the Taskward agent can switch them on at run time).
 app.conf.worker_send_task_events = os.environ.get("TASK_EVENTS", "1") == "1"
-# Lets `restart-worker` (Celery's pool_restart) work.
-app.conf.worker_pool_restarts = True
+# Lets `restart-worker` (Celery's pool_restart) work, unless POOL_RESTARTS=0.
+app.conf.worker_pool_restarts = os.environ.get("POOL_RESTARTS", "1") == "1"
 
 
 @app.task
