@@ -15,6 +15,7 @@
 //! - [`audit`]: checkpoints, live and offline verification, exports of the audit log.
 //! - [`hub`]: agent enrollment and the WebSocket sessions that deliver commands and take results.
 //! - [`background`]: the server's periodic work: command timeouts, checkpoints, key reloads.
+//! - [`query`]: the list grammar (nested filter, orderBy, keyset positions) rendered to SQL.
 //! - [`cursor`], [`limits`]: pagination cursors and per-caller rate limits.
 //! - [`names`], [`role`], [`expiry`]: validated input values.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
@@ -34,6 +35,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod names;
+pub mod query;
 pub mod role;
 pub mod router;
 pub mod server;

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::extract::BODY_LIMIT;
-use crate::api::{agents, audit, commands, health, members, projects, tokens, users};
+use crate::api::{agents, audit, commands, health, members, projects, tasks, tokens, users};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::hub;
@@ -64,6 +64,9 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::list, agents::create))
         .routes(routes!(agents::get, agents::delete))
         .routes(routes!(audit::queues))
+        .routes(routes!(tasks::list))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::tree))
         .routes(routes!(commands::list))
         .routes(routes!(commands::get))
         .routes(routes!(commands::retry_task))

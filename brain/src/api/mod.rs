@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod members;
 pub mod projects;
+pub mod tasks;
 pub mod tokens;
 pub mod users;
 
@@ -30,6 +31,8 @@ pub mod tags {
     pub const TOKENS: &str = "tokens";
     /// Agents registered in a project.
     pub const AGENTS: &str = "agents";
+    /// Task records.
+    pub const TASKS: &str = "tasks";
     /// Commands to agents.
     pub const COMMANDS: &str = "commands";
     /// The signed audit log.

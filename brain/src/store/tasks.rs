@@ -12,9 +12,14 @@ use taskward_shared::events::{TaskState, TaskUpdate, Update, WorkerUpdate};
 
 use super::schema::{agents, tasks, workers};
 use super::{AnyConnection, StoreResult, commands, new_id};
+use crate::query::filter::{Filter, Scalar};
+use crate::query::order::SortKey;
+use crate::query::sql::{Sql, dialect_of, load_sql};
 
 /// A task row.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(
+    Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Insertable, AsChangeset,
+)]
 #[diesel(table_name = tasks, treat_none_as_null = true)]
 pub struct TaskRow {
     /// Row id.
@@ -432,6 +437,85 @@ pub fn find(
         .filter(tasks::task_id.eq(task_id))
         .select(TaskRow::as_select())
         .first(conn)?)
+}
+
+/// The most tasks a tree returns.
+pub const TREE_CAP: i64 = 500;
+
+/// One page of a project's tasks matching `filter`, in `order` (with its tiebreak), after
+/// `position` (a keyset cursor's values).
+pub fn page(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    filter: &Filter,
+    order: &[SortKey],
+    position: Option<&[Option<Scalar>]>,
+    limit: i64,
+) -> StoreResult<Vec<TaskRow>> {
+    let mut sql = Sql::new(dialect_of(conn));
+    sql.push("SELECT t.* FROM tasks t WHERE t.project_id = ")
+        .bind(Scalar::Text(project_id.to_owned()))
+        .push(" AND ");
+    sql.filter("t", filter);
+    if let Some(position) = position {
+        sql.push(" AND ");
+        sql.after("t", order, position);
+    }
+    sql.order_by("t", order);
+    sql.push(" LIMIT ").bind(Scalar::Int(limit));
+    Ok(load_sql!(conn, sql, TaskRow)?)
+}
+
+/// The sort values of a row, as a cursor stores them (times in ms).
+pub fn position(row: &TaskRow, order: &[SortKey]) -> Vec<serde_json::Value> {
+    use serde_json::Value;
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+    let int = |v: Option<i64>| v.map_or(Value::Null, Value::from);
+    order
+        .iter()
+        .map(|key| match key.field.name {
+            "id" => Value::String(row.id.clone()),
+            "engine" => Value::String(row.engine.clone()),
+            "task_id" => Value::String(row.task_id.clone()),
+            "state" => Value::String(row.state.clone()),
+            "name" => text(&row.name),
+            "queue" => text(&row.queue),
+            "priority" => text(&row.priority),
+            "worker_name" => text(&row.worker_name),
+            "agent_id" => text(&row.agent_id),
+            "result" => text(&row.result),
+            "exception" => text(&row.exception),
+            "parent_task_id" => text(&row.parent_task_id),
+            "root_task_id" => text(&row.root_task_id),
+            "retry_count" => Value::from(row.retry_count),
+            "eta" => int(row.eta),
+            "received_at" => int(row.received_at),
+            "started_at" => int(row.started_at),
+            "finished_at" => int(row.finished_at),
+            "runtime_ms" => int(row.runtime_ms),
+            "created_at" => Value::from(row.created_at),
+            "updated_at" => Value::from(row.updated_at),
+            other => unreachable!("task field {other} has no position"),
+        })
+        .collect()
+}
+
+/// Every task sharing `root` (the root itself included), oldest first, up to `cap`.
+pub fn tree(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    engine: &str,
+    root: &str,
+    cap: i64,
+) -> StoreResult<Vec<TaskRow>> {
+    Ok(tasks::table
+        .filter(tasks::project_id.eq(project_id))
+        .filter(tasks::engine.eq(engine))
+        .filter(tasks::root_task_id.eq(root).or(tasks::task_id.eq(root)))
+        .order((tasks::received_at.asc(), tasks::id.asc()))
+        .limit(cap)
+        .select(TaskRow::as_select())
+        .load(conn)?)
 }
 
 #[cfg(test)]

@@ -47,9 +47,12 @@ enum Route {
     AuditPage,
     AuditExport,
     AuditCheckpoint,
+    ListTasks,
+    GetTask,
+    TaskTree,
 }
 
-const ROUTES: [Route; 25] = [
+const ROUTES: [Route; 28] = [
     Route::ListProjects,
     Route::CreateProject,
     Route::GetProject,
@@ -75,6 +78,9 @@ const ROUTES: [Route; 25] = [
     Route::AuditPage,
     Route::AuditExport,
     Route::AuditCheckpoint,
+    Route::ListTasks,
+    Route::GetTask,
+    Route::TaskTree,
 ];
 
 /// The project every project route targets.
@@ -87,7 +93,8 @@ impl Route {
             ListProjects | ListTokens | CreateToken | RevokeToken | Metrics => Floor::AnyUser,
             CreateProject | ListUsers | CreateUser | DeleteUser => Floor::SiteAdmin,
             GetProject | ListMembers | ListAgents | GetAgent | AgentQueues | ListCommands
-            | GetCommand | AuditPage | AuditExport | AuditCheckpoint => Floor::Viewer,
+            | GetCommand | AuditPage | AuditExport | AuditCheckpoint | ListTasks | GetTask
+            | TaskTree => Floor::Viewer,
             UpdateProject | DeleteProject | AddMember | RemoveMember | CreateAgent
             | DeleteAgent => Floor::Admin,
         }
@@ -180,6 +187,18 @@ impl Route {
             AuditPage => (Method::GET, format!("{p}/audit"), None),
             AuditExport => (Method::GET, format!("{p}/audit/export"), None),
             AuditCheckpoint => (Method::GET, format!("{p}/audit/checkpoint"), None),
+            ListTasks => (Method::GET, format!("{p}/tasks"), None),
+            GetTask | TaskTree => {
+                let agent = app.create_agent(SLUG, &unique("host")).await;
+                let task = unique("task");
+                app.seed_tasks(SLUG, &agent, &[task.as_str()]).await;
+                let tail = if matches!(self, TaskTree) {
+                    "/tree"
+                } else {
+                    ""
+                };
+                (Method::GET, format!("{p}/tasks/celery/{task}{tail}"), None)
+            }
         }
     }
 }

@@ -10,4 +10,5 @@ mod openapi;
 mod resources;
 mod store;
 mod support;
+mod tasks;
 mod tokens;

@@ -239,6 +239,16 @@ impl TestApp {
                 }))
             })
             .collect();
+        self.apply_updates(slug, agent_id, updates).await;
+    }
+
+    /// Stores updates as if `agent_id` had reported them.
+    pub async fn apply_updates(
+        &self,
+        slug: &str,
+        agent_id: &str,
+        updates: Vec<taskward_shared::events::Update>,
+    ) {
         let (slug, agent_id) = (slug.parse().unwrap(), agent_id.to_owned());
         self.store
             .write("test_seed_tasks", move |conn| {

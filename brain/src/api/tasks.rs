@@ -1,0 +1,509 @@
+//! A project's tasks: the list (simple parameters as sugar over the query grammar, keyset
+//! cursors, projections), the detail, and the tree of a workflow.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use taskward_shared::events::TaskState;
+use utoipa::ToSchema;
+
+use super::commands::{parse_limit, parse_time};
+use super::extract::{ApiPath, ApiQuery};
+use super::{tags, timestamp};
+use crate::app::AppState;
+use crate::auth::{ProjectAccess, Viewer};
+use crate::cursor;
+use crate::error::{ApiError, ErrorBody};
+use crate::query::entities::TASKS;
+use crate::query::filter::{self, Filter, Op, Operand, Scalar};
+use crate::query::{QueryError, order};
+use crate::store::StoreError;
+use crate::store::tasks::{self as task_store, TREE_CAP, TaskRow};
+
+/// Page size when `limit` is not given.
+pub const DEFAULT_LIMIT: i64 = 100;
+/// Largest page.
+pub const MAX_LIMIT: i64 = 5000;
+
+/// A task as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskPublic {
+    /// Row id.
+    pub id: String,
+    /// Project id.
+    pub project_id: String,
+    /// Engine (`celery`).
+    pub engine: String,
+    /// The engine's task id.
+    pub task_id: String,
+    /// Task name.
+    pub name: Option<String>,
+    /// Queue.
+    pub queue: Option<String>,
+    /// received, started, succeeded, failed, retried, cancelled or lost.
+    pub state: String,
+    /// Priority (Celery: the message priority, 0-9).
+    pub priority: Option<String>,
+    /// Positional arguments, redacted on the agent's host (text when unreadable).
+    #[schema(value_type = Object)]
+    pub args: Option<Value>,
+    /// Keyword arguments, redacted on the agent's host.
+    #[schema(value_type = Object)]
+    pub kwargs: Option<Value>,
+    /// Result (repr).
+    pub result: Option<String>,
+    /// Exception.
+    pub exception: Option<String>,
+    /// Traceback.
+    pub traceback: Option<String>,
+    /// Retries so far.
+    pub retry_count: i32,
+    /// ETA.
+    pub eta: Option<DateTime<Utc>>,
+    /// When a worker received it.
+    pub received_at: Option<DateTime<Utc>>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Runtime, ms.
+    pub runtime_ms: Option<i64>,
+    /// Worker.
+    pub worker_name: Option<String>,
+    /// Parent task id (for a retry issued through Taskward: the original).
+    pub parent_task_id: Option<String>,
+    /// Root task id of its workflow.
+    pub root_task_id: Option<String>,
+    /// Tags (none yet for Celery).
+    pub tags: Vec<String>,
+    /// Why it cannot be retried (its real arguments are unavailable), if so.
+    pub args_unavailable: Option<String>,
+    /// First seen by the brain.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The field names of [`TaskPublic`], in order (what `fields` may name).
+pub const TASK_FIELDS: [&str; 26] = [
+    "id",
+    "project_id",
+    "engine",
+    "task_id",
+    "name",
+    "queue",
+    "state",
+    "priority",
+    "args",
+    "kwargs",
+    "result",
+    "exception",
+    "traceback",
+    "retry_count",
+    "eta",
+    "received_at",
+    "started_at",
+    "finished_at",
+    "runtime_ms",
+    "worker_name",
+    "parent_task_id",
+    "root_task_id",
+    "tags",
+    "args_unavailable",
+    "created_at",
+    "updated_at",
+];
+
+impl From<TaskRow> for TaskPublic {
+    fn from(t: TaskRow) -> TaskPublic {
+        // Stored as JSON text: arguments as the agent sent them (a string when unreadable).
+        let json =
+            |v: Option<String>| v.map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)));
+        TaskPublic {
+            id: t.id,
+            project_id: t.project_id,
+            engine: t.engine,
+            task_id: t.task_id,
+            name: t.name,
+            queue: t.queue,
+            state: t.state,
+            priority: t.priority,
+            args: json(t.args),
+            kwargs: json(t.kwargs),
+            result: t.result,
+            exception: t.exception,
+            traceback: t.traceback,
+            retry_count: t.retry_count,
+            eta: t.eta.map(timestamp),
+            received_at: t.received_at.map(timestamp),
+            started_at: t.started_at.map(timestamp),
+            finished_at: t.finished_at.map(timestamp),
+            runtime_ms: t.runtime_ms,
+            worker_name: t.worker_name,
+            parent_task_id: t.parent_task_id,
+            root_task_id: t.root_task_id,
+            tags: Vec::new(),
+            args_unavailable: t.args_unavailable,
+            created_at: timestamp(t.created_at),
+            updated_at: timestamp(t.updated_at),
+        }
+    }
+}
+
+/// A page of tasks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskList {
+    /// Tasks (only the `fields` asked for, if any).
+    #[schema(value_type = Vec<TaskPublic>)]
+    pub items: Vec<Value>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The query of the tasks list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    state: Option<String>,
+    priority: Option<String>,
+    name: Option<String>,
+    queue: Option<String>,
+    worker: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    filter: Option<String>,
+    #[serde(rename = "orderBy")]
+    order_by: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+    fields: Option<String>,
+}
+
+fn query_error(e: QueryError) -> ApiError {
+    ApiError::invalid_field(e.path.clone(), e.to_string())
+}
+
+fn json_param(field: &str, text: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::invalid_field(field, format!("{field}: not valid JSON: {e}")))
+}
+
+fn compare(name: &str, op: Op, operand: Operand) -> Filter {
+    Filter::Compare {
+        field: TASKS.field(name).expect("a task field"),
+        op,
+        operand,
+    }
+}
+
+/// A parsed list query: the filter (simple parameters and `filter` together), the order with
+/// its tiebreak, and the scope cursors are bound to.
+pub struct Plan {
+    /// Everything a row must match.
+    pub filter: Filter,
+    /// The full order.
+    pub order: Vec<order::SortKey>,
+    /// What a cursor is bound to (project and every filter and order input).
+    pub scope: String,
+}
+
+impl ListQuery {
+    /// Checks every parameter and builds the plan.
+    pub fn plan(&self, project_id: &str) -> Result<Plan, ApiError> {
+        let text = |v: &Option<String>| v.clone().map(Scalar::Text);
+        let mut parts = Vec::new();
+        if let Some(state) = &self.state {
+            if TaskState::parse(state).is_none() {
+                return Err(ApiError::invalid_field(
+                    "state",
+                    format!(
+                        "state: {state:?} is not one of {}",
+                        TaskState::ALL.map(TaskState::as_str).join(", ")
+                    ),
+                ));
+            }
+            parts.push(compare(
+                "state",
+                Op::Eq,
+                Operand::One(Scalar::Text(state.clone())),
+            ));
+        }
+        if let Some(priority) = &self.priority {
+            let values: Vec<Scalar> = priority
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| Scalar::Text(p.to_owned()))
+                .collect();
+            if values.is_empty() || values.len() > filter::MAX_LIST {
+                return Err(ApiError::invalid_field(
+                    "priority",
+                    format!(
+                        "priority: a comma-separated list of 1 to {} values",
+                        filter::MAX_LIST
+                    ),
+                ));
+            }
+            parts.push(compare("priority", Op::In, Operand::List(values)));
+        }
+        for (param, field) in [
+            (&self.name, "name"),
+            (&self.queue, "queue"),
+            (&self.worker, "worker_name"),
+        ] {
+            if let Some(value) = text(param) {
+                parts.push(compare(field, Op::Eq, Operand::One(value)));
+            }
+        }
+        if let Some(since) = parse_time("since", self.since.as_deref())? {
+            parts.push(compare(
+                "received_at",
+                Op::Gte,
+                Operand::One(Scalar::Int(since)),
+            ));
+        }
+        if let Some(until) = parse_time("until", self.until.as_deref())? {
+            parts.push(compare(
+                "received_at",
+                Op::Lte,
+                Operand::One(Scalar::Int(until)),
+            ));
+        }
+        let filter_json = self
+            .filter
+            .as_deref()
+            .map(|f| json_param("filter", f))
+            .transpose()?;
+        if let Some(value) = &filter_json {
+            parts.push(filter::parse(&TASKS, value, "filter").map_err(query_error)?);
+        }
+        let order_json = self
+            .order_by
+            .as_deref()
+            .map(|o| json_param("orderBy", o))
+            .transpose()?;
+        let keys = match &order_json {
+            Some(value) => order::parse(&TASKS, value, "orderBy").map_err(query_error)?,
+            None => vec![order::SortKey {
+                field: TASKS.field("received_at").expect("a task field"),
+                descending: true,
+                nulls_first: false,
+            }],
+        };
+        let order = order::with_tiebreak(&TASKS, &keys);
+        let scope = format!(
+            "tasks:{project_id}:{:?}",
+            (
+                &self.state,
+                &self.priority,
+                &self.name,
+                &self.queue,
+                &self.worker,
+                &self.since,
+                &self.until,
+                filter_json.map(|v| v.to_string()),
+                order_json.map(|v| v.to_string()),
+            )
+        );
+        Ok(Plan {
+            filter: Filter::And(parts),
+            order,
+            scope,
+        })
+    }
+
+    /// The fields to show (all when `fields` is absent).
+    pub fn fields(&self) -> Result<Vec<&'static str>, ApiError> {
+        let Some(list) = &self.fields else {
+            return Ok(TASK_FIELDS.to_vec());
+        };
+        let mut chosen = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let field = TASK_FIELDS.iter().find(|f| **f == name).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "fields",
+                    format!(
+                        "fields: unknown field {name:?}; fields are {}",
+                        TASK_FIELDS.join(", ")
+                    ),
+                )
+            })?;
+            if !chosen.contains(field) {
+                chosen.push(*field);
+            }
+        }
+        if chosen.is_empty() {
+            return Err(ApiError::invalid_field(
+                "fields",
+                "fields: name at least one field",
+            ));
+        }
+        Ok(chosen)
+    }
+}
+
+/// A task as JSON with only `fields`.
+pub fn project(task: TaskPublic, fields: &[&str]) -> Value {
+    let Value::Object(mut all) = serde_json::to_value(task).expect("tasks serialize") else {
+        unreachable!("a task serializes to an object")
+    };
+    if fields.len() == TASK_FIELDS.len() {
+        return Value::Object(all);
+    }
+    let mut out = Map::with_capacity(fields.len());
+    for field in fields {
+        if let Some(value) = all.remove(*field) {
+            out.insert((*field).to_owned(), value);
+        }
+    }
+    Value::Object(out)
+}
+
+/// Lists a project's tasks, newest received first unless `orderBy` says otherwise.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/tasks", tag = tags::TASKS,
+    params(("slug" = String, Path, description = "Project slug"),
+        ("state" = Option<String>, Query, description = "received, started, succeeded, failed, cancelled, retried or lost"),
+        ("priority" = Option<String>, Query, description = "Comma-separated priorities"),
+        ("name" = Option<String>, Query, description = "Exact task name"),
+        ("queue" = Option<String>, Query, description = "Exact queue"),
+        ("worker" = Option<String>, Query, description = "Exact worker name"),
+        ("since" = Option<String>, Query, description = "RFC 3339; received at or after"),
+        ("until" = Option<String>, Query, description = "RFC 3339; received at or before"),
+        ("filter" = Option<String>, Query, description = "Nested filter, JSON: AND/OR/NOT, per-field operators (eq, ne, in, notIn, lt, lte, gt, gte, contains, startsWith, endsWith, isNull), relations worker, agent, parent"),
+        ("orderBy" = Option<String>, Query, description = "JSON array of {field: direction}; directions asc, desc, asc_nulls_first, asc_nulls_last, desc_nulls_first, desc_nulls_last"),
+        ("fields" = Option<String>, Query, description = "Comma-separated projection"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<i64>, Query, description = "1..5000, default 100")),
+    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<TaskList>, ApiError> {
+    let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let fields = query.fields()?;
+    let plan = query.plan(&access.project.id)?;
+    let secret = state.keys.confirm_secret();
+    let position = match query.cursor.as_deref() {
+        Some(c) => {
+            let values: Vec<Value> = cursor::decode(secret, &plan.scope, c)?;
+            Some(order::read_position(&plan.order, &values).ok_or_else(|| {
+                ApiError::invalid_field("cursor", "cursor: not a cursor from this query")
+            })?)
+        }
+        None => None,
+    };
+    let project_id = access.project.id.clone();
+    let (filter, order) = (plan.filter, plan.order);
+    let (rows, order) = state
+        .store
+        .read("list_tasks", move |conn| {
+            let rows = task_store::page(
+                conn,
+                &project_id,
+                &filter,
+                &order,
+                position.as_deref(),
+                limit + 1,
+            )?;
+            Ok((rows, order))
+        })
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let mut rows = rows;
+    rows.truncate(limit as usize);
+    let next_cursor = match rows.last() {
+        Some(last) if more => Some(cursor::encode(
+            secret,
+            &plan.scope,
+            &task_store::position(last, &order),
+        )),
+        _ => None,
+    };
+    Ok(Json(TaskList {
+        items: rows
+            .into_iter()
+            .map(|row| project(row.into(), &fields))
+            .collect(),
+        next_cursor,
+    }))
+}
+
+async fn find_task(
+    state: &AppState,
+    project_id: &str,
+    engine: String,
+    task_id: String,
+) -> Result<TaskRow, ApiError> {
+    let project_id = project_id.to_owned();
+    let what = format!("task {engine}/{task_id}");
+    state
+        .store
+        .read("get_task", move |conn| {
+            task_store::find(conn, &project_id, &engine, &task_id)
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound(what),
+            other => other.into(),
+        })
+}
+
+/// Reads one task.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/tasks/{engine}/{task_id}", tag = tags::TASKS,
+    params(("slug" = String, Path, description = "Project slug"),
+        ("engine" = String, Path, description = "Engine, e.g. celery"),
+        ("task_id" = String, Path, description = "The engine's task id")),
+    responses((status = 200, body = TaskPublic), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+    ApiPath((_slug, engine, task_id)): ApiPath<(String, String, String)>,
+) -> Result<Json<TaskPublic>, ApiError> {
+    let task = find_task(&state, &access.project.id, engine, task_id).await?;
+    Ok(Json(task.into()))
+}
+
+/// A task's workflow: every task sharing its root.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskTree {
+    /// The root's task id.
+    pub root_task_id: String,
+    /// The tasks, oldest received first (at most 500).
+    pub items: Vec<TaskPublic>,
+    /// More than 500 tasks share the root; only the first 500 are here.
+    pub truncated: bool,
+}
+
+/// The tree of a task: walks to its root (`root_task_id`, or the task itself) and returns
+/// every task sharing it, retries issued through Taskward included (their parent is the
+/// original). Capped at 500 with `truncated: true`.
+#[utoipa::path(get, path = "/api/v1/projects/{slug}/tasks/{engine}/{task_id}/tree", tag = tags::TASKS,
+    params(("slug" = String, Path, description = "Project slug"),
+        ("engine" = String, Path, description = "Engine, e.g. celery"),
+        ("task_id" = String, Path, description = "The engine's task id")),
+    responses((status = 200, body = TaskTree), (status = 404, body = ErrorBody)))]
+pub async fn tree(
+    State(state): State<AppState>,
+    access: ProjectAccess<Viewer>,
+    ApiPath((_slug, engine, task_id)): ApiPath<(String, String, String)>,
+) -> Result<Json<TaskTree>, ApiError> {
+    let task = find_task(&state, &access.project.id, engine, task_id).await?;
+    let root = task.root_task_id.clone().unwrap_or(task.task_id.clone());
+    let (project_id, engine, root_id) = (access.project.id.clone(), task.engine, root.clone());
+    let mut rows = state
+        .store
+        .read("task_tree", move |conn| {
+            task_store::tree(conn, &project_id, &engine, &root_id, TREE_CAP + 1)
+        })
+        .await?;
+    let truncated = rows.len() as i64 > TREE_CAP;
+    rows.truncate(TREE_CAP as usize);
+    Ok(Json(TaskTree {
+        root_task_id: root,
+        items: rows.into_iter().map(TaskPublic::from).collect(),
+        truncated,
+    }))
+}

@@ -1,0 +1,229 @@
+//! Rendering filters to SQL text with bound parameters (never values spliced into the text),
+//! spelled for the backend at hand.
+
+use super::filter::{Filter, Op, Operand, Scalar};
+use super::{Field, Kind};
+
+/// Which SQL dialect to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite: `?` placeholders, bytewise text comparison by default.
+    Sqlite,
+    /// PostgreSQL: `$n` placeholders, `COLLATE "C"` for bytewise text comparison.
+    Postgres,
+}
+
+/// SQL text and its parameters, in order.
+#[derive(Debug)]
+pub struct Sql {
+    /// The dialect.
+    pub dialect: Dialect,
+    /// The text.
+    pub text: String,
+    /// The parameters.
+    pub binds: Vec<Scalar>,
+    aliases: usize,
+}
+
+impl Sql {
+    /// An empty statement.
+    pub fn new(dialect: Dialect) -> Sql {
+        Sql {
+            dialect,
+            text: String::new(),
+            binds: Vec::new(),
+            aliases: 0,
+        }
+    }
+
+    /// Appends text.
+    pub fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub fn bind(&mut self, value: Scalar) -> &mut Sql {
+        self.binds.push(value);
+        match self.dialect {
+            Dialect::Sqlite => self.text.push('?'),
+            Dialect::Postgres => {
+                let n = self.binds.len();
+                self.text.push_str(&format!("${n}"));
+            }
+        }
+        self
+    }
+
+    /// A fresh table alias for a subquery.
+    fn alias(&mut self) -> String {
+        self.aliases += 1;
+        format!("r{}", self.aliases)
+    }
+
+    /// A column as compared and sorted: bytewise for text on both backends.
+    pub fn column(&self, alias: &str, field: &Field) -> String {
+        match (self.dialect, field.kind) {
+            (Dialect::Postgres, Kind::Text) => format!("{alias}.{} COLLATE \"C\"", field.column),
+            _ => format!("{alias}.{}", field.column),
+        }
+    }
+
+    /// Appends `filter` over the rows aliased `alias`.
+    pub fn filter(&mut self, alias: &str, filter: &Filter) {
+        match filter {
+            Filter::And(parts) | Filter::Or(parts) if parts.is_empty() => {
+                self.push(if matches!(filter, Filter::And(_)) {
+                    "1=1"
+                } else {
+                    "1=0"
+                });
+            }
+            Filter::And(parts) | Filter::Or(parts) => {
+                let joiner = if matches!(filter, Filter::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                self.push("(");
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        self.push(joiner);
+                    }
+                    self.filter(alias, part);
+                }
+                self.push(")");
+            }
+            Filter::Not(inner) => {
+                self.push("NOT (");
+                self.filter(alias, inner);
+                self.push(")");
+            }
+            Filter::Related { relation, filter } => {
+                let r = self.alias();
+                let link = relation.link.replace("{r}", &r).replace("{o}", alias);
+                self.push(&format!(
+                    "EXISTS (SELECT 1 FROM {} {r} WHERE {link} AND ",
+                    relation.entity.table
+                ));
+                self.filter(&r, filter);
+                self.push(")");
+            }
+            Filter::Compare { field, op, operand } => self.compare(alias, field, *op, operand),
+        }
+    }
+
+    fn compare(&mut self, alias: &str, field: &Field, op: Op, operand: &Operand) {
+        let column = self.column(alias, field);
+        let raw = format!("{alias}.{}", field.column);
+        match (op, operand) {
+            (Op::IsNull, Operand::Flag(true)) => {
+                self.push(&format!("{raw} IS NULL"));
+            }
+            (Op::IsNull, _) => {
+                self.push(&format!("{raw} IS NOT NULL"));
+            }
+            (Op::In | Op::NotIn, Operand::List(values)) => {
+                if values.is_empty() {
+                    self.push(if op == Op::In { "1=0" } else { "1=1" });
+                    return;
+                }
+                self.push(&raw)
+                    .push(if op == Op::In { " IN (" } else { " NOT IN (" });
+                for (i, value) in values.iter().enumerate() {
+                    if i > 0 {
+                        self.push(", ");
+                    }
+                    self.bind(value.clone());
+                }
+                self.push(")");
+            }
+            (Op::Contains | Op::StartsWith | Op::EndsWith, Operand::One(Scalar::Text(s)))
+                if s.is_empty() =>
+            {
+                self.push(&format!("{raw} IS NOT NULL"));
+            }
+            (Op::Contains, Operand::One(value)) => {
+                let function = match self.dialect {
+                    Dialect::Sqlite => "instr",
+                    Dialect::Postgres => "strpos",
+                };
+                self.push(&format!("{function}({raw}, "))
+                    .bind(value.clone())
+                    .push(") > 0");
+            }
+            (Op::StartsWith, Operand::One(value)) => {
+                self.push(&format!("substr({raw}, 1, length("))
+                    .bind(value.clone())
+                    .push(")) = ")
+                    .bind(value.clone());
+            }
+            (Op::EndsWith, Operand::One(value)) => {
+                let tail = match self.dialect {
+                    Dialect::Sqlite => format!("substr({raw}, -length("),
+                    Dialect::Postgres => format!("right({raw}, length("),
+                };
+                self.push(&tail)
+                    .bind(value.clone())
+                    .push(")) = ")
+                    .bind(value.clone());
+            }
+            (Op::Eq | Op::Ne, Operand::One(value)) => {
+                // Equality needs no collation, and keeps the plain column's indexes usable.
+                let symbol = if op == Op::Eq { "=" } else { "<>" };
+                self.push(&format!("{raw} {symbol} ")).bind(value.clone());
+            }
+            (_, Operand::One(value)) => {
+                let symbol = match op {
+                    Op::Lt => "<",
+                    Op::Lte => "<=",
+                    Op::Gt => ">",
+                    _ => ">=",
+                };
+                self.push(&format!("{column} {symbol} "))
+                    .bind(value.clone());
+            }
+            // The parser pairs every operator with its operand kind.
+            _ => {
+                self.push("1=0");
+            }
+        }
+    }
+}
+
+/// Loads the rows of a rendered statement on either backend (the one place the grammar needs
+/// to know which connection it holds: placeholders and bind types differ).
+macro_rules! load_sql {
+    ($conn:expr, $sql:expr, $row:ty) => {{
+        use diesel::RunQueryDsl;
+        use $crate::query::filter::Scalar;
+        let sql: $crate::query::sql::Sql = $sql;
+        macro_rules! run {
+            ($c:expr, $backend:ty) => {{
+                let mut query = diesel::sql_query(sql.text).into_boxed::<$backend>();
+                for value in sql.binds {
+                    query = match value {
+                        Scalar::Text(s) => query.bind::<diesel::sql_types::Text, _>(s),
+                        Scalar::Int(i) => query.bind::<diesel::sql_types::BigInt, _>(i),
+                        Scalar::Bool(b) => query.bind::<diesel::sql_types::Bool, _>(b),
+                    };
+                }
+                query.load::<$row>($c)
+            }};
+        }
+        match $conn {
+            $crate::store::AnyConnection::Sqlite(c) => run!(c, diesel::sqlite::Sqlite),
+            $crate::store::AnyConnection::Postgresql(c) => run!(c, diesel::pg::Pg),
+        }
+    }};
+}
+
+pub(crate) use load_sql;
+
+/// The dialect of a connection.
+pub fn dialect_of(conn: &crate::store::AnyConnection) -> Dialect {
+    match conn {
+        crate::store::AnyConnection::Sqlite(_) => Dialect::Sqlite,
+        crate::store::AnyConnection::Postgresql(_) => Dialect::Postgres,
+    }
+}

@@ -1,0 +1,552 @@
+//! The tasks list, detail and tree: every parameter and bound, the filter and orderBy grammar,
+//! keyset paging under every nulls variant while rows are inserted, and project isolation.
+
+use std::collections::{BTreeSet, HashMap};
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use taskward_shared::events::{TaskState, TaskUpdate, Update, WorkerUpdate};
+
+use crate::both_backends;
+use crate::support::{Backend, TestApp};
+
+both_backends!(
+    parameters_and_bounds,
+    the_grammar_selects_the_right_tasks,
+    keyset_pages_are_exact_under_every_order,
+    projects_never_see_each_other,
+    trees_walk_to_the_root_and_cap_at_500,
+);
+
+const P: &str = "/api/v1/projects/default/tasks";
+
+/// A task update; `i` spreads names, queues, times and nulls over the rows.
+fn task(id: &str, i: i64) -> Update {
+    Update::Task(Box::new(TaskUpdate {
+        engine: "celery".into(),
+        task_id: id.to_owned(),
+        state: Some(match i % 3 {
+            0 => TaskState::Succeeded,
+            1 => TaskState::Failed,
+            _ => TaskState::Started,
+        }),
+        at_ms: 1_800_000_000_000 + i * 1000,
+        name: (i % 5 != 0)
+            .then(|| format!("app.{}", ["add", "mail", "Mail", "zip"][i as usize % 4])),
+        queue: (i % 4 != 0).then(|| ["default", "emails", "Émails"][i as usize % 3].to_owned()),
+        worker: Some(format!("w{}@host", i % 2)),
+        retries: Some((i % 4) as i32),
+        runtime_ms: (i % 6 != 0).then_some(i % 7),
+        ..TaskUpdate::default()
+    }))
+}
+
+/// A received event, so `received_at` is set (left null on every 7th task).
+fn received(id: &str, i: i64) -> Option<Update> {
+    (i % 7 != 0).then(|| {
+        Update::Task(Box::new(TaskUpdate {
+            engine: "celery".into(),
+            task_id: id.to_owned(),
+            state: Some(TaskState::Received),
+            // Ties on purpose: pairs share a time.
+            at_ms: 1_700_000_000_000 + (i / 2) * 1000,
+            ..TaskUpdate::default()
+        }))
+    })
+}
+
+async fn seed(app: &TestApp, slug: &str, agent: &str, prefix: &str, n: i64) -> Vec<String> {
+    let mut updates = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}{i:04}");
+        updates.push(task(&id, i));
+        updates.extend(received(&id, i));
+        ids.push(id);
+    }
+    app.apply_updates(slug, agent, updates).await;
+    ids
+}
+
+fn query(params: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        q.append_pair(k, v);
+    }
+    format!("{P}?{}", q.finish())
+}
+
+fn ids(reply: &crate::support::Reply) -> Vec<String> {
+    reply.body["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", reply.body))
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn parameters_and_bounds(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    let agent = app.create_agent("default", "host").await;
+    seed(&app, "default", &agent, "t", 12).await;
+
+    let ok = |params: &[(&str, &str)]| query(params);
+    for (params, expected) in [
+        (vec![("limit", "1")], 1),
+        (vec![("limit", "5000")], 12),
+        (vec![], 12),
+        (vec![("state", "failed")], 4),
+        (vec![("name", "app.mail")], 2),
+        (vec![("queue", "emails")], 3),
+        (vec![("worker", "w1@host")], 6),
+        (vec![("priority", "5,7")], 0),
+        (vec![("since", "2023-11-14T22:13:23Z")], 5),
+        (vec![("until", "2023-11-14T22:13:22Z")], 5),
+    ] {
+        let reply = app.get(&ok(&params), &t).await;
+        assert_eq!(reply.status, StatusCode::OK, "{params:?}: {}", reply.body);
+        assert_eq!(ids(&reply).len(), expected, "{params:?}: {}", reply.body);
+    }
+    for (params, field) in [
+        (vec![("limit", "0")], "limit"),
+        (vec![("limit", "5001")], "limit"),
+        (vec![("state", "done")], "state"),
+        (vec![("since", "yesterday")], "since"),
+        (vec![("until", "2026-13-01T00:00:00Z")], "until"),
+        (vec![("priority", ",")], "priority"),
+        (vec![("fields", "task_id,secret")], "fields"),
+        (vec![("fields", ",")], "fields"),
+        (vec![("filter", "{not json")], "filter"),
+        (
+            vec![("filter", r#"{"state": {"like": "x"}}"#)],
+            "filter.state.like",
+        ),
+        (
+            vec![("orderBy", r#"[{"state": "sideways"}]"#)],
+            "orderBy[0].state",
+        ),
+        (vec![("cursor", "forged")], "cursor"),
+        (vec![("bogus", "1")], "bogus"),
+    ] {
+        let reply = app.get(&ok(&params), &t).await;
+        assert_eq!(
+            (reply.status, reply.field()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{params:?}: {}",
+            reply.body
+        );
+    }
+    // A projection keeps only the fields asked for.
+    let reply = app
+        .get(&ok(&[("fields", "task_id,state"), ("limit", "2")]), &t)
+        .await;
+    let item = reply.body["items"][0].as_object().unwrap();
+    assert_eq!(item.keys().collect::<Vec<_>>(), ["state", "task_id"]);
+    // The full shape of a task.
+    let one = app.get(&format!("{P}/celery/t0001"), &t).await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.body);
+    for key in [
+        "id",
+        "project_id",
+        "engine",
+        "task_id",
+        "name",
+        "queue",
+        "state",
+        "priority",
+        "args",
+        "kwargs",
+        "result",
+        "exception",
+        "traceback",
+        "retry_count",
+        "eta",
+        "received_at",
+        "started_at",
+        "finished_at",
+        "runtime_ms",
+        "worker_name",
+        "parent_task_id",
+        "root_task_id",
+        "tags",
+        "args_unavailable",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(one.body.get(key).is_some(), "{key} missing: {}", one.body);
+    }
+    assert_eq!(one.body["received_at"], "2023-11-14T22:13:20Z");
+    assert_eq!(
+        app.get(&format!("{P}/celery/nope"), &t).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A cursor only works with the query that made it.
+    let first = app
+        .get(&ok(&[("limit", "2"), ("state", "failed")]), &t)
+        .await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let other = app
+        .get(
+            &ok(&[("limit", "2"), ("state", "succeeded"), ("cursor", &cursor)]),
+            &t,
+        )
+        .await;
+    assert_eq!(other.field(), Some("cursor"), "{}", other.body);
+}
+
+async fn the_grammar_selects_the_right_tasks(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    let agent = app.create_agent("default", "host").await;
+    seed(&app, "default", &agent, "g", 30).await;
+    // A parent/child pair and a worker with a pool.
+    app.apply_updates(
+        "default",
+        &agent,
+        vec![
+            Update::Task(Box::new(TaskUpdate {
+                engine: "celery".into(),
+                task_id: "child".into(),
+                state: Some(TaskState::Succeeded),
+                at_ms: 1,
+                parent_id: Some("g0003".into()),
+                ..TaskUpdate::default()
+            })),
+            Update::Worker(WorkerUpdate {
+                name: "w1@host".into(),
+                online: true,
+                at_ms: 1,
+                pool: Some("prefork".into()),
+                ..WorkerUpdate::default()
+            }),
+        ],
+    )
+    .await;
+    let rows: Vec<Value> = app.get(&query(&[("limit", "5000")]), &t).await.body["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let select = |pred: &dyn Fn(&Value) -> bool| -> BTreeSet<String> {
+        rows.iter()
+            .filter(|r| pred(r))
+            .map(|r| r["task_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let s = |r: &Value, k: &str| r[k].as_str().map(str::to_owned);
+    let cases: Vec<(Value, BTreeSet<String>)> = vec![
+        (
+            json!({"name": {"startsWith": "app.m"}}),
+            select(&|r| s(r, "name").is_some_and(|n| n.starts_with("app.m"))),
+        ),
+        (
+            json!({"name": {"contains": "ail"}}),
+            select(&|r| s(r, "name").is_some_and(|n| n.contains("ail"))),
+        ),
+        (
+            json!({"queue": {"endsWith": "mails"}}),
+            select(&|r| s(r, "queue").is_some_and(|n| n.ends_with("mails"))),
+        ),
+        (
+            json!({"OR": [{"name": {"isNull": true}}, {"retry_count": {"gte": 3}}]}),
+            select(&|r| r["name"].is_null() || r["retry_count"].as_i64().unwrap() >= 3),
+        ),
+        (
+            json!({"NOT": {"state": {"in": ["failed", "started"]}}}),
+            select(&|r| !["failed", "started"].contains(&r["state"].as_str().unwrap())),
+        ),
+        (
+            json!({"AND": [{"runtime_ms": {"lt": 3}}, {"queue": {"ne": "default"}}]}),
+            select(&|r| {
+                r["runtime_ms"].as_i64().is_some_and(|m| m < 3)
+                    && s(r, "queue").is_some_and(|q| q != "default")
+            }),
+        ),
+        (
+            json!({"received_at": {"gte": "2023-11-14T22:13:25Z"}, "name": {"notIn": ["app.zip"]}}),
+            select(&|r| {
+                s(r, "received_at").is_some_and(|t| t.as_str() >= "2023-11-14T22:13:25")
+                    && s(r, "name").is_some_and(|n| n != "app.zip")
+            }),
+        ),
+        (
+            json!({"worker": {"pool": {"eq": "prefork"}}}),
+            select(&|r| s(r, "worker_name").as_deref() == Some("w1@host")),
+        ),
+        (
+            json!({"parent": {"task_id": {"eq": "g0003"}}}),
+            BTreeSet::from(["child".to_owned()]),
+        ),
+        (
+            json!({"agent": {"name": {"eq": "host"}}, "task_id": {"in": ["g0001", "child"]}}),
+            BTreeSet::from(["g0001".to_owned(), "child".to_owned()]),
+        ),
+        (json!({}), select(&|_| true)),
+    ];
+    for (filter, expected) in cases {
+        let reply = app
+            .get(
+                &query(&[("filter", &filter.to_string()), ("limit", "5000")]),
+                &t,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{filter}: {}", reply.body);
+        let got: BTreeSet<String> = ids(&reply).into_iter().collect();
+        assert_eq!(got, expected, "{filter}");
+    }
+}
+
+/// A sort key as the test spells it: field, descending, nulls first.
+type Key<'a> = (&'a str, bool, bool);
+
+/// The order a client asked for, computed here the way the API promises it: bytewise text,
+/// explicit nulls, ties broken by row id in the first key's direction.
+fn expected_order(rows: &[Value], keys: &[Key]) -> Vec<String> {
+    let mut rows = rows.to_vec();
+    let first_desc = keys.first().is_some_and(|k| k.1);
+    rows.sort_by(|a, b| {
+        for (field, desc, nulls_first) in keys {
+            let (x, y) = (&a[*field], &b[*field]);
+            let ord = match (x.is_null(), y.is_null()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => {
+                    if *nulls_first {
+                        std::cmp::Ordering::Less
+                    } else {
+                        std::cmp::Ordering::Greater
+                    }
+                }
+                (false, true) => {
+                    if *nulls_first {
+                        std::cmp::Ordering::Greater
+                    } else {
+                        std::cmp::Ordering::Less
+                    }
+                }
+                _ => {
+                    let o = match (x.as_i64(), y.as_i64()) {
+                        (Some(i), Some(j)) => i.cmp(&j),
+                        _ => x
+                            .as_str()
+                            .unwrap()
+                            .as_bytes()
+                            .cmp(y.as_str().unwrap().as_bytes()),
+                    };
+                    if *desc { o.reverse() } else { o }
+                }
+            };
+            if ord != std::cmp::Ordering::Equal {
+                return ord;
+            }
+        }
+        let o = a["id"].as_str().unwrap().cmp(b["id"].as_str().unwrap());
+        if first_desc { o.reverse() } else { o }
+    });
+    rows.iter()
+        .map(|r| r["task_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn keyset_pages_are_exact_under_every_order(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    let agent = app.create_agent("default", "host").await;
+    let seeded = seed(&app, "default", &agent, "k", 90).await;
+    let all: Vec<Value> = app.get(&query(&[("limit", "5000")]), &t).await.body["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(all.len(), seeded.len());
+    let orders: Vec<(&str, Vec<Key>)> = vec![
+        ("[]", vec![]),
+        (r#"[{"name": "asc"}]"#, vec![("name", false, false)]),
+        (r#"[{"name": "desc"}]"#, vec![("name", true, true)]),
+        (
+            r#"[{"queue": "asc_nulls_first"}, {"received_at": "desc"}]"#,
+            vec![("queue", false, true), ("received_at", true, true)],
+        ),
+        (
+            r#"[{"queue": "asc_nulls_last"}, {"name": "desc_nulls_last"}]"#,
+            vec![("queue", false, false), ("name", true, false)],
+        ),
+        (
+            r#"[{"received_at": "desc_nulls_first"}]"#,
+            vec![("received_at", true, true)],
+        ),
+        (
+            r#"[{"runtime_ms": "desc_nulls_last"}, {"state": "asc"}]"#,
+            vec![("runtime_ms", true, false), ("state", false, false)],
+        ),
+        (
+            r#"[{"retry_count": "asc"}, {"name": "asc_nulls_first"}, {"queue": "desc"}]"#,
+            vec![
+                ("retry_count", false, false),
+                ("name", false, true),
+                ("queue", true, true),
+            ],
+        ),
+    ];
+    let mut extra = 0;
+    for (order_by, keys) in orders {
+        let expected = expected_order(&all, &keys);
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut params = vec![("limit", "7"), ("orderBy", order_by)];
+            if let Some(c) = &cursor {
+                params.push(("cursor", c));
+            }
+            let reply = app.get(&query(&params), &t).await;
+            assert_eq!(reply.status, StatusCode::OK, "{order_by}: {}", reply.body);
+            seen.extend(ids(&reply));
+            // Rows arrive while the client pages.
+            let fresh = format!("new{extra:04}");
+            app.apply_updates(
+                "default",
+                &agent,
+                [task(&fresh, extra)]
+                    .into_iter()
+                    .chain(received(&fresh, extra))
+                    .collect(),
+            )
+            .await;
+            extra += 1;
+            match reply.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let originals: Vec<String> = seen
+            .iter()
+            .filter(|id| id.starts_with('k'))
+            .cloned()
+            .collect();
+        assert_eq!(
+            originals, expected,
+            "{order_by}: pages differ from the promised order"
+        );
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "{order_by}: a row came twice");
+    }
+}
+
+async fn projects_never_see_each_other(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    app.create_project("other").await;
+    let here = app.create_agent("default", "here").await;
+    let there = app.create_agent("other", "there").await;
+    seed(&app, "default", &here, "mine", 3).await;
+    seed(&app, "other", &there, "theirs", 3).await;
+    // The same engine task id in both projects: each sees its own.
+    app.apply_updates("other", &there, vec![task("mine0001", 5)])
+        .await;
+    let list = app.get(&query(&[]), &t).await;
+    assert!(
+        ids(&list).iter().all(|id| id.starts_with("mine")),
+        "{}",
+        list.body
+    );
+    let filtered = app
+        .get(
+            &query(&[("filter", r#"{"task_id": {"startsWith": "theirs"}}"#)]),
+            &t,
+        )
+        .await;
+    assert!(ids(&filtered).is_empty());
+    for path in ["celery/theirs0001", "celery/theirs0001/tree"] {
+        assert_eq!(
+            app.get(&format!("{P}/{path}"), &t).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let mine = app.get(&format!("{P}/celery/mine0001"), &t).await;
+    assert_eq!(mine.body["name"], "app.mail", "{}", mine.body);
+    // A viewer of only the other project cannot read this one at all.
+    let viewer = app.create_user("outsider", false).await;
+    app.add_member("other", "outsider", "viewer").await;
+    assert_eq!(
+        app.get(&query(&[]), &viewer).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn trees_walk_to_the_root_and_cap_at_500(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    let agent = app.create_agent("default", "host").await;
+    let node = |id: &str, parent: Option<&str>, root: Option<&str>, at: i64| {
+        Update::Task(Box::new(TaskUpdate {
+            engine: "celery".into(),
+            task_id: id.into(),
+            state: Some(TaskState::Received),
+            at_ms: at,
+            parent_id: parent.map(str::to_owned),
+            root_id: root.map(str::to_owned),
+            ..TaskUpdate::default()
+        }))
+    };
+    app.apply_updates(
+        "default",
+        &agent,
+        vec![
+            node("root", None, None, 1),
+            node("a", Some("root"), Some("root"), 2),
+            node("b", Some("a"), Some("root"), 3),
+            // A retry issued through Taskward: parent = the original, same root.
+            node("b-retry", Some("b"), Some("root"), 4),
+            node("elsewhere", None, None, 5),
+        ],
+    )
+    .await;
+    let tree = app.get(&format!("{P}/celery/b/tree"), &t).await;
+    assert_eq!(tree.status, StatusCode::OK, "{}", tree.body);
+    assert_eq!(tree.body["root_task_id"], "root");
+    assert_eq!(tree.body["truncated"], false);
+    let got: Vec<&str> = tree.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["root", "a", "b", "b-retry"]);
+    let parents: HashMap<&str, &str> = tree.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| Some((t["task_id"].as_str()?, t["parent_task_id"].as_str()?)))
+        .collect();
+    assert_eq!(parents["b-retry"], "b");
+
+    // 500 share a root: all of them; 501: the first 500 and `truncated`.
+    let wide = |n: usize| {
+        (0..n)
+            .map(|i| {
+                node(
+                    &format!("leaf{i:04}"),
+                    Some("big"),
+                    Some("big"),
+                    10 + i as i64,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    app.apply_updates("default", &agent, wide(499)).await;
+    app.apply_updates("default", &agent, vec![node("big", None, None, 9)])
+        .await;
+    let full = app.get(&format!("{P}/celery/leaf0003/tree"), &t).await;
+    assert_eq!(full.body["items"].as_array().unwrap().len(), 500);
+    assert_eq!(full.body["truncated"], false);
+    app.apply_updates(
+        "default",
+        &agent,
+        vec![node("leaf0499", Some("big"), Some("big"), 9999)],
+    )
+    .await;
+    let capped = app.get(&format!("{P}/celery/big/tree"), &t).await;
+    assert_eq!(capped.body["items"].as_array().unwrap().len(), 500);
+    assert_eq!(capped.body["truncated"], true);
+}
