@@ -67,6 +67,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::tree))
+        .routes(routes!(tasks::bulk_delete))
         .routes(routes!(commands::list))
         .routes(routes!(commands::get))
         .routes(routes!(commands::retry_task))

@@ -1,5 +1,5 @@
 //! A project's tasks: the list (simple parameters as sugar over the query grammar, keyset
-//! cursors, projections), the detail, and the tree of a workflow.
+//! cursors, projections), the detail, the tree of a workflow, and bulk deletes.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,17 +10,17 @@ use taskward_shared::events::TaskState;
 use utoipa::ToSchema;
 
 use super::commands::{parse_limit, parse_time};
-use super::extract::{ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{tags, timestamp};
 use crate::app::AppState;
-use crate::auth::{ProjectAccess, Viewer};
+use crate::auth::{Admin, ProjectAccess, Viewer};
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::query::entities::TASKS;
 use crate::query::filter::{self, Filter, Op, Operand, Scalar};
 use crate::query::{QueryError, order};
-use crate::store::StoreError;
 use crate::store::tasks::{self as task_store, TREE_CAP, TaskRow};
+use crate::store::{StoreError, audit};
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -506,4 +506,198 @@ pub async fn tree(
         items: rows.into_iter().map(TaskPublic::from).collect(),
         truncated,
     }))
+}
+
+/// Most ids one bulk delete may name.
+pub const MAX_DELETE_IDS: usize = 1000;
+
+/// What to delete: explicit `task_ids` (all or nothing) or filters (whatever matches and is
+/// not in flight). One of the two, never both, never neither.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkDelete {
+    /// Engine task ids, at most 1000.
+    #[serde(default)]
+    pub task_ids: Option<Vec<String>>,
+    /// State.
+    #[serde(default)]
+    pub filter_state: Option<String>,
+    /// Exact task name.
+    #[serde(default)]
+    pub filter_name: Option<String>,
+    /// Exact queue.
+    #[serde(default)]
+    pub filter_queue: Option<String>,
+    /// RFC 3339; received at or after.
+    #[serde(default)]
+    pub filter_since: Option<String>,
+    /// RFC 3339; received at or before.
+    #[serde(default)]
+    pub filter_until: Option<String>,
+}
+
+/// What a bulk delete did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkDeleted {
+    /// Tasks deleted.
+    pub deleted_count: usize,
+    /// Filter mode only: matching tasks left alone because they are in flight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped_in_flight: Option<i64>,
+}
+
+impl BulkDelete {
+    /// The filter of filter mode, or `None` when no filter field is given.
+    fn filter(&self) -> Result<Option<(Filter, Value)>, ApiError> {
+        let query = ListQuery {
+            state: self.filter_state.clone(),
+            name: self.filter_name.clone(),
+            queue: self.filter_queue.clone(),
+            since: self.filter_since.clone(),
+            until: self.filter_until.clone(),
+            ..ListQuery::default()
+        };
+        let given = serde_json::json!({
+            "filter_state": self.filter_state,
+            "filter_name": self.filter_name,
+            "filter_queue": self.filter_queue,
+            "filter_since": self.filter_since,
+            "filter_until": self.filter_until,
+        });
+        if given
+            .as_object()
+            .is_some_and(|o| o.values().all(Value::is_null))
+        {
+            return Ok(None);
+        }
+        // The list's parameter checks, with the body's field names in errors.
+        let plan = query.plan("").map_err(|e| match e {
+            ApiError::BadRequest {
+                code,
+                message,
+                field: Some(field),
+            } => ApiError::BadRequest {
+                code,
+                message: format!("filter_{message}"),
+                field: Some(format!("filter_{field}")),
+            },
+            other => other,
+        })?;
+        Ok(Some((plan.filter, given)))
+    }
+}
+
+/// Deletes task records, permanently, with an audit row saying who deleted what. Explicit ids
+/// are all or nothing (unknown ids 404, in-flight ids 400, both listed); filters delete what
+/// matches and is not in flight.
+#[utoipa::path(post, path = "/api/v1/projects/{slug}/tasks/bulk-delete", tag = tags::TASKS,
+    params(("slug" = String, Path, description = "Project slug")),
+    request_body = BulkDelete,
+    responses((status = 200, body = BulkDeleted), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn bulk_delete(
+    State(state): State<AppState>,
+    access: ProjectAccess<Admin>,
+    ApiJson(body): ApiJson<BulkDelete>,
+) -> Result<Json<BulkDeleted>, ApiError> {
+    let filter = body.filter()?;
+    let ids = body.task_ids.clone().filter(|ids| !ids.is_empty());
+    match (&ids, &filter) {
+        (None, None) => {
+            return Err(ApiError::invalid_field(
+                "task_ids",
+                "task_ids: give task ids, or at least one filter_* field",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "task_ids",
+                "task_ids: give task ids or filters, not both",
+            ));
+        }
+        (Some(ids), None) => {
+            if ids.len() > MAX_DELETE_IDS {
+                return Err(ApiError::invalid_field(
+                    "task_ids",
+                    format!("task_ids: at most {MAX_DELETE_IDS} ids, got {}", ids.len()),
+                ));
+            }
+            if let Some(i) = ids.iter().position(|id| id.is_empty() || id.len() > 255) {
+                return Err(ApiError::invalid_field(
+                    format!("task_ids[{i}]"),
+                    format!("task_ids[{i}]: 1 to 255 bytes"),
+                ));
+            }
+        }
+        (None, Some(_)) => {}
+    }
+    state
+        .bulk_limiter
+        .check(&format!("tasks-bulk-delete:{}", access.caller.user_id))
+        .map_err(ApiError::RateLimited)?;
+    let ctx = state.audit_as(&access.caller);
+    let project_id = access.project.id.clone();
+    let outcome = state
+        .store
+        .write("bulk_delete_tasks", move |conn| {
+            let chain = audit::project_chain(&project_id);
+            match (ids, filter) {
+                (Some(mut ids), _) => {
+                    ids.sort();
+                    ids.dedup();
+                    let done = task_store::delete_ids(conn, &project_id, &ids)?;
+                    if !done.missing.is_empty() {
+                        return Ok(Err(ApiError::NotFound(format!(
+                            "tasks {} in this project",
+                            done.missing.join(", ")
+                        ))));
+                    }
+                    if !done.in_flight.is_empty() {
+                        return Ok(Err(ApiError::invalid_field(
+                            "task_ids",
+                            format!(
+                                "task_ids: still in flight (received or started), so nothing was deleted: {}",
+                                done.in_flight.join(", ")
+                            ),
+                        )));
+                    }
+                    audit::append(
+                        conn,
+                        &ctx,
+                        &chain,
+                        "tasks.deleted",
+                        None,
+                        serde_json::json!({"task_ids": ids, "deleted_count": done.deleted}),
+                    )?;
+                    Ok(Ok(BulkDeleted {
+                        deleted_count: done.deleted,
+                        skipped_in_flight: None,
+                    }))
+                }
+                (None, Some((filter, given))) => {
+                    let (deleted, skipped) =
+                        task_store::delete_matching(conn, &project_id, &filter)?;
+                    audit::append(
+                        conn,
+                        &ctx,
+                        &chain,
+                        "tasks.deleted",
+                        None,
+                        serde_json::json!({
+                            "filter": given,
+                            "deleted_count": deleted,
+                            "skipped_in_flight": skipped,
+                        }),
+                    )?;
+                    Ok(Ok(BulkDeleted {
+                        deleted_count: deleted,
+                        skipped_in_flight: Some(skipped),
+                    }))
+                }
+                (None, None) => unreachable!("checked above"),
+            }
+        })
+        .await??;
+    tracing::info!(project = %access.project.slug, deleted = outcome.deleted_count, "tasks deleted");
+    Ok(Json(outcome))
 }

@@ -191,15 +191,17 @@ impl Sql {
     }
 }
 
-/// Loads the rows of a rendered statement on either backend (the one place the grammar needs
-/// to know which connection it holds: placeholders and bind types differ).
-macro_rules! load_sql {
-    ($conn:expr, $sql:expr, $row:ty) => {{
+/// Runs `$body` with `$q`, the rendered statement with its parameters bound, and `$c`, the
+/// backend's connection: the one place the grammar needs to know which connection it holds
+/// (placeholders and bind types differ).
+macro_rules! with_bound_query {
+    ($conn:expr, $sql:expr, |$q:ident, $c:ident| $body:expr) => {{
+        #[allow(unused_imports)]
         use diesel::RunQueryDsl;
         use $crate::query::filter::Scalar;
         let sql: $crate::query::sql::Sql = $sql;
-        macro_rules! run {
-            ($c:expr, $backend:ty) => {{
+        macro_rules! bound {
+            ($backend:ty) => {{
                 let mut query = diesel::sql_query(sql.text).into_boxed::<$backend>();
                 for value in sql.binds {
                     query = match value {
@@ -208,17 +210,49 @@ macro_rules! load_sql {
                         Scalar::Bool(b) => query.bind::<diesel::sql_types::Bool, _>(b),
                     };
                 }
-                query.load::<$row>($c)
+                query
             }};
         }
         match $conn {
-            $crate::store::AnyConnection::Sqlite(c) => run!(c, diesel::sqlite::Sqlite),
-            $crate::store::AnyConnection::Postgresql(c) => run!(c, diesel::pg::Pg),
+            $crate::store::AnyConnection::Sqlite($c) => {
+                let $q = bound!(diesel::sqlite::Sqlite);
+                $body
+            }
+            $crate::store::AnyConnection::Postgresql($c) => {
+                let $q = bound!(diesel::pg::Pg);
+                $body
+            }
         }
     }};
 }
 
+pub(crate) use with_bound_query;
+
+/// Loads the rows of a rendered statement on either backend.
+macro_rules! load_sql {
+    ($conn:expr, $sql:expr, $row:ty) => {
+        $crate::query::sql::with_bound_query!($conn, $sql, |q, c| q.load::<$row>(c))
+    };
+}
+
 pub(crate) use load_sql;
+
+/// Runs a rendered statement that returns no rows (a `DELETE`); returns the rows affected.
+macro_rules! execute_sql {
+    ($conn:expr, $sql:expr) => {
+        $crate::query::sql::with_bound_query!($conn, $sql, |q, c| q.execute(c))
+    };
+}
+
+pub(crate) use execute_sql;
+
+/// A `COUNT(*)` read through [`load_sql`].
+#[derive(Debug, diesel::QueryableByName)]
+pub struct Count {
+    /// The count.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}
 
 /// The dialect of a connection.
 pub fn dialect_of(conn: &crate::store::AnyConnection) -> Dialect {

@@ -50,9 +50,10 @@ enum Route {
     ListTasks,
     GetTask,
     TaskTree,
+    BulkDeleteTasks,
 }
 
-const ROUTES: [Route; 28] = [
+const ROUTES: [Route; 29] = [
     Route::ListProjects,
     Route::CreateProject,
     Route::GetProject,
@@ -81,6 +82,7 @@ const ROUTES: [Route; 28] = [
     Route::ListTasks,
     Route::GetTask,
     Route::TaskTree,
+    Route::BulkDeleteTasks,
 ];
 
 /// The project every project route targets.
@@ -96,7 +98,7 @@ impl Route {
             | GetCommand | AuditPage | AuditExport | AuditCheckpoint | ListTasks | GetTask
             | TaskTree => Floor::Viewer,
             UpdateProject | DeleteProject | AddMember | RemoveMember | CreateAgent
-            | DeleteAgent => Floor::Admin,
+            | DeleteAgent | BulkDeleteTasks => Floor::Admin,
         }
     }
 
@@ -188,6 +190,11 @@ impl Route {
             AuditExport => (Method::GET, format!("{p}/audit/export"), None),
             AuditCheckpoint => (Method::GET, format!("{p}/audit/checkpoint"), None),
             ListTasks => (Method::GET, format!("{p}/tasks"), None),
+            BulkDeleteTasks => (
+                Method::POST,
+                format!("{p}/tasks/bulk-delete"),
+                Some(json!({"filter_state": "failed"})),
+            ),
             GetTask | TaskTree => {
                 let agent = app.create_agent(SLUG, &unique("host")).await;
                 let task = unique("task");

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use taskward_shared::events::{TaskState, TaskUpdate, Update, WorkerUpdate};
 
 use crate::both_backends;
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, TestApp, unique};
 
 both_backends!(
     parameters_and_bounds,
@@ -16,6 +16,8 @@ both_backends!(
     keyset_pages_are_exact_under_every_order,
     projects_never_see_each_other,
     trees_walk_to_the_root_and_cap_at_500,
+    bulk_delete_follows_the_rules,
+    bulk_delete_is_rate_limited,
 );
 
 const P: &str = "/api/v1/projects/default/tasks";
@@ -549,4 +551,135 @@ async fn trees_walk_to_the_root_and_cap_at_500(backend: Backend) {
     let capped = app.get(&format!("{P}/celery/big/tree"), &t).await;
     assert_eq!(capped.body["items"].as_array().unwrap().len(), 500);
     assert_eq!(capped.body["truncated"], true);
+}
+
+async fn bulk_delete_follows_the_rules(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    app.create_project("other").await;
+    let agent = app.create_agent("default", "host").await;
+    let there = app.create_agent("other", "there").await;
+    // d0000..d0011: i % 3 == 2 are started (in flight), the rest finished.
+    seed(&app, "default", &agent, "d", 12).await;
+    seed(&app, "other", &there, "x", 2).await;
+    let delete = |body: Value| {
+        let app = &app;
+        let t = t.clone();
+        async move { app.post(&format!("{P}/bulk-delete"), &t, body).await }
+    };
+    let count = || async { ids(&app.get(&query(&[("limit", "5000")]), &t).await).len() };
+    let many: Vec<String> = (0..1001).map(|i| format!("id{i}")).collect();
+    for (body, field) in [
+        (json!({}), "task_ids"),
+        (json!({"task_ids": []}), "task_ids"),
+        (json!({"task_ids": many}), "task_ids"),
+        (
+            json!({"task_ids": ["d0000"], "filter_state": "failed"}),
+            "task_ids",
+        ),
+        (json!({"task_ids": ["d0000", ""]}), "task_ids[1]"),
+        (json!({"filter_state": "gone"}), "filter_state"),
+        (json!({"filter_since": "soon"}), "filter_since"),
+        (json!({"bogus": 1}), "bogus"),
+    ] {
+        let reply = delete(body.clone()).await;
+        assert_eq!(
+            (reply.status, reply.field()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{body}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(count().await, 12, "a refused delete changed something");
+    // 1000 ids is the edge: accepted by the bound (then 404 for the unknown ones).
+    let thousand: Vec<String> = (0..1000).map(|i| format!("id{i}")).collect();
+    assert_eq!(
+        delete(json!({"task_ids": thousand})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // All or nothing: an unknown id (or another project's) is 404 naming it.
+    let reply = delete(json!({"task_ids": ["d0000", "x0000", "nope"]})).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("x0000") && message.contains("nope"),
+        "{message}"
+    );
+    assert!(!message.contains("d0000"), "{message}");
+    // In flight: 400 naming them.
+    let reply = delete(json!({"task_ids": ["d0000", "d0002", "d0005"]})).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("d0002") && message.contains("d0005"),
+        "{message}"
+    );
+    assert_eq!(count().await, 12, "a refused delete changed something");
+    // Finished tasks go.
+    let reply = delete(json!({"task_ids": ["d0000", "d0001"]})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, json!({"deleted_count": 2}));
+    assert_eq!(count().await, 10);
+    // Filter mode: what matches and is not in flight.
+    let reply = delete(json!({"filter_name": "app.zip"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // app.zip: i % 4 == 3 and i % 5 != 0 -> 3, 7, 11; 11 is started.
+    assert_eq!(
+        reply.body,
+        json!({"deleted_count": 2, "skipped_in_flight": 1})
+    );
+    assert_eq!(count().await, 8);
+    // The other project is untouched, and each deletion is in the audit log.
+    let other = app.get("/api/v1/projects/other/tasks", &t).await;
+    assert_eq!(ids(&other).len(), 2);
+    let audit = app
+        .get("/api/v1/projects/default/audit?limit=1000", &t)
+        .await;
+    let deletions: Vec<&Value> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "tasks.deleted")
+        .collect();
+    assert_eq!(deletions.len(), 2, "{}", audit.body);
+    let payload = |row: &Value| row["statement"]["payload"].clone();
+    assert_eq!(payload(deletions[0])["task_ids"], json!(["d0000", "d0001"]));
+    assert_eq!(payload(deletions[1])["filter"]["filter_name"], "app.zip");
+    assert_eq!(payload(deletions[1])["deleted_count"], 2);
+    // Operators may not delete.
+    let op = unique("op");
+    let op_token = app.create_user(&op, false).await;
+    app.add_member("default", &op, "operator").await;
+    let refused = app
+        .post(
+            &format!("{P}/bulk-delete"),
+            &op_token,
+            json!({"task_ids": ["d0003"]}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+}
+
+async fn bulk_delete_is_rate_limited(backend: Backend) {
+    use taskward_brain::app::ServerSettings;
+    use taskward_brain::limits::Limit;
+    let settings = ServerSettings {
+        bulk_limit: Limit {
+            burst: 2,
+            per_minute: 1,
+        },
+        ..ServerSettings::default()
+    };
+    let app = TestApp::with_settings(backend, settings).await;
+    let t = app.admin_token.clone();
+    let body = json!({"filter_state": "failed"});
+    for _ in 0..2 {
+        let reply = app
+            .post(&format!("{P}/bulk-delete"), &t, body.clone())
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let limited = app.post(&format!("{P}/bulk-delete"), &t, body).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers.contains_key("retry-after"));
 }
