@@ -16,6 +16,7 @@
 //! - [`hub`]: agent enrollment and the WebSocket sessions that deliver commands and take results.
 //! - [`background`]: the server's periodic work: command timeouts, checkpoints, key reloads.
 //! - [`query`]: the list grammar (nested filter, orderBy, keyset positions) rendered to SQL.
+//! - [`export`]: CSV, XLSX and JSON exports streamed in constant memory.
 //! - [`cursor`], [`limits`]: pagination cursors and per-caller rate limits.
 //! - [`names`], [`role`], [`expiry`]: validated input values.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod cursor;
 pub mod error;
 pub mod expiry;
+pub mod export;
 pub mod hub;
 pub mod keys;
 pub mod limits;

@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -14,13 +15,13 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{tags, timestamp};
 use crate::app::AppState;
 use crate::auth::{Admin, ProjectAccess, Viewer};
-use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::query::entities::TASKS;
 use crate::query::filter::{self, Filter, Op, Operand, Scalar};
 use crate::query::{QueryError, order};
 use crate::store::tasks::{self as task_store, TREE_CAP, TaskRow};
 use crate::store::{StoreError, audit};
+use crate::{cursor, export};
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -179,6 +180,7 @@ pub struct ListQuery {
     cursor: Option<String>,
     limit: Option<i64>,
     fields: Option<String>,
+    format: Option<String>,
 }
 
 fn query_error(e: QueryError) -> ApiError {
@@ -345,7 +347,7 @@ impl ListQuery {
 }
 
 /// A task as JSON with only `fields`.
-pub fn project(task: TaskPublic, fields: &[&str]) -> Value {
+pub fn projected(task: TaskPublic, fields: &[&str]) -> Value {
     let Value::Object(mut all) = serde_json::to_value(task).expect("tasks serialize") else {
         unreachable!("a task serializes to an object")
     };
@@ -373,18 +375,33 @@ pub fn project(task: TaskPublic, fields: &[&str]) -> Value {
         ("until" = Option<String>, Query, description = "RFC 3339; received at or before"),
         ("filter" = Option<String>, Query, description = "Nested filter, JSON: AND/OR/NOT, per-field operators (eq, ne, in, notIn, lt, lte, gt, gte, contains, startsWith, endsWith, isNull), relations worker, agent, parent"),
         ("orderBy" = Option<String>, Query, description = "JSON array of {field: direction}; directions asc, desc, asc_nulls_first, asc_nulls_last, desc_nulls_first, desc_nulls_last"),
-        ("fields" = Option<String>, Query, description = "Comma-separated projection"),
+        ("fields" = Option<String>, Query, description = "Comma-separated projection (also of exports)"),
+        ("format" = Option<String>, Query, description = "csv, xlsx or json: stream the whole result as a file (pagination does not apply)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<i64>, Query, description = "1..5000, default 100")),
-    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = TaskList, description = "A page, or with `format` the whole result as text/csv, xlsx or a JSON array"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     access: ProjectAccess<Viewer>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<TaskList>, ApiError> {
-    let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+) -> Result<Response, ApiError> {
     let fields = query.fields()?;
+    let format = query
+        .format
+        .as_deref()
+        .map(|f| {
+            export::Format::parse(f).ok_or_else(|| {
+                ApiError::invalid_field("format", format!("format: {f:?} is not csv, xlsx or json"))
+            })
+        })
+        .transpose()?;
     let plan = query.plan(&access.project.id)?;
+    if let Some(format) = format {
+        // An export streams the whole result; pagination parameters do not apply.
+        return Ok(export_tasks(&state, &access.project, plan, fields, format));
+    }
+    let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let secret = state.keys.confirm_secret();
     let position = match query.cursor.as_deref() {
         Some(c) => {
@@ -425,10 +442,62 @@ pub async fn list(
     Ok(Json(TaskList {
         items: rows
             .into_iter()
-            .map(|row| project(row.into(), &fields))
+            .map(|row| projected(row.into(), &fields))
             .collect(),
         next_cursor,
-    }))
+    })
+    .into_response())
+}
+
+/// Rows per page read by an export.
+const EXPORT_PAGE: i64 = 1000;
+
+/// Streams every task the plan selects, in its order, in keyset pages.
+fn export_tasks(
+    state: &AppState,
+    project: &crate::store::projects::Project,
+    plan: Plan,
+    fields: Vec<&'static str>,
+    format: export::Format,
+) -> Response {
+    let store = state.store.clone();
+    let project_id = project.id.clone();
+    let (filter, order) = (plan.filter, plan.order);
+    let mut position: Option<Vec<Option<Scalar>>> = None;
+    let mut done = false;
+    let columns = fields.clone();
+    let pages: export::NextPage = Box::new(move || {
+        if done {
+            return Ok(None);
+        }
+        let rows = store
+            .read_blocking("export_tasks", |conn| {
+                task_store::page(
+                    conn,
+                    &project_id,
+                    &filter,
+                    &order,
+                    position.as_deref(),
+                    EXPORT_PAGE,
+                )
+            })
+            .map_err(|e| e.to_string())?;
+        done = (rows.len() as i64) < EXPORT_PAGE;
+        let Some(last) = rows.last() else {
+            return Ok(None);
+        };
+        let values = task_store::position(last, &order);
+        position = order::read_position(&order, &values);
+        Ok(Some(
+            rows.into_iter()
+                .map(|row| match projected(row.into(), &fields) {
+                    Value::Object(map) => map,
+                    _ => Map::new(),
+                })
+                .collect(),
+        ))
+    });
+    export::respond(format, &format!("tasks-{}", project.slug), columns, pages)
 }
 
 async fn find_task(

@@ -63,6 +63,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
     pub body: Value,
+    /// The body as sent (exports are not JSON).
+    pub bytes: axum::body::Bytes,
 }
 
 impl Reply {
@@ -150,6 +152,7 @@ impl TestApp {
             status,
             headers,
             body,
+            bytes,
         }
     }
 

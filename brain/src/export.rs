@@ -1,0 +1,271 @@
+//! Streaming exports of list results (CSV, XLSX, JSON) in constant memory: rows are read in
+//! keyset pages on a blocking thread and written into a bounded channel the response body
+//! drains, so memory stays flat whatever the row count. Text cells that a spreadsheet would
+//! run as a formula (starting with `=`, `+`, `-`, `@`, tab or carriage return) are prefixed
+//! with `'`.
+
+use std::convert::Infallible;
+use std::io::Write;
+
+use axum::body::{Body, Bytes};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// An Excel workbook (a new sheet every 1,048,575 rows).
+    Xlsx,
+    /// A JSON array of objects.
+    Json,
+}
+
+impl Format {
+    /// Parses `csv`, `xlsx` or `json`.
+    pub fn parse(text: &str) -> Option<Format> {
+        match text {
+            "csv" => Some(Format::Csv),
+            "xlsx" => Some(Format::Xlsx),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            Format::Json => "application/json",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Xlsx => "xlsx",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// The next page of rows, `None` at the end; `Err` stops the export (the client gets a
+/// truncated body, and the error is logged).
+pub type NextPage = Box<dyn FnMut() -> Result<Option<Vec<Map<String, Value>>>, String> + Send>;
+
+/// Bytes buffered before a chunk goes to the client.
+const CHUNK: usize = 64 * 1024;
+
+/// Chunks in flight between the writer and the client.
+const CHANNEL: usize = 4;
+
+/// Rows per worksheet (Excel's limit, less the header).
+const SHEET_ROWS: u32 = 1_048_575;
+
+/// Streams an export of `columns` named `{name}.{ext}`.
+pub fn respond(
+    format: Format,
+    name: &str,
+    columns: Vec<&'static str>,
+    pages: NextPage,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
+    tokio::task::spawn_blocking(move || {
+        let out = ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let written = match format {
+            Format::Csv => csv(out, &columns, pages),
+            Format::Json => json(out, &columns, pages),
+            Format::Xlsx => xlsx(out, &columns, pages),
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "export stopped");
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(bytes), rx))
+    });
+    (
+        [
+            (CONTENT_TYPE, format.content_type().to_owned()),
+            (
+                CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.{}\"", format.extension()),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Text a spreadsheet will not run as a formula.
+pub fn neutralise(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
+}
+
+/// A cell as text: strings neutralised, structures as JSON.
+fn cell_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => neutralise(s).into_owned(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => neutralise(&other.to_string()).into_owned(),
+    }
+}
+
+fn csv(out: ChannelWriter, columns: &[&str], mut pages: NextPage) -> Result<(), String> {
+    let mut writer = ::csv::Writer::from_writer(out);
+    writer.write_record(columns).map_err(|e| e.to_string())?;
+    while let Some(rows) = pages()? {
+        for row in &rows {
+            writer
+                .write_record(columns.iter().map(|c| cell_text(&row[*c])))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    writer.flush().map_err(|e| e.to_string())?;
+    writer
+        .into_inner()
+        .map_err(|e| e.to_string())?
+        .finish()
+        .map_err(|e| e.to_string())
+}
+
+fn json(mut out: ChannelWriter, columns: &[&str], mut pages: NextPage) -> Result<(), String> {
+    out.write_all(b"[").map_err(|e| e.to_string())?;
+    let mut first = true;
+    while let Some(rows) = pages()? {
+        for row in rows {
+            if !first {
+                out.write_all(b",").map_err(|e| e.to_string())?;
+            }
+            first = false;
+            let mut ordered = Map::with_capacity(columns.len());
+            let mut row = row;
+            for column in columns {
+                ordered.insert(
+                    (*column).to_owned(),
+                    row.remove(*column).unwrap_or(Value::Null),
+                );
+            }
+            serde_json::to_writer(&mut out, &ordered).map_err(|e| e.to_string())?;
+        }
+    }
+    out.write_all(b"]").map_err(|e| e.to_string())?;
+    out.finish().map_err(|e| e.to_string())
+}
+
+fn xlsx(out: ChannelWriter, columns: &[&str], mut pages: NextPage) -> Result<(), String> {
+    use rust_xlsxwriter::Workbook;
+    let error = |e: rust_xlsxwriter::XlsxError| e.to_string();
+    let mut workbook = Workbook::new();
+    let mut sheet = workbook
+        .add_worksheet_with_constant_memory()
+        .map_err(error)?;
+    let header = |sheet: &mut rust_xlsxwriter::Worksheet| -> Result<(), String> {
+        for (c, column) in columns.iter().enumerate() {
+            sheet.write_string(0, c as u16, *column).map_err(error)?;
+        }
+        Ok(())
+    };
+    header(sheet)?;
+    let mut row_number = 0u32;
+    while let Some(rows) = pages()? {
+        for row in &rows {
+            if row_number == SHEET_ROWS {
+                sheet = workbook
+                    .add_worksheet_with_constant_memory()
+                    .map_err(error)?;
+                header(sheet)?;
+                row_number = 0;
+            }
+            row_number += 1;
+            for (c, column) in columns.iter().enumerate() {
+                let col = c as u16;
+                match &row[*column] {
+                    Value::Null => {}
+                    Value::Number(n) if n.as_f64().is_some() => {
+                        sheet
+                            .write_number(row_number, col, n.as_f64().unwrap_or_default())
+                            .map_err(error)?;
+                    }
+                    Value::Bool(b) => {
+                        sheet.write_boolean(row_number, col, *b).map_err(error)?;
+                    }
+                    other => {
+                        sheet
+                            .write_string(row_number, col, cell_text(other))
+                            .map_err(error)?;
+                    }
+                }
+            }
+        }
+    }
+    let mut out = out;
+    workbook.save_to_writer(&mut out).map_err(error)?;
+    out.finish().map_err(|e| e.to_string())
+}
+
+/// A writer whose bytes go to the response body in chunks; blocks while the client is slow.
+struct ChannelWriter {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Bytes::from(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formulas_are_neutralised() {
+        for risky in ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(neutralise(risky), format!("'{risky}"));
+        }
+        for safe in ["plain", "1-2", "a=b", ""] {
+            assert_eq!(neutralise(safe), safe);
+        }
+        assert_eq!(cell_text(&Value::from(-3)), "-3", "numbers stay numbers");
+    }
+}
