@@ -27,6 +27,10 @@ use crate::{cursor, export};
 pub const DEFAULT_LIMIT: i64 = 100;
 /// Largest page.
 pub const MAX_LIMIT: i64 = 5000;
+/// Shortest search term: the indexes match substrings of three characters or more.
+pub const SEARCH_MIN: usize = 3;
+/// Longest search term.
+pub const SEARCH_MAX: usize = 200;
 
 /// A task as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -172,6 +176,7 @@ pub struct ListQuery {
     name: Option<String>,
     queue: Option<String>,
     worker: Option<String>,
+    search: Option<String>,
     since: Option<String>,
     until: Option<String>,
     filter: Option<String>,
@@ -207,6 +212,8 @@ pub struct Plan {
     pub filter: Filter,
     /// The full order.
     pub order: Vec<order::SortKey>,
+    /// Text searched in name, queue and worker.
+    pub search: Option<String>,
     /// What a cursor is bound to (project and every filter and order input).
     pub scope: String,
 }
@@ -295,6 +302,17 @@ impl ListQuery {
             }],
         };
         let order = order::with_tiebreak(&TASKS, &keys);
+        if let Some(term) = &self.search {
+            let chars = term.chars().count();
+            if !(SEARCH_MIN..=SEARCH_MAX).contains(&chars) || term.chars().any(char::is_control) {
+                return Err(ApiError::invalid_field(
+                    "search",
+                    format!(
+                        "search: {SEARCH_MIN} to {SEARCH_MAX} characters, no control characters"
+                    ),
+                ));
+            }
+        }
         let scope = format!(
             "tasks:{project_id}:{:?}",
             (
@@ -303,6 +321,7 @@ impl ListQuery {
                 &self.name,
                 &self.queue,
                 &self.worker,
+                &self.search,
                 &self.since,
                 &self.until,
                 filter_json.map(|v| v.to_string()),
@@ -312,6 +331,7 @@ impl ListQuery {
         Ok(Plan {
             filter: Filter::And(parts),
             order,
+            search: self.search.clone(),
             scope,
         })
     }
@@ -371,6 +391,7 @@ pub fn projected(task: TaskPublic, fields: &[&str]) -> Value {
         ("name" = Option<String>, Query, description = "Exact task name"),
         ("queue" = Option<String>, Query, description = "Exact queue"),
         ("worker" = Option<String>, Query, description = "Exact worker name"),
+        ("search" = Option<String>, Query, description = "Case-insensitive text in name, queue or worker (3 to 200 characters; indexed)"),
         ("since" = Option<String>, Query, description = "RFC 3339; received at or after"),
         ("until" = Option<String>, Query, description = "RFC 3339; received at or before"),
         ("filter" = Option<String>, Query, description = "Nested filter, JSON: AND/OR/NOT, per-field operators (eq, ne, in, notIn, lt, lte, gt, gte, contains, startsWith, endsWith, isNull), relations worker, agent, parent"),
@@ -413,15 +434,19 @@ pub async fn list(
         None => None,
     };
     let project_id = access.project.id.clone();
-    let (filter, order) = (plan.filter, plan.order);
+    let (filter, order, search) = (plan.filter, plan.order, plan.search);
     let (rows, order) = state
         .store
         .read("list_tasks", move |conn| {
+            let selection = task_store::Selection {
+                filter: &filter,
+                search: search.as_deref(),
+                order: &order,
+            };
             let rows = task_store::page(
                 conn,
                 &project_id,
-                &filter,
-                &order,
+                &selection,
                 position.as_deref(),
                 limit + 1,
             )?;
@@ -462,7 +487,7 @@ fn export_tasks(
 ) -> Response {
     let store = state.store.clone();
     let project_id = project.id.clone();
-    let (filter, order) = (plan.filter, plan.order);
+    let (filter, order, search) = (plan.filter, plan.order, plan.search);
     let mut position: Option<Vec<Option<Scalar>>> = None;
     let mut done = false;
     let columns = fields.clone();
@@ -472,11 +497,15 @@ fn export_tasks(
         }
         let rows = store
             .read_blocking("export_tasks", |conn| {
+                let selection = task_store::Selection {
+                    filter: &filter,
+                    search: search.as_deref(),
+                    order: &order,
+                };
                 task_store::page(
                     conn,
                     &project_id,
-                    &filter,
-                    &order,
+                    &selection,
                     position.as_deref(),
                     EXPORT_PAGE,
                 )

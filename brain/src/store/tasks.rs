@@ -14,7 +14,7 @@ use super::schema::{agents, tasks, workers};
 use super::{AnyConnection, StoreResult, commands, new_id};
 use crate::query::filter::{Filter, Scalar};
 use crate::query::order::SortKey;
-use crate::query::sql::{Count, Sql, dialect_of, execute_sql, load_sql};
+use crate::query::sql::{Count, Dialect, Sql, dialect_of, execute_sql, load_sql};
 
 /// A task row.
 #[derive(
@@ -442,28 +442,77 @@ pub fn find(
 /// The most tasks a tree returns.
 pub const TREE_CAP: i64 = 500;
 
-/// One page of a project's tasks matching `filter`, in `order` (with its tiebreak), after
-/// `position` (a keyset cursor's values).
+/// What a task list selects, and in which order.
+pub struct Selection<'a> {
+    /// What rows must match.
+    pub filter: &'a Filter,
+    /// Text in name, queue or worker (case-insensitive; through the search index).
+    pub search: Option<&'a str>,
+    /// The full order (with its tiebreak).
+    pub order: &'a [SortKey],
+}
+
+/// One page of a project's tasks, after `position` (a keyset cursor's values).
 pub fn page(
     conn: &mut AnyConnection,
     project_id: &str,
-    filter: &Filter,
-    order: &[SortKey],
+    selection: &Selection,
     position: Option<&[Option<Scalar>]>,
     limit: i64,
 ) -> StoreResult<Vec<TaskRow>> {
-    let mut sql = Sql::new(dialect_of(conn));
+    let sql = page_query(dialect_of(conn), project_id, selection, position, limit);
+    Ok(load_sql!(conn, sql, TaskRow)?)
+}
+
+/// The statement [`page`] runs (public so tests can check its plan).
+pub fn page_query(
+    dialect: Dialect,
+    project_id: &str,
+    selection: &Selection,
+    position: Option<&[Option<Scalar>]>,
+    limit: i64,
+) -> Sql {
+    let mut sql = Sql::new(dialect);
     sql.push("SELECT t.* FROM tasks t WHERE t.project_id = ")
         .bind(Scalar::Text(project_id.to_owned()))
         .push(" AND ");
-    sql.filter("t", filter);
+    sql.filter("t", selection.filter);
+    if let Some(term) = selection.search {
+        sql.push(" AND ");
+        search_predicate(&mut sql, term);
+    }
     if let Some(position) = position {
         sql.push(" AND ");
-        sql.after("t", order, position);
+        sql.after("t", selection.order, position);
     }
-    sql.order_by("t", order);
+    sql.order_by("t", selection.order);
     sql.push(" LIMIT ").bind(Scalar::Int(limit));
-    Ok(load_sql!(conn, sql, TaskRow)?)
+    sql
+}
+
+/// Appends the search predicate over alias `t`, in the shape each backend's index answers
+/// (migration 0006).
+pub fn search_predicate(sql: &mut Sql, term: &str) {
+    match sql.dialect {
+        Dialect::Sqlite => {
+            // An FTS5 phrase: the trigram tokenizer matches it as a substring.
+            let phrase = format!("\"{}\"", term.replace('"', "\"\""));
+            sql.push("t.rowid IN (SELECT rowid FROM tasks_search WHERE tasks_search MATCH ")
+                .bind(Scalar::Text(phrase))
+                .push(")");
+        }
+        Dialect::Postgres => {
+            let escaped = term
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            sql.push(
+                "(coalesce(t.name, '') || E'\\x1f' || coalesce(t.queue, '') || E'\\x1f' \
+                 || coalesce(t.worker_name, '')) ILIKE ",
+            )
+            .bind(Scalar::Text(format!("%{escaped}%")));
+        }
+    }
 }
 
 /// In-flight states: what may not be deleted.

@@ -19,6 +19,7 @@ both_backends!(
     bulk_delete_follows_the_rules,
     bulk_delete_is_rate_limited,
     exports_parse_back_to_the_list,
+    search_matches_text_through_its_index,
 );
 
 const P: &str = "/api/v1/projects/default/tasks";
@@ -821,5 +822,158 @@ async fn exports_parse_back_to_the_list(backend: Backend) {
     assert_eq!(
         (bad.status, bad.field()),
         (StatusCode::BAD_REQUEST, Some("format"))
+    );
+}
+
+async fn search_matches_text_through_its_index(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    let agent = app.create_agent("default", "host").await;
+    seed(&app, "default", &agent, "s", 40).await;
+    let all: Vec<Value> = app.get(&query(&[("limit", "5000")]), &t).await.body["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let expect = |term: &str| -> BTreeSet<String> {
+        let term = term.to_lowercase();
+        all.iter()
+            .filter(|r| {
+                ["name", "queue", "worker_name"].iter().any(|f| {
+                    r[*f]
+                        .as_str()
+                        .is_some_and(|v| v.to_lowercase().contains(&term))
+                })
+            })
+            .map(|r| r["task_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for term in [
+        "MAIL",
+        "app.z",
+        "w1@h",
+        "efau",
+        "mails",
+        "nothing-like-it",
+        "a%d",
+        "x\"y",
+    ] {
+        let reply = app
+            .get(&query(&[("search", term), ("limit", "5000")]), &t)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{term}: {}", reply.body);
+        let got: BTreeSet<String> = ids(&reply).into_iter().collect();
+        assert_eq!(got, expect(term), "{term}");
+    }
+    assert!(!expect("MAIL").is_empty() && !expect("w1@h").is_empty());
+    // Renamed tasks are found by their new name only.
+    app.apply_updates(
+        "default",
+        &agent,
+        vec![Update::Task(Box::new(TaskUpdate {
+            engine: "celery".into(),
+            task_id: "s0001".into(),
+            at_ms: 2_000_000_000_000,
+            name: Some("app.renamed".into()),
+            ..TaskUpdate::default()
+        }))],
+    )
+    .await;
+    let renamed = app.get(&query(&[("search", "renamed")]), &t).await;
+    assert_eq!(ids(&renamed), ["s0001"]);
+    for bad in ["ab", &"x".repeat(201), "a\u{7}bc"] {
+        let reply = app.get(&query(&[("search", bad)]), &t).await;
+        assert_eq!(
+            (reply.status, reply.field()),
+            (StatusCode::BAD_REQUEST, Some("search"))
+        );
+    }
+    // The database answers through the search index, not by reading every task of the
+    // project (with enough of them that reading them all would cost more).
+    seed(&app, "default", &agent, "bulk", 3000).await;
+    use taskward_brain::query::filter::Filter;
+    use taskward_brain::query::sql::Dialect;
+    use taskward_brain::store::tasks::{Selection, page_query};
+    let plan: Vec<String> = app
+        .store
+        .read("test_explain", move |conn| {
+            use diesel::RunQueryDsl;
+            #[derive(diesel::QueryableByName)]
+            struct Line {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                detail: String,
+            }
+            #[derive(diesel::QueryableByName)]
+            struct PgLine {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                #[diesel(column_name = "QUERY PLAN")]
+                line: String,
+            }
+            let order = taskward_brain::query::order::with_tiebreak(
+                &taskward_brain::query::entities::TASKS,
+                &[],
+            );
+            let project = taskward_brain::store::projects::find(conn, &"default".parse().unwrap())?;
+            let selection = Selection {
+                filter: &Filter::And(vec![]),
+                search: Some("renamed"),
+                order: &order,
+            };
+            let explain = |dialect: Dialect, prefix: &str| {
+                let sql = page_query(dialect, &project.id, &selection, None, 10);
+                let mut text = format!("{prefix} {}", sql.text);
+                // Inline the binds for EXPLAIN (test-only; values are ours).
+                for (i, bind) in sql.binds.iter().enumerate().rev() {
+                    let literal = match bind {
+                        taskward_brain::query::filter::Scalar::Text(s) => {
+                            format!("'{}'", s.replace('\'', "''"))
+                        }
+                        taskward_brain::query::filter::Scalar::Int(n) => n.to_string(),
+                        taskward_brain::query::filter::Scalar::Bool(b) => b.to_string(),
+                    };
+                    text = match dialect {
+                        Dialect::Postgres => text.replace(&format!("${}", i + 1), &literal),
+                        Dialect::Sqlite => text,
+                    };
+                    if dialect == Dialect::Sqlite {
+                        // Positional: replace the last `?` first.
+                        if let Some(at) = text.rfind('?') {
+                            text.replace_range(at..=at, &literal);
+                        }
+                    }
+                }
+                text
+            };
+            Ok(match conn {
+                taskward_brain::store::AnyConnection::Sqlite(c) => {
+                    diesel::sql_query(explain(Dialect::Sqlite, "EXPLAIN QUERY PLAN"))
+                        .load::<Line>(c)?
+                        .into_iter()
+                        .map(|l| l.detail)
+                        .collect()
+                }
+                taskward_brain::store::AnyConnection::Postgresql(c) => {
+                    // At this size a sequential scan is cheaper than any index, so show the
+                    // predicate is one the trigram index answers, with sequential scans off.
+                    let mut sql = taskward_brain::query::sql::Sql::new(Dialect::Postgres);
+                    sql.push("EXPLAIN SELECT 1 FROM tasks t WHERE ");
+                    taskward_brain::store::tasks::search_predicate(&mut sql, "renamed");
+                    let text = sql.text.replace("$1", "'%renamed%'");
+                    diesel::sql_query("SET enable_seqscan = off").execute(c)?;
+                    let lines = diesel::sql_query(text)
+                        .load::<PgLine>(c)?
+                        .into_iter()
+                        .map(|l| l.line)
+                        .collect();
+                    diesel::sql_query("SET enable_seqscan = on").execute(c)?;
+                    lines
+                }
+            })
+        })
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("tasks_search"),
+        "search does not use its index:\n{plan}"
     );
 }
