@@ -28,7 +28,7 @@ use crate::app::AppState;
 use crate::auth::{Admin, Caller, Operator, ProjectAccess, Viewer};
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::commands::{self, CommandRecord, CommandStatus, ListFilter, NewCommand};
+use crate::store::commands::{self, CommandRecord, CommandStatus, NewCommand};
 use crate::store::projects::Project;
 use crate::store::{StoreError, agents, audit as audit_store, new_id};
 
@@ -162,6 +162,9 @@ pub struct ListQuery {
     kind: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    filter: Option<String>,
+    #[serde(rename = "orderBy")]
+    order_by: Option<String>,
     cursor: Option<String>,
     limit: Option<i64>,
 }
@@ -201,6 +204,8 @@ pub fn parse_time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiEr
         ("kind" = Option<String>, Query, description = "Command kind, e.g. retry-task"),
         ("since" = Option<String>, Query, description = "RFC 3339; issued at or after"),
         ("until" = Option<String>, Query, description = "RFC 3339; issued at or before"),
+        ("filter" = Option<String>, Query, description = "Nested filter, JSON (the tasks list's grammar); relations agent, issuer"),
+        ("orderBy" = Option<String>, Query, description = "JSON array of {field: direction}; default issued_at desc"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<i64>, Query, description = "1..5000, default 100")),
     responses((status = 200, body = CommandList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -209,47 +214,115 @@ pub async fn list(
     access: ProjectAccess<Viewer>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<CommandList>, ApiError> {
+    use crate::query::entities::COMMANDS;
+    use crate::query::filter::{self as grammar, Filter, Op, Operand, Scalar};
+    use crate::query::order;
     let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let status = query
-        .status
-        .as_deref()
-        .map(str::parse::<CommandStatus>)
-        .transpose()
-        .map_err(|e| ApiError::invalid_field("status", format!("status: {e}")))?;
-    let kind = query
-        .kind
-        .as_deref()
-        .map(str::parse::<CommandKind>)
-        .transpose()
-        .map_err(|e| ApiError::invalid_field("kind", format!("kind: {e}")))?;
-    let filter = ListFilter {
-        status,
-        kind: kind.map(|k| k.as_str().to_owned()),
-        since: parse_time("since", query.since.as_deref())?,
-        until: parse_time("until", query.until.as_deref())?,
+    let compare = |name: &str, op: Op, value: Scalar| Filter::Compare {
+        field: COMMANDS.field(name).expect("a command field"),
+        op,
+        operand: Operand::One(value),
     };
+    let mut parts = Vec::new();
+    if let Some(status) = query.status.as_deref() {
+        let status = status
+            .parse::<CommandStatus>()
+            .map_err(|e| ApiError::invalid_field("status", format!("status: {e}")))?;
+        parts.push(compare(
+            "status",
+            Op::Eq,
+            Scalar::Text(status.as_str().to_owned()),
+        ));
+    }
+    if let Some(kind) = query.kind.as_deref() {
+        let kind = kind
+            .parse::<CommandKind>()
+            .map_err(|e| ApiError::invalid_field("kind", format!("kind: {e}")))?;
+        parts.push(compare(
+            "kind",
+            Op::Eq,
+            Scalar::Text(kind.as_str().to_owned()),
+        ));
+    }
+    if let Some(since) = parse_time("since", query.since.as_deref())? {
+        parts.push(compare("issued_at", Op::Gte, Scalar::Int(since)));
+    }
+    if let Some(until) = parse_time("until", query.until.as_deref())? {
+        parts.push(compare("issued_at", Op::Lte, Scalar::Int(until)));
+    }
+    let json = |field: &str, text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| ApiError::invalid_field(field, format!("{field}: not valid JSON: {e}")))
+    };
+    let grammar_error =
+        |e: crate::query::QueryError| ApiError::invalid_field(e.path.clone(), e.to_string());
+    let filter_json = query
+        .filter
+        .as_deref()
+        .map(|f| json("filter", f))
+        .transpose()?;
+    if let Some(value) = &filter_json {
+        parts.push(grammar::parse(&COMMANDS, value, "filter").map_err(grammar_error)?);
+    }
+    let order_json = query
+        .order_by
+        .as_deref()
+        .map(|o| json("orderBy", o))
+        .transpose()?;
+    let keys = match &order_json {
+        Some(value) => order::parse(&COMMANDS, value, "orderBy").map_err(grammar_error)?,
+        None => vec![order::SortKey::desc(
+            COMMANDS.field("issued_at").expect("a command field"),
+        )],
+    };
+    let order = order::with_tiebreak(&COMMANDS, &keys);
     let scope = format!(
-        "commands:{}:{:?}:{:?}:{:?}:{:?}",
-        access.project.id, filter.status, filter.kind, filter.since, filter.until
+        "commands:{}:{:?}",
+        access.project.id,
+        (
+            &query.status,
+            &query.kind,
+            &query.since,
+            &query.until,
+            filter_json.map(|v| v.to_string()),
+            order_json.map(|v| v.to_string()),
+        )
     );
     let secret = state.keys.confirm_secret();
-    let after: Option<(i64, String)> = query
-        .cursor
-        .as_deref()
-        .map(|c| cursor::decode(secret, &scope, c))
-        .transpose()?;
+    let position = match query.cursor.as_deref() {
+        Some(c) => {
+            let values: Vec<serde_json::Value> = cursor::decode(secret, &scope, c)?;
+            Some(order::read_position(&order, &values).ok_or_else(|| {
+                ApiError::invalid_field("cursor", "cursor: not a cursor from this query")
+            })?)
+        }
+        None => None,
+    };
     let project_id = access.project.id.clone();
-    let rows = state
+    let filter = Filter::And(parts);
+    let (rows, order) = state
         .store
         .read("list_commands", move |conn| {
-            commands::list(conn, &project_id, &filter, after, limit + 1)
+            let rows = commands::page(
+                conn,
+                &project_id,
+                &filter,
+                &order,
+                position.as_deref(),
+                limit + 1,
+            )?;
+            Ok((rows, order))
         })
         .await?;
     let more = rows.len() as i64 > limit;
     let mut items: Vec<CommandRecord> = rows;
     items.truncate(limit as usize);
     let next_cursor = match items.last() {
-        Some(last) if more => Some(cursor::encode(secret, &scope, &(last.issued_at, &last.id))),
+        Some(last) if more => Some(cursor::encode(
+            secret,
+            &scope,
+            &commands::position(last, &order),
+        )),
         _ => None,
     };
     Ok(Json(CommandList {

@@ -90,3 +90,53 @@ pub static AGENTS: Entity = Entity {
     relations: &[],
     tiebreak: "id",
 };
+
+/// Commands with their current status.
+pub static COMMANDS: Entity = Entity {
+    name: "command",
+    table: "commands",
+    fields: &[
+        field("id", Kind::Text, false),
+        field("agent_id", Kind::Text, false),
+        field("kind", Kind::Text, false),
+        field("issuer_type", Kind::Text, false),
+        field("issuer_id", Kind::Text, false),
+        field("issuer_name", Kind::Text, false),
+        field("idempotency_key", Kind::Text, true),
+        field("critical", Kind::Bool, false),
+        field("global_throttle", Kind::Bool, false),
+        field("issued_at", Kind::Time, false),
+        field("expires_at", Kind::Time, false),
+        field("status", Kind::Text, false),
+        field("detail", Kind::Text, true),
+        field("late", Kind::Bool, false),
+        field("updated_at", Kind::Time, false),
+    ],
+    relations: &[
+        Relation {
+            name: "agent",
+            entity: &AGENTS,
+            link: "{r}.id = {o}.agent_id",
+        },
+        Relation {
+            name: "issuer",
+            entity: &USERS,
+            link: "{r}.id = {o}.issuer_id",
+        },
+    ],
+    tiebreak: "id",
+};
+
+/// Users (a command's issuer).
+pub static USERS: Entity = Entity {
+    name: "user",
+    table: "users",
+    fields: &[
+        field("id", Kind::Text, false),
+        field("name", Kind::Text, false),
+        field("site_admin", Kind::Bool, false),
+        field("created_at", Kind::Time, false),
+    ],
+    relations: &[],
+    tiebreak: "id",
+};

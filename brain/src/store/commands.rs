@@ -13,6 +13,9 @@ use taskward_shared::command::{CommandKind, IssuedCommand};
 use super::audit::{self, AuditContext};
 use super::schema::{command_status, commands, idempotency_keys, queue_depths};
 use super::{AnyConnection, StoreError, StoreResult, now_ms};
+use crate::query::filter::{Filter, Scalar};
+use crate::query::order::SortKey;
+use crate::query::sql::{Sql, dialect_of, load_sql};
 
 /// Where a command is in its life.
 #[derive(
@@ -84,7 +87,7 @@ impl FromStr for CommandStatus {
 }
 
 /// A command with its current status (`commands` joined with `command_status`).
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = commands)]
 pub struct CommandRecord {
     /// Command id (UUID).
@@ -121,19 +124,85 @@ pub struct CommandRecord {
     pub audit_seq: i64,
     /// Current status.
     #[diesel(select_expression = command_status::status)]
+    #[diesel(sql_type = diesel::sql_types::Text)]
     pub status: String,
     /// Outcome detail or refusal reason.
     #[diesel(select_expression = command_status::detail)]
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     pub detail: Option<String>,
     /// Whether the result arrived after the deadline.
     #[diesel(select_expression = command_status::late)]
+    #[diesel(sql_type = diesel::sql_types::Bool)]
     pub late: bool,
     /// When the brain stops waiting for the result, ms.
     #[diesel(select_expression = command_status::expires_at)]
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub deadline_at: i64,
     /// Last status change, ms.
     #[diesel(select_expression = command_status::updated_at)]
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub updated_at: i64,
+}
+
+/// Commands with their status as one relation, so the query grammar sees one row per command
+/// (alias `c`; column names are the [`CommandRecord`] field names).
+const COMMANDS_WITH_STATUS: &str = "(SELECT c.*, s.status, s.detail, s.late, \
+     s.expires_at AS deadline_at, s.updated_at FROM commands c \
+     JOIN command_status s ON s.command_id = c.id) c";
+
+/// One page of a project's commands matching `filter`, in `order` (with its tiebreak), after
+/// `position` (a keyset cursor's values).
+pub fn page(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    filter: &Filter,
+    order: &[SortKey],
+    position: Option<&[Option<Scalar>]>,
+    limit: i64,
+) -> StoreResult<Vec<CommandRecord>> {
+    let mut sql = Sql::new(dialect_of(conn));
+    sql.push(&format!(
+        "SELECT c.* FROM {COMMANDS_WITH_STATUS} WHERE c.project_id = "
+    ))
+    .bind(Scalar::Text(project_id.to_owned()))
+    .push(" AND ");
+    sql.filter("c", filter);
+    if let Some(position) = position {
+        sql.push(" AND ");
+        sql.after("c", order, position);
+    }
+    sql.order_by("c", order);
+    sql.push(" LIMIT ").bind(Scalar::Int(limit));
+    Ok(load_sql!(conn, sql, CommandRecord)?)
+}
+
+/// The sort values of a command, as a cursor stores them (times in ms).
+pub fn position(row: &CommandRecord, order: &[SortKey]) -> Vec<serde_json::Value> {
+    use serde_json::Value;
+    order
+        .iter()
+        .map(|key| match key.field.name {
+            "id" => Value::String(row.id.clone()),
+            "agent_id" => Value::String(row.agent_id.clone()),
+            "kind" => Value::String(row.kind.clone()),
+            "issuer_type" => Value::String(row.issuer_type.clone()),
+            "issuer_id" => Value::String(row.issuer_id.clone()),
+            "issuer_name" => Value::String(row.issuer_name.clone()),
+            "idempotency_key" => row
+                .idempotency_key
+                .clone()
+                .map_or(Value::Null, Value::String),
+            "critical" => Value::Bool(row.critical),
+            "global_throttle" => Value::Bool(row.global_throttle),
+            "issued_at" => Value::from(row.issued_at),
+            "expires_at" => Value::from(row.expires_at),
+            "status" => Value::String(row.status.clone()),
+            "detail" => row.detail.clone().map_or(Value::Null, Value::String),
+            "late" => Value::Bool(row.late),
+            "updated_at" => Value::from(row.updated_at),
+            other => unreachable!("command field {other} has no position"),
+        })
+        .collect()
 }
 
 /// A command about to be minted.
@@ -239,56 +308,6 @@ pub fn find(conn: &mut AnyConnection, project_id: &str, id: &str) -> StoreResult
         .filter(commands::project_id.eq(project_id))
         .select(CommandRecord::as_select())
         .first(conn)?)
-}
-
-/// Filters of the commands list.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    /// Only this status.
-    pub status: Option<CommandStatus>,
-    /// Only this kind.
-    pub kind: Option<String>,
-    /// Issued at or after, ms.
-    pub since: Option<i64>,
-    /// Issued at or before, ms.
-    pub until: Option<i64>,
-}
-
-/// A page of a project's commands, newest first, after the keyset position `(issued_at, id)`.
-pub fn list(
-    conn: &mut AnyConnection,
-    project_id: &str,
-    filter: &ListFilter,
-    after: Option<(i64, String)>,
-    limit: i64,
-) -> StoreResult<Vec<CommandRecord>> {
-    let mut query = commands::table
-        .inner_join(command_status::table)
-        .filter(commands::project_id.eq(project_id))
-        .select(CommandRecord::as_select())
-        .order((commands::issued_at.desc(), commands::id.desc()))
-        .limit(limit)
-        .into_boxed();
-    if let Some(status) = filter.status {
-        query = query.filter(command_status::status.eq(status.as_str()));
-    }
-    if let Some(kind) = &filter.kind {
-        query = query.filter(commands::kind.eq(kind.clone()));
-    }
-    if let Some(since) = filter.since {
-        query = query.filter(commands::issued_at.ge(since));
-    }
-    if let Some(until) = filter.until {
-        query = query.filter(commands::issued_at.le(until));
-    }
-    if let Some((issued_at, id)) = after {
-        query = query.filter(
-            commands::issued_at
-                .lt(issued_at)
-                .or(commands::issued_at.eq(issued_at).and(commands::id.lt(id))),
-        );
-    }
-    Ok(query.load(conn)?)
 }
 
 /// Records an outcome: appends a signed `command.<status>` row and moves the status cache,

@@ -1040,4 +1040,104 @@ both_backends!(
     bulk_actions_are_rate_limited,
     unclaimed_commands_time_out,
     list_filters_and_pages,
+    list_takes_the_query_grammar,
 );
+
+/// The commands list takes the tasks list's grammar: nested filters with the agent and issuer
+/// relations, orderBy with keyset pages, errors naming the JSON path.
+async fn list_takes_the_query_grammar(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    let first = app.create_agent("default", "first").await;
+    let second = app.create_agent("default", "second").await;
+    let op = unique("op");
+    let op_token = app.create_user(&op, false).await;
+    app.add_member("default", &op, "operator").await;
+    for (token, agent, worker) in [
+        (&t, &first, "w-b"),
+        (&t, &second, "w-a"),
+        (&op_token, &first, "w-c"),
+        (&op_token, &second, "w-d"),
+    ] {
+        let reply = issue(
+            &app,
+            token,
+            "cancel-task",
+            with_agent(agent, json!({"engine": "celery", "task_id": worker})),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    }
+    let list = |params: &[(&str, &str)]| {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+        format!("{P}?{}", q.finish())
+    };
+    let agents_of = |reply: &crate::support::Reply| -> Vec<String> {
+        reply.body["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", reply.body))
+            .iter()
+            .map(|c| c["agent_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let by_issuer = app
+        .get(
+            &list(&[(
+                "filter",
+                &json!({"issuer": {"name": {"eq": op}}}).to_string(),
+            )]),
+            &t,
+        )
+        .await;
+    assert_eq!(by_issuer.body["items"].as_array().unwrap().len(), 2);
+    let by_agent = app
+        .get(
+            &list(&[(
+                "filter",
+                &json!({"agent": {"name": {"eq": "second"}}, "NOT": {"issuer_name": {"eq": "admin"}}})
+                    .to_string(),
+            )]),
+            &t,
+        )
+        .await;
+    assert_eq!(agents_of(&by_agent), [second.clone()]);
+    // Ordered by the payload's agent, two per page, every command once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut params = vec![
+            ("limit", "1"),
+            (
+                "orderBy",
+                r#"[{"agent_id": "asc"}, {"issuer_name": "desc"}]"#,
+            ),
+        ];
+        if let Some(c) = &cursor {
+            params.push(("cursor", c));
+        }
+        let page = app.get(&list(&params), &t).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        seen.extend(agents_of(&page));
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted);
+    assert_eq!(seen.len(), 4);
+    let bad = app
+        .get(
+            &list(&[("filter", r#"{"issuer": {"name": {"gt": 1}}}"#)]),
+            &t,
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.field()),
+        (StatusCode::BAD_REQUEST, Some("filter.issuer.name.gt"))
+    );
+}
