@@ -1103,7 +1103,7 @@ async fn list_takes_the_query_grammar(backend: Backend) {
             &t,
         )
         .await;
-    assert_eq!(agents_of(&by_agent), [second.clone()]);
+    assert_eq!(agents_of(&by_agent), vec![second]);
     // Ordered by the payload's agent, two per page, every command once.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
