@@ -295,11 +295,9 @@ impl ListQuery {
             .transpose()?;
         let keys = match &order_json {
             Some(value) => order::parse(&TASKS, value, "orderBy").map_err(query_error)?,
-            None => vec![order::SortKey {
-                field: TASKS.field("received_at").expect("a task field"),
-                descending: true,
-                nulls_first: false,
-            }],
+            None => vec![order::SortKey::desc(
+                TASKS.field("received_at").expect("a task field"),
+            )],
         };
         let order = order::with_tiebreak(&TASKS, &keys);
         if let Some(term) = &self.search {
@@ -395,7 +393,7 @@ pub fn projected(task: TaskPublic, fields: &[&str]) -> Value {
         ("since" = Option<String>, Query, description = "RFC 3339; received at or after"),
         ("until" = Option<String>, Query, description = "RFC 3339; received at or before"),
         ("filter" = Option<String>, Query, description = "Nested filter, JSON: AND/OR/NOT, per-field operators (eq, ne, in, notIn, lt, lte, gt, gte, contains, startsWith, endsWith, isNull), relations worker, agent, parent"),
-        ("orderBy" = Option<String>, Query, description = "JSON array of {field: direction}; directions asc, desc, asc_nulls_first, asc_nulls_last, desc_nulls_first, desc_nulls_last"),
+        ("orderBy" = Option<String>, Query, description = "JSON array of {field: direction}; directions asc, desc (nulls sort as the smallest value), asc_nulls_first, asc_nulls_last, desc_nulls_first, desc_nulls_last; default received_at desc"),
         ("fields" = Option<String>, Query, description = "Comma-separated projection (also of exports)"),
         ("format" = Option<String>, Query, description = "csv, xlsx or json: stream the whole result as a file (pagination does not apply)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),

@@ -1,6 +1,8 @@
-//! `orderBy`: `[{"received_at": "desc"}, {"name": "asc_nulls_first"}]`, applied in order, then
-//! the entity's unique tiebreak. Nulls are always placed explicitly (plain `asc` puts them
-//! last, plain `desc` first, as PostgreSQL does), so both backends return the same order.
+//! `orderBy`: `[{"received_at": "desc"}, {"name": "asc_nulls_last"}]`, applied in order, then
+//! the entity's unique tiebreak. Nulls are always placed explicitly, so both backends return
+//! the same order; plain `asc`/`desc` sort nulls as the smallest value (first ascending, last
+//! descending), which is the order SQLite's indexes and the PostgreSQL indexes (declared
+//! `NULLS FIRST`) are kept in.
 //!
 //! Keyset pages: a cursor holds the sort values of the last row sent; the next page is the
 //! rows strictly after it in this order ([`Sql::after`]), which stays exact while rows are
@@ -11,6 +13,9 @@ use serde_json::Value;
 use super::filter::Scalar;
 use super::sql::Sql;
 use super::{Entity, Field, Kind, QueryError};
+
+/// The extra conditions of one branch of a keyset page.
+type Branch<'a> = Box<dyn Fn(&mut Sql) + 'a>;
 
 /// Most sort keys in one order.
 pub const MAX_KEYS: usize = 8;
@@ -27,21 +32,21 @@ pub struct SortKey {
 }
 
 impl SortKey {
-    /// Ascending, nulls last.
+    /// Ascending, nulls first.
     pub fn asc(field: &'static Field) -> SortKey {
         SortKey {
             field,
             descending: false,
-            nulls_first: false,
+            nulls_first: true,
         }
     }
 
-    /// Descending, nulls first.
+    /// Descending, nulls last.
     pub fn desc(field: &'static Field) -> SortKey {
         SortKey {
             field,
             descending: true,
-            nulls_first: true,
+            nulls_first: false,
         }
     }
 }
@@ -91,8 +96,8 @@ pub fn parse(entity: &Entity, value: &Value, path: &str) -> Result<Vec<SortKey>,
             return Err(QueryError::new(here, "the same field twice"));
         }
         let (descending, nulls_first) = match direction.as_str() {
-            Some("asc") => (false, false),
-            Some("desc") => (true, true),
+            Some("asc") => (false, true),
+            Some("desc") => (true, false),
             Some("asc_nulls_first") => (false, true),
             Some("asc_nulls_last") => (false, false),
             Some("desc_nulls_first") => (true, true),
@@ -123,7 +128,7 @@ pub fn with_tiebreak(entity: &'static Entity, keys: &[SortKey]) -> Vec<SortKey> 
         all.push(SortKey {
             field: tiebreak,
             descending,
-            nulls_first: descending,
+            nulls_first: !descending,
         });
     }
     all
@@ -154,6 +159,88 @@ pub fn read_position(keys: &[SortKey], values: &[Value]) -> Option<Vec<Option<Sc
 }
 
 impl Sql {
+    /// Renders a keyset page: `select` writes `SELECT ... FROM ... WHERE <conditions>` over
+    /// `alias`; this adds the condition "after `position`", the order and the limit. The
+    /// condition is split so each part starts with a plain range on the first key, which an
+    /// index on that key answers directly: rows with the first key null go in a second branch
+    /// (`UNION ALL`) instead of an `OR` that would send the database through every row before
+    /// the cursor.
+    pub fn keyset_page(
+        &mut self,
+        alias: &str,
+        keys: &[SortKey],
+        position: Option<&[Option<Scalar>]>,
+        limit: i64,
+        select: &dyn Fn(&mut Sql),
+    ) {
+        let Some(position) = position.filter(|p| !p.is_empty() && p.len() == keys.len()) else {
+            select(self);
+            self.order_by(alias, keys);
+            self.push(" LIMIT ").bind(Scalar::Int(limit));
+            return;
+        };
+        let (first, value) = (&keys[0], &position[0]);
+        let raw = format!("{alias}.{}", first.field.column);
+        // Each branch: extra conditions, rendered after the select's own.
+        let mut branches: Vec<Branch> = Vec::new();
+        match value {
+            Some(v) => {
+                let not_null = raw.clone();
+                branches.push(Box::new(move |sql: &mut Sql| {
+                    let column = sql.column(alias, first.field);
+                    let bound = if first.descending { "<=" } else { ">=" };
+                    sql.push(&format!(
+                        " AND {not_null} IS NOT NULL AND {column} {bound} "
+                    ))
+                    .bind(v.clone())
+                    .push(" AND ");
+                    sql.after(alias, keys, position);
+                }));
+                if first.field.nullable && !first.nulls_first {
+                    let raw = raw.clone();
+                    branches.push(Box::new(move |sql: &mut Sql| {
+                        sql.push(&format!(" AND {raw} IS NULL"));
+                    }));
+                }
+            }
+            None => {
+                let rest = raw.clone();
+                branches.push(Box::new(move |sql: &mut Sql| {
+                    sql.push(&format!(" AND {rest} IS NULL AND "));
+                    sql.after(alias, &keys[1..], &position[1..]);
+                }));
+                if first.nulls_first {
+                    let raw = raw.clone();
+                    branches.push(Box::new(move |sql: &mut Sql| {
+                        sql.push(&format!(" AND {raw} IS NOT NULL"));
+                    }));
+                }
+            }
+        }
+        if branches.len() == 1 {
+            select(self);
+            branches[0](self);
+            self.order_by(alias, keys);
+            self.push(" LIMIT ").bind(Scalar::Int(limit));
+            return;
+        }
+        self.push("SELECT * FROM (");
+        for (i, branch) in branches.iter().enumerate() {
+            if i > 0 {
+                self.push(" UNION ALL ");
+            }
+            self.push("SELECT * FROM (");
+            select(self);
+            branch(self);
+            self.order_by(alias, keys);
+            self.push(" LIMIT ").bind(Scalar::Int(limit));
+            self.push(&format!(") b{i}"));
+        }
+        self.push(&format!(") {alias}"));
+        self.order_by(alias, keys);
+        self.push(" LIMIT ").bind(Scalar::Int(limit));
+    }
+
     /// Appends `ORDER BY` for `keys` (already with the tiebreak).
     pub fn order_by(&mut self, alias: &str, keys: &[SortKey]) {
         self.push(" ORDER BY ");
@@ -162,11 +249,14 @@ impl Sql {
                 self.push(", ");
             }
             let column = self.column(alias, key.field);
-            self.push(&format!(
-                "{column} {} NULLS {}",
-                if key.descending { "DESC" } else { "ASC" },
-                if key.nulls_first { "FIRST" } else { "LAST" }
-            ));
+            let direction = if key.descending { "DESC" } else { "ASC" };
+            if key.field.nullable {
+                let nulls = if key.nulls_first { "FIRST" } else { "LAST" };
+                self.push(&format!("{column} {direction} NULLS {nulls}"));
+            } else {
+                // No nulls to place; left implicit so plain indexes match on both backends.
+                self.push(&format!("{column} {direction}"));
+            }
         }
     }
 
@@ -242,7 +332,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!((keys[0].descending, keys[0].nulls_first), (true, false));
-        assert_eq!((keys[1].descending, keys[1].nulls_first), (false, false));
+        assert_eq!(
+            (keys[1].descending, keys[1].nulls_first),
+            (false, true),
+            "plain asc: nulls as the smallest value"
+        );
         let all = with_tiebreak(&TASKS, &keys);
         assert_eq!(all.last().unwrap().field.name, "id");
         let err = |v: Value| parse(&TASKS, &v, "orderBy").unwrap_err();

@@ -161,18 +161,15 @@ pub fn page(
     limit: i64,
 ) -> StoreResult<Vec<CommandRecord>> {
     let mut sql = Sql::new(dialect_of(conn));
-    sql.push(&format!(
-        "SELECT c.* FROM {COMMANDS_WITH_STATUS} WHERE c.project_id = "
-    ))
-    .bind(Scalar::Text(project_id.to_owned()))
-    .push(" AND ");
-    sql.filter("c", filter);
-    if let Some(position) = position {
-        sql.push(" AND ");
-        sql.after("c", order, position);
-    }
-    sql.order_by("c", order);
-    sql.push(" LIMIT ").bind(Scalar::Int(limit));
+    let select = |sql: &mut Sql| {
+        sql.push(&format!(
+            "SELECT c.* FROM {COMMANDS_WITH_STATUS} WHERE c.project_id = "
+        ))
+        .bind(Scalar::Text(project_id.to_owned()))
+        .push(" AND ");
+        sql.filter("c", filter);
+    };
+    sql.keyset_page("c", order, position, limit, &select);
     Ok(load_sql!(conn, sql, CommandRecord)?)
 }
 

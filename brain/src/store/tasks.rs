@@ -473,20 +473,17 @@ pub fn page_query(
     limit: i64,
 ) -> Sql {
     let mut sql = Sql::new(dialect);
-    sql.push("SELECT t.* FROM tasks t WHERE t.project_id = ")
-        .bind(Scalar::Text(project_id.to_owned()))
-        .push(" AND ");
-    sql.filter("t", selection.filter);
-    if let Some(term) = selection.search {
-        sql.push(" AND ");
-        search_predicate(&mut sql, term);
-    }
-    if let Some(position) = position {
-        sql.push(" AND ");
-        sql.after("t", selection.order, position);
-    }
-    sql.order_by("t", selection.order);
-    sql.push(" LIMIT ").bind(Scalar::Int(limit));
+    let select = |sql: &mut Sql| {
+        sql.push("SELECT t.* FROM tasks t WHERE t.project_id = ")
+            .bind(Scalar::Text(project_id.to_owned()))
+            .push(" AND ");
+        sql.filter("t", selection.filter);
+        if let Some(term) = selection.search {
+            sql.push(" AND ");
+            search_predicate(sql, term);
+        }
+    };
+    sql.keyset_page("t", selection.order, position, limit, &select);
     sql
 }
 

@@ -361,13 +361,15 @@ async fn keyset_pages_are_exact_under_every_order(backend: Backend) {
         .unwrap()
         .clone();
     assert_eq!(all.len(), seeded.len());
+    // (orderBy, the same as (field, descending, nulls first)); plain asc/desc put nulls where
+    // the smallest value goes.
     let orders: Vec<(&str, Vec<Key>)> = vec![
         ("[]", vec![]),
-        (r#"[{"name": "asc"}]"#, vec![("name", false, false)]),
-        (r#"[{"name": "desc"}]"#, vec![("name", true, true)]),
+        (r#"[{"name": "asc"}]"#, vec![("name", false, true)]),
+        (r#"[{"name": "desc"}]"#, vec![("name", true, false)]),
         (
             r#"[{"queue": "asc_nulls_first"}, {"received_at": "desc"}]"#,
-            vec![("queue", false, true), ("received_at", true, true)],
+            vec![("queue", false, true), ("received_at", true, false)],
         ),
         (
             r#"[{"queue": "asc_nulls_last"}, {"name": "desc_nulls_last"}]"#,
@@ -378,15 +380,19 @@ async fn keyset_pages_are_exact_under_every_order(backend: Backend) {
             vec![("received_at", true, true)],
         ),
         (
+            r#"[{"received_at": "asc_nulls_last"}]"#,
+            vec![("received_at", false, false)],
+        ),
+        (
             r#"[{"runtime_ms": "desc_nulls_last"}, {"state": "asc"}]"#,
-            vec![("runtime_ms", true, false), ("state", false, false)],
+            vec![("runtime_ms", true, false), ("state", false, true)],
         ),
         (
             r#"[{"retry_count": "asc"}, {"name": "asc_nulls_first"}, {"queue": "desc"}]"#,
             vec![
-                ("retry_count", false, false),
+                ("retry_count", false, true),
                 ("name", false, true),
-                ("queue", true, true),
+                ("queue", true, false),
             ],
         ),
     ];

@@ -1,0 +1,278 @@
+//! The tasks list at scale: N task rows in one project (default 1,000,000; the issue's target is
+//! 10,000,000), then the latency of the queries operators run, on SQLite and PostgreSQL:
+//! the first page in the default order, a page deep in the list through a keyset cursor, simple
+//! filters, a nested filter with a relation, a text search, and a streamed CSV export of every
+//! failed task (time and peak RSS growth).
+//!
+//! Run: `cargo bench -p taskward-brain --bench tasks` (`TASKS_BENCH_ROWS` sets N,
+//! `TASKS_BENCH_BACKENDS` = `sqlite,postgres`; PostgreSQL at `TASKWARD_TEST_PG_URL`).
+
+use std::time::Instant;
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use taskward_brain::api::tasks::ListQuery;
+use taskward_brain::query::filter::Scalar;
+use taskward_brain::query::order;
+use taskward_brain::store::tasks::{self, Selection};
+use taskward_brain::store::{AnyConnection, DatabaseUrl, Store, projects};
+
+/// Rows inserted per statement while seeding.
+const SEED_CHUNK: i64 = 500_000;
+
+fn rows() -> i64 {
+    std::env::var("TASKS_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// The seed statement for rows `from..to`: 50 task names, 3 queues, 4 workers, states spread
+/// (1 in 10 failed), received times one per ms, a few rows without a receipt.
+fn seed_sql(postgres: bool, project: &str, from: i64, to: i64) -> String {
+    let (series, hex) = if postgres {
+        (
+            format!("generate_series({from}, {}) AS n(i)", to - 1),
+            "lpad(to_hex(i), 16, '0')".to_owned(),
+        )
+    } else {
+        (
+            format!(
+                "(WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i < {}) SELECT i FROM n) AS n",
+                to - 1
+            ),
+            "printf('%016x', i)".to_owned(),
+        )
+    };
+    format!(
+        "INSERT INTO tasks (id, project_id, agent_id, engine, task_id, name, queue, state, \
+         state_rank, state_at, retry_count, received_at, started_at, finished_at, runtime_ms, \
+         worker_name, created_at, updated_at) \
+         SELECT {hex}, '{project}', NULL, 'celery', 'task-' || i, 'app.task' || (i % 50), \
+         CASE i % 3 WHEN 0 THEN 'default' WHEN 1 THEN 'emails' ELSE 'reports' END, \
+         CASE WHEN i % 10 = 0 THEN 'failed' WHEN i % 10 = 1 THEN 'started' ELSE 'succeeded' END, \
+         3, 1700000000000 + i, i % 4, \
+         CASE WHEN i % 1000 = 7 THEN NULL ELSE 1700000000000 + i END, \
+         1700000000000 + i, 1700000000000 + i, i % 900, 'worker' || (i % 4) || '@host', \
+         1700000000000 + i, 1700000000000 + i FROM {series}"
+    )
+}
+
+fn timed<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
+    let mut ms: Vec<f64> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(f());
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    (
+        ms[ms.len() / 2],
+        ms[(ms.len() * 95 / 100).min(ms.len() - 1)],
+    )
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let n = rows();
+    let backends =
+        std::env::var("TASKS_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let pg = std::env::var("TASKWARD_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    println!("| backend | rows | query | p50 ms | p95 ms |");
+    println!("|---|---|---|---|---|");
+    for backend in backends.split(',') {
+        let postgres = backend == "postgres";
+        let url = if postgres {
+            let name = format!("tw_tasks_bench_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = PgConnection::establish(&format!("{pg}/postgres")).unwrap();
+            diesel::sql_query(format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .unwrap();
+            DatabaseUrl::Postgres(format!("{pg}/{name}"))
+        } else {
+            DatabaseUrl::Sqlite(dir.path().join("tasks.db"))
+        };
+        let store = Store::open(&url).unwrap();
+        let project = store
+            .write_blocking("bench_project", |c| {
+                projects::create(c, &"bench".parse().unwrap(), None, "")
+            })
+            .unwrap();
+        let started = Instant::now();
+        let mut from = 0;
+        while from < n {
+            let to = (from + SEED_CHUNK).min(n);
+            let sql = seed_sql(postgres, &project.id, from, to);
+            store
+                .write_blocking("bench_seed", |c| {
+                    match c {
+                        AnyConnection::Sqlite(c) => diesel::sql_query(sql).execute(c)?,
+                        AnyConnection::Postgresql(c) => diesel::sql_query(sql).execute(c)?,
+                    };
+                    Ok(())
+                })
+                .unwrap();
+            from = to;
+        }
+        store
+            .write_blocking("bench_analyze", |c| {
+                match c {
+                    AnyConnection::Sqlite(c) => diesel::sql_query("ANALYZE").execute(c)?,
+                    AnyConnection::Postgresql(c) => {
+                        diesel::sql_query("VACUUM ANALYZE tasks").execute(c)?
+                    }
+                };
+                Ok(())
+            })
+            .ok();
+        eprintln!(
+            "{backend}: seeded {n} rows in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+
+        let page = |params: &str, cursor_after_pages: usize| {
+            let query: ListQuery = serde_urlencoded::from_str(params).unwrap();
+            let plan = query.plan(&project.id).unwrap();
+            let mut position: Option<Vec<Option<Scalar>>> = None;
+            let mut rows = Vec::new();
+            for _ in 0..=cursor_after_pages {
+                rows = store
+                    .read_blocking("bench_page", |c| {
+                        tasks::page(
+                            c,
+                            &project.id,
+                            &Selection {
+                                filter: &plan.filter,
+                                search: plan.search.as_deref(),
+                                order: &plan.order,
+                            },
+                            position.as_deref(),
+                            100,
+                        )
+                    })
+                    .unwrap();
+                if let Some(last) = rows.last() {
+                    position =
+                        order::read_position(&plan.order, &tasks::position(last, &plan.order));
+                }
+            }
+            rows.len()
+        };
+        // A cursor deep in the list: the position of row n/2 in the default order.
+        let deep_position = {
+            let query: ListQuery = serde_urlencoded::from_str("").unwrap();
+            let plan = query.plan(&project.id).unwrap();
+            let middle = 1_700_000_000_000 + n / 2;
+            (plan, middle)
+        };
+        let cases: Vec<(&str, Box<dyn Fn() -> usize>)> = vec![
+            ("first page, default order", Box::new(|| page("", 0))),
+            (
+                "first page, state=failed",
+                Box::new(|| page("state=failed", 0)),
+            ),
+            (
+                "first page, name + queue",
+                Box::new(|| page("name=app.task7&queue=reports", 0)),
+            ),
+            (
+                "nested filter (OR, startsWith, runtime_ms)",
+                Box::new(|| {
+                    page(
+                        "filter=%7B%22OR%22%3A%5B%7B%22name%22%3A%7B%22startsWith%22%3A%22app.task4%22%7D%7D%2C%7B%22runtime_ms%22%3A%7B%22gte%22%3A899%7D%7D%5D%7D",
+                        0,
+                    )
+                }),
+            ),
+            ("search \"task42\"", Box::new(|| page("search=task42", 0))),
+            (
+                "orderBy name asc, 10th page",
+                Box::new(|| page("orderBy=%5B%7B%22name%22%3A%22asc%22%7D%5D", 9)),
+            ),
+            (
+                "page at the middle (keyset cursor)",
+                Box::new(|| {
+                    let (plan, middle) = &deep_position;
+                    let position = vec![
+                        Some(Scalar::Int(*middle)),
+                        Some(Scalar::Text(format!("{:016x}", middle - 1_700_000_000_000))),
+                    ];
+                    store
+                        .read_blocking("bench_deep", |c| {
+                            tasks::page(
+                                c,
+                                &project.id,
+                                &Selection {
+                                    filter: &plan.filter,
+                                    search: None,
+                                    order: &plan.order,
+                                },
+                                Some(&position),
+                                100,
+                            )
+                        })
+                        .unwrap()
+                        .len()
+                }),
+            ),
+        ];
+        for (name, run) in &cases {
+            let got = run();
+            assert!(got > 0, "{backend}: {name} returned nothing");
+            let (p50, p95) = timed(20, run);
+            println!("| {backend} | {n} | {name} | {p50:.1} | {p95:.1} |");
+        }
+        // Export every failed task as the API streams it: keyset pages of 1000.
+        let before = rss_kib();
+        let started = Instant::now();
+        let query: ListQuery = serde_urlencoded::from_str("state=failed").unwrap();
+        let plan = query.plan(&project.id).unwrap();
+        let mut position: Option<Vec<Option<Scalar>>> = None;
+        let mut exported = 0usize;
+        let mut out = csv::Writer::from_writer(std::io::sink());
+        loop {
+            let rows = store
+                .read_blocking("bench_export", |c| {
+                    tasks::page(
+                        c,
+                        &project.id,
+                        &Selection {
+                            filter: &plan.filter,
+                            search: None,
+                            order: &plan.order,
+                        },
+                        position.as_deref(),
+                        1000,
+                    )
+                })
+                .unwrap();
+            let Some(last) = rows.last() else { break };
+            position = order::read_position(&plan.order, &tasks::position(last, &plan.order));
+            for row in &rows {
+                out.write_record([&row.task_id, &row.state, row.name.as_deref().unwrap_or("")])
+                    .unwrap();
+            }
+            exported += rows.len();
+            if rows.len() < 1000 {
+                break;
+            }
+        }
+        println!(
+            "| {backend} | {n} | csv export of {exported} failed tasks | {:.0} (total) | peak RSS +{} MiB |",
+            started.elapsed().as_secs_f64() * 1000.0,
+            (rss_kib().saturating_sub(before)) / 1024
+        );
+    }
+}

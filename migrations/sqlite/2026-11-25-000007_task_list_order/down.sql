@@ -1,0 +1,2 @@
+DROP INDEX tasks_by_name;
+DROP INDEX tasks_by_state;
