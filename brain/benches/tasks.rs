@@ -16,6 +16,9 @@ use taskward_brain::query::order;
 use taskward_brain::store::tasks::{self, Selection};
 use taskward_brain::store::{AnyConnection, DatabaseUrl, Store, projects};
 
+/// One measured query: returns the rows it got.
+type Case<'a> = Box<dyn Fn() -> usize + 'a>;
+
 /// Rows inserted per statement while seeding.
 const SEED_CHUNK: i64 = 500_000;
 
@@ -177,7 +180,7 @@ fn main() {
             let middle = 1_700_000_000_000 + n / 2;
             (plan, middle)
         };
-        let cases: Vec<(&str, Box<dyn Fn() -> usize>)> = vec![
+        let cases: Vec<(&str, Case)> = vec![
             ("first page, default order", Box::new(|| page("", 0))),
             (
                 "first page, state=failed",
