@@ -886,6 +886,11 @@ async fn search_matches_text_through_its_index(backend: Backend) {
     .await;
     let renamed = app.get(&query(&[("search", "renamed")]), &t).await;
     assert_eq!(ids(&renamed), ["s0001"]);
+    // The bounds at their edges: 3 and 200 characters are searched, 2 and 201 refused.
+    for edge in ["add", &"x".repeat(200)] {
+        let reply = app.get(&query(&[("search", edge)]), &t).await;
+        assert_eq!(reply.status, StatusCode::OK, "{edge}: {}", reply.body);
+    }
     for bad in ["ab", &"x".repeat(201), "a\u{7}bc"] {
         let reply = app.get(&query(&[("search", bad)]), &t).await;
         assert_eq!(
