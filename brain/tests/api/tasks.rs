@@ -475,6 +475,20 @@ async fn projects_never_see_each_other(backend: Backend) {
     }
     let mine = app.get(&format!("{P}/celery/mine0001"), &t).await;
     assert_eq!(mine.body["name"], "app.mail", "{}", mine.body);
+    // Exports hold only this project's rows.
+    let csv = app.get(&query(&[("format", "csv")]), &t).await;
+    let text = String::from_utf8_lossy(&csv.bytes);
+    assert!(
+        text.contains("mine0002") && !text.contains("theirs"),
+        "{text}"
+    );
+    // A cursor from another project's list is refused.
+    let theirs = app.get("/api/v1/projects/other/tasks?limit=1", &t).await;
+    let cursor = theirs.body["next_cursor"].as_str().unwrap().to_owned();
+    let reused = app
+        .get(&query(&[("limit", "1"), ("cursor", &cursor)]), &t)
+        .await;
+    assert_eq!(reused.field(), Some("cursor"), "{}", reused.body);
     // A viewer of only the other project cannot read this one at all.
     let viewer = app.create_user("outsider", false).await;
     app.add_member("other", "outsider", "viewer").await;
