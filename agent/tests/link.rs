@@ -334,6 +334,74 @@ async fn commands_round_trip_with_signed_results() {
 
 /// A brain database tampered with (or a brain bug) must not make an agent act: commands with a
 /// forged signature, addressed to another agent, expired, or replayed are refused and not run.
+/// A connected agent is never stale, however old its records say it is; once it is gone and
+/// silent past the window, stale cleanup removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_agent_is_never_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let brain = Brain::start(dir.path()).await;
+    let (agent, token) = brain.create_agent("host-1").await;
+    let home = enroll(&brain, &token, &dir.path().join("agent"), 0);
+    let process = start_agent(&home);
+    wait_online(&brain, &agent).await;
+    let store = taskward_brain::store::Store::open(&taskward_brain::store::DatabaseUrl::Sqlite(
+        dir.path().join("taskward-data/taskward.db"),
+    ))
+    .unwrap();
+    let backdate = || {
+        use diesel::prelude::*;
+        use taskward_brain::store::schema::agents;
+        let (id, week_ago) = (
+            agent.clone(),
+            taskward_brain::store::now_ms() - 7 * 86_400_000,
+        );
+        store
+            .write_blocking("test_backdate", move |conn| {
+                diesel::update(agents::table.find(id))
+                    .set((
+                        agents::created_at.eq(week_ago),
+                        agents::enrolled_at.eq(Some(week_ago)),
+                        agents::last_seen_at.eq(Some(week_ago)),
+                    ))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .unwrap();
+    };
+    let cleanup = || async {
+        brain
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/projects/default/runtime-cleanup/stale",
+                Some(json!({"agent_id": agent, "inactive_hours": 1})),
+            )
+            .await
+    };
+    backdate();
+    let (status, body) = cleanup().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"]["agent"]["reason"], "connected", "{body}");
+    drop(process);
+    wait_for(
+        Duration::from_secs(20),
+        "the agent to go offline",
+        || async {
+            let (_, body) = brain
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/projects/default/agents/{agent}"),
+                    None,
+                )
+                .await;
+            body["online"] == false
+        },
+    )
+    .await;
+    backdate();
+    let (_, body) = cleanup().await;
+    assert_eq!(body["results"]["agent"]["reason"], "deleted", "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_misaddressed_expired_and_replayed_commands_never_run() {
     use taskward_brain::keys::Keys;

@@ -14,7 +14,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::extract::BODY_LIMIT;
-use crate::api::{agents, audit, commands, health, members, projects, tasks, tokens, users};
+use crate::api::{
+    agents, audit, commands, health, members, projects, runtime, tasks, tokens, users,
+};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::hub;
@@ -64,6 +66,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::list, agents::create))
         .routes(routes!(agents::get, agents::delete))
         .routes(routes!(audit::queues))
+        .routes(routes!(runtime::stale))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::tree))

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod members;
 pub mod projects;
+pub mod runtime;
 pub mod tasks;
 pub mod tokens;
 pub mod users;

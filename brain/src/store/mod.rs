@@ -19,6 +19,7 @@ pub mod commands;
 mod connection;
 pub mod memberships;
 pub mod projects;
+pub mod runtime;
 pub mod schema;
 pub mod tasks;
 pub mod tokens;

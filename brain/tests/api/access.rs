@@ -51,9 +51,10 @@ enum Route {
     GetTask,
     TaskTree,
     BulkDeleteTasks,
+    StaleCleanup,
 }
 
-const ROUTES: [Route; 29] = [
+const ROUTES: [Route; 30] = [
     Route::ListProjects,
     Route::CreateProject,
     Route::GetProject,
@@ -83,6 +84,7 @@ const ROUTES: [Route; 29] = [
     Route::GetTask,
     Route::TaskTree,
     Route::BulkDeleteTasks,
+    Route::StaleCleanup,
 ];
 
 /// The project every project route targets.
@@ -98,7 +100,7 @@ impl Route {
             | GetCommand | AuditPage | AuditExport | AuditCheckpoint | ListTasks | GetTask
             | TaskTree => Floor::Viewer,
             UpdateProject | DeleteProject | AddMember | RemoveMember | CreateAgent
-            | DeleteAgent | BulkDeleteTasks => Floor::Admin,
+            | DeleteAgent | BulkDeleteTasks | StaleCleanup => Floor::Admin,
         }
     }
 
@@ -190,6 +192,14 @@ impl Route {
             AuditExport => (Method::GET, format!("{p}/audit/export"), None),
             AuditCheckpoint => (Method::GET, format!("{p}/audit/checkpoint"), None),
             ListTasks => (Method::GET, format!("{p}/tasks"), None),
+            StaleCleanup => {
+                let id = app.create_agent(SLUG, &unique("host")).await;
+                (
+                    Method::POST,
+                    format!("{p}/runtime-cleanup/stale"),
+                    Some(json!({"agent_id": id})),
+                )
+            }
             BulkDeleteTasks => (
                 Method::POST,
                 format!("{p}/tasks/bulk-delete"),

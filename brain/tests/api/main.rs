@@ -8,6 +8,7 @@ mod commands;
 mod errors;
 mod openapi;
 mod resources;
+mod runtime;
 mod store;
 mod support;
 mod tasks;
