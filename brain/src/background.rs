@@ -1,7 +1,8 @@
 //! The server's periodic work, each a loop on its own task:
 //! - time out commands whose deadline passed (a signed `command.timed_out` row each);
 //! - checkpoint every chain that grew (into `checkpoints.log`), at least every interval;
-//! - pick up a keyring rotated by `taskward-brain keys rotate` in another process.
+//! - pick up a keyring rotated by `taskward-brain keys rotate` in another process;
+//! - work through due cleanup steps (project deletions), a few hundred per tick.
 
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval};
@@ -33,17 +34,74 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
             }
         })
     };
-    let checkpointer = tokio::spawn(async move {
-        let mut tick = interval(state.settings.checkpoint_interval);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(err) = checkpoint_and_reload(&state).await {
-                tracing::warn!(%err, "periodic checkpoint failed");
+    let checkpointer = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = interval(state.settings.checkpoint_interval);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(err) = checkpoint_and_reload(&state).await {
+                    tracing::warn!(%err, "periodic checkpoint failed");
+                }
             }
+        })
+    };
+    let cleaner = {
+        tokio::spawn(async move {
+            let mut tick = interval(CLEANUP_TICK);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(err) = run_cleanup_steps(&state, CLEANUP_STEPS_PER_TICK).await {
+                    tracing::warn!(%err, "cleanup steps failed");
+                }
+            }
+        })
+    };
+    vec![sweeper, checkpointer, cleaner]
+}
+
+/// How often due cleanup steps are looked for.
+const CLEANUP_TICK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Most cleanup steps per tick (each a short transaction; other writers interleave).
+const CLEANUP_STEPS_PER_TICK: usize = 200;
+
+/// Claims and runs due cleanup steps, at most `max`; a failed step is recorded (retry with
+/// backoff, or failed) in a transaction of its own. Returns how many steps ran.
+pub async fn run_cleanup_steps(state: &AppState, max: usize) -> StoreResult<usize> {
+    use crate::store::cleanup;
+    let mut ran = 0;
+    while ran < max {
+        let Some(task) = state
+            .store
+            .write("cleanup_claim", |conn| cleanup::claim(conn, now_ms()))
+            .await?
+        else {
+            break;
+        };
+        ran += 1;
+        let step_task = task.clone();
+        let result = state
+            .store
+            .write("cleanup_step", move |conn| {
+                cleanup::run_step(conn, &step_task, now_ms())
+            })
+            .await;
+        if let Err(err) = result {
+            tracing::warn!(task = %task.id, kind = %task.resource_type, attempts = task.attempts, %err,
+                "cleanup step failed");
+            let error = err.to_string();
+            state
+                .store
+                .write("cleanup_fail", move |conn| {
+                    cleanup::fail(conn, &task, &error, now_ms())
+                })
+                .await?;
         }
-    });
-    vec![sweeper, checkpointer]
+    }
+    Ok(ran)
 }
 
 /// Times out every open command whose deadline passed. Returns how many.

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::api::extract::BODY_LIMIT;
 use crate::api::{
-    agents, audit, commands, health, members, projects, runtime, tasks, tokens, users,
+    agents, audit, cleanup, commands, health, members, projects, runtime, tasks, tokens, users,
 };
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -67,6 +67,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::get, agents::delete))
         .routes(routes!(audit::queues))
         .routes(routes!(runtime::stale))
+        .routes(routes!(cleanup::list))
+        .routes(routes!(cleanup::get))
+        .routes(routes!(cleanup::retry))
+        .routes(routes!(cleanup::tree))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::tree))

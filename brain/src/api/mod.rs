@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod cleanup;
 pub mod commands;
 pub mod extract;
 pub mod health;
@@ -36,6 +37,8 @@ pub mod tags {
     pub const TASKS: &str = "tasks";
     /// Commands to agents.
     pub const COMMANDS: &str = "commands";
+    /// Cleanup tasks (long deletions).
+    pub const CLEANUP: &str = "cleanup-tasks";
     /// The signed audit log.
     pub const AUDIT: &str = "audit";
     /// Liveness, readiness, metrics.

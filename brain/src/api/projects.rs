@@ -188,14 +188,35 @@ pub async fn update(
     Ok(Json(ProjectPublic::new(project, access.role)))
 }
 
-/// Deleting a project runs as a cleanup task, which a later release adds; until then 501.
+/// Deletes a project: it disappears from the API at once, and a tree of cleanup tasks removes
+/// its agents, task records (in batches) and schedules in the background, then the project
+/// itself. Its audit chain is kept and stays verifiable. Answers 202 with the root task.
 #[utoipa::path(delete, path = "/api/v1/projects/{slug}", tag = tags::PROJECTS,
     params(("slug" = String, Path, description = "Project slug")),
-    responses((status = 501, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(access: ProjectAccess<Admin>) -> ApiError {
-    ApiError::NotImplemented(format!(
-        "deleting project {} is not available yet: it will run as a background cleanup task \
-         that keeps the project's audit chain; nothing was changed",
-        access.project.slug
-    ))
+    responses((status = 202, body = crate::api::cleanup::CleanupTaskPublic, description = "Deletion started"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    access: ProjectAccess<Admin>,
+) -> Result<(StatusCode, Json<crate::api::cleanup::CleanupTaskPublic>), ApiError> {
+    use crate::store::{audit, cleanup, now_ms};
+    let ctx = state.audit_as(&access.caller);
+    let project = access.project.clone();
+    let root = state
+        .store
+        .write("delete_project", move |conn| {
+            let chain = audit::project_chain(&project.id);
+            let row = audit::append(
+                conn,
+                &ctx,
+                &chain,
+                "project.deletion_started",
+                None,
+                serde_json::json!({"project": {"id": project.id, "slug": project.slug, "name": project.name}}),
+            )?;
+            cleanup::delete_project(conn, &project, Some(&format!("{chain}#{}", row.seq)), now_ms())
+        })
+        .await?;
+    tracing::info!(project = %access.project.slug, cleanup = %root.id, "project deletion started");
+    Ok((StatusCode::ACCEPTED, Json(root.into())))
 }

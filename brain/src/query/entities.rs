@@ -12,6 +12,15 @@ const fn field(name: &'static str, kind: Kind, nullable: bool) -> Field {
     }
 }
 
+const fn renamed(name: &'static str, column: &'static str, kind: Kind, nullable: bool) -> Field {
+    Field {
+        name,
+        column,
+        kind,
+        nullable,
+    }
+}
+
 /// Task records.
 pub static TASKS: Entity = Entity {
     name: "task",
@@ -138,5 +147,31 @@ pub static USERS: Entity = Entity {
         field("created_at", Kind::Time, false),
     ],
     relations: &[],
+    tiebreak: "id",
+};
+
+/// Cleanup tasks (camelCase names, as their API speaks).
+pub static CLEANUP_TASKS: Entity = Entity {
+    name: "cleanup task",
+    table: "cleanup_tasks",
+    fields: &[
+        field("id", Kind::Text, false),
+        renamed("parentId", "parent_id", Kind::Text, true),
+        renamed("projectId", "project_id", Kind::Text, false),
+        renamed("sourceEventId", "source_event_id", Kind::Text, true),
+        renamed("resourceType", "resource_type", Kind::Text, false),
+        renamed("resourceId", "resource_id", Kind::Text, false),
+        field("status", Kind::Text, false),
+        field("attempts", Kind::Int, false),
+        renamed("lastError", "last_error", Kind::Text, true),
+        renamed("createdAt", "created_at", Kind::Time, false),
+        renamed("updatedAt", "updated_at", Kind::Time, false),
+        renamed("completedAt", "completed_at", Kind::Time, true),
+    ],
+    relations: &[Relation {
+        name: "parent",
+        entity: &CLEANUP_TASKS,
+        link: "{r}.id = {o}.parent_id",
+    }],
     tiebreak: "id",
 };

@@ -134,6 +134,17 @@ pub fn with_tiebreak(entity: &'static Entity, keys: &[SortKey]) -> Vec<SortKey> 
     all
 }
 
+/// The same order backwards (what reading the page before a cursor walks).
+pub fn reversed(keys: &[SortKey]) -> Vec<SortKey> {
+    keys.iter()
+        .map(|k| SortKey {
+            field: k.field,
+            descending: !k.descending,
+            nulls_first: !k.nulls_first,
+        })
+        .collect()
+}
+
 /// Reads a cursor's stored values back for `keys`; `None` if they do not fit.
 pub fn read_position(keys: &[SortKey], values: &[Value]) -> Option<Vec<Option<Scalar>>> {
     if keys.len() != values.len() {

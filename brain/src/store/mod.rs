@@ -15,6 +15,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod cleanup;
 pub mod commands;
 mod connection;
 pub mod memberships;

@@ -69,6 +69,7 @@ pub fn create(
 pub fn find(conn: &mut AnyConnection, slug: &ProjectSlug) -> StoreResult<Project> {
     Ok(projects::table
         .filter(projects::slug.eq(slug.as_str()))
+        .filter(projects::deleting_since.is_null())
         .select(Project::as_select())
         .first(conn)?)
 }
@@ -87,6 +88,7 @@ pub fn find_with_role(
                 .and(memberships::user_id.eq(user_id))),
         )
         .filter(projects::slug.eq(slug.as_str()))
+        .filter(projects::deleting_since.is_null())
         .select((Project::as_select(), memberships::role.nullable()))
         .first(conn)?;
     Ok((project, role.map(|r| parse_stored_role(&r)).transpose()?))
@@ -100,6 +102,7 @@ pub fn list_visible(
 ) -> StoreResult<Vec<(Project, Role)>> {
     if site_admin {
         let all = projects::table
+            .filter(projects::deleting_since.is_null())
             .order(projects::slug.asc())
             .select(Project::as_select())
             .load(conn)?;
@@ -108,6 +111,7 @@ pub fn list_visible(
     let rows: Vec<(Project, String)> = projects::table
         .inner_join(memberships::table)
         .filter(memberships::user_id.eq(user_id))
+        .filter(projects::deleting_since.is_null())
         .order(projects::slug.asc())
         .select((Project::as_select(), memberships::role))
         .load(conn)?;

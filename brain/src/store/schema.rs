@@ -19,6 +19,7 @@ diesel::table! {
         description -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        deleting_since -> Nullable<BigInt>,
     }
 }
 
@@ -208,7 +209,29 @@ diesel::joinable!(audit_rows -> audit_chains (chain_id));
 diesel::joinable!(command_status -> commands (command_id));
 diesel::joinable!(queue_depths -> agents (agent_id));
 
+diesel::table! {
+    cleanup_tasks (id) {
+        id -> Text,
+        parent_id -> Nullable<Text>,
+        project_id -> Text,
+        source_event_id -> Nullable<Text>,
+        resource_type -> Text,
+        resource_id -> Text,
+        metadata -> Text,
+        status -> Text,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> BigInt,
+        lease_until -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        completed_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    cleanup_tasks,
     users,
     projects,
     memberships,

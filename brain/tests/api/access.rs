@@ -118,7 +118,21 @@ impl Route {
             ),
             GetProject => (Method::GET, p, None),
             UpdateProject => (Method::PATCH, p, Some(json!({"description": "changed"}))),
-            DeleteProject => (Method::DELETE, p, None),
+            DeleteProject => {
+                // A fresh project with alpha's members and roles: deleting alpha itself would
+                // leave nothing for the routes after this one.
+                let slug = unique("doomed");
+                app.create_project(&slug).await;
+                let members = app.get(&format!("{p}/members"), &app.admin_token).await;
+                for member in members.body["items"].as_array().unwrap() {
+                    let (user, role) = (
+                        member["user"].as_str().unwrap(),
+                        member["role"].as_str().unwrap(),
+                    );
+                    app.add_member(&slug, user, role).await;
+                }
+                (Method::DELETE, format!("/api/v1/projects/{slug}"), None)
+            }
             ListMembers => (Method::GET, format!("{p}/members"), None),
             AddMember => {
                 let user = unique("m");

@@ -214,12 +214,6 @@ async fn bad_input_gets_json_errors_and_changes_nothing(backend: Backend) {
             "method_not_allowed",
             None,
         ),
-        (
-            raw(Method::DELETE, "/api/v1/projects/default", None, vec![]),
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            None,
-        ),
     ];
     for (request, status, code, field) in cases {
         let what = format!("{} {}", request.method(), request.uri());

@@ -4,6 +4,7 @@
 mod access;
 mod audit_log;
 mod binary;
+mod cleanup;
 mod commands;
 mod errors;
 mod openapi;

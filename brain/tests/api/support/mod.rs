@@ -245,6 +245,21 @@ impl TestApp {
         self.apply_updates(slug, agent_id, updates).await;
     }
 
+    /// Runs raw SQL statements in one transaction (setup the API cannot do).
+    pub async fn execute_sql(&self, statements: &[&str]) {
+        use diesel::RunQueryDsl;
+        let statements: Vec<String> = statements.iter().map(|s| (*s).to_owned()).collect();
+        self.store
+            .write("test_sql", move |conn| {
+                for sql in &statements {
+                    diesel::sql_query(sql).execute(conn)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
     /// Stores updates as if `agent_id` had reported them.
     pub async fn apply_updates(
         &self,

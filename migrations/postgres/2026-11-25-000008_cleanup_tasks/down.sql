@@ -1,0 +1,2 @@
+ALTER TABLE projects DROP COLUMN deleting_since;
+DROP TABLE cleanup_tasks;
