@@ -279,8 +279,7 @@ async fn the_list_pages_both_ways_and_scopes_by_role(backend: Backend) {
     // 3 trees of 3 tasks. Pages of 2 forwards, then backwards from the end.
     let mut forward = Vec::new();
     let mut after: Option<String> = None;
-    let mut last_start = None;
-    loop {
+    let last_start = loop {
         let path = match &after {
             Some(c) => format!("{C}?limit=2&after={c}"),
             None => format!("{C}?limit=2"),
@@ -296,16 +295,15 @@ async fn the_list_pages_both_ways_and_scopes_by_role(backend: Backend) {
                 .iter()
                 .map(|n| n["id"].as_str().unwrap().to_owned()),
         );
-        last_start = page.body["pageInfo"]["startCursor"]
-            .as_str()
-            .map(str::to_owned);
         if page.body["pageInfo"]["hasNextPage"] == false {
-            break;
+            break page.body["pageInfo"]["startCursor"]
+                .as_str()
+                .map(str::to_owned);
         }
         after = page.body["pageInfo"]["endCursor"]
             .as_str()
             .map(str::to_owned);
-    }
+    };
     assert_eq!(forward.len(), 9);
     let mut backward = Vec::new();
     let mut before = last_start;
