@@ -281,4 +281,190 @@ fn help_teaches_and_version_answers() {
     assert!(String::from_utf8_lossy(&bad_url.stderr).contains("sqlite://PATH or postgres://"));
 }
 
-both_backends!(serve_bootstraps_and_cli_works_beside_it);
+both_backends!(
+    serve_bootstraps_and_cli_works_beside_it,
+    a_project_deletion_resumes_after_kill_9,
+);
+
+impl Server {
+    /// Kills the process with SIGKILL: no shutdown work at all.
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Deleting a project with 100,000 task records: progress shows while it runs, the brain is
+/// killed with SIGKILL half-way, and a new brain process finishes the job (the step it held is
+/// taken over when its lease runs out) with every record deleted exactly once.
+async fn a_project_deletion_resumes_after_kill_9(backend: Backend) {
+    use taskward_shared::events::{TaskState, TaskUpdate, Update};
+    let db = TestDb::new(backend).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let cwd = cwd.path();
+    let url = match backend {
+        Backend::Sqlite => {
+            taskward_brain::store::DatabaseUrl::Sqlite(cwd.join("taskward-data/taskward.db"))
+        }
+        Backend::Postgres => db.url.clone(),
+    };
+    let db = (backend == Backend::Postgres).then_some(&db);
+    let server = Server::start(cwd, db);
+    let token = std::fs::read_to_string(cwd.join("taskward-data/admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, base: &str, path: &str| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+    };
+    let created = call(reqwest::Method::POST, &server.base, "/api/v1/projects")
+        .body(r#"{"slug": "big"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let agent: serde_json::Value = call(
+        reqwest::Method::POST,
+        &server.base,
+        "/api/v1/projects/big/agents",
+    )
+    .body(r#"{"name": "host"}"#)
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    // 100,000 task records, written as an agent's ingest would.
+    let store = taskward_brain::store::Store::open(&url).unwrap();
+    let project = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.read_blocking("test_project", |c| {
+                taskward_brain::store::projects::find(c, &"big".parse().unwrap())
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    for chunk in 0..20 {
+        let updates: Vec<Update> = (0..5_000)
+            .map(|i| {
+                Update::Task(Box::new(TaskUpdate {
+                    engine: "celery".into(),
+                    task_id: format!("t{chunk}-{i}"),
+                    state: Some(TaskState::Succeeded),
+                    at_ms: 1,
+                    name: Some("app.add".into()),
+                    ..TaskUpdate::default()
+                }))
+            })
+            .collect();
+        let (store, project_id, agent_id) = (store.clone(), project.id.clone(), agent_id.clone());
+        tokio::task::spawn_blocking(move || {
+            store.write_blocking("test_seed", |c| {
+                taskward_brain::store::tasks::apply_updates(c, &project_id, &agent_id, &updates, 1)
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    let root: serde_json::Value = call(
+        reqwest::Method::DELETE,
+        &server.base,
+        "/api/v1/projects/big",
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let root = root["id"].as_str().unwrap().to_owned();
+    let records = |base: String| {
+        let (call, root) = (&call, root.clone());
+        async move {
+            let tree: serde_json::Value = call(
+                reqwest::Method::GET,
+                &base,
+                &format!("/api/v1/cleanup-tasks/{root}/tree"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+            tree.as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["resourceType"] == "delete_task_records")
+                .cloned()
+                .unwrap()
+        }
+    };
+    // Progress is visible; kill the brain as soon as some but not all records are gone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partial = loop {
+        let node = records(server.base.clone()).await;
+        let deleted = node["metadata"]["deleted"].as_u64().unwrap();
+        if deleted > 0 {
+            break deleted;
+        }
+        assert!(Instant::now() < deadline, "no progress: {node}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    server.kill_9();
+    assert!(partial < 100_000, "finished before the kill: {partial}");
+    // A new process takes over and finishes.
+    let server = Server::start(cwd, db);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let node = records(server.base.clone()).await;
+        if node["status"] == "completed" {
+            assert_eq!(node["metadata"]["deleted"], 100_000, "{node}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not finished after the restart: {node}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let root_node: serde_json::Value = call(
+        reqwest::Method::GET,
+        &server.base,
+        &format!("/api/v1/cleanup-tasks/{root}"),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut root_node = root_node;
+    while root_node["status"] != "completed" {
+        assert!(Instant::now() < deadline, "root not completed: {root_node}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        root_node = call(
+            reqwest::Method::GET,
+            &server.base,
+            &format!("/api/v1/cleanup-tasks/{root}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    }
+    server.terminate();
+}
