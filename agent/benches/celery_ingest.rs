@@ -18,8 +18,10 @@
 //! Run: `cargo bench -p taskward-agent --bench celery_ingest`
 //! (`CELERY_BENCH_RATES`, default `5000,10000,25000,50000` events/s; `CELERY_BENCH_SECS`,
 //! default 30; `CELERY_BENCH_SYSTEMS`, default `flower,taskward`; `CELERY_BENCH_DRAIN_SECS`
-//! (late after), default 10; `CELERY_BENCH_SETTLE_SECS` (longest wait), default 600). Needs
-//! Redis on 127.0.0.1:6379 and `python3`; Flower is installed on first run into `.venv-flower/`.
+//! (late after), default 10; `CELERY_BENCH_SETTLE_SECS` (longest wait), default 600;
+//! `CELERY_BENCH_QUIET_WAIT_SECS`, default 300: how long each run waits for the rest of the
+//! machine to go idle; the CPU it used anyway is reported). Needs Redis on 127.0.0.1:6379 and
+//! `python3`; Flower is installed on first run into `.venv-flower/`.
 
 mod support;
 
@@ -213,6 +215,14 @@ fn envelope(hostname: &str, routing_key: &str, body: &[u8]) -> Vec<u8> {
     })
 }
 
+/// A plain connection to the broker's db.
+fn broker_connection() -> redis::Connection {
+    redis::Client::open(BROKER)
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -299,10 +309,7 @@ fn task_shape(seq: u64) -> (&'static str, String, String, String) {
 
 impl Publisher {
     fn connect() -> Publisher {
-        let conn = redis::Client::open(BROKER)
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let conn = broker_connection();
         let workers = (0..FAKE_WORKERS)
             .map(|n| FakeWorker {
                 hostname: format!("bench{n}@benchhost"),
@@ -541,10 +548,7 @@ impl RedisWatch {
 }
 
 fn flushdb() {
-    let mut conn = redis::Client::open(BROKER)
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut conn = broker_connection();
     let _: () = redis::cmd("FLUSHDB").query(&mut conn).unwrap();
 }
 
@@ -605,6 +609,99 @@ fn cpu_secs(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU seconds the whole machine spent busy (user, nice, system, irq, softirq; not idle, iowait
+/// or steal), from `/proc/stat`.
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum::<u64>() as f64
+        / 100.0
+}
+
+/// Waits (at most `patience`) until the machine has been nearly idle (under a tenth of a core)
+/// for two seconds, so a neighbour's build does not skew a run; says so if it never was.
+fn wait_for_quiet(patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        let before = machine_busy_secs();
+        std::thread::sleep(Duration::from_secs(2));
+        let busy = machine_busy_secs() - before;
+        if busy < 0.2 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("the machine is busy ({busy:.1} CPU s in 2 s); running anyway");
+            return;
+        }
+    }
+}
+
+/// CPU seconds Redis has used (`INFO cpu`).
+fn redis_cpu_secs(conn: &mut redis::Connection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query(conn)
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            ["used_cpu_sys", "used_cpu_user"]
+                .contains(&key)
+                .then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// CPU seconds spent during a run, by whom.
+#[derive(Default, Clone, Copy)]
+struct CpuUse {
+    /// The processes under test.
+    tested: f64,
+    /// This bench (the publisher, the counting).
+    bench: f64,
+    redis: f64,
+    /// Everything else on the machine: a busy neighbour makes the run unfair.
+    others: f64,
+}
+
+impl CpuUse {
+    fn now(tested: &[u32], conn: &mut redis::Connection) -> (f64, CpuUse) {
+        (
+            machine_busy_secs(),
+            CpuUse {
+                tested: tested.iter().map(|&pid| cpu_secs(pid)).sum(),
+                bench: cpu_secs(std::process::id()),
+                redis: redis_cpu_secs(conn),
+                others: 0.0,
+            },
+        )
+    }
+
+    fn since(start: (f64, CpuUse), end: (f64, CpuUse)) -> CpuUse {
+        let (tested, bench, redis) = (
+            end.1.tested - start.1.tested,
+            end.1.bench - start.1.bench,
+            end.1.redis - start.1.redis,
+        );
+        CpuUse {
+            tested,
+            bench,
+            redis,
+            others: (end.0 - start.0 - tested - bench - redis).max(0.0),
+        }
+    }
+}
+
 /// One run: task events per second, for how long, and the waits after the last event.
 #[derive(Clone, Copy)]
 struct Plan {
@@ -626,11 +723,15 @@ struct Measured {
     /// Seconds after the last event until everything sent was applied.
     caught_up: Option<f64>,
     watch: RedisWatch,
+    /// From the first event to the end of counting.
+    cpu: CpuUse,
+    /// Wall seconds from the first event to the end of counting.
+    wall: f64,
 }
 
 /// Publishes as `plan` says once the consumer listens, then counts with `applied` until all
 /// is applied or the count stands still.
-fn measure(plan: Plan, applied: &mut dyn FnMut() -> Applied) -> Measured {
+fn measure(plan: Plan, tested: &[u32], applied: &mut dyn FnMut() -> Applied) -> Measured {
     let (done_tx, done_rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
@@ -639,10 +740,8 @@ fn measure(plan: Plan, applied: &mut dyn FnMut() -> Applied) -> Measured {
         std::thread::spawn(move || p.run(plan.rate, plan.secs, done_tx, stop))
     };
     let mut watch = RedisWatch::default();
-    let mut conn = redis::Client::open(BROKER)
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut conn = broker_connection();
+    let (cpu_start, wall_start) = (CpuUse::now(tested, &mut conn), Instant::now());
     let published = loop {
         watch.sample(&mut conn);
         match done_rx.recv_timeout(Duration::from_millis(250)) {
@@ -677,9 +776,12 @@ fn measure(plan: Plan, applied: &mut dyn FnMut() -> Applied) -> Measured {
             moved_at = Instant::now();
         }
     }
+    let (cpu_end, wall) = (CpuUse::now(tested, &mut conn), wall_start.elapsed());
     stop.store(true, Ordering::Relaxed);
     publisher.join().unwrap();
     Measured {
+        cpu: CpuUse::since(cpu_start, cpu_end),
+        wall: wall.as_secs_f64(),
         published,
         within_drain: within_drain.unwrap_or(counted.iter().sum()),
         applied: counted,
@@ -770,7 +872,7 @@ fn run_flower(celery: &Path, plan: Plan) -> Row {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let measured = measure(plan, &mut || flower_applied(port));
+    let measured = measure(plan, &[flower.pid()], &mut || flower_applied(port));
     let processes = vec![("flower", rss_kib(flower.pid()), cpu_secs(flower.pid()))];
     drop(flower);
     flushdb();
@@ -853,11 +955,13 @@ fn run_taskward(bin: &Path, plan: Plan) -> Row {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let measured = measure(plan, &mut || taskward_applied(&store));
+    let agent = s.agent.as_ref().unwrap().pid();
+    let measured = measure(plan, &[s.brain.pid(), agent], &mut || {
+        taskward_applied(&store)
+    });
     let agent_url = format!("{}/api/v1/projects/default/agents/{}", s.url, s.agent_id);
     let reported_dropped =
         http::json(&agent_url, Some(&s.token), None).and_then(|a| a["dropped_events"].as_u64());
-    let agent = s.agent.as_ref().unwrap().pid();
     let processes = vec![
         ("brain", rss_kib(s.brain.pid()), cpu_secs(s.brain.pid())),
         ("agent", rss_kib(agent), cpu_secs(agent)),
@@ -923,11 +1027,12 @@ fn print_tables(rows: &[Row], plan: Plan) {
         );
     }
     println!(
-        "\n| rate (events/s) | system | applied received/started/succeeded | published over s | \
-         sent/s | PUBLISHes heard by nobody | subscriber connections | Redis out-buffer peak MiB | \
-         reconnects in its log | all applied after s | left in agent spool | CPU s |"
+        "\n| rate (events/s) | system | applied received/started/succeeded | sent/s | \
+         PUBLISHes heard by nobody | subscriber connections | Redis out-buffer peak MiB | \
+         reconnects in its log | all applied after s | left in agent spool | CPU s (tested) | \
+         CPU s publisher / Redis / rest of machine | wall s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let m = &r.measured;
         let cpu = r
@@ -937,11 +1042,10 @@ fn print_tables(rows: &[Row], plan: Plan) {
             .collect::<Vec<_>>()
             .join(" + ");
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {} | {} | {:.1} | {} | {} | {} | {cpu} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {:.1} | {} | {} | {} | {cpu} | {:.1} / {:.1} / {:.1} | {:.0} |",
             r.rate,
             r.system,
             m.applied.map(|n| n.to_string()).join(" / "),
-            m.published.secs,
             r.sent() as f64 / m.published.secs.max(0.001),
             m.published.unheard,
             m.watch.ids.len(),
@@ -950,6 +1054,10 @@ fn print_tables(rows: &[Row], plan: Plan) {
             m.caught_up
                 .map_or("never".to_owned(), |s| format!("{s:.1}")),
             r.spooled.map_or("n/a".to_owned(), |n| n.to_string()),
+            m.cpu.bench,
+            m.cpu.redis,
+            m.cpu.others,
+            m.wall,
         );
     }
 }
@@ -980,6 +1088,10 @@ fn main() {
     let mut rows = Vec::new();
     for &rate in &rates {
         for system in &systems {
+            wait_for_quiet(Duration::from_secs(env_number(
+                "CELERY_BENCH_QUIET_WAIT_SECS",
+                300,
+            )));
             let row = match system.as_str() {
                 "flower" => run_flower(celery.as_deref().unwrap(), plan(rate)),
                 "taskward" => run_taskward(brain.as_deref().unwrap(), plan(rate)),
