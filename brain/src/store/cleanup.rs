@@ -12,7 +12,7 @@
 use diesel::prelude::*;
 use serde_json::{Value, json};
 
-use super::schema::{agents, cleanup_tasks, tasks};
+use super::schema::{agents, cleanup_tasks, task_terms, tasks};
 use super::{AnyConnection, StoreError, StoreResult};
 use crate::query::filter::{Filter, Scalar};
 use crate::query::order::SortKey;
@@ -272,11 +272,14 @@ fn delete_task_batch(conn: &mut AnyConnection, task: &CleanupTask) -> StoreResul
     diesel::update(cleanup_tasks::table.find(&task.id))
         .set(cleanup_tasks::metadata.eq(metadata.to_string()))
         .execute(conn)?;
-    Ok(if (deleted as i64) < TASK_BATCH {
-        Step::Done
+    if (deleted as i64) < TASK_BATCH {
+        // The search terms of the project's tasks go last.
+        diesel::delete(task_terms::table.filter(task_terms::project_id.eq(&task.project_id)))
+            .execute(conn)?;
+        Ok(Step::Done)
     } else {
-        Step::Again
-    })
+        Ok(Step::Again)
+    }
 }
 
 fn finish_project(conn: &mut AnyConnection, task: &CleanupTask) -> StoreResult<Step> {

@@ -230,8 +230,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    task_terms (project_id, field, value) {
+        project_id -> Text,
+        field -> Text,
+        value -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     cleanup_tasks,
+    task_terms,
     users,
     projects,
     memberships,

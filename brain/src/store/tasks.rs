@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use taskward_shared::events::{TaskState, TaskUpdate, Update, WorkerUpdate};
 
-use super::schema::{agents, tasks, workers};
+use super::schema::{agents, task_terms, tasks, workers};
 use super::{AnyConnection, StoreResult, commands, new_id};
 use crate::query::filter::{Filter, Scalar};
 use crate::query::order::SortKey;
@@ -140,7 +140,7 @@ pub fn apply_updates(
             }
         }
     }
-    for t in task_updates {
+    for t in &task_updates {
         let key = (t.engine.clone(), t.task_id.clone());
         let (row, _) = rows
             .entry(key)
@@ -163,7 +163,56 @@ pub fn apply_updates(
             Some(_) => {}
         }
     }
-    insert_rows(conn, &inserts)
+    insert_rows(conn, &inserts)?;
+    note_terms(conn, project_id, &task_updates)
+}
+
+/// Records the names, queues and workers a batch mentions in `task_terms`, what search looks
+/// through (a handful of distinct values per batch; known ones are ignored).
+fn note_terms(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    updates: &[&TaskUpdate],
+) -> StoreResult<()> {
+    let mut terms = std::collections::BTreeSet::new();
+    for t in updates {
+        for (field, value) in [
+            ("name", &t.name),
+            ("queue", &t.queue),
+            ("worker", &t.worker),
+        ] {
+            if let Some(value) = value {
+                terms.insert((field, value.as_str()));
+            }
+        }
+    }
+    let rows: Vec<_> = terms
+        .into_iter()
+        .map(|(field, value)| {
+            (
+                task_terms::project_id.eq(project_id),
+                task_terms::field.eq(field),
+                task_terms::value.eq(value),
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match conn {
+        AnyConnection::Postgresql(c) => {
+            diesel::insert_into(task_terms::table)
+                .values(&rows)
+                .on_conflict_do_nothing()
+                .execute(c)?;
+        }
+        AnyConnection::Sqlite(c) => {
+            diesel::insert_or_ignore_into(task_terms::table)
+                .values(&rows)
+                .execute(c)?;
+        }
+    }
+    Ok(())
 }
 
 /// New tasks go in multi-row inserts: one round trip per chunk instead of per task. Diesel's
@@ -480,36 +529,62 @@ pub fn page_query(
         sql.filter("t", selection.filter);
         if let Some(term) = selection.search {
             sql.push(" AND ");
-            search_predicate(sql, term);
+            search_predicate(sql, project_id, term);
         }
     };
     sql.keyset_page("t", selection.order, position, limit, &select);
     sql
 }
 
-/// Appends the search predicate over alias `t`, in the shape each backend's index answers
-/// (migration 0006).
-pub fn search_predicate(sql: &mut Sql, term: &str) {
-    match sql.dialect {
-        Dialect::Sqlite => {
-            // An FTS5 phrase: the trigram tokenizer matches it as a substring.
-            let phrase = format!("\"{}\"", term.replace('"', "\"\""));
-            sql.push("t.rowid IN (SELECT rowid FROM tasks_search WHERE tasks_search MATCH ")
+/// Appends the search predicate over alias `t`: the task's name, queue or worker is one of the
+/// project's known values containing `term` (case-insensitive), found through the trigram index
+/// over those values (migration 0009); the tasks are then reached through their column indexes.
+pub fn search_predicate(sql: &mut Sql, project_id: &str, term: &str) {
+    let matching = |sql: &mut Sql, field: &str| {
+        sql.push("SELECT v.value FROM task_terms v WHERE v.project_id = ")
+            .bind(Scalar::Text(project_id.to_owned()))
+            .push(&format!(" AND v.field = '{field}' AND "));
+        match sql.dialect {
+            Dialect::Sqlite => {
+                // An FTS5 phrase: the trigram tokenizer matches it as a substring.
+                let phrase = format!("\"{}\"", term.replace('"', "\"\""));
+                sql.push(
+                    "v.id IN (SELECT rowid FROM task_terms_search WHERE task_terms_search MATCH ",
+                )
                 .bind(Scalar::Text(phrase))
                 .push(")");
+            }
+            Dialect::Postgres => {
+                let escaped = term
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                sql.push("v.value ILIKE ")
+                    .bind(Scalar::Text(format!("%{escaped}%")));
+            }
         }
-        Dialect::Postgres => {
-            let escaped = term
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            sql.push(
-                "(coalesce(t.name, '') || E'\\x1f' || coalesce(t.queue, '') || E'\\x1f' \
-                 || coalesce(t.worker_name, '')) ILIKE ",
-            )
-            .bind(Scalar::Text(format!("%{escaped}%")));
+    };
+    // One index lookup per column (tasks_by_name, tasks_by_queue, tasks_by_worker), their ids
+    // united: the database never walks the project's tasks to test each against the values.
+    sql.push("t.id IN (");
+    for (i, (column, field)) in [
+        ("name", "name"),
+        ("queue", "queue"),
+        ("worker_name", "worker"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            sql.push(" UNION ALL ");
         }
+        sql.push("SELECT s.id FROM tasks s WHERE s.project_id = ")
+            .bind(Scalar::Text(project_id.to_owned()))
+            .push(&format!(" AND s.{column} IN ("));
+        matching(sql, field);
+        sql.push(")");
     }
+    sql.push(")");
 }
 
 /// In-flight states: what may not be deleted.
