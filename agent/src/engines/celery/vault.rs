@@ -16,8 +16,9 @@ use serde_json::Value;
 
 /// Default age bound: a week covers the usual "retry what failed this week".
 pub const DEFAULT_MAX_AGE_HOURS: u64 = 168;
-/// Default size bound of the file.
-pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default size bound of the file. Entries are held in memory as their JSON lines, so memory
+/// stays within about twice this.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What is known of one task's original call. Fields fill in as sources report them (the
 /// received event's repr, then `query_task`).
@@ -78,8 +79,9 @@ pub struct Vault {
 struct Inner {
     path: PathBuf,
     file: BufWriter<File>,
-    /// task id -> (entry, its serialized size, its insertion number).
-    entries: HashMap<String, (Original, u64, u64)>,
+    /// task id -> (entry as its JSON line, its insertion number). Kept serialized: parsed
+    /// JSON values take several times the memory, and entries are read only on retries.
+    entries: HashMap<String, (String, u64)>,
     /// (insertion number, first seen ms, task id), oldest first; stale numbers are skipped.
     order: VecDeque<(u64, i64, String)>,
     next: u64,
@@ -130,8 +132,8 @@ impl Vault {
     /// Records (or completes) what is known of a task.
     pub fn put(&self, original: Original) {
         let mut inner = self.inner.lock().expect("vault lock");
-        let merged = inner.insert(original);
-        if let Err(e) = inner.append(&merged) {
+        let line = inner.insert(original);
+        if let Err(e) = inner.append(&line) {
             tracing::warn!(error = %e, "cannot write the arguments vault");
         }
         inner.evict(now_ms());
@@ -145,7 +147,8 @@ impl Vault {
     /// What is known of a task, if it is still within the bounds.
     pub fn get(&self, task_id: &str) -> Option<Original> {
         let inner = self.inner.lock().expect("vault lock");
-        inner.entries.get(task_id).map(|(o, _, _)| o.clone())
+        let (line, _) = inner.entries.get(task_id)?;
+        serde_json::from_str(line).ok()
     }
 
     /// Writes buffered entries to the file.
@@ -167,28 +170,28 @@ impl Vault {
 }
 
 impl Inner {
-    /// Merges into the in-memory map; returns the merged entry.
-    fn insert(&mut self, original: Original) -> Original {
+    /// Merges into the in-memory map; returns the merged entry's JSON line.
+    fn insert(&mut self, original: Original) -> String {
         let merged = match self.entries.remove(&original.task_id) {
-            Some((mut old, size, _)) => {
-                self.live_bytes -= size;
+            Some((line, _)) => {
+                self.live_bytes -= line.len() as u64 + 1;
+                let mut old: Original = serde_json::from_str(&line).unwrap_or_default();
                 old.merge(original);
                 old
             }
             None => original,
         };
-        let size = serde_json::to_string(&merged).map_or(0, |s| s.len() as u64 + 1);
+        let line = serde_json::to_string(&merged).unwrap_or_default();
         self.next += 1;
         self.order
             .push_back((self.next, merged.at_ms, merged.task_id.clone()));
+        self.live_bytes += line.len() as u64 + 1;
         self.entries
-            .insert(merged.task_id.clone(), (merged.clone(), size, self.next));
-        self.live_bytes += size;
-        merged
+            .insert(merged.task_id, (line.clone(), self.next));
+        line
     }
 
-    fn append(&mut self, original: &Original) -> std::io::Result<()> {
-        let line = serde_json::to_string(original)?;
+    fn append(&mut self, line: &str) -> std::io::Result<()> {
         self.file.write_all(line.as_bytes())?;
         self.file.write_all(b"\n")?;
         self.file_bytes += line.len() as u64 + 1;
@@ -199,7 +202,7 @@ impl Inner {
     /// (so a compaction always frees at least half the file).
     fn evict(&mut self, now: i64) {
         while let Some((number, at_ms, task_id)) = self.order.front().cloned() {
-            let current = self.entries.get(&task_id).map(|(_, _, n)| *n) == Some(number);
+            let current = self.entries.get(&task_id).map(|(_, n)| *n) == Some(number);
             if !current {
                 self.order.pop_front();
                 continue;
@@ -209,8 +212,8 @@ impl Inner {
                 break;
             }
             self.order.pop_front();
-            if let Some((_, size, _)) = self.entries.remove(&task_id) {
-                self.live_bytes -= size;
+            if let Some((line, _)) = self.entries.remove(&task_id) {
+                self.live_bytes -= line.len() as u64 + 1;
             }
         }
     }
@@ -229,12 +232,12 @@ impl Inner {
         );
         let mut bytes = 0;
         for (number, _, task_id) in &self.order {
-            if let Some((entry, size, n)) = self.entries.get(task_id)
+            if let Some((line, n)) = self.entries.get(task_id)
                 && n == number
             {
-                serde_json::to_writer(&mut out, entry)?;
+                out.write_all(line.as_bytes())?;
                 out.write_all(b"\n")?;
-                bytes += size;
+                bytes += line.len() as u64 + 1;
             }
         }
         out.flush()?;
