@@ -33,6 +33,8 @@ pub struct ServerSettings {
     pub checkpoint_interval: Duration,
     /// How often overdue commands are timed out.
     pub sweep_interval: Duration,
+    /// Due times of schedules missed while no brain ran: run once, or skip.
+    pub missed_schedules: crate::schedules::MissedRuns,
 }
 
 impl Default for ServerSettings {
@@ -43,6 +45,7 @@ impl Default for ServerSettings {
             bulk_limit: Limit::default(),
             checkpoint_interval: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(1),
+            missed_schedules: crate::schedules::MissedRuns::default(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! - time out commands whose deadline passed (a signed `command.timed_out` row each);
 //! - checkpoint every chain that grew (into `checkpoints.log`), at least every interval;
 //! - pick up a keyring rotated by `taskward-brain keys rotate` in another process;
-//! - work through due cleanup steps (project deletions), a few hundred per tick.
+//! - work through due cleanup steps (project deletions), a few hundred per tick;
+//! - fire due schedules and finish the runs whose commands ended (`schedules`).
 
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval};
@@ -47,6 +48,19 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
             }
         })
     };
+    let scheduler = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = interval(SCHEDULE_TICK);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(err) = crate::schedules::tick(&state, now_ms()).await {
+                    tracing::warn!(%err, "firing schedules failed");
+                }
+            }
+        })
+    };
     let cleaner = {
         tokio::spawn(async move {
             let mut tick = interval(CLEANUP_TICK);
@@ -59,8 +73,11 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
             }
         })
     };
-    vec![sweeper, checkpointer, cleaner]
+    vec![sweeper, checkpointer, scheduler, cleaner]
 }
+
+/// How often due schedules are looked for (cron's resolution is a minute).
+const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often due cleanup steps are looked for.
 const CLEANUP_TICK: std::time::Duration = std::time::Duration::from_millis(500);

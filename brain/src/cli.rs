@@ -139,6 +139,11 @@ pub struct ServeArgs {
     /// the brain marks it timed_out.
     #[arg(long, env = "TASKWARD_COMMAND_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub command_ttl: u64,
+
+    /// What a schedule does about due times missed while no brain was running: run once on
+    /// start (saying how many were missed), or record them as skipped. Never a burst.
+    #[arg(long, env = "TASKWARD_MISSED_SCHEDULES", value_enum, default_value = "run-once")]
+    pub missed_schedules: crate::schedules::MissedRuns,
 }
 
 /// `user` subcommands.

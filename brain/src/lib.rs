@@ -15,6 +15,7 @@
 //! - [`audit`]: checkpoints, live and offline verification, exports of the audit log.
 //! - [`hub`]: agent enrollment and the WebSocket sessions that deliver commands and take results.
 //! - [`background`]: the server's periodic work: command timeouts, checkpoints, key reloads.
+//! - [`schedules`]: cron schedules of operator actions, fired exactly once per due time.
 //! - [`query`]: the list grammar (nested filter, orderBy, keyset positions) rendered to SQL.
 //! - [`export`]: CSV, XLSX and JSON exports streamed in constant memory.
 //! - [`cursor`], [`limits`]: pagination cursors and per-caller rate limits.
@@ -40,6 +41,7 @@ pub mod names;
 pub mod query;
 pub mod role;
 pub mod router;
+pub mod schedules;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -24,6 +24,7 @@ pub struct Metrics {
     latency: Family<Labels, Histogram>,
     events: Family<Labels, Counter>,
     dropped: Family<Labels, Gauge>,
+    alerts: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -62,12 +63,19 @@ impl Metrics {
             "Events an agent reports it dropped (spool overflow, lost subscriber messages), by agent",
             dropped.clone(),
         );
+        let alerts = Family::<Labels, Counter>::default();
+        registry.register(
+            "schedule_alerts",
+            "Failed health checks (workers that did not answer a ping), by project and schedule",
+            alerts.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             events,
             dropped,
+            alerts,
         }
     }
 
@@ -78,6 +86,15 @@ impl Metrics {
         self.dropped
             .get_or_create(&labels)
             .set(dropped_total as i64);
+    }
+
+    /// Counts a health-check alert.
+    pub fn record_alert(&self, project: &str, schedule: &str) {
+        let labels = vec![
+            ("project", project.to_owned()),
+            ("schedule", schedule.to_owned()),
+        ];
+        self.alerts.get_or_create(&labels).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -15,7 +15,8 @@ use utoipa_axum::routes;
 
 use crate::api::extract::BODY_LIMIT;
 use crate::api::{
-    agents, audit, cleanup, commands, health, members, projects, runtime, tasks, tokens, users,
+    agents, audit, cleanup, commands, health, members, projects, runtime, schedules, tasks, tokens,
+    users,
 };
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -67,6 +68,9 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::get, agents::delete))
         .routes(routes!(audit::queues))
         .routes(routes!(runtime::stale))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(schedules::get, schedules::update, schedules::delete))
+        .routes(routes!(schedules::run))
         .routes(routes!(cleanup::list))
         .routes(routes!(cleanup::get))
         .routes(routes!(cleanup::retry))
@@ -87,6 +91,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(commands::add_consumer))
         .routes(routes!(commands::cancel_consumer))
         .routes(routes!(commands::rate_limit))
+        .routes(routes!(commands::ping_workers))
         .routes(routes!(audit::signing_keys))
         .routes(routes!(audit::list))
         .routes(routes!(audit::export))

@@ -55,6 +55,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         data_dir.to_owned(),
         ServerSettings {
             metrics_public: args.metrics_public,
+            missed_schedules: args.missed_schedules,
             command_ttl: std::time::Duration::from_secs(args.command_ttl),
             ..ServerSettings::default()
         },

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use taskward_shared::audit::verify::TrustedKeys;
 use taskward_shared::command::{
-    BulkRetry, CancelTask, Command, CommandKind, ConsumerChange, FieldError, PoolResize,
-    PurgeQueue, RateLimit, RestartWorker, RetryTask,
+    BulkRetry, CancelTask, Command, CommandKind, ConsumerChange, FieldError, PingWorkers,
+    PoolResize, PurgeQueue, RateLimit, RestartWorker, RetryTask,
 };
 use taskward_shared::crypto::confirm_token_matches;
 use utoipa::ToSchema;
@@ -378,8 +378,9 @@ pub struct CommandRequest<P> {
     pub payload: P,
 }
 
-/// Splits a body into agent id, idempotency key and the kind's payload, naming any bad field.
-fn parse_request(
+/// Splits a body into agent id, idempotency key and the kind's payload, naming any bad field
+/// (schedules check their commands with it too).
+pub fn parse_request(
     kind: CommandKind,
     body: serde_json::Value,
 ) -> Result<(Uuid, Option<String>, Command), ApiError> {
@@ -432,6 +433,7 @@ fn parse_request(
         CommandKind::AddConsumer => Command::AddConsumer(parse_json_value(payload)?),
         CommandKind::CancelConsumer => Command::CancelConsumer(parse_json_value(payload)?),
         CommandKind::RateLimit => Command::RateLimit(parse_json_value(payload)?),
+        CommandKind::PingWorkers => Command::PingWorkers(parse_json_value(payload)?),
     };
     command.validate().map_err(field_error)?;
     Ok((agent_id, idempotency_key, command))
@@ -515,6 +517,154 @@ fn field_error(err: FieldError) -> ApiError {
     ApiError::invalid_field(err.field.clone(), err.to_string())
 }
 
+/// Everything a command needs at mint time, whoever issues it: a caller through the API, or a
+/// schedule firing (then `ctx` names the schedule and `issuer_id` is its id).
+#[derive(Clone)]
+pub struct Issue {
+    /// Signer and actor of the `command.issued` row.
+    pub ctx: crate::store::audit::AuditContext,
+    /// Whose idempotency keys this command's key is looked up among.
+    pub issuer_id: String,
+    /// The project.
+    pub project_id: String,
+    /// The agent that must run it.
+    pub agent_id: Uuid,
+    /// The caller's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// [`request_hash`] of the request, to tell a replay from a different request.
+    pub request_hash: String,
+    /// The validated command.
+    pub command: Command,
+    /// The confirm-token secret (purges).
+    pub secret: Vec<u8>,
+    /// The command's lifetime.
+    pub ttl_ms: i64,
+}
+
+/// The digest an idempotency key is bound to: agent, kind and payload.
+pub fn request_hash(agent_id: &Uuid, kind: CommandKind, command: &Command) -> String {
+    hex::encode(Sha256::digest(
+        serde_json_canonicalizer::to_vec(&serde_json::json!({
+            "agent_id": agent_id,
+            "kind": kind,
+            "payload": command.payload(),
+        }))
+        .expect("request serializes"),
+    ))
+}
+
+/// Mints a command in the caller's transaction: idempotency replay, the agent belongs to the
+/// project, a purge's confirm token against the last reported depth, a retry's arguments
+/// resolved; then the signed `command.issued` row and the command. `Ok(Err(_))` is a refusal
+/// that wrote nothing; 202 is a new command, 200 an idempotent replay.
+pub fn issue_in(
+    conn: &mut crate::store::AnyConnection,
+    issue: &Issue,
+) -> crate::store::StoreResult<Result<(StatusCode, CommandRecord), ApiError>> {
+    let Issue {
+        ctx,
+        issuer_id,
+        project_id,
+        idempotency_key,
+        request_hash,
+        command,
+        secret,
+        ttl_ms,
+        ..
+    } = issue;
+    let kind = command.kind();
+    let agent_id = issue.agent_id.to_string();
+    if let Some(key) = idempotency_key
+        && let Some(prior) =
+            commands::idempotency_lookup(conn, project_id, issuer_id, kind.as_str(), key)?
+    {
+        if &prior.request_hash != request_hash {
+            return Ok(Err(ApiError::Conflict(format!(
+                "idempotency_key {key:?} was used in the last 24 hours for a different {kind} request"
+            ))));
+        }
+        let first = commands::find(conn, project_id, &prior.command_id)?;
+        return Ok(Ok((StatusCode::OK, first)));
+    }
+    match agents::find(conn, project_id, &agent_id) {
+        Err(StoreError::NotFound) => {
+            return Ok(Err(ApiError::NotFound(format!("agent {agent_id}"))));
+        }
+        other => other?,
+    };
+    let mut bound_depth = None;
+    if let Command::PurgeQueue(PurgeQueue {
+        queue,
+        confirm_token: Some(token),
+        ..
+    }) = command
+    {
+        match commands::queue_depth(conn, &agent_id, queue)? {
+            None => {
+                return Ok(Err(ApiError::DepthChanged {
+                    message: format!(
+                        "no depth has been reported for queue {queue} on this agent, so nothing can be confirmed; \
+                         wait for the agent to report it, or purge with force (admins)"
+                    ),
+                    current_depth: None,
+                }));
+            }
+            Some(current) => {
+                let depth = current.depth as u64;
+                if !confirm_token_matches(secret, &agent_id, queue, depth, token) {
+                    return Ok(Err(ApiError::DepthChanged {
+                        message: format!(
+                            "queue {queue} now holds {depth} messages and the confirm_token does not match that depth; \
+                             read the depth and its token again and confirm"
+                        ),
+                        current_depth: Some(depth),
+                    }));
+                }
+                bound_depth = Some(depth);
+            }
+        }
+    }
+    let resolved = match command {
+        Command::RetryTask(retry) => match resolve_retry(conn, project_id, retry)? {
+            Ok(resolved) => Some(resolved),
+            Err(refusal) => return Ok(Err(refusal)),
+        },
+        Command::BulkRetry(bulk) => Some(resolve_bulk(conn, project_id, bulk)?),
+        _ => None,
+    };
+    let global_throttle = matches!(command, Command::RateLimit(r) if r.is_global());
+    let id = new_id();
+    let record = commands::mint(
+        conn,
+        ctx,
+        NewCommand {
+            id: id.clone(),
+            project_id: project_id.clone(),
+            agent_id,
+            kind,
+            payload: command.payload(),
+            idempotency_key: idempotency_key.clone(),
+            critical: command.is_critical(),
+            global_throttle,
+            bound_depth,
+            ttl_ms: *ttl_ms,
+            resolved,
+        },
+    )?;
+    if let Some(key) = idempotency_key {
+        commands::idempotency_remember(
+            conn,
+            project_id,
+            issuer_id,
+            kind.as_str(),
+            key,
+            request_hash,
+            &id,
+        )?;
+    }
+    Ok(Ok((StatusCode::ACCEPTED, record)))
+}
+
 /// Issues a command for a caller who passed the route's role check.
 async fn issue(
     state: AppState,
@@ -530,113 +680,25 @@ async fn issue(
             .check(&format!("{kind}:{}", caller.user_id))
             .map_err(ApiError::RateLimited)?;
     }
-    let request_hash = hex::encode(Sha256::digest(
-        serde_json_canonicalizer::to_vec(&serde_json::json!({
-            "agent_id": agent_id,
-            "kind": kind,
-            "payload": command.payload(),
-        }))
-        .expect("request serializes"),
-    ));
+    let request_hash = request_hash(&agent_id, kind, &command);
     let ctx = state.audit_as(&caller);
     let secret = state.keys.confirm_secret().to_vec();
     let ttl_ms = state.settings.command_ttl.as_millis() as i64;
     let attempt = || {
-        let (ctx, secret, command) = (ctx.clone(), secret.clone(), command.clone());
-        let (project_id, issuer_id) = (project.id.clone(), caller.user_id.clone());
-        let (idempotency_key, request_hash) = (idempotency_key.clone(), request_hash.clone());
-        state.store.write("issue_command", move |conn| {
-            let agent_id = agent_id.to_string();
-            if let Some(key) = &idempotency_key
-                && let Some(prior) =
-                    commands::idempotency_lookup(conn, &project_id, &issuer_id, kind.as_str(), key)?
-            {
-                if prior.request_hash != request_hash {
-                    return Ok(Err(ApiError::Conflict(format!(
-                        "idempotency_key {key:?} was used in the last 24 hours for a different {kind} request"
-                    ))));
-                }
-                let first = commands::find(conn, &project_id, &prior.command_id)?;
-                return Ok(Ok((StatusCode::OK, first)));
-            }
-            match agents::find(conn, &project_id, &agent_id) {
-                Err(StoreError::NotFound) => {
-                    return Ok(Err(ApiError::NotFound(format!("agent {agent_id}"))));
-                }
-                other => other?,
-            };
-            let mut bound_depth = None;
-            if let Command::PurgeQueue(PurgeQueue {
-                queue,
-                confirm_token: Some(token),
-                ..
-            }) = &command
-            {
-                match commands::queue_depth(conn, &agent_id, queue)? {
-                    None => {
-                        return Ok(Err(ApiError::DepthChanged {
-                            message: format!(
-                                "no depth has been reported for queue {queue} on this agent, so nothing can be confirmed; \
-                                 wait for the agent to report it, or purge with force (admins)"
-                            ),
-                            current_depth: None,
-                        }));
-                    }
-                    Some(current) => {
-                        let depth = current.depth as u64;
-                        if !confirm_token_matches(&secret, &agent_id, queue, depth, token) {
-                            return Ok(Err(ApiError::DepthChanged {
-                                message: format!(
-                                    "queue {queue} now holds {depth} messages and the confirm_token does not match that depth; \
-                                     read the depth and its token again and confirm"
-                                ),
-                                current_depth: Some(depth),
-                            }));
-                        }
-                        bound_depth = Some(depth);
-                    }
-                }
-            }
-            let resolved = match &command {
-                Command::RetryTask(retry) => match resolve_retry(conn, &project_id, retry)? {
-                    Ok(resolved) => Some(resolved),
-                    Err(refusal) => return Ok(Err(refusal)),
-                },
-                Command::BulkRetry(bulk) => Some(resolve_bulk(conn, &project_id, bulk)?),
-                _ => None,
-            };
-            let global_throttle = matches!(&command, Command::RateLimit(r) if r.is_global());
-            let id = new_id();
-            let record = commands::mint(
-                conn,
-                &ctx,
-                NewCommand {
-                    id: id.clone(),
-                    project_id: project_id.clone(),
-                    agent_id,
-                    kind,
-                    payload: command.payload(),
-                    idempotency_key: idempotency_key.clone(),
-                    critical: command.is_critical(),
-                    global_throttle,
-                    bound_depth,
-                    ttl_ms,
-                    resolved,
-                },
-            )?;
-            if let Some(key) = &idempotency_key {
-                commands::idempotency_remember(
-                    conn,
-                    &project_id,
-                    &issuer_id,
-                    kind.as_str(),
-                    key,
-                    &request_hash,
-                    &id,
-                )?;
-            }
-            Ok(Ok((StatusCode::ACCEPTED, record)))
-        })
+        let issue = Issue {
+            ctx: ctx.clone(),
+            issuer_id: caller.user_id.clone(),
+            project_id: project.id.clone(),
+            agent_id,
+            idempotency_key: idempotency_key.clone(),
+            request_hash: request_hash.clone(),
+            command: command.clone(),
+            secret: secret.clone(),
+            ttl_ms,
+        };
+        state
+            .store
+            .write("issue_command", move |conn| issue_in(conn, &issue))
     };
     let outcome = match attempt().await {
         // Two requests with one new idempotency key raced (PostgreSQL): the loser now finds
@@ -766,4 +828,9 @@ command_route!(
     /// Sets a task's rate limit (`^\d+(/[smh])?$`, "0" clears); without `worker_name`, on every
     /// worker, flagged as a global throttle (admin).
     rate_limit, "/api/v1/projects/{slug}/commands/rate-limit", Admin, CommandKind::RateLimit, RateLimit
+);
+command_route!(
+    /// Asks workers whether they are alive; the result names those that did not answer
+    /// (operator). Health-check schedules send it.
+    ping_workers, "/api/v1/projects/{slug}/commands/ping-workers", Operator, CommandKind::PingWorkers, PingWorkers
 );

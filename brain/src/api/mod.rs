@@ -10,6 +10,7 @@ pub mod health;
 pub mod members;
 pub mod projects;
 pub mod runtime;
+pub mod schedules;
 pub mod tasks;
 pub mod tokens;
 pub mod users;
@@ -37,6 +38,8 @@ pub mod tags {
     pub const TASKS: &str = "tasks";
     /// Commands to agents.
     pub const COMMANDS: &str = "commands";
+    /// Schedules of operator actions.
+    pub const SCHEDULES: &str = "schedules";
     /// Cleanup tasks (long deletions).
     pub const CLEANUP: &str = "cleanup-tasks";
     /// The signed audit log.

@@ -127,78 +127,18 @@ pub async fn stale(
     let outcome = state
         .store
         .write("stale_runtime_cleanup", move |conn| {
-            let agent = agents::find(conn, &project_id, &id)?;
-            let workers = runtime::workers_with_updates(conn, &id)?;
-            let now = now_ms();
-            let last = runtime::last_activity(&agent, &workers);
-            let eligible = last.saturating_add(hours * 3_600_000);
-            let names: Vec<String> = workers.iter().map(|(w, _)| w.name.clone()).collect();
-            let reason = if connected {
-                "connected"
-            } else if agent.preserve {
-                "preserved"
-            } else if now < eligible {
-                "not_stale"
-            } else if dry_run {
-                "dry_run"
-            } else {
-                "deleted"
-            };
-            let archive = serde_json::json!({
-                "agent": {
-                    "id": agent.id,
-                    "name": agent.name,
-                    "hostname": agent.hostname,
-                    "enrolled_at": agent.enrolled_at.map(timestamp),
-                    "last_seen_at": agent.last_seen_at.map(timestamp),
-                    "public_key": agent.public_key,
-                    "dropped_events": agent.dropped_events,
+            clean_up_agent(
+                conn,
+                &ctx,
+                &project_id,
+                &id,
+                connected,
+                Rule {
+                    inactive_hours: hours,
+                    dry_run,
+                    archive_first,
                 },
-                "workers": workers.iter().map(|(w, updated)| serde_json::json!({
-                    "name": w.name,
-                    "online": w.online,
-                    "last_heartbeat_at": w.last_heartbeat_at.map(timestamp),
-                    "pool": w.pool,
-                    "concurrency": w.concurrency,
-                    "queues": w.queues.as_deref().and_then(|q| serde_json::from_str::<Value>(q).ok()),
-                    "updated_at": timestamp(*updated),
-                })).collect::<Vec<_>>(),
-            });
-            let lost = match reason {
-                "deleted" => {
-                    let lost = runtime::remove_agent(conn, &project_id, &id, &names, now)?;
-                    audit::append(
-                        conn,
-                        &ctx,
-                        &audit::project_chain(&project_id),
-                        "agent.stale_removed",
-                        None,
-                        serde_json::json!({
-                            "agent": {"id": agent.id, "name": agent.name},
-                            "inactive_hours": hours,
-                            "last_updated_at": timestamp(last),
-                            "workers": names,
-                            "lost_tasks": lost,
-                            "archive": archive_first.then(|| archive.clone()),
-                        }),
-                    )?;
-                    lost
-                }
-                "dry_run" => runtime::started_on(conn, &project_id, &id, &names)?,
-                _ => 0,
-            };
-            Ok(AgentCleanup {
-                agent_id: id,
-                deleted: reason == "deleted",
-                skipped: !matches!(reason, "deleted" | "dry_run"),
-                reason: reason.to_owned(),
-                workers: names,
-                lost_tasks: lost,
-                last_updated_at: timestamp(last),
-                eligible_after: timestamp(eligible),
-                archive: (archive_first && matches!(reason, "deleted" | "dry_run"))
-                    .then_some(archive),
-            })
+            )
         })
         .await
         .map_err(|e| match e {
@@ -216,4 +156,105 @@ pub async fn stale(
         archive_before_delete: body.archive_before_delete,
         results: CleanupResults { agent: outcome },
     }))
+}
+
+/// How the stale rule is applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// Hours without activity before removal is allowed.
+    pub inactive_hours: i64,
+    /// Report only.
+    pub dry_run: bool,
+    /// Archive the agent's last state in the outcome and the audit row.
+    pub archive_first: bool,
+}
+
+/// Applies the stale rule to one agent in the caller's transaction (the API for one agent, a
+/// stale-cleanup schedule for each agent of a project). `connected`: the agent has a session
+/// with this brain, so it is never stale.
+pub fn clean_up_agent(
+    conn: &mut crate::store::AnyConnection,
+    ctx: &audit::AuditContext,
+    project_id: &str,
+    id: &str,
+    connected: bool,
+    rule: Rule,
+) -> crate::store::StoreResult<AgentCleanup> {
+    let Rule {
+        inactive_hours: hours,
+        dry_run,
+        archive_first,
+    } = rule;
+    let agent = agents::find(conn, project_id, id)?;
+    let workers = runtime::workers_with_updates(conn, id)?;
+    let now = now_ms();
+    let last = runtime::last_activity(&agent, &workers);
+    let eligible = last.saturating_add(hours * 3_600_000);
+    let names: Vec<String> = workers.iter().map(|(w, _)| w.name.clone()).collect();
+    let reason = if connected {
+        "connected"
+    } else if agent.preserve {
+        "preserved"
+    } else if now < eligible {
+        "not_stale"
+    } else if dry_run {
+        "dry_run"
+    } else {
+        "deleted"
+    };
+    let archive = serde_json::json!({
+        "agent": {
+            "id": agent.id,
+            "name": agent.name,
+            "hostname": agent.hostname,
+            "enrolled_at": agent.enrolled_at.map(timestamp),
+            "last_seen_at": agent.last_seen_at.map(timestamp),
+            "public_key": agent.public_key,
+            "dropped_events": agent.dropped_events,
+        },
+        "workers": workers.iter().map(|(w, updated)| serde_json::json!({
+            "name": w.name,
+            "online": w.online,
+            "last_heartbeat_at": w.last_heartbeat_at.map(timestamp),
+            "pool": w.pool,
+            "concurrency": w.concurrency,
+            "queues": w.queues.as_deref().and_then(|q| serde_json::from_str::<Value>(q).ok()),
+            "updated_at": timestamp(*updated),
+        })).collect::<Vec<_>>(),
+    });
+    let lost = match reason {
+        "deleted" => {
+            let lost = runtime::remove_agent(conn, project_id, id, &names, now)?;
+            audit::append(
+                conn,
+                ctx,
+                &audit::project_chain(project_id),
+                "agent.stale_removed",
+                None,
+                serde_json::json!({
+                    "agent": {"id": agent.id, "name": agent.name},
+                    "inactive_hours": hours,
+                    "last_updated_at": timestamp(last),
+                    "workers": names,
+                    "lost_tasks": lost,
+                    "archive": archive_first.then(|| archive.clone()),
+                }),
+            )?;
+            lost
+        }
+        "dry_run" => runtime::started_on(conn, project_id, id, &names)?,
+        _ => 0,
+    };
+    Ok(AgentCleanup {
+        agent_id: id.to_owned(),
+        deleted: reason == "deleted",
+        skipped: !matches!(reason, "deleted" | "dry_run"),
+        reason: reason.to_owned(),
+        workers: names,
+        lost_tasks: lost,
+        last_updated_at: timestamp(last),
+        eligible_after: timestamp(eligible),
+        archive: (archive_first && matches!(reason, "deleted" | "dry_run"))
+            .then_some(archive),
+    })
 }

@@ -84,4 +84,14 @@ impl Hub {
             .expect("hub lock")
             .contains_key(agent_id)
     }
+
+    /// The agents with a session on this brain.
+    pub fn online_agents(&self) -> std::collections::HashSet<String> {
+        self.sessions
+            .lock()
+            .expect("hub lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
 }

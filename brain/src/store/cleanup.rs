@@ -12,7 +12,7 @@
 use diesel::prelude::*;
 use serde_json::{Value, json};
 
-use super::schema::{agents, cleanup_tasks, task_terms, tasks};
+use super::schema::{agents, cleanup_tasks, schedules, task_terms, tasks};
 use super::{AnyConnection, StoreError, StoreResult};
 use crate::query::filter::{Filter, Scalar};
 use crate::query::order::SortKey;
@@ -163,6 +163,17 @@ pub fn delete_project(
             now,
         ));
     }
+    for (id, name) in super::schedules::ids_of_project(conn, &project.id)? {
+        all.push(new_task(
+            &project.id,
+            Some(&root.id),
+            source_event_id,
+            resource::DELETE_SCHEDULE,
+            &id,
+            json!({"name": name}),
+            now,
+        ));
+    }
     all.push(new_task(
         &project.id,
         Some(&root.id),
@@ -174,6 +185,28 @@ pub fn delete_project(
     ));
     insert(conn, &all)?;
     Ok(root)
+}
+
+/// Starts deleting a project's task records last changed before `cutoff` (ms), skipping tasks
+/// in flight (a retention schedule). Returns the cleanup task.
+pub fn delete_old_task_records(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    cutoff: i64,
+    source_event_id: Option<&str>,
+    now: i64,
+) -> StoreResult<CleanupTask> {
+    let task = new_task(
+        project_id,
+        None,
+        source_event_id,
+        resource::DELETE_TASK_RECORDS,
+        project_id,
+        json!({"deleted": 0, "olderThan": cutoff}),
+        now,
+    );
+    insert(conn, std::slice::from_ref(&task))?;
+    Ok(task)
 }
 
 fn insert(conn: &mut AnyConnection, rows: &[CleanupTask]) -> StoreResult<()> {
@@ -246,7 +279,14 @@ pub fn run_step(conn: &mut AnyConnection, task: &CleanupTask, now: i64) -> Store
         .execute(conn)
         .map(|_| Step::Done)
         .map_err(StoreError::from),
-        resource::DELETE_SCHEDULE => Ok(Step::Done),
+        resource::DELETE_SCHEDULE => diesel::delete(
+            schedules::table
+                .find(&task.resource_id)
+                .filter(schedules::project_id.eq(&task.project_id)),
+        )
+        .execute(conn)
+        .map(|_| Step::Done)
+        .map_err(StoreError::from),
         resource::DELETE_PROJECT => finish_project(conn, task),
         other => Err(StoreError::Database(
             diesel::result::Error::QueryBuilderError(
@@ -260,22 +300,37 @@ pub fn run_step(conn: &mut AnyConnection, task: &CleanupTask, now: i64) -> Store
 }
 
 fn delete_task_batch(conn: &mut AnyConnection, task: &CleanupTask) -> StoreResult<Step> {
-    let batch: Vec<String> = tasks::table
+    let mut metadata: Value = serde_json::from_str(&task.metadata).unwrap_or(json!({}));
+    // A retention cleanup deletes only records older than its cutoff, never tasks in flight;
+    // a project deletion deletes every record.
+    let cutoff = metadata["olderThan"].as_i64();
+    let mut query = tasks::table
         .filter(tasks::project_id.eq(&task.project_id))
         .select(tasks::id)
         .limit(TASK_BATCH)
-        .load(conn)?;
+        .into_boxed();
+    if let Some(cutoff) = cutoff {
+        query = query
+            .filter(
+                tasks::received_at.lt(cutoff).or(tasks::received_at
+                    .is_null()
+                    .and(tasks::created_at.lt(cutoff))),
+            )
+            .filter(tasks::state.ne_all(["received", "started"]));
+    }
+    let batch: Vec<String> = query.load(conn)?;
     let deleted = diesel::delete(tasks::table.filter(tasks::id.eq_any(&batch))).execute(conn)?;
-    let mut metadata: Value = serde_json::from_str(&task.metadata).unwrap_or(json!({}));
     let before = metadata["deleted"].as_u64().unwrap_or(0);
     metadata["deleted"] = json!(before + deleted as u64);
     diesel::update(cleanup_tasks::table.find(&task.id))
         .set(cleanup_tasks::metadata.eq(metadata.to_string()))
         .execute(conn)?;
     if (deleted as i64) < TASK_BATCH {
-        // The search terms of the project's tasks go last.
-        diesel::delete(task_terms::table.filter(task_terms::project_id.eq(&task.project_id)))
-            .execute(conn)?;
+        if cutoff.is_none() {
+            // The search terms of the project's tasks go last.
+            diesel::delete(task_terms::table.filter(task_terms::project_id.eq(&task.project_id)))
+                .execute(conn)?;
+        }
         Ok(Step::Done)
     } else {
         Ok(Step::Again)

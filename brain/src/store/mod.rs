@@ -21,6 +21,7 @@ mod connection;
 pub mod memberships;
 pub mod projects;
 pub mod runtime;
+pub mod schedules;
 pub mod schema;
 pub mod tasks;
 pub mod tokens;

@@ -238,7 +238,45 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    schedules (id) {
+        id -> Text,
+        project_id -> Text,
+        name -> Text,
+        kind -> Text,
+        enabled -> Bool,
+        cron -> Text,
+        timezone -> Text,
+        config -> Text,
+        next_run_at -> Nullable<BigInt>,
+        last_run_at -> Nullable<BigInt>,
+        last_status -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    schedule_runs (id) {
+        id -> Text,
+        schedule_id -> Text,
+        due_at -> Nullable<BigInt>,
+        trigger_kind -> Text,
+        status -> Text,
+        started_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+        result -> Text,
+        command_ids -> Text,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(schedule_runs -> schedules (schedule_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    schedules,
+    schedule_runs,
     cleanup_tasks,
     task_terms,
     users,

@@ -421,6 +421,26 @@ pub fn workers_of_project(
         .load(conn)?)
 }
 
+/// The workers a health check pings, as `(agent_id, name)`: every worker online, and every
+/// worker that went offline at or after `offline_since` (ms, the brain's clock), so a worker
+/// that vanished between two checks is reported by the next one, once.
+pub fn workers_to_ping(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    offline_since: i64,
+) -> StoreResult<Vec<(String, String)>> {
+    Ok(workers::table
+        .filter(workers::project_id.eq(project_id))
+        .filter(
+            workers::online
+                .eq(true)
+                .or(workers::updated_at.ge(offline_since)),
+        )
+        .order((workers::agent_id.asc(), workers::name.asc()))
+        .select((workers::agent_id, workers::name))
+        .load(conn)?)
+}
+
 /// An agent's workers by name, with whether each is online.
 pub fn workers_of_agent(
     conn: &mut AnyConnection,

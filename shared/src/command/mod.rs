@@ -5,6 +5,7 @@
 mod bulk_retry;
 mod cancel_task;
 mod consumer;
+mod ping_workers;
 mod pool_resize;
 mod purge_queue;
 mod rate_limit;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use bulk_retry::{BulkRetry, BulkRetryFilter};
 pub use cancel_task::CancelTask;
 pub use consumer::ConsumerChange;
+pub use ping_workers::{MAX_PING_WORKERS, PingWorkers};
 pub use pool_resize::PoolResize;
 pub use purge_queue::PurgeQueue;
 pub use rate_limit::RateLimit;
@@ -106,11 +108,13 @@ pub enum CommandKind {
     CancelConsumer,
     /// Set or clear a task's rate limit.
     RateLimit,
+    /// Ask workers whether they are alive (health checks).
+    PingWorkers,
 }
 
 impl CommandKind {
     /// Every kind.
-    pub const ALL: [CommandKind; 9] = [
+    pub const ALL: [CommandKind; 10] = [
         CommandKind::RetryTask,
         CommandKind::CancelTask,
         CommandKind::BulkRetry,
@@ -120,6 +124,7 @@ impl CommandKind {
         CommandKind::AddConsumer,
         CommandKind::CancelConsumer,
         CommandKind::RateLimit,
+        CommandKind::PingWorkers,
     ];
 
     /// How long the brain waits for this kind's result before marking it `timed_out` (never
@@ -145,6 +150,7 @@ impl CommandKind {
             CommandKind::AddConsumer => "add-consumer",
             CommandKind::CancelConsumer => "cancel-consumer",
             CommandKind::RateLimit => "rate-limit",
+            CommandKind::PingWorkers => "ping-workers",
         }
     }
 }
@@ -188,6 +194,8 @@ pub enum Command {
     CancelConsumer(ConsumerChange),
     /// See [`RateLimit`].
     RateLimit(RateLimit),
+    /// See [`PingWorkers`].
+    PingWorkers(PingWorkers),
 }
 
 impl Command {
@@ -203,6 +211,7 @@ impl Command {
             Command::AddConsumer(_) => CommandKind::AddConsumer,
             Command::CancelConsumer(_) => CommandKind::CancelConsumer,
             Command::RateLimit(_) => CommandKind::RateLimit,
+            Command::PingWorkers(_) => CommandKind::PingWorkers,
         }
     }
 
@@ -217,6 +226,7 @@ impl Command {
             Command::PoolResize(c) => c.validate(),
             Command::AddConsumer(c) | Command::CancelConsumer(c) => c.validate(),
             Command::RateLimit(c) => c.validate(),
+            Command::PingWorkers(c) => c.validate(),
         }
     }
 

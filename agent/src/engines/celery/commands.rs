@@ -93,6 +93,47 @@ impl CeleryAdapter {
                 Ok(format!("retried {original} as {id} on queue {queue}"))
             }
             Command::BulkRetry(_) => self.bulk_retry(issued).await,
+            Command::PingWorkers(c) => self.ping(&c.worker_names).await,
+        }
+    }
+
+    /// Pings the named workers (every worker when none are named) and fails naming those
+    /// that did not answer within the reply timeout.
+    async fn ping(&self, workers: &[String]) -> Result<String, String> {
+        let destination = (!workers.is_empty()).then(|| workers.to_vec());
+        let replies = self.pidbox()?.call("ping", json!({}), destination).await?;
+        let mut answered: Vec<&str> = replies.iter().map(|(w, _)| w.as_str()).collect();
+        answered.sort_unstable();
+        answered.dedup();
+        let missing: Vec<&str> = workers
+            .iter()
+            .map(String::as_str)
+            .filter(|w| !answered.contains(w))
+            .collect();
+        let asked = if workers.is_empty() {
+            answered.len()
+        } else {
+            workers.len()
+        };
+        let answers = format!(
+            "{} of {asked} answered: {}",
+            asked - missing.len(),
+            if answered.is_empty() {
+                "none".to_owned()
+            } else {
+                answered.join(", ")
+            }
+        );
+        if !missing.is_empty() {
+            Err(format!(
+                "no answer within {} s from {}; {answers}",
+                pidbox::REPLY_TIMEOUT.as_secs(),
+                missing.join(", ")
+            ))
+        } else if answered.is_empty() {
+            Err("no worker answered the ping".to_owned())
+        } else {
+            Ok(answers)
         }
     }
 

@@ -1,0 +1,538 @@
+//! Schedules of operator actions, run by the brain itself.
+//!
+//! - [`cron`]: the five-field grammar and due times in IANA zones.
+//! - [`action`]: the schedule types and their settings.
+//! - Here: firing. Each second the server looks for due schedules ([`tick`]). A due time is
+//!   claimed, the action runs and the run is recorded in one write transaction (every action
+//!   is a database write: minting signed commands, recording a cleanup task, removing stale
+//!   agents), so it happens exactly once per due time, with any number of brains, across
+//!   restarts. Runs that issued commands stay `running` until every command has an outcome
+//!   ([`finish_open_runs`]); a health check whose pings fail raises an alert then.
+//! - A due time more than [`MISSED_AFTER_MS`] old was missed (no brain ran): it fires once,
+//!   saying how many were missed, or is recorded as skipped ([`MissedRuns`]); never a burst.
+
+pub mod action;
+pub mod cron;
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::{Value, json};
+use taskward_shared::audit::{Actor, ActorKind};
+use taskward_shared::command::{Command, PingWorkers};
+
+use self::action::{Action, ScheduleKind};
+use self::cron::CronSchedule;
+use crate::api::commands::{Issue, issue_in, request_hash};
+use crate::api::runtime::{Rule, clean_up_agent};
+use crate::api::timestamp;
+use crate::app::AppState;
+use crate::store::audit::{self, AuditContext};
+use crate::store::commands::{self, CommandStatus};
+use crate::store::schedules::{self, RunRow, ScheduleRow, run_status, trigger};
+use crate::store::{AnyConnection, StoreResult, agents, cleanup, tasks};
+
+/// A due time older than this when a brain gets to it was missed.
+pub const MISSED_AFTER_MS: i64 = 60_000;
+
+/// Most schedules fired per tick; the rest fire on the next.
+const DUE_PER_TICK: i64 = 50;
+
+/// What to do with due times missed while no brain was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MissedRuns {
+    /// Run once on start, with the number missed in the run's result.
+    #[default]
+    RunOnce,
+    /// Record a skipped run and wait for the next due time.
+    Skip,
+}
+
+/// What a firing needs from the running server, taken before its transaction.
+#[derive(Clone)]
+pub struct FireEnv {
+    signer: std::sync::Arc<ed25519_dalek::SigningKey>,
+    secret: Vec<u8>,
+    ttl_ms: i64,
+    /// Agents with a session on this brain: never stale.
+    connected: HashSet<String>,
+}
+
+impl FireEnv {
+    /// The server's keys, command lifetime and connected agents.
+    pub fn of(state: &AppState) -> FireEnv {
+        FireEnv {
+            signer: state.keys.signer(),
+            secret: state.keys.confirm_secret().to_vec(),
+            ttl_ms: state.settings.command_ttl.as_millis() as i64,
+            connected: state.hub.online_agents(),
+        }
+    }
+
+    fn audit_as(&self, schedule: &ScheduleRow) -> AuditContext {
+        AuditContext {
+            signer: self.signer.clone(),
+            actor: Actor {
+                kind: ActorKind::Schedule,
+                id: schedule.id.clone(),
+                name: schedule.name.clone(),
+            },
+        }
+    }
+}
+
+/// A recorded run, and the agents that have new commands.
+#[derive(Debug)]
+pub struct Fired {
+    /// The run.
+    pub run: RunRow,
+    /// Agents to wake (commands were minted for them).
+    pub wake: Vec<String>,
+}
+
+/// What an action did.
+struct Outcome {
+    status: &'static str,
+    result: Value,
+    command_ids: Vec<String>,
+    error: Option<String>,
+    wake: Vec<String>,
+}
+
+impl Outcome {
+    fn done(result: Value) -> Outcome {
+        Outcome {
+            status: run_status::SUCCESS,
+            result,
+            command_ids: Vec::new(),
+            error: None,
+            wake: Vec::new(),
+        }
+    }
+
+    fn failed(result: Value, error: String) -> Outcome {
+        Outcome {
+            status: run_status::FAILED,
+            error: Some(error),
+            ..Outcome::done(result)
+        }
+    }
+}
+
+/// Runs a schedule's action now and records the run, in the caller's transaction.
+/// `due_at` is the due time it fires for (none for "run now"); `missed` counts due times that
+/// passed unrun before it.
+pub fn fire_in(
+    conn: &mut AnyConnection,
+    env: &FireEnv,
+    schedule: &ScheduleRow,
+    trigger_kind: &str,
+    due_at: Option<i64>,
+    missed: usize,
+    now: i64,
+) -> StoreResult<Fired> {
+    let checked = ScheduleKind::parse(&schedule.kind)
+        .ok_or_else(|| format!("unknown schedule type {:?}", schedule.kind))
+        .and_then(|kind| {
+            let config: Value = serde_json::from_str(&schedule.config).unwrap_or(Value::Null);
+            action::check(kind, &config).map_err(|e| e.to_string())
+        });
+    let mut outcome = match checked {
+        Ok((_, action)) => perform(conn, env, schedule, action, now)?,
+        Err(why) => Outcome::failed(
+            json!({}),
+            format!("the schedule's settings no longer hold: {why}"),
+        ),
+    };
+    if missed > 0 {
+        outcome.result["missed"] = json!(missed);
+    }
+    let finished = outcome.status != run_status::RUNNING;
+    let run = RunRow {
+        id: format!("run_{}", uuid::Uuid::new_v4().simple()),
+        schedule_id: schedule.id.clone(),
+        due_at,
+        trigger_kind: trigger_kind.to_owned(),
+        status: outcome.status.to_owned(),
+        started_at: now,
+        finished_at: finished.then_some(now),
+        result: outcome.result.to_string(),
+        command_ids: json!(outcome.command_ids).to_string(),
+        error: outcome.error,
+    };
+    schedules::record_run(conn, &run)?;
+    Ok(Fired {
+        run,
+        wake: outcome.wake,
+    })
+}
+
+/// Records a due time missed and skipped (the `skip` policy).
+fn skip_in(
+    conn: &mut AnyConnection,
+    schedule: &ScheduleRow,
+    due_at: i64,
+    missed: usize,
+    now: i64,
+) -> StoreResult<Fired> {
+    let run = RunRow {
+        id: format!("run_{}", uuid::Uuid::new_v4().simple()),
+        schedule_id: schedule.id.clone(),
+        due_at: Some(due_at),
+        trigger_kind: trigger::CATCH_UP.to_owned(),
+        status: run_status::SKIPPED.to_owned(),
+        started_at: now,
+        finished_at: Some(now),
+        result: json!({"missed": missed, "reason": "due while no brain was running; the missed-run policy is skip"}).to_string(),
+        command_ids: "[]".to_owned(),
+        error: None,
+    };
+    schedules::record_run(conn, &run)?;
+    Ok(Fired {
+        run,
+        wake: Vec::new(),
+    })
+}
+
+fn perform(
+    conn: &mut AnyConnection,
+    env: &FireEnv,
+    schedule: &ScheduleRow,
+    action: Action,
+    now: i64,
+) -> StoreResult<Outcome> {
+    let ctx = env.audit_as(schedule);
+    let project_id = &schedule.project_id;
+    match action {
+        Action::Issue { agent_id, command } => {
+            let mut issued = Vec::new();
+            let refusal = issue_one(conn, env, &ctx, schedule, agent_id, command, &mut issued)?;
+            Ok(match refusal {
+                None => running(issued, json!({})),
+                Some(why) => Outcome::failed(json!({"commands": []}), why),
+            })
+        }
+        Action::Retention { older_than_days } => {
+            let cutoff = now - older_than_days * 86_400_000;
+            let chain = audit::project_chain(project_id);
+            let row = audit::append(
+                conn,
+                &ctx,
+                &chain,
+                "schedule.retention",
+                None,
+                json!({
+                    "schedule": {"id": schedule.id, "name": schedule.name},
+                    "older_than_days": older_than_days,
+                    "cutoff": timestamp(cutoff),
+                }),
+            )?;
+            let task = cleanup::delete_old_task_records(
+                conn,
+                project_id,
+                cutoff,
+                Some(&format!("{chain}#{}", row.seq)),
+                now,
+            )?;
+            Ok(Outcome::done(json!({
+                "cleanupTaskId": task.id,
+                "olderThan": timestamp(cutoff),
+            })))
+        }
+        Action::HealthCheck { .. } => {
+            // Workers online, and those gone offline since the previous check.
+            let since = schedule.last_run_at.unwrap_or(0);
+            let mut by_agent: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (agent, worker) in tasks::workers_to_ping(conn, project_id, since)? {
+                by_agent.entry(agent).or_default().push(worker);
+            }
+            if by_agent.is_empty() {
+                return Ok(Outcome::done(
+                    json!({"workers": 0, "note": "no workers are known in this project"}),
+                ));
+            }
+            let workers: usize = by_agent.values().map(Vec::len).sum();
+            let mut issued = Vec::new();
+            let mut refused = Vec::new();
+            for (agent, names) in by_agent {
+                let Ok(agent_id) = agent.parse() else {
+                    continue;
+                };
+                let ping = Command::PingWorkers(PingWorkers {
+                    worker_names: names.clone(),
+                });
+                if let Some(why) = issue_one(conn, env, &ctx, schedule, agent_id, ping, &mut issued)? {
+                    refused.push(json!({"agent_id": agent, "workers": names, "error": why}));
+                }
+            }
+            let result = json!({"workers": workers, "refused": refused});
+            Ok(if issued.is_empty() {
+                Outcome::failed(result, "no ping could be issued".to_owned())
+            } else {
+                running(issued, result)
+            })
+        }
+        Action::StaleCleanup { inactive_hours } => {
+            let mut removed = Vec::new();
+            let mut kept = 0;
+            for agent in agents::list(conn, project_id)? {
+                let outcome = clean_up_agent(
+                    conn,
+                    &ctx,
+                    project_id,
+                    &agent.id,
+                    env.connected.contains(&agent.id),
+                    Rule {
+                        inactive_hours,
+                        dry_run: false,
+                        archive_first: true,
+                    },
+                )?;
+                if outcome.deleted {
+                    removed.push(json!({
+                        "agent_id": outcome.agent_id,
+                        "name": agent.name,
+                        "workers": outcome.workers,
+                        "lost_tasks": outcome.lost_tasks,
+                    }));
+                } else {
+                    kept += 1;
+                }
+            }
+            Ok(Outcome::done(json!({"removed": removed, "kept": kept})))
+        }
+    }
+}
+
+/// An outcome waiting on the commands it issued.
+fn running(issued: Vec<(String, String, String)>, mut result: Value) -> Outcome {
+    result["commands"] = issued
+        .iter()
+        .map(|(id, kind, agent)| json!({"id": id, "kind": kind, "agent_id": agent}))
+        .collect();
+    Outcome {
+        status: run_status::RUNNING,
+        command_ids: issued.iter().map(|(id, _, _)| id.clone()).collect(),
+        wake: issued.into_iter().map(|(_, _, agent)| agent).collect(),
+        result,
+        error: None,
+    }
+}
+
+/// Mints one command as the schedule; pushes `(id, kind, agent)` or returns the refusal.
+fn issue_one(
+    conn: &mut AnyConnection,
+    env: &FireEnv,
+    ctx: &AuditContext,
+    schedule: &ScheduleRow,
+    agent_id: uuid::Uuid,
+    command: Command,
+    issued: &mut Vec<(String, String, String)>,
+) -> StoreResult<Option<String>> {
+    let issue = Issue {
+        ctx: ctx.clone(),
+        issuer_id: schedule.id.clone(),
+        project_id: schedule.project_id.clone(),
+        agent_id,
+        idempotency_key: None,
+        request_hash: request_hash(&agent_id, command.kind(), &command),
+        command,
+        secret: env.secret.clone(),
+        ttl_ms: env.ttl_ms,
+    };
+    Ok(match issue_in(conn, &issue)? {
+        Ok((_, record)) => {
+            issued.push((record.id, record.kind, record.agent_id));
+            None
+        }
+        Err(refusal) => Some(refusal.to_string()),
+    })
+}
+
+/// A health check's verdict, for the log and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    /// The project.
+    pub project_id: String,
+    /// The schedule.
+    pub schedule_id: String,
+    /// Its name.
+    pub schedule_name: String,
+    /// What did not answer, one line each.
+    pub failures: Vec<String>,
+}
+
+/// Finishes a run whose commands have all ended: success if every one succeeded. A failing
+/// health check with `alertOnFailure` appends a signed `schedule.alert` row and returns the
+/// alert. `None` while a command is still open.
+pub fn finish_in(
+    conn: &mut AnyConnection,
+    signer: &std::sync::Arc<ed25519_dalek::SigningKey>,
+    run: &RunRow,
+    schedule: &ScheduleRow,
+    now: i64,
+) -> StoreResult<Option<Option<Alert>>> {
+    let ids: Vec<String> = serde_json::from_str(&run.command_ids).unwrap_or_default();
+    let mut outcomes = Vec::new();
+    let mut failures = Vec::new();
+    for id in &ids {
+        let command = commands::find(conn, &schedule.project_id, id)?;
+        let status: CommandStatus = command.status.parse().unwrap_or(CommandStatus::Failed);
+        if !status.is_terminal() {
+            return Ok(None);
+        }
+        if status != CommandStatus::Succeeded {
+            failures.push(format!(
+                "{} on agent {}: {} ({})",
+                command.kind,
+                command.agent_id,
+                status.as_str(),
+                command.detail.as_deref().unwrap_or("no detail")
+            ));
+        }
+        outcomes.push(json!({
+            "id": command.id,
+            "kind": command.kind,
+            "agent_id": command.agent_id,
+            "status": status.as_str(),
+            "detail": command.detail,
+        }));
+    }
+    let mut result: Value = serde_json::from_str(&run.result).unwrap_or(json!({}));
+    result["commands"] = json!(outcomes);
+    let refused = result["refused"].as_array().map_or(0, Vec::len);
+    let (status, error) = if failures.is_empty() && refused == 0 {
+        (run_status::SUCCESS, None)
+    } else {
+        (run_status::FAILED, Some(failures.join("; ")))
+    };
+    schedules::finish_run(conn, run, status, &result.to_string(), error.as_deref(), now)?;
+    let alerting = schedule.kind == ScheduleKind::HealthCheck.as_str()
+        && serde_json::from_str::<Value>(&schedule.config)
+            .ok()
+            .and_then(|c| c["alertOnFailure"].as_bool())
+            .unwrap_or(true);
+    if status == run_status::FAILED && alerting {
+        let ctx = AuditContext {
+            signer: signer.clone(),
+            actor: Actor {
+                kind: ActorKind::Schedule,
+                id: schedule.id.clone(),
+                name: schedule.name.clone(),
+            },
+        };
+        audit::append(
+            conn,
+            &ctx,
+            &audit::project_chain(&schedule.project_id),
+            "schedule.alert",
+            None,
+            json!({
+                "schedule": {"id": schedule.id, "name": schedule.name},
+                "run": run.id,
+                "failures": failures,
+            }),
+        )?;
+        return Ok(Some(Some(Alert {
+            project_id: schedule.project_id.clone(),
+            schedule_id: schedule.id.clone(),
+            schedule_name: schedule.name.clone(),
+            failures,
+        })));
+    }
+    Ok(Some(None))
+}
+
+/// Fires every due schedule (at most [`DUE_PER_TICK`]) and finishes runs whose commands
+/// ended. Returns the runs recorded.
+pub async fn tick(state: &AppState, now: i64) -> StoreResult<Vec<RunRow>> {
+    let due = state
+        .store
+        .read("schedules_due", move |conn| schedules::due(conn, now, DUE_PER_TICK))
+        .await?;
+    let mut runs = Vec::new();
+    for (id, due_at) in due {
+        if let Some(run) = fire_due(state, id, due_at, now).await? {
+            runs.push(run);
+        }
+    }
+    finish_open_runs(state, now).await?;
+    Ok(runs)
+}
+
+/// Claims and fires one due time; `None` if another brain (or an earlier tick) had it.
+async fn fire_due(
+    state: &AppState,
+    id: String,
+    due_at: i64,
+    now: i64,
+) -> StoreResult<Option<RunRow>> {
+    let env = FireEnv::of(state);
+    let policy = state.settings.missed_schedules;
+    let fired = state
+        .store
+        .write("schedule_fire", move |conn| {
+            let schedule = schedules::find_any(conn, &id)?;
+            if schedule.next_run_at != Some(due_at) || !schedule.enabled {
+                return Ok(None);
+            }
+            let cron = CronSchedule::parse(&schedule.cron, &schedule.timezone).ok();
+            // The next due time after now, not after this one: missed times never pile up.
+            let next = cron.as_ref().and_then(|c| c.next_after(now));
+            if !schedules::claim(conn, &id, due_at, next, now)? {
+                return Ok(None);
+            }
+            let late = now - due_at > MISSED_AFTER_MS;
+            let missed = match (&cron, late) {
+                (Some(c), true) => c.count_between(due_at - 1, now, 1000),
+                _ => 0,
+            };
+            Ok(Some(match (late, policy) {
+                (true, MissedRuns::Skip) => skip_in(conn, &schedule, due_at, missed, now)?,
+                (true, MissedRuns::RunOnce) => {
+                    fire_in(conn, &env, &schedule, trigger::CATCH_UP, Some(due_at), missed, now)?
+                }
+                (false, _) => fire_in(conn, &env, &schedule, trigger::CRON, Some(due_at), 0, now)?,
+            }))
+        })
+        .await?;
+    Ok(fired.map(|fired| announce(state, fired)))
+}
+
+/// Wakes the agents a run has commands for, and logs it.
+pub fn announce(state: &AppState, fired: Fired) -> RunRow {
+    for agent in &fired.wake {
+        state.hub.wake(agent);
+    }
+    let run = fired.run;
+    tracing::info!(schedule = %run.schedule_id, run = %run.id, trigger = %run.trigger_kind,
+        status = %run.status, "schedule fired");
+    if let Some(error) = &run.error {
+        tracing::warn!(schedule = %run.schedule_id, run = %run.id, %error, "schedule run failed");
+    }
+    run
+}
+
+/// Finishes runs whose commands all ended; raises health-check alerts.
+pub async fn finish_open_runs(state: &AppState, now: i64) -> StoreResult<usize> {
+    let signer = state.keys.signer();
+    let (finished, alerts) = state
+        .store
+        .write("schedule_finish_runs", move |conn| {
+            let mut finished = 0;
+            let mut alerts = Vec::new();
+            for (run, schedule) in schedules::open_runs(conn, 200)? {
+                if let Some(alert) = finish_in(conn, &signer, &run, &schedule, now)? {
+                    finished += 1;
+                    alerts.extend(alert);
+                }
+            }
+            Ok((finished, alerts))
+        })
+        .await?;
+    for alert in alerts {
+        tracing::warn!(schedule = %alert.schedule_id, name = %alert.schedule_name,
+            failures = %alert.failures.join("; "), "ALERT: health check failed");
+        state.metrics.record_alert(&alert.project_id, &alert.schedule_id);
+    }
+    Ok(finished)
+}
