@@ -142,7 +142,12 @@ pub struct ServeArgs {
 
     /// What a schedule does about due times missed while no brain was running: run once on
     /// start (saying how many were missed), or record them as skipped. Never a burst.
-    #[arg(long, env = "TASKWARD_MISSED_SCHEDULES", value_enum, default_value = "run-once")]
+    #[arg(
+        long,
+        env = "TASKWARD_MISSED_SCHEDULES",
+        value_enum,
+        default_value = "run-once"
+    )]
     pub missed_schedules: crate::schedules::MissedRuns,
 }
 

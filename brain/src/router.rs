@@ -69,7 +69,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::queues))
         .routes(routes!(runtime::stale))
         .routes(routes!(schedules::list, schedules::create))
-        .routes(routes!(schedules::get, schedules::update, schedules::delete))
+        .routes(routes!(
+            schedules::get,
+            schedules::update,
+            schedules::delete
+        ))
         .routes(routes!(schedules::run))
         .routes(routes!(cleanup::list))
         .routes(routes!(cleanup::get))

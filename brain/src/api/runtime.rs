@@ -254,7 +254,6 @@ pub fn clean_up_agent(
         lost_tasks: lost,
         last_updated_at: timestamp(last),
         eligible_after: timestamp(eligible),
-        archive: (archive_first && matches!(reason, "deleted" | "dry_run"))
-            .then_some(archive),
+        archive: (archive_first && matches!(reason, "deleted" | "dry_run")).then_some(archive),
     })
 }

@@ -296,7 +296,9 @@ fn check_body(body: &Map<String, Value>, project: &Project) -> Result<Checked, A
         Some(_) => {
             return Err(ApiError::invalid_field(
                 "name",
-                format!("name: must be a string of 1 to {MAX_NAME_CHARS} characters without control characters"),
+                format!(
+                    "name: must be a string of 1 to {MAX_NAME_CHARS} characters without control characters"
+                ),
             ));
         }
     };
@@ -327,8 +329,8 @@ fn check_body(body: &Map<String, Value>, project: &Project) -> Result<Checked, A
     };
     let cron = text("cronExpression", None)?;
     let timezone = text("timezone", Some("UTC"))?;
-    let schedule = CronSchedule::parse(&cron, &timezone).map_err(|(field, message)| {
-        ApiError::BadRequest {
+    let schedule =
+        CronSchedule::parse(&cron, &timezone).map_err(|(field, message)| ApiError::BadRequest {
             code: if field == "cronExpression" {
                 "invalid_cron"
             } else {
@@ -336,13 +338,17 @@ fn check_body(body: &Map<String, Value>, project: &Project) -> Result<Checked, A
             },
             message: format!("{field}: {message}"),
             field: Some(field.into()),
-        }
-    })?;
-    let config = body.get(config_field).cloned().ok_or_else(|| ApiError::BadRequest {
-        code: "missing_field",
-        message: format!("{config_field}: missing; a {kind_name} schedule needs its settings there"),
-        field: Some(config_field.into()),
-    })?;
+        })?;
+    let config = body
+        .get(config_field)
+        .cloned()
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "missing_field",
+            message: format!(
+                "{config_field}: missing; a {kind_name} schedule needs its settings there"
+            ),
+            field: Some(config_field.into()),
+        })?;
     let (config, action) = action::check(kind, &config)?;
     Ok(Checked {
         name,
@@ -441,7 +447,10 @@ pub async fn list(
             ScheduleKind::parse(t).ok_or_else(|| {
                 ApiError::invalid_field(
                     "type",
-                    format!("type: {t:?} is not a schedule type; expected one of {}", ScheduleKind::names()),
+                    format!(
+                        "type: {t:?} is not a schedule type; expected one of {}",
+                        ScheduleKind::names()
+                    ),
                 )
             })
         })
@@ -466,7 +475,10 @@ pub async fn list(
         })
         .await?;
     Ok(Json(ScheduleList {
-        schedules: rows.iter().map(|r| SchedulePublic::new(r, &project)).collect(),
+        schedules: rows
+            .iter()
+            .map(|r| SchedulePublic::new(r, &project))
+            .collect(),
     }))
 }
 

@@ -176,9 +176,10 @@ pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), ApiE
     match kind {
         ScheduleKind::BulkRetry => {
             only(field, map, &["agent_id", "filter", "max"])?;
-            let (agent_id, _, command) =
-                parse_request(CommandKind::BulkRetry, config.clone()).map_err(|e| within(field, e))?;
-            let stored = json!({"agent_id": agent_id, "filter": config["filter"], "max": config["max"]});
+            let (agent_id, _, command) = parse_request(CommandKind::BulkRetry, config.clone())
+                .map_err(|e| within(field, e))?;
+            let stored =
+                json!({"agent_id": agent_id, "filter": config["filter"], "max": config["max"]});
             Ok((stored, Action::Issue { agent_id, command }))
         }
         ScheduleKind::PurgeQueue => {
@@ -222,7 +223,13 @@ pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), ApiE
         }
         ScheduleKind::StaleCleanup => {
             only(field, map, &["inactiveHours"])?;
-            let hours = bounded(field, map, "inactiveHours", (1, MAX_INACTIVE_HOURS), Some(24))?;
+            let hours = bounded(
+                field,
+                map,
+                "inactiveHours",
+                (1, MAX_INACTIVE_HOURS),
+                Some(24),
+            )?;
             Ok((
                 json!({"inactiveHours": hours}),
                 Action::StaleCleanup {
@@ -256,8 +263,8 @@ pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), ApiE
             }
             let mut body = map.clone();
             body.remove("kind");
-            let (agent_id, _, command) = parse_request(command_kind, Value::Object(body))
-                .map_err(|e| within(field, e))?;
+            let (agent_id, _, command) =
+                parse_request(command_kind, Value::Object(body)).map_err(|e| within(field, e))?;
             if let Command::PurgeQueue(purge) = &command
                 && (!purge.force || purge.confirm_token.is_some())
             {
@@ -291,7 +298,10 @@ mod tests {
     fn settings_are_checked_and_named() {
         let agent = Uuid::new_v4().to_string();
         use ScheduleKind::{BulkRetry, HealthCheck, PurgeQueue, Retention, StaleCleanup};
-        assert_eq!(field_of(Retention, json!({})), "retentionConfig.olderThanDays");
+        assert_eq!(
+            field_of(Retention, json!({})),
+            "retentionConfig.olderThanDays"
+        );
         assert_eq!(
             field_of(Retention, json!({"olderThanDays": 0})),
             "retentionConfig.olderThanDays"
@@ -318,7 +328,10 @@ mod tests {
         );
         assert_eq!(field_of(HealthCheck, json!([])), "healthCheckConfig");
         assert_eq!(
-            field_of(BulkRetry, json!({"agent_id": agent, "filter": {}, "max": 10001})),
+            field_of(
+                BulkRetry,
+                json!({"agent_id": agent, "filter": {}, "max": 10001})
+            ),
             "bulkRetryConfig.max"
         );
         assert_eq!(
@@ -331,9 +344,15 @@ mod tests {
         );
         let (_, action) = check(PurgeQueue, &json!({"agent_id": agent, "queue": "q"})).unwrap();
         assert!(matches!(action, Action::Issue { command: Command::PurgeQueue(p), .. } if p.force));
-        assert_eq!(field_of(ScheduleKind::Command, json!({"agent_id": agent})), "commandConfig.kind");
         assert_eq!(
-            field_of(ScheduleKind::Command, json!({"kind": "exec", "agent_id": agent})),
+            field_of(ScheduleKind::Command, json!({"agent_id": agent})),
+            "commandConfig.kind"
+        );
+        assert_eq!(
+            field_of(
+                ScheduleKind::Command,
+                json!({"kind": "exec", "agent_id": agent})
+            ),
             "commandConfig.kind"
         );
         assert_eq!(

@@ -39,7 +39,9 @@ pub struct CronSchedule {
 /// Checks a time zone name against the IANA database.
 pub fn parse_zone(name: &str) -> Result<Tz, String> {
     Tz::from_str(name).map_err(|_| {
-        format!("{name:?} is not an IANA time zone name (e.g. UTC, Europe/Berlin, America/New_York)")
+        format!(
+            "{name:?} is not an IANA time zone name (e.g. UTC, Europe/Berlin, America/New_York)"
+        )
     })
 }
 
@@ -75,10 +77,14 @@ fn check_field(text: &str, low: u32, high: u32) -> Result<(), String> {
             None => (part, None),
         };
         if let Some(step) = step {
-            let ok = !step.is_empty() && step.bytes().all(|b| b.is_ascii_digit()) && step.len() <= 2;
+            let ok =
+                !step.is_empty() && step.bytes().all(|b| b.is_ascii_digit()) && step.len() <= 2;
             let n: u32 = if ok { step.parse().unwrap_or(0) } else { 0 };
             if n == 0 || n > high.max(1) {
-                return Err(format!("step {step:?} must be a number from 1 to {}", high.max(1)));
+                return Err(format!(
+                    "step {step:?} must be a number from 1 to {}",
+                    high.max(1)
+                ));
             }
         }
         match range {
@@ -188,16 +194,29 @@ mod tests {
             "* * * * *",
             "0 2 1 * *",
         ] {
-            assert!(check_expression(ok).is_ok(), "{ok}: {:?}", check_expression(ok));
+            assert!(
+                check_expression(ok).is_ok(),
+                "{ok}: {:?}",
+                check_expression(ok)
+            );
         }
         for (bad, says) in [
             ("60 * * * *", "minute field \"60\": 60 is out of range 0-59"),
             ("* 24 * * *", "hour field \"24\": 24 is out of range 0-23"),
-            ("* * 0 * *", "day-of-month field \"0\": 0 is out of range 1-31"),
-            ("* * 32 * *", "day-of-month field \"32\": 32 is out of range 1-31"),
+            (
+                "* * 0 * *",
+                "day-of-month field \"0\": 0 is out of range 1-31",
+            ),
+            (
+                "* * 32 * *",
+                "day-of-month field \"32\": 32 is out of range 1-31",
+            ),
             ("* * * 0 *", "month field \"0\": 0 is out of range 1-12"),
             ("* * * 13 *", "month field \"13\": 13 is out of range 1-12"),
-            ("* * * * 7", "day-of-week field \"7\": 7 is out of range 0-6"),
+            (
+                "* * * * 7",
+                "day-of-week field \"7\": 7 is out of range 0-6",
+            ),
             ("*/0 * * * *", "step \"0\""),
             ("*/60 * * * *", "step \"60\""),
             ("5/5 * * * *", "a step needs * or a range"),
@@ -224,7 +243,10 @@ mod tests {
         let (field, message) = CronSchedule::parse("0 2 * * *", "Mars/Olympus").unwrap_err();
         assert_eq!(field, "timezone");
         assert!(message.contains("IANA"), "{message}");
-        assert_eq!(CronSchedule::parse("0 2 * *", "UTC").unwrap_err().0, "cronExpression");
+        assert_eq!(
+            CronSchedule::parse("0 2 * *", "UTC").unwrap_err().0,
+            "cronExpression"
+        );
     }
 
     #[test]
@@ -266,7 +288,10 @@ mod tests {
         let daily = CronSchedule::parse("30 1 * * *", "America/New_York").unwrap();
         let first = daily.next_after(ms("2026-11-01T04:00:00Z")).unwrap();
         assert_eq!(first, ms("2026-11-01T01:30:00-04:00"));
-        assert_eq!(daily.next_after(first).unwrap(), ms("2026-11-02T01:30:00-05:00"));
+        assert_eq!(
+            daily.next_after(first).unwrap(),
+            ms("2026-11-02T01:30:00-05:00")
+        );
         // An interval schedule runs in both passes of the repeated hour.
         let quarter = CronSchedule::parse("*/30 * * * *", "America/New_York").unwrap();
         let runs = quarter.upcoming(ms("2026-11-01T04:50:00Z"), 4);
@@ -289,7 +314,10 @@ mod tests {
         let berlin = CronSchedule::parse("30 2 * * *", "Europe/Berlin").unwrap();
         let first = berlin.next_after(ms("2026-10-24T12:00:00Z")).unwrap();
         assert_eq!(first, ms("2026-10-25T02:30:00+02:00"));
-        assert_eq!(berlin.next_after(first).unwrap(), ms("2026-10-26T02:30:00+01:00"));
+        assert_eq!(
+            berlin.next_after(first).unwrap(),
+            ms("2026-10-26T02:30:00+01:00")
+        );
         // Interval schedules skip the missing hour.
         let hourly = CronSchedule::parse("0 * * * *", "Europe/Berlin").unwrap();
         let runs = hourly.upcoming(ms("2026-03-29T00:30:00Z"), 2);
@@ -303,8 +331,14 @@ mod tests {
     fn missed_due_times_are_counted_with_a_cap() {
         let every_minute = CronSchedule::parse("* * * * *", "UTC").unwrap();
         let from = ms("2026-01-01T00:00:00Z");
-        assert_eq!(every_minute.count_between(from, from + 10 * 60_000, 1000), 10);
-        assert_eq!(every_minute.count_between(from, from + 5000 * 60_000, 1000), 1000);
+        assert_eq!(
+            every_minute.count_between(from, from + 10 * 60_000, 1000),
+            10
+        );
+        assert_eq!(
+            every_minute.count_between(from, from + 5000 * 60_000, 1000),
+            1000
+        );
         assert_eq!(every_minute.count_between(from, from + 59_999, 1000), 0);
     }
 }

@@ -260,7 +260,9 @@ fn perform(
                 let ping = Command::PingWorkers(PingWorkers {
                     worker_names: names.clone(),
                 });
-                if let Some(why) = issue_one(conn, env, &ctx, schedule, agent_id, ping, &mut issued)? {
+                if let Some(why) =
+                    issue_one(conn, env, &ctx, schedule, agent_id, ping, &mut issued)?
+                {
                     refused.push(json!({"agent_id": agent, "workers": names, "error": why}));
                 }
             }
@@ -405,7 +407,14 @@ pub fn finish_in(
     } else {
         (run_status::FAILED, Some(failures.join("; ")))
     };
-    schedules::finish_run(conn, run, status, &result.to_string(), error.as_deref(), now)?;
+    schedules::finish_run(
+        conn,
+        run,
+        status,
+        &result.to_string(),
+        error.as_deref(),
+        now,
+    )?;
     let alerting = schedule.kind == ScheduleKind::HealthCheck.as_str()
         && serde_json::from_str::<Value>(&schedule.config)
             .ok()
@@ -447,7 +456,9 @@ pub fn finish_in(
 pub async fn tick(state: &AppState, now: i64) -> StoreResult<Vec<RunRow>> {
     let due = state
         .store
-        .read("schedules_due", move |conn| schedules::due(conn, now, DUE_PER_TICK))
+        .read("schedules_due", move |conn| {
+            schedules::due(conn, now, DUE_PER_TICK)
+        })
         .await?;
     let mut runs = Vec::new();
     for (id, due_at) in due {
@@ -488,9 +499,15 @@ async fn fire_due(
             };
             Ok(Some(match (late, policy) {
                 (true, MissedRuns::Skip) => skip_in(conn, &schedule, due_at, missed, now)?,
-                (true, MissedRuns::RunOnce) => {
-                    fire_in(conn, &env, &schedule, trigger::CATCH_UP, Some(due_at), missed, now)?
-                }
+                (true, MissedRuns::RunOnce) => fire_in(
+                    conn,
+                    &env,
+                    &schedule,
+                    trigger::CATCH_UP,
+                    Some(due_at),
+                    missed,
+                    now,
+                )?,
                 (false, _) => fire_in(conn, &env, &schedule, trigger::CRON, Some(due_at), 0, now)?,
             }))
         })
@@ -532,7 +549,9 @@ pub async fn finish_open_runs(state: &AppState, now: i64) -> StoreResult<usize> 
     for alert in alerts {
         tracing::warn!(schedule = %alert.schedule_id, name = %alert.schedule_name,
             failures = %alert.failures.join("; "), "ALERT: health check failed");
-        state.metrics.record_alert(&alert.project_id, &alert.schedule_id);
+        state
+            .metrics
+            .record_alert(&alert.project_id, &alert.schedule_id);
     }
     Ok(finished)
 }

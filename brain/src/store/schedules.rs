@@ -178,7 +178,10 @@ pub fn delete(conn: &mut AnyConnection, project_id: &str, id: &str) -> StoreResu
 }
 
 /// A project's schedule ids (for a project deletion's cleanup tree).
-pub fn ids_of_project(conn: &mut AnyConnection, project_id: &str) -> StoreResult<Vec<(String, String)>> {
+pub fn ids_of_project(
+    conn: &mut AnyConnection,
+    project_id: &str,
+) -> StoreResult<Vec<(String, String)>> {
     Ok(schedules::table
         .filter(schedules::project_id.eq(project_id))
         .select((schedules::id, schedules::name))

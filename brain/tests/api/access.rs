@@ -52,9 +52,15 @@ enum Route {
     TaskTree,
     BulkDeleteTasks,
     StaleCleanup,
+    ListSchedules,
+    CreateSchedule,
+    GetSchedule,
+    UpdateSchedule,
+    DeleteSchedule,
+    RunSchedule,
 }
 
-const ROUTES: [Route; 30] = [
+const ROUTES: [Route; 36] = [
     Route::ListProjects,
     Route::CreateProject,
     Route::GetProject,
@@ -85,6 +91,12 @@ const ROUTES: [Route; 30] = [
     Route::TaskTree,
     Route::BulkDeleteTasks,
     Route::StaleCleanup,
+    Route::ListSchedules,
+    Route::CreateSchedule,
+    Route::GetSchedule,
+    Route::UpdateSchedule,
+    Route::DeleteSchedule,
+    Route::RunSchedule,
 ];
 
 /// The project every project route targets.
@@ -98,9 +110,10 @@ impl Route {
             CreateProject | ListUsers | CreateUser | DeleteUser => Floor::SiteAdmin,
             GetProject | ListMembers | ListAgents | GetAgent | AgentQueues | ListCommands
             | GetCommand | AuditPage | AuditExport | AuditCheckpoint | ListTasks | GetTask
-            | TaskTree => Floor::Viewer,
+            | TaskTree | ListSchedules | GetSchedule => Floor::Viewer,
             UpdateProject | DeleteProject | AddMember | RemoveMember | CreateAgent
-            | DeleteAgent | BulkDeleteTasks | StaleCleanup => Floor::Admin,
+            | DeleteAgent | BulkDeleteTasks | StaleCleanup | CreateSchedule | UpdateSchedule
+            | DeleteSchedule | RunSchedule => Floor::Admin,
         }
     }
 
@@ -214,6 +227,32 @@ impl Route {
                     Some(json!({"agent_id": id})),
                 )
             }
+            ListSchedules => (Method::GET, format!("{p}/schedules"), None),
+            CreateSchedule => (
+                Method::POST,
+                format!("{p}/schedules"),
+                Some(probe_schedule()),
+            ),
+            GetSchedule | UpdateSchedule | DeleteSchedule | RunSchedule => {
+                let reply = app
+                    .post(
+                        &format!("{p}/schedules"),
+                        &app.admin_token,
+                        probe_schedule(),
+                    )
+                    .await;
+                let id = reply.body["schedule"]["id"].as_str().unwrap().to_owned();
+                match self {
+                    GetSchedule => (Method::GET, format!("{p}/schedules/{id}"), None),
+                    UpdateSchedule => (
+                        Method::PUT,
+                        format!("{p}/schedules/{id}"),
+                        Some(json!({"enabled": false})),
+                    ),
+                    DeleteSchedule => (Method::DELETE, format!("{p}/schedules/{id}"), None),
+                    _ => (Method::POST, format!("{p}/schedules/{id}/run"), None),
+                }
+            }
             BulkDeleteTasks => (
                 Method::POST,
                 format!("{p}/tasks/bulk-delete"),
@@ -232,6 +271,12 @@ impl Route {
             }
         }
     }
+}
+
+/// A schedule any admin may create.
+fn probe_schedule() -> Value {
+    json!({"name": unique("probe"), "type": "health-check", "cronExpression": "*/5 * * * *",
+           "healthCheckConfig": {}})
 }
 
 /// A second token of the caller's own, to revoke. For callers whose token does not

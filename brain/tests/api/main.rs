@@ -10,6 +10,7 @@ mod errors;
 mod openapi;
 mod resources;
 mod runtime;
+mod schedules;
 mod store;
 mod support;
 mod tasks;
