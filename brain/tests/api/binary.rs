@@ -468,3 +468,138 @@ async fn a_project_deletion_resumes_after_kill_9(backend: Backend) {
     }
     server.terminate();
 }
+
+both_backends!(two_brains_fire_each_due_time_once,);
+
+/// Two `taskward-brain serve` processes on one database (sharing a data directory, as
+/// replicas share their keys) fire each due time of a schedule once; so does a brain
+/// restarted between due times.
+async fn two_brains_fire_each_due_time_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let cwd = cwd.path();
+    let url = match backend {
+        Backend::Sqlite => {
+            taskward_brain::store::DatabaseUrl::Sqlite(cwd.join("taskward-data/taskward.db"))
+        }
+        Backend::Postgres => db.url.clone(),
+    };
+    let db = (backend == Backend::Postgres).then_some(&db);
+    let first = Server::start(cwd, db);
+    let token = std::fs::read_to_string(cwd.join("taskward-data/admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, base: &str, path: &str| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+    };
+    let json = |r: reqwest::Response| async move { r.json::<serde_json::Value>().await.unwrap() };
+    let agent = json(
+        call(
+            reqwest::Method::POST,
+            &first.base,
+            "/api/v1/projects/default/agents",
+        )
+        .body(r#"{"name": "host"}"#)
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    let schedule = json(
+        call(
+            reqwest::Method::POST,
+            &first.base,
+            "/api/v1/projects/default/schedules",
+        )
+        .body(
+            serde_json::json!({
+                "name": "throttle", "type": "command", "cronExpression": "0 0 1 1 *",
+                "commandConfig": {"kind": "rate-limit", "agent_id": agent_id,
+                                  "task_name": "app.add", "rate": "5/s"}
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    let id = schedule["schedule"]["id"].as_str().unwrap().to_owned();
+    let mut second = Server::start(cwd, db);
+    let store = taskward_brain::store::Store::open(&url).unwrap();
+    // Makes the schedule due now, as if its time had come.
+    let make_due = || {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                store.write_blocking("test_make_due", |c| {
+                    use diesel::RunQueryDsl;
+                    let now = taskward_brain::store::now_ms() - 200;
+                    diesel::sql_query(format!(
+                        "UPDATE schedules SET next_run_at = {now} WHERE id = '{id}'"
+                    ))
+                    .execute(c)?;
+                    Ok(())
+                })
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        }
+    };
+    let runs = |base: String| {
+        let (call, id) = (&call, id.clone());
+        async move {
+            let detail = call(
+                reqwest::Method::GET,
+                &base,
+                &format!("/api/v1/projects/default/schedules/{id}"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+            detail["history"].as_array().unwrap().len()
+        }
+    };
+    let mut earlier_log = String::new();
+    for round in 1..=4 {
+        if round == 4 {
+            // A restart between due times.
+            earlier_log = second.terminate();
+            second = Server::start(cwd, db);
+        }
+        make_due().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while runs(second.base.clone()).await < round {
+            assert!(Instant::now() < deadline, "round {round}: no run");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Both brains tick every second: give each a few chances to fire it again.
+        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        assert_eq!(runs(first.base.clone()).await, round, "round {round}");
+    }
+    let commands = json(
+        call(
+            reqwest::Method::GET,
+            &first.base,
+            "/api/v1/projects/default/commands?kind=rate-limit",
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(commands["items"].as_array().unwrap().len(), 4);
+    let logs = first.log() + &earlier_log + &second.log();
+    assert_eq!(logs.matches("schedule fired").count(), 4, "{logs}");
+    second.terminate();
+    first.terminate();
+}
