@@ -281,6 +281,47 @@ fn help_teaches_and_version_answers() {
     assert!(String::from_utf8_lossy(&bad_url.stderr).contains("sqlite://PATH or postgres://"));
 }
 
+/// Where a test's server keeps its data, and the bootstrap admin's token.
+struct Site {
+    /// The database URL the server uses (SQLite in the data directory, or the test database).
+    url: taskward_brain::store::DatabaseUrl,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Site {
+    /// The URL a server started in `cwd` uses, before it starts.
+    fn url_for(backend: Backend, cwd: &Path, db: &TestDb) -> taskward_brain::store::DatabaseUrl {
+        match backend {
+            Backend::Sqlite => {
+                taskward_brain::store::DatabaseUrl::Sqlite(cwd.join("taskward-data/taskward.db"))
+            }
+            Backend::Postgres => db.url.clone(),
+        }
+    }
+
+    /// Reads the admin token the first server wrote.
+    fn new(url: taskward_brain::store::DatabaseUrl, cwd: &Path) -> Site {
+        let token = std::fs::read_to_string(cwd.join("taskward-data/admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Site {
+            url,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A JSON request as the admin.
+    fn call(&self, method: reqwest::Method, base: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+    }
+}
+
 both_backends!(
     serve_bootstraps_and_cli_works_beside_it,
     a_project_deletion_resumes_after_kill_9,
@@ -302,24 +343,11 @@ async fn a_project_deletion_resumes_after_kill_9(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cwd = tempfile::tempdir().unwrap();
     let cwd = cwd.path();
-    let url = match backend {
-        Backend::Sqlite => {
-            taskward_brain::store::DatabaseUrl::Sqlite(cwd.join("taskward-data/taskward.db"))
-        }
-        Backend::Postgres => db.url.clone(),
-    };
+    let url = Site::url_for(backend, cwd, &db);
     let db = (backend == Backend::Postgres).then_some(&db);
     let server = Server::start(cwd, db);
-    let token = std::fs::read_to_string(cwd.join("taskward-data/admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let http = reqwest::Client::new();
-    let call = |method: reqwest::Method, base: &str, path: &str| {
-        http.request(method, format!("{base}{path}"))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-    };
+    let site = Site::new(url.clone(), cwd);
+    let call = |method: reqwest::Method, base: &str, path: &str| site.call(method, base, path);
     let created = call(reqwest::Method::POST, &server.base, "/api/v1/projects")
         .body(r#"{"slug": "big"}"#)
         .send()
@@ -478,24 +506,11 @@ async fn two_brains_fire_each_due_time_once(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cwd = tempfile::tempdir().unwrap();
     let cwd = cwd.path();
-    let url = match backend {
-        Backend::Sqlite => {
-            taskward_brain::store::DatabaseUrl::Sqlite(cwd.join("taskward-data/taskward.db"))
-        }
-        Backend::Postgres => db.url.clone(),
-    };
+    let url = Site::url_for(backend, cwd, &db);
     let db = (backend == Backend::Postgres).then_some(&db);
     let first = Server::start(cwd, db);
-    let token = std::fs::read_to_string(cwd.join("taskward-data/admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let http = reqwest::Client::new();
-    let call = |method: reqwest::Method, base: &str, path: &str| {
-        http.request(method, format!("{base}{path}"))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-    };
+    let site = Site::new(url.clone(), cwd);
+    let call = |method: reqwest::Method, base: &str, path: &str| site.call(method, base, path);
     let json = |r: reqwest::Response| async move { r.json::<serde_json::Value>().await.unwrap() };
     let agent = json(
         call(
@@ -531,7 +546,7 @@ async fn two_brains_fire_each_due_time_once(backend: Backend) {
     .await;
     let id = schedule["schedule"]["id"].as_str().unwrap().to_owned();
     let mut second = Server::start(cwd, db);
-    let store = taskward_brain::store::Store::open(&url).unwrap();
+    let store = taskward_brain::store::Store::open(&site.url).unwrap();
     // Makes the schedule due now, as if its time had come.
     let make_due = || {
         let (store, id) = (store.clone(), id.clone());

@@ -14,7 +14,7 @@ both_backends!(stale_rules_one_by_one, bounds_and_access,);
 const P: &str = "/api/v1/projects/default";
 
 /// Moves an agent's every timestamp a week into the past.
-async fn backdate(app: &TestApp, agent: &str) {
+pub async fn backdate(app: &TestApp, agent: &str) {
     use diesel::prelude::*;
     use taskward_brain::store::schema::agents;
     let (agent, week_ago) = (

@@ -892,26 +892,10 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
 }
 
 async fn stale_cleanup_removes_inactive_agents(backend: Backend) {
-    use diesel::prelude::*;
-    use taskward_brain::store::schema::agents;
     let app = TestApp::new(backend).await;
     let old = app.create_agent("default", &unique("old")).await;
     let fresh = app.create_agent("default", &unique("fresh")).await;
-    let week_ago = now_ms() - 7 * 86_400_000;
-    let target = old.clone();
-    app.store
-        .write("test_backdate", move |conn| {
-            diesel::update(agents::table.find(target))
-                .set((
-                    agents::created_at.eq(week_ago),
-                    agents::enrolled_at.eq(Some(week_ago)),
-                    agents::last_seen_at.eq(Some(week_ago)),
-                ))
-                .execute(conn)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    crate::runtime::backdate(&app, &old).await;
     let schedule = create(
         &app,
         json!({"name": "tidy", "type": "stale-cleanup", "cronExpression": "0 5 * * 1",
