@@ -1785,3 +1785,233 @@ t.join()
     )
     .await;
 }
+
+/// A health-check schedule, end to end with two real workers: each run pings the workers the
+/// brain knows (one signed `ping-workers` command per agent, issued by the schedule) and ends
+/// with the answers. After one worker is SIGKILLed and marked offline, the next run still pings
+/// it (it went offline since the previous run), fails naming it, appends a signed
+/// `schedule.alert` row and counts the alert on `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_check_schedule_pings_real_workers_and_alerts_on_a_dead_one() {
+    let broker = "redis://127.0.0.1:6379/15";
+    let stack = CeleryStack::start(broker, &["celery"]).await;
+    let (alive, doomed) = ("alive@taskward-test", "doomed@taskward-test");
+    let solo = &["-E", "--pool", "solo"];
+    let _alive = celery_worker(broker, alive, solo, &[], &stack.log("alive.log"));
+    let mut doomed_worker = celery_worker(broker, doomed, solo, &[], &stack.log("doomed.log"));
+    let both_online = [(alive.to_owned(), true), (doomed.to_owned(), true)];
+    wait_for(
+        Duration::from_secs(60),
+        "both workers to come online",
+        || async { stack.workers() == both_online },
+    )
+    .await;
+
+    let brain = &stack.brain;
+    // Due on 29 February only: no cron run comes between the manual ones.
+    let (status, body) = brain
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/projects/default/schedules",
+            Some(json!({
+                "name": "workers alive",
+                "type": "health-check",
+                "cronExpression": "0 3 29 2 *",
+                "timezone": "UTC",
+                "healthCheckConfig": {"alertOnFailure": true},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let schedule = body["schedule"]["id"].as_str().unwrap().to_owned();
+    assert!(schedule.starts_with("sch_"), "{body}");
+    let path = format!("/api/v1/projects/default/schedules/{schedule}");
+    // Runs the schedule now; waits until that run has an outcome and returns it.
+    let run_now = || async {
+        let (status, body) = brain
+            .call(reqwest::Method::POST, &format!("{path}/run"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let execution = &body["execution"];
+        assert_eq!(body["success"], true, "{body}");
+        assert_eq!(execution["status"], "running", "{body}");
+        assert_eq!(
+            execution["commandIds"].as_array().unwrap().len(),
+            1,
+            "{body}"
+        );
+        let id = execution["id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let (_, detail) = brain.call(reqwest::Method::GET, &path, None).await;
+            let run = detail["history"]
+                .as_array()
+                .and_then(|runs| runs.iter().find(|r| r["id"] == id.as_str()))
+                .cloned()
+                .unwrap_or(Value::Null);
+            if run["status"] == "success" || run["status"] == "failed" {
+                return (run, detail);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never finished: {detail}\nagent log:\n{}\nbrain log:\n{}",
+                std::fs::read_to_string(stack.home.state.join("agent.log")).unwrap_or_default(),
+                brain.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    // The one ping of a run: its payload and outcome, and who issued it.
+    let (agent, issuer) = (stack.agent.as_str(), schedule.as_str());
+    let ping_of = |run: &Value| {
+        let id = run["commandIds"][0].as_str().unwrap().to_owned();
+        async move {
+            let command = brain.command(&id).await;
+            assert_eq!(command["kind"], "ping-workers", "{command}");
+            assert_eq!(command["agent_id"], agent, "{command}");
+            assert_eq!(command["issuer"]["type"], "schedule", "{command}");
+            assert_eq!(command["issuer"]["id"], issuer, "{command}");
+            assert_eq!(command["issuer"]["name"], "workers alive", "{command}");
+            let issued = &command["audit_rows"][0];
+            assert_eq!(issued["kind"], "command.issued", "{command}");
+            assert_eq!(
+                issued["statement"]["actor"]["type"], "schedule",
+                "{command}"
+            );
+            assert_eq!(issued["statement"]["actor"]["id"], issuer, "{command}");
+            assert_eq!(issued["signature_valid"], true, "{command}");
+            command
+        }
+    };
+
+    // Both workers answer: the run succeeds and says who answered.
+    let (first, detail) = run_now().await;
+    assert_eq!(first["status"], "success", "{detail}");
+    assert_eq!(first["trigger"], "manual", "{detail}");
+    assert_eq!(first["error"], Value::Null, "{detail}");
+    assert_eq!(detail["lastStatus"], "success", "{detail}");
+    let answered = format!("2 of 2 answered: {alive}, {doomed}");
+    assert_eq!(
+        first["result"]["commands"][0]["status"], "succeeded",
+        "{first}"
+    );
+    assert_eq!(
+        first["result"]["commands"][0]["detail"],
+        answered.as_str(),
+        "{first}"
+    );
+    let ping = ping_of(&first).await;
+    assert_eq!(
+        ping["payload"]["worker_names"],
+        json!([alive, doomed]),
+        "{ping}"
+    );
+    assert_eq!(ping["status"], "succeeded", "{ping}");
+    assert_eq!(ping["detail"], answered.as_str(), "{ping}");
+
+    // SIGKILL to one worker: no worker-offline event; the agent marks it offline once silent.
+    let group = format!("-{}", doomed_worker.0.id());
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    doomed_worker.0.wait().unwrap();
+    let one_gone = [(alive.to_owned(), true), (doomed.to_owned(), false)];
+    wait_for(
+        Duration::from_secs(60),
+        "the killed worker to go offline",
+        || async { stack.workers() == one_gone },
+    )
+    .await;
+
+    // Offline since the previous run, it is still pinged: the run fails naming it, and alerts.
+    let (second, detail) = run_now().await;
+    assert_eq!(second["status"], "failed", "{detail}");
+    assert_eq!(detail["lastStatus"], "failed", "{detail}");
+    let silence = format!("no answer within 5 s from {doomed}; 1 of 2 answered: {alive}");
+    let error = second["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("ping-workers") && error.contains(&silence),
+        "{second}"
+    );
+    assert_eq!(
+        second["result"]["commands"][0]["status"], "failed",
+        "{second}"
+    );
+    let ping = ping_of(&second).await;
+    assert_eq!(
+        ping["payload"]["worker_names"],
+        json!([alive, doomed]),
+        "{ping}"
+    );
+    assert_eq!(ping["status"], "failed", "{ping}");
+    assert_eq!(ping["detail"], silence.as_str(), "{ping}");
+    // The history, newest first.
+    let runs: Vec<&Value> = detail["history"].as_array().unwrap().iter().collect();
+    assert_eq!(runs.len(), 2, "{detail}");
+    assert_eq!(
+        (&runs[0]["id"], &runs[1]["id"]),
+        (&second["id"], &first["id"])
+    );
+
+    // One signed alert row, for the failed run, naming the dead worker.
+    let (_, audit) = brain
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/projects/default/audit?limit=1000",
+            None,
+        )
+        .await;
+    let alerts: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "schedule.alert")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{audit}");
+    let alert = alerts[0];
+    assert_eq!(alert["signature_valid"], true, "{alert}");
+    let statement = &alert["statement"];
+    assert_eq!(statement["actor"]["type"], "schedule", "{alert}");
+    assert_eq!(statement["actor"]["id"], schedule.as_str(), "{alert}");
+    assert_eq!(
+        statement["payload"]["schedule"]["id"],
+        schedule.as_str(),
+        "{alert}"
+    );
+    assert_eq!(statement["payload"]["run"], second["id"], "{alert}");
+    let failures = statement["payload"]["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{alert}");
+    assert!(
+        failures[0].as_str().unwrap_or_default().contains(&silence),
+        "{alert}"
+    );
+
+    // The alert is counted (right after the run's transaction commits).
+    let label = format!("schedule=\"{schedule}\"");
+    let counted = || async {
+        let metrics = brain
+            .http
+            .get(format!("{}/metrics", brain.url))
+            .bearer_auth(&brain.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find(|l| l.starts_with("taskward_schedule_alerts_total{") && l.contains(&label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_for(Duration::from_secs(10), "the alert on /metrics", || async {
+        counted().await >= 1.0
+    })
+    .await;
+}

@@ -66,7 +66,7 @@ impl Metrics {
         let alerts = Family::<Labels, Counter>::default();
         registry.register(
             "schedule_alerts",
-            "Failed health checks (workers that did not answer a ping), by project and schedule",
+            "Failed health checks (workers that did not answer a ping), by project id and schedule id",
             alerts.clone(),
         );
         Metrics {
@@ -91,7 +91,7 @@ impl Metrics {
     /// Counts a health-check alert.
     pub fn record_alert(&self, project: &str, schedule: &str) {
         let labels = vec![
-            ("project", project.to_owned()),
+            ("project_id", project.to_owned()),
             ("schedule", schedule.to_owned()),
         ];
         self.alerts.get_or_create(&labels).inc();

@@ -239,8 +239,9 @@ fn perform(
             })))
         }
         Action::HealthCheck { .. } => {
-            // Workers online, and those gone offline since the previous check.
-            let since = schedule.last_run_at.unwrap_or(0);
+            // Workers online, and those gone offline (crashed or shut down) since the previous
+            // check, or since the schedule was made: each departure is reported once.
+            let since = schedule.last_run_at.unwrap_or(schedule.created_at);
             let mut by_agent: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for (agent, worker) in tasks::workers_to_ping(conn, project_id, since)? {
                 by_agent.entry(agent).or_default().push(worker);
@@ -255,6 +256,7 @@ fn perform(
             let mut refused = Vec::new();
             for (agent, names) in by_agent {
                 let Ok(agent_id) = agent.parse() else {
+                    refused.push(json!({"agent_id": agent, "workers": names, "error": "not an agent id"}));
                     continue;
                 };
                 let ping = Command::PingWorkers(PingWorkers {
@@ -377,7 +379,13 @@ pub fn finish_in(
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     for id in &ids {
-        let command = commands::find(conn, &schedule.project_id, id)?;
+        let command = match commands::find(conn, &schedule.project_id, id) {
+            Err(crate::store::StoreError::NotFound) => {
+                failures.push(format!("command {id} no longer exists"));
+                continue;
+            }
+            other => other?,
+        };
         let status: CommandStatus = command.status.parse().unwrap_or(CommandStatus::Failed);
         if !status.is_terminal() {
             return Ok(None);
@@ -532,20 +540,38 @@ pub fn announce(state: &AppState, fired: Fired) -> RunRow {
 /// Finishes runs whose commands all ended; raises health-check alerts.
 pub async fn finish_open_runs(state: &AppState, now: i64) -> StoreResult<usize> {
     let signer = state.keys.signer();
-    let (finished, alerts) = state
+    // Read first: most seconds nothing is open, and no write lock is taken.
+    let open = state
         .store
-        .write("schedule_finish_runs", move |conn| {
-            let mut finished = 0;
-            let mut alerts = Vec::new();
-            for (run, schedule) in schedules::open_runs(conn, 200)? {
-                if let Some(alert) = finish_in(conn, &signer, &run, &schedule, now)? {
-                    finished += 1;
-                    alerts.extend(alert);
-                }
-            }
-            Ok((finished, alerts))
-        })
+        .read("schedule_open_runs", |conn| schedules::open_runs(conn, 200))
         .await?;
+    let mut finished = 0;
+    let mut alerts = Vec::new();
+    // Each run in its own transaction: one that cannot finish does not hold up the others.
+    for (run, schedule) in open {
+        let signer = signer.clone();
+        let id = run.id.clone();
+        match state
+            .store
+            .write("schedule_finish_run", move |conn| {
+                // Another brain may have finished it since the read.
+                let still_open = schedules::find_run(conn, &run.id)?
+                    .is_some_and(|r| r.status == run_status::RUNNING);
+                if !still_open {
+                    return Ok(None);
+                }
+                finish_in(conn, &signer, &run, &schedule, now)
+            })
+            .await
+        {
+            Ok(Some(alert)) => {
+                finished += 1;
+                alerts.extend(alert);
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(run = %id, %err, "cannot finish a schedule run"),
+        }
+    }
     for alert in alerts {
         tracing::warn!(schedule = %alert.schedule_id, name = %alert.schedule_name,
             failures = %alert.failures.join("; "), "ALERT: health check failed");

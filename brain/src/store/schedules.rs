@@ -296,6 +296,15 @@ pub fn runs(conn: &mut AnyConnection, schedule_id: &str, limit: i64) -> StoreRes
         .load(conn)?)
 }
 
+/// A run by id.
+pub fn find_run(conn: &mut AnyConnection, id: &str) -> StoreResult<Option<RunRow>> {
+    Ok(schedule_runs::table
+        .find(id)
+        .select(RunRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
 /// Runs still waiting on commands, oldest first, with their schedule.
 pub fn open_runs(conn: &mut AnyConnection, limit: i64) -> StoreResult<Vec<(RunRow, ScheduleRow)>> {
     Ok(schedule_runs::table

@@ -889,6 +889,22 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(audit_rows(&app, "schedule.alert").await.len(), 1);
+
+    // A schedule made after workers left does not ping them: only departures it saw.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let late = create(&app, health_check("late")).await;
+    let run = run_now(&app, late["id"].as_str().unwrap()).await;
+    let mut asked = Vec::new();
+    for ping in run["commandIds"].as_array().unwrap() {
+        let command = app
+            .get(&format!("{P}/commands/{}", ping.as_str().unwrap()), &t)
+            .await;
+        for name in command.body["payload"]["worker_names"].as_array().unwrap() {
+            asked.push(name.as_str().unwrap().to_owned());
+        }
+    }
+    asked.sort();
+    assert_eq!(asked, ["celery@w1", "celery@w3"]);
 }
 
 async fn stale_cleanup_removes_inactive_agents(backend: Backend) {
