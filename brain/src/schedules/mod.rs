@@ -256,7 +256,9 @@ fn perform(
             let mut refused = Vec::new();
             for (agent, names) in by_agent {
                 let Ok(agent_id) = agent.parse() else {
-                    refused.push(json!({"agent_id": agent, "workers": names, "error": "not an agent id"}));
+                    refused.push(
+                        json!({"agent_id": agent, "workers": names, "error": "not an agent id"}),
+                    );
                     continue;
                 };
                 let ping = Command::PingWorkers(PingWorkers {
