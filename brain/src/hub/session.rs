@@ -1,5 +1,6 @@
 //! One agent's WebSocket session, and enrollment.
 
+use futures_util::FutureExt;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -155,6 +156,9 @@ async fn send(socket: &mut WebSocket, frame: &BrainFrame) -> Result<(), String> 
         .await
         .map_err(|e| format!("send failed: {e}"))
 }
+
+/// Most updates applied in one transaction when several event batches are waiting.
+const GROUP_COMMIT_UPDATES: usize = 20_000;
 
 async fn recv(socket: &mut WebSocket) -> Result<Option<AgentFrame>, String> {
     match socket.recv().await {
@@ -338,19 +342,50 @@ async fn handle(
             Ok(())
         }
         AgentFrame::Events(batch) => {
-            let (project_id, agent_id, seq) =
-                (agent.project_id.clone(), agent.id.clone(), batch.seq);
-            let (events, dropped) = (batch.updates.len() as u64, batch.dropped_total);
+            // Group commit: the batches the agent has already sent (it keeps several in
+            // flight) go into one transaction, where a task's received/started/succeeded
+            // updates collapse into one row write. Merging is order-insensitive and
+            // idempotent, so concatenating batches changes nothing else.
+            let mut seqs = vec![batch.seq];
+            let mut dropped = batch.dropped_total;
+            let mut updates = batch.updates;
+            let mut next = None;
+            while updates.len() < GROUP_COMMIT_UPDATES {
+                match recv(socket).now_or_never() {
+                    Some(Ok(Some(AgentFrame::Events(more)))) => {
+                        seqs.push(more.seq);
+                        dropped = dropped.max(more.dropped_total);
+                        updates.extend(more.updates);
+                    }
+                    Some(Ok(Some(other))) => {
+                        next = Some(other);
+                        break;
+                    }
+                    Some(Ok(None)) => {}
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                }
+            }
+            let (project_id, agent_id) = (agent.project_id.clone(), agent.id.clone());
+            let events = updates.len() as u64;
             state
                 .store
                 .write("ingest_events", move |conn| {
-                    tasks::apply_updates(conn, &project_id, &agent_id, &batch.updates, now_ms())?;
-                    tasks::record_dropped(conn, &agent_id, batch.dropped_total)
+                    tasks::apply_updates(conn, &project_id, &agent_id, &updates, now_ms())?;
+                    tasks::record_dropped(conn, &agent_id, dropped)
                 })
                 .await
                 .map_err(|e| e.to_string())?;
             state.metrics.record_ingest(&agent.name, events, dropped);
-            send(socket, &BrainFrame::EventsAck { seq }).await
+            for seq in seqs {
+                send(socket, &BrainFrame::EventsAck { seq }).await?;
+            }
+            match next {
+                Some(frame) => {
+                    Box::pin(handle(state, socket, agent, public, generation, frame)).await
+                }
+                None => Ok(()),
+            }
         }
         AgentFrame::Claimed { command_id } => {
             let agent_id = agent.id.clone();

@@ -102,6 +102,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A failed assertion must not leave a server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn cli(cwd: &Path, db: Option<&TestDb>, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(cwd)
