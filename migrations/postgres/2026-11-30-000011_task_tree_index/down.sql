@@ -1,0 +1,2 @@
+DROP INDEX tasks_by_state;
+DROP INDEX tasks_by_root;
