@@ -89,27 +89,26 @@ fn timed<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
     )
 }
 
-fn rss_kib() -> u64 {
+/// A `/proc/self/status` memory line (`VmHWM`: peak, `VmRSS`: now), KiB.
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
 }
 
-/// Resident memory now (VmRSS), KiB.
+/// Peak resident memory, KiB.
+fn rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// Resident memory now, KiB.
 fn current_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+    status_kib("VmRSS:")
 }
 
 fn main() {
