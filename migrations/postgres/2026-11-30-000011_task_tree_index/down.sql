@@ -1,2 +1,3 @@
+DROP INDEX tasks_by_name_id;
 DROP INDEX tasks_by_state;
 DROP INDEX tasks_by_root;

@@ -1,1 +1,2 @@
+DROP INDEX tasks_by_name_id;
 DROP INDEX tasks_by_root;
