@@ -921,22 +921,25 @@ async fn spool_overflow_is_counted_and_reported() {
         },
     )
     .await;
-    let metrics = brain
-        .http
-        .get(format!("{}/metrics", brain.url))
-        .bearer_auth(&brain.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(&format!(
-            "taskward_dropped_events{{agent=\"host-1\"}} {dropped}"
-        )),
-        "{metrics}"
-    );
+    // The gauge is set just after the batch's transaction commits, so it may trail the API
+    // by a moment.
+    let line = format!("taskward_dropped_events{{agent=\"host-1\"}} {dropped}");
+    let mut metrics = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !metrics.contains(&line) {
+        assert!(Instant::now() < deadline, "no `{line}` in:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        metrics = brain
+            .http
+            .get(format!("{}/metrics", brain.url))
+            .bearer_auth(&brain.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
     wait_for(
         Duration::from_secs(20),
         "the drop count in `taskward-agent status`",
