@@ -82,6 +82,18 @@ impl ApiError {
         }
     }
 
+    /// A 400 for a required field that is absent; `path` is its full JSON path
+    /// (`retentionConfig.olderThanDays`), the message names the field as serde would.
+    pub fn missing_field(path: impl Into<String>) -> ApiError {
+        let path = path.into();
+        let name = path.rsplit('.').next().unwrap_or(&path).to_owned();
+        ApiError::BadRequest {
+            code: "missing_field",
+            message: format!("{path}: missing field `{name}`"),
+            field: Some(path),
+        }
+    }
+
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {

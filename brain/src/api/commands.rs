@@ -392,13 +392,7 @@ pub fn parse_request(
         });
     };
     let agent_id = match fields.remove("agent_id") {
-        None => {
-            return Err(ApiError::BadRequest {
-                code: "missing_field",
-                message: "agent_id: missing field `agent_id`".into(),
-                field: Some("agent_id".into()),
-            });
-        }
+        None => return Err(ApiError::missing_field("agent_id")),
         Some(value) => value
             .as_str()
             .and_then(|s| Uuid::parse_str(s).ok())

@@ -211,22 +211,19 @@ struct Checked {
 /// Checks a whole schedule body (an update is merged over the stored schedule first). Every
 /// error is a 400 naming the field.
 fn check_body(body: &Map<String, Value>, project: &Project) -> Result<Checked, ApiError> {
-    let kind_name = match body.get("type") {
-        Some(Value::String(t)) => t.clone(),
-        None => {
-            return Err(ApiError::BadRequest {
-                code: "missing_field",
-                message: "type: missing field `type`".into(),
-                field: Some("type".into()),
-            });
-        }
-        Some(other) => {
-            return Err(ApiError::invalid_field(
-                "type",
-                format!("type: must be a string, got {other}"),
-            ));
+    // A string field, required unless it has a default.
+    let text = |field: &str, default: Option<&str>| -> Result<String, ApiError> {
+        match (body.get(field), default) {
+            (Some(Value::String(s)), _) => Ok(s.clone()),
+            (None, Some(d)) => Ok(d.to_owned()),
+            (None, None) => Err(ApiError::missing_field(field)),
+            (Some(other), _) => Err(ApiError::invalid_field(
+                field,
+                format!("{field}: must be a string, got {other}"),
+            )),
         }
     };
+    let kind_name = text("type", None)?;
     let kind = ScheduleKind::parse(&kind_name).ok_or_else(|| {
         ApiError::invalid_field(
             "type",
@@ -286,13 +283,7 @@ fn check_body(body: &Map<String, Value>, project: &Project) -> Result<Checked, A
         {
             n.clone()
         }
-        None => {
-            return Err(ApiError::BadRequest {
-                code: "missing_field",
-                message: "name: missing field `name`".into(),
-                field: Some("name".into()),
-            });
-        }
+        None => return Err(ApiError::missing_field("name")),
         Some(_) => {
             return Err(ApiError::invalid_field(
                 "name",
@@ -310,21 +301,6 @@ fn check_body(body: &Map<String, Value>, project: &Project) -> Result<Checked, A
                 "enabled",
                 format!("enabled: must be true or false, got {other}"),
             ));
-        }
-    };
-    let text = |field: &str, default: Option<&str>| -> Result<String, ApiError> {
-        match (body.get(field), default) {
-            (Some(Value::String(s)), _) => Ok(s.clone()),
-            (None, Some(d)) => Ok(d.to_owned()),
-            (None, None) => Err(ApiError::BadRequest {
-                code: "missing_field",
-                message: format!("{field}: missing field `{field}`"),
-                field: Some(field.into()),
-            }),
-            (Some(other), _) => Err(ApiError::invalid_field(
-                field,
-                format!("{field}: must be a string, got {other}"),
-            )),
         }
     };
     let cron = text("cronExpression", None)?;

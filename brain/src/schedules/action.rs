@@ -153,11 +153,7 @@ fn bounded(
     let name = format!("{field}.{key}");
     match (map.get(key), default) {
         (None | Some(Value::Null), Some(d)) => Ok(d),
-        (None | Some(Value::Null), None) => Err(ApiError::BadRequest {
-            code: "missing_field",
-            message: format!("{name}: missing field `{key}`"),
-            field: Some(name),
-        }),
+        (None | Some(Value::Null), None) => Err(ApiError::missing_field(name)),
         (Some(v), _) => match v.as_i64() {
             Some(n) if (low..=high).contains(&n) => Ok(n),
             _ => Err(ApiError::invalid_field(

@@ -69,14 +69,22 @@ impl FireEnv {
     }
 
     fn audit_as(&self, schedule: &ScheduleRow) -> AuditContext {
-        AuditContext {
-            signer: self.signer.clone(),
-            actor: Actor {
-                kind: ActorKind::Schedule,
-                id: schedule.id.clone(),
-                name: schedule.name.clone(),
-            },
-        }
+        as_schedule(&self.signer, schedule)
+    }
+}
+
+/// The schedule as the actor of what it does (its commands, retention, alerts).
+fn as_schedule(
+    signer: &std::sync::Arc<ed25519_dalek::SigningKey>,
+    schedule: &ScheduleRow,
+) -> AuditContext {
+    AuditContext {
+        signer: signer.clone(),
+        actor: Actor {
+            kind: ActorKind::Schedule,
+            id: schedule.id.clone(),
+            name: schedule.name.clone(),
+        },
     }
 }
 
@@ -118,6 +126,16 @@ impl Outcome {
     }
 }
 
+/// A stored schedule's action, checked again (an agent may have gone since it was written).
+fn checked_action(schedule: &ScheduleRow) -> Result<Action, String> {
+    let kind = ScheduleKind::parse(&schedule.kind)
+        .ok_or_else(|| format!("unknown schedule type {:?}", schedule.kind))?;
+    let config: Value = serde_json::from_str(&schedule.config).unwrap_or(Value::Null);
+    action::check(kind, &config)
+        .map(|(_, action)| action)
+        .map_err(|e| e.to_string())
+}
+
 /// Runs a schedule's action now and records the run, in the caller's transaction.
 /// `due_at` is the due time it fires for (none for "run now"); `missed` counts due times that
 /// passed unrun before it.
@@ -130,14 +148,8 @@ pub fn fire_in(
     missed: usize,
     now: i64,
 ) -> StoreResult<Fired> {
-    let checked = ScheduleKind::parse(&schedule.kind)
-        .ok_or_else(|| format!("unknown schedule type {:?}", schedule.kind))
-        .and_then(|kind| {
-            let config: Value = serde_json::from_str(&schedule.config).unwrap_or(Value::Null);
-            action::check(kind, &config).map_err(|e| e.to_string())
-        });
-    let mut outcome = match checked {
-        Ok((_, action)) => perform(conn, env, schedule, action, now)?,
+    let mut outcome = match checked_action(schedule) {
+        Ok(action) => perform(conn, env, schedule, action, now)?,
         Err(why) => Outcome::failed(
             json!({}),
             format!("the schedule's settings no longer hold: {why}"),
@@ -425,23 +437,17 @@ pub fn finish_in(
         error.as_deref(),
         now,
     )?;
-    let alerting = schedule.kind == ScheduleKind::HealthCheck.as_str()
-        && serde_json::from_str::<Value>(&schedule.config)
-            .ok()
-            .and_then(|c| c["alertOnFailure"].as_bool())
-            .unwrap_or(true);
+    // The settings as `action::check` reads them (one place for the default).
+    let alerting = matches!(
+        checked_action(schedule),
+        Ok(Action::HealthCheck {
+            alert_on_failure: true
+        })
+    );
     if status == run_status::FAILED && alerting {
-        let ctx = AuditContext {
-            signer: signer.clone(),
-            actor: Actor {
-                kind: ActorKind::Schedule,
-                id: schedule.id.clone(),
-                name: schedule.name.clone(),
-            },
-        };
         audit::append(
             conn,
-            &ctx,
+            &as_schedule(signer, schedule),
             &audit::project_chain(&schedule.project_id),
             "schedule.alert",
             None,
@@ -471,9 +477,12 @@ pub async fn tick(state: &AppState, now: i64) -> StoreResult<Vec<RunRow>> {
         })
         .await?;
     let mut runs = Vec::new();
-    for (id, due_at) in due {
-        if let Some(run) = fire_due(state, id, due_at, now).await? {
-            runs.push(run);
+    if !due.is_empty() {
+        let env = FireEnv::of(state);
+        for (id, due_at) in due {
+            if let Some(run) = fire_due(state, &env, id, due_at, now).await? {
+                runs.push(run);
+            }
         }
     }
     finish_open_runs(state, now).await?;
@@ -483,11 +492,12 @@ pub async fn tick(state: &AppState, now: i64) -> StoreResult<Vec<RunRow>> {
 /// Claims and fires one due time; `None` if another brain (or an earlier tick) had it.
 async fn fire_due(
     state: &AppState,
+    env: &FireEnv,
     id: String,
     due_at: i64,
     now: i64,
 ) -> StoreResult<Option<RunRow>> {
-    let env = FireEnv::of(state);
+    let env = env.clone();
     let policy = state.settings.missed_schedules;
     let fired = state
         .store
