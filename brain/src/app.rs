@@ -35,6 +35,11 @@ pub struct ServerSettings {
     pub sweep_interval: Duration,
     /// Due times of schedules missed while no brain ran: run once, or skip.
     pub missed_schedules: crate::schedules::MissedRuns,
+    /// Mark the dashboard's session cookie `Secure` (the brain is reached over TLS, through a
+    /// proxy that terminates it).
+    pub secure_cookies: bool,
+    /// Sign-in attempts allowed per account and per address.
+    pub login_limit: Limit,
 }
 
 impl Default for ServerSettings {
@@ -46,6 +51,11 @@ impl Default for ServerSettings {
             checkpoint_interval: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(1),
             missed_schedules: crate::schedules::MissedRuns::default(),
+            secure_cookies: false,
+            login_limit: Limit {
+                burst: 10,
+                per_minute: 10,
+            },
         }
     }
 }
@@ -64,6 +74,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Limits on bulk retry and purge.
     pub bulk_limiter: RateLimiter,
+    /// Limits on dashboard sign-in attempts (keys `account:<name>` and `address:<ip>`).
+    pub login_limiter: RateLimiter,
     /// Connected agents.
     pub hub: Hub,
 }
@@ -74,6 +86,7 @@ impl App {
         let metrics = Metrics::new(&store);
         App {
             bulk_limiter: RateLimiter::new(settings.bulk_limit),
+            login_limiter: RateLimiter::new(settings.login_limit),
             store,
             keys,
             data_dir,

@@ -1,6 +1,9 @@
 //! Who is calling and what they may do.
 //!
-//! [`Caller`] is parsed once per request from `Authorization: Bearer <token>`. Project-scoped
+//! [`Caller`] is parsed once per request from `Authorization: Bearer <token>` or, for the
+//! dashboard, from its session cookie; a request on a session that changes state must also
+//! carry the session's CSRF token in `x-csrf-token` (bearer calls need none: a browser never
+//! attaches a bearer token by itself). Project-scoped
 //! handlers take a [`ProjectAccess<R>`], whose extraction resolves the `{slug}` path parameter
 //! and checks the caller's role against the floor `R` ([`Viewer`], [`Operator`], [`Admin`]);
 //! the project can only be reached through it, so a handler cannot forget the check. Callers
@@ -10,7 +13,7 @@
 use std::marker::PhantomData;
 
 use axum::extract::{FromRequestParts, RawPathParams};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 
 use crate::app::AppState;
@@ -18,6 +21,7 @@ use crate::error::ApiError;
 use crate::names::ProjectSlug;
 use crate::role::Role;
 use crate::store::projects::{self, Project};
+use crate::store::sessions;
 use crate::store::tokens::{self, LAST_USED_RESOLUTION_MS};
 use crate::store::{StoreError, now_ms};
 
@@ -30,9 +34,27 @@ pub struct Caller {
     pub user_name: String,
     /// Site admins are admin in every project.
     pub site_admin: bool,
-    /// The token used, so "revoke the token I am using" can be recognised.
-    pub token_id: String,
+    /// How the caller proved who they are.
+    pub via: Credential,
 }
+
+/// What authenticated a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An API token (its id).
+    Token(String),
+    /// A dashboard session (its CSRF token, which the pages embed).
+    Session {
+        /// The session's CSRF token.
+        csrf_token: String,
+    },
+}
+
+/// The dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "tw_session";
+
+/// The header carrying the CSRF token on state-changing requests made on a session.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -41,49 +63,141 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        let presented = bearer_token(parts).ok_or(ApiError::Unauthenticated)?;
-        let now = now_ms();
-        let outcome = state
-            .store
-            .read("authenticate", move |conn| {
-                tokens::authenticate(conn, &presented, now)
-            })
-            .await?;
-        let (token, user) = match outcome {
-            Ok(found) => found,
-            Err(refusal) => {
-                tracing::info!(?refusal, "bearer token refused");
-                return Err(ApiError::Unauthenticated);
-            }
-        };
-        if token
-            .last_used_at
-            .is_none_or(|t| t < now - LAST_USED_RESOLUTION_MS)
-        {
-            // Off the request path: a slow write lock must not slow reads down.
-            let store = state.store.clone();
-            let token_id = token.id.clone();
-            tokio::spawn(async move {
-                if let Err(err) = store
-                    .write("touch_token", move |conn| {
-                        tokens::touch(conn, &token_id, now)
-                    })
-                    .await
-                {
-                    tracing::warn!(%err, "could not record token use");
+        let caller = match bearer_token(parts) {
+            Some(presented) => from_token(state, presented).await?,
+            None => {
+                let presented = session_cookie(parts).ok_or(ApiError::Unauthenticated)?;
+                let caller = from_session(state, presented).await?;
+                if !parts.method.is_safe() {
+                    check_csrf(parts, &caller)?;
                 }
-            });
-        }
-        let caller = Caller {
-            user_id: user.id,
-            user_name: user.name,
-            site_admin: user.site_admin,
-            token_id: token.id,
+                caller
+            }
         };
         tracing::Span::current().record("user", caller.user_name.as_str());
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
+}
+
+async fn from_token(state: &AppState, presented: String) -> Result<Caller, ApiError> {
+    let now = now_ms();
+    let outcome = state
+        .store
+        .read("authenticate", move |conn| {
+            tokens::authenticate(conn, &presented, now)
+        })
+        .await?;
+    let (token, user) = match outcome {
+        Ok(found) => found,
+        Err(refusal) => {
+            tracing::info!(?refusal, "bearer token refused");
+            return Err(ApiError::Unauthenticated);
+        }
+    };
+    if token
+        .last_used_at
+        .is_none_or(|t| t < now - LAST_USED_RESOLUTION_MS)
+    {
+        // Off the request path: a slow write lock must not slow reads down.
+        let store = state.store.clone();
+        let token_id = token.id.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store
+                .write("touch_token", move |conn| {
+                    tokens::touch(conn, &token_id, now)
+                })
+                .await
+            {
+                tracing::warn!(%err, "could not record token use");
+            }
+        });
+    }
+    Ok(Caller {
+        user_id: user.id,
+        user_name: user.name,
+        site_admin: user.site_admin,
+        via: Credential::Token(token.id),
+    })
+}
+
+async fn from_session(state: &AppState, presented: String) -> Result<Caller, ApiError> {
+    let now = now_ms();
+    let lookup = presented.clone();
+    let Some((session, user)) = state
+        .store
+        .read("authenticate_session", move |conn| {
+            sessions::find(conn, &lookup, now)
+        })
+        .await?
+    else {
+        return Err(ApiError::Unauthenticated);
+    };
+    if session.last_seen_at < now - sessions::SEEN_RESOLUTION_MS {
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store
+                .write("touch_session", move |conn| {
+                    sessions::touch(conn, &presented, now)
+                })
+                .await
+            {
+                tracing::warn!(%err, "could not record session use");
+            }
+        });
+    }
+    Ok(Caller {
+        user_id: user.id,
+        user_name: user.name,
+        site_admin: user.site_admin,
+        via: Credential::Session {
+            csrf_token: session.csrf_token,
+        },
+    })
+}
+
+/// Refuses a state-changing request on a session whose `x-csrf-token` is missing or wrong.
+fn check_csrf(parts: &Parts, caller: &Caller) -> Result<(), ApiError> {
+    let Credential::Session { csrf_token } = &caller.via else {
+        return Ok(());
+    };
+    let sent = parts
+        .headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if csrf_matches(sent, csrf_token) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "csrf: this request needs the session's CSRF token in x-csrf-token".into(),
+        ))
+    }
+}
+
+/// Compares a presented CSRF token with the session's in constant time.
+pub fn csrf_matches(sent: &str, expected: &str) -> bool {
+    use sha2::Digest;
+    // Equal-length digests, compared without an early exit.
+    let (a, b) = (sha2::Sha256::digest(sent), sha2::Sha256::digest(expected));
+    !sent.is_empty()
+        && a.iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| value.to_owned())
 }
 
 impl Caller {

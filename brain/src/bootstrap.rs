@@ -1,5 +1,6 @@
-//! First start: an empty store gets a site admin `admin`, a project `default`, and a token
-//! for the admin that is printed once and written to `<data-dir>/admin.token` (mode 0600).
+//! First start: an empty store gets a site admin `admin`, a project `default`, a token and a
+//! dashboard password for the admin, printed once and written to `<data-dir>/admin.token` and
+//! `<data-dir>/admin.password` (mode 0600).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,10 @@ pub struct Bootstrapped {
     pub token: String,
     /// Where the token was written.
     pub token_file: PathBuf,
+    /// The admin's dashboard password (plaintext; shown once).
+    pub password: String,
+    /// Where the password was written.
+    pub password_file: PathBuf,
 }
 
 /// Creates the first admin, project and token if the store has no users; `None` otherwise.
@@ -30,6 +35,9 @@ pub fn bootstrap_if_empty(
     data_dir: &Path,
 ) -> StoreResult<Option<Bootstrapped>> {
     let token_file = data_dir.join("admin.token");
+    let password_file = data_dir.join("admin.password");
+    let password = crate::passwords::generate();
+    let password_hash = crate::passwords::hash(&password);
     let site_chain = store.site_chain();
     let ctx = AuditContext {
         signer: keys.signer(),
@@ -39,7 +47,9 @@ pub fn bootstrap_if_empty(
         if users::any_exist(conn)? {
             return Ok(None);
         }
-        let admin = users::create(conn, &"admin".parse::<UserName>().expect("valid"), true)?;
+        let admin_name = "admin".parse::<UserName>().expect("valid");
+        let admin = users::create(conn, &admin_name, true)?;
+        users::set_password_audited(conn, &ctx, &site_chain, &admin_name, &password_hash)?;
         let project = projects::create(
             conn,
             &"default".parse::<ProjectSlug>().expect("valid"),
@@ -64,9 +74,14 @@ pub fn bootstrap_if_empty(
         write_private_file(&token_file, secret.expose()).map_err(|e| {
             StoreError::Unavailable(format!("cannot write {}: {e}", token_file.display()))
         })?;
+        write_private_file(&password_file, &password).map_err(|e| {
+            StoreError::Unavailable(format!("cannot write {}: {e}", password_file.display()))
+        })?;
         Ok(Some(Bootstrapped {
             token: secret.expose().to_owned(),
             token_file: token_file.clone(),
+            password: password.clone(),
+            password_file: password_file.clone(),
         }))
     })
 }

@@ -15,6 +15,7 @@ use crate::audit::{Verdict, read_checkpoint, read_keys_file, verify_export, veri
 use crate::expiry::parse_lifetime;
 use crate::keys::{KeyError, Keys};
 use crate::names::{Label, ProjectSlug, UserName};
+use crate::passwords;
 use crate::role::Role;
 use crate::server;
 use crate::store::audit::{self, AuditContext};
@@ -149,6 +150,11 @@ pub struct ServeArgs {
         default_value = "run-once"
     )]
     pub missed_schedules: crate::schedules::MissedRuns,
+
+    /// Mark the dashboard's session cookie `Secure`: set this when browsers reach the brain
+    /// over HTTPS (through a proxy that terminates TLS), so the cookie never travels in clear.
+    #[arg(long, env = "TASKWARD_SECURE_COOKIES")]
+    pub secure_cookies: bool,
 }
 
 /// `user` subcommands.
@@ -163,6 +169,16 @@ pub enum UserCommand {
         /// Make the user a site admin (creates users and projects, admin everywhere).
         #[arg(long)]
         site_admin: bool,
+    },
+    /// Set a user's dashboard password (10 to 1024 characters; stored as an argon2id hash).
+    /// Prompts on a terminal; otherwise reads the first line of standard input. Signs the
+    /// user out of every dashboard session.
+    ///
+    /// Example: taskward-brain user set-password jane
+    ///          printf '%s\n' "$PASSWORD" | taskward-brain user set-password jane
+    SetPassword {
+        /// The user's login name.
+        name: UserName,
     },
 }
 
@@ -290,6 +306,21 @@ fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::User(UserCommand::SetPassword { name }) => {
+            let password = read_password(&name)?;
+            passwords::check(&password).map_err(|e| CliError::Usage(e.to_string()))?;
+            let hash = passwords::hash(&password);
+            let (store, ctx) = open_audited(&url, &cli.data_dir)?;
+            let chain = store.site_chain();
+            let user = store.write_blocking("set_password", |conn| {
+                users::set_password_audited(conn, &ctx, &chain, &name, &hash)
+            })?;
+            println!(
+                "password set for {}; they can sign in to the dashboard at /login",
+                user.name
+            );
+            Ok(())
+        }
         Command::Project(ProjectCommand::Create { slug, name }) => {
             let (store, ctx) = open_audited(&url, &cli.data_dir)?;
             let chain = store.site_chain();
@@ -386,6 +417,56 @@ fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// The store and an audit context acting as this CLI (the OS user running it).
+/// A new password: typed twice at a terminal (not echoed), or the first line of standard
+/// input when it is not a terminal (scripts).
+fn read_password(name: &UserName) -> Result<String, CliError> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| CliError::Io { what, source }
+    };
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(io("cannot read the password from standard input"))?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    let first = prompt_hidden(&format!("New password for {name}: "))
+        .map_err(io("cannot read the password"))?;
+    let second = prompt_hidden("Again: ").map_err(io("cannot read the password"))?;
+    if first != second {
+        return Err(CliError::Usage(
+            "the two passwords differ; nothing was changed".into(),
+        ));
+    }
+    Ok(first)
+}
+
+/// Reads a line from the terminal with echo off (through `stty`, which every Unix has).
+fn prompt_hidden(prompt: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
+    use std::process::Command;
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let tty = || std::fs::File::open("/dev/tty");
+    let echo_off = Command::new("stty")
+        .arg("-echo")
+        .stdin(tty()?)
+        .status()?
+        .success();
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if echo_off {
+        Command::new("stty").arg("echo").stdin(tty()?).status()?;
+    }
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
 fn open_audited(url: &DatabaseUrl, data_dir: &Path) -> Result<(Store, AuditContext), CliError> {
     let store = Store::open(url)?;
     let keys = Keys::load_or_create(data_dir)?;

@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, doc) = api().split_for_parts();
     let doc_json = doc.to_pretty_json().expect("OpenAPI document serializes");
     routes
+        .merge(crate::dashboard::routes(state.clone()))
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || async move {

@@ -41,9 +41,12 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         // Printed, not logged: log pipelines must never carry a secret.
         eprintln!(
             "\nFirst start: created site admin `admin` and project `default`.\n\
-             Admin token (shown once, also written to {}):\n\n    {}\n",
+             Admin token (shown once, also written to {}):\n\n    {}\n\n\
+             Dashboard password for `admin` (shown once, also written to {}):\n\n    {}\n",
             boot.token_file.display(),
-            boot.token
+            boot.token,
+            boot.password_file.display(),
+            boot.password
         );
     }
     if !args.listen.ip().is_loopback() {
@@ -57,6 +60,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
             metrics_public: args.metrics_public,
             missed_schedules: args.missed_schedules,
             command_ttl: std::time::Duration::from_secs(args.command_ttl),
+            secure_cookies: args.secure_cookies,
             ..ServerSettings::default()
         },
     )));
@@ -79,13 +83,16 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
             tracing::warn!(%err, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown_signal(term, int))
-        .await
-        .map_err(|source| CliError::Io {
-            what: "server failed".into(),
-            source,
-        })?;
+    axum::serve(
+        listener,
+        router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal(term, int))
+    .await
+    .map_err(|source| CliError::Io {
+        what: "server failed".into(),
+        source,
+    })?;
     for task in background {
         task.abort();
     }

@@ -23,6 +23,10 @@ pub enum SecretKind {
     Enrollment,
     /// An enrolled agent's credential for the agent link.
     AgentCredential,
+    /// A dashboard session id, carried by the browser's session cookie.
+    Session,
+    /// A dashboard session's CSRF token, sent back with every state-changing request.
+    Csrf,
 }
 
 impl SecretKind {
@@ -32,6 +36,8 @@ impl SecretKind {
             SecretKind::ApiToken => "tw_",
             SecretKind::Enrollment => "twe_",
             SecretKind::AgentCredential => "twa_",
+            SecretKind::Session => "tws_",
+            SecretKind::Csrf => "twc_",
         }
     }
 }

@@ -214,6 +214,20 @@ pub async fn list(
     access: ProjectAccess<Viewer>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<CommandList>, ApiError> {
+    let (items, next_cursor) = list_page(&state, &access.project.id, &query).await?;
+    Ok(Json(CommandList {
+        items: items.into_iter().map(CommandPublic::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One page of the commands a query selects, with the next page's cursor: the API's list and
+/// the dashboard's commands page both read through it.
+pub async fn list_page(
+    state: &AppState,
+    project_id: &str,
+    query: &ListQuery,
+) -> Result<(Vec<CommandRecord>, Option<String>), ApiError> {
     use crate::query::entities::COMMANDS;
     use crate::query::filter::{self as grammar, Filter, Op, Operand, Scalar};
     use crate::query::order;
@@ -278,7 +292,7 @@ pub async fn list(
     let order = order::with_tiebreak(&COMMANDS, &keys);
     let scope = format!(
         "commands:{}:{:?}",
-        access.project.id,
+        project_id,
         (
             &query.status,
             &query.kind,
@@ -298,7 +312,7 @@ pub async fn list(
         }
         None => None,
     };
-    let project_id = access.project.id.clone();
+    let project_id = project_id.to_owned();
     let filter = Filter::And(parts);
     let (rows, order) = state
         .store
@@ -325,10 +339,7 @@ pub async fn list(
         )),
         _ => None,
     };
-    Ok(Json(CommandList {
-        items: items.into_iter().map(CommandPublic::from).collect(),
-        next_cursor,
-    }))
+    Ok((items, next_cursor))
 }
 
 /// Reads a command with its signed audit rows.
@@ -340,8 +351,19 @@ pub async fn get(
     access: ProjectAccess<Viewer>,
     ApiPath((_slug, command_id)): ApiPath<(String, Uuid)>,
 ) -> Result<Json<CommandDetail>, ApiError> {
-    let project_id = access.project.id.clone();
-    let id = command_id.to_string();
+    Ok(Json(
+        command_detail(&state, &access.project.id, &command_id.to_string()).await?,
+    ))
+}
+
+/// A command of the project with its audit rows and their signature checks (the API's detail
+/// and the dashboard's command page).
+pub async fn command_detail(
+    state: &AppState,
+    project_id: &str,
+    command_id: &str,
+) -> Result<CommandDetail, ApiError> {
+    let (project_id, id) = (project_id.to_owned(), command_id.to_owned());
     let (command, rows) = state
         .store
         .read("get_command", move |conn| {
@@ -355,13 +377,13 @@ pub async fn get(
             other => other.into(),
         })?;
     let trusted = TrustedKeys::from_infos(&state.keys.public_keys()).map_err(ApiError::Internal)?;
-    Ok(Json(CommandDetail {
+    Ok(CommandDetail {
         command: command.into(),
         audit_rows: rows
             .into_iter()
             .map(|r| AuditRowPublic::new(r, &trusted))
             .collect(),
-    }))
+    })
 }
 
 /// The body of every command: the target agent, an optional idempotency key, and the kind's

@@ -149,15 +149,18 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or_default();
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de)
-            .map(ApiQuery)
-            .map_err(|err| {
-                let path = err.path().to_string();
-                field_error(&path, &err.into_inner().to_string())
-            })
+        parse_query(parts.uri.query().unwrap_or_default()).map(ApiQuery)
     }
+}
+
+/// Parses a query string, naming the bad parameter in the 400 (the dashboard's pages parse
+/// their URLs with it too).
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        field_error(&path, &err.into_inner().to_string())
+    })
 }
 
 /// Path parameters; a segment that does not parse is a 400 naming the parameter.

@@ -418,8 +418,33 @@ pub async fn list(
     let plan = query.plan(&access.project.id)?;
     if let Some(format) = format {
         // An export streams the whole result; pagination parameters do not apply.
-        return Ok(export_tasks(&state, &access.project, plan, fields, format));
+        return Ok(export_tasks(
+            state.store.clone(),
+            &access.project,
+            plan,
+            fields,
+            format,
+        ));
     }
+    let (rows, next_cursor) = list_page(&state, &access.project.id, &query, plan).await?;
+    Ok(Json(TaskList {
+        items: rows
+            .into_iter()
+            .map(|row| projected(row.into(), &fields))
+            .collect(),
+        next_cursor,
+    })
+    .into_response())
+}
+
+/// One page of the list a query selects, with the cursor of the next page (`None` on the
+/// last): the API's list and the dashboard's task page both read through it.
+pub async fn list_page(
+    state: &AppState,
+    project_id: &str,
+    query: &ListQuery,
+    plan: Plan,
+) -> Result<(Vec<TaskRow>, Option<String>), ApiError> {
     let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let secret = state.keys.confirm_secret();
     let position = match query.cursor.as_deref() {
@@ -431,7 +456,7 @@ pub async fn list(
         }
         None => None,
     };
-    let project_id = access.project.id.clone();
+    let project_id = project_id.to_owned();
     let (filter, order, search) = (plan.filter, plan.order, plan.search);
     let (rows, order) = state
         .store
@@ -462,28 +487,21 @@ pub async fn list(
         )),
         _ => None,
     };
-    Ok(Json(TaskList {
-        items: rows
-            .into_iter()
-            .map(|row| projected(row.into(), &fields))
-            .collect(),
-        next_cursor,
-    })
-    .into_response())
+    Ok((rows, next_cursor))
 }
 
 /// Rows per page read by an export.
 const EXPORT_PAGE: i64 = 1000;
 
-/// Streams every task the plan selects, in its order, in keyset pages.
-fn export_tasks(
-    state: &AppState,
+/// Streams every task the plan selects, in its order, in keyset pages (public for the
+/// benchmark, which measures exports through it).
+pub fn export_tasks(
+    store: crate::store::Store,
     project: &crate::store::projects::Project,
     plan: Plan,
     fields: Vec<&'static str>,
     format: export::Format,
 ) -> Response {
-    let store = state.store.clone();
     let project_id = project.id.clone();
     let (filter, order, search) = (plan.filter, plan.order, plan.search);
     let mut position: Option<Vec<Option<Scalar>>> = None;
@@ -527,7 +545,8 @@ fn export_tasks(
     export::respond(format, &format!("tasks-{}", project.slug), columns, pages)
 }
 
-async fn find_task(
+/// A task of the project by engine and id (404 naming it otherwise).
+pub async fn find_task(
     state: &AppState,
     project_id: &str,
     engine: String,
@@ -588,20 +607,32 @@ pub async fn tree(
 ) -> Result<Json<TaskTree>, ApiError> {
     let task = find_task(&state, &access.project.id, engine, task_id).await?;
     let root = task.root_task_id.clone().unwrap_or(task.task_id.clone());
-    let (project_id, engine, root_id) = (access.project.id.clone(), task.engine, root.clone());
+    let (items, truncated) = task_tree(&state, &access.project.id, &task).await?;
+    Ok(Json(TaskTree {
+        root_task_id: root,
+        items: items.into_iter().map(TaskPublic::from).collect(),
+        truncated,
+    }))
+}
+
+/// Every task sharing `task`'s root, oldest first, at most [`TREE_CAP`]; `true` when more
+/// were left out.
+pub async fn task_tree(
+    state: &AppState,
+    project_id: &str,
+    task: &TaskRow,
+) -> Result<(Vec<TaskRow>, bool), ApiError> {
+    let root = task.root_task_id.clone().unwrap_or(task.task_id.clone());
+    let (project_id, engine) = (project_id.to_owned(), task.engine.clone());
     let mut rows = state
         .store
         .read("task_tree", move |conn| {
-            task_store::tree(conn, &project_id, &engine, &root_id, TREE_CAP + 1)
+            task_store::tree(conn, &project_id, &engine, &root, TREE_CAP + 1)
         })
         .await?;
     let truncated = rows.len() as i64 > TREE_CAP;
     rows.truncate(TREE_CAP as usize);
-    Ok(Json(TaskTree {
-        root_task_id: root,
-        items: rows.into_iter().map(TaskPublic::from).collect(),
-        truncated,
-    }))
+    Ok((rows, truncated))
 }
 
 /// Most ids one bulk delete may name.

@@ -188,3 +188,14 @@ pub fn touch(conn: &mut AnyConnection, agent_id: &str, now: i64) -> StoreResult<
         .execute(conn)?;
     Ok(())
 }
+
+/// The sum of a project's agents' ingest counters (bumped once per stored batch): the other
+/// half of what live dashboard pages watch.
+pub fn events_seq(conn: &mut AnyConnection, project_id: &str) -> StoreResult<i64> {
+    // Summed here: a project has a handful of agents, and SUM(bigint) is numeric on PostgreSQL.
+    let counters: Vec<i64> = agents::table
+        .filter(agents::project_id.eq(project_id))
+        .select(agents::events_seq)
+        .load(conn)?;
+    Ok(counters.iter().fold(0i64, |a, b| a.wrapping_add(*b)))
+}

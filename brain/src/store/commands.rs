@@ -544,3 +544,25 @@ pub fn find_any(conn: &mut AnyConnection, id: &str) -> StoreResult<CommandRecord
         .select(CommandRecord::as_select())
         .first(conn)?)
 }
+
+/// Commands of a project still waiting for their outcome (issued or dispatched).
+pub fn count_in_flight(conn: &mut AnyConnection, project_id: &str) -> StoreResult<i64> {
+    Ok(command_status::table
+        .filter(command_status::project_id.eq(project_id))
+        .filter(command_status::status.eq_any([
+            CommandStatus::Issued.as_str(),
+            CommandStatus::Dispatched.as_str(),
+        ]))
+        .count()
+        .get_result(conn)?)
+}
+
+/// The newest command status change in a project, ms (0 without commands): half of what live
+/// dashboard pages watch (index `command_status_by_project`).
+pub fn last_status_change(conn: &mut AnyConnection, project_id: &str) -> StoreResult<i64> {
+    let newest: Option<i64> = command_status::table
+        .filter(command_status::project_id.eq(project_id))
+        .select(diesel::dsl::max(command_status::updated_at))
+        .first(conn)?;
+    Ok(newest.unwrap_or(0))
+}

@@ -8,6 +8,18 @@ diesel::table! {
         site_admin -> Bool,
         created_at -> BigInt,
         deleted_at -> Nullable<BigInt>,
+        password_hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    dashboard_sessions (id_hash) {
+        id_hash -> Text,
+        user_id -> Text,
+        csrf_token -> Text,
+        created_at -> BigInt,
+        last_seen_at -> BigInt,
+        expires_at -> BigInt,
     }
 }
 
@@ -62,12 +74,14 @@ diesel::table! {
         session_generation -> BigInt,
         hostname -> Nullable<Text>,
         dropped_events -> BigInt,
+        events_seq -> BigInt,
     }
 }
 
 diesel::joinable!(memberships -> projects (project_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(api_tokens -> users (user_id));
+diesel::joinable!(dashboard_sessions -> users (user_id));
 diesel::joinable!(agents -> projects (project_id));
 
 diesel::table! {
@@ -275,6 +289,7 @@ diesel::table! {
 diesel::joinable!(schedule_runs -> schedules (schedule_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    dashboard_sessions,
     schedules,
     schedule_runs,
     cleanup_tasks,

@@ -146,6 +146,10 @@ pub fn apply_updates(
     updates: &[Update],
     now: i64,
 ) -> StoreResult<()> {
+    // What live dashboard pages watch: one more stored batch from this agent.
+    diesel::update(agents::table.find(agent_id))
+        .set(agents::events_seq.eq(agents::events_seq + 1))
+        .execute(conn)?;
     let mut task_updates: Vec<&TaskUpdate> = Vec::new();
     for update in updates {
         match update {
@@ -519,6 +523,33 @@ pub fn count_by_state(
         .load(conn)?)
 }
 
+/// Tasks received since `since_ms`, counted per hour and state: `(hour start ms, state,
+/// count)`. Walks the received-time index over that window only, so its cost follows the
+/// window's volume, not the project's size.
+pub fn activity(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    since_ms: i64,
+) -> StoreResult<Vec<(i64, String, i64)>> {
+    #[derive(QueryableByName)]
+    struct Bucket {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        hour: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        state: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut sql = Sql::new(dialect_of(conn));
+    sql.push("SELECT (t.received_at / 3600000) * 3600000 AS hour, t.state, COUNT(*) AS n FROM tasks t WHERE t.project_id = ")
+        .bind(Scalar::Text(project_id.to_owned()))
+        .push(" AND t.received_at >= ")
+        .bind(Scalar::Int(since_ms))
+        .push(" GROUP BY 1, 2 ORDER BY 1, 2");
+    let rows: Vec<Bucket> = load_sql!(conn, sql, Bucket)?;
+    Ok(rows.into_iter().map(|b| (b.hour, b.state, b.n)).collect())
+}
+
 /// Up to `limit` tasks of a project matching a bulk-retry filter and not in flight, most
 /// recently changed first.
 pub fn matching(
@@ -582,82 +613,165 @@ pub fn page(
     position: Option<&[Option<Scalar>]>,
     limit: i64,
 ) -> StoreResult<Vec<TaskRow>> {
-    let sql = page_query(dialect_of(conn), project_id, selection, position, limit);
+    let terms = match selection.search {
+        Some(text) => Some(search_terms(conn, project_id, text)?),
+        None => None,
+    };
+    let sql = page_query(
+        dialect_of(conn),
+        project_id,
+        selection,
+        terms.as_ref(),
+        position,
+        limit,
+    );
     Ok(load_sql!(conn, sql, TaskRow)?)
 }
 
-/// The statement [`page`] runs (public so tests can check its plan).
+/// The most distinct values a search answers with one index range each; past it the list
+/// is walked in order and each task tested against the values.
+pub const SEARCH_BRANCHES: usize = 32;
+
+/// The names, queues and workers of a project that contain a search text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchTerms {
+    /// Few enough values for one index range per value: `(column, value)`.
+    Values(Vec<(&'static str, String)>),
+    /// More than [`SEARCH_BRANCHES`] values match: a broad text, whose tasks are dense in
+    /// the list, so walking the list in order finds a page quickly.
+    Broad(String),
+}
+
+/// The columns search looks in, with the `task_terms.field` that records their values.
+const SEARCH_COLUMNS: [(&str, &str); 3] = [
+    ("name", "name"),
+    ("queue", "queue"),
+    ("worker_name", "worker"),
+];
+
+/// Finds the project's recorded values containing `text` (case-insensitive), through the
+/// trigram index over the values (migration 0009).
+pub fn search_terms(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    text: &str,
+) -> StoreResult<SearchTerms> {
+    #[derive(QueryableByName)]
+    struct Term {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        field: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        value: String,
+    }
+    let mut sql = Sql::new(dialect_of(conn));
+    sql.push("SELECT v.field, v.value FROM task_terms v WHERE ");
+    matching_terms(&mut sql, project_id, text);
+    sql.push(" LIMIT ")
+        .bind(Scalar::Int(SEARCH_BRANCHES as i64 + 1));
+    let found: Vec<Term> = load_sql!(conn, sql, Term)?;
+    if found.len() > SEARCH_BRANCHES {
+        return Ok(SearchTerms::Broad(text.to_owned()));
+    }
+    Ok(SearchTerms::Values(
+        found
+            .into_iter()
+            .filter_map(|t| {
+                SEARCH_COLUMNS
+                    .iter()
+                    .find(|(_, field)| *field == t.field)
+                    .map(|(column, _)| (*column, t.value))
+            })
+            .collect(),
+    ))
+}
+
+/// Appends the condition on `task_terms v` that its value belongs to the project and
+/// contains `text`, case-insensitively.
+fn matching_terms(sql: &mut Sql, project_id: &str, text: &str) {
+    sql.push("v.project_id = ")
+        .bind(Scalar::Text(project_id.to_owned()))
+        .push(" AND ");
+    match sql.dialect {
+        Dialect::Sqlite => {
+            // An FTS5 phrase: the trigram tokenizer matches it as a substring.
+            let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+            sql.push("v.id IN (SELECT rowid FROM task_terms_search WHERE task_terms_search MATCH ")
+                .bind(Scalar::Text(phrase))
+                .push(")");
+        }
+        Dialect::Postgres => {
+            let escaped = text
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            sql.push("v.value ILIKE ")
+                .bind(Scalar::Text(format!("%{escaped}%")));
+        }
+    }
+}
+
+/// The statement [`page`] runs, given the search's terms (public so tests can check its plan).
 pub fn page_query(
     dialect: Dialect,
     project_id: &str,
     selection: &Selection,
+    terms: Option<&SearchTerms>,
     position: Option<&[Option<Scalar>]>,
     limit: i64,
 ) -> Sql {
     let mut sql = Sql::new(dialect);
-    let select = |sql: &mut Sql| {
+    let base = |sql: &mut Sql| {
         sql.push("SELECT t.* FROM tasks t WHERE t.project_id = ")
             .bind(Scalar::Text(project_id.to_owned()))
             .push(" AND ");
         sql.filter("t", selection.filter);
-        if let Some(term) = selection.search {
-            sql.push(" AND ");
-            search_predicate(sql, project_id, term);
-        }
     };
-    sql.keyset_page("t", selection.order, position, limit, &select);
-    sql
-}
-
-/// Appends the search predicate over alias `t`: the task's name, queue or worker is one of the
-/// project's known values containing `term` (case-insensitive), found through the trigram index
-/// over those values (migration 0009); the tasks are then reached through their column indexes.
-pub fn search_predicate(sql: &mut Sql, project_id: &str, term: &str) {
-    let matching = |sql: &mut Sql, field: &str| {
-        sql.push("SELECT v.value FROM task_terms v WHERE v.project_id = ")
-            .bind(Scalar::Text(project_id.to_owned()))
-            .push(&format!(" AND v.field = '{field}' AND "));
-        match sql.dialect {
-            Dialect::Sqlite => {
-                // An FTS5 phrase: the trigram tokenizer matches it as a substring.
-                let phrase = format!("\"{}\"", term.replace('"', "\"\""));
-                sql.push(
-                    "v.id IN (SELECT rowid FROM task_terms_search WHERE task_terms_search MATCH ",
-                )
-                .bind(Scalar::Text(phrase))
-                .push(")");
-            }
-            Dialect::Postgres => {
-                let escaped = term
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
-                sql.push("v.value ILIKE ")
-                    .bind(Scalar::Text(format!("%{escaped}%")));
-            }
+    match terms {
+        None => sql.keyset_page("t", selection.order, position, limit, &base),
+        Some(SearchTerms::Values(values)) if values.is_empty() => {
+            base(&mut sql);
+            sql.push(" AND 1=0");
         }
-    };
-    // One index lookup per column (tasks_by_name, tasks_by_queue, tasks_by_worker), their ids
-    // united: the database never walks the project's tasks to test each against the values.
-    sql.push("t.id IN (");
-    for (i, (column, field)) in [
-        ("name", "name"),
-        ("queue", "queue"),
-        ("worker_name", "worker"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        if i > 0 {
-            sql.push(" UNION ALL ");
+        Some(SearchTerms::Values(values)) => {
+            // One page per value, each a range of that column's index in list order
+            // (tasks_by_name, tasks_by_queue, tasks_by_worker), merged; UNION drops a task
+            // found through two of its columns.
+            sql.push("SELECT * FROM (");
+            for (i, (column, value)) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" UNION ");
+                }
+                sql.push("SELECT * FROM (");
+                sql.keyset_page("t", selection.order, position, limit, &|sql: &mut Sql| {
+                    base(sql);
+                    sql.push(&format!(" AND t.{column} = "))
+                        .bind(Scalar::Text(value.clone()));
+                });
+                sql.push(&format!(") v{i}"));
+            }
+            sql.push(") t");
+            sql.order_by("t", selection.order);
+            sql.push(" LIMIT ").bind(Scalar::Int(limit));
         }
-        sql.push("SELECT s.id FROM tasks s WHERE s.project_id = ")
-            .bind(Scalar::Text(project_id.to_owned()))
-            .push(&format!(" AND s.{column} IN ("));
-        matching(sql, field);
-        sql.push(")");
+        Some(SearchTerms::Broad(text)) => {
+            sql.keyset_page("t", selection.order, position, limit, &|sql: &mut Sql| {
+                base(sql);
+                sql.push(" AND (");
+                for (i, (column, field)) in SEARCH_COLUMNS.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    sql.push(&format!(
+                        "t.{column} IN (SELECT v.value FROM task_terms v WHERE v.field = '{field}' AND "
+                    ));
+                    matching_terms(sql, project_id, text);
+                    sql.push(")");
+                }
+                sql.push(")");
+            })
+        }
     }
-    sql.push(")");
+    sql
 }
 
 /// In-flight states: what may not be deleted.

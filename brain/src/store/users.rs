@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{api_tokens, memberships, users};
+use super::schema::{api_tokens, dashboard_sessions, memberships, users};
 use super::{AnyConnection, StoreError, StoreResult, new_id, now_ms};
 use crate::names::UserName;
 
@@ -86,7 +86,47 @@ pub fn delete(conn: &mut AnyConnection, user: &User) -> StoreResult<()> {
     .set(api_tokens::revoked_at.eq(now))
     .execute(conn)?;
     diesel::delete(memberships::table.filter(memberships::user_id.eq(&user.id))).execute(conn)?;
+    diesel::delete(dashboard_sessions::table.filter(dashboard_sessions::user_id.eq(&user.id)))
+        .execute(conn)?;
     Ok(())
+}
+
+/// Sets an active user's password hash (a PHC string), ends their dashboard sessions, and
+/// records `user.password_set` on the site chain (without the hash).
+pub fn set_password_audited(
+    conn: &mut AnyConnection,
+    ctx: &super::audit::AuditContext,
+    site_chain: &str,
+    name: &UserName,
+    password_hash: &str,
+) -> StoreResult<User> {
+    let user = find_active(conn, name)?;
+    diesel::update(users::table.find(&user.id))
+        .set(users::password_hash.eq(password_hash))
+        .execute(conn)?;
+    super::sessions::delete_for_user(conn, &user.id)?;
+    super::audit::append(
+        conn,
+        ctx,
+        site_chain,
+        "user.password_set",
+        None,
+        serde_json::json!({"user": {"id": user.id, "name": user.name}}),
+    )?;
+    Ok(user)
+}
+
+/// An active user and their password hash (`None` when they have no password), by name.
+pub fn with_password(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> StoreResult<Option<(User, Option<String>)>> {
+    Ok(users::table
+        .filter(users::name.eq(name))
+        .filter(users::deleted_at.is_null())
+        .select((User::as_select(), users::password_hash))
+        .first(conn)
+        .optional()?)
 }
 
 /// Creates a user and records `user.created` on the site chain.

@@ -1,0 +1,232 @@
+//! Sign-in and sign-out: a password checked against its argon2id hash starts a session whose id
+//! goes to the browser in an `HttpOnly`, `SameSite=Lax` cookie (and `Secure` behind TLS).
+//! Attempts are limited per account and per address, and a wrong name and a wrong password
+//! get the same answer after the same work.
+
+use std::net::SocketAddr;
+
+use axum::Form;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::header::{HOST, ORIGIN, RETRY_AFTER, SET_COOKIE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+
+use super::layout;
+use crate::app::AppState;
+use crate::auth::{SESSION_COOKIE, csrf_matches};
+use crate::error::ApiError;
+use crate::passwords;
+use crate::store::{now_ms, sessions, users};
+
+/// The page to return to after signing in.
+#[derive(Debug, Deserialize)]
+pub struct Next {
+    next: Option<String>,
+}
+
+/// A local path to go back to; anything else (another site, `//host`) becomes `/`.
+fn local(next: Option<&str>) -> String {
+    match next {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+fn form_page(next: &str, name: &str, problem: Option<&str>) -> axum::response::Html<String> {
+    layout::bare(
+        "Sign in",
+        html! {
+            form.signin method="post" action="/login" {
+                h1 { "Taskward" }
+                p.muted { "Sign in to the control plane." }
+                @if let Some(problem) = problem { p.error role="alert" { (problem) } }
+                label { "Name" input name="name" autocomplete="username" required value=(name); }
+                label { "Password" input name="password" type="password" autocomplete="current-password" required; }
+                input type="hidden" name="next" value=(next);
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// `GET /login`.
+pub async fn form(Query(next): Query<Next>) -> Response {
+    form_page(&local(next.next.as_deref()), "", None).into_response()
+}
+
+/// What the sign-in form posts.
+#[derive(Debug, Deserialize)]
+pub struct Credentials {
+    name: String,
+    password: String,
+    next: Option<String>,
+}
+
+/// `POST /login`.
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    connection: Option<ConnectInfoAddr>,
+    Form(form): Form<Credentials>,
+) -> Result<Response, ApiError> {
+    // A form posted from another site must not sign the browser in (login CSRF).
+    if !same_origin(&headers) {
+        return Err(ApiError::Forbidden(
+            "csrf: sign-in must come from this site's own form".into(),
+        ));
+    }
+    let next = local(form.next.as_deref());
+    let address = connection.map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+    for key in [
+        format!("account:{}", form.name),
+        format!("address:{address}"),
+    ] {
+        if let Err(wait) = state.login_limiter.check(&key) {
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                form_page(
+                    &next,
+                    &form.name,
+                    Some(&format!(
+                        "Too many sign-in attempts; try again in {} s.",
+                        wait.as_secs().max(1)
+                    )),
+                ),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                RETRY_AFTER,
+                wait.as_secs().max(1).to_string().parse().expect("digits"),
+            );
+            return Ok(response);
+        }
+    }
+    let name = form.name.clone();
+    let found = state
+        .store
+        .read("sign_in_lookup", move |conn| {
+            users::with_password(conn, &name)
+        })
+        .await?;
+    let password = form.password;
+    let stored = found.as_ref().and_then(|(_, hash)| hash.clone());
+    let matches =
+        tokio::task::spawn_blocking(move || passwords::verify(&password, stored.as_deref()))
+            .await
+            .map_err(|e| ApiError::Internal(format!("password check stopped: {e}")))?;
+    let user = match found {
+        Some((user, _)) if matches => user,
+        _ => {
+            tracing::info!(user = %form.name, "sign-in refused");
+            return Ok((
+                StatusCode::UNAUTHORIZED,
+                form_page(&next, &form.name, Some("Wrong name or password.")),
+            )
+                .into_response());
+        }
+    };
+    let now = now_ms();
+    let user_id = user.id.clone();
+    let (_, id) = state
+        .store
+        .write("sign_in", move |conn| sessions::create(conn, &user_id, now))
+        .await?;
+    tracing::info!(user = %user.name, "signed in");
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        id.expose(),
+        sessions::ABSOLUTE_MS / 1000,
+        if state.settings.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
+    let mut response = Redirect::to(&next).into_response();
+    response
+        .headers_mut()
+        .insert(SET_COOKIE, cookie.parse().expect("cookie text is ASCII"));
+    Ok(response)
+}
+
+/// The peer address, when the server was started with connection info (tests that call the
+/// router directly have none).
+pub struct ConnectInfoAddr(SocketAddr);
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for ConnectInfoAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| ConnectInfoAddr(c.0)))
+    }
+}
+
+/// Whether a form post came from this site: no `Origin` (older browsers, curl) or one whose
+/// host is the `Host` the request was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| !host.is_empty() && rest == host)
+}
+
+/// What the sign-out form posts.
+#[derive(Debug, Deserialize)]
+pub struct SignOut {
+    csrf: String,
+}
+
+/// `POST /logout`: ends the session named by the cookie, if the form carries its CSRF token.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<SignOut>,
+) -> Result<Response, ApiError> {
+    let mut parts = axum::http::Request::new(());
+    *parts.headers_mut() = headers;
+    let (parts, ()) = parts.into_parts();
+    if let Some(presented) = crate::auth::session_cookie(&parts) {
+        let now = now_ms();
+        let lookup = presented.clone();
+        let found = state
+            .store
+            .read("sign_out_lookup", move |conn| {
+                sessions::find(conn, &lookup, now)
+            })
+            .await?;
+        if let Some((session, user)) = found {
+            if !csrf_matches(&form.csrf, &session.csrf_token) {
+                return Err(ApiError::Forbidden(
+                    "csrf: sign-out needs the session's CSRF token".into(),
+                ));
+            }
+            state
+                .store
+                .write("sign_out", move |conn| sessions::delete(conn, &presented))
+                .await?;
+            tracing::info!(user = %user.name, "signed out");
+        }
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().insert(
+        SET_COOKIE,
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+            .parse()
+            .expect("ASCII"),
+    );
+    Ok(response)
+}
