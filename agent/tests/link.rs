@@ -13,6 +13,12 @@ const AGENT: &str = env!("CARGO_BIN_EXE_taskward-agent");
 
 /// The brain binary beside this one, brought up to date once per test run (a no-op under
 /// `cargo test --workspace`, which built it already).
+/// The brain tests' WebDriver client (one file, used by both test crates; not every helper is
+/// used here).
+#[allow(dead_code)]
+#[path = "../../brain/tests/api/support/browser.rs"]
+mod browser;
+
 fn brain_bin() -> PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(|| {
@@ -2017,4 +2023,113 @@ async fn a_health_check_schedule_pings_real_workers_and_alerts_on_a_dead_one() {
         counted().await >= 1.0
     })
     .await;
+}
+
+/// The dashboard end to end, in Debian's headless Chromium: an operator signs in, finds a task
+/// that failed on a real Celery worker by filter, opens it, retries it with edited kwargs, and
+/// watches the command go to succeeded on the live command page (no reload); the new run sits
+/// under its original in the tree and succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_retries_a_failed_task_on_a_real_worker() {
+    let broker = "redis://127.0.0.1:6379/12";
+    let stack = CeleryStack::start(broker, &["celery"]).await;
+    let _worker = celery_worker(
+        broker,
+        "w1@dashboard-test",
+        &["-E", "--pool", "solo"],
+        &[],
+        &stack.log("worker.log"),
+    );
+    let failed = celery_python_run(
+        broker,
+        "import app; print(app.divide.delay(x=10, y=0).id)",
+        &[],
+    )
+    .remove(0);
+    stack
+        .wait_task(&failed, "divide by zero", |t| t.state == "failed")
+        .await;
+
+    let browser = browser::Browser::start().await;
+    browser.size(1366, 768).await;
+    let base = &stack.brain.url;
+    let password = std::fs::read_to_string(stack.dir.path().join("taskward-data/admin.password"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    browser
+        .goto(&format!("{base}/login?next=/p/default/tasks"))
+        .await;
+    browser
+        .fill(&browser.find("input[name=name]").await, "admin")
+        .await;
+    browser
+        .fill(&browser.find("input[name=password]").await, &password)
+        .await;
+    browser
+        .click(&browser.find("form.signin button").await)
+        .await;
+    browser.wait_url(|u| u.ends_with("/p/default/tasks")).await;
+    browser
+        .click(
+            &browser
+                .find("select[name=state] option[value=failed]")
+                .await,
+        )
+        .await;
+    browser
+        .click(&browser.find("form.filters button[type=submit]").await)
+        .await;
+    browser.wait_url(|u| u.contains("state=failed")).await;
+    browser
+        .click(
+            &browser
+                .find(&format!("a[href$='/tasks/celery/{failed}']"))
+                .await,
+        )
+        .await;
+    browser.wait_text("p.error", "ZeroDivisionError").await;
+    browser
+        .fill(
+            &browser.find("textarea[name=override_kwargs]").await,
+            "{\"y\": 2}",
+        )
+        .await;
+    browser
+        .click(&browser.find("form.retry button[type=submit]").await)
+        .await;
+    browser
+        .wait_text("[data-result]", "retry-task issued")
+        .await;
+    browser.click(&browser.find("[data-result] a").await).await;
+    browser.wait_url(|u| u.contains("/commands/")).await;
+    browser.run("window.__notReloaded = 7; return 1").await;
+    browser.wait_text("span[data-status]", "succeeded").await;
+    assert_eq!(browser.run("return window.__notReloaded").await, json!(7));
+    browser.screenshot("celery-retry-command-1366").await;
+
+    // The new run succeeded with the overridden kwarg, under its original.
+    let (_, commands) = stack
+        .brain
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/projects/default/commands",
+            None,
+        )
+        .await;
+    let retried = retried_id(&commands["items"][0]);
+    stack
+        .wait_task(&retried, "the retried division", |t| {
+            t.state == "succeeded" && t.result.as_deref() == Some("5.0")
+        })
+        .await;
+    browser
+        .goto(&format!("{base}/p/default/tasks/celery/{failed}"))
+        .await;
+    let tree = browser.wait_text("ul.tree", &retried).await;
+    assert!(
+        tree.contains("succeeded") && tree.contains("failed"),
+        "{tree}"
+    );
+    browser.screenshot("celery-retry-tree-1366").await;
 }

@@ -276,6 +276,17 @@ pub struct ProjectAccess<R> {
     floor: PhantomData<R>,
 }
 
+impl<R> Clone for ProjectAccess<R> {
+    fn clone(&self) -> Self {
+        ProjectAccess {
+            caller: self.caller.clone(),
+            project: self.project.clone(),
+            role: self.role,
+            floor: PhantomData,
+        }
+    }
+}
+
 impl<R: RoleFloor> FromRequestParts<AppState> for ProjectAccess<R> {
     type Rejection = ApiError;
 

@@ -40,6 +40,12 @@ def sleepy(seconds):
 
 
 @app.task
+def divide(x, y):
+    """Fails when y is 0 (ZeroDivisionError): retry it with the kwargs overridden, {"y": 2}."""
+    return x / y
+
+
+@app.task
 def greet(name, greeting="hello"):
     return "%s %s" % (greeting, name)
 

@@ -20,6 +20,12 @@ pub enum Section {
     Commands,
     /// Agents, workers and queues.
     Agents,
+    /// Schedules.
+    Schedules,
+    /// The audit log.
+    Audit,
+    /// Members and tokens.
+    Access,
 }
 
 /// What the shell shows around a project page.
@@ -61,6 +67,13 @@ pub fn page(chrome: &Chrome, body: Markup) -> Html<String> {
         (Section::Tasks, "Tasks", format!("/p/{slug}/tasks")),
         (Section::Commands, "Commands", format!("/p/{slug}/commands")),
         (Section::Agents, "Agents", format!("/p/{slug}/agents")),
+        (
+            Section::Schedules,
+            "Schedules",
+            format!("/p/{slug}/schedules"),
+        ),
+        (Section::Audit, "Audit", format!("/p/{slug}/audit")),
+        (Section::Access, "Members", format!("/p/{slug}/members")),
     ];
     Html(
         html! {
@@ -128,6 +141,7 @@ fn user_menu(user: &str, role: Option<Role>, csrf: &str) -> Markup {
     html! {
         form.user method="post" action="/logout" {
             span.who { (user) @if let Some(role) = role { " · " span.role { (role.as_str()) } } }
+            a href="/tokens" { "API tokens" }
             input type="hidden" name="csrf" value=(csrf);
             button.link type="submit" { "Sign out" }
         }

@@ -7,13 +7,16 @@
 //! [`live`]: a Server-Sent Events stream of a durable change counter, on which the page
 //! re-fetches itself.
 
+mod access;
 mod agents;
 mod assets;
+mod audit;
 mod commands;
 mod layout;
 mod live;
 mod login;
 mod projects;
+mod schedules;
 mod tasks;
 
 use std::marker::PhantomData;
@@ -45,6 +48,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/p/{slug}/commands", get(commands::list))
         .route("/p/{slug}/commands/{id}", get(commands::detail))
         .route("/p/{slug}/agents", get(agents::list))
+        .route("/p/{slug}/schedules", get(schedules::list))
+        .route("/p/{slug}/schedules/new", get(schedules::new))
+        .route("/p/{slug}/schedules/preview", get(schedules::preview))
+        .route("/p/{slug}/schedules/{id}", get(schedules::detail))
+        .route("/p/{slug}/audit", get(audit::list))
+        .route("/p/{slug}/audit/verify", get(audit::verify))
+        .route("/p/{slug}/members", get(access::members))
+        .route("/tokens", get(access::tokens))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }

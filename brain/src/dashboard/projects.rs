@@ -130,7 +130,7 @@ pub async fn overview(
                     @match failure_rate { Some(r) => { (format!("{r:.1} %")) }, None => { "–" } }
                 } }
                 div.stat { span.label { "Workers online" } span.value { (online) " / " (data.workers.len()) } }
-                div.stat { span.label { "Commands in flight" } span.value { a href={ "/p/" (project.slug) "/commands?status=dispatched" } { (data.in_flight) } } }
+                div.stat { span.label { "Commands in flight" } span.value { a href={ "/p/" (project.slug) "/commands" } { (data.in_flight) } } }
                 div.stat { span.label { "Dropped events" } span.value.warn[data.dropped > 0] { (data.dropped) } }
             }
             section {

@@ -66,7 +66,7 @@ async fn verify(
 
 /// Raw SQL as an attacker with database access would run it, after disabling the
 /// append-only triggers.
-async fn tamper(app: &TestApp, statements: Vec<String>) {
+pub(crate) async fn tamper(app: &TestApp, statements: Vec<String>) {
     let backend_guard_off = match app.store.backend() {
         taskward_brain::store::Backend::Sqlite => vec![
             "DROP TRIGGER audit_rows_no_update".to_owned(),
@@ -135,6 +135,8 @@ async fn every_action_is_chained_and_verifies(backend: Backend) {
         site_kinds,
         [
             "site.bootstrapped",
+            // the admin's dashboard password, set at bootstrap
+            "user.password_set",
             "user.created",
             // jane's first token, made with her user
             "token.created",
@@ -142,7 +144,7 @@ async fn every_action_is_chained_and_verifies(backend: Backend) {
             "token.revoked"
         ]
     );
-    assert_eq!(verify(&app, &site, None).await, Ok(5));
+    assert_eq!(verify(&app, &site, None).await, Ok(6));
     // No secret in any row.
     let all: String = rows(&app, &site)
         .await

@@ -68,6 +68,44 @@
     return body;
   }
 
+  // A schedule's body: the type's settings go in its own object (retentionConfig, …).
+  function scheduleBody(form) {
+    const fields = bodyOf(form);
+    const body = {
+      name: fields.name, type: fields.type, cronExpression: fields.cronExpression,
+      timezone: fields.timezone, enabled: true,
+    };
+    if (fields.type === "retention") body.retentionConfig = { olderThanDays: fields.amount };
+    if (fields.type === "stale-cleanup") body.staleCleanupConfig = { inactiveHours: fields.amount };
+    if (fields.type === "health-check") body.healthCheckConfig = { alertOnFailure: true };
+    return body;
+  }
+
+  // The next five runs of the expression being typed, in UTC and in its zone.
+  let previewTimer = null;
+  function schedulePreview(form) {
+    clearTimeout(previewTimer);
+    previewTimer = setTimeout(async () => {
+      const list = form.querySelector("[data-upcoming]");
+      const error = form.querySelector("[data-preview-error]");
+      const params = new URLSearchParams({
+        cron: form.elements.cronExpression.value, timezone: form.elements.timezone.value,
+      });
+      try {
+        const reply = await api(form.dataset.preview + "?" + params, "GET");
+        error.textContent = "";
+        list.replaceChildren(...reply.upcoming.map((run) => {
+          const item = document.createElement("li");
+          item.textContent = run.local + " (" + run.utc + ")";
+          return item;
+        }));
+      } catch (e) {
+        list.replaceChildren();
+        error.textContent = e.message;
+      }
+    }, 250);
+  }
+
   function commandLink(command) {
     return command && command.id && slug ? "/p/" + slug + "/commands/" + command.id : null;
   }
@@ -78,13 +116,27 @@
     event.preventDefault();
     const target = resultOf(form);
     let body;
-    try { body = bodyOf(form); } catch (e) { show(target, e.message, false); return; }
+    try { body = form.matches(".schedule") ? scheduleBody(form) : bodyOf(form); } catch (e) { show(target, e.message, false); return; }
     if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
     const button = form.querySelector("button[type=submit]");
     if (button) button.disabled = true;
+    const method = form.dataset.method || "POST";
     try {
-      const command = await api(form.dataset.api, "POST", body);
-      show(target, "Command " + (command.kind || "") + " issued: " + (command.status || "ok") + ".", true, commandLink(command));
+      const reply = await api(form.dataset.api, method, method === "DELETE" ? undefined : body);
+      if (reply && reply.schedule && slug) {
+        location.href = "/p/" + slug + "/schedules/" + reply.schedule.id;
+        return;
+      } else if (reply && reply.execution) {
+        await refresh(true);
+        show(document.querySelector("[data-result]"), "Ran: " + reply.execution.status + ".", reply.execution.status !== "failed");
+      } else if (reply && reply.token) {
+        show(target, "Token created; copy it now, it is not shown again: " + reply.token, true);
+      } else if (reply && reply.kind && reply.status) {
+        show(target, "Command " + reply.kind + " issued: " + reply.status + ".", true, commandLink(reply));
+      } else {
+        await refresh(true);
+        show(document.querySelector("[data-result]"), "Done.", true);
+      }
     } catch (e) {
       show(target, e.message, false);
     } finally {
@@ -195,6 +247,11 @@
 
   // ---- Wiring (delegated, so it survives live refreshes) ------------------------------------
   document.addEventListener("submit", submitApiForm);
+  document.addEventListener("input", (event) => {
+    const form = event.target.closest("form.schedule");
+    if (form && /^(cronExpression|timezone)$/.test(event.target.name)) schedulePreview(form);
+  });
+  for (const form of document.querySelectorAll("form.schedule")) schedulePreview(form);
   document.addEventListener("change", (event) => {
     if (event.target.matches("input[data-select-all]")) {
       for (const box of document.querySelectorAll("input[data-select]")) box.checked = event.target.checked;

@@ -1,6 +1,7 @@
 //! Test harness: the real router over a real, isolated database (a temp SQLite file or a fresh
 //! PostgreSQL database per test), driven in-process with `tower::ServiceExt::oneshot`.
 
+pub mod browser;
 pub mod db;
 
 use std::sync::Arc;
@@ -278,6 +279,41 @@ impl TestApp {
                     &updates,
                     1,
                 )
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Serves the app on a real loopback port (for a browser), with peer addresses as the
+    /// brain's `serve` has them; returns the base URL.
+    pub async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = self
+            .router
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await });
+        format!("http://{addr}")
+    }
+
+    /// The bootstrap admin's dashboard password (written beside its token).
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("admin.password"))
+            .unwrap()
+            .trim_end()
+            .to_owned()
+    }
+
+    /// Gives a user a dashboard password.
+    pub async fn set_password(&self, user: &str, password: &str) {
+        let hash = taskward_brain::passwords::hash(password);
+        let name: taskward_brain::names::UserName = user.parse().unwrap();
+        let ctx = self.state.audit_as_system();
+        let chain = self.store.site_chain();
+        self.store
+            .write("test_set_password", move |conn| {
+                taskward_brain::store::users::set_password_audited(conn, &ctx, &chain, &name, &hash)
             })
             .await
             .unwrap();
