@@ -2031,7 +2031,7 @@ async fn a_health_check_schedule_pings_real_workers_and_alerts_on_a_dead_one() {
 /// under its original in the tree and succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_retries_a_failed_task_on_a_real_worker() {
-    let broker = "redis://127.0.0.1:6379/12";
+    let broker = "redis://127.0.0.1:6379/8";
     let stack = CeleryStack::start(broker, &["celery"]).await;
     let _worker = celery_worker(
         broker,

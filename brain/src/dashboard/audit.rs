@@ -8,8 +8,10 @@ use maud::html;
 
 use super::layout::{self, Chrome, Section, text};
 use super::{Page, PageError};
-use crate::api::audit::{AuditQuery, list as audit_page};
-use crate::api::extract::{ApiQuery, parse_query};
+use serde::Deserialize;
+
+use crate::api::audit::AuditRowPublic;
+use crate::api::extract::parse_query;
 use crate::app::AppState;
 use crate::audit::verify_live;
 use crate::auth::Viewer;
@@ -17,17 +19,66 @@ use crate::error::ApiError;
 use crate::store::audit as audit_store;
 use taskward_shared::audit::verify::TrustedKeys;
 
-/// `GET /p/{slug}/audit`: rows oldest first, in pages (the API's own list).
+/// What the log page takes: a kind to show only, and the seq to continue after.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    kind: Option<String>,
+    after: Option<u64>,
+}
+
+/// Kinds offered in the filter (any kind can be typed).
+const KINDS: [&str; 14] = [
+    "command.issued",
+    "command.succeeded",
+    "command.failed",
+    "command.timed_out",
+    "agent.created",
+    "agent.deleted",
+    "member.role_set",
+    "member.removed",
+    "schedule.created",
+    "schedule.updated",
+    "schedule.deleted",
+    "schedule.alert",
+    "tasks.deleted",
+    "project.deletion_started",
+];
+
+/// Rows per page of the log.
+const ROWS: i64 = 100;
+
+/// `GET /p/{slug}/audit`: rows oldest first, in pages, optionally of one kind.
 pub async fn list(
     State(state): State<AppState>,
     page: Page<Viewer>,
     RawQuery(raw): RawQuery,
 ) -> Result<Html<String>, PageError> {
-    let query: AuditQuery = parse_query(raw.as_deref().unwrap_or_default())?;
-    let rows = audit_page(State(state.clone()), page.access.clone(), ApiQuery(query))
-        .await?
-        .0;
+    let query: LogQuery = parse_query(
+        &form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
+                    .filter(|(_, v)| !v.is_empty()),
+            )
+            .finish(),
+    )?;
     let project = &page.access.project;
+    let chain = audit_store::project_chain(&project.id);
+    let kind = query.kind.clone();
+    let after = query.after.unwrap_or(0);
+    let rows = state
+        .store
+        .read("dashboard_audit", move |conn| {
+            audit_store::page_of_kind(conn, &chain, kind.as_deref(), after, ROWS + 1)
+        })
+        .await?;
+    let trusted = TrustedKeys::from_infos(&state.keys.public_keys()).map_err(ApiError::Internal)?;
+    let more = rows.len() as i64 > ROWS;
+    let items: Vec<AuditRowPublic> = rows
+        .into_iter()
+        .take(ROWS as usize)
+        .map(|r| AuditRowPublic::new(r, &trusted))
+        .collect();
     let slug = &project.slug;
     let api = format!("/api/v1/projects/{slug}/audit");
     let body = html! {
@@ -40,9 +91,17 @@ pub async fn list(
             a.button.secondary href={ (api) "/export" } download={ "audit-" (slug) ".jsonl" } { "Export (JSON Lines)" }
             a.button.secondary href="/api/v1/signing-keys" download="keys.json" { "Public keys" }
         }
+        form.filters method="get" action={ "/p/" (slug) "/audit" } {
+            label.wide { "Kind"
+                input name="kind" list="kinds" value=[query.kind.as_deref()] placeholder="any";
+                datalist id="kinds" { @for k in KINDS { option value=(k) {} } }
+            }
+            button type="submit" { "Filter" }
+            a.button.secondary href={ "/p/" (slug) "/audit" } { "Clear" }
+        }
         div.scroll { table {
             thead { tr { th.num { "Seq" } th { "Kind" } th { "Actor" } th { "Time" } th { "Signature" } th { "Hash" } } }
-            tbody { @for row in &rows.items {
+            tbody { @for row in &items {
                 @let actor = &row.statement["actor"];
                 tr {
                     td.num { (row.seq) }
@@ -57,10 +116,10 @@ pub async fn list(
                 }
             } }
         } }
-        @if rows.items.is_empty() { p.muted.empty { "No row yet." } }
-        @if let Some(next) = &rows.next_cursor {
-            @let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
-            nav.pager { a.button href={ "/p/" (slug) "/audit?cursor=" (next) } { "Next page" } }
+        @if items.is_empty() { p.muted.empty { "No row." } }
+        @if let (true, Some(last)) = (more, items.last()) {
+            @let kind: String = query.kind.as_deref().map(|k| form_urlencoded::byte_serialize(k.as_bytes()).collect()).unwrap_or_default();
+            nav.pager { a.button href={ "/p/" (slug) "/audit?after=" (last.seq) @if !kind.is_empty() { "&kind=" (kind) } } { "Next page" } }
         }
     };
     Ok(layout::page(

@@ -11,6 +11,7 @@ mod access;
 mod agents;
 mod assets;
 mod audit;
+mod cleanup;
 mod commands;
 mod layout;
 mod live;
@@ -56,6 +57,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/p/{slug}/audit/verify", get(audit::verify))
         .route("/p/{slug}/members", get(access::members))
         .route("/tokens", get(access::tokens))
+        .route("/cleanup", get(cleanup::list))
+        .route("/cleanup/{id}", get(cleanup::tree))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }

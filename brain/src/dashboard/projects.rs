@@ -38,6 +38,7 @@ pub async fn index(
             @if visible.is_empty() {
                 p.muted { "You are not a member of any project yet: ask an admin to add you." }
             }
+            p.muted { a href="/cleanup" { "Cleanup tasks" } " · " a href="/tokens" { "Your API tokens" } }
             ul.cards {
                 @for (project, role) in &visible {
                     li {

@@ -81,13 +81,17 @@ pub async fn list(
     let plan = query.plan(&project.id)?;
     let (rows, next_cursor) = list_page(&state, &project.id, &query, plan).await?;
     let project_id = project.id.clone();
-    let watermark = state
+    let (watermark, agents) = state
         .store
         .read("dashboard_watermark", move |conn| {
-            super::live::watermark(conn, &project_id)
+            Ok((
+                super::live::watermark(conn, &project_id)?,
+                crate::store::agents::list(conn, &project_id)?,
+            ))
         })
         .await?;
     let slug = &project.slug;
+    let can_retry = page.access.role >= Role::Operator && !agents.is_empty();
     let export = |format: &str| {
         let base = with_cursor(&query_text, None);
         let sep = if base.is_empty() { "" } else { "&" };
@@ -128,6 +132,25 @@ pub async fn list(
                 button.danger type="button" data-bulk-delete={ "/api/v1/projects/" (slug) "/tasks/bulk-delete" } disabled { "Delete selected" }
             }
             span data-result {}
+        }
+        @if can_retry {
+            details.more {
+                summary { "Retry every task matching the state, name and queue filters…" }
+                form.bulk-retry
+                    data-api={ "/api/v1/projects/" (slug) "/commands/bulk-retry" }
+                    data-dry-run={ "/api/v1/projects/" (slug) "/commands/bulk-retry/dry-run" } {
+                    input type="hidden" name="state" value=[values.state.as_deref()];
+                    input type="hidden" name="name" value=[values.name.as_deref()];
+                    input type="hidden" name="queue" value=[values.queue.as_deref()];
+                    label { "Through agent"
+                        select name="agent_id" { @for a in &agents { option value=(a.id) { (a.name) } } }
+                    }
+                    label { "At most" input type="number" name="max" data-type="int" value="100" min="1" max="10000"; }
+                    button.secondary type="button" data-count { "Count first" }
+                    button type="submit" disabled { "Retry them" }
+                    p data-result role="status" {}
+                }
+            }
         }
         div.scroll {
             table.tasks {

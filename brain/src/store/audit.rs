@@ -186,9 +186,26 @@ pub fn page(
     after: u64,
     limit: i64,
 ) -> StoreResult<Vec<AuditRow>> {
-    let rows: Vec<StoredRow> = audit_rows::table
+    page_of_kind(conn, chain, None, after, limit)
+}
+
+/// Like [`page`], only rows of one kind when `kind` is given (the chain is walked in seq
+/// order from `after`, so a page costs what lies between its rows).
+pub fn page_of_kind(
+    conn: &mut AnyConnection,
+    chain: &str,
+    kind: Option<&str>,
+    after: u64,
+    limit: i64,
+) -> StoreResult<Vec<AuditRow>> {
+    let mut query = audit_rows::table
         .filter(audit_rows::chain_id.eq(chain))
         .filter(audit_rows::seq.gt(after as i64))
+        .into_boxed();
+    if let Some(kind) = kind {
+        query = query.filter(audit_rows::kind.eq(kind.to_owned()));
+    }
+    let rows: Vec<StoredRow> = query
         .order(audit_rows::seq.asc())
         .limit(limit)
         .select(StoredRow::as_select())

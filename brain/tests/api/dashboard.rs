@@ -270,6 +270,35 @@ async fn operator_flows_in_a_real_browser() {
     assert!(!rows.contains("INVALID"), "{rows}");
     shoot(&browser, "command-detail").await;
 
+    // Bulk retry of what the list shows: counted first (dry run), then issued.
+    browser
+        .goto(&format!("{base}/p/default/tasks?state=failed"))
+        .await;
+    browser
+        .click(&browser.find("details.more summary").await)
+        .await;
+    browser
+        .click(&browser.find("form.bulk-retry button[data-count]").await)
+        .await;
+    browser
+        .wait_text(
+            "form.bulk-retry [data-result]",
+            "1 match; 1 would be retried",
+        )
+        .await;
+    browser
+        .click(&browser.find("form.bulk-retry button[type=submit]").await)
+        .await;
+    browser
+        .wait_text("form.bulk-retry [data-result]", "bulk-retry issued")
+        .await;
+    let bulk = commands_of(&app)
+        .await
+        .into_iter()
+        .find(|c| c["kind"] == "bulk-retry")
+        .expect("a bulk-retry command");
+    assert_eq!(bulk["payload"]["filter"], json!({"state": "failed"}));
+
     // Purge through the dialog: it shows the depth the confirmation binds and wants the
     // queue's name typed.
     browser.goto(&format!("{base}/p/default/agents")).await;
@@ -327,6 +356,16 @@ async fn operator_flows_in_a_real_browser() {
     browser.goto(&format!("{base}/p/default/audit")).await;
     browser.wait_text("table tbody", "command.issued").await;
     shoot(&browser, "audit").await;
+    let kind = browser.find("form.filters input[name=kind]").await;
+    browser.fill(&kind, "command.succeeded").await;
+    browser
+        .click(&browser.find("form.filters button[type=submit]").await)
+        .await;
+    browser
+        .wait_url(|u| u.contains("kind=command.succeeded"))
+        .await;
+    let shown = browser.wait_text("table tbody", "command.succeeded").await;
+    assert!(!shown.contains("command.issued"), "{shown}");
     browser
         .click(&browser.find("a[href$='/audit/verify']").await)
         .await;
@@ -406,6 +445,17 @@ async fn operator_flows_in_a_real_browser() {
     let works = app.get("/api/v1/projects", &token).await;
     assert_eq!(works.status, StatusCode::OK);
     shoot(&browser, "tokens").await;
+
+    // Cleanup tasks: deleting a project runs as a tree of steps, shown as a tree.
+    app.create_project("doomed").await;
+    let deleted = app
+        .delete("/api/v1/projects/doomed", &app.admin_token)
+        .await;
+    assert!(deleted.status.is_success(), "{}", deleted.body);
+    browser.goto(&format!("{base}/cleanup")).await;
+    browser.click(&browser.find("table tbody a").await).await;
+    browser.wait_text("ul.tree", "delete_project").await;
+    shoot(&browser, "cleanup").await;
 
     browser.goto(&format!("{base}/p/default")).await;
     browser.wait_text(".stats", "Workers online").await;

@@ -36,6 +36,8 @@
   }
 
   function resultOf(element) {
+    const own = element.querySelector && element.querySelector("[data-result]");
+    if (own) return own;
     const scope = element.closest("section, main") || document;
     return scope.querySelector("[data-result]") || document.querySelector("[data-result]");
   }
@@ -81,6 +83,31 @@
     return body;
   }
 
+  // A bulk retry's body: the list's filters (state, name, queue) as its filter.
+  function bulkRetryBody(form) {
+    const fields = bodyOf(form);
+    const filter = {};
+    for (const key of ["state", "name", "queue"]) if (fields[key]) filter[key] = fields[key];
+    return { agent_id: fields.agent_id, filter, max: fields.max };
+  }
+
+  async function countBulkRetry(button) {
+    const form = button.closest("form.bulk-retry");
+    const target = form.querySelector("[data-result]");
+    const submit = form.querySelector("button[type=submit]");
+    submit.disabled = true;
+    try {
+      const preview = await api(form.dataset.dryRun, "POST", bulkRetryBody(form));
+      const skipped = preview.skipped_not_retryable.length;
+      show(target, preview.matched + " match; " + preview.retryable + " would be retried" +
+        (skipped ? ", " + skipped + " cannot be (arguments unavailable)." : "."), true);
+      submit.disabled = preview.retryable === 0;
+      submit.textContent = "Retry " + preview.retryable;
+    } catch (e) {
+      show(target, e.message, false);
+    }
+  }
+
   // The next five runs of the expression being typed, in UTC and in its zone.
   let previewTimer = null;
   function schedulePreview(form) {
@@ -116,7 +143,10 @@
     event.preventDefault();
     const target = resultOf(form);
     let body;
-    try { body = form.matches(".schedule") ? scheduleBody(form) : bodyOf(form); } catch (e) { show(target, e.message, false); return; }
+    try {
+      body = form.matches(".schedule") ? scheduleBody(form)
+        : form.matches(".bulk-retry") ? bulkRetryBody(form) : bodyOf(form);
+    } catch (e) { show(target, e.message, false); return; }
     if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
     const button = form.querySelector("button[type=submit]");
     if (button) button.disabled = true;
@@ -237,11 +267,28 @@
     setTimeout(() => note.classList.remove("shown"), 1200);
   }
 
+  // One stream per visible page: browsers allow six connections per host over HTTP/1.1, shared
+  // by every tab, so a hidden or left page closes its stream. Coming back reconnects, and the
+  // first event (the current watermark) brings the page up to date if anything changed.
   if (main && main.dataset.liveUrl && window.EventSource) {
-    const source = new EventSource(main.dataset.liveUrl);
-    source.onmessage = (event) => {
-      if (event.data !== main.dataset.watermark) refresh(false);
+    let source = null;
+    const connect = () => {
+      if (source || document.visibilityState === "hidden") return;
+      source = new EventSource(main.dataset.liveUrl);
+      source.onmessage = (event) => {
+        if (event.data !== main.dataset.watermark) refresh(false);
+      };
     };
+    const disconnect = () => {
+      if (source) source.close();
+      source = null;
+    };
+    connect();
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "hidden") disconnect(); else connect();
+    });
+    window.addEventListener("pagehide", disconnect);
+    window.addEventListener("pageshow", connect);
     document.addEventListener("focusout", () => { if (pending) setTimeout(() => refresh(false), 50); });
   }
 
@@ -261,6 +308,8 @@
   document.addEventListener("click", (event) => {
     const purge = event.target.closest("button[data-purge]");
     if (purge) { event.preventDefault(); openPurge(purge); }
+    const count = event.target.closest("button[data-count]");
+    if (count) { event.preventDefault(); countBulkRetry(count); }
     const bulk = event.target.closest("button[data-bulk-delete]");
     if (bulk) { event.preventDefault(); bulkDelete(bulk); }
   });
