@@ -2058,18 +2058,8 @@ async fn the_dashboard_retries_a_failed_task_on_a_real_worker() {
         .trim()
         .to_owned();
     browser
-        .goto(&format!("{base}/login?next=/p/default/tasks"))
+        .sign_in(base, "admin", &password, "/p/default/tasks")
         .await;
-    browser
-        .fill(&browser.find("input[name=name]").await, "admin")
-        .await;
-    browser
-        .fill(&browser.find("input[name=password]").await, &password)
-        .await;
-    browser
-        .click(&browser.find("form.signin button").await)
-        .await;
-    browser.wait_url(|u| u.ends_with("/p/default/tasks")).await;
     browser
         .click(
             &browser

@@ -99,18 +99,9 @@ async fn from_token(state: &AppState, presented: String) -> Result<Caller, ApiEr
         .last_used_at
         .is_none_or(|t| t < now - LAST_USED_RESOLUTION_MS)
     {
-        // Off the request path: a slow write lock must not slow reads down.
-        let store = state.store.clone();
         let token_id = token.id.clone();
-        tokio::spawn(async move {
-            if let Err(err) = store
-                .write("touch_token", move |conn| {
-                    tokens::touch(conn, &token_id, now)
-                })
-                .await
-            {
-                tracing::warn!(%err, "could not record token use");
-            }
+        record_use_later(state, "touch_token", move |conn| {
+            tokens::touch(conn, &token_id, now)
         });
     }
     Ok(Caller {
@@ -119,6 +110,22 @@ async fn from_token(state: &AppState, presented: String) -> Result<Caller, ApiEr
         site_admin: user.site_admin,
         via: Credential::Token(token.id),
     })
+}
+
+/// Records a credential's use off the request path: a slow write lock must not slow reads.
+fn record_use_later(
+    state: &AppState,
+    op: &'static str,
+    touch: impl FnOnce(&mut crate::store::AnyConnection) -> crate::store::StoreResult<()>
+    + Send
+    + 'static,
+) {
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        if let Err(err) = store.write(op, touch).await {
+            tracing::warn!(%err, op, "could not record a credential's use");
+        }
+    });
 }
 
 async fn from_session(state: &AppState, presented: String) -> Result<Caller, ApiError> {
@@ -134,16 +141,8 @@ async fn from_session(state: &AppState, presented: String) -> Result<Caller, Api
         return Err(ApiError::Unauthenticated);
     };
     if session.last_seen_at < now - sessions::SEEN_RESOLUTION_MS {
-        let store = state.store.clone();
-        tokio::spawn(async move {
-            if let Err(err) = store
-                .write("touch_session", move |conn| {
-                    sessions::touch(conn, &presented, now)
-                })
-                .await
-            {
-                tracing::warn!(%err, "could not record session use");
-            }
+        record_use_later(state, "touch_session", move |conn| {
+            sessions::touch(conn, &presented, now)
         });
     }
     Ok(Caller {

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::Html;
 use maud::html;
 
-use super::layout::{self, Chrome, Section, time};
+use super::layout::{self, Section, time};
 use super::{Page, PageError, SignedIn};
 use crate::api::{members, tokens};
 use crate::app::AppState;
@@ -58,15 +58,7 @@ pub async fn members(
         p data-result role="status" {}
     };
     Ok(layout::page(
-        &Chrome {
-            title: "Members",
-            user: &page.access.caller.user_name,
-            project: (slug, &project.name),
-            role: page.access.role,
-            csrf: &page.csrf,
-            section: Section::Access,
-            watermark: None,
-        },
+        &page.chrome("Members", Section::Access, None),
         body,
     ))
 }

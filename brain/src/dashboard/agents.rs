@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::Html;
 use maud::{Markup, html};
 
-use super::layout::{self, Chrome, Section, text, time};
+use super::layout::{self, Section, text, time};
 use super::{Page, PageError};
 use crate::app::AppState;
 use crate::auth::Viewer;
@@ -126,15 +126,7 @@ pub async fn list(
         }
     };
     Ok(layout::page(
-        &Chrome {
-            title: "Agents",
-            user: &page.access.caller.user_name,
-            project: (slug, &project.name),
-            role: page.access.role,
-            csrf: &page.csrf,
-            section: Section::Agents,
-            watermark: Some(&watermark),
-        },
+        &page.chrome("Agents", Section::Agents, Some(&watermark)),
         body,
     ))
 }

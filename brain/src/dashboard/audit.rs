@@ -6,7 +6,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::Html;
 use maud::html;
 
-use super::layout::{self, Chrome, Section, text};
+use super::layout::{self, Section, text};
 use super::{Page, PageError};
 use serde::Deserialize;
 
@@ -123,15 +123,7 @@ pub async fn list(
         }
     };
     Ok(layout::page(
-        &Chrome {
-            title: "Audit log",
-            user: &page.access.caller.user_name,
-            project: (slug, &project.name),
-            role: page.access.role,
-            csrf: &page.csrf,
-            section: Section::Audit,
-            watermark: None,
-        },
+        &page.chrome("Audit log", Section::Audit, None),
         body,
     ))
 }
@@ -167,15 +159,7 @@ pub async fn verify(
         p { a.button.secondary href={ "/p/" (slug) "/audit" } { "Back to the log" } }
     };
     Ok(layout::page(
-        &Chrome {
-            title: "Verify audit log",
-            user: &page.access.caller.user_name,
-            project: (slug, &project.name),
-            role: page.access.role,
-            csrf: &page.csrf,
-            section: Section::Audit,
-            watermark: None,
-        },
+        &page.chrome("Verify audit log", Section::Audit, None),
         body,
     ))
 }

@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::Html;
 use maud::html;
 
-use super::layout::{self, Chrome, Section, badge, text, time};
+use super::layout::{self, Section, badge, text, time};
 use super::{Page, PageError};
 use crate::api::commands::{ListQuery, command_detail, list_page};
 use crate::api::extract::parse_query;
@@ -27,13 +27,7 @@ pub async fn list(
         .find(|(k, _)| k == "status")
         .map(|(_, v)| v.into_owned());
     let (rows, next_cursor) = list_page(&state, &project.id, &query).await?;
-    let project_id = project.id.clone();
-    let watermark = state
-        .store
-        .read("dashboard_watermark", move |conn| {
-            super::live::watermark(conn, &project_id)
-        })
-        .await?;
+    let watermark = super::live::current(&state, &project.id).await?;
     let slug = &project.slug;
     let body = html! {
         h1 { "Commands" }
@@ -67,15 +61,7 @@ pub async fn list(
         }
     };
     Ok(layout::page(
-        &Chrome {
-            title: "Commands",
-            user: &page.access.caller.user_name,
-            project: (slug, &project.name),
-            role: page.access.role,
-            csrf: &page.csrf,
-            section: Section::Commands,
-            watermark: Some(&watermark),
-        },
+        &page.chrome("Commands", Section::Commands, Some(&watermark)),
         body,
     ))
 }
@@ -88,13 +74,7 @@ pub async fn detail(
 ) -> Result<Html<String>, PageError> {
     let project = &page.access.project;
     let detail = command_detail(&state, &project.id, &id).await?;
-    let project_id = project.id.clone();
-    let watermark = state
-        .store
-        .read("dashboard_watermark", move |conn| {
-            super::live::watermark(conn, &project_id)
-        })
-        .await?;
+    let watermark = super::live::current(&state, &project.id).await?;
     let c = &detail.command;
     let slug = &project.slug;
     let status = serde_json::to_value(c.status)
@@ -140,15 +120,7 @@ pub async fn detail(
         }
     };
     Ok(layout::page(
-        &Chrome {
-            title: &c.kind,
-            user: &page.access.caller.user_name,
-            project: (slug, &project.name),
-            role: page.access.role,
-            csrf: &page.csrf,
-            section: Section::Commands,
-            watermark: Some(&watermark),
-        },
+        &page.chrome(&c.kind, Section::Commands, Some(&watermark)),
         body,
     ))
 }

@@ -31,6 +31,17 @@ pub fn watermark(conn: &mut AnyConnection, project_id: &str) -> StoreResult<Stri
     ))
 }
 
+/// The watermark now, for a page about to render.
+pub async fn current(state: &AppState, project_id: &str) -> Result<String, PageError> {
+    let project_id = project_id.to_owned();
+    Ok(state
+        .store
+        .read("dashboard_watermark", move |conn| {
+            watermark(conn, &project_id)
+        })
+        .await?)
+}
+
 /// `GET /p/{slug}/live`: the watermark, sent when it changes (at once on connect when it
 /// differs from `Last-Event-ID`).
 pub async fn stream(

@@ -206,6 +206,27 @@ impl<R: RoleFloor> FromRequestParts<AppState> for Page<R> {
     }
 }
 
+impl<R> Page<R> {
+    /// The shell around this page: the user, the project, their role and the CSRF token,
+    /// with the page's title and section, live when `watermark` is given.
+    pub fn chrome<'a>(
+        &'a self,
+        title: &'a str,
+        section: layout::Section,
+        watermark: Option<&'a str>,
+    ) -> layout::Chrome<'a> {
+        layout::Chrome {
+            title,
+            user: &self.access.caller.user_name,
+            project: (&self.access.project.slug, &self.access.project.name),
+            role: self.access.role,
+            csrf: &self.csrf,
+            section,
+            watermark,
+        }
+    }
+}
+
 fn csrf_of(caller: &Caller) -> String {
     match &caller.via {
         Credential::Session { csrf_token } => csrf_token.clone(),

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use maud::html;
 
-use super::layout::{self, Chrome, Section};
+use super::layout::{self, Section};
 use super::{Page, PageError, SignedIn};
 use crate::app::AppState;
 use crate::auth::Viewer;
@@ -114,15 +114,7 @@ pub async fn overview(
     let online = data.workers.iter().filter(|w| w.online).count();
     let project = &page.access.project;
     Ok(layout::page(
-        &Chrome {
-            title: &project.name,
-            user: &page.access.caller.user_name,
-            project: (&project.slug, &project.name),
-            role: page.access.role,
-            csrf: &page.csrf,
-            section: Section::Overview,
-            watermark: Some(&data.watermark),
-        },
+        &page.chrome(&project.name, Section::Overview, Some(&data.watermark)),
         html! {
             h1 { (project.name) }
             section.stats {

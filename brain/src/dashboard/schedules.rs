@@ -8,7 +8,7 @@ use chrono::Utc;
 use maud::html;
 use serde::Deserialize;
 
-use super::layout::{self, Chrome, Section, badge, text};
+use super::layout::{self, Section, badge, text};
 use super::{Page, PageError};
 use crate::api::extract::{ApiPath, ApiQuery, parse_query};
 use crate::api::schedules::{self as api, ListQuery};
@@ -29,18 +29,6 @@ const ZONES: [&str; 8] = [
     "Asia/Kolkata",
     "Australia/Sydney",
 ];
-
-fn chrome<'a>(page: &'a Page<Viewer>, title: &'a str) -> Chrome<'a> {
-    Chrome {
-        title,
-        user: &page.access.caller.user_name,
-        project: (&page.access.project.slug, &page.access.project.name),
-        role: page.access.role,
-        csrf: &page.csrf,
-        section: Section::Schedules,
-        watermark: None,
-    }
-}
 
 /// A time as UTC text.
 fn utc(t: Option<chrono::DateTime<Utc>>) -> maud::Markup {
@@ -77,7 +65,10 @@ pub async fn list(
         } }
         @if list.schedules.is_empty() { p.muted.empty { "No schedule yet." } }
     };
-    Ok(layout::page(&chrome(&page, "Schedules"), body))
+    Ok(layout::page(
+        &page.chrome("Schedules", Section::Schedules, None),
+        body,
+    ))
 }
 
 /// `GET /p/{slug}/schedules/{id}`.
@@ -137,7 +128,10 @@ pub async fn detail(
             @if detail.history.is_empty() { p.muted { "It has not run yet." } }
         }
     };
-    Ok(layout::page(&chrome(&page, &s.name), body))
+    Ok(layout::page(
+        &page.chrome(&s.name, Section::Schedules, None),
+        body,
+    ))
 }
 
 /// `GET /p/{slug}/schedules/new` (admins; others see the API's 403 when they post).
@@ -170,7 +164,10 @@ pub async fn new(page: Page<Viewer>) -> Result<Html<String>, PageError> {
         }
         p data-result role="status" {}
     };
-    Ok(layout::page(&chrome(&page, "New schedule"), body))
+    Ok(layout::page(
+        &page.chrome("New schedule", Section::Schedules, None),
+        body,
+    ))
 }
 
 /// What the preview is asked.

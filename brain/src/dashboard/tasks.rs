@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::layout::{self, Chrome, Section, badge, text, time};
+use super::layout::{self, Section, badge, text, time};
 use super::{Page, PageError};
 use crate::api::extract::parse_query;
 use crate::api::tasks::{ListQuery, find_task, list_page, task_tree};
@@ -185,15 +185,7 @@ pub async fn list(
         }
     };
     Ok(layout::page(
-        &Chrome {
-            title: "Tasks",
-            user: &page.access.caller.user_name,
-            project: (slug, &project.name),
-            role: page.access.role,
-            csrf: &page.csrf,
-            section: Section::Tasks,
-            watermark: Some(&watermark),
-        },
+        &page.chrome("Tasks", Section::Tasks, Some(&watermark)),
         body,
     )
     .into_response())
@@ -224,13 +216,7 @@ pub async fn detail(
     let project = &page.access.project;
     let task = find_task(&state, &project.id, engine, task_id).await?;
     let (family, truncated) = task_tree(&state, &project.id, &task).await?;
-    let project_id = project.id.clone();
-    let watermark = state
-        .store
-        .read("dashboard_watermark", move |conn| {
-            super::live::watermark(conn, &project_id)
-        })
-        .await?;
+    let watermark = super::live::current(&state, &project.id).await?;
     let slug = &project.slug;
     let can_act = page.access.role >= Role::Operator;
     let kwargs = pretty(task.kwargs.as_deref());
@@ -300,15 +286,7 @@ pub async fn detail(
         }
     };
     Ok(layout::page(
-        &Chrome {
-            title: &task.task_id,
-            user: &page.access.caller.user_name,
-            project: (slug, &project.name),
-            role: page.access.role,
-            csrf: &page.csrf,
-            section: Section::Tasks,
-            watermark: Some(&watermark),
-        },
+        &page.chrome(&task.task_id, Section::Tasks, Some(&watermark)),
         body,
     ))
 }

@@ -102,16 +102,20 @@ async fn seeded() -> (TestApp, String) {
     (app, agent)
 }
 
-async fn sign_in(browser: &Browser, base: &str, name: &str, password: &str, next: &str) {
-    browser.goto(&format!("{base}/login?next={next}")).await;
-    let field = browser.find("input[name=name]").await;
-    browser.fill(&field, name).await;
-    let field = browser.find("input[name=password]").await;
-    browser.fill(&field, password).await;
-    browser
-        .click(&browser.find("form.signin button").await)
+/// POSTs JSON from the page's own script, with or without the session's CSRF token; gives
+/// "status body".
+async fn post_from_page(browser: &Browser, path: &str, body: Value, csrf: bool) -> String {
+    let header = if csrf {
+        "'x-csrf-token': document.querySelector('meta[name=csrf-token]').content,"
+    } else {
+        ""
+    };
+    let reply = browser
+        .run(&format!(
+            "const r = await fetch('{path}', {{method: 'POST', headers: {{{header}              'content-type': 'application/json'}}, body: JSON.stringify({body})}});              return r.status + ' ' + await r.text();"
+        ))
         .await;
-    browser.wait_url(|u| u.ends_with(next)).await;
+    reply.as_str().unwrap_or_default().to_owned()
 }
 
 /// Both window sizes the layout must read well at.
@@ -141,14 +145,9 @@ async fn operator_flows_in_a_real_browser() {
     let base = app.serve().await;
     let browser = Browser::start().await;
     browser.size(1366, 768).await;
-    sign_in(
-        &browser,
-        &base,
-        "admin",
-        &app.admin_password(),
-        "/p/default/tasks",
-    )
-    .await;
+    browser
+        .sign_in(&base, "admin", &app.admin_password(), "/p/default/tasks")
+        .await;
     shoot(&browser, "tasks").await;
 
     // Find the failed task by filter: the URL carries the filter (shareable).
@@ -330,27 +329,14 @@ async fn operator_flows_in_a_real_browser() {
 
     // A state-changing request without the CSRF token is refused, even from the page itself;
     // the same request with it goes through.
-    let forged = browser
-        .run(&format!(
-            "const r = await fetch('/api/v1/projects/default/commands/ping-workers', {{method: 'POST', \
-             headers: {{'content-type': 'application/json'}}, body: JSON.stringify({{agent_id: '{agent}'}})}}); \
-             return r.status + ' ' + await r.text();"
-        ))
-        .await;
-    let forged = forged.as_str().unwrap();
+    let ping = "/api/v1/projects/default/commands/ping-workers";
+    let forged = post_from_page(&browser, ping, json!({"agent_id": agent}), false).await;
     assert!(
         forged.starts_with("403") && forged.contains("csrf"),
         "{forged}"
     );
-    let sent = browser
-        .run(&format!(
-            "const t = document.querySelector('meta[name=csrf-token]').content; \
-             const r = await fetch('/api/v1/projects/default/commands/ping-workers', {{method: 'POST', \
-             headers: {{'content-type': 'application/json', 'x-csrf-token': t}}, body: JSON.stringify({{agent_id: '{agent}'}})}}); \
-             return r.status;"
-        ))
-        .await;
-    assert_eq!(sent, json!(202));
+    let sent = post_from_page(&browser, ping, json!({"agent_id": agent}), true).await;
+    assert!(sent.starts_with("202"), "{sent}");
 
     // The audit log: rows with their signatures, and "verify now".
     browser.goto(&format!("{base}/p/default/audit")).await;
@@ -472,14 +458,14 @@ async fn a_viewer_sees_no_actions_and_cannot_act() {
     let base = app.serve().await;
     let browser = Browser::start().await;
     browser.size(1366, 768).await;
-    sign_in(
-        &browser,
-        &base,
-        "vera",
-        VIEWER_PASSWORD,
-        "/p/default/tasks/celery/send-child",
-    )
-    .await;
+    browser
+        .sign_in(
+            &base,
+            "vera",
+            VIEWER_PASSWORD,
+            "/p/default/tasks/celery/send-child",
+        )
+        .await;
     browser.wait_text("ul.tree", "send-root").await;
     assert!(browser.all("form[data-api]").await.is_empty());
     assert!(browser.all("textarea").await.is_empty());
@@ -491,16 +477,14 @@ async fn a_viewer_sees_no_actions_and_cannot_act() {
     browser.find("table.tasks").await;
     assert!(browser.all("button[data-bulk-delete]").await.is_empty());
     // Even with the CSRF token, the API's role check refuses a viewer.
-    let forged = browser
-        .run(&format!(
-            "const t = document.querySelector('meta[name=csrf-token]').content; \
-             const r = await fetch('/api/v1/projects/default/commands/retry-task', {{method: 'POST', \
-             headers: {{'content-type': 'application/json', 'x-csrf-token': t}}, \
-             body: JSON.stringify({{agent_id: '{agent}', engine: 'celery', task_id: 'send-child'}})}}); \
-             return r.status;"
-        ))
-        .await;
-    assert_eq!(forged, json!(403));
+    let forged = post_from_page(
+        &browser,
+        "/api/v1/projects/default/commands/retry-task",
+        json!({"agent_id": agent, "engine": "celery", "task_id": "send-child"}),
+        true,
+    )
+    .await;
+    assert!(forged.starts_with("403"), "{forged}");
     assert!(commands_of(&app).await.is_empty());
     // Signing out ends the session: the pages send the browser back to sign in.
     browser.click(&browser.find("form.user button").await).await;

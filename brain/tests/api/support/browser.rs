@@ -250,6 +250,16 @@ impl Browser {
         .await
     }
 
+    /// Signs in through the dashboard's form and waits to land on `next`.
+    pub async fn sign_in(&self, base: &str, name: &str, password: &str, next: &str) {
+        self.goto(&format!("{base}/login?next={next}")).await;
+        self.fill(&self.find("input[name=name]").await, name).await;
+        self.fill(&self.find("input[name=password]").await, password)
+            .await;
+        self.click(&self.find("form.signin button").await).await;
+        self.wait_url(|u| u.ends_with(next)).await;
+    }
+
     /// Saves a PNG of the viewport as `<name>.png` under [`Browser::shots`]; returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let data = self.get("/screenshot").await;
