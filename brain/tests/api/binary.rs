@@ -122,6 +122,30 @@ fn cli(cwd: &Path, db: Option<&TestDb>, args: &[&str]) -> Output {
     cmd.output().unwrap()
 }
 
+/// Runs the CLI with `input` on its standard input (not a terminal).
+fn cli_with_stdin(cwd: &Path, db: Option<&TestDb>, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("TASKWARD_DATA_DIR")
+        .env_remove("TASKWARD_DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(db) = db {
+        cmd.env("TASKWARD_DATABASE_URL", db.cli_url());
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -190,6 +214,60 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
     .trim()
     .to_owned();
     assert!(jane.starts_with("tw_"));
+
+    // Dashboard passwords: the admin's printed once and kept 0600 beside the token; another
+    // user's set from standard input, checked for length first.
+    let password_file = data_dir.join("admin.password");
+    assert_eq!(
+        std::fs::metadata(&password_file)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let admin_password = std::fs::read_to_string(&password_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(server.log().matches(&admin_password).count(), 1);
+    let short = cli_with_stdin(cwd, db, &["user", "set-password", "jane"], "short\n");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10 characters"));
+    let set = cli_with_stdin(
+        cwd,
+        db,
+        &["user", "set-password", "jane"],
+        "a long enough password\n",
+    );
+    assert!(stdout(&set).contains("password set for jane"));
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (password, status, cookie) in [
+        ("a long enough password", 303, true),
+        ("a long enough passwor", 401, false),
+    ] {
+        let reply = no_redirects
+            .post(format!("{}/login", server.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("name", "jane")
+                    .append_pair("password", password)
+                    .finish(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status().as_u16(), status);
+        assert_eq!(reply.headers().contains_key("set-cookie"), cookie);
+    }
+    assert!(
+        !server.log().contains("a long enough password"),
+        "a password reached the log"
+    );
 
     let http = reqwest::Client::new();
     let project: serde_json::Value = http

@@ -795,7 +795,50 @@ async fn audit_page_verifies_and_names_the_first_bad_row(backend: Backend) {
     assert!(text.contains("First bad row: <strong>3</strong>"), "{text}");
 }
 
+/// The live stream answers at once when the page's watermark (`Last-Event-ID`) is not the
+/// current one: a page that reconnects catches up instead of missing what changed meanwhile.
+async fn a_reconnecting_page_catches_up(backend: Backend) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let app = TestApp::new(backend).await;
+    let agent = app.create_agent("default", "host-a").await;
+    let session = admin_session(&app).await;
+    let first_event = |last: Option<String>| {
+        let mut request = Request::get("/p/default/live").header("cookie", session.clone());
+        if let Some(last) = last {
+            request = request.header("last-event-id", last);
+        }
+        let router = app.router.clone();
+        async move {
+            let response = router
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.headers()["content-type"], "text/event-stream");
+            let mut body = response.into_body();
+            let frame = tokio::time::timeout(std::time::Duration::from_millis(2500), body.frame())
+                .await
+                .ok()
+                .flatten()
+                .map(|f| String::from_utf8_lossy(&f.unwrap().into_data().unwrap()).into_owned());
+            frame.and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+                    .map(str::to_owned)
+            })
+        }
+    };
+    let now = first_event(None).await.expect("a first event at once");
+    // Up to date: nothing is sent (within the wait).
+    assert_eq!(first_event(Some(now.clone())).await, None);
+    // Events stored while the page was away: the stream says so at once.
+    app.seed_tasks("default", &agent, &["t1"]).await;
+    let after = first_event(Some(now.clone())).await.expect("caught up");
+    assert_ne!(after, now);
+}
+
 both_backends!(
+    a_reconnecting_page_catches_up,
     sign_in_and_sessions,
     sign_in_is_rate_limited,
     audit_page_verifies_and_names_the_first_bad_row
