@@ -55,7 +55,12 @@ impl Format {
 
 /// The next page of rows, `None` at the end; `Err` stops the export (the client gets a
 /// truncated body, and the error is logged).
-pub type NextPage = Box<dyn FnMut() -> Result<Option<Vec<Map<String, Value>>>, String> + Send>;
+pub type NextPage<R = Map<String, Value>> =
+    Box<dyn FnMut() -> Result<Option<Vec<R>>, String> + Send>;
+
+/// Turns a row as read into its cells by column name (run on the encoder's thread, so the
+/// reader's thread does nothing but read).
+pub type ToCells<R> = Box<dyn Fn(R) -> Map<String, Value> + Send>;
 
 /// Bytes buffered before a chunk goes to the client.
 const CHUNK: usize = 64 * 1024;
@@ -66,15 +71,19 @@ const CHANNEL: usize = 4;
 /// Rows per worksheet (Excel's limit, less the header).
 const SHEET_ROWS: u32 = 1_048_575;
 
-/// Streams an export of `columns` named `{name}.{ext}`.
-pub fn respond(
+/// Streams an export of `columns` named `{name}.{ext}`: pages of rows are read on one thread,
+/// turned into cells and encoded on another.
+pub fn respond<R: Send + 'static>(
     format: Format,
     name: &str,
     columns: Vec<&'static str>,
-    pages: NextPage,
+    pages: NextPage<R>,
+    to_cells: ToCells<R>,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
-    let pages = read_ahead(pages);
+    let mut read = read_ahead(pages);
+    let pages: NextPage =
+        Box::new(move || Ok(read()?.map(|rows| rows.into_iter().map(&to_cells).collect())));
     tokio::task::spawn_blocking(move || {
         let out = ChannelWriter {
             tx,
@@ -111,9 +120,9 @@ pub fn respond(
 const PAGES_AHEAD: usize = 2;
 
 /// Runs `pages` on a blocking thread of its own, at most [`PAGES_AHEAD`] pages ahead of the
-/// caller: the query and row conversion of the next page run while this one is encoded. The
-/// reader stops when the encoder goes away (a client that disconnected).
-fn read_ahead(mut pages: NextPage) -> NextPage {
+/// caller: the query of the next page runs while this one is encoded. The reader stops when
+/// the encoder goes away (a client that disconnected).
+fn read_ahead<R: Send + 'static>(mut pages: NextPage<R>) -> NextPage<R> {
     let (tx, rx) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
     tokio::task::spawn_blocking(move || {
         loop {

@@ -507,7 +507,7 @@ pub fn export_tasks(
     let mut position: Option<Vec<Option<Scalar>>> = None;
     let mut done = false;
     let columns = fields.clone();
-    let pages: export::NextPage = Box::new(move || {
+    let pages: export::NextPage<TaskRow> = Box::new(move || {
         if done {
             return Ok(None);
         }
@@ -533,16 +533,20 @@ pub fn export_tasks(
         };
         let values = task_store::position(last, &order);
         position = order::read_position(&order, &values);
-        Ok(Some(
-            rows.into_iter()
-                .map(|row| match projected(row.into(), &fields) {
-                    Value::Object(map) => map,
-                    _ => Map::new(),
-                })
-                .collect(),
-        ))
+        Ok(Some(rows))
     });
-    export::respond(format, &format!("tasks-{}", project.slug), columns, pages)
+    let to_cells: export::ToCells<TaskRow> =
+        Box::new(move |row| match projected(row.into(), &fields) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        });
+    export::respond(
+        format,
+        &format!("tasks-{}", project.slug),
+        columns,
+        pages,
+        to_cells,
+    )
 }
 
 /// A task of the project by engine and id (404 naming it otherwise).
