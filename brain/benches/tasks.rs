@@ -18,7 +18,7 @@ use taskward_brain::export::Format;
 use taskward_brain::query::filter::Scalar;
 use taskward_brain::query::order;
 use taskward_brain::store::tasks::{self, Selection};
-use taskward_brain::store::{AnyConnection, DatabaseUrl, Store, projects};
+use taskward_brain::store::{DatabaseUrl, Store, projects, seed};
 
 /// The brain's allocator (its `main.rs`), so exports allocate as they do in the brain.
 #[global_allocator]
@@ -27,8 +27,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// One measured query: returns the rows it got.
 type Case<'a> = Box<dyn Fn() -> usize + 'a>;
 
-/// Tasks sharing the root `task-0` (more than the tree's cap of 500).
-const FAMILY: i64 = 600;
+/// Receipt time of the first seeded task, ms.
+const BASE_MS: i64 = 1_700_000_000_000;
 
 /// Rows the export case exports.
 const EXPORT_ROWS: i64 = 1_000_000;
@@ -38,47 +38,11 @@ fn enc(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-/// Rows inserted per statement while seeding.
-const SEED_CHUNK: i64 = 500_000;
-
 fn rows() -> i64 {
     std::env::var("TASKS_BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000)
-}
-
-/// The seed statement for rows `from..to`: 50 task names, 3 queues, 4 workers, states spread
-/// (1 in 10 failed), received times one per ms, a few rows without a receipt, and the first
-/// 600 tasks under one root (a tree past the cap).
-fn seed_sql(postgres: bool, project: &str, from: i64, to: i64) -> String {
-    let (series, hex) = if postgres {
-        (
-            format!("generate_series({from}, {}) AS n(i)", to - 1),
-            "lpad(to_hex(i), 16, '0')".to_owned(),
-        )
-    } else {
-        (
-            format!(
-                "(WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i < {}) SELECT i FROM n) AS n",
-                to - 1
-            ),
-            "printf('%016x', i)".to_owned(),
-        )
-    };
-    format!(
-        "INSERT INTO tasks (id, project_id, agent_id, engine, task_id, name, queue, state, \
-         state_rank, state_at, retry_count, received_at, started_at, finished_at, runtime_ms, \
-         worker_name, created_at, updated_at, root_task_id) \
-         SELECT {hex}, '{project}', NULL, 'celery', 'task-' || i, 'app.task' || (i % 50), \
-         CASE i % 3 WHEN 0 THEN 'default' WHEN 1 THEN 'emails' ELSE 'reports' END, \
-         CASE WHEN i % 10 = 0 THEN 'failed' WHEN i % 10 = 1 THEN 'started' ELSE 'succeeded' END, \
-         3, 1700000000000 + i, i % 4, \
-         CASE WHEN i % 1000 = 7 THEN NULL ELSE 1700000000000 + i END, \
-         1700000000000 + i, 1700000000000 + i, i % 900, 'worker' || (i % 4) || '@host', \
-         1700000000000 + i, 1700000000000 + i, \
-         CASE WHEN i < {FAMILY} THEN 'task-0' ELSE NULL END FROM {series}"
-    )
 }
 
 fn timed<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
@@ -159,43 +123,23 @@ fn main() {
             })
             .unwrap();
         let started = Instant::now();
+        let synthetic = seed::Synthetic {
+            project_id: &project.id,
+            run: "",
+            base_ms: BASE_MS,
+        };
         let mut from = 0;
         while from < n {
-            let to = (from + SEED_CHUNK).min(n);
-            let sql = seed_sql(postgres, &project.id, from, to);
+            let to = (from + seed::CHUNK).min(n);
             store
-                .write_blocking("bench_seed", |c| {
-                    match c {
-                        AnyConnection::Sqlite(c) => diesel::sql_query(sql).execute(c)?,
-                        AnyConnection::Postgresql(c) => diesel::sql_query(sql).execute(c)?,
-                    };
-                    Ok(())
-                })
+                .write_blocking("bench_seed", |c| synthetic.insert(c, from, to))
                 .unwrap();
             from = to;
         }
-        // What ingest records for search: the distinct names, queues and workers.
         store
             .write_blocking("bench_terms", |c| {
-                for (field, column) in [("name", "name"), ("queue", "queue"), ("worker", "worker_name")] {
-                    diesel::sql_query(format!(
-                        "INSERT INTO task_terms (project_id, field, value) \
-                         SELECT DISTINCT project_id, '{field}', {column} FROM tasks WHERE {column} IS NOT NULL"
-                    ))
-                    .execute(c)?;
-                }
-                Ok(())
-            })
-            .unwrap();
-        store
-            .write_blocking("bench_analyze", |c| {
-                match c {
-                    AnyConnection::Sqlite(c) => diesel::sql_query("ANALYZE").execute(c)?,
-                    // (ANALYZE, not VACUUM: this runs in a transaction.) Without statistics the
-                    // planner guessed a handful of rows per project and sorted whole ranges.
-                    AnyConnection::Postgresql(c) => diesel::sql_query("ANALYZE").execute(c)?,
-                };
-                Ok(())
+                seed::record_terms(c, &project.id)?;
+                seed::analyze(c)
             })
             .unwrap();
         eprintln!(
@@ -235,7 +179,7 @@ fn main() {
         let deep_position = {
             let query: ListQuery = serde_urlencoded::from_str("").unwrap();
             let plan = query.plan(&project.id).unwrap();
-            let middle = 1_700_000_000_000 + n / 2;
+            let middle = BASE_MS + n / 2;
             (plan, middle)
         };
         let cases: Vec<(&str, Case)> = vec![
@@ -316,7 +260,7 @@ fn main() {
                     let (plan, middle) = &deep_position;
                     let position = vec![
                         Some(Scalar::Int(*middle)),
-                        Some(Scalar::Text(format!("{:016x}", middle - 1_700_000_000_000))),
+                        Some(Scalar::Text(format!("{:016x}", middle - BASE_MS))),
                     ];
                     store
                         .read_blocking("bench_deep", |c| {
@@ -345,10 +289,9 @@ fn main() {
         }
         // Export the newest million tasks (received at or after row n - 1,000,000) as CSV,
         // through the function the API streams exports with.
-        let since =
-            chrono::DateTime::from_timestamp_millis(1_700_000_000_000 + (n - EXPORT_ROWS).max(0))
-                .unwrap()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let since = chrono::DateTime::from_timestamp_millis(BASE_MS + (n - EXPORT_ROWS).max(0))
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let query: ListQuery =
             serde_urlencoded::from_str(&format!("since={}", enc(&since))).unwrap();
         let plan = query.plan(&project.id).unwrap();

@@ -77,6 +77,28 @@ pub enum Command {
     /// Verify the signed audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Tools for trying Taskward out and measuring it.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+/// `dev` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Fill a project with synthetic task records (created if missing): 50 task names, 3
+    /// queues, 4 workers, one task in ten failed, received one millisecond apart up to now,
+    /// the first 600 under one root. Ids carry a random prefix, so runs add up. For trying the
+    /// dashboard and the API at scale; the tasks benchmark measures the same shape.
+    ///
+    /// Example: taskward-brain dev seed --tasks 10000000 --project bench
+    Seed {
+        /// How many tasks (1 to 100,000,000).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=100_000_000))]
+        tasks: i64,
+        /// The project (slug) to fill.
+        #[arg(long)]
+        project: ProjectSlug,
+    },
 }
 
 /// `keys` subcommands.
@@ -321,6 +343,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Dev(DevCommand::Seed { tasks, project }) => {
+            seed(&url, &cli.data_dir, tasks, &project)
+        }
         Command::Project(ProjectCommand::Create { slug, name }) => {
             let (store, ctx) = open_audited(&url, &cli.data_dir)?;
             let chain = store.site_chain();
@@ -417,6 +442,54 @@ fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// The store and an audit context acting as this CLI (the OS user running it).
+/// `dev seed`: synthetic tasks in chunks, with progress on stderr, then the search terms and
+/// fresh planner statistics.
+fn seed(url: &DatabaseUrl, data_dir: &Path, n: i64, slug: &ProjectSlug) -> Result<(), CliError> {
+    use crate::store::seed::{CHUNK, Synthetic, analyze, record_terms};
+    let (store, ctx) = open_audited(url, data_dir)?;
+    let chain = store.site_chain();
+    let project =
+        store.write_blocking("seed_project", |conn| match projects::find(conn, slug) {
+            Ok(project) => Ok(project),
+            Err(StoreError::NotFound) => {
+                projects::create_audited(conn, &ctx, &chain, slug, None, "")
+            }
+            Err(other) => Err(other),
+        })?;
+    let run = format!(
+        "{}-",
+        &hex::encode(taskward_shared::crypto::random_bytes::<4>())
+    );
+    let synthetic = Synthetic {
+        project_id: &project.id,
+        run: &run,
+        base_ms: now_ms() - n,
+    };
+    let started = std::time::Instant::now();
+    let mut done = 0;
+    while done < n {
+        let to = (done + CHUNK).min(n);
+        store.write_blocking("seed_tasks", |conn| synthetic.insert(conn, done, to))?;
+        done = to;
+        eprintln!(
+            "seeded {done} of {n} tasks into {slug} ({:.0} tasks/s)",
+            done as f64 / started.elapsed().as_secs_f64().max(0.001)
+        );
+    }
+    store.write_blocking("seed_terms", |conn| {
+        record_terms(conn, &project.id)?;
+        analyze(conn)
+    })?;
+    println!(
+        "seeded {n} tasks into {slug} in {:.0} s (task ids {}task-0 to {}task-{})",
+        started.elapsed().as_secs_f64(),
+        run,
+        run,
+        n - 1
+    );
+    Ok(())
+}
+
 /// A new password: typed twice at a terminal (not echoed), or the first line of standard
 /// input when it is not a terminal (scripts).
 fn read_password(name: &UserName) -> Result<String, CliError> {

@@ -23,6 +23,7 @@ pub mod projects;
 pub mod runtime;
 pub mod schedules;
 pub mod schema;
+pub mod seed;
 pub mod sessions;
 pub mod tasks;
 pub mod tokens;

@@ -269,6 +269,66 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
         "a password reached the log"
     );
 
+    // Synthetic tasks for trying things at scale: a project made on the way, runs that add up,
+    // a family past the tree's cap.
+    let bad = cli(
+        cwd,
+        db,
+        &["dev", "seed", "--tasks", "0", "--project", "bench"],
+    );
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let mut roots = Vec::new();
+    for _ in 0..2 {
+        let seeded = cli(
+            cwd,
+            db,
+            &["dev", "seed", "--tasks", "1200", "--project", "bench"],
+        );
+        let text = stdout(&seeded);
+        assert!(text.contains("seeded 1200 tasks into bench"), "{text}");
+        assert!(String::from_utf8_lossy(&seeded.stderr).contains("seeded 1200 of 1200"));
+        roots.push(
+            text.split("task ids ")
+                .nth(1)
+                .unwrap()
+                .split(" to ")
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let list = |path: String| {
+        let admin = admin.clone();
+        let base = server.base.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{base}{path}"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let all = list("/api/v1/projects/bench/tasks?limit=5000".into()).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2400);
+    let tree = list(format!(
+        "/api/v1/projects/bench/tasks/celery/{}/tree",
+        roots[1]
+    ))
+    .await;
+    assert_eq!(tree["items"].as_array().unwrap().len(), 500);
+    assert_eq!(tree["truncated"], true);
+    let found = list("/api/v1/projects/bench/tasks?search=task42&limit=5000".into()).await;
+    assert_eq!(found["items"].as_array().unwrap().len(), 2 * 1200 / 50);
+
     let http = reqwest::Client::new();
     let project: serde_json::Value = http
         .get(format!("{}/api/v1/projects/billing", server.base))
