@@ -497,6 +497,7 @@ async fn a_viewer_sees_no_actions_and_cannot_act() {
 
 struct Attempt {
     status: StatusCode,
+    retry_after: Option<String>,
     cookie: Option<String>,
     location: Option<String>,
     body: String,
@@ -514,6 +515,10 @@ async fn post_login(app: &TestApp, form: &str, origin: Option<&str>) -> Attempt 
         .await;
     Attempt {
         status: reply.status,
+        retry_after: reply
+            .headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
         cookie: reply
             .headers
             .get("set-cookie")
@@ -731,8 +736,19 @@ async fn sign_in_is_rate_limited(backend: Backend) {
     let password = app.admin_password();
     let limited = post_login(&app, &format!("name=admin&password={password}"), None).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.retry_after.is_some());
     assert!(limited.cookie.is_none());
     assert!(limited.body.contains("Too many sign-in attempts"));
+
+    // The address's bucket: one address trying many names is stopped as well.
+    let app = TestApp::new(backend).await;
+    for i in 0..10 {
+        let attempt = post_login(&app, &format!("name=user{i}&password=guess-guess"), None).await;
+        assert_eq!(attempt.status, StatusCode::UNAUTHORIZED);
+    }
+    let limited = post_login(&app, "name=someone-else&password=guess-guess", None).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.retry_after.is_some());
 }
 
 async fn admin_session(app: &TestApp) -> String {
