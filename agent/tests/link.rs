@@ -2061,22 +2061,12 @@ async fn the_dashboard_retries_a_failed_task_on_a_real_worker() {
         .sign_in(base, "admin", &password, "/p/default/tasks")
         .await;
     browser
-        .click(
-            &browser
-                .find("select[name=state] option[value=failed]")
-                .await,
-        )
+        .click_on("select[name=state] option[value=failed]")
         .await;
-    browser
-        .click(&browser.find("form.filters button[type=submit]").await)
-        .await;
+    browser.click_on("form.filters button[type=submit]").await;
     browser.wait_url(|u| u.contains("state=failed")).await;
     browser
-        .click(
-            &browser
-                .find(&format!("a[href$='/tasks/celery/{failed}']"))
-                .await,
-        )
+        .click_on(&format!("a[href$='/tasks/celery/{failed}']"))
         .await;
     browser.wait_text("p.error", "ZeroDivisionError").await;
     browser
@@ -2085,13 +2075,11 @@ async fn the_dashboard_retries_a_failed_task_on_a_real_worker() {
             "{\"y\": 2}",
         )
         .await;
-    browser
-        .click(&browser.find("form.retry button[type=submit]").await)
-        .await;
+    browser.click_on("form.retry button[type=submit]").await;
     browser
         .wait_text("[data-result]", "retry-task issued")
         .await;
-    browser.click(&browser.find("[data-result] a").await).await;
+    browser.click_on("[data-result] a").await;
     browser.wait_url(|u| u.contains("/commands/")).await;
     browser.run("window.__notReloaded = 7; return 1").await;
     browser.wait_text("span[data-status]", "succeeded").await;

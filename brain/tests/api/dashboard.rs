@@ -152,15 +152,9 @@ async fn operator_flows_in_a_real_browser() {
 
     // Find the failed task by filter: the URL carries the filter (shareable).
     browser
-        .click(
-            &browser
-                .find("select[name=state] option[value=failed]")
-                .await,
-        )
+        .click_on("select[name=state] option[value=failed]")
         .await;
-    browser
-        .click(&browser.find("form.filters button[type=submit]").await)
-        .await;
+    browser.click_on("form.filters button[type=submit]").await;
     let url = browser.wait_url(|u| u.contains("state=failed")).await;
     assert!(
         !url.contains("name="),
@@ -177,7 +171,7 @@ async fn operator_flows_in_a_real_browser() {
 
     // Its page: the exception, and its tree with parent and child.
     browser
-        .click(&browser.find("a[href$='/tasks/celery/send-child']").await)
+        .click_on("a[href$='/tasks/celery/send-child']")
         .await;
     browser
         .wait_url(|u| u.ends_with("/tasks/celery/send-child"))
@@ -193,24 +187,18 @@ async fn operator_flows_in_a_real_browser() {
     // Retry with edited kwargs: bad JSON is refused in the page and nothing is issued.
     let editor = browser.find("textarea[name=override_kwargs]").await;
     browser.fill(&editor, "{\"to\": ").await;
-    browser
-        .click(&browser.find("form.retry button[type=submit]").await)
-        .await;
+    browser.click_on("form.retry button[type=submit]").await;
     browser.wait_text("[data-result]", "not valid JSON").await;
     assert!(commands_of(&app).await.is_empty());
     browser.fill(&editor, "[1]").await;
-    browser
-        .click(&browser.find("form.retry button[type=submit]").await)
-        .await;
+    browser.click_on("form.retry button[type=submit]").await;
     browser
         .wait_text("[data-result]", "must be a JSON object")
         .await;
     browser
         .fill(&editor, "{\"to\": \"fixed@example.com\"}")
         .await;
-    browser
-        .click(&browser.find("form.retry button[type=submit]").await)
-        .await;
+    browser.click_on("form.retry button[type=submit]").await;
     browser
         .wait_text("[data-result]", "retry-task issued")
         .await;
@@ -273,12 +261,8 @@ async fn operator_flows_in_a_real_browser() {
     browser
         .goto(&format!("{base}/p/default/tasks?state=failed"))
         .await;
-    browser
-        .click(&browser.find("details.more summary").await)
-        .await;
-    browser
-        .click(&browser.find("form.bulk-retry button[data-count]").await)
-        .await;
+    browser.click_on("details.more summary").await;
+    browser.click_on("form.bulk-retry button[data-count]").await;
     browser
         .wait_text(
             "form.bulk-retry [data-result]",
@@ -286,7 +270,7 @@ async fn operator_flows_in_a_real_browser() {
         )
         .await;
     browser
-        .click(&browser.find("form.bulk-retry button[type=submit]").await)
+        .click_on("form.bulk-retry button[type=submit]")
         .await;
     browser
         .wait_text("form.bulk-retry [data-result]", "bulk-retry issued")
@@ -302,9 +286,7 @@ async fn operator_flows_in_a_real_browser() {
     // queue's name typed.
     browser.goto(&format!("{base}/p/default/agents")).await;
     shoot(&browser, "agents").await;
-    browser
-        .click(&browser.find("button[data-purge]").await)
-        .await;
+    browser.click_on("button[data-purge]").await;
     browser.wait_text("[data-depth]", "42 message").await;
     let confirm = browser.find("button[data-confirm-purge]").await;
     assert_eq!(browser.property(&confirm, "disabled").await, json!(true));
@@ -344,17 +326,13 @@ async fn operator_flows_in_a_real_browser() {
     shoot(&browser, "audit").await;
     let kind = browser.find("form.filters input[name=kind]").await;
     browser.fill(&kind, "command.succeeded").await;
-    browser
-        .click(&browser.find("form.filters button[type=submit]").await)
-        .await;
+    browser.click_on("form.filters button[type=submit]").await;
     browser
         .wait_url(|u| u.contains("kind=command.succeeded"))
         .await;
     let shown = browser.wait_text("table tbody", "command.succeeded").await;
     assert!(!shown.contains("command.issued"), "{shown}");
-    browser
-        .click(&browser.find("a[href$='/audit/verify']").await)
-        .await;
+    browser.click_on("a[href$='/audit/verify']").await;
     browser.wait_text("[data-verdict]", "rows checked").await;
 
     // A schedule, created with the preview of its next runs in its zone; a bad expression is
@@ -377,15 +355,13 @@ async fn operator_flows_in_a_real_browser() {
     shoot(&browser, "schedule-new").await;
     let name = browser.find("form.schedule input[name=name]").await;
     browser.fill(&name, "nightly retention").await;
-    browser
-        .click(&browser.find("form.schedule button[type=submit]").await)
-        .await;
+    browser.click_on("form.schedule button[type=submit]").await;
     browser
         .wait_url(|u| u.contains("/schedules/") && !u.ends_with("/new"))
         .await;
     browser.wait_text("h1", "nightly retention").await;
     browser
-        .click(&browser.find("section.actions button[type=submit]").await)
+        .click_on("section.actions button[type=submit]")
         .await;
     browser.wait_text("[data-result]", "Ran: success").await;
     browser.wait_text("table tbody", "manual").await;
@@ -397,14 +373,10 @@ async fn operator_flows_in_a_real_browser() {
     let user = browser.find("input[name=user]").await;
     browser.fill(&user, "omar").await;
     browser
-        .click(
-            &browser
-                .find("select[name=role] option[value=operator]")
-                .await,
-        )
+        .click_on("select[name=role] option[value=operator]")
         .await;
     browser
-        .click(&browser.find("form.add-member button[type=submit]").await)
+        .click_on("form.add-member button[type=submit]")
         .await;
     browser.wait_text("table tbody", "omar").await;
     let members = app
@@ -424,7 +396,7 @@ async fn operator_flows_in_a_real_browser() {
     let name = browser.find("input[name=name]").await;
     browser.fill(&name, "deploy script").await;
     browser
-        .click(&browser.find("form[data-api='/api/v1/tokens'] button").await)
+        .click_on("form[data-api='/api/v1/tokens'] button")
         .await;
     let shown = browser.wait_text("[data-result]", "tw_").await;
     let token = shown.split_whitespace().last().unwrap().to_owned();
@@ -439,7 +411,7 @@ async fn operator_flows_in_a_real_browser() {
         .await;
     assert!(deleted.status.is_success(), "{}", deleted.body);
     browser.goto(&format!("{base}/cleanup")).await;
-    browser.click(&browser.find("table tbody a").await).await;
+    browser.click_on("table tbody a").await;
     browser.wait_text("ul.tree", "delete_project").await;
     shoot(&browser, "cleanup").await;
 
@@ -487,7 +459,7 @@ async fn a_viewer_sees_no_actions_and_cannot_act() {
     assert!(forged.starts_with("403"), "{forged}");
     assert!(commands_of(&app).await.is_empty());
     // Signing out ends the session: the pages send the browser back to sign in.
-    browser.click(&browser.find("form.user button").await).await;
+    browser.click_on("form.user button").await;
     browser.wait_url(|u| u.ends_with("/login")).await;
     browser.goto(&format!("{base}/p/default/tasks")).await;
     browser.wait_url(|u| u.contains("/login?next=")).await;

@@ -210,6 +210,11 @@ impl Browser {
             .await;
     }
 
+    /// Clicks the first element matching a CSS selector, once it appears.
+    pub async fn click_on(&self, css: &str) {
+        self.click(&self.find(css).await).await;
+    }
+
     /// Replaces an input's text.
     pub async fn fill(&self, e: &Element, text: &str) {
         self.post(&format!("/element/{}/clear", e.0), json!({}))
