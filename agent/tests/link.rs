@@ -170,6 +170,19 @@ impl Brain {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("brain.log")).unwrap_or_default()
     }
+
+    /// The brain's `/metrics` text.
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 async fn wait_for<F, Fut>(limit: Duration, what: &str, mut probe: F)
@@ -930,22 +943,12 @@ async fn spool_overflow_is_counted_and_reported() {
     // The gauge is set just after the batch's transaction commits, so it may trail the API
     // by a moment.
     let line = format!("taskward_dropped_events{{agent=\"host-1\"}} {dropped}");
-    let mut metrics = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !metrics.contains(&line) {
-        assert!(Instant::now() < deadline, "no `{line}` in:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        metrics = brain
-            .http
-            .get(format!("{}/metrics", brain.url))
-            .bearer_auth(&brain.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-    }
+    wait_for(
+        Duration::from_secs(20),
+        &format!("`{line}` on /metrics"),
+        || async { brain.metrics().await.contains(&line) },
+    )
+    .await;
     wait_for(
         Duration::from_secs(20),
         "the drop count in `taskward-agent status`",
@@ -2002,17 +2005,9 @@ async fn a_health_check_schedule_pings_real_workers_and_alerts_on_a_dead_one() {
     // The alert is counted (right after the run's transaction commits).
     let label = format!("schedule=\"{schedule}\"");
     let counted = || async {
-        let metrics = brain
-            .http
-            .get(format!("{}/metrics", brain.url))
-            .bearer_auth(&brain.token)
-            .send()
+        brain
+            .metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metrics
             .lines()
             .find(|l| l.starts_with("taskward_schedule_alerts_total{") && l.contains(&label))
             .and_then(|l| l.rsplit(' ').next())

@@ -146,6 +146,19 @@ fn cli_with_stdin(cwd: &Path, db: Option<&TestDb>, args: &[&str], input: &str) -
     child.wait_with_output().unwrap()
 }
 
+/// `GET base+path` as `token`, the body as JSON.
+async fn get_json(base: &str, path: &str, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -302,43 +315,31 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
                 .to_owned(),
         );
     }
-    let list = |path: String| {
-        let admin = admin.clone();
-        let base = server.base.clone();
-        async move {
-            reqwest::Client::new()
-                .get(format!("{base}{path}"))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let all = list("/api/v1/projects/bench/tasks?limit=5000".into()).await;
+    let all = get_json(
+        &server.base,
+        "/api/v1/projects/bench/tasks?limit=5000",
+        &admin,
+    )
+    .await;
     assert_eq!(all["items"].as_array().unwrap().len(), 2400);
-    let tree = list(format!(
-        "/api/v1/projects/bench/tasks/celery/{}/tree",
-        roots[1]
-    ))
+    let tree = get_json(
+        &server.base,
+        &format!("/api/v1/projects/bench/tasks/celery/{}/tree", roots[1]),
+        &admin,
+    )
     .await;
     assert_eq!(tree["items"].as_array().unwrap().len(), 500);
     assert_eq!(tree["truncated"], true);
-    let found = list("/api/v1/projects/bench/tasks?search=task42&limit=5000".into()).await;
+    let found = get_json(
+        &server.base,
+        "/api/v1/projects/bench/tasks?search=task42&limit=5000",
+        &admin,
+    )
+    .await;
     assert_eq!(found["items"].as_array().unwrap().len(), 2 * 1200 / 50);
 
     let http = reqwest::Client::new();
-    let project: serde_json::Value = http
-        .get(format!("{}/api/v1/projects/billing", server.base))
-        .bearer_auth(&jane)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let project = get_json(&server.base, "/api/v1/projects/billing", &jane).await;
     assert_eq!(project["role"], "operator");
     let forbidden = http
         .patch(format!("{}/api/v1/projects/billing", server.base))

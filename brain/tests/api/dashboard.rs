@@ -636,12 +636,7 @@ async fn sign_in_and_sessions(backend: Backend) {
     };
     let refused = app.send(logout("twc_wrong".into())).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        with_session(&app, "GET", "/api/v1/projects", &session, None)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(projects_status(&app, &session).await, StatusCode::OK);
     let out = app.send(logout(csrf)).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert!(
@@ -654,15 +649,12 @@ async fn sign_in_and_sessions(backend: Backend) {
     assert_eq!(after.status, StatusCode::SEE_OTHER);
     assert_eq!(after.headers["location"], "/login?next=%2Fp%2Fdefault");
     assert_eq!(
-        with_session(&app, "GET", "/api/v1/projects", &session, None)
-            .await
-            .status,
+        projects_status(&app, &session).await,
         StatusCode::UNAUTHORIZED
     );
 
     // Idle and absolute expiry.
-    let fresh = post_login(&app, &format!("name=admin&password={password}"), None).await;
-    let session = session_of(&fresh.cookie.unwrap());
+    let session = admin_session(&app).await;
     let idle = taskward_brain::store::sessions::IDLE_MS;
     app.execute_sql(&[&format!(
         "UPDATE dashboard_sessions SET last_seen_at = last_seen_at - {}",
@@ -670,19 +662,14 @@ async fn sign_in_and_sessions(backend: Backend) {
     )])
     .await;
     assert_eq!(
-        with_session(&app, "GET", "/api/v1/projects", &session, None)
-            .await
-            .status,
+        projects_status(&app, &session).await,
         StatusCode::UNAUTHORIZED
     );
-    let fresh = post_login(&app, &format!("name=admin&password={password}"), None).await;
-    let session = session_of(&fresh.cookie.unwrap());
+    let session = admin_session(&app).await;
     app.execute_sql(&["UPDATE dashboard_sessions SET expires_at = 1"])
         .await;
     assert_eq!(
-        with_session(&app, "GET", "/api/v1/projects", &session, None)
-            .await
-            .status,
+        projects_status(&app, &session).await,
         StatusCode::UNAUTHORIZED
     );
 
@@ -721,6 +708,13 @@ async fn sign_in_is_rate_limited(backend: Backend) {
     let limited = post_login(&app, "name=someone-else&password=guess-guess", None).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.retry_after.is_some());
+}
+
+/// What `GET /api/v1/projects` answers on a session.
+async fn projects_status(app: &TestApp, session: &str) -> StatusCode {
+    with_session(app, "GET", "/api/v1/projects", session, None)
+        .await
+        .status
 }
 
 async fn admin_session(app: &TestApp) -> String {
