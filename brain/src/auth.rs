@@ -104,12 +104,7 @@ async fn from_token(state: &AppState, presented: String) -> Result<Caller, ApiEr
             tokens::touch(conn, &token_id, now)
         });
     }
-    Ok(Caller {
-        user_id: user.id,
-        user_name: user.name,
-        site_admin: user.site_admin,
-        via: Credential::Token(token.id),
-    })
+    Ok(Caller::new(user, Credential::Token(token.id)))
 }
 
 /// Records a credential's use off the request path: a slow write lock must not slow reads.
@@ -145,14 +140,12 @@ async fn from_session(state: &AppState, presented: String) -> Result<Caller, Api
             sessions::touch(conn, &presented, now)
         });
     }
-    Ok(Caller {
-        user_id: user.id,
-        user_name: user.name,
-        site_admin: user.site_admin,
-        via: Credential::Session {
+    Ok(Caller::new(
+        user,
+        Credential::Session {
             csrf_token: session.csrf_token,
         },
-    })
+    ))
 }
 
 /// Refuses a state-changing request on a session whose `x-csrf-token` is missing or wrong.
@@ -200,6 +193,15 @@ pub fn session_cookie(parts: &Parts) -> Option<String> {
 }
 
 impl Caller {
+    fn new(user: crate::store::users::User, via: Credential) -> Caller {
+        Caller {
+            user_id: user.id,
+            user_name: user.name,
+            site_admin: user.site_admin,
+            via,
+        }
+    }
+
     /// The caller as the actor of audit rows.
     pub fn actor(&self) -> taskward_shared::audit::Actor {
         taskward_shared::audit::Actor {
