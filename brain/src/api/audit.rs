@@ -136,6 +136,7 @@ pub struct AuditPage {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    kind: Option<String>,
     cursor: Option<String>,
     limit: Option<i64>,
 }
@@ -143,9 +144,13 @@ pub struct AuditQuery {
 /// Largest page of audit rows.
 pub const MAX_AUDIT_LIMIT: i64 = 1000;
 
+/// Longest row kind the audit list filters by.
+pub const MAX_KIND_LEN: usize = 64;
+
 /// A project's audit chain, oldest first, in keyset pages.
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/audit", tag = tags::AUDIT,
     params(("slug" = String, Path, description = "Project slug"),
+        ("kind" = Option<String>, Query, description = "Only rows of this kind, e.g. command.issued"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<i64>, Query, description = "1..1000, default 100")),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -155,20 +160,38 @@ pub async fn list(
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = parse_limit(query.limit, 100, MAX_AUDIT_LIMIT)?;
+    if let Some(kind) = &query.kind
+        && (kind.is_empty()
+            || kind.len() > MAX_KIND_LEN
+            || !kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_'))
+    {
+        return Err(ApiError::invalid_field(
+            "kind",
+            format!(
+                "kind: 1 to {MAX_KIND_LEN} of a-z, '.', '_' (like command.issued), got {kind:?}"
+            ),
+        ));
+    }
     let chain = audit_store::project_chain(&access.project.id);
     let secret = state.keys.confirm_secret();
-    let scope = format!("audit:{chain}");
+    // A cursor belongs to its filter: one from another kind's pages is refused.
+    let scope = match &query.kind {
+        Some(kind) => format!("audit:{chain}:{kind}"),
+        None => format!("audit:{chain}"),
+    };
     let after: u64 = query
         .cursor
         .as_deref()
         .map(|c| cursor::decode(secret, &scope, c))
         .transpose()?
         .unwrap_or(0);
-    let owned = chain.clone();
+    let (owned, kind) = (chain.clone(), query.kind.clone());
     let rows = state
         .store
         .read("audit_page", move |conn| {
-            audit_store::page(conn, &owned, after, limit + 1)
+            audit_store::page_of_kind(conn, &owned, kind.as_deref(), after, limit + 1)
         })
         .await?;
     let more = rows.len() as i64 > limit;

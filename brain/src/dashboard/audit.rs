@@ -8,24 +8,14 @@ use maud::html;
 
 use super::layout::{self, Section, text};
 use super::{Page, PageError};
-use serde::Deserialize;
-
-use crate::api::audit::AuditRowPublic;
-use crate::api::extract::parse_query;
+use crate::api::audit::{AuditQuery, list as audit_page};
+use crate::api::extract::{ApiQuery, parse_query};
 use crate::app::AppState;
 use crate::audit::verify_live;
 use crate::auth::Viewer;
 use crate::error::ApiError;
 use crate::store::audit as audit_store;
 use taskward_shared::audit::verify::TrustedKeys;
-
-/// What the log page takes: a kind to show only, and the seq to continue after.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogQuery {
-    kind: Option<String>,
-    after: Option<u64>,
-}
 
 /// Kinds offered in the filter (any kind can be typed).
 const KINDS: [&str; 14] = [
@@ -45,42 +35,39 @@ const KINDS: [&str; 14] = [
     "project.deletion_started",
 ];
 
-/// Rows per page of the log.
-const ROWS: i64 = 100;
-
 /// `GET /p/{slug}/audit`: rows oldest first, in pages, optionally of one kind.
 pub async fn list(
     State(state): State<AppState>,
     page: Page<Viewer>,
     RawQuery(raw): RawQuery,
 ) -> Result<Html<String>, PageError> {
-    let query: LogQuery = parse_query(
-        &form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(
-                form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
-                    .filter(|(_, v)| !v.is_empty()),
-            )
-            .finish(),
-    )?;
+    // Empty form fields mean "any".
+    let text_query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(
+            form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
+                .filter(|(_, v)| !v.is_empty()),
+        )
+        .finish();
+    let query: AuditQuery = parse_query(&text_query)?;
+    let kind = form_urlencoded::parse(text_query.as_bytes())
+        .find(|(k, _)| k == "kind")
+        .map(|(_, v)| v.into_owned());
+    let rows = audit_page(State(state), page.access.clone(), ApiQuery(query))
+        .await?
+        .0;
     let project = &page.access.project;
-    let chain = audit_store::project_chain(&project.id);
-    let kind = query.kind.clone();
-    let after = query.after.unwrap_or(0);
-    let rows = state
-        .store
-        .read("dashboard_audit", move |conn| {
-            audit_store::page_of_kind(conn, &chain, kind.as_deref(), after, ROWS + 1)
-        })
-        .await?;
-    let trusted = TrustedKeys::from_infos(&state.keys.public_keys()).map_err(ApiError::Internal)?;
-    let more = rows.len() as i64 > ROWS;
-    let items: Vec<AuditRowPublic> = rows
-        .into_iter()
-        .take(ROWS as usize)
-        .map(|r| AuditRowPublic::new(r, &trusted))
-        .collect();
     let slug = &project.slug;
     let api = format!("/api/v1/projects/{slug}/audit");
+    let next_page = rows.next_cursor.as_deref().map(|cursor| {
+        let mut params = form_urlencoded::Serializer::new(String::new());
+        if let Some(kind) = &kind {
+            params.append_pair("kind", kind);
+        }
+        format!(
+            "/p/{slug}/audit?{}",
+            params.append_pair("cursor", cursor).finish()
+        )
+    });
     let body = html! {
         h1 { "Audit log" }
         p.muted { "Every command and change in this project is a signed row chained to the one before it. An auditor checks the export with the public keys alone: "
@@ -93,7 +80,7 @@ pub async fn list(
         }
         form.filters method="get" action={ "/p/" (slug) "/audit" } {
             label.wide { "Kind"
-                input name="kind" list="kinds" value=[query.kind.as_deref()] placeholder="any";
+                input name="kind" list="kinds" value=[kind.as_deref()] placeholder="any";
                 datalist id="kinds" { @for k in KINDS { option value=(k) {} } }
             }
             button type="submit" { "Filter" }
@@ -101,7 +88,7 @@ pub async fn list(
         }
         div.scroll { table {
             thead { tr { th.num { "Seq" } th { "Kind" } th { "Actor" } th { "Time" } th { "Signature" } th { "Hash" } } }
-            tbody { @for row in &items {
+            tbody { @for row in &rows.items {
                 @let actor = &row.statement["actor"];
                 tr {
                     td.num { (row.seq) }
@@ -116,10 +103,9 @@ pub async fn list(
                 }
             } }
         } }
-        @if items.is_empty() { p.muted.empty { "No row." } }
-        @if let (true, Some(last)) = (more, items.last()) {
-            @let kind: String = query.kind.as_deref().map(|k| form_urlencoded::byte_serialize(k.as_bytes()).collect()).unwrap_or_default();
-            nav.pager { a.button href={ "/p/" (slug) "/audit?after=" (last.seq) @if !kind.is_empty() { "&kind=" (kind) } } { "Next page" } }
+        @if rows.items.is_empty() { p.muted.empty { "No row." } }
+        @if let Some(next) = &next_page {
+            nav.pager { a.button href=(next) { "Next page" } }
         }
     };
     Ok(layout::page(

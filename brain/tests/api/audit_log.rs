@@ -172,6 +172,57 @@ async fn every_action_is_chained_and_verifies(backend: Backend) {
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
     }
+
+    // Rows of one kind, paged; a cursor belongs to its kind.
+    let kinds = |reply: &crate::support::Reply| -> Vec<String> {
+        reply.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = app
+        .get(
+            "/api/v1/projects/default/audit?kind=command.issued&limit=2",
+            &t,
+        )
+        .await;
+    assert_eq!(kinds(&first), ["command.issued", "command.issued"]);
+    let next = first.body["next_cursor"].as_str().unwrap();
+    let rest = app
+        .get(
+            &format!("/api/v1/projects/default/audit?kind=command.issued&limit=2&cursor={next}"),
+            &t,
+        )
+        .await;
+    assert_eq!(kinds(&rest), ["command.issued"]);
+    let unfiltered = app
+        .get(&format!("/api/v1/projects/default/audit?cursor={next}"), &t)
+        .await;
+    assert_eq!(
+        (unfiltered.status, unfiltered.field()),
+        (StatusCode::BAD_REQUEST, Some("cursor"))
+    );
+    let longest = "a".repeat(64);
+    let ok = app
+        .get(
+            &format!("/api/v1/projects/default/audit?kind={longest}"),
+            &t,
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(kinds(&ok).is_empty());
+    for bad in ["", "Command.issued", "command-issued", &"a".repeat(65)] {
+        let r = app
+            .get(&format!("/api/v1/projects/default/audit?kind={bad}"), &t)
+            .await;
+        assert_eq!(
+            (r.status, r.field()),
+            (StatusCode::BAD_REQUEST, Some("kind")),
+            "{bad:?}"
+        );
+    }
 }
 
 async fn the_database_refuses_updates_and_deletes(backend: Backend) {
