@@ -66,7 +66,7 @@ impl FromRequestParts<AppState> for Caller {
         let caller = match bearer_token(parts) {
             Some(presented) => from_token(state, presented).await?,
             None => {
-                let presented = session_cookie(parts).ok_or(ApiError::Unauthenticated)?;
+                let presented = session_cookie(&parts.headers).ok_or(ApiError::Unauthenticated)?;
                 let caller = from_session(state, presented).await?;
                 if !parts.method.is_safe() {
                     check_csrf(parts, &caller)?;
@@ -180,9 +180,8 @@ pub fn csrf_matches(sent: &str, expected: &str) -> bool {
 }
 
 /// The session cookie's value, if the request carries one.
-pub fn session_cookie(parts: &Parts) -> Option<String> {
-    parts
-        .headers
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

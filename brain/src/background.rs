@@ -1,6 +1,7 @@
 //! The server's periodic work, each a loop on its own task:
 //! - time out commands whose deadline passed (a signed `command.timed_out` row each);
-//! - checkpoint every chain that grew (into `checkpoints.log`), at least every interval;
+//! - checkpoint every chain that grew (into `checkpoints.log`), at least every interval, and
+//!   then remove the dashboard sessions that ended;
 //! - pick up a keyring rotated by `taskward-brain keys rotate` in another process;
 //! - work through due cleanup steps (project deletions), a few hundred per tick;
 //! - fire due schedules and finish the runs whose commands ended (`schedules`).
@@ -44,6 +45,9 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
                 tick.tick().await;
                 if let Err(err) = checkpoint_and_reload(&state).await {
                     tracing::warn!(%err, "periodic checkpoint failed");
+                }
+                if let Err(err) = prune_sessions(&state).await {
+                    tracing::warn!(%err, "removing ended dashboard sessions failed");
                 }
             }
         })
@@ -154,6 +158,18 @@ fn reload_keys(state: &AppState) {
         Ok(false) => {}
         Err(err) => tracing::error!(%err, "cannot reload the signing keyring"),
     }
+}
+
+/// Removes dashboard sessions that ended (idle or past their absolute end), so the table
+/// holds live sessions only; returns how many.
+pub async fn prune_sessions(state: &AppState) -> StoreResult<usize> {
+    let now = now_ms();
+    state
+        .store
+        .write("prune_sessions", move |conn| {
+            crate::store::sessions::delete_expired(conn, now)
+        })
+        .await
 }
 
 /// Checkpoints every chain that grew since its last checkpoint.

@@ -196,10 +196,7 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<SignOut>,
 ) -> Result<Response, ApiError> {
-    let mut parts = axum::http::Request::new(());
-    *parts.headers_mut() = headers;
-    let (parts, ()) = parts.into_parts();
-    if let Some(presented) = crate::auth::session_cookie(&parts) {
+    if let Some(presented) = crate::auth::session_cookie(&headers) {
         let now = now_ms();
         let lookup = presented.clone();
         let found = state

@@ -672,6 +672,15 @@ async fn sign_in_and_sessions(backend: Backend) {
         projects_status(&app, &session).await,
         StatusCode::UNAUTHORIZED
     );
+    // Ended sessions are removed by the periodic housekeeping; a live one stays.
+    let live = admin_session(&app).await;
+    assert_eq!(
+        taskward_brain::background::prune_sessions(&app.state)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(projects_status(&app, &live).await, StatusCode::OK);
 
     // A member of no project sees the same 404 as for a project that does not exist.
     app.create_user("outsider", false).await;
