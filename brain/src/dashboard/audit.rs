@@ -41,13 +41,7 @@ pub async fn list(
     page: Page<Viewer>,
     RawQuery(raw): RawQuery,
 ) -> Result<Html<String>, PageError> {
-    // Empty form fields mean "any".
-    let text_query = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(
-            form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
-                .filter(|(_, v)| !v.is_empty()),
-        )
-        .finish();
+    let text_query = super::without_empty(raw.as_deref());
     let query: AuditQuery = parse_query(&text_query)?;
     let kind = form_urlencoded::parse(text_query.as_bytes())
         .find(|(k, _)| k == "kind")

@@ -227,6 +227,15 @@ impl<R> Page<R> {
     }
 }
 
+/// A page's query string without empty parameters: an empty form field means "any".
+fn without_empty(raw: Option<&str>) -> String {
+    let pairs =
+        form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).filter(|(_, v)| !v.is_empty());
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
 fn csrf_of(caller: &Caller) -> String {
     match &caller.via {
         Credential::Session { csrf_token } => csrf_token.clone(),

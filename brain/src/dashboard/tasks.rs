@@ -40,15 +40,6 @@ struct FormValues {
     limit: Option<String>,
 }
 
-/// The query string without empty parameters (an empty form field means "any").
-fn without_empty(raw: Option<&str>) -> String {
-    let pairs =
-        form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).filter(|(_, v)| !v.is_empty());
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
 /// The query string with `cursor` replaced (or removed).
 fn with_cursor(query: &str, cursor: Option<&str>) -> String {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
@@ -70,7 +61,7 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PageError> {
     let project = &page.access.project;
-    let query_text = without_empty(raw.as_deref());
+    let query_text = super::without_empty(raw.as_deref());
     if raw.as_deref().unwrap_or_default() != query_text {
         // Shareable URLs carry only the filters in use.
         let target = format!("/p/{}/tasks?{query_text}", project.slug);
