@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use taskward_shared::events::{EventBatch, Update};
 
@@ -33,6 +34,17 @@ struct Segment {
     events: u64,
 }
 
+/// A spooled batch as the JSON text of its [`EventBatch`], the line written to disk: the link
+/// sends it as is (see [`taskward_shared::protocol::events_frame_text`]) instead of serializing
+/// the updates a second time.
+#[derive(Debug, Clone)]
+pub struct SpooledBatch {
+    /// Batch sequence number.
+    pub seq: u64,
+    /// The batch, JSON.
+    pub json: Arc<str>,
+}
+
 /// The spool.
 pub struct Spool {
     dir: PathBuf,
@@ -43,9 +55,9 @@ pub struct Spool {
     acked: u64,
     dropped_total: u64,
     /// Recent batches, for sending without reading the disk.
-    recent: VecDeque<EventBatch>,
+    recent: VecDeque<SpooledBatch>,
     /// Older batches read back from disk (after a long disconnect), a window at a time.
-    replay: VecDeque<EventBatch>,
+    replay: VecDeque<SpooledBatch>,
 }
 
 impl Spool {
@@ -108,8 +120,8 @@ impl Spool {
             dropped_total: self.dropped_total,
             updates,
         };
-        let mut line = serde_json::to_vec(&batch).expect("batches serialize");
-        line.push(b'\n');
+        let mut line = serde_json::to_string(&batch).expect("batches serialize");
+        line.push('\n');
         let needs_new = match self.segments.back() {
             Some(last) => self.current.is_none() || last.bytes >= SEGMENT_BYTES,
             None => true,
@@ -126,7 +138,7 @@ impl Spool {
             });
         }
         let file = self.current.as_mut().expect("a segment is open");
-        file.write_all(&line)?;
+        file.write_all(line.as_bytes())?;
         file.sync_data()?;
         let segment = self.segments.back_mut().expect("a segment exists");
         segment.last_seq = batch.seq;
@@ -134,7 +146,11 @@ impl Spool {
         segment.events += batch.updates.len() as u64;
         self.next_seq += 1;
         let seq = batch.seq;
-        self.recent.push_back(batch);
+        line.pop();
+        self.recent.push_back(SpooledBatch {
+            seq,
+            json: line.into(),
+        });
         if self.recent.len() > MEMORY_BATCHES {
             self.recent.pop_front();
         }
@@ -195,9 +211,13 @@ impl Spool {
     /// Up to `limit` batches after `after`, in order: from memory when they are recent,
     /// otherwise read back from disk a window of [`MEMORY_BATCHES`] at a time (so catching up
     /// after a long disconnect reads each segment about once).
-    pub fn batches_after(&mut self, after: u64, limit: usize) -> std::io::Result<Vec<EventBatch>> {
+    pub fn batches_after(
+        &mut self,
+        after: u64,
+        limit: usize,
+    ) -> std::io::Result<Vec<SpooledBatch>> {
         let after = after.max(self.acked);
-        let covers = |q: &VecDeque<EventBatch>| {
+        let covers = |q: &VecDeque<SpooledBatch>| {
             q.front().is_some_and(|b| b.seq <= after + 1) && q.back().is_some_and(|b| b.seq > after)
         };
         if self.recent.front().is_some_and(|b| b.seq <= after + 1) {
@@ -209,7 +229,7 @@ impl Spool {
         Ok(take_after(&self.replay, after, limit))
     }
 
-    fn read_disk(&self, after: u64, limit: usize) -> std::io::Result<Vec<EventBatch>> {
+    fn read_disk(&self, after: u64, limit: usize) -> std::io::Result<Vec<SpooledBatch>> {
         let mut out = Vec::new();
         for segment in self.segments.iter().filter(|s| s.last_seq > after) {
             for line in BufReader::new(File::open(&segment.path)?).lines() {
@@ -222,7 +242,10 @@ impl Spool {
                     break;
                 };
                 if batch.seq > after {
-                    out.push(batch);
+                    out.push(SpooledBatch {
+                        seq: batch.seq,
+                        json: line.into(),
+                    });
                     if out.len() >= limit {
                         return Ok(out);
                     }
@@ -253,7 +276,7 @@ impl Spool {
     }
 }
 
-fn take_after(batches: &VecDeque<EventBatch>, after: u64, limit: usize) -> Vec<EventBatch> {
+fn take_after(batches: &VecDeque<SpooledBatch>, after: u64, limit: usize) -> Vec<SpooledBatch> {
     batches
         .iter()
         .filter(|b| b.seq > after)
@@ -344,6 +367,8 @@ mod tests {
         assert_eq!(spool.dropped_total() % 120_000, 0);
         let next = spool.append(updates(1)).unwrap();
         let last = spool.batches_after(0, 1000).unwrap().pop().unwrap();
+        assert_eq!(last.seq, next);
+        let last: EventBatch = serde_json::from_str(&last.json).unwrap();
         assert_eq!(last.seq, next);
         assert_eq!(
             last.dropped_total,

@@ -2,6 +2,7 @@
 //! task, a worker or a queue, engine-neutral. Applying an update twice changes nothing, and an
 //! older update never overwrites a newer state (see [`TaskState::rank`]).
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// Task states of the Tasks API.
@@ -154,8 +155,9 @@ pub struct WorkerUpdate {
     pub processed: Option<i64>,
 }
 
-/// One normalized update.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One normalized update. On the wire an object with its variant in `type` (serde's
+/// internally tagged form); read by [`Update`]'s own `Deserialize`, which is faster for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Update {
     /// About a task (boxed: it is much larger than the other variants).
@@ -173,6 +175,83 @@ pub enum Update {
     },
 }
 
+/// The fields of [`Update::QueueDepth`], for reading it.
+#[derive(Deserialize)]
+struct QueueDepthFields {
+    queue: String,
+    depth: u64,
+    at_ms: i64,
+}
+
+impl Update {
+    /// The update of variant `tag` from the object's other fields.
+    fn from_fields<'de, D: Deserializer<'de>>(tag: &str, fields: D) -> Result<Update, D::Error> {
+        Ok(match tag {
+            "task" => Update::Task(Box::new(TaskUpdate::deserialize(fields)?)),
+            "worker" => Update::Worker(WorkerUpdate::deserialize(fields)?),
+            "queue_depth" => {
+                let QueueDepthFields {
+                    queue,
+                    depth,
+                    at_ms,
+                } = QueueDepthFields::deserialize(fields)?;
+                Update::QueueDepth {
+                    queue,
+                    depth,
+                    at_ms,
+                }
+            }
+            other => {
+                return Err(de::Error::unknown_variant(
+                    other,
+                    &["task", "worker", "queue_depth"],
+                ));
+            }
+        })
+    }
+}
+
+/// Serde's derived reader for internally tagged enums buffers every object into a generic tree
+/// before choosing the variant; the brain reads 50,000 updates a second, so this one reads the
+/// variant's fields straight from the input when `type` comes first, as serde writes it, and
+/// buffers only when it does not.
+impl<'de> Deserialize<'de> for Update {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Update, D::Error> {
+        deserializer.deserialize_map(UpdateVisitor)
+    }
+}
+
+struct UpdateVisitor;
+
+impl<'de> Visitor<'de> for UpdateVisitor {
+    type Value = Update;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an update object with a `type`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Update, A::Error> {
+        let Some(first) = map.next_key::<String>()? else {
+            return Err(de::Error::missing_field("type"));
+        };
+        if first == "type" {
+            let tag: String = map.next_value()?;
+            return Update::from_fields(&tag, de::value::MapAccessDeserializer::new(map));
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert(first, map.next_value()?);
+        while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+            fields.insert(key, value);
+        }
+        let tag = match fields.remove("type") {
+            Some(serde_json::Value::String(tag)) => tag,
+            Some(_) => return Err(de::Error::custom("`type` is not a string")),
+            None => return Err(de::Error::missing_field("type")),
+        };
+        Update::from_fields(&tag, serde_json::Value::Object(fields)).map_err(de::Error::custom)
+    }
+}
+
 /// A numbered batch of updates, as spooled by the agent and sent until acknowledged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventBatch {
@@ -183,4 +262,72 @@ pub struct EventBatch {
     pub dropped_total: u64,
     /// The updates.
     pub updates: Vec<Update>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Update> {
+        vec![
+            Update::Task(Box::new(TaskUpdate {
+                engine: "celery".into(),
+                task_id: "t-1".into(),
+                state: Some(TaskState::Succeeded),
+                at_ms: 5,
+                kwargs: Some(serde_json::json!({"token": "<redacted>"})),
+                runtime_ms: Some(12),
+                ..TaskUpdate::default()
+            })),
+            Update::Worker(WorkerUpdate {
+                name: "celery@h".into(),
+                online: true,
+                at_ms: 6,
+                queues: Some(vec!["celery".into()]),
+                ..WorkerUpdate::default()
+            }),
+            Update::QueueDepth {
+                queue: "celery".into(),
+                depth: 9,
+                at_ms: 7,
+            },
+        ]
+    }
+
+    #[test]
+    fn updates_read_back_as_written() {
+        for update in samples() {
+            let text = serde_json::to_string(&update).unwrap();
+            assert!(text.starts_with(r#"{"type":"#), "{text}");
+            assert_eq!(serde_json::from_str::<Update>(&text).unwrap(), update);
+        }
+    }
+
+    #[test]
+    fn the_type_may_come_anywhere_and_bad_types_are_errors() {
+        let late = r#"{"queue":"q","depth":1,"at_ms":2,"type":"queue_depth"}"#;
+        assert_eq!(
+            serde_json::from_str::<Update>(late).unwrap(),
+            Update::QueueDepth {
+                queue: "q".into(),
+                depth: 1,
+                at_ms: 2
+            }
+        );
+        let late_task =
+            r#"{"engine":"celery","task_id":"t","state":"started","at_ms":3,"type":"task"}"#;
+        assert!(
+            matches!(serde_json::from_str::<Update>(late_task).unwrap(), Update::Task(t) if t.task_id == "t")
+        );
+        for bad in [
+            r#"{"type":"exec","cmd":"rm"}"#,
+            r#"{"queue":"q","depth":1,"at_ms":2}"#,
+            r#"{"type":7}"#,
+            r#"{"type":"queue_depth","queue":"q"}"#,
+            r#"{}"#,
+            r#"[]"#,
+        ] {
+            assert!(serde_json::from_str::<Update>(bad).is_err(), "{bad}");
+        }
+    }
 }

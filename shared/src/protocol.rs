@@ -121,6 +121,29 @@ pub enum AgentFrame {
     },
 }
 
+/// The text of an [`AgentFrame::Events`] frame for a batch already serialized as JSON (the
+/// agent's spool holds batches as text), without decoding and encoding the updates again: the
+/// frame is the batch's object with the `type` tag first, exactly what serde writes.
+pub fn events_frame_text(batch_json: &str) -> String {
+    let fields = batch_json
+        .strip_prefix('{')
+        .expect("a serialized EventBatch is a JSON object");
+    let mut frame = String::with_capacity(batch_json.len() + 16);
+    frame.push_str(r#"{"type":"events","#);
+    frame.push_str(fields);
+    frame
+}
+
+/// Reads an agent frame. An `events` frame, nearly all of the traffic, is read as its batch
+/// directly (the batch ignores the `type` field), skipping serde's buffering of internally
+/// tagged enums; any other frame takes the derived path.
+pub fn decode_agent_frame(text: &str) -> Result<AgentFrame, serde_json::Error> {
+    if text.starts_with(r#"{"type":"events","#) {
+        return serde_json::from_str(text).map(AgentFrame::Events);
+    }
+    serde_json::from_str(text)
+}
+
 /// The message an agent signs to prove it holds its key: tag, nonce, agent id.
 pub fn hello_message(nonce: &str, agent_id: &str) -> Vec<u8> {
     let mut message = HELLO_TAG.to_vec();
@@ -262,6 +285,33 @@ mod tests {
         assert_eq!(text, r#"{"type":"claimed","command_id":"c1"}"#);
         assert_eq!(serde_json::from_str::<AgentFrame>(&text).unwrap(), frame);
         assert!(serde_json::from_str::<AgentFrame>(r#"{"type":"exec","cmd":"rm"}"#).is_err());
+    }
+
+    #[test]
+    fn an_events_frame_from_spooled_text_is_the_frame_serde_writes() {
+        let batch = crate::events::EventBatch {
+            seq: 7,
+            dropped_total: 2,
+            updates: vec![crate::events::Update::QueueDepth {
+                queue: "celery".into(),
+                depth: 3,
+                at_ms: 1,
+            }],
+        };
+        let text = events_frame_text(&serde_json::to_string(&batch).unwrap());
+        let frame = AgentFrame::Events(batch);
+        assert_eq!(text, serde_json::to_string(&frame).unwrap());
+        assert_eq!(serde_json::from_str::<AgentFrame>(&text).unwrap(), frame);
+        assert_eq!(decode_agent_frame(&text).unwrap(), frame);
+        // Other frames, and an events frame with its tag elsewhere, read as serde reads them.
+        let claimed = r#"{"type":"claimed","command_id":"c1"}"#;
+        assert!(matches!(
+            decode_agent_frame(claimed).unwrap(),
+            AgentFrame::Claimed { .. }
+        ));
+        let late = r#"{"seq":1,"dropped_total":0,"updates":[],"type":"events"}"#;
+        assert!(matches!(decode_agent_frame(late).unwrap(), AgentFrame::Events(b) if b.seq == 1));
+        assert!(decode_agent_frame(r#"{"type":"events","seq":"x"}"#).is_err());
     }
 
     #[test]

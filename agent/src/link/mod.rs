@@ -552,9 +552,11 @@ impl Agent {
                 .map_err(|e| format!("cannot read the spool: {e}"))?
         };
         for batch in batches {
-            let seq = batch.seq;
-            send_frame(sink, &AgentFrame::Events(batch)).await?;
-            *sent_upto = seq;
+            let frame = taskward_shared::protocol::events_frame_text(&batch.json);
+            sink.send(Message::Text(frame.into()))
+                .await
+                .map_err(|e| format!("send failed: {e}"))?;
+            *sent_upto = batch.seq;
         }
         Ok(())
     }

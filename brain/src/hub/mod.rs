@@ -6,6 +6,7 @@
 //! tick. The agent's durable seen-store makes a resent command harmless; a command past its
 //! expiry is never sent (the sweeper times it out).
 
+pub mod ingest;
 pub mod session;
 
 use std::collections::HashMap;

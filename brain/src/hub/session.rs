@@ -1,6 +1,5 @@
 //! One agent's WebSocket session, and enrollment.
 
-use futures_util::FutureExt;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use taskward_shared::audit::{Actor, ActorKind};
 use taskward_shared::crypto::{key_id, parse_public_key, random_bytes};
+use taskward_shared::events::EventBatch;
 use taskward_shared::protocol::{
     AgentFrame, BrainFrame, EnrollRequest, EnrollResponse, MAX_FRAME_BYTES, Outcome,
     PROTOCOL_VERSION, SignedResult, verify_hello,
@@ -20,10 +20,10 @@ use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 use crate::api::extract::ApiJson;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::hub::ingest;
 use crate::store::agents::{self, Agent, EnrollRefusal};
 use crate::store::audit::{self, AuditContext};
 use crate::store::commands::{self, CommandStatus};
-use crate::store::tasks;
 use crate::store::{StoreError, now_ms};
 
 /// How long the agent has to answer the challenge.
@@ -157,14 +157,11 @@ async fn send(socket: &mut WebSocket, frame: &BrainFrame) -> Result<(), String> 
         .map_err(|e| format!("send failed: {e}"))
 }
 
-/// Most updates applied in one transaction when several event batches are waiting.
-const GROUP_COMMIT_UPDATES: usize = 20_000;
-
 async fn recv(socket: &mut WebSocket) -> Result<Option<AgentFrame>, String> {
     match socket.recv().await {
         None => Err("agent closed the connection".into()),
         Some(Err(e)) => Err(format!("receive failed: {e}")),
-        Some(Ok(Message::Text(text))) => serde_json::from_str(&text)
+        Some(Ok(Message::Text(text))) => taskward_shared::protocol::decode_agent_frame(&text)
             .map(Some)
             .map_err(|e| format!("undecodable frame: {e}")),
         Some(Ok(Message::Close(_))) => Err("agent closed the session".into()),
@@ -257,6 +254,7 @@ async fn serve(
     tracing::info!(agent = %agent.name, session = generation, "agent connected");
     let mut sent: HashSet<String> = HashSet::new();
     deliver(state, socket, agent, &mut sent).await?;
+    let mut writer = ingest::start(state.clone(), agent.clone());
     let mut tick = interval(DELIVERY_TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
@@ -271,6 +269,15 @@ async fn serve(
                 }
             }
             _ = registration.wake.notified() => deliver(state, socket, agent, &mut sent).await?,
+            stored = writer.stored.recv() => match stored {
+                Some(Ok(seqs)) => {
+                    for seq in seqs {
+                        send(socket, &BrainFrame::EventsAck { seq }).await?;
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Err("the event writer stopped".into()),
+            },
             _ = tick.tick() => {
                 if last_heard.elapsed() > IDLE_LIMIT {
                     return Err("agent silent for too long".into());
@@ -289,7 +296,7 @@ async fn serve(
                     let id = agent.id.clone();
                     let _ = state.store.write("agent_touch", move |c| agents::touch(c, &id, now_ms())).await;
                 }
-                handle(state, socket, agent, public, generation, frame).await?;
+                handle(state, socket, agent, public, generation, &writer.batches, frame).await?;
             }
         }
     }
@@ -324,6 +331,7 @@ async fn handle(
     agent: &Agent,
     public: &ed25519_dalek::VerifyingKey,
     generation: u64,
+    writer: &tokio::sync::mpsc::Sender<EventBatch>,
     frame: AgentFrame,
 ) -> Result<(), String> {
     let ctx = AuditContext {
@@ -341,52 +349,10 @@ async fn handle(
             tracing::warn!(agent = %agent.name, ?claimed_command_id, %reason, "agent rejected a frame");
             Ok(())
         }
-        AgentFrame::Events(batch) => {
-            // Group commit: the batches the agent has already sent (it keeps several in
-            // flight) go into one transaction, where a task's received/started/succeeded
-            // updates collapse into one row write. Merging is order-insensitive and
-            // idempotent, so concatenating batches changes nothing else.
-            let mut seqs = vec![batch.seq];
-            let mut dropped = batch.dropped_total;
-            let mut updates = batch.updates;
-            let mut next = None;
-            while updates.len() < GROUP_COMMIT_UPDATES {
-                match recv(socket).now_or_never() {
-                    Some(Ok(Some(AgentFrame::Events(more)))) => {
-                        seqs.push(more.seq);
-                        dropped = dropped.max(more.dropped_total);
-                        updates.extend(more.updates);
-                    }
-                    Some(Ok(Some(other))) => {
-                        next = Some(other);
-                        break;
-                    }
-                    Some(Ok(None)) => {}
-                    Some(Err(e)) => return Err(e),
-                    None => break,
-                }
-            }
-            let (project_id, agent_id) = (agent.project_id.clone(), agent.id.clone());
-            let events = updates.len() as u64;
-            state
-                .store
-                .write("ingest_events", move |conn| {
-                    tasks::apply_updates(conn, &project_id, &agent_id, &updates, now_ms())?;
-                    tasks::record_dropped(conn, &agent_id, dropped)
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            state.metrics.record_ingest(&agent.name, events, dropped);
-            for seq in seqs {
-                send(socket, &BrainFrame::EventsAck { seq }).await?;
-            }
-            match next {
-                Some(frame) => {
-                    Box::pin(handle(state, socket, agent, public, generation, frame)).await
-                }
-                None => Ok(()),
-            }
-        }
+        AgentFrame::Events(batch) => writer
+            .send(batch)
+            .await
+            .map_err(|_| "the event writer stopped".to_owned()),
         AgentFrame::Claimed { command_id } => {
             let agent_id = agent.id.clone();
             let outcome = state

@@ -53,6 +53,21 @@ const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Readers on SQLite: WAL lets them run beside the writer; more than the core count buys little.
 const SQLITE_READERS: u32 = 8;
 
+/// Settings of the one SQLite writer connection, for ingest. An ingest transaction of a few
+/// thousand tasks dirties more pages than SQLite's default 2 MiB cache holds, so it spilled
+/// pages into the WAL mid-transaction and read them back (14 KiB read and 13 KiB written per
+/// event); 32 MiB holds a group. Checkpoints (copying WAL pages into the database) run on
+/// another thread, [`checkpoint_every_second`]: the writer is ingest's bottleneck, and its own
+/// automatic checkpoint (every 1,000 pages by default) stalled it. The writer still checkpoints
+/// past 100,000 pages (400 MiB), should that thread fall behind. Measured with
+/// `cargo bench -p taskward-brain --bench ingest` and the Celery ingest bench
+/// (docs/benchmarks.md).
+const SQLITE_WRITER_PRAGMAS: &str =
+    "PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 100000;";
+
+/// How often [`checkpoint_every_second`] copies the WAL into the database.
+const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// Connections to PostgreSQL shared by reads and writes.
 const POSTGRES_POOL_SIZE: u32 = 16;
 
@@ -155,7 +170,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Applies the per-connection settings each backend needs for a server workload.
 #[derive(Debug)]
-struct ConnectionSetup;
+struct ConnectionSetup {
+    /// The SQLite writer gets [`SQLITE_WRITER_PRAGMAS`] on top.
+    writer: bool,
+}
 
 impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup {
     fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
@@ -164,7 +182,12 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup
             // crashes in WAL mode (only an OS crash can lose the last commits).
             AnyConnection::Sqlite(c) => c.batch_execute(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
-                 PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+                 PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; {}",
+                if self.writer {
+                    SQLITE_WRITER_PRAGMAS
+                } else {
+                    ""
+                },
             )),
             // Diesel prepares and caches statements per connection. PostgreSQL would settle on
             // a generic plan made while a table was still empty (a fresh install), e.g. a scan
@@ -218,22 +241,27 @@ impl Store {
         let (backend, readers, writer) = match url {
             DatabaseUrl::Sqlite(path) => {
                 let manager = || ConnectionManager::<AnyConnection>::new(path.to_string_lossy());
-                let writer = build_pool(manager(), 1)?;
+                let writer = build_pool(manager(), 1, ConnectionSetup { writer: true })?;
                 // Migrate through the writer first, so WAL mode is set before readers open.
                 migrate(&mut *writer.get()?)?;
                 install_id = in_write_transaction(&mut writer.get()?, audit::ensure_installation)?;
-                let readers = build_pool(manager(), SQLITE_READERS)?;
+                let readers =
+                    build_pool(manager(), SQLITE_READERS, ConnectionSetup { writer: false })?;
                 (Backend::Sqlite, readers, writer)
             }
             DatabaseUrl::Postgres(url) => {
                 let manager = ConnectionManager::<AnyConnection>::new(url);
-                let pool = build_pool(manager, POSTGRES_POOL_SIZE)?;
+                let pool = build_pool(
+                    manager,
+                    POSTGRES_POOL_SIZE,
+                    ConnectionSetup { writer: true },
+                )?;
                 migrate(&mut *pool.get()?)?;
                 install_id = ensure_installation_retrying(&pool)?;
                 (Backend::Postgres, pool.clone(), pool)
             }
         };
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(StoreInner {
                 backend,
                 readers,
@@ -241,7 +269,11 @@ impl Store {
                 metrics: StoreMetrics::default(),
                 install_id,
             }),
-        })
+        };
+        if backend == Backend::Sqlite {
+            checkpoint_every_second(&store);
+        }
+        Ok(store)
     }
 
     /// Which backend this store runs on.
@@ -358,14 +390,42 @@ where
         })
 }
 
-fn build_pool(manager: ConnectionManager<AnyConnection>, size: u32) -> StoreResult<AnyPool> {
+/// Copies the WAL into the database once a second from a reader connection (a passive
+/// checkpoint: it never waits for, nor blocks, the writer or readers). The thread ends when the
+/// store is dropped.
+fn checkpoint_every_second(store: &Store) {
+    let store = Arc::downgrade(&store.inner);
+    let spawned = std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(SQLITE_CHECKPOINT_EVERY);
+                let Some(inner) = store.upgrade() else { return };
+                let Ok(mut conn) = inner.readers.get() else {
+                    continue;
+                };
+                if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no checkpoint thread; the writer checkpoints itself");
+    }
+}
+
+fn build_pool(
+    manager: ConnectionManager<AnyConnection>,
+    size: u32,
+    setup: ConnectionSetup,
+) -> StoreResult<AnyPool> {
     Pool::builder()
         .max_size(size)
         // No idle floor: r2d2 would refill it from a background thread, which can still be
         // inside libpq when a short CLI command exits (a crash at exit was seen).
         .min_idle(Some(0))
         .connection_timeout(POOL_TIMEOUT)
-        .connection_customizer(Box::new(ConnectionSetup))
+        .connection_customizer(Box::new(setup))
         .build(manager)
         .map_err(|e| StoreError::Unavailable(e.to_string()))
 }

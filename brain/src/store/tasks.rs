@@ -941,7 +941,14 @@ pub fn tree(
     Ok(tasks::table
         .filter(tasks::project_id.eq(project_id))
         .filter(tasks::engine.eq(engine))
-        .filter(tasks::root_task_id.eq(root).or(tasks::task_id.eq(root)))
+        // The tree index leaves out self-rooted tasks (`root_task_id <> task_id`); the root
+        // itself comes through its task id.
+        .filter(
+            tasks::root_task_id
+                .eq(root)
+                .and(tasks::root_task_id.ne(tasks::task_id.nullable()))
+                .or(tasks::task_id.eq(root)),
+        )
         .order((tasks::received_at.asc(), tasks::id.asc()))
         .limit(cap)
         .select(TaskRow::as_select())

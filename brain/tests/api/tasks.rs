@@ -533,7 +533,8 @@ async fn trees_walk_to_the_root_and_cap_at_500(backend: Backend) {
         "default",
         &agent,
         vec![
-            node("root", None, None, 1),
+            // Celery names a top-level task its own root.
+            node("root", None, Some("root"), 1),
             node("a", Some("root"), Some("root"), 2),
             node("b", Some("a"), Some("root"), 3),
             // A retry issued through Taskward: parent = the original, same root.
@@ -575,7 +576,7 @@ async fn trees_walk_to_the_root_and_cap_at_500(backend: Backend) {
             .collect::<Vec<_>>()
     };
     app.apply_updates("default", &agent, wide(499)).await;
-    app.apply_updates("default", &agent, vec![node("big", None, None, 9)])
+    app.apply_updates("default", &agent, vec![node("big", None, Some("big"), 9)])
         .await;
     let full = app.get(&format!("{P}/celery/leaf0003/tree"), &t).await;
     assert_eq!(full.body["items"].as_array().unwrap().len(), 500);
