@@ -41,6 +41,8 @@ struct Segment {
 pub struct SpooledBatch {
     /// Batch sequence number.
     pub seq: u64,
+    /// Updates in it.
+    pub updates: usize,
     /// The batch, JSON.
     pub json: Arc<str>,
 }
@@ -149,6 +151,7 @@ impl Spool {
         line.pop();
         self.recent.push_back(SpooledBatch {
             seq,
+            updates: batch.updates.len(),
             json: line.into(),
         });
         if self.recent.len() > MEMORY_BATCHES {
@@ -244,6 +247,7 @@ impl Spool {
                 if batch.seq > after {
                     out.push(SpooledBatch {
                         seq: batch.seq,
+                        updates: batch.updates.len(),
                         json: line.into(),
                     });
                     if out.len() >= limit {
