@@ -83,6 +83,13 @@ impl Window {
         self.updates += updates;
     }
 
+    /// Whether another batch may go: always when none is unacknowledged, else while under
+    /// both bounds of [`EVENT_WINDOW`].
+    fn may_send(&self) -> bool {
+        self.unacked.is_empty()
+            || (self.unacked.len() < EVENT_WINDOW && self.updates < EVENT_WINDOW_UPDATES)
+    }
+
     /// Forgets the batches up to `acked` (acks are cumulative).
     fn acked(&mut self, acked: u64) {
         self.sent_upto = self.sent_upto.max(acked);
@@ -588,16 +595,15 @@ impl Agent {
         let batches = {
             let mut spool = self.spool.lock().expect("spool lock");
             window.acked(spool.acked());
-            let room = EVENT_WINDOW.saturating_sub(window.unacked.len());
-            if room == 0 || window.updates >= EVENT_WINDOW_UPDATES {
+            if !window.may_send() {
                 return Ok(());
             }
             spool
-                .batches_after(window.sent_upto, room)
+                .batches_after(window.sent_upto, EVENT_WINDOW - window.unacked.len())
                 .map_err(|e| format!("cannot read the spool: {e}"))?
         };
         for batch in batches {
-            if !window.unacked.is_empty() && window.updates >= EVENT_WINDOW_UPDATES {
+            if !window.may_send() {
                 break;
             }
             let frame = taskward_shared::protocol::events_frame_text(&batch.json);
@@ -734,6 +740,33 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_window_bounds_batches_and_updates() {
+        let mut window = Window::after(10);
+        assert!(window.may_send());
+        // One batch bigger than the update bound still goes when nothing is in flight.
+        window.sent(11, EVENT_WINDOW_UPDATES + 1);
+        assert!(!window.may_send());
+        window.acked(11);
+        assert!(window.may_send());
+        window.sent(12, EVENT_WINDOW_UPDATES / 2);
+        window.sent(13, EVENT_WINDOW_UPDATES / 2 - 1);
+        assert!(window.may_send(), "one update below the bound");
+        window.sent(14, 1);
+        assert!(!window.may_send());
+        // Acks are cumulative: acking 13 frees 12 and 13.
+        window.acked(13);
+        assert_eq!((window.unacked.len(), window.updates), (1, 1));
+        for seq in 15..(15 + EVENT_WINDOW as u64 - 1) {
+            assert!(window.may_send());
+            window.sent(seq, 1);
+        }
+        assert!(!window.may_send(), "{EVENT_WINDOW} small batches in flight");
+        window.acked(10_000);
+        assert_eq!((window.unacked.len(), window.updates), (0, 0));
+        assert_eq!(window.sent_upto, 10_000);
+    }
 
     #[test]
     fn backoff_is_capped_and_jittered() {
