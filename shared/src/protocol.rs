@@ -121,6 +121,9 @@ pub enum AgentFrame {
     },
 }
 
+/// How an [`AgentFrame::Events`] frame starts as serde writes it: the tag first.
+const EVENTS_FRAME_START: &str = r#"{"type":"events","#;
+
 /// The text of an [`AgentFrame::Events`] frame for a batch already serialized as JSON (the
 /// agent's spool holds batches as text), without decoding and encoding the updates again: the
 /// frame is the batch's object with the `type` tag first, exactly what serde writes.
@@ -128,8 +131,8 @@ pub fn events_frame_text(batch_json: &str) -> String {
     let fields = batch_json
         .strip_prefix('{')
         .expect("a serialized EventBatch is a JSON object");
-    let mut frame = String::with_capacity(batch_json.len() + 16);
-    frame.push_str(r#"{"type":"events","#);
+    let mut frame = String::with_capacity(EVENTS_FRAME_START.len() + fields.len());
+    frame.push_str(EVENTS_FRAME_START);
     frame.push_str(fields);
     frame
 }
@@ -138,7 +141,7 @@ pub fn events_frame_text(batch_json: &str) -> String {
 /// directly (the batch ignores the `type` field), skipping serde's buffering of internally
 /// tagged enums; any other frame takes the derived path.
 pub fn decode_agent_frame(text: &str) -> Result<AgentFrame, serde_json::Error> {
-    if text.starts_with(r#"{"type":"events","#) {
+    if text.starts_with(EVENTS_FRAME_START) {
         return serde_json::from_str(text).map(AgentFrame::Events);
     }
     serde_json::from_str(text)

@@ -380,7 +380,18 @@ async fn send_frame(
     sink: &mut futures_util::stream::SplitSink<Socket, Message>,
     frame: &AgentFrame,
 ) -> Result<(), String> {
-    let text = serde_json::to_string(frame).expect("frames serialize");
+    send_text(
+        sink,
+        serde_json::to_string(frame).expect("frames serialize"),
+    )
+    .await
+}
+
+/// Sends a frame already encoded (spooled event batches are kept as text).
+async fn send_text(
+    sink: &mut futures_util::stream::SplitSink<Socket, Message>,
+    text: String,
+) -> Result<(), String> {
     sink.send(Message::Text(text.into()))
         .await
         .map_err(|e| format!("send failed: {e}"))
@@ -606,10 +617,11 @@ impl Agent {
             if !window.may_send() {
                 break;
             }
-            let frame = taskward_shared::protocol::events_frame_text(&batch.json);
-            sink.send(Message::Text(frame.into()))
-                .await
-                .map_err(|e| format!("send failed: {e}"))?;
+            send_text(
+                sink,
+                taskward_shared::protocol::events_frame_text(&batch.json),
+            )
+            .await?;
             window.sent(batch.seq, batch.updates);
         }
         Ok(())

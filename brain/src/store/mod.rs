@@ -57,7 +57,7 @@ const SQLITE_READERS: u32 = 8;
 /// thousand tasks dirties more pages than SQLite's default 2 MiB cache holds, so it spilled
 /// pages into the WAL mid-transaction and read them back (14 KiB read and 13 KiB written per
 /// event); 32 MiB holds a group. Checkpoints (copying WAL pages into the database) run on
-/// another thread, [`checkpoint_every_second`]: the writer is ingest's bottleneck, and its own
+/// another thread, [`checkpoint_in_background`]: the writer is ingest's bottleneck, and its own
 /// automatic checkpoint (every 1,000 pages by default) stalled it. The writer still checkpoints
 /// past 100,000 pages (400 MiB), should that thread fall behind. Measured with
 /// `cargo bench -p taskward-brain --bench ingest` and the Celery ingest bench
@@ -65,7 +65,7 @@ const SQLITE_READERS: u32 = 8;
 const SQLITE_WRITER_PRAGMAS: &str =
     "PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 100000;";
 
-/// How often [`checkpoint_every_second`] copies the WAL into the database.
+/// How often [`checkpoint_in_background`] copies the WAL into the database.
 const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Connections to PostgreSQL shared by reads and writes.
@@ -171,8 +171,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Applies the per-connection settings each backend needs for a server workload.
 #[derive(Debug)]
 struct ConnectionSetup {
-    /// The SQLite writer gets [`SQLITE_WRITER_PRAGMAS`] on top.
-    writer: bool,
+    /// The SQLite writer connection gets [`SQLITE_WRITER_PRAGMAS`] on top.
+    sqlite_writer: bool,
 }
 
 impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup {
@@ -183,7 +183,7 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup
             AnyConnection::Sqlite(c) => c.batch_execute(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
                  PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; {}",
-                if self.writer {
+                if self.sqlite_writer {
                     SQLITE_WRITER_PRAGMAS
                 } else {
                     ""
@@ -241,12 +241,23 @@ impl Store {
         let (backend, readers, writer) = match url {
             DatabaseUrl::Sqlite(path) => {
                 let manager = || ConnectionManager::<AnyConnection>::new(path.to_string_lossy());
-                let writer = build_pool(manager(), 1, ConnectionSetup { writer: true })?;
+                let writer = build_pool(
+                    manager(),
+                    1,
+                    ConnectionSetup {
+                        sqlite_writer: true,
+                    },
+                )?;
                 // Migrate through the writer first, so WAL mode is set before readers open.
                 migrate(&mut *writer.get()?)?;
                 install_id = in_write_transaction(&mut writer.get()?, audit::ensure_installation)?;
-                let readers =
-                    build_pool(manager(), SQLITE_READERS, ConnectionSetup { writer: false })?;
+                let readers = build_pool(
+                    manager(),
+                    SQLITE_READERS,
+                    ConnectionSetup {
+                        sqlite_writer: false,
+                    },
+                )?;
                 (Backend::Sqlite, readers, writer)
             }
             DatabaseUrl::Postgres(url) => {
@@ -254,7 +265,9 @@ impl Store {
                 let pool = build_pool(
                     manager,
                     POSTGRES_POOL_SIZE,
-                    ConnectionSetup { writer: true },
+                    ConnectionSetup {
+                        sqlite_writer: false,
+                    },
                 )?;
                 migrate(&mut *pool.get()?)?;
                 install_id = ensure_installation_retrying(&pool)?;
@@ -271,7 +284,7 @@ impl Store {
             }),
         };
         if backend == Backend::Sqlite {
-            checkpoint_every_second(&store);
+            checkpoint_in_background(&store);
         }
         Ok(store)
     }
@@ -390,10 +403,10 @@ where
         })
 }
 
-/// Copies the WAL into the database once a second from a reader connection (a passive
+/// Copies the WAL into the database every [`SQLITE_CHECKPOINT_EVERY`] from a reader connection (a passive
 /// checkpoint: it never waits for, nor blocks, the writer or readers). The thread ends when the
 /// store is dropped.
-fn checkpoint_every_second(store: &Store) {
+fn checkpoint_in_background(store: &Store) {
     let store = Arc::downgrade(&store.inner);
     let spawned = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())

@@ -139,6 +139,15 @@ async fn commands_of(app: &TestApp) -> Vec<Value> {
     reply.body["items"].as_array().unwrap().clone()
 }
 
+/// A command of `kind` in the default project (the test fails if there is none).
+async fn command_of_kind(app: &TestApp, kind: &str) -> Value {
+    commands_of(app)
+        .await
+        .into_iter()
+        .find(|c| c["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} command"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_flows_in_a_real_browser() {
     let (app, agent) = seeded().await;
@@ -275,11 +284,7 @@ async fn operator_flows_in_a_real_browser() {
     browser
         .wait_text("form.bulk-retry [data-result]", "bulk-retry issued")
         .await;
-    let bulk = commands_of(&app)
-        .await
-        .into_iter()
-        .find(|c| c["kind"] == "bulk-retry")
-        .expect("a bulk-retry command");
+    let bulk = command_of_kind(&app, "bulk-retry").await;
     assert_eq!(bulk["payload"]["filter"], json!({"state": "failed"}));
 
     // Purge through the dialog: it shows the depth the confirmation binds and wants the
@@ -300,11 +305,7 @@ async fn operator_flows_in_a_real_browser() {
     browser
         .wait_text("[data-result]", "Purge of emails issued")
         .await;
-    let purge = commands_of(&app)
-        .await
-        .into_iter()
-        .find(|c| c["kind"] == "purge-queue")
-        .expect("a purge command");
+    let purge = command_of_kind(&app, "purge-queue").await;
     assert_eq!(purge["bound_depth"], 42);
     assert_eq!(purge["critical"], false);
     assert_eq!(purge["agent_id"], agent.as_str());
