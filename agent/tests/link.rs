@@ -383,7 +383,7 @@ async fn a_connected_agent_is_never_stale() {
                         agents::last_seen_at.eq(Some(week_ago)),
                     ))
                     .execute(conn)?;
-                Ok(())
+                Ok::<_, taskward_brain::store::StoreError>(())
             })
             .unwrap();
     };
@@ -481,7 +481,7 @@ async fn forged_misaddressed_expired_and_replayed_commands_never_run() {
                 use diesel::RunQueryDsl;
                 diesel::sql_query(format!("UPDATE commands SET agent_id = '{to}', expires_at = expires_at + 600000 WHERE id = '{id}'")).execute(c)?;
                 diesel::sql_query(format!("UPDATE command_status SET expires_at = expires_at + 600000 WHERE command_id = '{id}'")).execute(c)?;
-                Ok(())
+                Ok::<_, taskward_brain::store::StoreError>(())
             })
             .unwrap();
     };
@@ -548,7 +548,7 @@ async fn forged_misaddressed_expired_and_replayed_commands_never_run() {
                 "UPDATE command_status SET status = 'issued' WHERE command_id = '{replay}'"
             ))
             .execute(c)?;
-            Ok(())
+            Ok::<_, taskward_brain::store::StoreError>(())
         })
         .unwrap();
     drop(proc);

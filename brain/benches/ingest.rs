@@ -146,7 +146,7 @@ fn main() {
             .write_blocking("bench_setup", |c| {
                 let project = projects::create(c, &"bench".parse().unwrap(), None, "")?;
                 let (agent, _) = agents::create(c, &project.id, &"bench".parse().unwrap(), false)?;
-                Ok((project, agent))
+                Ok::<_, taskward_brain::store::StoreError>((project, agent))
             })
             .unwrap();
         let mut events = 0usize;

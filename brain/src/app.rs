@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use taskward_shared::audit::{Actor, ActorKind};
 
-use crate::auth::Caller;
 use crate::hub::Hub;
 use crate::keys::Keys;
 use crate::limits::{Limit, RateLimiter};
@@ -96,11 +95,12 @@ impl App {
         }
     }
 
-    /// What an audit append needs when `caller` acts: the active key and the caller as actor.
-    pub fn audit_as(&self, caller: &Caller) -> AuditContext {
+    /// What an audit append needs when `actor` acts (a caller's `actor()`): the active key and
+    /// the actor.
+    pub fn audit_as(&self, actor: Actor) -> AuditContext {
         AuditContext {
             signer: self.keys.signer(),
-            actor: caller.actor(),
+            actor,
         }
     }
 

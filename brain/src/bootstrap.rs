@@ -73,7 +73,7 @@ pub fn bootstrap_if_empty(
         write_private_file(&token_file, secret.expose()).map_err(|e| {
             StoreError::Unavailable(format!("cannot write {}: {e}", token_file.display()))
         })?;
-        users::set_password_audited(conn, &ctx, &site_chain, &admin_name, &password_hash)?;
+        crate::users::set_password(conn, &ctx, &site_chain, &admin_name, &password_hash)?;
         write_private_file(&password_file, &password).map_err(|e| {
             StoreError::Unavailable(format!("cannot write {}: {e}", password_file.display()))
         })?;

@@ -19,7 +19,7 @@ use crate::passwords;
 use crate::role::Role;
 use crate::server;
 use crate::store::audit::{self, AuditContext};
-use crate::store::{DatabaseUrl, Store, StoreError, memberships, now_ms, projects, tokens, users};
+use crate::store::{DatabaseUrl, Store, StoreError, memberships, now_ms, projects, users};
 use crate::telemetry::{self, LogFormat};
 
 /// Taskward brain: the control plane for Celery.
@@ -314,7 +314,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (store, ctx) = open_audited(&url, &cli.data_dir)?;
             let chain = store.site_chain();
             let user = store.write_blocking("create_user", |conn| {
-                users::create_audited(conn, &ctx, &chain, &name, site_admin)
+                crate::users::create(conn, &ctx, &chain, &name, site_admin)
             })?;
             println!(
                 "created user {} ({}); give them a token with: taskward-brain token create {}",
@@ -335,7 +335,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (store, ctx) = open_audited(&url, &cli.data_dir)?;
             let chain = store.site_chain();
             let user = store.write_blocking("set_password", |conn| {
-                users::set_password_audited(conn, &ctx, &chain, &name, &hash)
+                crate::users::set_password(conn, &ctx, &chain, &name, &hash)
             })?;
             println!(
                 "password set for {}; they can sign in to the dashboard at /login",
@@ -350,7 +350,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (store, ctx) = open_audited(&url, &cli.data_dir)?;
             let chain = store.site_chain();
             let project = store.write_blocking("create_project", |conn| {
-                projects::create_audited(conn, &ctx, &chain, &slug, name.as_ref(), "")
+                crate::projects::create(conn, &ctx, &chain, &slug, name.as_ref(), "")
             })?;
             println!("created project {} ({})", project.slug, project.name);
             Ok(())
@@ -362,7 +362,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     .map_err(|e| not_found(e, format!("project {slug}")))?;
                 let found = users::find_active(conn, &user)
                     .map_err(|e| not_found(e, format!("user {user}")))?;
-                memberships::set_role_audited(
+                crate::projects::members::set_role(
                     conn,
                     &ctx,
                     &project.id,
@@ -388,7 +388,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (token, secret) = store.write_blocking("create_token", |conn| {
                 let found = users::find_active(conn, &user)
                     .map_err(|e| not_found(e, format!("user {user}")))?;
-                tokens::create_audited(
+                crate::users::tokens::create(
                     conn,
                     &ctx,
                     &chain,
@@ -402,7 +402,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 token.prefix,
                 token
                     .expires_at
-                    .map(|t| format!(", expires {}", crate::api::timestamp(t).to_rfc3339()))
+                    .map(|t| format!(", expires {}", crate::clock::timestamp(t).to_rfc3339()))
                     .unwrap_or_default()
             );
             println!("{}", secret.expose());
@@ -452,7 +452,7 @@ fn seed(url: &DatabaseUrl, data_dir: &Path, n: i64, slug: &ProjectSlug) -> Resul
         store.write_blocking("seed_project", |conn| match projects::find(conn, slug) {
             Ok(project) => Ok(project),
             Err(StoreError::NotFound) => {
-                projects::create_audited(conn, &ctx, &chain, slug, None, "")
+                crate::projects::create(conn, &ctx, &chain, slug, None, "")
             }
             Err(other) => Err(other),
         })?;

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::refusal::Refusal;
 use crate::store::StoreError;
 
 /// Everything a request can fail with.
@@ -138,6 +139,32 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> ApiError {
+        match refusal {
+            Refusal::Invalid {
+                code,
+                message,
+                field,
+            } => ApiError::BadRequest {
+                code,
+                message,
+                field,
+            },
+            Refusal::NotFound(what) => ApiError::NotFound(what),
+            Refusal::Conflict(message) => ApiError::Conflict(message),
+            Refusal::DepthChanged {
+                message,
+                current_depth,
+            } => ApiError::DepthChanged {
+                message,
+                current_depth,
+            },
+            Refusal::Store(err) => err.into(),
         }
     }
 }

@@ -22,6 +22,7 @@
 //! - [`names`], [`role`], [`expiry`]: validated input values.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
 
+pub mod agents;
 pub mod api;
 pub mod app;
 pub mod audit;
@@ -29,21 +30,28 @@ pub mod auth;
 pub mod background;
 pub mod bootstrap;
 pub mod cli;
+pub mod clock;
+pub mod commands;
 pub mod cursor;
 pub mod dashboard;
 pub mod error;
 pub mod expiry;
 pub mod export;
 pub mod hub;
+pub mod input;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod passwords;
+pub mod projects;
 pub mod query;
+pub mod refusal;
 pub mod role;
 pub mod router;
 pub mod schedules;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
+pub mod users;

@@ -11,13 +11,14 @@ use uuid::Uuid;
 
 use super::extract::{ApiJson, ApiPath};
 use super::{tags, timestamp};
+use crate::agents::registry;
 use crate::app::AppState;
 use crate::auth::{Admin, ProjectAccess, Viewer};
 use crate::error::{ApiError, ErrorBody};
 use crate::names::AgentName;
+use crate::store::StoreError;
 use crate::store::agents::{self, Agent};
 use crate::store::tasks::{self, WorkerRow};
-use crate::store::{StoreError, audit};
 
 /// An agent as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -182,22 +183,11 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> Result<(StatusCode, Json<CreatedAgent>), ApiError> {
     let project_id = access.project.id.clone();
-    let ctx = state.audit_as(&access.caller);
+    let ctx = state.audit_as(access.caller.actor());
     let (agent, secret) = state
         .store
         .write("create_agent", move |conn| {
-            let created = agents::create(conn, &project_id, &body.name, body.preserve)?;
-            audit::append(
-                conn,
-                &ctx,
-                &audit::project_chain(&project_id),
-                "agent.created",
-                None,
-                serde_json::json!({
-                    "agent": {"id": created.0.id, "name": created.0.name, "preserve": created.0.preserve},
-                }),
-            )?;
-            Ok(created)
+            registry::register(conn, &ctx, &project_id, &body.name, body.preserve)
         })
         .await?;
     tracing::info!(agent = %agent.name, project = %access.project.slug, "agent registered");
@@ -252,23 +242,13 @@ pub async fn delete(
     ApiPath((_slug, agent_id)): ApiPath<(String, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     let project_id = access.project.id.clone();
-    let ctx = state.audit_as(&access.caller);
+    let ctx = state.audit_as(access.caller.actor());
     let agent = state
         .store
         .write("delete_agent", move |conn| {
-            let agent = agents::delete(conn, &project_id, &agent_id.to_string())?;
-            audit::append(
-                conn,
-                &ctx,
-                &audit::project_chain(&project_id),
-                "agent.deleted",
-                None,
-                serde_json::json!({"agent": {"id": agent.id, "name": agent.name}}),
-            )?;
-            Ok(agent)
+            registry::delete(conn, &ctx, &project_id, &agent_id.to_string())
         })
-        .await
-        .map_err(|e| agent_error(e, agent_id))?;
+        .await?;
     tracing::info!(agent = %agent.name, project = %access.project.slug, "agent deleted");
     Ok(StatusCode::NO_CONTENT)
 }

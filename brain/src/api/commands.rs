@@ -11,33 +11,31 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use taskward_shared::audit::verify::TrustedKeys;
 use taskward_shared::command::{
-    BulkRetry, CancelTask, Command, CommandKind, ConsumerChange, FieldError, PingWorkers,
-    PoolResize, PurgeQueue, RateLimit, RestartWorker, RetryTask,
+    BulkRetry, CancelTask, Command, CommandKind, ConsumerChange, PingWorkers, PoolResize,
+    PurgeQueue, RateLimit, RestartWorker, RetryTask,
 };
-use taskward_shared::crypto::confirm_token_matches;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::audit::AuditRowPublic;
-use super::extract::{ApiJson, ApiPath, ApiQuery, parse_json_value};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{tags, timestamp};
 use crate::app::AppState;
 use crate::auth::{Admin, Caller, Operator, ProjectAccess, Viewer};
+use crate::commands::retry::resolve_bulk;
+use crate::commands::{CommandRequest, Issue, issue_in, parse_request};
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::commands::{self, CommandRecord, CommandStatus, NewCommand};
+use crate::store::commands::{self, CommandRecord, CommandStatus};
 use crate::store::projects::Project;
-use crate::store::{StoreError, agents, audit as audit_store, new_id};
+use crate::store::{StoreError, audit as audit_store};
 
 /// Largest page of the commands list.
 pub const MAX_LIMIT: i64 = 5000;
 /// Page size when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 100;
-/// Longest idempotency key.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Who issued a command.
 #[derive(Debug, Serialize, ToSchema)]
@@ -107,7 +105,7 @@ impl From<CommandRecord> for CommandPublic {
     fn from(c: CommandRecord) -> CommandPublic {
         CommandPublic {
             payload: serde_json::from_str(&c.payload).unwrap_or(serde_json::Value::Null),
-            status: c.status.parse().unwrap_or(CommandStatus::Failed),
+            status: c.status,
             issuer: Issuer {
                 kind: c.issuer_type,
                 id: c.issuer_id,
@@ -120,7 +118,7 @@ impl From<CommandRecord> for CommandPublic {
             id: c.id,
             project_id: c.project_id,
             agent_id: c.agent_id,
-            kind: c.kind,
+            kind: c.kind.as_str().to_owned(),
             detail: c.detail,
             late: c.late,
             idempotency_key: c.idempotency_key,
@@ -386,301 +384,6 @@ pub async fn command_detail(
     })
 }
 
-/// The body of every command: the target agent, an optional idempotency key, and the kind's
-/// own fields beside them.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CommandRequest<P> {
-    /// The agent that must run the command (in this project).
-    pub agent_id: Uuid,
-    /// Same caller, kind and key within 24 h returns the first command (200) instead of a new
-    /// one (202); the same key with another body is 409. At most 255 characters.
-    pub idempotency_key: Option<String>,
-    /// The kind's fields.
-    #[serde(flatten)]
-    pub payload: P,
-}
-
-/// Splits a body into agent id, idempotency key and the kind's payload, naming any bad field
-/// (schedules check their commands with it too).
-pub fn parse_request(
-    kind: CommandKind,
-    body: serde_json::Value,
-) -> Result<(Uuid, Option<String>, Command), ApiError> {
-    let serde_json::Value::Object(mut fields) = body else {
-        return Err(ApiError::BadRequest {
-            code: "invalid_json",
-            message: "the body must be a JSON object".into(),
-            field: None,
-        });
-    };
-    let agent_id = match fields.remove("agent_id") {
-        None => return Err(ApiError::missing_field("agent_id")),
-        Some(value) => value
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| {
-                ApiError::invalid_field("agent_id", "agent_id: must be an agent id (UUID)")
-            })?,
-    };
-    let idempotency_key = match fields.remove("idempotency_key") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(key))
-            if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN =>
-        {
-            Some(key)
-        }
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "idempotency_key",
-                format!(
-                    "idempotency_key: must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
-                ),
-            ));
-        }
-    };
-    let payload = serde_json::Value::Object(fields);
-    let command = match kind {
-        CommandKind::RetryTask => Command::RetryTask(parse_json_value(payload)?),
-        CommandKind::CancelTask => Command::CancelTask(parse_json_value(payload)?),
-        CommandKind::BulkRetry => Command::BulkRetry(parse_json_value(payload)?),
-        CommandKind::PurgeQueue => Command::PurgeQueue(parse_json_value(payload)?),
-        CommandKind::RestartWorker => Command::RestartWorker(parse_json_value(payload)?),
-        CommandKind::PoolResize => Command::PoolResize(parse_json_value(payload)?),
-        CommandKind::AddConsumer => Command::AddConsumer(parse_json_value(payload)?),
-        CommandKind::CancelConsumer => Command::CancelConsumer(parse_json_value(payload)?),
-        CommandKind::RateLimit => Command::RateLimit(parse_json_value(payload)?),
-        CommandKind::PingWorkers => Command::PingWorkers(parse_json_value(payload)?),
-    };
-    command.validate().map_err(field_error)?;
-    Ok((agent_id, idempotency_key, command))
-}
-
-/// What an agent needs to run a task again: its name, queue, priority and the arguments as the
-/// brain saw them (redacted on the host; the agent prefers the originals it kept), plus the
-/// operator's `override_kwargs`. `Err` says why the task is not retryable: its name was never
-/// reported, or the agent found its real arguments unavailable.
-fn retry_spec(
-    task: &crate::store::tasks::TaskRow,
-    overrides: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> Result<serde_json::Value, String> {
-    let name = task.name.clone().ok_or("its name was never reported")?;
-    if let Some(why) = &task.args_unavailable {
-        return Err(why.clone());
-    }
-    // The stored form is JSON when the agent could read the repr, a JSON string otherwise.
-    let seen = |stored: &Option<String>| {
-        stored
-            .as_deref()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-            .filter(|v| v.is_array() || v.is_object())
-            .unwrap_or(serde_json::Value::Null)
-    };
-    Ok(serde_json::json!({
-        "name": name,
-        "queue": task.queue,
-        "priority": task.priority,
-        "args": seen(&task.args),
-        "kwargs": seen(&task.kwargs),
-        "override_kwargs": overrides,
-        "original_task_id": task.task_id,
-        "root_id": task.root_task_id,
-    }))
-}
-
-/// Resolves a retry-task: 404 for an unknown task, 409 when it is not retryable.
-fn resolve_retry(
-    conn: &mut crate::store::AnyConnection,
-    project_id: &str,
-    retry: &RetryTask,
-) -> crate::store::StoreResult<Result<serde_json::Value, ApiError>> {
-    let task = match crate::store::tasks::find(conn, project_id, &retry.engine, &retry.task_id) {
-        Err(StoreError::NotFound) => {
-            return Ok(Err(ApiError::NotFound(format!(
-                "task {}/{}",
-                retry.engine, retry.task_id
-            ))));
-        }
-        other => other?,
-    };
-    Ok(
-        retry_spec(&task, retry.override_kwargs.as_ref()).map_err(|why| {
-            ApiError::Conflict(format!("task {} is not retryable: {why}", retry.task_id))
-        }),
-    )
-}
-
-/// Resolves a bulk-retry at issue time: up to `max` matching tasks that are not in flight,
-/// each with its arguments; the ones whose arguments cannot be read are counted as skipped.
-fn resolve_bulk(
-    conn: &mut crate::store::AnyConnection,
-    project_id: &str,
-    bulk: &BulkRetry,
-) -> crate::store::StoreResult<serde_json::Value> {
-    let matching =
-        crate::store::tasks::matching(conn, project_id, &bulk.filter, i64::from(bulk.max))?;
-    let mut specs = Vec::new();
-    let mut skipped = Vec::new();
-    for task in &matching {
-        match retry_spec(task, None) {
-            Ok(spec) => specs.push(spec),
-            Err(why) => skipped.push(serde_json::json!({"task_id": task.task_id, "reason": why})),
-        }
-    }
-    Ok(serde_json::json!({"tasks": specs, "skipped_not_retryable": skipped}))
-}
-
-fn field_error(err: FieldError) -> ApiError {
-    ApiError::invalid_field(err.field.clone(), err.to_string())
-}
-
-/// Everything a command needs at mint time, whoever issues it: a caller through the API, or a
-/// schedule firing (then `ctx` names the schedule and `issuer_id` is its id).
-#[derive(Clone)]
-pub struct Issue {
-    /// Signer and actor of the `command.issued` row.
-    pub ctx: crate::store::audit::AuditContext,
-    /// Whose idempotency keys this command's key is looked up among.
-    pub issuer_id: String,
-    /// The project.
-    pub project_id: String,
-    /// The agent that must run it.
-    pub agent_id: Uuid,
-    /// The caller's idempotency key.
-    pub idempotency_key: Option<String>,
-    /// [`request_hash`] of the request, to tell a replay from a different request.
-    pub request_hash: String,
-    /// The validated command.
-    pub command: Command,
-    /// The confirm-token secret (purges).
-    pub secret: Vec<u8>,
-    /// The command's lifetime.
-    pub ttl_ms: i64,
-}
-
-/// The digest an idempotency key is bound to: agent, kind and payload.
-pub fn request_hash(agent_id: &Uuid, kind: CommandKind, command: &Command) -> String {
-    hex::encode(Sha256::digest(
-        serde_json_canonicalizer::to_vec(&serde_json::json!({
-            "agent_id": agent_id,
-            "kind": kind,
-            "payload": command.payload(),
-        }))
-        .expect("request serializes"),
-    ))
-}
-
-/// Mints a command in the caller's transaction: idempotency replay, the agent belongs to the
-/// project, a purge's confirm token against the last reported depth, a retry's arguments
-/// resolved; then the signed `command.issued` row and the command. `Ok(Err(_))` is a refusal
-/// that wrote nothing; 202 is a new command, 200 an idempotent replay.
-pub fn issue_in(
-    conn: &mut crate::store::AnyConnection,
-    issue: &Issue,
-) -> crate::store::StoreResult<Result<(StatusCode, CommandRecord), ApiError>> {
-    let Issue {
-        ctx,
-        issuer_id,
-        project_id,
-        idempotency_key,
-        request_hash,
-        command,
-        secret,
-        ttl_ms,
-        ..
-    } = issue;
-    let kind = command.kind();
-    let agent_id = issue.agent_id.to_string();
-    if let Some(key) = idempotency_key
-        && let Some(prior) =
-            commands::idempotency_lookup(conn, project_id, issuer_id, kind.as_str(), key)?
-    {
-        if &prior.request_hash != request_hash {
-            return Ok(Err(ApiError::Conflict(format!(
-                "idempotency_key {key:?} was used in the last 24 hours for a different {kind} request"
-            ))));
-        }
-        let first = commands::find(conn, project_id, &prior.command_id)?;
-        return Ok(Ok((StatusCode::OK, first)));
-    }
-    match agents::find(conn, project_id, &agent_id) {
-        Err(StoreError::NotFound) => {
-            return Ok(Err(ApiError::NotFound(format!("agent {agent_id}"))));
-        }
-        other => other?,
-    };
-    let mut bound_depth = None;
-    if let Command::PurgeQueue(PurgeQueue {
-        queue,
-        confirm_token: Some(token),
-        ..
-    }) = command
-    {
-        match commands::queue_depth(conn, &agent_id, queue)? {
-            None => {
-                return Ok(Err(ApiError::DepthChanged {
-                    message: format!(
-                        "no depth has been reported for queue {queue} on this agent, so nothing can be confirmed; \
-                         wait for the agent to report it, or purge with force (admins)"
-                    ),
-                    current_depth: None,
-                }));
-            }
-            Some(current) => {
-                let depth = current.depth as u64;
-                if !confirm_token_matches(secret, &agent_id, queue, depth, token) {
-                    return Ok(Err(ApiError::DepthChanged {
-                        message: format!(
-                            "queue {queue} now holds {depth} messages and the confirm_token does not match that depth; \
-                             read the depth and its token again and confirm"
-                        ),
-                        current_depth: Some(depth),
-                    }));
-                }
-                bound_depth = Some(depth);
-            }
-        }
-    }
-    let resolved = match command {
-        Command::RetryTask(retry) => match resolve_retry(conn, project_id, retry)? {
-            Ok(resolved) => Some(resolved),
-            Err(refusal) => return Ok(Err(refusal)),
-        },
-        Command::BulkRetry(bulk) => Some(resolve_bulk(conn, project_id, bulk)?),
-        _ => None,
-    };
-    let global_throttle = matches!(command, Command::RateLimit(r) if r.is_global());
-    let id = new_id();
-    let record = commands::mint(
-        conn,
-        ctx,
-        NewCommand {
-            id: id.clone(),
-            project_id: project_id.clone(),
-            agent_id,
-            kind,
-            payload: command.payload(),
-            idempotency_key: idempotency_key.clone(),
-            critical: command.is_critical(),
-            global_throttle,
-            bound_depth,
-            ttl_ms: *ttl_ms,
-            resolved,
-        },
-    )?;
-    if let Some(key) = idempotency_key {
-        commands::idempotency_remember(
-            conn,
-            project_id,
-            issuer_id,
-            kind.as_str(),
-            key,
-            request_hash,
-            &id,
-        )?;
-    }
-    Ok(Ok((StatusCode::ACCEPTED, record)))
-}
-
 /// Issues a command for a caller who passed the route's role check.
 async fn issue(
     state: AppState,
@@ -689,54 +392,35 @@ async fn issue(
     kind: CommandKind,
     body: serde_json::Value,
 ) -> Result<(StatusCode, Json<CommandPublic>), ApiError> {
-    let (agent_id, idempotency_key, command) = parse_request(kind, body)?;
+    let request = parse_request(kind, body)?;
     if matches!(kind, CommandKind::BulkRetry | CommandKind::PurgeQueue) {
         state
             .bulk_limiter
             .check(&format!("{kind}:{}", caller.user_id))
             .map_err(ApiError::RateLimited)?;
     }
-    let request_hash = request_hash(&agent_id, kind, &command);
-    let ctx = state.audit_as(&caller);
-    let secret = state.keys.confirm_secret().to_vec();
-    let ttl_ms = state.settings.command_ttl.as_millis() as i64;
-    let attempt = || {
-        let issue = Issue {
-            ctx: ctx.clone(),
-            issuer_id: caller.user_id.clone(),
-            project_id: project.id.clone(),
-            agent_id,
-            idempotency_key: idempotency_key.clone(),
-            request_hash: request_hash.clone(),
-            command: command.clone(),
-            secret: secret.clone(),
-            ttl_ms,
-        };
-        state
-            .store
-            .write("issue_command", move |conn| issue_in(conn, &issue))
+    let issue = Issue {
+        ctx: state.audit_as(caller.actor()),
+        issuer_id: caller.user_id.clone(),
+        project_id: project.id.clone(),
+        agent_id: request.agent_id,
+        idempotency_key: request.idempotency_key,
+        command: request.command,
+        secret: state.keys.confirm_secret().to_vec(),
+        ttl_ms: state.settings.command_ttl.as_millis() as i64,
     };
-    let outcome = match attempt().await {
-        // Two requests with one new idempotency key raced (PostgreSQL): the loser now finds
-        // the winner's command.
-        Err(StoreError::Conflict(_)) if idempotency_key.is_some() => attempt().await?,
-        other => other?,
-    };
-    let (status, record) = outcome?;
-    if status == StatusCode::ACCEPTED {
-        state.hub.wake(&record.agent_id);
-        tracing::info!(
-            command = %record.id,
-            kind = %record.kind,
-            critical = record.critical,
-            global_throttle = record.global_throttle,
-            "command issued"
-        );
-        if record.critical {
-            tracing::warn!(command = %record.id, kind = %record.kind, "critical command issued");
-        }
+    // Two requests with one new idempotency key can race (PostgreSQL): the loser's second
+    // attempt finds the winner's command.
+    let issued = state
+        .store
+        .write_retrying("issue_command", move |conn| issue_in(conn, &issue))
+        .await?;
+    issued.log();
+    if issued.replay {
+        return Ok((StatusCode::OK, Json(issued.record.into())));
     }
-    Ok((status, Json(record.into())))
+    state.hub.wake(&issued.record.agent_id);
+    Ok((StatusCode::ACCEPTED, Json(issued.record.into())))
 }
 
 /// What a bulk retry would do now.
@@ -763,7 +447,7 @@ pub async fn bulk_retry_dry_run(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Json<BulkRetryPreview>, ApiError> {
     // The same body as bulk-retry, so a dashboard can preview exactly what it will send.
-    let Command::BulkRetry(bulk) = parse_request(CommandKind::BulkRetry, body)?.2 else {
+    let Command::BulkRetry(bulk) = parse_request(CommandKind::BulkRetry, body)?.command else {
         unreachable!("parse_request returns the kind it is given")
     };
     let project_id = access.project.id;
@@ -773,15 +457,10 @@ pub async fn bulk_retry_dry_run(
             resolve_bulk(conn, &project_id, &bulk)
         })
         .await?;
-    let retryable = resolved["tasks"].as_array().map_or(0, Vec::len);
-    let skipped = resolved["skipped_not_retryable"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
     Ok(Json(BulkRetryPreview {
-        matched: retryable + skipped.len(),
-        retryable,
-        skipped_not_retryable: skipped,
+        matched: resolved.tasks.len() + resolved.skipped.len(),
+        retryable: resolved.tasks.len(),
+        skipped_not_retryable: resolved.skipped,
     }))
 }
 

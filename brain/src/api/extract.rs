@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::input::field_error;
 
 /// Largest request body accepted anywhere (1 MiB); larger bodies get 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -63,7 +64,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = err.path().to_string();
         let inner = err.into_inner();
         if inner.is_data() {
-            field_error(&path, &inner.to_string())
+            field_error(&path, &inner.to_string()).into()
         } else {
             ApiError::BadRequest {
                 code: "invalid_json",
@@ -78,63 +79,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         field: None,
     })?;
     Ok(value)
-}
-
-/// Deserializes an already-parsed JSON value (part of a body), naming the path at fault.
-pub fn parse_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        field_error(&path, &err.into_inner().to_string())
-    })
-}
-
-/// Builds the 400 for a deserialization error at `path`. serde reports unknown and missing
-/// fields at the parent's path, so the field name is taken from the message in those cases.
-fn field_error(path: &str, message: &str) -> ApiError {
-    let parent = if path == "." { "" } else { path };
-    let join = |name: &str| {
-        if parent.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{parent}.{name}")
-        }
-    };
-    // serde_path_to_error already ends the path with an unknown field's name, but stops at
-    // the parent for a missing one.
-    let named = |prefix: &str| {
-        let name = message.strip_prefix(prefix)?.split('`').next()?;
-        let last = parent.rsplit('.').next().unwrap_or_default();
-        Some(if last == name {
-            parent.to_owned()
-        } else {
-            join(name)
-        })
-    };
-    let (code, field) = if let Some(field) = named("unknown field `") {
-        ("unknown_field", field)
-    } else if let Some(field) = named("missing field `") {
-        ("missing_field", field)
-    } else {
-        ("invalid_field", parent.to_owned())
-    };
-    let message = strip_serde_position(message);
-    ApiError::BadRequest {
-        code,
-        message: if field.is_empty() {
-            message
-        } else {
-            format!("{field}: {message}")
-        },
-        field: (!field.is_empty()).then_some(field),
-    }
-}
-
-/// serde_json appends " at line 1 column 17"; the field name says more to an API user.
-fn strip_serde_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
 }
 
 /// Query parameters, with the same field-naming 400s as [`ApiJson`].
@@ -159,7 +103,7 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
-        field_error(&path, &err.into_inner().to_string())
+        field_error(&path, &err.into_inner().to_string()).into()
     })
 }
 

@@ -13,9 +13,9 @@ use crate::app::AppState;
 use crate::auth::{Admin, ProjectAccess, Viewer};
 use crate::error::{ApiError, ErrorBody};
 use crate::names::UserName;
+use crate::projects::members;
 use crate::role::Role;
 use crate::store::memberships::{self, Member, SetRole};
-use crate::store::{StoreError, audit, users};
 
 /// A member of a project.
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,30 +86,13 @@ pub async fn add(
     ApiJson(body): ApiJson<AddMember>,
 ) -> Result<(StatusCode, Json<MemberPublic>), ApiError> {
     let project_id = access.project.id.clone();
-    let ctx = state.audit_as(&access.caller);
-    let user_name = body.user.clone();
-    let outcome = state
+    let ctx = state.audit_as(access.caller.actor());
+    let (change, member) = state
         .store
         .write("set_member_role", move |conn| {
-            let user = match users::find_active(conn, &body.user) {
-                Err(StoreError::NotFound) => return Ok(None),
-                other => other?,
-            };
-            let change = memberships::set_role_audited(
-                conn,
-                &ctx,
-                &project_id,
-                (&user.id, &user.name),
-                body.role,
-            )?;
-            Ok(Some((
-                change,
-                memberships::find(conn, &project_id, &user.id)?,
-            )))
+            members::set_role_by_name(conn, &ctx, &project_id, &body.user, body.role)
         })
         .await?;
-    let (change, member) =
-        outcome.ok_or_else(|| ApiError::NotFound(format!("user {user_name}")))?;
     let status = match change {
         SetRole::Added => StatusCode::CREATED,
         SetRole::Changed => StatusCode::OK,
@@ -127,28 +110,12 @@ pub async fn remove(
     ApiPath((_slug, user)): ApiPath<(String, UserName)>,
 ) -> Result<StatusCode, ApiError> {
     let project_id = access.project.id.clone();
-    let ctx = state.audit_as(&access.caller);
-    let chain = audit::project_chain(&project_id);
-    let name = user.clone();
+    let ctx = state.audit_as(access.caller.actor());
     state
         .store
         .write("remove_member", move |conn| {
-            let user = users::find_active(conn, &user)?;
-            memberships::remove(conn, &project_id, &user.id)?;
-            audit::append(
-                conn,
-                &ctx,
-                &chain,
-                "member.removed",
-                None,
-                serde_json::json!({"user": {"id": user.id, "name": user.name}}),
-            )?;
-            Ok(())
+            members::remove(conn, &ctx, &project_id, &user)
         })
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound(format!("member {name}")),
-            other => other.into(),
-        })?;
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

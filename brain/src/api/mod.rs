@@ -15,12 +15,7 @@ pub mod tasks;
 pub mod tokens;
 pub mod users;
 
-use chrono::{DateTime, Utc};
-
-/// Stored times are ms since the epoch; the API speaks RFC 3339 UTC.
-pub fn timestamp(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
+pub use crate::clock::timestamp;
 
 /// The OpenAPI tag of each resource, so the document groups routes like this module does.
 pub mod tags {

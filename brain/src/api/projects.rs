@@ -14,7 +14,6 @@ use crate::auth::{Admin, Caller, ProjectAccess, SiteAdmin, Viewer};
 use crate::error::{ApiError, ErrorBody};
 use crate::names::{Label, ProjectSlug};
 use crate::role::Role;
-use crate::store::memberships;
 use crate::store::projects::{self, Project};
 
 /// Longest project description.
@@ -124,27 +123,20 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectPublic>), ApiError> {
     check_description(body.description.as_deref())?;
-    let ctx = state.audit_as(&caller);
+    let ctx = state.audit_as(caller.actor());
     let chain = state.store.site_chain();
     let project = state
         .store
         .write("create_project", move |conn| {
-            let project = projects::create_audited(
+            crate::projects::create_owned(
                 conn,
                 &ctx,
                 &chain,
                 &body.slug,
                 body.name.as_ref(),
                 body.description.as_deref().unwrap_or_default(),
-            )?;
-            memberships::set_role_audited(
-                conn,
-                &ctx,
-                &project.id,
                 (&caller.user_id, &caller.user_name),
-                Role::Admin,
-            )?;
-            Ok(project)
+            )
         })
         .await?;
     tracing::info!(slug = %project.slug, "project created");
@@ -199,22 +191,12 @@ pub async fn delete(
     State(state): State<AppState>,
     access: ProjectAccess<Admin>,
 ) -> Result<(StatusCode, Json<crate::api::cleanup::CleanupTaskPublic>), ApiError> {
-    use crate::store::{audit, cleanup, now_ms};
-    let ctx = state.audit_as(&access.caller);
+    let ctx = state.audit_as(access.caller.actor());
     let project = access.project.clone();
     let root = state
         .store
         .write("delete_project", move |conn| {
-            let chain = audit::project_chain(&project.id);
-            let row = audit::append(
-                conn,
-                &ctx,
-                &chain,
-                "project.deletion_started",
-                None,
-                serde_json::json!({"project": {"id": project.id, "slug": project.slug, "name": project.name}}),
-            )?;
-            cleanup::delete_project(conn, &project, Some(&format!("{chain}#{}", row.seq)), now_ms())
+            crate::projects::start_deletion(conn, &ctx, &project)
         })
         .await?;
     tracing::info!(project = %access.project.slug, cleanup = %root.id, "project deletion started");

@@ -5,21 +5,16 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::extract::ApiJson;
-use super::{tags, timestamp};
+use super::tags;
+use crate::agents::stale::{self, AgentCleanup, MAX_INACTIVE_HOURS, Rule};
 use crate::app::AppState;
 use crate::auth::{Admin, ProjectAccess};
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{StoreError, agents, audit, now_ms, runtime};
-
-/// Longest inactivity window accepted: a year.
-pub const MAX_INACTIVE_HOURS: i64 = 8760;
 
 fn default_hours() -> i64 {
     24
@@ -44,30 +39,6 @@ pub struct StaleCleanup {
     /// Put the agent's last known state and workers in the response and audit row first.
     #[serde(default = "yes")]
     pub archive_before_delete: bool,
-}
-
-/// The outcome for the agent.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AgentCleanup {
-    /// The agent.
-    pub agent_id: String,
-    /// Whether it was removed.
-    pub deleted: bool,
-    /// Whether it was left alone (see `reason`).
-    pub skipped: bool,
-    /// `not_stale`, `connected`, `preserved`, `dry_run` or `deleted`.
-    pub reason: String,
-    /// Names of its workers (removed, or that would be).
-    pub workers: Vec<String>,
-    /// Tasks started on those workers, marked lost (or that would be).
-    pub lost_tasks: usize,
-    /// Its last activity.
-    pub last_updated_at: DateTime<Utc>,
-    /// When it becomes stale.
-    pub eligible_after: DateTime<Utc>,
-    /// Its last known state and workers, when archived.
-    #[schema(value_type = Object)]
-    pub archive: Option<Value>,
 }
 
 /// The results.
@@ -116,7 +87,7 @@ pub async fn stale(
     }
     let agent_id = body.agent_id.to_string();
     let connected = state.hub.is_online(&agent_id);
-    let ctx = state.audit_as(&access.caller);
+    let ctx = state.audit_as(access.caller.actor());
     let project_id = access.project.id.clone();
     let (id, hours, dry_run, archive_first) = (
         agent_id.clone(),
@@ -127,7 +98,7 @@ pub async fn stale(
     let outcome = state
         .store
         .write("stale_runtime_cleanup", move |conn| {
-            clean_up_agent(
+            stale::clean_up_agent(
                 conn,
                 &ctx,
                 &project_id,
@@ -140,11 +111,7 @@ pub async fn stale(
                 },
             )
         })
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound(format!("agent {agent_id}")),
-            other => other.into(),
-        })?;
+        .await?;
     if outcome.deleted {
         tracing::info!(agent = %outcome.agent_id, project = %access.project.slug,
             workers = outcome.workers.len(), lost = outcome.lost_tasks, "stale agent removed");
@@ -156,104 +123,4 @@ pub async fn stale(
         archive_before_delete: body.archive_before_delete,
         results: CleanupResults { agent: outcome },
     }))
-}
-
-/// How the stale rule is applied.
-#[derive(Debug, Clone, Copy)]
-pub struct Rule {
-    /// Hours without activity before removal is allowed.
-    pub inactive_hours: i64,
-    /// Report only.
-    pub dry_run: bool,
-    /// Archive the agent's last state in the outcome and the audit row.
-    pub archive_first: bool,
-}
-
-/// Applies the stale rule to one agent in the caller's transaction (the API for one agent, a
-/// stale-cleanup schedule for each agent of a project). `connected`: the agent has a session
-/// with this brain, so it is never stale.
-pub fn clean_up_agent(
-    conn: &mut crate::store::AnyConnection,
-    ctx: &audit::AuditContext,
-    project_id: &str,
-    id: &str,
-    connected: bool,
-    rule: Rule,
-) -> crate::store::StoreResult<AgentCleanup> {
-    let Rule {
-        inactive_hours: hours,
-        dry_run,
-        archive_first,
-    } = rule;
-    let agent = agents::find(conn, project_id, id)?;
-    let workers = runtime::workers_with_updates(conn, id)?;
-    let now = now_ms();
-    let last = runtime::last_activity(&agent, &workers);
-    let eligible = last.saturating_add(hours * 3_600_000);
-    let names: Vec<String> = workers.iter().map(|(w, _)| w.name.clone()).collect();
-    let reason = if connected {
-        "connected"
-    } else if agent.preserve {
-        "preserved"
-    } else if now < eligible {
-        "not_stale"
-    } else if dry_run {
-        "dry_run"
-    } else {
-        "deleted"
-    };
-    let archive = serde_json::json!({
-        "agent": {
-            "id": agent.id,
-            "name": agent.name,
-            "hostname": agent.hostname,
-            "enrolled_at": agent.enrolled_at.map(timestamp),
-            "last_seen_at": agent.last_seen_at.map(timestamp),
-            "public_key": agent.public_key,
-            "dropped_events": agent.dropped_events,
-        },
-        "workers": workers.iter().map(|(w, updated)| serde_json::json!({
-            "name": w.name,
-            "online": w.online,
-            "last_heartbeat_at": w.last_heartbeat_at.map(timestamp),
-            "pool": w.pool,
-            "concurrency": w.concurrency,
-            "queues": w.queues.as_deref().and_then(|q| serde_json::from_str::<Value>(q).ok()),
-            "updated_at": timestamp(*updated),
-        })).collect::<Vec<_>>(),
-    });
-    let lost = match reason {
-        "deleted" => {
-            let lost = runtime::remove_agent(conn, project_id, id, &names, now)?;
-            audit::append(
-                conn,
-                ctx,
-                &audit::project_chain(project_id),
-                "agent.stale_removed",
-                None,
-                serde_json::json!({
-                    "agent": {"id": agent.id, "name": agent.name},
-                    "inactive_hours": hours,
-                    "last_updated_at": timestamp(last),
-                    "workers": names,
-                    "lost_tasks": lost,
-                    "archive": archive_first.then(|| archive.clone()),
-                }),
-            )?;
-            lost
-        }
-        "dry_run" => runtime::started_on(conn, project_id, id, &names)?,
-        _ => 0,
-    };
-    Ok(AgentCleanup {
-        agent_id: id.to_owned(),
-        deleted: reason == "deleted",
-        skipped: !matches!(reason, "deleted" | "dry_run"),
-        reason: reason.to_owned(),
-        workers: names,
-        lost_tasks: lost,
-        last_updated_at: timestamp(last),
-        eligible_after: timestamp(eligible),
-        archive: (archive_first && matches!(reason, "deleted" | "dry_run")).then_some(archive),
-    })
 }

@@ -7,25 +7,22 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{tags, timestamp};
 use crate::app::AppState;
 use crate::auth::{Admin, ProjectAccess, Viewer};
+use crate::background::schedules::{announce, fire_env};
 use crate::error::{ApiError, ErrorBody};
-use crate::schedules::action::{self, Action, ScheduleKind};
+use crate::schedules::action::ScheduleKind;
 use crate::schedules::cron::CronSchedule;
-use crate::schedules::{FireEnv, announce, fire_in};
+use crate::schedules::{fire_in, manage};
 use crate::store::projects::Project;
 use crate::store::schedules::{self, RunRow, ScheduleRow, trigger};
-use crate::store::{AnyConnection, StoreError, StoreResult, agents, audit, now_ms};
+use crate::store::{StoreError, now_ms};
 
-/// Most schedules one project may have.
-pub const MAX_SCHEDULES: i64 = 1000;
-/// Longest schedule name, in characters.
-pub const MAX_NAME_CHARS: usize = 200;
 /// Runs shown in a schedule's history.
 pub const HISTORY: i64 = 50;
 /// Due times previewed in `upcoming`.
@@ -196,202 +193,11 @@ pub struct ListQuery {
     enabled: Option<String>,
 }
 
-/// A checked create or update.
-struct Checked {
-    name: String,
-    kind: ScheduleKind,
-    enabled: bool,
-    cron: String,
-    timezone: String,
-    schedule: CronSchedule,
-    config: Value,
-    action: Action,
-}
-
-/// Checks a whole schedule body (an update is merged over the stored schedule first). Every
-/// error is a 400 naming the field.
-fn check_body(body: &Map<String, Value>, project: &Project) -> Result<Checked, ApiError> {
-    // A string field, required unless it has a default.
-    let text = |field: &str, default: Option<&str>| -> Result<String, ApiError> {
-        match (body.get(field), default) {
-            (Some(Value::String(s)), _) => Ok(s.clone()),
-            (None, Some(d)) => Ok(d.to_owned()),
-            (None, None) => Err(ApiError::missing_field(field)),
-            (Some(other), _) => Err(ApiError::invalid_field(
-                field,
-                format!("{field}: must be a string, got {other}"),
-            )),
-        }
-    };
-    let kind_name = text("type", None)?;
-    let kind = ScheduleKind::parse(&kind_name).ok_or_else(|| {
-        ApiError::invalid_field(
-            "type",
-            format!(
-                "type: {kind_name:?} is not a schedule type; expected one of {}",
-                ScheduleKind::names()
-            ),
-        )
-    })?;
-    let config_field = kind.config_field();
-    let mut known = vec![
-        "name",
-        "type",
-        "enabled",
-        "cronExpression",
-        "timezone",
-        "projectId",
-        config_field,
-    ];
-    for key in body.keys() {
-        if let Some(other) = ScheduleKind::ALL
-            .into_iter()
-            .find(|k| k.config_field() == key && *k != kind)
-        {
-            return Err(ApiError::invalid_field(
-                key.clone(),
-                format!(
-                    "{key}: belongs to type {}, not {kind_name}; send {config_field}",
-                    other.as_str()
-                ),
-            ));
-        }
-        if !known.contains(&key.as_str()) {
-            known.retain(|k| *k != "projectId");
-            return Err(ApiError::invalid_field(
-                key.clone(),
-                format!("{key}: unknown field; expected {}", known.join(", ")),
-            ));
-        }
-    }
-    if let Some(project_id) = body.get("projectId")
-        && project_id.as_str() != Some(project.slug.as_str())
-    {
-        return Err(ApiError::invalid_field(
-            "projectId",
-            format!(
-                "projectId: the schedule belongs to the project in the path ({}); leave projectId out or send that slug",
-                project.slug
-            ),
-        ));
-    }
-    let name = match body.get("name") {
-        Some(Value::String(n))
-            if !n.trim().is_empty()
-                && n.chars().count() <= MAX_NAME_CHARS
-                && !n.chars().any(char::is_control) =>
-        {
-            n.clone()
-        }
-        None => return Err(ApiError::missing_field("name")),
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "name",
-                format!(
-                    "name: must be a string of 1 to {MAX_NAME_CHARS} characters without control characters"
-                ),
-            ));
-        }
-    };
-    let enabled = match body.get("enabled") {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(ApiError::invalid_field(
-                "enabled",
-                format!("enabled: must be true or false, got {other}"),
-            ));
-        }
-    };
-    let cron = text("cronExpression", None)?;
-    let timezone = text("timezone", Some("UTC"))?;
-    let schedule =
-        CronSchedule::parse(&cron, &timezone).map_err(|(field, message)| ApiError::BadRequest {
-            code: if field == "cronExpression" {
-                "invalid_cron"
-            } else {
-                "invalid_timezone"
-            },
-            message: format!("{field}: {message}"),
-            field: Some(field.into()),
-        })?;
-    let config = body
-        .get(config_field)
-        .cloned()
-        .ok_or_else(|| ApiError::BadRequest {
-            code: "missing_field",
-            message: format!(
-                "{config_field}: missing; a {kind_name} schedule needs its settings there"
-            ),
-            field: Some(config_field.into()),
-        })?;
-    let (config, action) = action::check(kind, &config)?;
-    Ok(Checked {
-        name,
-        kind,
-        enabled,
-        cron,
-        timezone,
-        schedule,
-        config,
-        action,
-    })
-}
-
-/// The agent a command schedule targets must be one of the project's: checked in the write.
-fn agent_in_project(
-    conn: &mut AnyConnection,
-    project_id: &str,
-    checked: &Checked,
-) -> StoreResult<Result<(), ApiError>> {
-    if let Action::Issue { agent_id, .. } = &checked.action {
-        let id = agent_id.to_string();
-        match agents::find(conn, project_id, &id) {
-            Err(StoreError::NotFound) => {
-                let field = format!("{}.agent_id", checked.kind.config_field());
-                return Ok(Err(ApiError::invalid_field(
-                    field.clone(),
-                    format!("{field}: no agent {id} in this project"),
-                )));
-            }
-            other => {
-                other?;
-            }
-        }
-    }
-    Ok(Ok(()))
-}
-
-/// The next due time of a checked schedule, if enabled.
-fn next_run(checked: &Checked, now: i64) -> Option<i64> {
-    checked
-        .enabled
-        .then(|| checked.schedule.next_after(now))
-        .flatten()
-}
-
 fn not_found(id: &str) -> impl Fn(StoreError) -> ApiError + '_ {
     move |e| match e {
         StoreError::NotFound => ApiError::NotFound(format!("schedule {id}")),
         other => other.into(),
     }
-}
-
-/// The stored schedule as a body, so an update can be merged over it and checked whole.
-fn as_body(row: &ScheduleRow) -> Map<String, Value> {
-    let mut body = Map::new();
-    body.insert("name".into(), json!(row.name));
-    body.insert("type".into(), json!(row.kind));
-    body.insert("enabled".into(), json!(row.enabled));
-    body.insert("cronExpression".into(), json!(row.cron));
-    body.insert("timezone".into(), json!(row.timezone));
-    if let Some(kind) = ScheduleKind::parse(&row.kind) {
-        body.insert(
-            kind.config_field().into(),
-            serde_json::from_str(&row.config).unwrap_or(Value::Null),
-        );
-    }
-    body
 }
 
 fn object(body: Value) -> Result<Map<String, Value>, ApiError> {
@@ -471,50 +277,16 @@ pub async fn create(
     access: ProjectAccess<Admin>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<ScheduleWritten>), ApiError> {
-    let checked = check_body(&object(body)?, &access.project)?;
-    let ctx = state.audit_as(&access.caller);
+    let checked = manage::check_body(&object(body)?, &access.project.slug)?;
+    let ctx = state.audit_as(access.caller.actor());
     let project = access.project;
     let (project_id, user_id) = (project.id.clone(), access.caller.user_id.clone());
     let row = state
         .store
         .write("create_schedule", move |conn| {
-            if let Err(refusal) = agent_in_project(conn, &project_id, &checked)? {
-                return Ok(Err(refusal));
-            }
-            if schedules::count(conn, &project_id)? >= MAX_SCHEDULES {
-                return Ok(Err(ApiError::Conflict(format!(
-                    "this project has {MAX_SCHEDULES} schedules, the most allowed; delete one first"
-                ))));
-            }
-            let now = now_ms();
-            let row = ScheduleRow {
-                id: format!("sch_{}", uuid::Uuid::new_v4().simple()),
-                project_id: project_id.clone(),
-                next_run_at: next_run(&checked, now),
-                name: checked.name,
-                kind: checked.kind.as_str().to_owned(),
-                enabled: checked.enabled,
-                cron: checked.cron,
-                timezone: checked.timezone,
-                config: checked.config.to_string(),
-                last_run_at: None,
-                last_status: None,
-                created_by: user_id,
-                created_at: now,
-                updated_at: now,
-            };
-            schedules::insert(conn, &row)?;
-            audit::append(
-                conn,
-                &ctx,
-                &audit::project_chain(&project_id),
-                "schedule.created",
-                None,
-                audit_view(&row),
-            )?;
-            Ok(Ok(row))
+            manage::create(conn, &ctx, &project_id, &user_id, checked)
         })
-        .await??;
+        .await?;
     tracing::info!(schedule = %row.id, kind = %row.kind, cron = %row.cron, zone = %row.timezone, "schedule created");
     Ok((
         StatusCode::CREATED,
@@ -523,21 +295,6 @@ pub async fn create(
             schedule: SchedulePublic::new(&row, &project),
         }),
     ))
-}
-
-/// What the audit log records of a schedule.
-fn audit_view(row: &ScheduleRow) -> Value {
-    json!({
-        "schedule": {
-            "id": row.id,
-            "name": row.name,
-            "type": row.kind,
-            "enabled": row.enabled,
-            "cron": row.cron,
-            "timezone": row.timezone,
-            "config": serde_json::from_str::<Value>(&row.config).unwrap_or(Value::Null),
-        }
-    })
 }
 
 /// Reads a schedule with its next due times and recent runs (viewer).
@@ -586,59 +343,15 @@ pub async fn update(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<ScheduleWritten>, ApiError> {
     let changes = object(body)?;
-    let ctx = state.audit_as(&access.caller);
+    let ctx = state.audit_as(access.caller.actor());
     let project = access.project;
-    let (project_id, schedule_id, owner) = (project.id.clone(), id.clone(), project.clone());
+    let (project_id, slug) = (project.id.clone(), project.slug.clone());
     let row = state
         .store
         .write("update_schedule", move |conn| {
-            let mut row = schedules::find(conn, &project_id, &schedule_id)?;
-            let mut merged = as_body(&row);
-            // A new type brings its own settings; the old type's go.
-            if let Some(new_kind) = changes.get("type").and_then(Value::as_str)
-                && new_kind != row.kind
-                && let Some(old) = ScheduleKind::parse(&row.kind)
-            {
-                merged.remove(old.config_field());
-            }
-            merged.extend(changes);
-            let checked = match check_body(&merged, &owner) {
-                Ok(checked) => checked,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
-            if let Err(refusal) = agent_in_project(conn, &project_id, &checked)? {
-                return Ok(Err(refusal));
-            }
-            let now = now_ms();
-            let timing_changed = checked.cron != row.cron
-                || checked.timezone != row.timezone
-                || checked.enabled != row.enabled;
-            if timing_changed || row.next_run_at.is_none() {
-                row.next_run_at = next_run(&checked, now);
-            }
-            if !checked.enabled {
-                row.next_run_at = None;
-            }
-            row.name = checked.name;
-            row.kind = checked.kind.as_str().to_owned();
-            row.enabled = checked.enabled;
-            row.cron = checked.cron;
-            row.timezone = checked.timezone;
-            row.config = checked.config.to_string();
-            row.updated_at = now;
-            schedules::save(conn, &row)?;
-            audit::append(
-                conn,
-                &ctx,
-                &audit::project_chain(&project_id),
-                "schedule.updated",
-                None,
-                audit_view(&row),
-            )?;
-            Ok(Ok(row))
+            manage::update(conn, &ctx, (&project_id, &slug), &id, changes)
         })
-        .await
-        .map_err(not_found(&id))??;
+        .await?;
     Ok(Json(ScheduleWritten {
         success: true,
         schedule: SchedulePublic::new(&row, &project),
@@ -654,25 +367,14 @@ pub async fn delete(
     access: ProjectAccess<Admin>,
     ApiPath((_slug, id)): ApiPath<(String, String)>,
 ) -> Result<Json<ScheduleDeleted>, ApiError> {
-    let ctx = state.audit_as(&access.caller);
-    let (project_id, schedule_id) = (access.project.id.clone(), id.clone());
+    let ctx = state.audit_as(access.caller.actor());
+    let project_id = access.project.id.clone();
     state
         .store
         .write("delete_schedule", move |conn| {
-            let row = schedules::find(conn, &project_id, &schedule_id)?;
-            schedules::delete(conn, &project_id, &schedule_id)?;
-            audit::append(
-                conn,
-                &ctx,
-                &audit::project_chain(&project_id),
-                "schedule.deleted",
-                None,
-                audit_view(&row),
-            )?;
-            Ok(())
+            manage::delete(conn, &ctx, &project_id, &id)
         })
-        .await
-        .map_err(not_found(&id))?;
+        .await?;
     Ok(Json(ScheduleDeleted {
         success: true,
         message: "Schedule deleted".into(),
@@ -689,7 +391,7 @@ pub async fn run(
     access: ProjectAccess<Admin>,
     ApiPath((_slug, id)): ApiPath<(String, String)>,
 ) -> Result<Json<ScheduleExecuted>, ApiError> {
-    let env = FireEnv::of(&state);
+    let env = fire_env(&state);
     let (project_id, schedule_id) = (access.project.id.clone(), id.clone());
     let fired = state
         .store

@@ -19,8 +19,9 @@ use crate::error::{ApiError, ErrorBody};
 use crate::query::entities::TASKS;
 use crate::query::filter::{self, Filter, Op, Operand, Scalar};
 use crate::query::{QueryError, order};
+use crate::refusal::Refusal;
+use crate::store::StoreError;
 use crate::store::tasks::{self as task_store, TREE_CAP, TaskRow};
-use crate::store::{StoreError, audit};
 use crate::{cursor, export};
 
 /// Page size when `limit` is not given.
@@ -766,69 +767,26 @@ pub async fn bulk_delete(
         .bulk_limiter
         .check(&format!("tasks-bulk-delete:{}", access.caller.user_id))
         .map_err(ApiError::RateLimited)?;
-    let ctx = state.audit_as(&access.caller);
+    let ctx = state.audit_as(access.caller.actor());
     let project_id = access.project.id.clone();
     let outcome = state
         .store
-        .write("bulk_delete_tasks", move |conn| {
-            let chain = audit::project_chain(&project_id);
-            match (ids, filter) {
-                (Some(mut ids), _) => {
-                    ids.sort();
-                    ids.dedup();
-                    let done = task_store::delete_ids(conn, &project_id, &ids)?;
-                    if !done.missing.is_empty() {
-                        return Ok(Err(ApiError::NotFound(format!(
-                            "tasks {} in this project",
-                            done.missing.join(", ")
-                        ))));
-                    }
-                    if !done.in_flight.is_empty() {
-                        return Ok(Err(ApiError::invalid_field(
-                            "task_ids",
-                            format!(
-                                "task_ids: still in flight (received or started), so nothing was deleted: {}",
-                                done.in_flight.join(", ")
-                            ),
-                        )));
-                    }
-                    audit::append(
-                        conn,
-                        &ctx,
-                        &chain,
-                        "tasks.deleted",
-                        None,
-                        serde_json::json!({"task_ids": ids, "deleted_count": done.deleted}),
-                    )?;
-                    Ok(Ok(BulkDeleted {
-                        deleted_count: done.deleted,
-                        skipped_in_flight: None,
-                    }))
-                }
-                (None, Some((filter, given))) => {
-                    let (deleted, skipped) =
-                        task_store::delete_matching(conn, &project_id, &filter)?;
-                    audit::append(
-                        conn,
-                        &ctx,
-                        &chain,
-                        "tasks.deleted",
-                        None,
-                        serde_json::json!({
-                            "filter": given,
-                            "deleted_count": deleted,
-                            "skipped_in_flight": skipped,
-                        }),
-                    )?;
-                    Ok(Ok(BulkDeleted {
-                        deleted_count: deleted,
-                        skipped_in_flight: Some(skipped),
-                    }))
-                }
-                (None, None) => unreachable!("checked above"),
+        .write("bulk_delete_tasks", move |conn| match (ids, filter) {
+            (Some(ids), _) => Ok(BulkDeleted {
+                deleted_count: crate::tasks::delete_ids(conn, &ctx, &project_id, ids)?,
+                skipped_in_flight: None,
+            }),
+            (None, Some((filter, given))) => {
+                let (deleted, skipped) =
+                    crate::tasks::delete_matching(conn, &ctx, &project_id, &filter, given)?;
+                Ok::<_, Refusal>(BulkDeleted {
+                    deleted_count: deleted,
+                    skipped_in_flight: Some(skipped),
+                })
             }
+            (None, None) => unreachable!("checked above"),
         })
-        .await??;
+        .await?;
     tracing::info!(project = %access.project.slug, deleted = outcome.deleted_count, "tasks deleted");
     Ok(Json(outcome))
 }

@@ -14,8 +14,8 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::expiry::parse_lifetime;
 use crate::names::Label;
+use crate::store::now_ms;
 use crate::store::tokens::{self, ApiToken};
-use crate::store::{StoreError, now_ms};
 
 /// A token as listed: never the secret itself.
 #[derive(Debug, Serialize, ToSchema)]
@@ -110,12 +110,12 @@ pub async fn create(
         .transpose()
         .map_err(|why| ApiError::invalid_field("expires_in", format!("expires_in: {why}")))?
         .map(|ms| now_ms() + ms);
-    let ctx = state.audit_as(&caller);
+    let ctx = state.audit_as(caller.actor());
     let chain = state.store.site_chain();
     let (token, secret) = state
         .store
         .write("create_token", move |conn| {
-            tokens::create_audited(
+            crate::users::tokens::create(
                 conn,
                 &ctx,
                 &chain,
@@ -144,13 +144,12 @@ pub async fn revoke(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TokenPublic>, ApiError> {
-    let shown = id.clone();
-    let ctx = state.audit_as(&caller);
+    let ctx = state.audit_as(caller.actor());
     let chain = state.store.site_chain();
     let token = state
         .store
         .write("revoke_token", move |conn| {
-            tokens::revoke_audited(
+            crate::users::tokens::revoke(
                 conn,
                 &ctx,
                 &chain,
@@ -158,11 +157,7 @@ pub async fn revoke(
                 &id,
             )
         })
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound(format!("token {shown}")),
-            other => other.into(),
-        })?;
+        .await?;
     tracing::info!(prefix = %token.prefix, "token revoked");
     Ok(Json(token.into()))
 }

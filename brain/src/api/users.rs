@@ -12,9 +12,8 @@ use super::{tags, timestamp};
 use crate::app::AppState;
 use crate::auth::SiteAdmin;
 use crate::error::{ApiError, ErrorBody};
-use crate::names::{Label, UserName};
+use crate::names::UserName;
 use crate::store::users::{self, User};
-use crate::store::{StoreError, audit, tokens};
 
 /// A user as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -89,16 +88,12 @@ pub async fn create(
     SiteAdmin(caller): SiteAdmin,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
-    let ctx = state.audit_as(&caller);
+    let ctx = state.audit_as(caller.actor());
     let chain = state.store.site_chain();
     let (user, secret) = state
         .store
         .write("create_user", move |conn| {
-            let user = users::create_audited(conn, &ctx, &chain, &body.name, body.site_admin)?;
-            let label: Label = "initial".parse().expect("valid label");
-            let (_, secret) =
-                tokens::create_audited(conn, &ctx, &chain, (&user.id, &user.name), &label, None)?;
-            Ok((user, secret))
+            crate::users::create_with_token(conn, &ctx, &chain, &body.name, body.site_admin)
         })
         .await?;
     tracing::info!(user = %user.name, site_admin = user.site_admin, "user created");
@@ -128,28 +123,14 @@ pub async fn delete(
         ));
     }
     let shown = name.clone();
-    let ctx = state.audit_as(&caller);
+    let ctx = state.audit_as(caller.actor());
     let chain = state.store.site_chain();
     state
         .store
         .write("delete_user", move |conn| {
-            let user = users::find_active(conn, &name)?;
-            users::delete(conn, &user)?;
-            audit::append(
-                conn,
-                &ctx,
-                &chain,
-                "user.deleted",
-                None,
-                serde_json::json!({"user": {"id": user.id, "name": user.name}}),
-            )?;
-            Ok(())
+            crate::users::delete(conn, &ctx, &chain, &name)
         })
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound(format!("user {shown}")),
-            other => other.into(),
-        })?;
+        .await?;
     tracing::info!(user = %shown, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }

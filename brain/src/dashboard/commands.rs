@@ -45,7 +45,7 @@ pub async fn list(
                         tr data-command=(c.id) {
                             td { a href={ "/p/" (slug) "/commands/" (c.id) } { (time(Some(c.issued_at))) } }
                             td { (c.kind) @if c.critical { " " span.badge.s-failed { "critical" } } }
-                            td { (badge(&c.status)) @if c.late { " " span.muted { "late" } } }
+                            td { (badge(c.status.as_str())) @if c.late { " " span.muted { "late" } } }
                             td { (c.issuer_type) ": " (c.issuer_name) }
                             td.mono { (c.agent_id.get(..8).unwrap_or(&c.agent_id)) }
                             td { (text(c.detail.as_deref())) }

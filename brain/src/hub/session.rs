@@ -8,22 +8,23 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use taskward_shared::audit::{Actor, ActorKind};
 use taskward_shared::crypto::{key_id, parse_public_key, random_bytes};
 use taskward_shared::events::EventBatch;
 use taskward_shared::protocol::{
-    AgentFrame, BrainFrame, EnrollRequest, EnrollResponse, MAX_FRAME_BYTES, Outcome,
-    PROTOCOL_VERSION, SignedResult, verify_hello,
+    AgentFrame, BrainFrame, EnrollRequest, EnrollResponse, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    SignedResult, verify_hello,
 };
 use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 
+use crate::agents::registry::{self, Enrollment, agent_actor};
 use crate::api::extract::ApiJson;
 use crate::app::AppState;
+use crate::commands::lifecycle::{self, Event};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::ingest;
-use crate::store::agents::{self, Agent, EnrollRefusal};
+use crate::store::agents::{self, Agent, EnrollError};
 use crate::store::audit::{self, AuditContext};
-use crate::store::commands::{self, CommandStatus};
+use crate::store::commands;
 use crate::store::{StoreError, now_ms};
 
 /// How long the agent has to answer the challenge.
@@ -56,46 +57,26 @@ pub async fn enroll(
             "hostname: 1 to 255 printable characters",
         ));
     }
+    let enrollment = Enrollment {
+        token: body.enrollment_token,
+        key_id: key_id(&public),
+        public_key: body.public_key,
+        hostname: body.hostname,
+    };
     let signer = state.keys.signer();
-    let outcome = state
+    let (agent, credential) = state
         .store
         .write("enroll_agent", move |conn| {
-            let enrolled = agents::enroll(
-                conn,
-                &body.enrollment_token,
-                &body.public_key,
-                body.hostname.as_deref(),
-                now_ms(),
-            )?;
-            let Ok((agent, credential)) = enrolled else {
-                return Ok(enrolled);
-            };
-            let ctx = AuditContext {
-                signer,
-                actor: agent_actor(&agent),
-            };
-            audit::append(
-                conn,
-                &ctx,
-                &audit::project_chain(&agent.project_id),
-                "agent.enrolled",
-                None,
-                serde_json::json!({
-                    "agent": {"id": agent.id, "name": agent.name},
-                    "public_key": body.public_key,
-                    "key_id": key_id(&public),
-                    "hostname": body.hostname,
-                }),
-            )?;
-            Ok(Ok((agent, credential)))
+            registry::enroll(conn, signer, &enrollment)
         })
-        .await?;
-    let (agent, credential) = outcome.map_err(|refusal| {
-        tracing::info!(?refusal, "enrollment refused");
-        match refusal {
-            EnrollRefusal::Unknown | EnrollRefusal::Expired => ApiError::Unauthenticated,
-        }
-    })?;
+        .await
+        .map_err(|err| match err {
+            EnrollError::Store(err) => ApiError::from(err),
+            refused => {
+                tracing::info!(%refused, "enrollment refused");
+                ApiError::Unauthenticated
+            }
+        })?;
     tracing::info!(agent = %agent.name, "agent enrolled");
     Ok(Json(EnrollResponse {
         agent_id: agent.id,
@@ -103,14 +84,6 @@ pub async fn enroll(
         credential: credential.expose().to_owned(),
         brain_keys: state.keys.public_keys(),
     }))
-}
-
-fn agent_actor(agent: &Agent) -> Actor {
-    Actor {
-        kind: ActorKind::Agent,
-        id: agent.id.clone(),
-        name: agent.name.clone(),
-    }
 }
 
 /// The agent link. Needs `Authorization: Bearer <agent credential>`; operator tokens do not
@@ -359,24 +332,14 @@ async fn handle(
                 .store
                 .write("command_claimed", move |conn| {
                     let command = commands::find_any(conn, &command_id)?;
-                    if command.agent_id != agent_id
-                        || command.status != CommandStatus::Issued.as_str()
-                    {
-                        return Ok(());
+                    if command.agent_id != agent_id {
+                        return Ok(None);
                     }
-                    commands::record_outcome(
-                        conn,
-                        &ctx,
-                        &command,
-                        CommandStatus::Dispatched,
-                        None,
-                        None,
-                    )?;
-                    Ok(())
+                    lifecycle::record(conn, &ctx, &command, Event::Claimed, None, None)
                 })
                 .await;
             match outcome {
-                Ok(()) | Err(StoreError::NotFound) => Ok(()),
+                Ok(_) | Err(StoreError::NotFound) => Ok(()),
                 Err(e) => Err(e.to_string()),
             }
         }
@@ -400,8 +363,8 @@ async fn handle(
     }
 }
 
-/// Appends a verified result as the command's outcome. `Ok(false)` when the result does not
-/// belong to this agent's command (logged, not acknowledged).
+/// Records a verified result as its command's outcome (see
+/// [`lifecycle::record_result`]).
 async fn record_result(
     state: &AppState,
     ctx: AuditContext,
@@ -413,31 +376,7 @@ async fn record_result(
     state
         .store
         .write("command_result", move |conn| {
-            let command = match commands::find_any(conn, &signed.result.command_id) {
-                Err(StoreError::NotFound) => return Ok(false),
-                other => other?,
-            };
-            let issued = audit::row_at(conn, &command.audit_chain, command.audit_seq as u64)?;
-            if command.agent_id != agent_id || issued.hash != signed.result.row_hash {
-                tracing::warn!(agent = %name, command = %command.id, "result does not match the command it names");
-                return Ok(false);
-            }
-            let (status, detail) = match signed.result.outcome {
-                Outcome::Succeeded => (CommandStatus::Succeeded, signed.result.detail.clone()),
-                Outcome::Failed => (CommandStatus::Failed, signed.result.detail.clone()),
-                Outcome::Refused => (CommandStatus::Failed, format!("refused by agent: {}", signed.result.detail)),
-                Outcome::Interrupted => (CommandStatus::Failed, format!("interrupted: {}", signed.result.detail)),
-            };
-            // A repeated result (the agent resends until acked) is not appended twice.
-            let already = audit::rows_of_command(conn, &command.audit_chain, &command.id)?
-                .iter()
-                .any(|row| row.statement.contains(&signed.signature));
-            if already {
-                return Ok(true);
-            }
-            let evidence = serde_json::to_value(&signed).expect("results serialize");
-            commands::record_outcome(conn, &ctx, &command, status, Some(&detail), Some(evidence))?;
-            Ok(true)
+            lifecycle::record_result(conn, &ctx, &agent_id, &name, &signed)
         })
         .await
 }

@@ -6,9 +6,9 @@ use serde_json::{Map, Value, json};
 use taskward_shared::command::{Command, CommandKind};
 use uuid::Uuid;
 
-use crate::api::commands::parse_request;
-use crate::api::runtime::MAX_INACTIVE_HOURS;
-use crate::error::ApiError;
+use crate::agents::stale::MAX_INACTIVE_HOURS;
+use crate::commands::parse_request;
+use crate::refusal::Refusal;
 
 /// Longest retention window: ten years.
 pub const MAX_RETENTION_DAYS: i64 = 3650;
@@ -104,13 +104,13 @@ pub enum Action {
 }
 
 /// Prefixes a 400's field and message with the settings object it came from.
-fn within(prefix: &str, err: ApiError) -> ApiError {
+fn within(prefix: &str, err: Refusal) -> Refusal {
     match err {
-        ApiError::BadRequest {
+        Refusal::Invalid {
             code,
             message,
             field,
-        } => ApiError::BadRequest {
+        } => Refusal::Invalid {
             code,
             message: format!("{prefix}.{message}"),
             field: Some(match field {
@@ -122,16 +122,16 @@ fn within(prefix: &str, err: ApiError) -> ApiError {
     }
 }
 
-fn object<'a>(field: &str, value: &'a Value) -> Result<&'a Map<String, Value>, ApiError> {
+fn object<'a>(field: &str, value: &'a Value) -> Result<&'a Map<String, Value>, Refusal> {
     value
         .as_object()
-        .ok_or_else(|| ApiError::invalid_field(field, format!("{field}: must be a JSON object")))
+        .ok_or_else(|| Refusal::invalid_field(field, format!("{field}: must be a JSON object")))
 }
 
 /// Rejects keys outside `allowed`.
-fn only(field: &str, map: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+fn only(field: &str, map: &Map<String, Value>, allowed: &[&str]) -> Result<(), Refusal> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(unknown) => Err(ApiError::invalid_field(
+        Some(unknown) => Err(Refusal::invalid_field(
             format!("{field}.{unknown}"),
             format!(
                 "{field}.{unknown}: unknown field; expected {}",
@@ -149,14 +149,14 @@ fn bounded(
     key: &str,
     (low, high): (i64, i64),
     default: Option<i64>,
-) -> Result<i64, ApiError> {
+) -> Result<i64, Refusal> {
     let name = format!("{field}.{key}");
     match (map.get(key), default) {
         (None | Some(Value::Null), Some(d)) => Ok(d),
-        (None | Some(Value::Null), None) => Err(ApiError::missing_field(name)),
+        (None | Some(Value::Null), None) => Err(Refusal::missing_field(name)),
         (Some(v), _) => match v.as_i64() {
             Some(n) if (low..=high).contains(&n) => Ok(n),
-            _ => Err(ApiError::invalid_field(
+            _ => Err(Refusal::invalid_field(
                 &name,
                 format!("{name}: must be an integer between {low} and {high}, got {v}"),
             )),
@@ -166,14 +166,15 @@ fn bounded(
 
 /// Checks a type's settings. Returns the settings as stored (defaults filled in) and the
 /// action they describe.
-pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), ApiError> {
+pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), Refusal> {
     let field = kind.config_field();
     let map = object(field, config)?;
     match kind {
         ScheduleKind::BulkRetry => {
             only(field, map, &["agent_id", "filter", "max"])?;
-            let (agent_id, _, command) = parse_request(CommandKind::BulkRetry, config.clone())
+            let request = parse_request(CommandKind::BulkRetry, config.clone())
                 .map_err(|e| within(field, e))?;
+            let (agent_id, command) = (request.agent_id, request.command);
             let stored =
                 json!({"agent_id": agent_id, "filter": config["filter"], "max": config["max"]});
             Ok((stored, Action::Issue { agent_id, command }))
@@ -183,8 +184,9 @@ pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), ApiE
             // A scheduled purge has nobody to confirm a depth: it is a forced purge.
             let mut body = config.clone();
             body["force"] = json!(true);
-            let (agent_id, _, command) =
+            let request =
                 parse_request(CommandKind::PurgeQueue, body).map_err(|e| within(field, e))?;
+            let (agent_id, command) = (request.agent_id, request.command);
             let stored = json!({"agent_id": agent_id, "queue": config["queue"]});
             Ok((stored, Action::Issue { agent_id, command }))
         }
@@ -204,7 +206,7 @@ pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), ApiE
                 None | Some(Value::Null) => true,
                 Some(Value::Bool(b)) => *b,
                 Some(other) => {
-                    return Err(ApiError::invalid_field(
+                    return Err(Refusal::invalid_field(
                         format!("{field}.alertOnFailure"),
                         format!("{field}.alertOnFailure: must be true or false, got {other}"),
                     ));
@@ -237,7 +239,7 @@ pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), ApiE
             let kind_name = match map.get("kind") {
                 Some(Value::String(k)) => k.clone(),
                 _ => {
-                    return Err(ApiError::invalid_field(
+                    return Err(Refusal::invalid_field(
                         format!("{field}.kind"),
                         format!(
                             "{field}.kind: required, one of {}",
@@ -247,10 +249,10 @@ pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), ApiE
                 }
             };
             let command_kind: CommandKind = kind_name.parse().map_err(|e: String| {
-                ApiError::invalid_field(format!("{field}.kind"), format!("{field}.kind: {e}"))
+                Refusal::invalid_field(format!("{field}.kind"), format!("{field}.kind: {e}"))
             })?;
             if map.contains_key("idempotency_key") {
-                return Err(ApiError::invalid_field(
+                return Err(Refusal::invalid_field(
                     format!("{field}.idempotency_key"),
                     format!(
                         "{field}.idempotency_key: not allowed in a schedule (each run is a new command)"
@@ -259,12 +261,13 @@ pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), ApiE
             }
             let mut body = map.clone();
             body.remove("kind");
-            let (agent_id, _, command) =
+            let request =
                 parse_request(command_kind, Value::Object(body)).map_err(|e| within(field, e))?;
+            let (agent_id, command) = (request.agent_id, request.command);
             if let Command::PurgeQueue(purge) = &command
                 && (!purge.force || purge.confirm_token.is_some())
             {
-                return Err(ApiError::invalid_field(
+                return Err(Refusal::invalid_field(
                     format!("{field}.force"),
                     format!(
                         "{field}.force: a scheduled purge cannot be confirmed against a depth; \
@@ -285,7 +288,7 @@ mod tests {
 
     fn field_of(kind: ScheduleKind, config: Value) -> String {
         match check(kind, &config) {
-            Err(ApiError::BadRequest { field, .. }) => field.unwrap_or_default(),
+            Err(Refusal::Invalid { field, .. }) => field.unwrap_or_default(),
             other => panic!("{config}: expected a 400, got {other:?}"),
         }
     }

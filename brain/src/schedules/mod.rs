@@ -13,6 +13,7 @@
 
 pub mod action;
 pub mod cron;
+pub mod manage;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -22,20 +23,20 @@ use taskward_shared::command::{Command, PingWorkers};
 
 use self::action::{Action, ScheduleKind};
 use self::cron::CronSchedule;
-use crate::api::commands::{Issue, issue_in, request_hash};
-use crate::api::runtime::{Rule, clean_up_agent};
-use crate::api::timestamp;
-use crate::app::AppState;
+use crate::agents::stale::{Rule, clean_up_agent};
+use crate::clock::timestamp;
+use crate::commands::{Issue, issue_in};
+use crate::refusal::Refusal;
 use crate::store::audit::{self, AuditContext};
 use crate::store::commands::{self, CommandStatus};
 use crate::store::schedules::{self, RunRow, ScheduleRow, run_status, trigger};
-use crate::store::{AnyConnection, StoreResult, agents, cleanup, tasks};
+use crate::store::{AnyConnection, StoreError, StoreResult, agents, cleanup, tasks};
 
 /// A due time older than this when a brain gets to it was missed.
 pub const MISSED_AFTER_MS: i64 = 60_000;
 
 /// Most schedules fired per tick; the rest fire on the next.
-const DUE_PER_TICK: i64 = 50;
+pub const DUE_PER_TICK: i64 = 50;
 
 /// What to do with due times missed while no brain was running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -50,24 +51,17 @@ pub enum MissedRuns {
 /// What a firing needs from the running server, taken before its transaction.
 #[derive(Clone)]
 pub struct FireEnv {
-    signer: std::sync::Arc<ed25519_dalek::SigningKey>,
-    secret: Vec<u8>,
-    ttl_ms: i64,
+    /// The active signing key.
+    pub signer: std::sync::Arc<ed25519_dalek::SigningKey>,
+    /// The confirm-token secret.
+    pub secret: Vec<u8>,
+    /// The lifetime of the commands it issues.
+    pub ttl_ms: i64,
     /// Agents with a session on this brain: never stale.
-    connected: HashSet<String>,
+    pub connected: HashSet<String>,
 }
 
 impl FireEnv {
-    /// The server's keys, command lifetime and connected agents.
-    pub fn of(state: &AppState) -> FireEnv {
-        FireEnv {
-            signer: state.keys.signer(),
-            secret: state.keys.confirm_secret().to_vec(),
-            ttl_ms: state.settings.command_ttl.as_millis() as i64,
-            connected: state.hub.online_agents(),
-        }
-    }
-
     fn audit_as(&self, schedule: &ScheduleRow) -> AuditContext {
         as_schedule(&self.signer, schedule)
     }
@@ -293,7 +287,7 @@ fn perform(
             let mut removed = Vec::new();
             let mut kept = 0;
             for agent in agents::list(conn, project_id)? {
-                let outcome = clean_up_agent(
+                let outcome = match clean_up_agent(
                     conn,
                     &ctx,
                     project_id,
@@ -304,7 +298,12 @@ fn perform(
                         dry_run: false,
                         archive_first: true,
                     },
-                )?;
+                ) {
+                    Ok(outcome) => outcome,
+                    // Listed a moment ago in this same transaction: a store failure.
+                    Err(Refusal::Store(err)) => return Err(err),
+                    Err(refusal) => return Err(StoreError::Unavailable(refusal.to_string())),
+                };
                 if outcome.deleted {
                     removed.push(json!({
                         "agent_id": outcome.agent_id,
@@ -344,7 +343,7 @@ fn issue_one(
     schedule: &ScheduleRow,
     agent_id: uuid::Uuid,
     command: Command,
-    issued: &mut Vec<(String, String, String)>,
+    issued_out: &mut Vec<(String, String, String)>,
 ) -> StoreResult<Option<String>> {
     let issue = Issue {
         ctx: ctx.clone(),
@@ -352,16 +351,18 @@ fn issue_one(
         project_id: schedule.project_id.clone(),
         agent_id,
         idempotency_key: None,
-        request_hash: request_hash(&agent_id, command.kind(), &command),
         command,
         secret: env.secret.clone(),
         ttl_ms: env.ttl_ms,
     };
-    Ok(match issue_in(conn, &issue)? {
-        Ok((_, record)) => {
-            issued.push((record.id, record.kind, record.agent_id));
+    Ok(match issue_in(conn, &issue) {
+        Ok(issued) => {
+            issued.log();
+            let record = issued.record;
+            issued_out.push((record.id, record.kind.as_str().to_owned(), record.agent_id));
             None
         }
+        Err(Refusal::Store(err)) => return Err(err),
         Err(refusal) => Some(refusal.to_string()),
     })
 }
@@ -379,16 +380,25 @@ pub struct Alert {
     pub failures: Vec<String>,
 }
 
+/// Where a running run stands.
+#[derive(Debug)]
+pub enum RunFinish {
+    /// A command it issued is still open (or another brain finished the run first).
+    Open,
+    /// Finished now; a failing health check with `alertOnFailure` raised this alert.
+    Finished(Option<Alert>),
+}
+
 /// Finishes a run whose commands have all ended: success if every one succeeded. A failing
 /// health check with `alertOnFailure` appends a signed `schedule.alert` row and returns the
-/// alert. `None` while a command is still open.
+/// alert.
 pub fn finish_in(
     conn: &mut AnyConnection,
     signer: &std::sync::Arc<ed25519_dalek::SigningKey>,
     run: &RunRow,
     schedule: &ScheduleRow,
     now: i64,
-) -> StoreResult<Option<Option<Alert>>> {
+) -> StoreResult<RunFinish> {
     let ids: Vec<String> = serde_json::from_str(&run.command_ids).unwrap_or_default();
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
@@ -400,9 +410,9 @@ pub fn finish_in(
             }
             other => other?,
         };
-        let status: CommandStatus = command.status.parse().unwrap_or(CommandStatus::Failed);
+        let status = command.status;
         if !status.is_terminal() {
-            return Ok(None);
+            return Ok(RunFinish::Open);
         }
         if status != CommandStatus::Succeeded {
             failures.push(format!(
@@ -415,7 +425,7 @@ pub fn finish_in(
         }
         outcomes.push(json!({
             "id": command.id,
-            "kind": command.kind,
+            "kind": command.kind.as_str(),
             "agent_id": command.agent_id,
             "status": status.as_str(),
             "detail": command.detail,
@@ -457,139 +467,71 @@ pub fn finish_in(
                 "failures": failures,
             }),
         )?;
-        return Ok(Some(Some(Alert {
+        return Ok(RunFinish::Finished(Some(Alert {
             project_id: schedule.project_id.clone(),
             schedule_id: schedule.id.clone(),
             schedule_name: schedule.name.clone(),
             failures,
         })));
     }
-    Ok(Some(None))
+    Ok(RunFinish::Finished(None))
 }
 
-/// Fires every due schedule (at most [`DUE_PER_TICK`]) and finishes runs whose commands
-/// ended. Returns the runs recorded.
-pub async fn tick(state: &AppState, now: i64) -> StoreResult<Vec<RunRow>> {
-    let due = state
-        .store
-        .read("schedules_due", move |conn| {
-            schedules::due(conn, now, DUE_PER_TICK)
-        })
-        .await?;
-    let mut runs = Vec::new();
-    if !due.is_empty() {
-        let env = FireEnv::of(state);
-        for (id, due_at) in due {
-            if let Some(run) = fire_due(state, &env, id, due_at, now).await? {
-                runs.push(run);
-            }
-        }
-    }
-    finish_open_runs(state, now).await?;
-    Ok(runs)
-}
-
-/// Claims and fires one due time; `None` if another brain (or an earlier tick) had it.
-async fn fire_due(
-    state: &AppState,
+/// Claims one due time and fires it (or records it skipped), in the caller's transaction;
+/// `None` if another brain (or an earlier tick) had it. The claim is an `UPDATE … WHERE
+/// next_run_at = <due>`: PostgreSQL's row lock makes a second brain re-check and update
+/// nothing, SQLite's single writer serialises.
+pub fn fire_due_in(
+    conn: &mut AnyConnection,
     env: &FireEnv,
-    id: String,
+    policy: MissedRuns,
+    id: &str,
     due_at: i64,
     now: i64,
-) -> StoreResult<Option<RunRow>> {
-    let env = env.clone();
-    let policy = state.settings.missed_schedules;
-    let fired = state
-        .store
-        .write("schedule_fire", move |conn| {
-            let schedule = schedules::find_any(conn, &id)?;
-            if schedule.next_run_at != Some(due_at) || !schedule.enabled {
-                return Ok(None);
-            }
-            let cron = CronSchedule::parse(&schedule.cron, &schedule.timezone).ok();
-            // The next due time after now, not after this one: missed times never pile up.
-            let next = cron.as_ref().and_then(|c| c.next_after(now));
-            if !schedules::claim(conn, &id, due_at, next, now)? {
-                return Ok(None);
-            }
-            let late = now - due_at > MISSED_AFTER_MS;
-            let missed = match (&cron, late) {
-                (Some(c), true) => c.count_between(due_at - 1, now, 1000),
-                _ => 0,
-            };
-            Ok(Some(match (late, policy) {
-                (true, MissedRuns::Skip) => skip_in(conn, &schedule, due_at, missed, now)?,
-                (true, MissedRuns::RunOnce) => fire_in(
-                    conn,
-                    &env,
-                    &schedule,
-                    trigger::CATCH_UP,
-                    Some(due_at),
-                    missed,
-                    now,
-                )?,
-                (false, _) => fire_in(conn, &env, &schedule, trigger::CRON, Some(due_at), 0, now)?,
-            }))
-        })
-        .await?;
-    Ok(fired.map(|fired| announce(state, fired)))
+) -> StoreResult<Option<Fired>> {
+    let schedule = schedules::find_any(conn, id)?;
+    if schedule.next_run_at != Some(due_at) || !schedule.enabled {
+        return Ok(None);
+    }
+    let cron = CronSchedule::parse(&schedule.cron, &schedule.timezone).ok();
+    // The next due time after now, not after this one: missed times never pile up.
+    let next = cron.as_ref().and_then(|c| c.next_after(now));
+    if !schedules::claim(conn, id, due_at, next, now)? {
+        return Ok(None);
+    }
+    let late = now - due_at > MISSED_AFTER_MS;
+    let missed = match (&cron, late) {
+        (Some(c), true) => c.count_between(due_at - 1, now, 1000),
+        _ => 0,
+    };
+    Ok(Some(match (late, policy) {
+        (true, MissedRuns::Skip) => skip_in(conn, &schedule, due_at, missed, now)?,
+        (true, MissedRuns::RunOnce) => fire_in(
+            conn,
+            env,
+            &schedule,
+            trigger::CATCH_UP,
+            Some(due_at),
+            missed,
+            now,
+        )?,
+        (false, _) => fire_in(conn, env, &schedule, trigger::CRON, Some(due_at), 0, now)?,
+    }))
 }
 
-/// Wakes the agents a run has commands for, and logs it.
-pub fn announce(state: &AppState, fired: Fired) -> RunRow {
-    for agent in &fired.wake {
-        state.hub.wake(agent);
+/// Finishes a run if it is still running (another brain may have finished it since it was
+/// read), in the caller's transaction.
+pub fn finish_open_in(
+    conn: &mut AnyConnection,
+    signer: &std::sync::Arc<ed25519_dalek::SigningKey>,
+    run: &RunRow,
+    schedule: &ScheduleRow,
+    now: i64,
+) -> StoreResult<RunFinish> {
+    let still_open =
+        schedules::find_run(conn, &run.id)?.is_some_and(|r| r.status == run_status::RUNNING);
+    if !still_open {
+        return Ok(RunFinish::Open);
     }
-    let run = fired.run;
-    tracing::info!(schedule = %run.schedule_id, run = %run.id, trigger = %run.trigger_kind,
-        status = %run.status, "schedule fired");
-    if let Some(error) = &run.error {
-        tracing::warn!(schedule = %run.schedule_id, run = %run.id, %error, "schedule run failed");
-    }
-    run
-}
-
-/// Finishes runs whose commands all ended; raises health-check alerts.
-pub async fn finish_open_runs(state: &AppState, now: i64) -> StoreResult<usize> {
-    let signer = state.keys.signer();
-    // Read first: most seconds nothing is open, and no write lock is taken.
-    let open = state
-        .store
-        .read("schedule_open_runs", |conn| schedules::open_runs(conn, 200))
-        .await?;
-    let mut finished = 0;
-    let mut alerts = Vec::new();
-    // Each run in its own transaction: one that cannot finish does not hold up the others.
-    for (run, schedule) in open {
-        let signer = signer.clone();
-        let id = run.id.clone();
-        match state
-            .store
-            .write("schedule_finish_run", move |conn| {
-                // Another brain may have finished it since the read.
-                let still_open = schedules::find_run(conn, &run.id)?
-                    .is_some_and(|r| r.status == run_status::RUNNING);
-                if !still_open {
-                    return Ok(None);
-                }
-                finish_in(conn, &signer, &run, &schedule, now)
-            })
-            .await
-        {
-            Ok(Some(alert)) => {
-                finished += 1;
-                alerts.extend(alert);
-            }
-            Ok(None) => {}
-            Err(err) => tracing::warn!(run = %id, %err, "cannot finish a schedule run"),
-        }
-    }
-    for alert in alerts {
-        tracing::warn!(schedule = %alert.schedule_id, name = %alert.schedule_name,
-            failures = %alert.failures.join("; "), "ALERT: health check failed");
-        state
-            .metrics
-            .record_alert(&alert.project_id, &alert.schedule_id);
-    }
-    Ok(finished)
+    finish_in(conn, signer, run, schedule, now)
 }

@@ -109,13 +109,28 @@ pub fn delete(conn: &mut AnyConnection, project_id: &str, agent_id: &str) -> Sto
     Ok(agent)
 }
 
-/// Why an enrollment was refused (the wire says only "invalid enrollment token").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnrollRefusal {
+/// Why an enrollment did not happen (the wire says only "invalid enrollment token"; the
+/// log says which).
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
     /// No agent waits for this token (unknown or already spent).
+    #[error("unknown or spent enrollment token")]
     Unknown,
     /// The token's 24 hours passed.
+    #[error("expired enrollment token")]
     Expired,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl super::OpError for EnrollError {
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            EnrollError::Store(err) => Some(err),
+            _ => None,
+        }
+    }
 }
 
 /// Spends an enrollment token: records the agent's public key and host, and issues the agent's
@@ -126,17 +141,18 @@ pub fn enroll(
     public_key: &str,
     hostname: Option<&str>,
     now: i64,
-) -> StoreResult<Result<(Agent, Secret), EnrollRefusal>> {
+) -> Result<(Agent, Secret), EnrollError> {
     let found = agents::table
         .filter(agents::enrollment_token_hash.eq(hash_secret(token)))
         .select(Agent::as_select())
         .first(conn)
-        .optional()?;
+        .optional()
+        .map_err(StoreError::from)?;
     let Some(agent) = found else {
-        return Ok(Err(EnrollRefusal::Unknown));
+        return Err(EnrollError::Unknown);
     };
     if agent.enrollment_expires_at.is_none_or(|t| t <= now) {
-        return Ok(Err(EnrollRefusal::Expired));
+        return Err(EnrollError::Expired);
     }
     let credential = Secret::generate(SecretKind::AgentCredential);
     diesel::update(agents::table.find(&agent.id))
@@ -148,12 +164,14 @@ pub fn enroll(
             agents::credential_hash.eq(credential.hash()),
             agents::hostname.eq(hostname),
         ))
-        .execute(conn)?;
+        .execute(conn)
+        .map_err(StoreError::from)?;
     let agent = agents::table
         .find(&agent.id)
         .select(Agent::as_select())
-        .first(conn)?;
-    Ok(Ok((agent, credential)))
+        .first(conn)
+        .map_err(StoreError::from)?;
+    Ok((agent, credential))
 }
 
 /// The enrolled agent holding this link credential, if any.

@@ -121,7 +121,7 @@ pub fn append_signed_by(
         v: STATEMENT_VERSION,
         chain: chain.to_owned(),
         seq: seq.to_string(),
-        time: crate::api::timestamp(now).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        time: crate::clock::timestamp(now).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         actor: actor.clone(),
         kind: kind.to_owned(),
         command_id: command_id.map(str::to_owned),

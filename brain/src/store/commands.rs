@@ -12,7 +12,8 @@ use taskward_shared::command::{CommandKind, IssuedCommand};
 
 use super::audit::{self, AuditContext};
 use super::schema::{command_status, commands, idempotency_keys, queue_depths};
-use super::{AnyConnection, StoreError, StoreResult, now_ms};
+use super::text_enum::Parsed;
+use super::{AnyConnection, StoreResult, now_ms};
 use crate::query::filter::{Filter, Scalar};
 use crate::query::order::SortKey;
 use crate::query::sql::{Sql, dialect_of, load_sql};
@@ -97,7 +98,8 @@ pub struct CommandRecord {
     /// Audience: the agent that must run it.
     pub agent_id: String,
     /// Kind, e.g. `retry-task`.
-    pub kind: String,
+    #[diesel(deserialize_as = Parsed<CommandKind>)]
+    pub kind: CommandKind,
     /// Validated payload, JSON.
     pub payload: String,
     /// `user` or `schedule`.
@@ -125,7 +127,8 @@ pub struct CommandRecord {
     /// Current status.
     #[diesel(select_expression = command_status::status)]
     #[diesel(sql_type = diesel::sql_types::Text)]
-    pub status: String,
+    #[diesel(deserialize_as = Parsed<CommandStatus>)]
+    pub status: CommandStatus,
     /// Outcome detail or refusal reason.
     #[diesel(select_expression = command_status::detail)]
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
@@ -181,7 +184,7 @@ pub fn position(row: &CommandRecord, order: &[SortKey]) -> Vec<serde_json::Value
         .map(|key| match key.field.name {
             "id" => Value::String(row.id.clone()),
             "agent_id" => Value::String(row.agent_id.clone()),
-            "kind" => Value::String(row.kind.clone()),
+            "kind" => Value::String(row.kind.as_str().to_owned()),
             "issuer_type" => Value::String(row.issuer_type.clone()),
             "issuer_id" => Value::String(row.issuer_id.clone()),
             "issuer_name" => Value::String(row.issuer_name.clone()),
@@ -193,7 +196,7 @@ pub fn position(row: &CommandRecord, order: &[SortKey]) -> Vec<serde_json::Value
             "global_throttle" => Value::Bool(row.global_throttle),
             "issued_at" => Value::from(row.issued_at),
             "expires_at" => Value::from(row.expires_at),
-            "status" => Value::String(row.status.clone()),
+            "status" => Value::String(row.status.as_str().to_owned()),
             "detail" => row.detail.clone().map_or(Value::Null, Value::String),
             "late" => Value::Bool(row.late),
             "updated_at" => Value::from(row.updated_at),
@@ -307,27 +310,24 @@ pub fn find(conn: &mut AnyConnection, project_id: &str, id: &str) -> StoreResult
         .first(conn)?)
 }
 
-/// Records an outcome: appends a signed `command.<status>` row and moves the status cache,
-/// unless the command already ended (a late result is recorded, marked late, and changes
-/// nothing). Returns the updated record.
+/// Records an outcome as [`crate::commands::lifecycle`] decided it: appends a signed
+/// `command.<status>` row and moves the status cache, or, for a result after the command
+/// ended (`late`), appends the row marked late and flags the command, status unchanged.
+/// Returns the updated record.
 pub fn record_outcome(
     conn: &mut AnyConnection,
     ctx: &AuditContext,
     command: &CommandRecord,
     status: CommandStatus,
+    late: bool,
     detail: Option<&str>,
     evidence: Option<serde_json::Value>,
 ) -> StoreResult<CommandRecord> {
-    let current: CommandStatus = command
-        .status
-        .parse()
-        .map_err(|e: String| StoreError::Unavailable(e))?;
-    let late = current.is_terminal();
     let payload = serde_json::json!({
         "status": status.as_str(),
         "detail": detail,
         "late": late,
-        "previous_status": current.as_str(),
+        "previous_status": command.status.as_str(),
         "agent_result": evidence,
     });
     audit::append(

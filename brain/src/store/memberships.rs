@@ -109,28 +109,3 @@ pub fn remove(conn: &mut AnyConnection, project_id: &str, user_id: &str) -> Stor
     }
     Ok(())
 }
-
-/// Sets a member's role and records `member.role_set` on the project's chain.
-pub fn set_role_audited(
-    conn: &mut AnyConnection,
-    ctx: &super::audit::AuditContext,
-    project_id: &str,
-    user: (&str, &str),
-    role: Role,
-) -> StoreResult<SetRole> {
-    let (user_id, user_name) = user;
-    let change = set_role(conn, project_id, user_id, role)?;
-    super::audit::append(
-        conn,
-        ctx,
-        &super::audit::project_chain(project_id),
-        "member.role_set",
-        None,
-        serde_json::json!({
-            "user": {"id": user_id, "name": user_name},
-            "role": role,
-            "added": change == SetRole::Added,
-        }),
-    )?;
-    Ok(change)
-}

@@ -26,6 +26,7 @@ pub mod schema;
 pub mod seed;
 pub mod sessions;
 pub mod tasks;
+pub mod text_enum;
 pub mod tokens;
 pub mod users;
 
@@ -167,6 +168,35 @@ impl From<diesel::r2d2::PoolError> for StoreError {
 
 /// Result of every store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    /// A concurrent writer got there first: a unique key it inserted, or (PostgreSQL) a
+    /// serialization failure. Running the operation again sees the winner's rows.
+    pub fn is_lost_race(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Conflict(_)
+                | StoreError::Database(DieselError::DatabaseError(
+                    DatabaseErrorKind::SerializationFailure,
+                    _
+                ))
+        )
+    }
+}
+
+/// What a write through the door may end with: a [`StoreError`], or a domain refusal (see
+/// [`crate::refusal::Refusal`]) that may carry one. The door rolls back on either and counts
+/// refusals apart from failures in `taskward_store_operations_total`.
+pub trait OpError: From<StoreError> {
+    /// The store failure inside, or `None` for a refusal of the domain's own.
+    fn store_error(&self) -> Option<&StoreError>;
+}
+
+impl OpError for StoreError {
+    fn store_error(&self) -> Option<&StoreError> {
+        Some(self)
+    }
+}
 
 /// Applies the per-connection settings each backend needs for a server workload.
 #[derive(Debug)]
@@ -315,14 +345,36 @@ impl Store {
     }
 
     /// Runs a closure in one write transaction, off the async threads. Everything it does
-    /// commits together or not at all.
-    pub async fn write<T, F>(&self, op: &'static str, f: F) -> StoreResult<T>
+    /// commits together or not at all: an `Err` — a store failure or a domain refusal —
+    /// rolls the transaction back, so a refusal never leaves half a change behind.
+    pub async fn write<T, E, F>(&self, op: &'static str, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut AnyConnection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: OpError + Send + 'static,
     {
         let store = self.clone();
         run_blocking(move || store.write_blocking(op, f)).await
+    }
+
+    /// [`Store::write`], run again (once) when it lost a race for a unique key or a
+    /// serializable snapshot to a concurrent writer: the second attempt reads the winner's
+    /// row. For operations whose closure is safe to repeat (it reads before it writes).
+    pub async fn write_retrying<T, E, F>(&self, op: &'static str, f: F) -> Result<T, E>
+    where
+        F: Fn(&mut AnyConnection) -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: OpError + Send + 'static,
+    {
+        let store = self.clone();
+        run_blocking(move || match store.write_blocking(op, &f) {
+            Err(err) if err.store_error().is_some_and(StoreError::is_lost_race) => {
+                tracing::debug!(op, "write lost a race; running it again");
+                store.write_blocking(op, &f)
+            }
+            other => other,
+        })
+        .await
     }
 
     /// [`Store::read`] for synchronous callers (the CLI).
@@ -343,18 +395,16 @@ impl Store {
     }
 
     /// [`Store::write`] for synchronous callers (the CLI).
-    pub fn write_blocking<T>(
+    pub fn write_blocking<T, E: OpError>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&mut AnyConnection) -> StoreResult<T>,
-    ) -> StoreResult<T> {
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, E>,
+    ) -> Result<T, E> {
         let _span = tracing::debug_span!("store", op).entered();
-        let result = self
-            .inner
-            .writer
-            .get()
-            .map_err(StoreError::from)
-            .and_then(|mut conn| in_write_transaction(&mut conn, f));
+        let result = match self.inner.writer.get() {
+            Ok(mut conn) => in_write_transaction(&mut conn, f),
+            Err(err) => Err(StoreError::from(err).into()),
+        };
         self.count(op, &result);
         result
     }
@@ -368,13 +418,14 @@ impl Store {
         .await
     }
 
-    fn count<T>(&self, op: &'static str, result: &StoreResult<T>) {
-        let outcome = match result {
+    fn count<T, E: OpError>(&self, op: &'static str, result: &Result<T, E>) {
+        let outcome = match result.as_ref().map_err(E::store_error) {
             Ok(_) => "ok",
-            Err(StoreError::NotFound) => "not_found",
-            Err(StoreError::Conflict(_)) => "conflict",
-            Err(StoreError::Unavailable(_)) => "unavailable",
-            Err(_) => "error",
+            Err(None) => "refused",
+            Err(Some(StoreError::NotFound)) => "not_found",
+            Err(Some(StoreError::Conflict(_))) => "conflict",
+            Err(Some(StoreError::Unavailable(_))) => "unavailable",
+            Err(Some(_)) => "error",
         };
         self.inner
             .metrics
@@ -387,19 +438,18 @@ impl Store {
 }
 
 /// Runs blocking work on tokio's blocking pool, keeping the caller's tracing span.
-pub async fn run_blocking<T, F>(f: F) -> StoreResult<T>
+pub async fn run_blocking<T, E, F>(f: F) -> Result<T, E>
 where
-    F: FnOnce() -> StoreResult<T> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
     T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
 {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .unwrap_or_else(|join_err| {
             // A panic inside store code: surface it as an error instead of killing the server.
-            Err(StoreError::Unavailable(format!(
-                "store task failed: {join_err}"
-            )))
+            Err(StoreError::Unavailable(format!("store task failed: {join_err}")).into())
         })
 }
 
@@ -470,17 +520,18 @@ fn migrate(conn: &mut AnyConnection) -> StoreResult<()> {
 
 /// Runs `f` in a transaction, starting it with `BEGIN IMMEDIATE` on SQLite so the write lock
 /// is taken up front (a deferred transaction that upgrades later can fail instead of waiting).
-fn in_write_transaction<T>(
+fn in_write_transaction<T, E: From<StoreError>>(
     conn: &mut PooledConnection<ConnectionManager<AnyConnection>>,
-    f: impl FnOnce(&mut AnyConnection) -> StoreResult<T>,
-) -> StoreResult<T> {
+    f: impl FnOnce(&mut AnyConnection) -> Result<T, E>,
+) -> Result<T, E> {
     let conn: &mut AnyConnection = conn;
-    match conn {
+    let begun = match conn {
         AnyConnection::Sqlite(c) => {
-            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
         }
-        AnyConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction(c)?,
-    }
+        AnyConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction(c),
+    };
+    begun.map_err(StoreError::from)?;
     let result = f(conn);
     let end = match (&result, &mut *conn) {
         (Ok(_), AnyConnection::Sqlite(c)) => AnsiTransactionManager::commit_transaction(c),
@@ -490,15 +541,12 @@ fn in_write_transaction<T>(
     };
     match (result, end) {
         (Ok(value), Ok(())) => Ok(value),
-        (Ok(_), Err(commit_err)) => Err(commit_err.into()),
+        (Ok(_), Err(commit_err)) => Err(StoreError::from(commit_err).into()),
         (Err(err), _) => Err(err),
     }
 }
 
-/// Milliseconds since the Unix epoch: how every time is stored.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use crate::clock::now_ms;
 
 /// A new random row id.
 pub fn new_id() -> String {

@@ -153,28 +153,3 @@ pub(super) fn parse_stored_role(stored: &str) -> StoreResult<Role> {
         StoreError::Database(diesel::result::Error::DeserializationError(e.into()))
     })
 }
-
-/// Creates a project and records `project.created` on the site chain (API and CLI both come
-/// here, so neither can forget the row).
-pub fn create_audited(
-    conn: &mut AnyConnection,
-    ctx: &super::audit::AuditContext,
-    site_chain: &str,
-    slug: &ProjectSlug,
-    name: Option<&Label>,
-    description: &str,
-) -> StoreResult<Project> {
-    let project = create(conn, slug, name, description)?;
-    super::audit::append(
-        conn,
-        ctx,
-        site_chain,
-        "project.created",
-        None,
-        serde_json::json!({
-            "project": {"id": project.id, "slug": project.slug},
-            "chain": super::audit::project_chain(&project.id),
-        }),
-    )?;
-    Ok(project)
-}

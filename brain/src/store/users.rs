@@ -91,29 +91,16 @@ pub fn delete(conn: &mut AnyConnection, user: &User) -> StoreResult<()> {
     Ok(())
 }
 
-/// Sets an active user's password hash (a PHC string), ends their dashboard sessions, and
-/// records `user.password_set` on the site chain (without the hash).
-pub fn set_password_audited(
+/// Replaces a user's password hash (a PHC string).
+pub fn set_password_hash(
     conn: &mut AnyConnection,
-    ctx: &super::audit::AuditContext,
-    site_chain: &str,
-    name: &UserName,
+    user_id: &str,
     password_hash: &str,
-) -> StoreResult<User> {
-    let user = find_active(conn, name)?;
-    diesel::update(users::table.find(&user.id))
+) -> StoreResult<()> {
+    diesel::update(users::table.find(user_id))
         .set(users::password_hash.eq(password_hash))
         .execute(conn)?;
-    super::sessions::delete_for_user(conn, &user.id)?;
-    super::audit::append(
-        conn,
-        ctx,
-        site_chain,
-        "user.password_set",
-        None,
-        serde_json::json!({"user": {"id": user.id, "name": user.name}}),
-    )?;
-    Ok(user)
+    Ok(())
 }
 
 /// An active user and their password hash (`None` when they have no password), by name.
@@ -127,24 +114,4 @@ pub fn with_password(
         .select((User::as_select(), users::password_hash))
         .first(conn)
         .optional()?)
-}
-
-/// Creates a user and records `user.created` on the site chain.
-pub fn create_audited(
-    conn: &mut AnyConnection,
-    ctx: &super::audit::AuditContext,
-    site_chain: &str,
-    name: &UserName,
-    site_admin: bool,
-) -> StoreResult<User> {
-    let user = create(conn, name, site_admin)?;
-    super::audit::append(
-        conn,
-        ctx,
-        site_chain,
-        "user.created",
-        None,
-        serde_json::json!({"user": {"id": user.id, "name": user.name, "site_admin": user.site_admin}}),
-    )?;
-    Ok(user)
 }

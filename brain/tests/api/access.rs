@@ -416,7 +416,7 @@ async fn expired_admin_token(app: &TestApp) -> String {
             let user = users::find_active(conn, &name.parse::<UserName>().unwrap())?;
             let label: Label = "old".parse().unwrap();
             let (_, secret) = tokens::create(conn, &user.id, &label, Some(now_ms() - 1))?;
-            Ok(secret.expose().to_owned())
+            Ok::<_, taskward_brain::store::StoreError>(secret.expose().to_owned())
         })
         .await
         .unwrap()

@@ -81,7 +81,7 @@ pub(crate) async fn tamper(app: &TestApp, statements: Vec<String>) {
             for sql in backend_guard_off.iter().chain(&statements) {
                 diesel::sql_query(sql).execute(conn)?;
             }
-            Ok(())
+            Ok::<_, taskward_brain::store::StoreError>(())
         })
         .await
         .unwrap();
@@ -234,7 +234,7 @@ async fn the_database_refuses_updates_and_deletes(backend: Backend) {
         let result = app
             .store
             .write("test_forbidden", move |conn| {
-                Ok(diesel::sql_query(&sql).execute(conn)?)
+                Ok::<_, taskward_brain::store::StoreError>(diesel::sql_query(&sql).execute(conn)?)
             })
             .await;
         let err = result.expect_err("an audit row was changed");

@@ -706,7 +706,7 @@ async fn two_brains_fire_each_due_time_once(backend: Backend) {
                         "UPDATE schedules SET next_run_at = {now} WHERE id = '{id}'"
                     ))
                     .execute(c)?;
-                    Ok(())
+                    Ok::<_, taskward_brain::store::StoreError>(())
                 })
             })
             .await

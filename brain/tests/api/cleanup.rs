@@ -164,7 +164,7 @@ async fn set_due_now(app: &TestApp) {
             diesel::update(cleanup_tasks::table)
                 .set(cleanup_tasks::next_attempt_at.eq(0_i64))
                 .execute(conn)?;
-            Ok(())
+            Ok::<_, taskward_brain::store::StoreError>(())
         })
         .await
         .unwrap();

@@ -5,8 +5,10 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use taskward_brain::app::ServerSettings;
 use taskward_brain::background::time_out_overdue;
+use taskward_brain::commands::lifecycle::{self, Event};
 use taskward_brain::limits::Limit;
-use taskward_brain::store::commands::{self, CommandStatus};
+use taskward_brain::store::StoreError;
+use taskward_brain::store::commands;
 
 use crate::both_backends;
 use crate::support::{Backend, TestApp, unique};
@@ -663,29 +665,36 @@ async fn unclaimed_commands_time_out(backend: Backend) {
     assert_eq!(rows[1]["statement"]["actor"]["type"], "system");
     assert!(rows.iter().all(|r| r["signature_valid"] == true));
 
-    // A late success: recorded and chained, but the status stays timed_out.
+    // A late success: recorded and chained, but the status stays timed_out. A second late
+    // result is ignored, so an agent cannot grow the log without bound.
     let ctx = app.state.audit_as_system();
     let (pid, cid) = (
         issued.body["project_id"].as_str().unwrap().to_owned(),
         id.clone(),
     );
-    app.store
+    let changed = app
+        .store
         .write("test_late_result", move |conn| {
-            let command = commands::find(conn, &pid, &cid)?;
-            commands::record_outcome(
-                conn,
-                &ctx,
-                &command,
-                CommandStatus::Succeeded,
-                Some("ran"),
-                None,
-            )
+            let mut changed = Vec::new();
+            for event in [Event::Succeeded, Event::Failed] {
+                let command = commands::find(conn, &pid, &cid)?;
+                changed.push(
+                    lifecycle::record(conn, &ctx, &command, event, Some("ran"), None)?.is_some(),
+                );
+            }
+            Ok::<_, StoreError>(changed)
         })
         .await
         .unwrap();
+    assert_eq!(
+        changed,
+        [true, false],
+        "only the first late result is recorded"
+    );
     let detail = app.get(&format!("{P}/{id}"), &t).await;
     assert_eq!(detail.body["status"], "timed_out");
     assert_eq!(detail.body["late"], true);
+    assert_eq!(detail.body["audit_rows"].as_array().unwrap().len(), 3);
     assert_eq!(
         detail.body["audit_rows"][2]["statement"]["payload"]["late"],
         true

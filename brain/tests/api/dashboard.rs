@@ -238,11 +238,11 @@ async fn operator_flows_in_a_real_browser() {
         .write("test_outcome", move |conn| {
             use taskward_brain::store::commands;
             let command = commands::find(conn, &project_id, &id)?;
-            commands::record_outcome(
+            taskward_brain::commands::lifecycle::record(
                 conn,
                 &ctx,
                 &command,
-                commands::CommandStatus::Succeeded,
+                taskward_brain::commands::Event::Succeeded,
                 Some("republished as a new task"),
                 None,
             )

@@ -30,7 +30,7 @@ pub async fn backdate(app: &TestApp, agent: &str) {
                     agents::last_seen_at.eq(Some(week_ago)),
                 ))
                 .execute(conn)?;
-            Ok(())
+            Ok::<_, taskward_brain::store::StoreError>(())
         })
         .await
         .unwrap();

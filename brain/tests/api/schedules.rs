@@ -3,7 +3,7 @@
 //! type's effect, and access.
 //!
 //! Agents are not running here: where a command needs an outcome, the test records the
-//! agent's verdict with `store::commands::record_outcome` (a stand-in for the agent's signed
+//! agent's verdict with `commands::lifecycle::record` (a stand-in for the agent's signed
 //! result; the real agent and Celery workers are in `agent/tests/link.rs`).
 
 use std::sync::Arc;
@@ -11,9 +11,11 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use taskward_brain::app::{App, AppState, ServerSettings};
-use taskward_brain::schedules::{self, MissedRuns};
+use taskward_brain::background::schedules as schedules_loop;
+use taskward_brain::commands::lifecycle::{self, Event};
+use taskward_brain::schedules::MissedRuns;
 use taskward_brain::store::commands::{self, CommandStatus};
-use taskward_brain::store::{Store, now_ms};
+use taskward_brain::store::{Store, StoreError, now_ms};
 use taskward_shared::events::{Update, WorkerUpdate};
 
 use crate::both_backends;
@@ -90,8 +92,12 @@ async fn agent_says(app: &TestApp, command_id: &str, status: CommandStatus, deta
     app.store
         .write("test_outcome", move |conn| {
             let command = commands::find_any(conn, &id)?;
-            commands::record_outcome(conn, &ctx, &command, status, Some(&detail), None)?;
-            Ok(())
+            let event = match status {
+                CommandStatus::Succeeded => Event::Succeeded,
+                _ => Event::Failed,
+            };
+            lifecycle::record(conn, &ctx, &command, event, Some(&detail), None)?;
+            Ok::<_, StoreError>(())
         })
         .await
         .unwrap();
@@ -456,12 +462,12 @@ async fn a_due_time_fires_once_across_restarts_and_two_brains(backend: Backend) 
     for minute in 0..5 {
         let now = t0 + minute * 60_000 + 1_500;
         let (a, b) = tokio::join!(
-            schedules::tick(&app.state, now),
-            schedules::tick(&other, now)
+            schedules_loop::tick(&app.state, now),
+            schedules_loop::tick(&other, now)
         );
         let (c, d) = tokio::join!(
-            schedules::tick(&app.state, now),
-            schedules::tick(&other, now)
+            schedules_loop::tick(&app.state, now),
+            schedules_loop::tick(&other, now)
         );
         let fired: usize = [a, b, c, d].into_iter().map(|r| r.unwrap().len()).sum();
         assert_eq!(fired, 1, "minute {minute}: one run per due time");
@@ -469,7 +475,12 @@ async fn a_due_time_fires_once_across_restarts_and_two_brains(backend: Backend) 
     // A brain that starts again (a fresh process) finds nothing more due at the same time.
     let restarted = second_brain(&app).await;
     let now = t0 + 4 * 60_000 + 1_500;
-    assert!(schedules::tick(&restarted, now).await.unwrap().is_empty());
+    assert!(
+        schedules_loop::tick(&restarted, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let detail = app
         .get(&format!("{P}/schedules/{id}"), &app.admin_token)
         .await;
@@ -514,9 +525,14 @@ async fn missed_due_times_fire_once_or_are_skipped(backend: Backend) {
         let due = ms("2030-01-01T00:00:00Z");
         set_next_run(&app, &id, due).await;
         let now = due + 10 * 60_000 + 30_000;
-        let runs = schedules::tick(&app.state, now).await.unwrap();
+        let runs = schedules_loop::tick(&app.state, now).await.unwrap();
         assert_eq!(runs.len(), 1, "{policy:?}: once, never a burst");
-        assert!(schedules::tick(&app.state, now).await.unwrap().is_empty());
+        assert!(
+            schedules_loop::tick(&app.state, now)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let run = &runs[0];
         assert_eq!(run.trigger_kind, "catch_up");
         let result: Value = serde_json::from_str(&run.result).unwrap();
@@ -583,7 +599,7 @@ async fn command_schedules_issue_signed_commands_as_the_schedule(backend: Backen
     )
     .await;
     assert_eq!(
-        schedules::finish_open_runs(&app.state, now_ms())
+        schedules_loop::finish_open_runs(&app.state, now_ms())
             .await
             .unwrap(),
         1
@@ -629,7 +645,7 @@ async fn command_schedules_issue_signed_commands_as_the_schedule(backend: Backen
         "broker unreachable",
     )
     .await;
-    schedules::finish_open_runs(&app.state, now_ms())
+    schedules_loop::finish_open_runs(&app.state, now_ms())
         .await
         .unwrap();
     let detail = app
@@ -801,7 +817,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
     }
     asked.sort();
     assert_eq!(asked, ["celery@old", "celery@w1", "celery@w2", "celery@w3"]);
-    schedules::finish_open_runs(&app.state, now_ms())
+    schedules_loop::finish_open_runs(&app.state, now_ms())
         .await
         .unwrap();
     assert!(audit_rows(&app, "schedule.alert").await.is_empty());
@@ -839,7 +855,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
             .await;
         }
     }
-    schedules::finish_open_runs(&app.state, now_ms())
+    schedules_loop::finish_open_runs(&app.state, now_ms())
         .await
         .unwrap();
     let detail = app.get(&format!("{P}/schedules/{id}"), &t).await;
@@ -885,7 +901,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
         )
         .await;
     }
-    schedules::finish_open_runs(&app.state, now_ms())
+    schedules_loop::finish_open_runs(&app.state, now_ms())
         .await
         .unwrap();
     assert_eq!(audit_rows(&app, "schedule.alert").await.len(), 1);

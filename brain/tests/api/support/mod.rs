@@ -255,7 +255,7 @@ impl TestApp {
                 for sql in &statements {
                     diesel::sql_query(sql).execute(conn)?;
                 }
-                Ok(())
+                Ok::<_, taskward_brain::store::StoreError>(())
             })
             .await
             .unwrap();
@@ -313,7 +313,7 @@ impl TestApp {
         let chain = self.store.site_chain();
         self.store
             .write("test_set_password", move |conn| {
-                taskward_brain::store::users::set_password_audited(conn, &ctx, &chain, &name, &hash)
+                taskward_brain::users::set_password(conn, &ctx, &chain, &name, &hash)
             })
             .await
             .unwrap();

@@ -6,13 +6,16 @@
 //! - work through due cleanup steps (project deletions), a few hundred per tick;
 //! - fire due schedules and finish the runs whose commands ended (`schedules`).
 
+pub mod schedules;
+
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval};
 
 use crate::app::AppState;
 use crate::audit::checkpoint_grown_chains;
-use crate::store::commands::{self, CommandStatus};
-use crate::store::{StoreResult, now_ms, run_blocking};
+use crate::commands::lifecycle::{self, Event};
+use crate::store::commands;
+use crate::store::{StoreError, StoreResult, now_ms, run_blocking};
 
 /// Most commands timed out per sweep; the rest wait for the next tick.
 const SWEEP_BATCH: i64 = 200;
@@ -59,7 +62,7 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(err) = crate::schedules::tick(&state, now_ms()).await {
+                if let Err(err) = schedules::tick(&state, now_ms()).await {
                     tracing::warn!(%err, "firing schedules failed");
                 }
             }
@@ -133,16 +136,16 @@ pub async fn time_out_overdue(state: &AppState) -> StoreResult<usize> {
         .write("time_out_commands", move |conn| {
             let overdue = commands::overdue(conn, now_ms(), SWEEP_BATCH)?;
             for command in &overdue {
-                commands::record_outcome(
+                lifecycle::record(
                     conn,
                     &ctx,
                     command,
-                    CommandStatus::TimedOut,
+                    Event::DeadlinePassed,
                     Some(TIMEOUT_DETAIL),
                     None,
                 )?;
             }
-            Ok(overdue.len())
+            Ok::<_, StoreError>(overdue.len())
         })
         .await?;
     if done > 0 {

@@ -1,0 +1,97 @@
+//! Retries resolved at issue time. The brain signs into the command what the agent needs to
+//! run a task again — name, queue, priority, the arguments as the brain saw them (redacted on
+//! the host; the agent prefers the originals it kept), the operator's `override_kwargs`, the
+//! original id and root — so the agent never has to trust anything unsigned about it.
+
+use serde_json::{Value, json};
+use taskward_shared::command::{BulkRetry, RetryTask};
+
+use crate::refusal::Refusal;
+use crate::store::tasks::{self, TaskRow};
+use crate::store::{AnyConnection, StoreError, StoreResult};
+
+/// A task as a retry spec. `Err` says why the task is not retryable: its name was never
+/// reported, or the agent found its real arguments unavailable.
+pub fn retry_spec(
+    task: &TaskRow,
+    overrides: Option<&serde_json::Map<String, Value>>,
+) -> Result<Value, String> {
+    let name = task.name.clone().ok_or("its name was never reported")?;
+    if let Some(why) = &task.args_unavailable {
+        return Err(why.clone());
+    }
+    // The stored form is JSON when the agent could read the repr, a JSON string otherwise.
+    let seen = |stored: &Option<String>| {
+        stored
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            .filter(|v| v.is_array() || v.is_object())
+            .unwrap_or(Value::Null)
+    };
+    Ok(json!({
+        "name": name,
+        "queue": task.queue,
+        "priority": task.priority,
+        "args": seen(&task.args),
+        "kwargs": seen(&task.kwargs),
+        "override_kwargs": overrides,
+        "original_task_id": task.task_id,
+        "root_id": task.root_task_id,
+    }))
+}
+
+/// Resolves a retry-task: not found for an unknown task, a conflict when it is not retryable.
+pub fn resolve_retry(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    retry: &RetryTask,
+) -> Result<Value, Refusal> {
+    let task = match tasks::find(conn, project_id, &retry.engine, &retry.task_id) {
+        Err(StoreError::NotFound) => {
+            return Err(Refusal::NotFound(format!(
+                "task {}/{}",
+                retry.engine, retry.task_id
+            )));
+        }
+        other => other?,
+    };
+    retry_spec(&task, retry.override_kwargs.as_ref())
+        .map_err(|why| Refusal::Conflict(format!("task {} is not retryable: {why}", retry.task_id)))
+}
+
+/// What a bulk retry resolves to: the tasks it will republish, and those it skips.
+#[derive(Debug, Clone, Default)]
+pub struct BulkResolution {
+    /// Retry specs of the matching tasks that can be retried.
+    pub tasks: Vec<Value>,
+    /// `{task_id, reason}` of the matching tasks whose arguments cannot be republished.
+    pub skipped: Vec<Value>,
+}
+
+impl BulkResolution {
+    /// The signed form (`resolved` of a bulk-retry command).
+    pub fn to_json(&self) -> Value {
+        json!({"tasks": self.tasks, "skipped_not_retryable": self.skipped})
+    }
+}
+
+/// Resolves a bulk-retry at issue time (and for its dry run): up to `max` matching tasks that
+/// are not in flight, each with its arguments; the ones whose arguments cannot be read are
+/// counted as skipped.
+pub fn resolve_bulk(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    bulk: &BulkRetry,
+) -> StoreResult<BulkResolution> {
+    let matching = tasks::matching(conn, project_id, &bulk.filter, i64::from(bulk.max))?;
+    let mut resolution = BulkResolution::default();
+    for task in &matching {
+        match retry_spec(task, None) {
+            Ok(spec) => resolution.tasks.push(spec),
+            Err(why) => resolution
+                .skipped
+                .push(json!({"task_id": task.task_id, "reason": why})),
+        }
+    }
+    Ok(resolution)
+}
