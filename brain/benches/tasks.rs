@@ -13,12 +13,13 @@ use std::time::Instant;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use futures_util::StreamExt;
-use taskward_brain::api::tasks::{ListQuery, export_tasks};
+use taskward_brain::api::tasks::export_tasks;
 use taskward_brain::export::Format;
 use taskward_brain::query::filter::Scalar;
 use taskward_brain::query::order;
 use taskward_brain::store::tasks::{self, Selection};
 use taskward_brain::store::{DatabaseUrl, Store, projects, seed};
+use taskward_brain::tasks::list::ListQuery;
 
 /// The brain's allocator (its `main.rs`), so exports allocate as they do in the brain.
 #[global_allocator]
@@ -295,7 +296,7 @@ fn main() {
         let query: ListQuery =
             serde_urlencoded::from_str(&format!("since={}", enc(&since))).unwrap();
         let plan = query.plan(&project.id).unwrap();
-        let fields = query.fields().unwrap();
+        let fields = taskward_brain::api::tasks::fields(&query).unwrap();
         let before = rss_kib();
         let started = Instant::now();
         let (lines, bytes) = runtime.block_on(async {

@@ -1,7 +1,6 @@
 //! The `taskward-brain` command line: `serve`, `migrate`, and the admin commands that work
 //! directly on the store (useful before the server runs, or when every token is lost).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,7 +16,7 @@ use crate::keys::{KeyError, Keys};
 use crate::names::{Label, ProjectSlug, UserName};
 use crate::passwords;
 use crate::role::Role;
-use crate::server;
+use crate::server::{self, ServeArgs, ServeError};
 use crate::store::audit::{self, AuditContext};
 use crate::store::{DatabaseUrl, Store, StoreError, memberships, now_ms, projects, users};
 use crate::telemetry::{self, LogFormat};
@@ -147,38 +146,6 @@ pub struct VerifyArgs {
     pub keys: Option<PathBuf>,
 }
 
-/// Options of `serve`.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on. Binding beyond loopback exposes the API: put TLS in front.
-    #[arg(long, env = "TASKWARD_LISTEN", default_value = "127.0.0.1:7700")]
-    pub listen: SocketAddr,
-
-    /// Serve /metrics without a token (for a Prometheus scraper on a trusted network).
-    #[arg(long, env = "TASKWARD_METRICS_PUBLIC")]
-    pub metrics_public: bool,
-
-    /// How long a command may wait for its agent, in seconds: after it the agent refuses it and
-    /// the brain marks it timed_out.
-    #[arg(long, env = "TASKWARD_COMMAND_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub command_ttl: u64,
-
-    /// What a schedule does about due times missed while no brain was running: run once on
-    /// start (saying how many were missed), or record them as skipped. Never a burst.
-    #[arg(
-        long,
-        env = "TASKWARD_MISSED_SCHEDULES",
-        value_enum,
-        default_value = "run-once"
-    )]
-    pub missed_schedules: crate::schedules::MissedRuns,
-
-    /// Mark the dashboard's session cookie `Secure`: set this when browsers reach the brain
-    /// over HTTPS (through a proxy that terminates TLS), so the cookie never travels in clear.
-    #[arg(long, env = "TASKWARD_SECURE_COOKIES")]
-    pub secure_cookies: bool,
-}
-
 /// `user` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -276,6 +243,9 @@ pub enum CliError {
     /// The arguments do not make sense together.
     #[error("{0}")]
     Usage(String),
+    /// The server could not start or stopped with an error.
+    #[error("{0}")]
+    Serve(#[from] ServeError),
 }
 
 /// Parses arguments, runs the command, and maps failure to exit code 1.
@@ -303,7 +273,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 what: "cannot start the async runtime".into(),
                 source,
             })?;
-            runtime.block_on(server::serve(&cli.data_dir, &url, args))
+            Ok(runtime.block_on(server::serve(&cli.data_dir, &url, args))?)
         }
         Command::Migrate => {
             Store::open(&url)?;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use taskward_shared::crypto::keyed_digest;
 
-use crate::error::ApiError;
+use crate::refusal::Refusal;
 
 /// Domain tag of cursor MACs.
 const CURSOR_TAG: &[u8] = b"taskward/cursor/v1\0";
@@ -25,14 +25,11 @@ pub fn encode<T: Serialize>(secret: &[u8], scope: &str, position: &T) -> String 
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Decodes a cursor made by [`encode`] for the same scope; anything else is a 400 on `cursor`.
-pub fn decode<T: DeserializeOwned>(
-    secret: &[u8],
-    scope: &str,
-    cursor: &str,
-) -> Result<T, ApiError> {
+/// Decodes a cursor made by [`encode`] for the same scope; anything else is refused (a 400
+/// on `cursor`).
+pub fn decode<T: DeserializeOwned>(secret: &[u8], scope: &str, cursor: &str) -> Result<T, Refusal> {
     let invalid = || {
-        ApiError::invalid_field(
+        Refusal::invalid_field(
             "cursor",
             "cursor: not a cursor from this query (cursors are only valid with the same filters, in the same project)",
         )

@@ -1,10 +1,8 @@
 //! Prometheus metrics: one registry per app, rendered in text format on `/metrics`.
 
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::Method;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -12,12 +10,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::app::AppState;
 use crate::store::Store;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// The registry and the HTTP metrics recorded by [`track_requests`].
+/// The registry, and the HTTP metrics the router records through [`Metrics::record_request`].
 pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
@@ -79,6 +76,30 @@ impl Metrics {
         }
     }
 
+    /// Counts one answered request. Every label is from a bounded set, so no client can grow
+    /// the registry (and the brain's memory) by inventing values: the method is one of the
+    /// standard ones or `other`, the route is the matched route template or `unmatched`.
+    pub fn record_request(
+        &self,
+        method: &Method,
+        route: Option<&str>,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let method = method_label(method);
+        let route = route.unwrap_or("unmatched").to_owned();
+        self.requests
+            .get_or_create(&vec![
+                ("method", method.to_owned()),
+                ("route", route.clone()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.latency
+            .get_or_create(&vec![("method", method.to_owned()), ("route", route)])
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// Counts a stored event batch and the agent's cumulative drops.
     pub fn record_ingest(&self, agent: &str, events: u64, dropped_total: u64) {
         let labels = vec![("agent", agent.to_owned())];
@@ -105,28 +126,33 @@ impl Metrics {
     }
 }
 
-/// Middleware counting requests by matched route (not raw path, so ids do not explode the
-/// label set) and status.
-pub async fn track_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let metrics = &state.metrics;
-    metrics
-        .requests
-        .get_or_create(&vec![
-            ("method", method.clone()),
-            ("route", route.clone()),
-            ("status", response.status().as_u16().to_string()),
-        ])
-        .inc();
-    metrics
-        .latency
-        .get_or_create(&vec![("method", method), ("route", route)])
-        .observe(started.elapsed().as_secs_f64());
-    response
+/// The label of a request method: the standard methods by name, anything invented as `other`.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::PATCH, "PATCH"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(known, _)| known == method)
+        .map_or("other", |(_, label)| label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::from_bytes(b"FOO").unwrap()), "other");
+        assert_eq!(method_label(&Method::from_bytes(b"BAR").unwrap()), "other");
+    }
 }

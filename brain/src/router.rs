@@ -21,7 +21,6 @@ use crate::api::{
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::hub;
-use crate::metrics::track_requests;
 
 /// Header carrying the request id, set when the client did not send one.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -152,4 +151,27 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Counts every request by method, matched route (not the raw path, so ids do not explode
+/// the label set) and status.
+async fn track_requests(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    state.metrics.record_request(
+        &method,
+        route.as_deref(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }

@@ -1,25 +1,77 @@
 //! `taskward-brain serve`: open the store, bootstrap, listen, and shut down gracefully.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use axum::serve::ListenerExt;
+use clap::Args;
 
 use crate::app::{App, AppState, ServerSettings};
 use crate::background;
 use crate::bootstrap::bootstrap_if_empty;
-use crate::cli::{CliError, ServeArgs};
 use crate::keys::Keys;
 use crate::router::router;
-use crate::store::{DatabaseUrl, Store, run_blocking};
+use crate::store::{DatabaseUrl, Store, StoreError, run_blocking};
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Binding beyond loopback exposes the API: put TLS in front.
+    #[arg(long, env = "TASKWARD_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+
+    /// Serve /metrics without a token (for a Prometheus scraper on a trusted network).
+    #[arg(long, env = "TASKWARD_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// How long a command may wait for its agent, in seconds: after it the agent refuses it and
+    /// the brain marks it timed_out.
+    #[arg(long, env = "TASKWARD_COMMAND_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub command_ttl: u64,
+
+    /// What a schedule does about due times missed while no brain was running: run once on
+    /// start (saying how many were missed), or record them as skipped. Never a burst.
+    #[arg(
+        long,
+        env = "TASKWARD_MISSED_SCHEDULES",
+        value_enum,
+        default_value = "run-once"
+    )]
+    pub missed_schedules: crate::schedules::MissedRuns,
+
+    /// Mark the dashboard's session cookie `Secure`: set this when browsers reach the brain
+    /// over HTTPS (through a proxy that terminates TLS), so the cookie never travels in clear.
+    #[arg(long, env = "TASKWARD_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+}
+
+/// Why the server could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened or bootstrapped.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The signing keys could not be loaded or created.
+    #[error("{0}")]
+    Keys(String),
+    /// A socket or signal handler could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
 
 /// Runs the server until SIGINT or SIGTERM, then finishes in-flight requests and returns.
-pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Result<(), CliError> {
+pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Result<(), ServeError> {
     // Installed first: a SIGTERM that arrives while starting must still mean "stop cleanly".
     let install = |kind: SignalKind| {
-        signal(kind).map_err(|source| CliError::Io {
+        signal(kind).map_err(|source| ServeError::Io {
             what: "cannot install signal handlers".into(),
             source,
         })
@@ -32,7 +84,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
     let open_url = url.clone();
     let store = run_blocking(move || Store::open(&open_url)).await?;
     let keys =
-        Arc::new(Keys::load_or_create(data_dir).map_err(|e| CliError::Usage(e.to_string()))?);
+        Arc::new(Keys::load_or_create(data_dir).map_err(|e| ServeError::Keys(e.to_string()))?);
     let (bootstrap_store, bootstrap_keys) = (store.clone(), keys.clone());
     let dir = data_dir.to_owned();
     if let Some(boot) =
@@ -67,11 +119,11 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
     let background = background::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|source| CliError::Io {
+        .map_err(|source| ServeError::Io {
             what: format!("cannot listen on {}", args.listen),
             source,
         })?;
-    let bound = listener.local_addr().map_err(|source| CliError::Io {
+    let bound = listener.local_addr().map_err(|source| ServeError::Io {
         what: "cannot read the listening address".into(),
         source,
     })?;
@@ -89,7 +141,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
     )
     .with_graceful_shutdown(shutdown_signal(term, int))
     .await
-    .map_err(|source| CliError::Io {
+    .map_err(|source| ServeError::Io {
         what: "server failed".into(),
         source,
     })?;

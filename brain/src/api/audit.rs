@@ -16,7 +16,6 @@ use taskward_shared::crypto::confirm_token;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::commands::parse_limit;
 use super::extract::{ApiPath, ApiQuery};
 use super::{tags, timestamp};
 use crate::app::AppState;
@@ -24,6 +23,7 @@ use crate::audit::{EXPORT_FORMAT, ExportHeader, PAGE, checkpoint_now};
 use crate::auth::{ProjectAccess, Viewer};
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
+use crate::query::page::parse_limit;
 use crate::role::Role;
 use crate::store::{StoreError, agents, audit as audit_store, commands, run_blocking};
 

@@ -9,16 +9,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::commands::parse_limit;
 use super::extract::{ApiPath, ApiQuery};
 use super::{tags, timestamp};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::query::entities::CLEANUP_TASKS;
-use crate::query::filter::{self as grammar, Filter, Op, Operand, Scalar};
+use crate::query::filter::{Filter, Op, Operand, Scalar};
 use crate::query::order;
+use crate::query::page::{Plan, parse_limit};
 use crate::store::cleanup::{self, CleanupTask, resource, status};
 use crate::store::{StoreError, now_ms};
 
@@ -203,34 +202,6 @@ pub async fn list(
         }
         parts.push(compare("id", Op::In, Operand::List(ids)));
     }
-    let json = |field: &str, text: &str| {
-        serde_json::from_str::<Value>(text)
-            .map_err(|e| ApiError::invalid_field(field, format!("{field}: not valid JSON: {e}")))
-    };
-    let grammar_error =
-        |e: crate::query::QueryError| ApiError::invalid_field(e.path.clone(), e.to_string());
-    let filter_json = query
-        .filter
-        .as_deref()
-        .map(|f| json("filter", f))
-        .transpose()?;
-    if let Some(value) = &filter_json {
-        parts.push(grammar::parse(&CLEANUP_TASKS, value, "filter").map_err(grammar_error)?);
-    }
-    let order_json = query
-        .order_by
-        .as_deref()
-        .map(|o| json("orderBy", o))
-        .transpose()?;
-    let keys = match &order_json {
-        Some(value) => order::parse(&CLEANUP_TASKS, value, "orderBy").map_err(grammar_error)?,
-        None => vec![order::SortKey::desc(
-            CLEANUP_TASKS
-                .field("createdAt")
-                .expect("a cleanup task field"),
-        )],
-    };
-    let forward = order::with_tiebreak(&CLEANUP_TASKS, &keys);
     let scope = format!(
         "cleanup:{}:{:?}",
         caller.user_id,
@@ -241,10 +212,16 @@ pub async fn list(
             &query.parent_id,
             &query.source_event_id,
             &query.ids,
-            filter_json.map(|v| v.to_string()),
-            order_json.map(|v| v.to_string()),
         )
     );
+    let plan = Plan::new(
+        &CLEANUP_TASKS,
+        parts,
+        query.filter.as_deref(),
+        query.order_by.as_deref(),
+        "createdAt",
+        scope,
+    )?;
     if query.after.is_some() && query.before.is_some() {
         return Err(ApiError::invalid_field(
             "before",
@@ -252,21 +229,22 @@ pub async fn list(
         ));
     }
     let secret = state.keys.confirm_secret();
-    let decode = |field: &str, c: &str| -> Result<Vec<Option<Scalar>>, ApiError> {
-        let values: Vec<Value> = cursor::decode(secret, &scope, c).map_err(|_| {
-            ApiError::invalid_field(field, format!("{field}: not a cursor from this query"))
-        })?;
-        order::read_position(&forward, &values).ok_or_else(|| {
-            ApiError::invalid_field(field, format!("{field}: not a cursor from this query"))
-        })
-    };
     // `before` reads backwards from the cursor, then turns the page around.
+    let forward = plan.order.clone();
     let (keys_used, position, backwards) = match (&query.after, &query.before) {
-        (Some(c), _) => (forward.clone(), Some(decode("after", c)?), false),
-        (_, Some(c)) => (order::reversed(&forward), Some(decode("before", c)?), true),
+        (Some(c), _) => (
+            forward.clone(),
+            plan.position(secret, "after", Some(c))?,
+            false,
+        ),
+        (_, Some(c)) => (
+            order::reversed(&forward),
+            plan.position(secret, "before", Some(c))?,
+            true,
+        ),
         _ => (forward.clone(), None, false),
     };
-    let filter = Filter::And(parts);
+    let filter = plan.filter.clone();
     let (user_id, site_admin) = (caller.user_id.clone(), caller.site_admin);
     let had_cursor = position.is_some();
     let (mut rows, total) = state
@@ -293,8 +271,7 @@ pub async fn list(
     if backwards {
         rows.reverse();
     }
-    let cursor_of =
-        |row: &CleanupTask| cursor::encode(secret, &scope, &cleanup::position(row, &forward));
+    let cursor_of = |row: &CleanupTask| plan.cursor_after(secret, row, cleanup::position);
     let page_info = PageInfo {
         total,
         has_next_page: if backwards { had_cursor } else { more },

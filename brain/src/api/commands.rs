@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use taskward_shared::audit::verify::TrustedKeys;
 use taskward_shared::command::{
     BulkRetry, CancelTask, Command, CommandKind, ConsumerChange, PingWorkers, PoolResize,
@@ -24,9 +24,9 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{tags, timestamp};
 use crate::app::AppState;
 use crate::auth::{Admin, Caller, Operator, ProjectAccess, Viewer};
+use crate::commands::list::{self, ListQuery};
 use crate::commands::retry::resolve_bulk;
 use crate::commands::{CommandRequest, Issue, issue_in, parse_request};
-use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::commands::{self, CommandRecord, CommandStatus};
 use crate::store::projects::Project;
@@ -152,49 +152,6 @@ pub struct CommandList {
     pub next_cursor: Option<String>,
 }
 
-/// Query of the commands list.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    status: Option<String>,
-    kind: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    filter: Option<String>,
-    #[serde(rename = "orderBy")]
-    order_by: Option<String>,
-    cursor: Option<String>,
-    limit: Option<i64>,
-}
-
-/// Parses `limit`, enforcing `1..=max`.
-pub fn parse_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
-    match limit {
-        None => Ok(default),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::invalid_field(
-            "limit",
-            format!("limit: must be between 1 and {max}, got {n}"),
-        )),
-    }
-}
-
-/// Parses an RFC 3339 time parameter into ms.
-pub fn parse_time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
-    value
-        .map(|v| {
-            DateTime::parse_from_rfc3339(v)
-                .map(|t| t.timestamp_millis())
-                .map_err(|e| {
-                    ApiError::invalid_field(
-                        field,
-                        format!("{field}: {v:?} is not an RFC 3339 time (e.g. 2026-04-16T00:00:00Z): {e}"),
-                    )
-                })
-        })
-        .transpose()
-}
-
 /// Lists a project's commands, newest first.
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/commands", tag = tags::COMMANDS,
     params(("slug" = String, Path, description = "Project slug"),
@@ -212,132 +169,13 @@ pub async fn list(
     access: ProjectAccess<Viewer>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<CommandList>, ApiError> {
-    let (items, next_cursor) = list_page(&state, &access.project.id, &query).await?;
+    let secret = state.keys.confirm_secret();
+    let (items, next_cursor) =
+        list::read_page(&state.store, secret, &access.project.id, &query).await?;
     Ok(Json(CommandList {
         items: items.into_iter().map(CommandPublic::from).collect(),
         next_cursor,
     }))
-}
-
-/// One page of the commands a query selects, with the next page's cursor: the API's list and
-/// the dashboard's commands page both read through it.
-pub async fn list_page(
-    state: &AppState,
-    project_id: &str,
-    query: &ListQuery,
-) -> Result<(Vec<CommandRecord>, Option<String>), ApiError> {
-    use crate::query::entities::COMMANDS;
-    use crate::query::filter::{self as grammar, Filter, Op, Operand, Scalar};
-    use crate::query::order;
-    let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let compare = |name: &str, op: Op, value: Scalar| Filter::Compare {
-        field: COMMANDS.field(name).expect("a command field"),
-        op,
-        operand: Operand::One(value),
-    };
-    let mut parts = Vec::new();
-    if let Some(status) = query.status.as_deref() {
-        let status = status
-            .parse::<CommandStatus>()
-            .map_err(|e| ApiError::invalid_field("status", format!("status: {e}")))?;
-        parts.push(compare(
-            "status",
-            Op::Eq,
-            Scalar::Text(status.as_str().to_owned()),
-        ));
-    }
-    if let Some(kind) = query.kind.as_deref() {
-        let kind = kind
-            .parse::<CommandKind>()
-            .map_err(|e| ApiError::invalid_field("kind", format!("kind: {e}")))?;
-        parts.push(compare(
-            "kind",
-            Op::Eq,
-            Scalar::Text(kind.as_str().to_owned()),
-        ));
-    }
-    if let Some(since) = parse_time("since", query.since.as_deref())? {
-        parts.push(compare("issued_at", Op::Gte, Scalar::Int(since)));
-    }
-    if let Some(until) = parse_time("until", query.until.as_deref())? {
-        parts.push(compare("issued_at", Op::Lte, Scalar::Int(until)));
-    }
-    let json = |field: &str, text: &str| {
-        serde_json::from_str::<serde_json::Value>(text)
-            .map_err(|e| ApiError::invalid_field(field, format!("{field}: not valid JSON: {e}")))
-    };
-    let grammar_error =
-        |e: crate::query::QueryError| ApiError::invalid_field(e.path.clone(), e.to_string());
-    let filter_json = query
-        .filter
-        .as_deref()
-        .map(|f| json("filter", f))
-        .transpose()?;
-    if let Some(value) = &filter_json {
-        parts.push(grammar::parse(&COMMANDS, value, "filter").map_err(grammar_error)?);
-    }
-    let order_json = query
-        .order_by
-        .as_deref()
-        .map(|o| json("orderBy", o))
-        .transpose()?;
-    let keys = match &order_json {
-        Some(value) => order::parse(&COMMANDS, value, "orderBy").map_err(grammar_error)?,
-        None => vec![order::SortKey::desc(
-            COMMANDS.field("issued_at").expect("a command field"),
-        )],
-    };
-    let order = order::with_tiebreak(&COMMANDS, &keys);
-    let scope = format!(
-        "commands:{}:{:?}",
-        project_id,
-        (
-            &query.status,
-            &query.kind,
-            &query.since,
-            &query.until,
-            filter_json.map(|v| v.to_string()),
-            order_json.map(|v| v.to_string()),
-        )
-    );
-    let secret = state.keys.confirm_secret();
-    let position = match query.cursor.as_deref() {
-        Some(c) => {
-            let values: Vec<serde_json::Value> = cursor::decode(secret, &scope, c)?;
-            Some(order::read_position(&order, &values).ok_or_else(|| {
-                ApiError::invalid_field("cursor", "cursor: not a cursor from this query")
-            })?)
-        }
-        None => None,
-    };
-    let project_id = project_id.to_owned();
-    let filter = Filter::And(parts);
-    let (rows, order) = state
-        .store
-        .read("list_commands", move |conn| {
-            let rows = commands::page(
-                conn,
-                &project_id,
-                &filter,
-                &order,
-                position.as_deref(),
-                limit + 1,
-            )?;
-            Ok((rows, order))
-        })
-        .await?;
-    let more = rows.len() as i64 > limit;
-    let mut items: Vec<CommandRecord> = rows;
-    items.truncate(limit as usize);
-    let next_cursor = match items.last() {
-        Some(last) if more => Some(cursor::encode(
-            secret,
-            &scope,
-            &commands::position(last, &order),
-        )),
-        _ => None,
-    };
-    Ok((items, next_cursor))
 }
 
 /// Reads a command with its signed audit rows.

@@ -7,22 +7,20 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskward_shared::events::TaskState;
 use utoipa::ToSchema;
 
-use super::commands::{parse_limit, parse_time};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{tags, timestamp};
 use crate::app::AppState;
 use crate::auth::{Admin, ProjectAccess, Viewer};
 use crate::error::{ApiError, ErrorBody};
-use crate::query::entities::TASKS;
-use crate::query::filter::{self, Filter, Op, Operand, Scalar};
-use crate::query::{QueryError, order};
+use crate::export;
+use crate::query::filter::{Filter, Scalar};
+use crate::query::order;
 use crate::refusal::Refusal;
 use crate::store::StoreError;
 use crate::store::tasks::{self as task_store, TREE_CAP, TaskRow};
-use crate::{cursor, export};
+use crate::tasks::list::{ListQuery, TaskPlan, read_page};
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -168,201 +166,33 @@ pub struct TaskList {
     pub next_cursor: Option<String>,
 }
 
-/// The query of the tasks list.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    state: Option<String>,
-    priority: Option<String>,
-    name: Option<String>,
-    queue: Option<String>,
-    worker: Option<String>,
-    search: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    filter: Option<String>,
-    #[serde(rename = "orderBy")]
-    order_by: Option<String>,
-    cursor: Option<String>,
-    limit: Option<i64>,
-    fields: Option<String>,
-    format: Option<String>,
-}
-
-fn query_error(e: QueryError) -> ApiError {
-    ApiError::invalid_field(e.path.clone(), e.to_string())
-}
-
-fn json_param(field: &str, text: &str) -> Result<Value, ApiError> {
-    serde_json::from_str(text)
-        .map_err(|e| ApiError::invalid_field(field, format!("{field}: not valid JSON: {e}")))
-}
-
-fn compare(name: &str, op: Op, operand: Operand) -> Filter {
-    Filter::Compare {
-        field: TASKS.field(name).expect("a task field"),
-        op,
-        operand,
-    }
-}
-
-/// A parsed list query: the filter (simple parameters and `filter` together), the order with
-/// its tiebreak, and the scope cursors are bound to.
-pub struct Plan {
-    /// Everything a row must match.
-    pub filter: Filter,
-    /// The full order.
-    pub order: Vec<order::SortKey>,
-    /// Text searched in name, queue and worker.
-    pub search: Option<String>,
-    /// What a cursor is bound to (project and every filter and order input).
-    pub scope: String,
-}
-
-impl ListQuery {
-    /// Checks every parameter and builds the plan.
-    pub fn plan(&self, project_id: &str) -> Result<Plan, ApiError> {
-        let text = |v: &Option<String>| v.clone().map(Scalar::Text);
-        let mut parts = Vec::new();
-        if let Some(state) = &self.state {
-            if TaskState::parse(state).is_none() {
-                return Err(ApiError::invalid_field(
-                    "state",
-                    format!(
-                        "state: {state:?} is not one of {}",
-                        TaskState::ALL.map(TaskState::as_str).join(", ")
-                    ),
-                ));
-            }
-            parts.push(compare(
-                "state",
-                Op::Eq,
-                Operand::One(Scalar::Text(state.clone())),
-            ));
-        }
-        if let Some(priority) = &self.priority {
-            let values: Vec<Scalar> = priority
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| Scalar::Text(p.to_owned()))
-                .collect();
-            if values.is_empty() || values.len() > filter::MAX_LIST {
-                return Err(ApiError::invalid_field(
-                    "priority",
-                    format!(
-                        "priority: a comma-separated list of 1 to {} values",
-                        filter::MAX_LIST
-                    ),
-                ));
-            }
-            parts.push(compare("priority", Op::In, Operand::List(values)));
-        }
-        for (param, field) in [
-            (&self.name, "name"),
-            (&self.queue, "queue"),
-            (&self.worker, "worker_name"),
-        ] {
-            if let Some(value) = text(param) {
-                parts.push(compare(field, Op::Eq, Operand::One(value)));
-            }
-        }
-        if let Some(since) = parse_time("since", self.since.as_deref())? {
-            parts.push(compare(
-                "received_at",
-                Op::Gte,
-                Operand::One(Scalar::Int(since)),
-            ));
-        }
-        if let Some(until) = parse_time("until", self.until.as_deref())? {
-            parts.push(compare(
-                "received_at",
-                Op::Lte,
-                Operand::One(Scalar::Int(until)),
-            ));
-        }
-        let filter_json = self
-            .filter
-            .as_deref()
-            .map(|f| json_param("filter", f))
-            .transpose()?;
-        if let Some(value) = &filter_json {
-            parts.push(filter::parse(&TASKS, value, "filter").map_err(query_error)?);
-        }
-        let order_json = self
-            .order_by
-            .as_deref()
-            .map(|o| json_param("orderBy", o))
-            .transpose()?;
-        let keys = match &order_json {
-            Some(value) => order::parse(&TASKS, value, "orderBy").map_err(query_error)?,
-            None => vec![order::SortKey::desc(
-                TASKS.field("received_at").expect("a task field"),
-            )],
-        };
-        let order = order::with_tiebreak(&TASKS, &keys);
-        if let Some(term) = &self.search {
-            let chars = term.chars().count();
-            if !(SEARCH_MIN..=SEARCH_MAX).contains(&chars) || term.chars().any(char::is_control) {
-                return Err(ApiError::invalid_field(
-                    "search",
-                    format!(
-                        "search: {SEARCH_MIN} to {SEARCH_MAX} characters, no control characters"
-                    ),
-                ));
-            }
-        }
-        let scope = format!(
-            "tasks:{project_id}:{:?}",
-            (
-                &self.state,
-                &self.priority,
-                &self.name,
-                &self.queue,
-                &self.worker,
-                &self.search,
-                &self.since,
-                &self.until,
-                filter_json.map(|v| v.to_string()),
-                order_json.map(|v| v.to_string()),
-            )
-        );
-        Ok(Plan {
-            filter: Filter::And(parts),
-            order,
-            search: self.search.clone(),
-            scope,
-        })
-    }
-
-    /// The fields to show (all when `fields` is absent).
-    pub fn fields(&self) -> Result<Vec<&'static str>, ApiError> {
-        let Some(list) = &self.fields else {
-            return Ok(TASK_FIELDS.to_vec());
-        };
-        let mut chosen = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let field = TASK_FIELDS.iter().find(|f| **f == name).ok_or_else(|| {
-                ApiError::invalid_field(
-                    "fields",
-                    format!(
-                        "fields: unknown field {name:?}; fields are {}",
-                        TASK_FIELDS.join(", ")
-                    ),
-                )
-            })?;
-            if !chosen.contains(field) {
-                chosen.push(*field);
-            }
-        }
-        if chosen.is_empty() {
-            return Err(ApiError::invalid_field(
+/// The fields to show (all when `fields` is absent).
+pub fn fields(query: &ListQuery) -> Result<Vec<&'static str>, ApiError> {
+    let Some(list) = &query.fields else {
+        return Ok(TASK_FIELDS.to_vec());
+    };
+    let mut chosen = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let field = TASK_FIELDS.iter().find(|f| **f == name).ok_or_else(|| {
+            ApiError::invalid_field(
                 "fields",
-                "fields: name at least one field",
-            ));
+                format!(
+                    "fields: unknown field {name:?}; fields are {}",
+                    TASK_FIELDS.join(", ")
+                ),
+            )
+        })?;
+        if !chosen.contains(field) {
+            chosen.push(*field);
         }
-        Ok(chosen)
     }
+    if chosen.is_empty() {
+        return Err(ApiError::invalid_field(
+            "fields",
+            "fields: name at least one field",
+        ));
+    }
+    Ok(chosen)
 }
 
 /// A task as JSON with only `fields`.
@@ -406,7 +236,7 @@ pub async fn list(
     access: ProjectAccess<Viewer>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let fields = query.fields()?;
+    let fields = fields(&query)?;
     let format = query
         .format
         .as_deref()
@@ -427,7 +257,9 @@ pub async fn list(
             format,
         ));
     }
-    let (rows, next_cursor) = list_page(&state, &access.project.id, &query, plan).await?;
+    let secret = state.keys.confirm_secret();
+    let (rows, next_cursor) =
+        read_page(&state.store, secret, &access.project.id, &query, plan).await?;
     Ok(Json(TaskList {
         items: rows
             .into_iter()
@@ -438,59 +270,6 @@ pub async fn list(
     .into_response())
 }
 
-/// One page of the list a query selects, with the cursor of the next page (`None` on the
-/// last): the API's list and the dashboard's task page both read through it.
-pub async fn list_page(
-    state: &AppState,
-    project_id: &str,
-    query: &ListQuery,
-    plan: Plan,
-) -> Result<(Vec<TaskRow>, Option<String>), ApiError> {
-    let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let secret = state.keys.confirm_secret();
-    let position = match query.cursor.as_deref() {
-        Some(c) => {
-            let values: Vec<Value> = cursor::decode(secret, &plan.scope, c)?;
-            Some(order::read_position(&plan.order, &values).ok_or_else(|| {
-                ApiError::invalid_field("cursor", "cursor: not a cursor from this query")
-            })?)
-        }
-        None => None,
-    };
-    let project_id = project_id.to_owned();
-    let (filter, order, search) = (plan.filter, plan.order, plan.search);
-    let (rows, order) = state
-        .store
-        .read("list_tasks", move |conn| {
-            let selection = task_store::Selection {
-                filter: &filter,
-                search: search.as_deref(),
-                order: &order,
-            };
-            let rows = task_store::page(
-                conn,
-                &project_id,
-                &selection,
-                position.as_deref(),
-                limit + 1,
-            )?;
-            Ok((rows, order))
-        })
-        .await?;
-    let more = rows.len() as i64 > limit;
-    let mut rows = rows;
-    rows.truncate(limit as usize);
-    let next_cursor = match rows.last() {
-        Some(last) if more => Some(cursor::encode(
-            secret,
-            &plan.scope,
-            &task_store::position(last, &order),
-        )),
-        _ => None,
-    };
-    Ok((rows, next_cursor))
-}
-
 /// Rows per page read by an export.
 const EXPORT_PAGE: i64 = 1000;
 
@@ -499,7 +278,7 @@ const EXPORT_PAGE: i64 = 1000;
 pub fn export_tasks(
     store: crate::store::Store,
     project: &crate::store::projects::Project,
-    plan: Plan,
+    plan: TaskPlan,
     fields: Vec<&'static str>,
     format: export::Format,
 ) -> Response {
@@ -704,11 +483,11 @@ impl BulkDelete {
         }
         // The list's parameter checks, with the body's field names in errors.
         let plan = query.plan("").map_err(|e| match e {
-            ApiError::BadRequest {
+            Refusal::Invalid {
                 code,
                 message,
                 field: Some(field),
-            } => ApiError::BadRequest {
+            } => Refusal::Invalid {
                 code,
                 message: format!("filter_{message}"),
                 field: Some(format!("filter_{field}")),

@@ -10,6 +10,7 @@
 
 pub mod issue;
 pub mod lifecycle;
+pub mod list;
 pub mod request;
 pub mod retry;
 

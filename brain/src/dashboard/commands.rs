@@ -7,10 +7,11 @@ use maud::html;
 
 use super::layout::{self, Section, badge, text, time};
 use super::{Page, PageError};
-use crate::api::commands::{ListQuery, command_detail, list_page};
+use crate::api::commands::command_detail;
 use crate::api::extract::parse_query;
 use crate::app::AppState;
 use crate::auth::Viewer;
+use crate::commands::list::{ListQuery, read_page};
 
 /// Statuses offered in the filter.
 const STATUSES: [&str; 5] = ["issued", "dispatched", "succeeded", "failed", "timed_out"];
@@ -26,7 +27,8 @@ pub async fn list(
     let status = form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "status")
         .map(|(_, v)| v.into_owned());
-    let (rows, next_cursor) = list_page(&state, &project.id, &query).await?;
+    let secret = state.keys.confirm_secret();
+    let (rows, next_cursor) = read_page(&state.store, secret, &project.id, &query).await?;
     let watermark = super::live::current(&state, &project.id).await?;
     let slug = &project.slug;
     let body = html! {

@@ -125,6 +125,12 @@ impl From<crate::store::StoreError> for PageError {
     }
 }
 
+impl From<crate::refusal::Refusal> for PageError {
+    fn from(refusal: crate::refusal::Refusal) -> PageError {
+        PageError::from(ApiError::from(refusal))
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         if matches!(self.error, ApiError::Unauthenticated) {

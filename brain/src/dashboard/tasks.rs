@@ -12,11 +12,12 @@ use serde::Deserialize;
 use super::layout::{self, Section, badge, text, time};
 use super::{Page, PageError};
 use crate::api::extract::parse_query;
-use crate::api::tasks::{ListQuery, find_task, list_page, task_tree};
+use crate::api::tasks::{find_task, task_tree};
 use crate::app::AppState;
 use crate::auth::Viewer;
 use crate::role::Role;
 use crate::store::tasks::TaskRow;
+use crate::tasks::list::{ListQuery, read_page};
 
 /// The states offered in the filter.
 const STATES: [&str; 7] = [
@@ -70,7 +71,14 @@ pub async fn list(
     let query: ListQuery = parse_query(&query_text)?;
     let values: FormValues = serde_urlencoded::from_str(&query_text).unwrap_or_default();
     let plan = query.plan(&project.id)?;
-    let (rows, next_cursor) = list_page(&state, &project.id, &query, plan).await?;
+    let (rows, next_cursor) = read_page(
+        &state.store,
+        state.keys.confirm_secret(),
+        &project.id,
+        &query,
+        plan,
+    )
+    .await?;
     let project_id = project.id.clone();
     let (watermark, agents) = state
         .store

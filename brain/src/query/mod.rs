@@ -12,6 +12,7 @@
 pub mod entities;
 pub mod filter;
 pub mod order;
+pub mod page;
 pub mod sql;
 
 /// A field's type, which decides the operators it takes and how values are read.

@@ -12,7 +12,7 @@ use taskward_shared::command::{CommandKind, IssuedCommand};
 
 use super::audit::{self, AuditContext};
 use super::schema::{command_status, commands, idempotency_keys, queue_depths};
-use super::text_enum::Parsed;
+use super::text_enum::{Parsed, text_enum};
 use super::{AnyConnection, StoreResult, now_ms};
 use crate::query::filter::{Filter, Scalar};
 use crate::query::order::SortKey;
@@ -86,6 +86,8 @@ impl FromStr for CommandStatus {
             })
     }
 }
+
+text_enum!(CommandStatus);
 
 /// A command with its current status (`commands` joined with `command_status`).
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]

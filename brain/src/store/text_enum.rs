@@ -53,5 +53,6 @@ macro_rules! text_enum {
     };
 }
 
+pub(crate) use text_enum;
+
 text_enum!(taskward_shared::command::CommandKind);
-text_enum!(super::commands::CommandStatus);

@@ -2,6 +2,8 @@
 //! `store::tasks`): deleting records on an admin's request, with a `tasks.deleted` row saying
 //! who deleted what, in the same transaction.
 
+pub mod list;
+
 use serde_json::{Value, json};
 
 use crate::query::filter::Filter;

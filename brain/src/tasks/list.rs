@@ -1,0 +1,220 @@
+//! Reading tasks: a project's list in the shared grammar, with the tasks list's own simple
+//! parameters (`state`, `priority`, `name`, `queue`, `worker`, `since`/`until`) as sugar over
+//! it and `search` through the term index. The API's list, its exports and the dashboard's
+//! tasks page all read through [`ListQuery::plan`] and [`read_page`].
+
+use serde::Deserialize;
+use taskward_shared::events::TaskState;
+
+use crate::query::entities::TASKS;
+use crate::query::filter::{self, Filter, Op, Operand, Scalar};
+use crate::query::order;
+use crate::query::page::{Plan, parse_limit, parse_time};
+use crate::refusal::Refusal;
+use crate::store::Store;
+use crate::store::tasks::{self, TaskRow};
+
+/// Page size when `limit` is not given.
+pub const DEFAULT_LIMIT: i64 = 100;
+/// Largest page.
+pub const MAX_LIMIT: i64 = 5000;
+/// Shortest search term: the indexes match substrings of three characters or more.
+pub const SEARCH_MIN: usize = 3;
+/// Longest search term.
+pub const SEARCH_MAX: usize = 200;
+
+/// The query of the tasks list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// See the list's parameters.
+    pub state: Option<String>,
+    /// See the list's parameters.
+    pub priority: Option<String>,
+    /// See the list's parameters.
+    pub name: Option<String>,
+    /// See the list's parameters.
+    pub queue: Option<String>,
+    /// See the list's parameters.
+    pub worker: Option<String>,
+    /// See the list's parameters.
+    pub search: Option<String>,
+    /// See the list's parameters.
+    pub since: Option<String>,
+    /// See the list's parameters.
+    pub until: Option<String>,
+    /// See the list's parameters.
+    pub filter: Option<String>,
+    /// See the list's parameters.
+    #[serde(rename = "orderBy")]
+    pub order_by: Option<String>,
+    /// See the list's parameters.
+    pub cursor: Option<String>,
+    /// See the list's parameters.
+    pub limit: Option<i64>,
+    /// See the list's parameters.
+    pub fields: Option<String>,
+    /// See the list's parameters.
+    pub format: Option<String>,
+}
+
+fn compare(name: &str, op: Op, operand: Operand) -> Filter {
+    Filter::Compare {
+        field: TASKS.field(name).expect("a task field"),
+        op,
+        operand,
+    }
+}
+
+/// A parsed list query: the filter (simple parameters and `filter` together), the order with
+/// its tiebreak, and the scope cursors are bound to.
+pub struct TaskPlan {
+    /// Everything a row must match.
+    pub filter: Filter,
+    /// The full order.
+    pub order: Vec<order::SortKey>,
+    /// Text searched in name, queue and worker.
+    pub search: Option<String>,
+    /// What a cursor is bound to (project and every filter and order input).
+    pub scope: String,
+}
+
+impl ListQuery {
+    /// Checks every parameter and builds the plan.
+    pub fn plan(&self, project_id: &str) -> Result<TaskPlan, Refusal> {
+        let text = |v: &Option<String>| v.clone().map(Scalar::Text);
+        let mut parts = Vec::new();
+        if let Some(state) = &self.state {
+            if TaskState::parse(state).is_none() {
+                return Err(Refusal::invalid_field(
+                    "state",
+                    format!(
+                        "state: {state:?} is not one of {}",
+                        TaskState::ALL.map(TaskState::as_str).join(", ")
+                    ),
+                ));
+            }
+            parts.push(compare(
+                "state",
+                Op::Eq,
+                Operand::One(Scalar::Text(state.clone())),
+            ));
+        }
+        if let Some(priority) = &self.priority {
+            let values: Vec<Scalar> = priority
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| Scalar::Text(p.to_owned()))
+                .collect();
+            if values.is_empty() || values.len() > filter::MAX_LIST {
+                return Err(Refusal::invalid_field(
+                    "priority",
+                    format!(
+                        "priority: a comma-separated list of 1 to {} values",
+                        filter::MAX_LIST
+                    ),
+                ));
+            }
+            parts.push(compare("priority", Op::In, Operand::List(values)));
+        }
+        for (param, field) in [
+            (&self.name, "name"),
+            (&self.queue, "queue"),
+            (&self.worker, "worker_name"),
+        ] {
+            if let Some(value) = text(param) {
+                parts.push(compare(field, Op::Eq, Operand::One(value)));
+            }
+        }
+        if let Some(since) = parse_time("since", self.since.as_deref())? {
+            parts.push(compare(
+                "received_at",
+                Op::Gte,
+                Operand::One(Scalar::Int(since)),
+            ));
+        }
+        if let Some(until) = parse_time("until", self.until.as_deref())? {
+            parts.push(compare(
+                "received_at",
+                Op::Lte,
+                Operand::One(Scalar::Int(until)),
+            ));
+        }
+        if let Some(term) = &self.search {
+            let chars = term.chars().count();
+            if !(SEARCH_MIN..=SEARCH_MAX).contains(&chars) || term.chars().any(char::is_control) {
+                return Err(Refusal::invalid_field(
+                    "search",
+                    format!(
+                        "search: {SEARCH_MIN} to {SEARCH_MAX} characters, no control characters"
+                    ),
+                ));
+            }
+        }
+        let scope = format!(
+            "tasks:{project_id}:{:?}",
+            (
+                &self.state,
+                &self.priority,
+                &self.name,
+                &self.queue,
+                &self.worker,
+                &self.search,
+                &self.since,
+                &self.until,
+            )
+        );
+        let plan = Plan::new(
+            &TASKS,
+            parts,
+            self.filter.as_deref(),
+            self.order_by.as_deref(),
+            "received_at",
+            scope,
+        )?;
+        Ok(TaskPlan {
+            filter: plan.filter,
+            order: plan.order,
+            search: self.search.clone(),
+            scope: plan.scope,
+        })
+    }
+}
+
+/// One page of the list a query selects, with the cursor of the next page (`None` on the
+/// last): the API's list and the dashboard's task page both read through it.
+pub async fn read_page(
+    store: &Store,
+    secret: &[u8],
+    project_id: &str,
+    query: &ListQuery,
+    plan: TaskPlan,
+) -> Result<(Vec<TaskRow>, Option<String>), Refusal> {
+    let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let paging = Plan {
+        filter: Filter::And(Vec::new()),
+        order: plan.order.clone(),
+        scope: plan.scope.clone(),
+    };
+    let position = paging.position(secret, "cursor", query.cursor.as_deref())?;
+    let project_id = project_id.to_owned();
+    let (filter, order, search) = (plan.filter, plan.order, plan.search);
+    let rows = store
+        .read("list_tasks", move |conn| {
+            let selection = tasks::Selection {
+                filter: &filter,
+                search: search.as_deref(),
+                order: &order,
+            };
+            tasks::page(
+                conn,
+                &project_id,
+                &selection,
+                position.as_deref(),
+                limit + 1,
+            )
+        })
+        .await?;
+    Ok(paging.page(secret, rows, limit, tasks::position))
+}
