@@ -15,7 +15,7 @@ use crate::refusal::Refusal;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// The body of every command: the target agent, an optional idempotency key, and the kind's
-/// own fields beside them (this type documents the shape; [`parse_request`] reads it).
+/// own fields beside them.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CommandRequest<P> {
     /// The agent that must run the command (in this project).

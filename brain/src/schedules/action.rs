@@ -200,25 +200,7 @@ pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), Refu
                 },
             ))
         }
-        ScheduleKind::HealthCheck => {
-            only(field, map, &["alertOnFailure"])?;
-            let alert = match map.get("alertOnFailure") {
-                None | Some(Value::Null) => true,
-                Some(Value::Bool(b)) => *b,
-                Some(other) => {
-                    return Err(Refusal::invalid_field(
-                        format!("{field}.alertOnFailure"),
-                        format!("{field}.alertOnFailure: must be true or false, got {other}"),
-                    ));
-                }
-            };
-            Ok((
-                json!({"alertOnFailure": alert}),
-                Action::HealthCheck {
-                    alert_on_failure: alert,
-                },
-            ))
-        }
+        ScheduleKind::HealthCheck => check_health(field, map),
         ScheduleKind::StaleCleanup => {
             only(field, map, &["inactiveHours"])?;
             let hours = bounded(
@@ -235,51 +217,75 @@ pub fn check(kind: ScheduleKind, config: &Value) -> Result<(Value, Action), Refu
                 },
             ))
         }
-        ScheduleKind::Command => {
-            let kind_name = match map.get("kind") {
-                Some(Value::String(k)) => k.clone(),
-                _ => {
-                    return Err(Refusal::invalid_field(
-                        format!("{field}.kind"),
-                        format!(
-                            "{field}.kind: required, one of {}",
-                            CommandKind::ALL.map(CommandKind::as_str).join(", ")
-                        ),
-                    ));
-                }
-            };
-            let command_kind: CommandKind = kind_name.parse().map_err(|e: String| {
-                Refusal::invalid_field(format!("{field}.kind"), format!("{field}.kind: {e}"))
-            })?;
-            if map.contains_key("idempotency_key") {
-                return Err(Refusal::invalid_field(
-                    format!("{field}.idempotency_key"),
-                    format!(
-                        "{field}.idempotency_key: not allowed in a schedule (each run is a new command)"
-                    ),
-                ));
-            }
-            let mut body = map.clone();
-            body.remove("kind");
-            let request =
-                parse_request(command_kind, Value::Object(body)).map_err(|e| within(field, e))?;
-            let (agent_id, command) = (request.agent_id, request.command);
-            if let Command::PurgeQueue(purge) = &command
-                && (!purge.force || purge.confirm_token.is_some())
-            {
-                return Err(Refusal::invalid_field(
-                    format!("{field}.force"),
-                    format!(
-                        "{field}.force: a scheduled purge cannot be confirmed against a depth; \
-                         it must be forced (force: true, no confirm_token)"
-                    ),
-                ));
-            }
-            let mut stored = map.clone();
-            stored.insert("agent_id".into(), json!(agent_id));
-            Ok((Value::Object(stored), Action::Issue { agent_id, command }))
-        }
+        ScheduleKind::Command => check_command(field, map),
     }
+}
+
+/// A health check's settings: `alertOnFailure` (default true).
+fn check_health(field: &str, map: &Map<String, Value>) -> Result<(Value, Action), Refusal> {
+    only(field, map, &["alertOnFailure"])?;
+    let alert = match map.get("alertOnFailure") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(Refusal::invalid_field(
+                format!("{field}.alertOnFailure"),
+                format!("{field}.alertOnFailure: must be true or false, got {other}"),
+            ));
+        }
+    };
+    Ok((
+        json!({"alertOnFailure": alert}),
+        Action::HealthCheck {
+            alert_on_failure: alert,
+        },
+    ))
+}
+
+/// A command schedule's settings: `kind` plus the Commands API body of that kind (no
+/// idempotency key: each run is a new command; a purge must be forced).
+fn check_command(field: &str, map: &Map<String, Value>) -> Result<(Value, Action), Refusal> {
+    let kind_name = match map.get("kind") {
+        Some(Value::String(k)) => k.clone(),
+        _ => {
+            return Err(Refusal::invalid_field(
+                format!("{field}.kind"),
+                format!(
+                    "{field}.kind: required, one of {}",
+                    CommandKind::ALL.map(CommandKind::as_str).join(", ")
+                ),
+            ));
+        }
+    };
+    let command_kind: CommandKind = kind_name.parse().map_err(|e: String| {
+        Refusal::invalid_field(format!("{field}.kind"), format!("{field}.kind: {e}"))
+    })?;
+    if map.contains_key("idempotency_key") {
+        return Err(Refusal::invalid_field(
+            format!("{field}.idempotency_key"),
+            format!(
+                "{field}.idempotency_key: not allowed in a schedule (each run is a new command)"
+            ),
+        ));
+    }
+    let mut body = map.clone();
+    body.remove("kind");
+    let request = parse_request(command_kind, Value::Object(body)).map_err(|e| within(field, e))?;
+    let (agent_id, command) = (request.agent_id, request.command);
+    if let Command::PurgeQueue(purge) = &command
+        && (!purge.force || purge.confirm_token.is_some())
+    {
+        return Err(Refusal::invalid_field(
+            format!("{field}.force"),
+            format!(
+                "{field}.force: a scheduled purge cannot be confirmed against a depth; \
+                 it must be forced (force: true, no confirm_token)"
+            ),
+        ));
+    }
+    let mut stored = map.clone();
+    stored.insert("agent_id".into(), json!(agent_id));
+    Ok((Value::Object(stored), Action::Issue { agent_id, command }))
 }
 
 #[cfg(test)]

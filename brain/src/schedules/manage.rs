@@ -28,31 +28,14 @@ pub struct Checked {
     action: Action,
 }
 
-/// Checks a whole schedule body (an update is merged over the stored schedule first). Every
-/// error is a 400 naming the field.
-pub fn check_body(body: &Map<String, Value>, project_slug: &str) -> Result<Checked, Refusal> {
-    // A string field, required unless it has a default.
-    let text = |field: &str, default: Option<&str>| -> Result<String, Refusal> {
-        match (body.get(field), default) {
-            (Some(Value::String(s)), _) => Ok(s.clone()),
-            (None, Some(d)) => Ok(d.to_owned()),
-            (None, None) => Err(Refusal::missing_field(field)),
-            (Some(other), _) => Err(Refusal::invalid_field(
-                field,
-                format!("{field}: must be a string, got {other}"),
-            )),
-        }
-    };
-    let kind_name = text("type", None)?;
-    let kind = ScheduleKind::parse(&kind_name).ok_or_else(|| {
-        Refusal::invalid_field(
-            "type",
-            format!(
-                "type: {kind_name:?} is not a schedule type; expected one of {}",
-                ScheduleKind::names()
-            ),
-        )
-    })?;
+/// Every key of a schedule body is known, the settings are those of its type, and a
+/// `projectId`, if given, names the project in the path.
+fn check_keys(
+    body: &Map<String, Value>,
+    kind: ScheduleKind,
+    project_slug: &str,
+) -> Result<(), Refusal> {
+    let kind_name = kind.as_str();
     let config_field = kind.config_field();
     let mut known = vec![
         "name",
@@ -95,34 +78,70 @@ pub fn check_body(body: &Map<String, Value>, project_slug: &str) -> Result<Check
             ),
         ));
     }
-    let name = match body.get("name") {
+    Ok(())
+}
+
+/// A schedule's name: 1 to [`MAX_NAME_CHARS`] characters, no control characters.
+fn check_name(body: &Map<String, Value>) -> Result<String, Refusal> {
+    match body.get("name") {
         Some(Value::String(n))
             if !n.trim().is_empty()
                 && n.chars().count() <= MAX_NAME_CHARS
                 && !n.chars().any(char::is_control) =>
         {
-            n.clone()
+            Ok(n.clone())
         }
-        None => return Err(Refusal::missing_field("name")),
-        Some(_) => {
-            return Err(Refusal::invalid_field(
-                "name",
-                format!(
-                    "name: must be a string of 1 to {MAX_NAME_CHARS} characters without control characters"
-                ),
-            ));
+        None => Err(Refusal::missing_field("name")),
+        Some(_) => Err(Refusal::invalid_field(
+            "name",
+            format!(
+                "name: must be a string of 1 to {MAX_NAME_CHARS} characters without control characters"
+            ),
+        )),
+    }
+}
+
+/// Whether the schedule fires (default true).
+fn check_enabled(body: &Map<String, Value>) -> Result<bool, Refusal> {
+    match body.get("enabled") {
+        None => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(Refusal::invalid_field(
+            "enabled",
+            format!("enabled: must be true or false, got {other}"),
+        )),
+    }
+}
+
+/// Checks a whole schedule body (an update is merged over the stored schedule first). Every
+/// error is a 400 naming the field.
+pub fn check_body(body: &Map<String, Value>, project_slug: &str) -> Result<Checked, Refusal> {
+    // A string field, required unless it has a default.
+    let text = |field: &str, default: Option<&str>| -> Result<String, Refusal> {
+        match (body.get(field), default) {
+            (Some(Value::String(s)), _) => Ok(s.clone()),
+            (None, Some(d)) => Ok(d.to_owned()),
+            (None, None) => Err(Refusal::missing_field(field)),
+            (Some(other), _) => Err(Refusal::invalid_field(
+                field,
+                format!("{field}: must be a string, got {other}"),
+            )),
         }
     };
-    let enabled = match body.get("enabled") {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(Refusal::invalid_field(
-                "enabled",
-                format!("enabled: must be true or false, got {other}"),
-            ));
-        }
-    };
+    let kind_name = text("type", None)?;
+    let kind = ScheduleKind::parse(&kind_name).ok_or_else(|| {
+        Refusal::invalid_field(
+            "type",
+            format!(
+                "type: {kind_name:?} is not a schedule type; expected one of {}",
+                ScheduleKind::names()
+            ),
+        )
+    })?;
+    let config_field = kind.config_field();
+    check_keys(body, kind, project_slug)?;
+    let name = check_name(body)?;
+    let enabled = check_enabled(body)?;
     let cron = text("cronExpression", None)?;
     let timezone = text("timezone", Some("UTC"))?;
     let schedule =

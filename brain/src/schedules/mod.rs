@@ -207,7 +207,6 @@ fn perform(
     now: i64,
 ) -> StoreResult<Outcome> {
     let ctx = env.audit_as(schedule);
-    let project_id = &schedule.project_id;
     match action {
         Action::Issue { agent_id, command } => {
             let mut issued = Vec::new();
@@ -218,106 +217,140 @@ fn perform(
             })
         }
         Action::Retention { older_than_days } => {
-            let cutoff = now - older_than_days * 86_400_000;
-            let chain = audit::project_chain(project_id);
-            let row = audit::append(
-                conn,
-                &ctx,
-                &chain,
-                "schedule.retention",
-                None,
-                json!({
-                    "schedule": {"id": schedule.id, "name": schedule.name},
-                    "older_than_days": older_than_days,
-                    "cutoff": timestamp(cutoff),
-                }),
-            )?;
-            let task = cleanup::delete_old_task_records(
-                conn,
-                project_id,
-                cutoff,
-                Some(&format!("{chain}#{}", row.seq)),
-                now,
-            )?;
-            Ok(Outcome::done(json!({
-                "cleanupTaskId": task.id,
-                "olderThan": timestamp(cutoff),
-            })))
+            retention(conn, &ctx, schedule, older_than_days, now)
         }
-        Action::HealthCheck { .. } => {
-            // Workers online, and those gone offline (crashed or shut down) since the previous
-            // check, or since the schedule was made: each departure is reported once.
-            let since = schedule.last_run_at.unwrap_or(schedule.created_at);
-            let mut by_agent: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for (agent, worker) in tasks::workers_to_ping(conn, project_id, since)? {
-                by_agent.entry(agent).or_default().push(worker);
-            }
-            if by_agent.is_empty() {
-                return Ok(Outcome::done(
-                    json!({"workers": 0, "note": "no workers are known in this project"}),
-                ));
-            }
-            let workers: usize = by_agent.values().map(Vec::len).sum();
-            let mut issued = Vec::new();
-            let mut refused = Vec::new();
-            for (agent, names) in by_agent {
-                let Ok(agent_id) = agent.parse() else {
-                    refused.push(
-                        json!({"agent_id": agent, "workers": names, "error": "not an agent id"}),
-                    );
-                    continue;
-                };
-                let ping = Command::PingWorkers(PingWorkers {
-                    worker_names: names.clone(),
-                });
-                if let Some(why) =
-                    issue_one(conn, env, &ctx, schedule, agent_id, ping, &mut issued)?
-                {
-                    refused.push(json!({"agent_id": agent, "workers": names, "error": why}));
-                }
-            }
-            let result = json!({"workers": workers, "refused": refused});
-            Ok(if issued.is_empty() {
-                Outcome::failed(result, "no ping could be issued".to_owned())
-            } else {
-                running(issued, result)
-            })
-        }
+        Action::HealthCheck { .. } => health_check(conn, env, &ctx, schedule),
         Action::StaleCleanup { inactive_hours } => {
-            let mut removed = Vec::new();
-            let mut kept = 0;
-            for agent in agents::list(conn, project_id)? {
-                let outcome = match clean_up_agent(
-                    conn,
-                    &ctx,
-                    project_id,
-                    &agent.id,
-                    env.connected.contains(&agent.id),
-                    Rule {
-                        inactive_hours,
-                        dry_run: false,
-                        archive_first: true,
-                    },
-                ) {
-                    Ok(outcome) => outcome,
-                    // Listed a moment ago in this same transaction: a store failure.
-                    Err(Refusal::Store(err)) => return Err(err),
-                    Err(refusal) => return Err(StoreError::Unavailable(refusal.to_string())),
-                };
-                if outcome.deleted {
-                    removed.push(json!({
-                        "agent_id": outcome.agent_id,
-                        "name": agent.name,
-                        "workers": outcome.workers,
-                        "lost_tasks": outcome.lost_tasks,
-                    }));
-                } else {
-                    kept += 1;
-                }
-            }
-            Ok(Outcome::done(json!({"removed": removed, "kept": kept})))
+            stale_cleanup(conn, env, &ctx, schedule, inactive_hours)
         }
     }
+}
+
+/// Records a cleanup task deleting the project's task records older than the window
+/// (skipping tasks in flight), with a `schedule.retention` row naming the cutoff.
+fn retention(
+    conn: &mut AnyConnection,
+    ctx: &AuditContext,
+    schedule: &ScheduleRow,
+    older_than_days: i64,
+    now: i64,
+) -> StoreResult<Outcome> {
+    let project_id = &schedule.project_id;
+
+    let cutoff = now - older_than_days * 86_400_000;
+    let chain = audit::project_chain(project_id);
+    let row = audit::append(
+        conn,
+        ctx,
+        &chain,
+        "schedule.retention",
+        None,
+        json!({
+            "schedule": {"id": schedule.id, "name": schedule.name},
+            "older_than_days": older_than_days,
+            "cutoff": timestamp(cutoff),
+        }),
+    )?;
+    let task = cleanup::delete_old_task_records(
+        conn,
+        project_id,
+        cutoff,
+        Some(&format!("{chain}#{}", row.seq)),
+        now,
+    )?;
+    Ok(Outcome::done(json!({
+        "cleanupTaskId": task.id,
+        "olderThan": timestamp(cutoff),
+    })))
+}
+
+/// Pings every worker online, and those gone offline since the previous check (each
+/// departure is reported once); the run stays open until the pings have outcomes.
+fn health_check(
+    conn: &mut AnyConnection,
+    env: &FireEnv,
+    ctx: &AuditContext,
+    schedule: &ScheduleRow,
+) -> StoreResult<Outcome> {
+    let project_id = &schedule.project_id;
+
+    // Workers online, and those gone offline (crashed or shut down) since the previous
+    // check, or since the schedule was made: each departure is reported once.
+    let since = schedule.last_run_at.unwrap_or(schedule.created_at);
+    let mut by_agent: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (agent, worker) in tasks::workers_to_ping(conn, project_id, since)? {
+        by_agent.entry(agent).or_default().push(worker);
+    }
+    if by_agent.is_empty() {
+        return Ok(Outcome::done(
+            json!({"workers": 0, "note": "no workers are known in this project"}),
+        ));
+    }
+    let workers: usize = by_agent.values().map(Vec::len).sum();
+    let mut issued = Vec::new();
+    let mut refused = Vec::new();
+    for (agent, names) in by_agent {
+        let Ok(agent_id) = agent.parse() else {
+            refused.push(json!({"agent_id": agent, "workers": names, "error": "not an agent id"}));
+            continue;
+        };
+        let ping = Command::PingWorkers(PingWorkers {
+            worker_names: names.clone(),
+        });
+        if let Some(why) = issue_one(conn, env, ctx, schedule, agent_id, ping, &mut issued)? {
+            refused.push(json!({"agent_id": agent, "workers": names, "error": why}));
+        }
+    }
+    let result = json!({"workers": workers, "refused": refused});
+    Ok(if issued.is_empty() {
+        Outcome::failed(result, "no ping could be issued".to_owned())
+    } else {
+        running(issued, result)
+    })
+}
+
+/// Applies the stale rule to every agent of the project (connected agents never are).
+fn stale_cleanup(
+    conn: &mut AnyConnection,
+    env: &FireEnv,
+    ctx: &AuditContext,
+    schedule: &ScheduleRow,
+    inactive_hours: i64,
+) -> StoreResult<Outcome> {
+    let project_id = &schedule.project_id;
+
+    let mut removed = Vec::new();
+    let mut kept = 0;
+    for agent in agents::list(conn, project_id)? {
+        let outcome = match clean_up_agent(
+            conn,
+            &ctx,
+            project_id,
+            &agent.id,
+            env.connected.contains(&agent.id),
+            Rule {
+                inactive_hours,
+                dry_run: false,
+                archive_first: true,
+            },
+        ) {
+            Ok(outcome) => outcome,
+            // Listed a moment ago in this same transaction: a store failure.
+            Err(Refusal::Store(err)) => return Err(err),
+            Err(refusal) => return Err(StoreError::Unavailable(refusal.to_string())),
+        };
+        if outcome.deleted {
+            removed.push(json!({
+                "agent_id": outcome.agent_id,
+                "name": agent.name,
+                "workers": outcome.workers,
+                "lost_tasks": outcome.lost_tasks,
+            }));
+        } else {
+            kept += 1;
+        }
+    }
+    Ok(Outcome::done(json!({"removed": removed, "kept": kept})))
 }
 
 /// An outcome waiting on the commands it issued.

@@ -1,0 +1,205 @@
+//! Tasks and workers as agents report them: batches of normalized updates merged into rows.
+//!
+//! Merging is idempotent and order-insensitive: a task's `state` moves only to an event with a
+//! later `(time, stage)` than the one that set it; `received_at` keeps the earliest receipt;
+//! other fields take the values events carry. Replaying a batch therefore changes nothing,
+//! and an older update arriving late never overwrites a newer state.
+
+//!
+//! - here: the task row and what reads a few of them (find, tree, counts, bulk-retry matches);
+//! - [`ingest`]: merging update batches into rows;
+//! - [`worker_rows`]: workers as agents report them;
+//! - [`page`]: list pages in the grammar's order, search through the term index, positions;
+//! - [`delete`]: deleting task records (all-or-nothing ids, or what a filter matches).
+
+mod delete;
+mod ingest;
+mod page;
+mod worker_rows;
+
+pub use delete::{IN_FLIGHT, IdsDelete, delete_ids, delete_matching};
+pub use ingest::{apply_updates, merge, record_dropped};
+pub use page::{SEARCH_BRANCHES, SearchTerms, Selection, page, page_query, position, search_terms};
+pub use worker_rows::{WorkerRow, workers_of_agent, workers_of_project, workers_to_ping};
+
+use diesel::prelude::*;
+use taskward_shared::events::TaskState;
+
+use super::schema::tasks;
+use super::{AnyConnection, StoreResult};
+use crate::query::filter::Scalar;
+use crate::query::sql::{Sql, dialect_of, load_sql};
+
+/// A task row.
+#[derive(
+    Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Insertable, AsChangeset,
+)]
+#[diesel(table_name = tasks, treat_none_as_null = true, treat_none_as_default_value = false)]
+pub struct TaskRow {
+    /// Row id.
+    pub id: String,
+    /// Project.
+    pub project_id: String,
+    /// Agent that reported it.
+    pub agent_id: Option<String>,
+    /// Engine.
+    pub engine: String,
+    /// Engine task id.
+    pub task_id: String,
+    /// Task name.
+    pub name: Option<String>,
+    /// Queue.
+    pub queue: Option<String>,
+    /// Current state.
+    pub state: String,
+    /// Stage of the event that set `state`.
+    pub state_rank: i32,
+    /// Time of the event that set `state`, ms.
+    pub state_at: i64,
+    /// Priority label.
+    pub priority: Option<String>,
+    /// Args JSON (redacted on the host).
+    pub args: Option<String>,
+    /// Kwargs JSON (redacted on the host).
+    pub kwargs: Option<String>,
+    /// Result text.
+    pub result: Option<String>,
+    /// Exception text.
+    pub exception: Option<String>,
+    /// Traceback.
+    pub traceback: Option<String>,
+    /// Retries.
+    pub retry_count: i32,
+    /// ETA, ms.
+    pub eta: Option<i64>,
+    /// First receipt, ms.
+    pub received_at: Option<i64>,
+    /// Start, ms.
+    pub started_at: Option<i64>,
+    /// End, ms.
+    pub finished_at: Option<i64>,
+    /// Runtime, ms.
+    pub runtime_ms: Option<i64>,
+    /// Worker.
+    pub worker_name: Option<String>,
+    /// Parent task id.
+    pub parent_task_id: Option<String>,
+    /// Root task id.
+    pub root_task_id: Option<String>,
+    /// First seen by the brain, ms.
+    pub created_at: i64,
+    /// Last changed, ms.
+    pub updated_at: i64,
+    /// Why the task cannot be retried (its real arguments are unavailable), if so.
+    pub args_unavailable: Option<String>,
+}
+
+/// Tasks per state in a project (overview counts; also what ingest tests check).
+pub fn count_by_state(
+    conn: &mut AnyConnection,
+    project_id: &str,
+) -> StoreResult<Vec<(String, i64)>> {
+    Ok(tasks::table
+        .filter(tasks::project_id.eq(project_id))
+        .group_by(tasks::state)
+        .select((tasks::state, diesel::dsl::count_star()))
+        .order(tasks::state.asc())
+        .load(conn)?)
+}
+
+/// Tasks received since `since_ms`, counted per hour and state: `(hour start ms, state,
+/// count)`. Walks the received-time index over that window only, so its cost follows the
+/// window's volume, not the project's size.
+pub fn activity(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    since_ms: i64,
+) -> StoreResult<Vec<(i64, String, i64)>> {
+    #[derive(QueryableByName)]
+    struct Bucket {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        hour: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        state: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut sql = Sql::new(dialect_of(conn));
+    sql.push("SELECT (t.received_at / 3600000) * 3600000 AS hour, t.state, COUNT(*) AS n FROM tasks t WHERE t.project_id = ")
+        .bind(Scalar::Text(project_id.to_owned()))
+        .push(" AND t.received_at >= ")
+        .bind(Scalar::Int(since_ms))
+        .push(" GROUP BY 1, 2 ORDER BY 1, 2");
+    let rows: Vec<Bucket> = load_sql!(conn, sql, Bucket)?;
+    Ok(rows.into_iter().map(|b| (b.hour, b.state, b.n)).collect())
+}
+
+/// Up to `limit` tasks of a project matching a bulk-retry filter and not in flight, most
+/// recently changed first.
+pub fn matching(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    filter: &taskward_shared::command::BulkRetryFilter,
+    limit: i64,
+) -> StoreResult<Vec<TaskRow>> {
+    let mut query = tasks::table
+        .filter(tasks::project_id.eq(project_id))
+        .filter(tasks::state.ne_all([TaskState::Received.as_str(), TaskState::Started.as_str()]))
+        .order((tasks::state_at.desc(), tasks::id.desc()))
+        .limit(limit)
+        .select(TaskRow::as_select())
+        .into_boxed();
+    if let Some(state) = &filter.state {
+        query = query.filter(tasks::state.eq(state.clone()));
+    }
+    if let Some(queue) = &filter.queue {
+        query = query.filter(tasks::queue.eq(queue.clone()));
+    }
+    if let Some(name) = &filter.name {
+        query = query.filter(tasks::name.eq(name.clone()));
+    }
+    Ok(query.load(conn)?)
+}
+
+/// One task by engine id.
+pub fn find(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    engine: &str,
+    task_id: &str,
+) -> StoreResult<TaskRow> {
+    Ok(tasks::table
+        .filter(tasks::project_id.eq(project_id))
+        .filter(tasks::engine.eq(engine))
+        .filter(tasks::task_id.eq(task_id))
+        .select(TaskRow::as_select())
+        .first(conn)?)
+}
+
+/// The most tasks a tree returns.
+pub const TREE_CAP: i64 = 500;
+
+/// Every task sharing `root` (the root itself included), oldest first, up to `cap`.
+pub fn tree(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    engine: &str,
+    root: &str,
+    cap: i64,
+) -> StoreResult<Vec<TaskRow>> {
+    Ok(tasks::table
+        .filter(tasks::project_id.eq(project_id))
+        .filter(tasks::engine.eq(engine))
+        // The tree index leaves out self-rooted tasks (`root_task_id <> task_id`); the root
+        // itself comes through its task id.
+        .filter(
+            tasks::root_task_id
+                .eq(root)
+                .and(tasks::root_task_id.ne(tasks::task_id.nullable()))
+                .or(tasks::task_id.eq(root)),
+        )
+        .order((tasks::received_at.asc(), tasks::id.asc()))
+        .limit(cap)
+        .select(TaskRow::as_select())
+        .load(conn)?)
+}
