@@ -281,37 +281,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::User(UserCommand::Create { name, site_admin }) => {
-            let (store, ctx) = open_audited(&url, &cli.data_dir)?;
-            let chain = store.site_chain();
-            let user = store.write_blocking("create_user", |conn| {
-                crate::users::create(conn, &ctx, &chain, &name, site_admin)
-            })?;
-            println!(
-                "created user {} ({}); give them a token with: taskward-brain token create {}",
-                user.name,
-                if user.site_admin {
-                    "site admin"
-                } else {
-                    "no site admin"
-                },
-                user.name
-            );
-            Ok(())
+            create_user(&url, &cli.data_dir, &name, site_admin)
         }
         Command::User(UserCommand::SetPassword { name }) => {
-            let password = read_password(&name)?;
-            passwords::check(&password).map_err(|e| CliError::Usage(e.to_string()))?;
-            let hash = passwords::hash(&password);
-            let (store, ctx) = open_audited(&url, &cli.data_dir)?;
-            let chain = store.site_chain();
-            let user = store.write_blocking("set_password", |conn| {
-                crate::users::set_password(conn, &ctx, &chain, &name, &hash)
-            })?;
-            println!(
-                "password set for {}; they can sign in to the dashboard at /login",
-                user.name
-            );
-            Ok(())
+            set_password(&url, &cli.data_dir, &name)
         }
         Command::Dev(DevCommand::Seed { tasks, project }) => {
             seed(&url, &cli.data_dir, tasks, &project)
@@ -326,89 +299,148 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Member(MemberCommand::Add { slug, user, role }) => {
-            let (store, ctx) = open_audited(&url, &cli.data_dir)?;
-            let change = store.write_blocking("set_member_role", |conn| {
-                let project = projects::find(conn, &slug)
-                    .map_err(|e| not_found(e, format!("project {slug}")))?;
-                let found = users::find_active(conn, &user)
-                    .map_err(|e| not_found(e, format!("user {user}")))?;
-                crate::projects::members::set_role(
-                    conn,
-                    &ctx,
-                    &project.id,
-                    (&found.id, &found.name),
-                    role,
-                )
-            })?;
-            let verb = match change {
-                memberships::SetRole::Added => "added",
-                memberships::SetRole::Changed => "changed",
-            };
-            println!("{verb}: {user} is {role} in {slug}");
-            Ok(())
+            add_member(&url, &cli.data_dir, &slug, &user, role)
         }
         Command::Token(TokenCommand::Create {
             user,
             expires_in,
             name,
-        }) => {
-            let expires_at = expires_in.map(|ms| now_ms() + ms);
-            let (store, ctx) = open_audited(&url, &cli.data_dir)?;
-            let chain = store.site_chain();
-            let (token, secret) = store.write_blocking("create_token", |conn| {
-                let found = users::find_active(conn, &user)
-                    .map_err(|e| not_found(e, format!("user {user}")))?;
-                crate::users::tokens::create(
-                    conn,
-                    &ctx,
-                    &chain,
-                    (&found.id, &found.name),
-                    &name,
-                    expires_at,
-                )
-            })?;
-            eprintln!(
-                "created token {} for {user}{} (shown once; stored only as a hash):",
-                token.prefix,
-                token
-                    .expires_at
-                    .map(|t| format!(", expires {}", crate::clock::timestamp(t).to_rfc3339()))
-                    .unwrap_or_default()
-            );
-            println!("{}", secret.expose());
-            Ok(())
-        }
-        Command::Keys(KeysCommand::Rotate) => {
-            let store = Store::open(&url)?;
-            let keys = Keys::load_or_create(&cli.data_dir)?;
-            let (old, new) = keys.prepare_rotation()?;
-            let (old_id, new_id) = (key_id(&old.verifying_key()), key_id(&new.verifying_key()));
-            let chain = store.site_chain();
-            let row = store.write_blocking("rotate_key", |conn| {
-                audit::append_signed_by(
-                    conn,
-                    &old,
-                    &cli_actor(),
-                    &chain,
-                    "key.rotated",
-                    None,
-                    serde_json::json!({
-                        "old_key_id": old_id,
-                        "new_key_id": new_id,
-                        "new_public_key": hex::encode(new.verifying_key().as_bytes()),
-                    }),
-                )
-            })?;
-            keys.activate(&new)?;
-            println!(
-                "rotated: new signing key {new_id}; the old key {old_id} signed the rotation \
-                 (site chain row {}) and stays published",
-                row.seq
-            );
-            Ok(())
-        }
+        }) => create_token(&url, &cli.data_dir, &user, expires_in, &name),
+        Command::Keys(KeysCommand::Rotate) => rotate_keys(&url, &cli.data_dir),
         Command::Audit(AuditCommand::Verify(args)) => verify(&cli.data_dir, &url, args),
     }
+}
+
+/// `token create`.
+fn create_token(
+    url: &DatabaseUrl,
+    data_dir: &Path,
+    user: &UserName,
+    expires_in: Option<i64>,
+    name: &Label,
+) -> Result<(), CliError> {
+    let expires_at = expires_in.map(|ms| now_ms() + ms);
+    let (store, ctx) = open_audited(url, data_dir)?;
+    let chain = store.site_chain();
+    let (token, secret) = store.write_blocking("create_token", |conn| {
+        let found =
+            users::find_active(conn, user).map_err(|e| not_found(e, format!("user {user}")))?;
+        crate::users::tokens::create(
+            conn,
+            &ctx,
+            &chain,
+            (&found.id, &found.name),
+            name,
+            expires_at,
+        )
+    })?;
+    eprintln!(
+        "created token {} for {user}{} (shown once; stored only as a hash):",
+        token.prefix,
+        token
+            .expires_at
+            .map(|t| format!(", expires {}", crate::clock::timestamp(t).to_rfc3339()))
+            .unwrap_or_default()
+    );
+    println!("{}", secret.expose());
+    Ok(())
+}
+
+/// `keys rotate`: the old key signs the rotation row, then the new key is activated.
+fn rotate_keys(url: &DatabaseUrl, data_dir: &Path) -> Result<(), CliError> {
+    let store = Store::open(url)?;
+    let keys = Keys::load_or_create(data_dir)?;
+    let (old, new) = keys.prepare_rotation()?;
+    let (old_id, new_id) = (key_id(&old.verifying_key()), key_id(&new.verifying_key()));
+    let chain = store.site_chain();
+    let row = store.write_blocking("rotate_key", |conn| {
+        audit::append_signed_by(
+            conn,
+            &old,
+            &cli_actor(),
+            &chain,
+            "key.rotated",
+            None,
+            serde_json::json!({
+                "old_key_id": old_id,
+                "new_key_id": new_id,
+                "new_public_key": hex::encode(new.verifying_key().as_bytes()),
+            }),
+        )
+    })?;
+    keys.activate(&new)?;
+    println!(
+        "rotated: new signing key {new_id}; the old key {old_id} signed the rotation \
+         (site chain row {}) and stays published",
+        row.seq
+    );
+    Ok(())
+}
+
+/// `member add`.
+fn add_member(
+    url: &DatabaseUrl,
+    data_dir: &Path,
+    slug: &ProjectSlug,
+    user: &UserName,
+    role: Role,
+) -> Result<(), CliError> {
+    let (store, ctx) = open_audited(url, data_dir)?;
+    let change = store.write_blocking("set_member_role", |conn| {
+        let project =
+            projects::find(conn, slug).map_err(|e| not_found(e, format!("project {slug}")))?;
+        let found =
+            users::find_active(conn, user).map_err(|e| not_found(e, format!("user {user}")))?;
+        crate::projects::members::set_role(conn, &ctx, &project.id, (&found.id, &found.name), role)
+    })?;
+    let verb = match change {
+        memberships::SetRole::Added => "added",
+        memberships::SetRole::Changed => "changed",
+    };
+    println!("{verb}: {user} is {role} in {slug}");
+    Ok(())
+}
+
+/// `user set-password`.
+fn set_password(url: &DatabaseUrl, data_dir: &Path, name: &UserName) -> Result<(), CliError> {
+    let password = read_password(name)?;
+    passwords::check(&password).map_err(|e| CliError::Usage(e.to_string()))?;
+    let hash = passwords::hash(&password);
+    let (store, ctx) = open_audited(url, data_dir)?;
+    let chain = store.site_chain();
+    let user = store.write_blocking("set_password", |conn| {
+        crate::users::set_password(conn, &ctx, &chain, name, &hash)
+    })?;
+    println!(
+        "password set for {}; they can sign in to the dashboard at /login",
+        user.name
+    );
+    Ok(())
+}
+
+/// `user create`.
+fn create_user(
+    url: &DatabaseUrl,
+    data_dir: &Path,
+    name: &UserName,
+    site_admin: bool,
+) -> Result<(), CliError> {
+    let (store, ctx) = open_audited(url, data_dir)?;
+    let chain = store.site_chain();
+    let user = store.write_blocking("create_user", |conn| {
+        crate::users::create(conn, &ctx, &chain, name, site_admin)
+    })?;
+    println!(
+        "created user {} ({}); give them a token with: taskward-brain token create {}",
+        user.name,
+        if user.site_admin {
+            "site admin"
+        } else {
+            "no site admin"
+        },
+        user.name
+    );
+    Ok(())
 }
 
 /// The store and an audit context acting as this CLI (the OS user running it).

@@ -148,26 +148,8 @@ fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
     }
 }
 
-/// Lists the cleanup tasks the caller may see, newest first unless `orderBy` says otherwise.
-#[utoipa::path(get, path = "/api/v1/cleanup-tasks", tag = tags::CLEANUP,
-    params(("limit" = Option<i64>, Query, description = "1..100, default 100"),
-        ("after" = Option<String>, Query, description = "endCursor of a page: the page after it"),
-        ("before" = Option<String>, Query, description = "startCursor of a page: the page before it"),
-        ("ids" = Option<String>, Query, description = "Comma-separated ids (at most 100), within what the caller may see"),
-        ("filter" = Option<String>, Query, description = "Nested filter, JSON (the tasks list's grammar); relation parent"),
-        ("orderBy" = Option<String>, Query, description = "JSON array of {field: direction}; default createdAt desc"),
-        ("status" = Option<String>, Query, description = "pending, in_progress, completed or failed"),
-        ("resource_type" = Option<String>, Query, description = "delete_project, delete_agent, delete_task_records or delete_schedule"),
-        ("project_id" = Option<String>, Query, description = "Project id"),
-        ("parent_id" = Option<String>, Query, description = "Children of this task"),
-        ("source_event_id" = Option<String>, Query, description = "Tasks spawned by this audit row")),
-    responses((status = 200, body = CleanupTaskPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<CleanupTaskPage>, ApiError> {
-    let limit = parse_limit(query.limit, MAX_LIMIT, MAX_LIMIT)?;
+/// The filters of the list's simple parameters (`status`, `resource_type`, ids, …).
+fn simple_filters(query: &ListQuery) -> Result<Vec<Filter>, ApiError> {
     let text = |v: &str| Scalar::Text(v.to_owned());
     let mut parts = Vec::new();
     if let Some(s) = &query.status {
@@ -202,6 +184,30 @@ pub async fn list(
         }
         parts.push(compare("id", Op::In, Operand::List(ids)));
     }
+    Ok(parts)
+}
+
+/// Lists the cleanup tasks the caller may see, newest first unless `orderBy` says otherwise.
+#[utoipa::path(get, path = "/api/v1/cleanup-tasks", tag = tags::CLEANUP,
+    params(("limit" = Option<i64>, Query, description = "1..100, default 100"),
+        ("after" = Option<String>, Query, description = "endCursor of a page: the page after it"),
+        ("before" = Option<String>, Query, description = "startCursor of a page: the page before it"),
+        ("ids" = Option<String>, Query, description = "Comma-separated ids (at most 100), within what the caller may see"),
+        ("filter" = Option<String>, Query, description = "Nested filter, JSON (the tasks list's grammar); relation parent"),
+        ("orderBy" = Option<String>, Query, description = "JSON array of {field: direction}; default createdAt desc"),
+        ("status" = Option<String>, Query, description = "pending, in_progress, completed or failed"),
+        ("resource_type" = Option<String>, Query, description = "delete_project, delete_agent, delete_task_records or delete_schedule"),
+        ("project_id" = Option<String>, Query, description = "Project id"),
+        ("parent_id" = Option<String>, Query, description = "Children of this task"),
+        ("source_event_id" = Option<String>, Query, description = "Tasks spawned by this audit row")),
+    responses((status = 200, body = CleanupTaskPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<CleanupTaskPage>, ApiError> {
+    let limit = parse_limit(query.limit, MAX_LIMIT, MAX_LIMIT)?;
+    let parts = simple_filters(&query)?;
     let scope = format!(
         "cleanup:{}:{:?}",
         caller.user_id,

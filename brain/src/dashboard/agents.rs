@@ -54,62 +54,7 @@ pub async fn list(
     let body = html! {
         h1 { "Agents, workers and queues" }
         @if views.is_empty() { p.muted.empty { "No agent in this project yet: create one with the API and enroll it on a worker host." } }
-        @for view in &views {
-            section.agent {
-                h2 { (view.agent.name) " " span.muted { (text(view.agent.hostname.as_deref())) } }
-                p.muted {
-                    "Last seen " (time(view.agent.last_seen_at))
-                    @if view.agent.dropped_events > 0 { " · " span.warn { (view.agent.dropped_events) " events dropped" } }
-                }
-                h3 { "Workers" }
-                @if view.workers.is_empty() { p.muted { "No worker reported." } } @else {
-                    div.scroll { table {
-                        thead { tr { th { "Worker" } th { "State" } th { "Heartbeat" } th { "Pool" } th { "Queues" } @if admin { th { "Actions" } } } }
-                        tbody { @for w in &view.workers {
-                            tr {
-                                td.mono { (w.name) }
-                                td { @if w.online { span.badge.s-succeeded { "online" } } @else { span.badge.s-lost { "offline" } } }
-                                td { (time(w.last_heartbeat_at)) }
-                                td { (text(w.pool.as_deref())) @if let Some(n) = w.concurrency { " × " (n) } }
-                                td { (queues_of(w)) }
-                                @if admin { td { (worker_actions(&api, &view.agent.id, &w.name)) } }
-                            }
-                        } }
-                    } }
-                }
-                h3 { "Queues" }
-                @if view.queues.is_empty() { p.muted { "No queue depth reported." } } @else {
-                    div.scroll { table {
-                        thead { tr { th { "Queue" } th.num { "Depth" } th { "Observed" } @if admin { th { "Actions" } } } }
-                        tbody { @for q in &view.queues {
-                            tr {
-                                td.mono { (q.queue) }
-                                td.num { (q.depth) }
-                                td { (time(Some(q.observed_at))) }
-                                @if admin { td {
-                                    button.danger type="button"
-                                        data-purge={ (api) "/commands/purge-queue" }
-                                        data-queues={ (api) "/agents/" (view.agent.id) "/queues" }
-                                        data-agent=(view.agent.id) data-queue=(q.queue) { "Purge…" }
-                                } }
-                            }
-                        } }
-                    } }
-                }
-                @if admin {
-                    details.more {
-                        summary { "Rate limit a task" }
-                        form data-api={ (api) "/commands/rate-limit" } {
-                            input type="hidden" name="agent_id" value=(view.agent.id);
-                            label { "Task name" input name="task_name" required; }
-                            label { "Rate" input name="rate" required placeholder="10/m"; }
-                            label { "Worker (empty: all)" input name="worker_name"; }
-                            button type="submit" { "Set rate limit" }
-                        }
-                    }
-                }
-            }
-        }
+        @for view in &views { (agent_section(view, &api, admin)) }
         p data-result role="status" {}
         dialog id="purge-dialog" {
             form method="dialog" {
@@ -129,6 +74,67 @@ pub async fn list(
         &page.chrome("Agents", Section::Agents, Some(&watermark)),
         body,
     ))
+}
+
+/// One agent: its workers (with their controls for admins), its queues (with the purge
+/// dialog's trigger) and its rate-limit form.
+fn agent_section(view: &AgentView, api: &str, admin: bool) -> Markup {
+    html! {
+    section.agent {
+        h2 { (view.agent.name) " " span.muted { (text(view.agent.hostname.as_deref())) } }
+        p.muted {
+            "Last seen " (time(view.agent.last_seen_at))
+            @if view.agent.dropped_events > 0 { " · " span.warn { (view.agent.dropped_events) " events dropped" } }
+        }
+        h3 { "Workers" }
+        @if view.workers.is_empty() { p.muted { "No worker reported." } } @else {
+            div.scroll { table {
+                thead { tr { th { "Worker" } th { "State" } th { "Heartbeat" } th { "Pool" } th { "Queues" } @if admin { th { "Actions" } } } }
+                tbody { @for w in &view.workers {
+                    tr {
+                        td.mono { (w.name) }
+                        td { @if w.online { span.badge.s-succeeded { "online" } } @else { span.badge.s-lost { "offline" } } }
+                        td { (time(w.last_heartbeat_at)) }
+                        td { (text(w.pool.as_deref())) @if let Some(n) = w.concurrency { " × " (n) } }
+                        td { (queues_of(w)) }
+                        @if admin { td { (worker_actions(api, &view.agent.id, &w.name)) } }
+                    }
+                } }
+            } }
+        }
+        h3 { "Queues" }
+        @if view.queues.is_empty() { p.muted { "No queue depth reported." } } @else {
+            div.scroll { table {
+                thead { tr { th { "Queue" } th.num { "Depth" } th { "Observed" } @if admin { th { "Actions" } } } }
+                tbody { @for q in &view.queues {
+                    tr {
+                        td.mono { (q.queue) }
+                        td.num { (q.depth) }
+                        td { (time(Some(q.observed_at))) }
+                        @if admin { td {
+                            button.danger type="button"
+                                data-purge={ (api) "/commands/purge-queue" }
+                                data-queues={ (api) "/agents/" (view.agent.id) "/queues" }
+                                data-agent=(view.agent.id) data-queue=(q.queue) { "Purge…" }
+                        } }
+                    }
+                } }
+            } }
+        }
+        @if admin {
+            details.more {
+                summary { "Rate limit a task" }
+                form data-api={ (api) "/commands/rate-limit" } {
+                    input type="hidden" name="agent_id" value=(view.agent.id);
+                    label { "Task name" input name="task_name" required; }
+                    label { "Rate" input name="rate" required placeholder="10/m"; }
+                    label { "Worker (empty: all)" input name="worker_name"; }
+                    button type="submit" { "Set rate limit" }
+                }
+            }
+        }
+    }
+    }
 }
 
 fn queues_of(worker: &WorkerRow) -> Markup {

@@ -16,6 +16,7 @@ use crate::api::tasks::{find_task, task_tree};
 use crate::app::AppState;
 use crate::auth::Viewer;
 use crate::role::Role;
+use crate::store::agents::Agent;
 use crate::store::tasks::TaskRow;
 use crate::tasks::list::{ListQuery, read_page};
 
@@ -99,29 +100,7 @@ pub async fn list(
     let can_delete = page.access.role >= Role::Admin;
     let body = html! {
         h1 { "Tasks" }
-        form.filters method="get" action={ "/p/" (slug) "/tasks" } {
-            label { "State"
-                select name="state" {
-                    option value="" { "any" }
-                    @for s in STATES {
-                        option value=(s) selected[values.state.as_deref() == Some(s)] { (s) }
-                    }
-                }
-            }
-            label { "Name" input name="name" value=[values.name.as_deref()] placeholder="app.tasks.add"; }
-            label { "Queue" input name="queue" value=[values.queue.as_deref()]; }
-            label { "Worker" input name="worker" value=[values.worker.as_deref()]; }
-            label.wide { "Search" input type="search" name="search" value=[values.search.as_deref()] placeholder="name, queue or worker contains…"; }
-            label { "Per page"
-                select name="limit" {
-                    @for n in ["25", "100", "500"] {
-                        option value=(n) selected[values.limit.as_deref().unwrap_or("100") == n] { (n) }
-                    }
-                }
-            }
-            button type="submit" { "Filter" }
-            a.button.secondary href={ "/p/" (slug) "/tasks" } { "Clear" }
-        }
+        (filter_form(slug, &values))
         div.toolbar {
             span.muted { "Export this list: " }
             a href=(export("csv")) { "CSV" } " · "
@@ -132,25 +111,7 @@ pub async fn list(
             }
             span data-result {}
         }
-        @if can_retry {
-            details.more {
-                summary { "Retry every task matching the state, name and queue filters…" }
-                form.bulk-retry
-                    data-api={ "/api/v1/projects/" (slug) "/commands/bulk-retry" }
-                    data-dry-run={ "/api/v1/projects/" (slug) "/commands/bulk-retry/dry-run" } {
-                    input type="hidden" name="state" value=[values.state.as_deref()];
-                    input type="hidden" name="name" value=[values.name.as_deref()];
-                    input type="hidden" name="queue" value=[values.queue.as_deref()];
-                    label { "Through agent"
-                        select name="agent_id" { @for a in &agents { option value=(a.id) { (a.name) } } }
-                    }
-                    label { "At most" input type="number" name="max" data-type="int" value="100" min="1" max="10000"; }
-                    button.secondary type="button" data-count { "Count first" }
-                    button type="submit" disabled { "Retry them" }
-                    p data-result role="status" {}
-                }
-            }
-        }
+        @if can_retry { (bulk_retry_form(slug, &values, &agents)) }
         div.scroll {
             table.tasks {
                 thead { tr {
@@ -188,6 +149,59 @@ pub async fn list(
         body,
     )
     .into_response())
+}
+
+/// The filters of the tasks page (a GET form, so the URL carries them).
+fn filter_form(slug: &str, values: &FormValues) -> Markup {
+    html! {
+    form.filters method="get" action={ "/p/" (slug) "/tasks" } {
+        label { "State"
+            select name="state" {
+                option value="" { "any" }
+                @for s in STATES {
+                    option value=(s) selected[values.state.as_deref() == Some(s)] { (s) }
+                }
+            }
+        }
+        label { "Name" input name="name" value=[values.name.as_deref()] placeholder="app.tasks.add"; }
+        label { "Queue" input name="queue" value=[values.queue.as_deref()]; }
+        label { "Worker" input name="worker" value=[values.worker.as_deref()]; }
+        label.wide { "Search" input type="search" name="search" value=[values.search.as_deref()] placeholder="name, queue or worker contains…"; }
+        label { "Per page"
+            select name="limit" {
+                @for n in ["25", "100", "500"] {
+                    option value=(n) selected[values.limit.as_deref().unwrap_or("100") == n] { (n) }
+                }
+            }
+        }
+        button type="submit" { "Filter" }
+        a.button.secondary href={ "/p/" (slug) "/tasks" } { "Clear" }
+    }
+    }
+}
+
+/// Bulk retry of what the state, name and queue filters select, with a dry-run count first.
+fn bulk_retry_form(slug: &str, values: &FormValues, agents: &[Agent]) -> Markup {
+    html! {
+    details.more {
+        summary { "Retry every task matching the state, name and queue filters…" }
+        form.bulk-retry
+            data-api={ "/api/v1/projects/" (slug) "/commands/bulk-retry" }
+            data-dry-run={ "/api/v1/projects/" (slug) "/commands/bulk-retry/dry-run" } {
+            input type="hidden" name="state" value=[values.state.as_deref()];
+            input type="hidden" name="name" value=[values.name.as_deref()];
+            input type="hidden" name="queue" value=[values.queue.as_deref()];
+            label { "Through agent"
+                select name="agent_id" { @for a in agents { option value=(a.id) { (a.name) } } }
+            }
+            label { "At most" input type="number" name="max" data-type="int" value="100" min="1" max="10000"; }
+            button.secondary type="button" data-count { "Count first" }
+            button type="submit" disabled { "Retry them" }
+            p data-result role="status" {}
+        }
+    }
+
+    }
 }
 
 fn task_href(slug: &str, row: &TaskRow) -> String {

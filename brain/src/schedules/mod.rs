@@ -324,7 +324,7 @@ fn stale_cleanup(
     for agent in agents::list(conn, project_id)? {
         let outcome = match clean_up_agent(
             conn,
-            &ctx,
+            ctx,
             project_id,
             &agent.id,
             env.connected.contains(&agent.id),
