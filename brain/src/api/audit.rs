@@ -159,6 +159,16 @@ pub async fn list(
     access: ProjectAccess<Viewer>,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
+    Ok(Json(audit_page(&state, &access.project.id, &query).await?))
+}
+
+/// A page of a project's audit chain, with each row's signature check (the API's list and
+/// the dashboard's audit page).
+pub async fn audit_page(
+    state: &AppState,
+    project_id: &str,
+    query: &AuditQuery,
+) -> Result<AuditPage, ApiError> {
     let limit = parse_limit(query.limit, 100, MAX_AUDIT_LIMIT)?;
     if let Some(kind) = &query.kind
         && (kind.is_empty()
@@ -174,7 +184,7 @@ pub async fn list(
             ),
         ));
     }
-    let chain = audit_store::project_chain(&access.project.id);
+    let chain = audit_store::project_chain(project_id);
     let secret = state.keys.confirm_secret();
     // A cursor belongs to its filter: one from another kind's pages is refused.
     let scope = match &query.kind {
@@ -206,7 +216,7 @@ pub async fn list(
         _ => None,
     };
     items.shrink_to_fit();
-    Ok(Json(AuditPage { items, next_cursor }))
+    Ok(AuditPage { items, next_cursor })
 }
 
 /// Streams a project's whole chain as JSON Lines: a header with the public keys, then one row

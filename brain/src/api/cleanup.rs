@@ -206,8 +206,18 @@ pub async fn list(
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<CleanupTaskPage>, ApiError> {
+    Ok(Json(cleanup_page(&state, &caller, &query).await?))
+}
+
+/// A page of the cleanup tasks the caller may see (the API's list and the dashboard's
+/// cleanup page).
+pub async fn cleanup_page(
+    state: &AppState,
+    caller: &Caller,
+    query: &ListQuery,
+) -> Result<CleanupTaskPage, ApiError> {
     let limit = parse_limit(query.limit, MAX_LIMIT, MAX_LIMIT)?;
-    let parts = simple_filters(&query)?;
+    let parts = simple_filters(query)?;
     let scope = format!(
         "cleanup:{}:{:?}",
         caller.user_id,
@@ -285,10 +295,10 @@ pub async fn list(
         start_cursor: rows.first().map(cursor_of),
         end_cursor: rows.last().map(cursor_of),
     };
-    Ok(Json(CleanupTaskPage {
+    Ok(CleanupTaskPage {
         data: rows.into_iter().map(CleanupTaskPublic::from).collect(),
         page_info,
-    }))
+    })
 }
 
 /// A cleanup task the caller may see, or 404.
@@ -372,10 +382,20 @@ pub async fn tree(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<CleanupTaskPublic>>, ApiError> {
-    let root = visible(&state, &caller, id).await?;
+    Ok(Json(cleanup_tree(&state, &caller, id).await?))
+}
+
+/// A cleanup task the caller may see and its whole tree (the API and the dashboard's tree
+/// page).
+pub async fn cleanup_tree(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+) -> Result<Vec<CleanupTaskPublic>, ApiError> {
+    let root = visible(state, caller, id).await?;
     let all = state
         .store
         .read("cleanup_tree", move |conn| cleanup::tree(conn, &root))
         .await?;
-    Ok(Json(all.into_iter().map(CleanupTaskPublic::from).collect()))
+    Ok(all.into_iter().map(CleanupTaskPublic::from).collect())
 }

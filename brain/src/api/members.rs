@@ -63,16 +63,21 @@ pub async fn list(
     State(state): State<AppState>,
     access: ProjectAccess<Viewer>,
 ) -> Result<Json<MemberList>, ApiError> {
-    let project_id = access.project.id;
+    Ok(Json(member_list(&state, &access.project.id).await?))
+}
+
+/// A project's members (the API's list and the dashboard's members page).
+pub async fn member_list(state: &AppState, project_id: &str) -> Result<MemberList, ApiError> {
+    let project_id = project_id.to_owned();
     let members = state
         .store
         .read("list_members", move |conn| {
             memberships::list(conn, &project_id)
         })
         .await?;
-    Ok(Json(MemberList {
+    Ok(MemberList {
         items: members.into_iter().map(MemberPublic::from).collect(),
-    }))
+    })
 }
 
 /// Adds a member or changes their role (admin). 201 when added, 200 when changed.

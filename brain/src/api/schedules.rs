@@ -222,6 +222,15 @@ pub async fn list(
     access: ProjectAccess<Viewer>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<ScheduleList>, ApiError> {
+    Ok(Json(schedule_list(&state, &access.project, &query).await?))
+}
+
+/// A project's schedules, filtered (the API's list and the dashboard's schedules page).
+pub async fn schedule_list(
+    state: &AppState,
+    project: &Project,
+    query: &ListQuery,
+) -> Result<ScheduleList, ApiError> {
     let kind = query
         .kind
         .as_deref()
@@ -248,7 +257,6 @@ pub async fn list(
             ));
         }
     };
-    let project = access.project;
     let project_id = project.id.clone();
     let rows = state
         .store
@@ -256,12 +264,12 @@ pub async fn list(
             schedules::list(conn, &project_id, kind.map(ScheduleKind::as_str), enabled)
         })
         .await?;
-    Ok(Json(ScheduleList {
+    Ok(ScheduleList {
         schedules: rows
             .iter()
-            .map(|r| SchedulePublic::new(r, &project))
+            .map(|r| SchedulePublic::new(r, project))
             .collect(),
-    }))
+    })
 }
 
 /// Creates a schedule (admin). The body names `type`, `cronExpression` (five fields),
@@ -306,8 +314,17 @@ pub async fn get(
     access: ProjectAccess<Viewer>,
     ApiPath((_slug, id)): ApiPath<(String, String)>,
 ) -> Result<Json<ScheduleDetail>, ApiError> {
-    let project = access.project;
-    let (project_id, schedule_id) = (project.id.clone(), id.clone());
+    Ok(Json(schedule_detail(&state, &access.project, &id).await?))
+}
+
+/// A schedule of the project with its next due times and recent runs (the API's detail and
+/// the dashboard's schedule page).
+pub async fn schedule_detail(
+    state: &AppState,
+    project: &Project,
+    id: &str,
+) -> Result<ScheduleDetail, ApiError> {
+    let (project_id, schedule_id) = (project.id.clone(), id.to_owned());
     let (row, runs) = state
         .store
         .read("get_schedule", move |conn| {
@@ -316,16 +333,16 @@ pub async fn get(
             Ok((row, runs))
         })
         .await
-        .map_err(not_found(&id))?;
+        .map_err(not_found(id))?;
     let upcoming = match (row.enabled, CronSchedule::parse(&row.cron, &row.timezone)) {
         (true, Ok(schedule)) => schedule.upcoming(now_ms(), UPCOMING),
         _ => Vec::new(),
     };
-    Ok(Json(ScheduleDetail {
-        schedule: SchedulePublic::new(&row, &project),
+    Ok(ScheduleDetail {
+        schedule: SchedulePublic::new(&row, project),
         upcoming,
         history: runs.into_iter().map(RunPublic::from).collect(),
-    }))
+    })
 }
 
 /// Updates a schedule (admin): any of name, enabled, cronExpression, timezone and the type's

@@ -84,15 +84,21 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<TokenList>, ApiError> {
+    Ok(Json(token_list(&state, &caller.user_id).await?))
+}
+
+/// A user's tokens (the API's list and the dashboard's tokens page).
+pub async fn token_list(state: &AppState, user_id: &str) -> Result<TokenList, ApiError> {
+    let user_id = user_id.to_owned();
     let items = state
         .store
         .read("list_tokens", move |conn| {
-            tokens::list_for_user(conn, &caller.user_id)
+            tokens::list_for_user(conn, &user_id)
         })
         .await?;
-    Ok(Json(TokenList {
+    Ok(TokenList {
         items: items.into_iter().map(TokenPublic::from).collect(),
-    }))
+    })
 }
 
 /// Creates a token for the caller.

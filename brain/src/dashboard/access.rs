@@ -18,7 +18,7 @@ pub async fn members(
     State(state): State<AppState>,
     page: Page<Viewer>,
 ) -> Result<Html<String>, PageError> {
-    let list = members::list(State(state), page.access.clone()).await?.0;
+    let list = members::member_list(&state, &page.access.project.id).await?;
     let project = &page.access.project;
     let slug = &project.slug;
     let admin = page.access.role >= Role::Admin;
@@ -68,9 +68,7 @@ pub async fn tokens(
     State(state): State<AppState>,
     signed_in: SignedIn,
 ) -> Result<Html<String>, PageError> {
-    let list = tokens::list(State(state), signed_in.caller.clone())
-        .await?
-        .0;
+    let list = tokens::token_list(&state, &signed_in.caller.user_id).await?;
     let body = html! {
         h1 { "Your API tokens" }
         p.muted { "A token acts as you on the REST API: " code { "Authorization: Bearer tw_…" } ". Only its hash is stored, so it is shown once, when it is created." }

@@ -8,8 +8,8 @@ use maud::html;
 
 use super::layout::{self, Section, text};
 use super::{Page, PageError};
-use crate::api::audit::{AuditQuery, list as audit_page};
-use crate::api::extract::{ApiQuery, parse_query};
+use crate::api::audit::{AuditQuery, audit_page};
+use crate::api::extract::parse_query;
 use crate::app::AppState;
 use crate::audit::verify_live;
 use crate::auth::Viewer;
@@ -46,9 +46,7 @@ pub async fn list(
     let kind = form_urlencoded::parse(text_query.as_bytes())
         .find(|(k, _)| k == "kind")
         .map(|(_, v)| v.into_owned());
-    let rows = audit_page(State(state), page.access.clone(), ApiQuery(query))
-        .await?
-        .0;
+    let rows = audit_page(&state, &page.access.project.id, &query).await?;
     let project = &page.access.project;
     let slug = &project.slug;
     let api = format!("/api/v1/projects/{slug}/audit");

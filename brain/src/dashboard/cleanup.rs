@@ -11,8 +11,6 @@ use maud::{Markup, html};
 use super::layout::{self, badge, text};
 use super::{PageError, SignedIn};
 use crate::api::cleanup::{self as api, CleanupTaskPublic, ListQuery};
-use crate::api::extract::ApiPath;
-use crate::api::extract::ApiQuery;
 use crate::app::AppState;
 
 fn when(t: chrono::DateTime<chrono::Utc>) -> Markup {
@@ -24,13 +22,7 @@ pub async fn list(
     State(state): State<AppState>,
     signed_in: SignedIn,
 ) -> Result<Html<String>, PageError> {
-    let page = api::list(
-        State(state),
-        signed_in.caller.clone(),
-        ApiQuery(ListQuery::default()),
-    )
-    .await?
-    .0;
+    let page = api::cleanup_page(&state, &signed_in.caller, &ListQuery::default()).await?;
     let roots: Vec<&CleanupTaskPublic> =
         page.data.iter().filter(|t| t.parent_id.is_none()).collect();
     let body = html! {
@@ -64,9 +56,7 @@ pub async fn tree(
     signed_in: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Html<String>, PageError> {
-    let all = api::tree(State(state), signed_in.caller.clone(), ApiPath(id.clone()))
-        .await?
-        .0;
+    let all = api::cleanup_tree(&state, &signed_in.caller, id.clone()).await?;
     let mut children: BTreeMap<Option<&str>, Vec<&CleanupTaskPublic>> = BTreeMap::new();
     for t in &all {
         let parent = t

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::layout::{self, Section, badge, text};
 use super::{Page, PageError};
-use crate::api::extract::{ApiPath, ApiQuery, parse_query};
+use crate::api::extract::parse_query;
 use crate::api::schedules::{self as api, ListQuery};
 use crate::app::AppState;
 use crate::auth::Viewer;
@@ -41,9 +41,7 @@ pub async fn list(
     page: Page<Viewer>,
 ) -> Result<Html<String>, PageError> {
     let query: ListQuery = parse_query("")?;
-    let list = api::list(State(state), page.access.clone(), ApiQuery(query))
-        .await?
-        .0;
+    let list = api::schedule_list(&state, &page.access.project, &query).await?;
     let slug = &page.access.project.slug;
     let admin = page.access.role >= Role::Admin;
     let body = html! {
@@ -77,13 +75,7 @@ pub async fn detail(
     page: Page<Viewer>,
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<Html<String>, PageError> {
-    let detail = api::get(
-        State(state),
-        page.access.clone(),
-        ApiPath((slug.clone(), id)),
-    )
-    .await?
-    .0;
+    let detail = api::schedule_detail(&state, &page.access.project, &id).await?;
     let s = &detail.schedule;
     let admin = page.access.role >= Role::Admin;
     let body = html! {
