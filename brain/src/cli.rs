@@ -15,6 +15,7 @@ use crate::expiry::parse_lifetime;
 use crate::keys::{KeyError, Keys};
 use crate::names::{Label, ProjectSlug, UserName};
 use crate::passwords;
+use crate::projects::NewProject;
 use crate::role::Role;
 use crate::server::{self, ServeArgs, ServeError};
 use crate::store::audit::{self, AuditContext};
@@ -293,7 +294,17 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (store, ctx) = open_audited(&url, &cli.data_dir)?;
             let chain = store.site_chain();
             let project = store.write_blocking("create_project", |conn| {
-                crate::projects::create(conn, &ctx, &chain, &slug, name.as_ref(), "")
+                crate::projects::create(
+                    conn,
+                    &ctx,
+                    &chain,
+                    NewProject {
+                        slug: &slug,
+                        name: name.as_ref(),
+                        description: "",
+                    },
+                    None,
+                )
             })?;
             println!("created project {} ({})", project.slug, project.name);
             Ok(())
@@ -453,9 +464,17 @@ fn seed(url: &DatabaseUrl, data_dir: &Path, n: i64, slug: &ProjectSlug) -> Resul
     let project =
         store.write_blocking("seed_project", |conn| match projects::find(conn, slug) {
             Ok(project) => Ok(project),
-            Err(StoreError::NotFound) => {
-                crate::projects::create(conn, &ctx, &chain, slug, None, "")
-            }
+            Err(StoreError::NotFound) => crate::projects::create(
+                conn,
+                &ctx,
+                &chain,
+                NewProject {
+                    slug,
+                    name: None,
+                    description: "",
+                },
+                None,
+            ),
             Err(other) => Err(other),
         })?;
     let run = format!(

@@ -76,23 +76,12 @@ pub enum ApiError {
 impl ApiError {
     /// A 400 naming the field at fault.
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError::BadRequest {
-            code: "invalid_field",
-            message: message.into(),
-            field: Some(field.into()),
-        }
+        Refusal::invalid_field(field, message).into()
     }
 
-    /// A 400 for a required field that is absent; `path` is its full JSON path
-    /// (`retentionConfig.olderThanDays`), the message names the field as serde would.
+    /// A 400 for a required field that is absent (`path` is its JSON path).
     pub fn missing_field(path: impl Into<String>) -> ApiError {
-        let path = path.into();
-        let name = path.rsplit('.').next().unwrap_or(&path).to_owned();
-        ApiError::BadRequest {
-            code: "missing_field",
-            message: format!("{path}: missing field `{name}`"),
-            field: Some(path),
-        }
+        Refusal::missing_field(path).into()
     }
 
     /// The HTTP status for this error.

@@ -129,14 +129,6 @@ pub struct ListQuery {
     source_event_id: Option<String>,
 }
 
-fn compare(name: &str, op: Op, operand: Operand) -> Filter {
-    Filter::Compare {
-        field: CLEANUP_TASKS.field(name).expect("a cleanup task field"),
-        op,
-        operand,
-    }
-}
-
 fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
     if allowed.contains(&value) {
         Ok(())
@@ -154,11 +146,11 @@ fn simple_filters(query: &ListQuery) -> Result<Vec<Filter>, ApiError> {
     let mut parts = Vec::new();
     if let Some(s) = &query.status {
         one_of("status", s, &status::ALL)?;
-        parts.push(compare("status", Op::Eq, Operand::One(text(s))));
+        parts.push(CLEANUP_TASKS.compare("status", Op::Eq, Operand::One(text(s))));
     }
     if let Some(r) = &query.resource_type {
         one_of("resource_type", r, &resource::ALL)?;
-        parts.push(compare("resourceType", Op::Eq, Operand::One(text(r))));
+        parts.push(CLEANUP_TASKS.compare("resourceType", Op::Eq, Operand::One(text(r))));
     }
     for (param, field) in [
         (&query.project_id, "projectId"),
@@ -166,7 +158,7 @@ fn simple_filters(query: &ListQuery) -> Result<Vec<Filter>, ApiError> {
         (&query.source_event_id, "sourceEventId"),
     ] {
         if let Some(value) = param {
-            parts.push(compare(field, Op::Eq, Operand::One(text(value))));
+            parts.push(CLEANUP_TASKS.compare(field, Op::Eq, Operand::One(text(value))));
         }
     }
     if let Some(ids) = &query.ids {
@@ -182,7 +174,7 @@ fn simple_filters(query: &ListQuery) -> Result<Vec<Filter>, ApiError> {
                 format!("ids: 1 to {MAX_IDS} comma-separated ids"),
             ));
         }
-        parts.push(compare("id", Op::In, Operand::List(ids)));
+        parts.push(CLEANUP_TASKS.compare("id", Op::In, Operand::List(ids)));
     }
     Ok(parts)
 }

@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::auth::{Admin, Caller, ProjectAccess, SiteAdmin, Viewer};
 use crate::error::{ApiError, ErrorBody};
 use crate::names::{Label, ProjectSlug};
+use crate::projects::NewProject;
 use crate::role::Role;
 use crate::store::projects::{self, Project};
 
@@ -128,14 +129,17 @@ pub async fn create(
     let project = state
         .store
         .write("create_project", move |conn| {
-            crate::projects::create_owned(
+            let new = NewProject {
+                slug: &body.slug,
+                name: body.name.as_ref(),
+                description: body.description.as_deref().unwrap_or_default(),
+            };
+            crate::projects::create(
                 conn,
                 &ctx,
                 &chain,
-                &body.slug,
-                body.name.as_ref(),
-                body.description.as_deref().unwrap_or_default(),
-                (&caller.user_id, &caller.user_name),
+                new,
+                Some((&caller.user_id, &caller.user_name)),
             )
         })
         .await?;

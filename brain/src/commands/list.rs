@@ -40,11 +40,7 @@ pub struct ListQuery {
 }
 
 fn compare(name: &str, op: Op, value: Scalar) -> Filter {
-    Filter::Compare {
-        field: COMMANDS.field(name).expect("a command field"),
-        op,
-        operand: Operand::One(value),
-    }
+    COMMANDS.compare(name, op, Operand::One(value))
 }
 
 impl ListQuery {

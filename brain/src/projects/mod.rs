@@ -13,16 +13,16 @@ use crate::store::cleanup::{self, CleanupTask};
 use crate::store::projects::{self, Project};
 use crate::store::{AnyConnection, StoreResult, now_ms};
 
-/// Creates a project and records `project.created` on the site chain.
+/// Creates a project and records `project.created` on the site chain; `owner` (user id and
+/// name), when given, becomes its first admin.
 pub fn create(
     conn: &mut AnyConnection,
     ctx: &AuditContext,
     site_chain: &str,
-    slug: &ProjectSlug,
-    name: Option<&Label>,
-    description: &str,
+    new: NewProject<'_>,
+    owner: Option<(&str, &str)>,
 ) -> StoreResult<Project> {
-    let project = projects::create(conn, slug, name, description)?;
+    let project = projects::create(conn, new.slug, new.name, new.description)?;
     audit::append(
         conn,
         ctx,
@@ -34,22 +34,21 @@ pub fn create(
             "chain": audit::project_chain(&project.id),
         }),
     )?;
+    if let Some(owner) = owner {
+        members::set_role(conn, ctx, &project.id, owner, Role::Admin)?;
+    }
     Ok(project)
 }
 
-/// Creates a project with its creator as its first admin (`owner`: user id and name).
-pub fn create_owned(
-    conn: &mut AnyConnection,
-    ctx: &AuditContext,
-    site_chain: &str,
-    slug: &ProjectSlug,
-    name: Option<&Label>,
-    description: &str,
-    owner: (&str, &str),
-) -> StoreResult<Project> {
-    let project = create(conn, ctx, site_chain, slug, name, description)?;
-    members::set_role(conn, ctx, &project.id, owner, Role::Admin)?;
-    Ok(project)
+/// A project about to be created.
+#[derive(Debug, Clone, Copy)]
+pub struct NewProject<'a> {
+    /// Its slug (unique).
+    pub slug: &'a ProjectSlug,
+    /// Its display name (the slug when absent).
+    pub name: Option<&'a Label>,
+    /// What it is for.
+    pub description: &'a str,
 }
 
 /// Hides a project at once and records the tree of cleanup tasks that will remove its

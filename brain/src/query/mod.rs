@@ -86,6 +86,20 @@ impl Entity {
         fields.iter().find(|f| f.name == name)
     }
 
+    /// `name op operand` on one of this entity's fields (the lists' simple parameters).
+    pub fn compare(
+        &'static self,
+        name: &str,
+        op: filter::Op,
+        operand: filter::Operand,
+    ) -> filter::Filter {
+        filter::Filter::Compare {
+            field: self.field(name).expect("a field of the entity"),
+            op,
+            operand,
+        }
+    }
+
     /// The relation called `name`.
     pub fn relation(&self, name: &str) -> Option<&'static Relation> {
         let relations: &'static [Relation] = self.relations;

@@ -422,16 +422,22 @@ pub enum RunFinish {
     Finished(Option<Alert>),
 }
 
-/// Finishes a run whose commands have all ended: success if every one succeeded. A failing
-/// health check with `alertOnFailure` appends a signed `schedule.alert` row and returns the
-/// alert.
-pub fn finish_in(
+/// Finishes a run whose commands have all ended, in the caller's transaction: success if
+/// every one succeeded. A failing health check with `alertOnFailure` appends a signed
+/// `schedule.alert` row and returns the alert. A run another brain finished since it was read
+/// is left alone.
+pub fn finish_open_in(
     conn: &mut AnyConnection,
     signer: &std::sync::Arc<ed25519_dalek::SigningKey>,
     run: &RunRow,
     schedule: &ScheduleRow,
     now: i64,
 ) -> StoreResult<RunFinish> {
+    let still_open =
+        schedules::find_run(conn, &run.id)?.is_some_and(|r| r.status == run_status::RUNNING);
+    if !still_open {
+        return Ok(RunFinish::Open);
+    }
     let ids: Vec<String> = serde_json::from_str(&run.command_ids).unwrap_or_default();
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
@@ -550,21 +556,4 @@ pub fn fire_due_in(
         )?,
         (false, _) => fire_in(conn, env, &schedule, trigger::CRON, Some(due_at), 0, now)?,
     }))
-}
-
-/// Finishes a run if it is still running (another brain may have finished it since it was
-/// read), in the caller's transaction.
-pub fn finish_open_in(
-    conn: &mut AnyConnection,
-    signer: &std::sync::Arc<ed25519_dalek::SigningKey>,
-    run: &RunRow,
-    schedule: &ScheduleRow,
-    now: i64,
-) -> StoreResult<RunFinish> {
-    let still_open =
-        schedules::find_run(conn, &run.id)?.is_some_and(|r| r.status == run_status::RUNNING);
-    if !still_open {
-        return Ok(RunFinish::Open);
-    }
-    finish_in(conn, signer, run, schedule, now)
 }

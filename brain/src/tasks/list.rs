@@ -58,14 +58,6 @@ pub struct ListQuery {
     pub format: Option<String>,
 }
 
-fn compare(name: &str, op: Op, operand: Operand) -> Filter {
-    Filter::Compare {
-        field: TASKS.field(name).expect("a task field"),
-        op,
-        operand,
-    }
-}
-
 /// A parsed list query: the filter (simple parameters and `filter` together), the order with
 /// its tiebreak, and the scope cursors are bound to.
 pub struct TaskPlan {
@@ -94,11 +86,7 @@ impl ListQuery {
                     ),
                 ));
             }
-            parts.push(compare(
-                "state",
-                Op::Eq,
-                Operand::One(Scalar::Text(state.clone())),
-            ));
+            parts.push(TASKS.compare("state", Op::Eq, Operand::One(Scalar::Text(state.clone()))));
         }
         if let Some(priority) = &self.priority {
             let values: Vec<Scalar> = priority
@@ -116,7 +104,7 @@ impl ListQuery {
                     ),
                 ));
             }
-            parts.push(compare("priority", Op::In, Operand::List(values)));
+            parts.push(TASKS.compare("priority", Op::In, Operand::List(values)));
         }
         for (param, field) in [
             (&self.name, "name"),
@@ -124,22 +112,14 @@ impl ListQuery {
             (&self.worker, "worker_name"),
         ] {
             if let Some(value) = text(param) {
-                parts.push(compare(field, Op::Eq, Operand::One(value)));
+                parts.push(TASKS.compare(field, Op::Eq, Operand::One(value)));
             }
         }
         if let Some(since) = parse_time("since", self.since.as_deref())? {
-            parts.push(compare(
-                "received_at",
-                Op::Gte,
-                Operand::One(Scalar::Int(since)),
-            ));
+            parts.push(TASKS.compare("received_at", Op::Gte, Operand::One(Scalar::Int(since))));
         }
         if let Some(until) = parse_time("until", self.until.as_deref())? {
-            parts.push(compare(
-                "received_at",
-                Op::Lte,
-                Operand::One(Scalar::Int(until)),
-            ));
+            parts.push(TASKS.compare("received_at", Op::Lte, Operand::One(Scalar::Int(until))));
         }
         if let Some(term) = &self.search {
             let chars = term.chars().count();

@@ -38,12 +38,10 @@ pub fn delete_ids(
             ),
         ));
     }
-    audit::append(
+    record_deletion(
         conn,
         ctx,
-        &audit::project_chain(project_id),
-        "tasks.deleted",
-        None,
+        project_id,
         json!({"task_ids": ids, "deleted_count": done.deleted}),
     )?;
     Ok(done.deleted)
@@ -59,13 +57,23 @@ pub fn delete_matching(
     given: Value,
 ) -> StoreResult<(usize, i64)> {
     let (deleted, skipped) = tasks::delete_matching(conn, project_id, filter)?;
-    audit::append(
+    record_deletion(
         conn,
         ctx,
-        &audit::project_chain(project_id),
-        "tasks.deleted",
-        None,
+        project_id,
         json!({"filter": given, "deleted_count": deleted, "skipped_in_flight": skipped}),
     )?;
     Ok((deleted, skipped))
+}
+
+/// The `tasks.deleted` row: who deleted which records.
+fn record_deletion(
+    conn: &mut AnyConnection,
+    ctx: &AuditContext,
+    project_id: &str,
+    what: Value,
+) -> StoreResult<()> {
+    let chain = audit::project_chain(project_id);
+    audit::append(conn, ctx, &chain, "tasks.deleted", None, what)?;
+    Ok(())
 }
