@@ -77,6 +77,9 @@ pub struct App {
     pub login_limiter: RateLimiter,
     /// Connected agents.
     pub hub: Hub,
+    /// Flips to true when the server starts shutting down; long-lived responses (live
+    /// dashboard streams) end on it.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -92,7 +95,18 @@ impl App {
             settings,
             metrics,
             hub: Hub::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Tells long-lived responses to end: the server is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Watches for the shutdown (`wait_for(|stopping| *stopping)`).
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// What an audit append needs when `actor` acts (a caller's `actor()`): the active key and

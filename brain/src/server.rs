@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -46,6 +47,12 @@ pub struct ServeArgs {
     /// over HTTPS (through a proxy that terminates TLS), so the cookie never travels in clear.
     #[arg(long, env = "TASKWARD_SECURE_COOKIES")]
     pub secure_cookies: bool,
+
+    /// After SIGTERM, how long requests still running (a streaming export, a slow client) may
+    /// take before the brain closes them and exits, in seconds. Live dashboard streams close
+    /// at once.
+    #[arg(long, env = "TASKWARD_SHUTDOWN_GRACE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace: u64,
 }
 
 /// Why the server could not start, or stopped with an error.
@@ -135,16 +142,29 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
             tracing::warn!(%err, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(
+    let stopping = state.clone();
+    let server = axum::serve(
         listener,
         router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal(term, int))
-    .await
-    .map_err(|source| ServeError::Io {
-        what: "server failed".into(),
-        source,
-    })?;
+    .with_graceful_shutdown(async move {
+        shutdown_signal(term, int).await;
+        // Live streams end now; they would otherwise hold the shutdown open forever.
+        stopping.begin_shutdown();
+    });
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let mut stopped = state.stopping();
+    tokio::select! {
+        served = server => served.map_err(|source| ServeError::Io {
+            what: "server failed".into(),
+            source,
+        })?,
+        () = async move {
+            let _ = stopped.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(grace_secs = args.shutdown_grace,
+            "requests still running after the shutdown grace; closing them"),
+    }
     for task in background {
         task.abort();
     }

@@ -1,5 +1,7 @@
 //! Liveness, readiness, metrics and the OpenAPI document.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -26,11 +28,23 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the store answers a query. No auth.
+/// How long readiness waits for the store: a load balancer must learn within a second that
+/// the database is gone, not after the pool's own 10 s timeout.
+const READY_WITHIN: Duration = Duration::from_secs(1);
+
+/// Readiness: the store answers a query within a second. No auth.
 #[utoipa::path(get, path = "/readyz", tag = tags::OPERATIONS, security(()),
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.store.ping().await?;
+    match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
+        Ok(answered) => answered?,
+        Err(_) => {
+            return Err(ApiError::Unavailable(format!(
+                "the store did not answer within {} s",
+                READY_WITHIN.as_secs()
+            )));
+        }
+    }
     Ok(Json(Health { status: "ok" }))
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
 use super::{Page, PageError};
 use crate::app::AppState;
@@ -54,6 +54,7 @@ pub async fn stream(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let project_id = page.access.project.id.clone();
+    let page_state = state.clone();
     let events = futures_util::stream::unfold(
         (state, project_id, last, true),
         |(state, project_id, mut last, first)| async move {
@@ -79,5 +80,11 @@ pub async fn stream(
             }
         },
     );
+    // The stream ends when the server starts shutting down, so an open tab never holds a
+    // SIGTERM up (the page's script reconnects, to this brain once it is back or another).
+    let mut stopping = page_state.stopping();
+    let events = events.take_until(async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
