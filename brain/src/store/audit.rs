@@ -28,11 +28,7 @@ pub fn site_chain(install_id: &str) -> String {
 
 /// Returns this installation's id, creating it (and the site chain) on first use.
 pub fn ensure_installation(conn: &mut AnyConnection) -> StoreResult<String> {
-    if let Some(id) = installation::table
-        .select(installation::id)
-        .first::<String>(conn)
-        .optional()?
-    {
+    if let Some(id) = installation(conn)? {
         return Ok(id);
     }
     let id = new_id();
@@ -44,6 +40,14 @@ pub fn ensure_installation(conn: &mut AnyConnection) -> StoreResult<String> {
         .execute(conn)?;
     create_chain(conn, &site_chain(&id), None)?;
     Ok(id)
+}
+
+/// This installation's id, if the store has one yet.
+pub fn installation(conn: &mut AnyConnection) -> StoreResult<Option<String>> {
+    Ok(installation::table
+        .select(installation::id)
+        .first::<String>(conn)
+        .optional()?)
 }
 
 /// Creates an empty chain.

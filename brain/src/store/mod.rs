@@ -280,7 +280,12 @@ impl Store {
                 )?;
                 // Migrate through the writer first, so WAL mode is set before readers open.
                 migrate(&mut *writer.get()?)?;
-                install_id = in_write_transaction(&mut writer.get()?, audit::ensure_installation)?;
+                // Read first: a CLI command opening the store beside a busy server must not
+                // queue for the write lock only to find the installation row there.
+                install_id = match audit::installation(&mut *writer.get()?)? {
+                    Some(id) => id,
+                    None => in_write_transaction(&mut writer.get()?, audit::ensure_installation)?,
+                };
                 let readers = build_pool(
                     manager(),
                     SQLITE_READERS,
