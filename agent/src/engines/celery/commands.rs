@@ -511,7 +511,7 @@ mod tests {
         // What Celery would show round-trips through the brain's repr reader.
         let repr = python_repr(&json!({"a": "b\\c", "n": 1.5}));
         assert_eq!(
-            taskward_shared::pyrepr::parse(&repr).unwrap(),
+            crate::engines::celery::pyrepr::parse(&repr).unwrap(),
             json!({"a": "b\\c", "n": 1.5})
         );
     }

@@ -8,6 +8,7 @@ pub mod events;
 pub mod liveness;
 pub mod lookup;
 pub mod pidbox;
+pub mod pyrepr;
 pub mod redact;
 pub mod vault;
 mod workers;
@@ -226,7 +227,7 @@ impl Reader {
         }
         let read = |field: &Option<serde_json::Value>| match field {
             Some(serde_json::Value::String(repr)) if repr.len() < REPR_TRUST_MAX => {
-                taskward_shared::pyrepr::parse(repr).ok()
+                pyrepr::parse(repr).ok()
             }
             _ => None,
         };
