@@ -693,7 +693,7 @@ impl Agent {
                 tokio::spawn(async move {
                     let (outcome, detail) = match engine.execute(&command, &issued).await {
                         Ok(detail) => (Outcome::Succeeded, detail),
-                        Err(detail) => (Outcome::Failed, detail),
+                        Err(error) => (Outcome::Failed, error.to_string()),
                     };
                     let result = recorder.finish(session, &issued, &row_hash, outcome, detail);
                     let _ = tx.send(Finished {

@@ -21,7 +21,7 @@ use taskward_shared::command::{Command, CommandKind, IssuedCommand};
 use taskward_shared::events::{TaskState, TaskUpdate, Update};
 use tokio::sync::mpsc;
 
-use super::{BoxFuture, EngineAdapter};
+use super::{BoxFuture, EngineAdapter, EngineError};
 use liveness::Liveness;
 use lookup::Lookup;
 use vault::{Original, Vault};
@@ -190,8 +190,8 @@ impl EngineAdapter for CeleryAdapter {
         &'a self,
         command: &'a Command,
         issued: &'a IssuedCommand,
-    ) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async move { self.run(command, issued).await })
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
+        Box::pin(async move { self.run(command, issued).await.map_err(EngineError::Failed) })
     }
 }
 
