@@ -3,7 +3,7 @@
 //! redacted, and the operator's `override_kwargs` merged over them.
 
 use serde_json::Value;
-use taskward_shared::command::IssuedCommand;
+use taskward_shared::command::{IssuedCommand, RetrySpec};
 
 use super::super::EngineError;
 use super::task_message::{TaskCall, task_message};
@@ -12,39 +12,42 @@ use super::{CeleryAdapter, redact, uuid_like};
 impl CeleryAdapter {
     /// Retries the one task the brain resolved; says which new id runs it where.
     pub(super) async fn retry(&self, issued: &IssuedCommand) -> Result<String, EngineError> {
-        let resolved = issued.resolved.as_ref().ok_or_else(|| {
-            EngineError::Refused(
-                "the command carries no resolved task (issued by an older brain?)".into(),
-            )
-        })?;
-        let (id, queue) = self.republish(resolved).await?;
-        let original = resolved["original_task_id"].as_str().unwrap_or("?");
-        Ok(format!("retried {original} as {id} on queue {queue}"))
+        let spec = issued
+            .retry_spec()
+            .ok_or_else(|| {
+                EngineError::Refused(
+                    "the command carries no resolved task (issued by an older brain?)".into(),
+                )
+            })?
+            .map_err(malformed)?;
+        let (id, queue) = self.republish(&spec).await?;
+        Ok(format!(
+            "retried {} as {id} on queue {queue}",
+            spec.original_task_id
+        ))
     }
 
     /// Republishes each task the brain resolved; reports retried, skipped (not retryable, as
     /// the brain or this host found) and failed counts. Fails if any republish failed.
     pub(super) async fn bulk_retry(&self, issued: &IssuedCommand) -> Result<String, EngineError> {
-        let resolved = issued.resolved.as_ref().ok_or_else(|| {
-            EngineError::Refused(
-                "the command carries no resolved tasks (issued by an older brain?)".into(),
-            )
-        })?;
-        let mut skipped = resolved["skipped_not_retryable"]
-            .as_array()
-            .map_or(0, Vec::len);
+        let bulk = issued
+            .bulk_retry_spec()
+            .ok_or_else(|| {
+                EngineError::Refused(
+                    "the command carries no resolved tasks (issued by an older brain?)".into(),
+                )
+            })?
+            .map_err(malformed)?;
+        let mut skipped = bulk.skipped_not_retryable.len();
         let mut retried = 0;
         let mut failures = Vec::new();
-        for spec in resolved["tasks"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
+        for spec in &bulk.tasks {
             match self.republish(spec).await {
                 Ok(_) => retried += 1,
                 // Arguments gone on this host: not retryable, as the brain's skips are.
                 Err(EngineError::Refused(_)) => skipped += 1,
-                Err(e) => failures.push(format!("{}: {e}", spec["original_task_id"])),
+                // The id quoted, as this detail has always shown it.
+                Err(e) => failures.push(format!("{:?}: {e}", spec.original_task_id)),
             }
         }
         let summary = format!(
@@ -67,17 +70,15 @@ impl CeleryAdapter {
     /// over them, the original queue and priority bucket, and the original as parent so the
     /// retry sits under it in the task tree. Returns the new id and the queue. `Refused` means
     /// the arguments are unavailable.
-    async fn republish(&self, spec: &Value) -> Result<(String, String), EngineError> {
-        let original_id = spec["original_task_id"].as_str().unwrap_or_default();
+    async fn republish(&self, spec: &RetrySpec) -> Result<(String, String), EngineError> {
+        let original_id = spec.original_task_id.as_str();
         let kept = self.vault.get(original_id).filter(|o| o.has_arguments());
         let (args, mut kwargs) = match &kept {
             Some(o) => (
                 o.args.clone().unwrap_or_default(),
                 o.kwargs.clone().unwrap_or_default(),
             ),
-            None if readable(&spec["args"], &spec["kwargs"]) => {
-                (spec["args"].clone(), spec["kwargs"].clone())
-            }
+            None if readable(&spec.args, &spec.kwargs) => (spec.args.clone(), spec.kwargs.clone()),
             None => {
                 return Err(EngineError::Refused(format!(
                     "task {original_id} is not retryable: arguments unavailable on this host \
@@ -86,24 +87,18 @@ impl CeleryAdapter {
                 )));
             }
         };
-        if let (Some(kwargs), Some(overrides)) =
-            (kwargs.as_object_mut(), spec["override_kwargs"].as_object())
-        {
+        if let (Some(kwargs), Some(overrides)) = (kwargs.as_object_mut(), &spec.override_kwargs) {
             kwargs.extend(overrides.clone());
         }
-        let name = kept
-            .as_ref()
-            .and_then(|o| o.name.clone())
-            .or_else(|| spec["name"].as_str().map(str::to_owned))
-            .ok_or_else(|| EngineError::Failed("the task has no name".into()))?;
+        let kept = kept.unwrap_or_default();
+        let name = kept.name.unwrap_or_else(|| spec.name.clone());
         let queue = kept
-            .as_ref()
-            .and_then(|o| o.queue.clone())
-            .or_else(|| spec["queue"].as_str().map(str::to_owned))
+            .queue
+            .or_else(|| spec.queue.clone())
             .unwrap_or_else(|| "celery".to_owned());
-        let priority = kept.as_ref().and_then(|o| o.priority).unwrap_or_else(|| {
-            spec["priority"]
-                .as_str()
+        let priority = kept.priority.unwrap_or_else(|| {
+            spec.priority
+                .as_deref()
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0)
         });
@@ -113,7 +108,7 @@ impl CeleryAdapter {
             id: &id,
             args: &args,
             kwargs: &kwargs,
-            root_id: spec["root_id"].as_str().unwrap_or(original_id),
+            root_id: spec.root_id.as_deref().unwrap_or(original_id),
             parent_id: original_id,
             queue: &queue,
             priority,
@@ -121,6 +116,12 @@ impl CeleryAdapter {
         self.transport.publish_task(&message).await?;
         Ok((id, queue))
     }
+}
+
+fn malformed(error: serde_json::Error) -> EngineError {
+    EngineError::Failed(format!(
+        "the command's resolved retry is malformed: {error}"
+    ))
 }
 
 /// Whether the brain's copy of the arguments can be run as is: a list and a mapping with
