@@ -16,7 +16,7 @@ use taskward_shared::command::IssuedCommand;
 use taskward_shared::crypto::random_bytes;
 use taskward_shared::events::Update;
 use taskward_shared::protocol::{
-    AgentFrame, BrainFrame, CommandResult, MAX_FRAME_BYTES, Outcome, PROTOCOL_VERSION,
+    AgentFrame, BrainFrame, CloseReason, CommandResult, MAX_FRAME_BYTES, Outcome, PROTOCOL_VERSION,
     SignedResult, hello_message,
 };
 use tokio::sync::{Notify, mpsc};
@@ -562,7 +562,7 @@ impl Agent {
                             send_frame(&mut sink, &AgentFrame::Pong { time_ms }).await.map_err(established)?;
                         }
                         BrainFrame::Pong { .. } => {}
-                        BrainFrame::Close { reason } if reason.contains("replaced") => {
+                        BrainFrame::Close { reason: CloseReason::Replaced } => {
                             return Err(SessionEnd::Replaced);
                         }
                         BrainFrame::Close { reason } => return Err(established(format!("closed by the brain: {reason}"))),
