@@ -5,7 +5,10 @@
 //! Connections: one multiplexed connection, opened on first use and reopened after an error,
 //! carries publishes, depths and purges; a control call needs a connection of its own, because
 //! its `BRPOP` blocks whatever else would be queued on the same connection, so idle ones are
-//! kept for the next call; an event subscription is a pub/sub connection of its own.
+//! kept for the next call; an event subscription is a pub/sub connection of its own. A kept
+//! connection is checked with a `PING` before it is used again: one that died with a Redis
+//! restart must cost a reconnect, not a failed command (and a failed `LPUSH` cannot be retried
+//! blindly: it may have been applied).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -64,6 +67,14 @@ fn epoch_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Whether a kept connection still answers.
+async fn alive(conn: &mut MultiplexedConnection) -> bool {
+    ::redis::cmd("PING")
+        .query_async::<String>(conn)
+        .await
+        .is_ok()
+}
+
 fn failed(error: RedisError) -> TransportError {
     TransportError::Failed(error.to_string())
 }
@@ -101,18 +112,24 @@ impl RedisTransport {
         })
     }
 
-    /// The shared connection, opened if need be.
+    /// The shared connection, checked or opened.
     async fn shared(&self) -> Result<MultiplexedConnection, TransportError> {
-        if let Some(conn) = self.shared.lock().expect("connection lock").clone() {
+        let kept = self.shared.lock().expect("connection lock").clone();
+        if let Some(mut conn) = kept
+            && alive(&mut conn).await
+        {
             return Ok(conn);
         }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(unreachable)?;
+        let conn = self.connect().await?;
         *self.shared.lock().expect("connection lock") = Some(conn.clone());
         Ok(conn)
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, TransportError> {
+        self.client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(unreachable)
     }
 
     /// Runs `op` on the shared connection; after an error the next call reconnects.
@@ -127,15 +144,16 @@ impl RedisTransport {
         })
     }
 
-    /// A connection for one control call: an idle one, or a new one.
+    /// A connection for one control call: an idle one that still answers, or a new one.
     async fn control_connection(&self) -> Result<MultiplexedConnection, TransportError> {
-        if let Some(conn) = self.idle_control.lock().expect("connection lock").pop() {
-            return Ok(conn);
+        loop {
+            let Some(mut conn) = self.idle_control.lock().expect("connection lock").pop() else {
+                return self.connect().await;
+            };
+            if alive(&mut conn).await {
+                return Ok(conn);
+            }
         }
-        self.client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(unreachable)
     }
 
     /// The pattern of every event channel of the broker's database.
