@@ -8,7 +8,6 @@
 //!   checkpoints) and [`audit::verify`], the offline verifier.
 //! - [`protocol`]: the agent link's frames, the signed hello and signed results.
 //! - [`events`]: normalized task, worker and queue updates, and the numbered batches they travel in.
-//! - [`pyrepr`]: Python literal reprs (Celery's task arguments in events) read into JSON.
 //! - [`command`]: the closed set of command kinds, their typed payloads and their bounds.
 
 pub mod audit;
@@ -16,5 +15,4 @@ pub mod command;
 pub mod crypto;
 pub mod events;
 pub mod protocol;
-pub mod pyrepr;
 pub mod secret;

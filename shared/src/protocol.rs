@@ -72,11 +72,65 @@ pub enum BrainFrame {
         /// The ping's time.
         time_ms: i64,
     },
-    /// The brain closes the session (replaced, refused, shutting down).
+    /// The brain closes the session.
     Close {
         /// Why.
-        reason: String,
+        reason: CloseReason,
     },
+}
+
+/// Why the brain closed a session. On the wire it is the text it has always been (a version-1
+/// agent matches `"replaced"` in it), so old agents and old brains still understand each other;
+/// a text this version does not know reads as [`CloseReason::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum CloseReason {
+    /// A newer session of the same agent took over: this process must stop, not reconnect
+    /// (two processes with one identity would each replace the other forever).
+    Replaced,
+    /// The handshake failed: wrong protocol version, agent id or signature.
+    BadHello,
+    /// A reason from a newer brain; the agent treats it as a failed session and reconnects.
+    Other(String),
+}
+
+impl CloseReason {
+    const REPLACED: &str = "replaced by a newer session";
+    const BAD_HELLO: &str = "bad hello";
+
+    /// The wire text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CloseReason::Replaced => Self::REPLACED,
+            CloseReason::BadHello => Self::BAD_HELLO,
+            CloseReason::Other(text) => text,
+        }
+    }
+}
+
+impl From<String> for CloseReason {
+    fn from(text: String) -> CloseReason {
+        match text.as_str() {
+            Self::REPLACED => CloseReason::Replaced,
+            Self::BAD_HELLO => CloseReason::BadHello,
+            _ => CloseReason::Other(text),
+        }
+    }
+}
+
+impl From<CloseReason> for String {
+    fn from(reason: CloseReason) -> String {
+        match reason {
+            CloseReason::Other(text) => text,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Frames from the agent.
@@ -288,6 +342,28 @@ mod tests {
         assert_eq!(text, r#"{"type":"claimed","command_id":"c1"}"#);
         assert_eq!(serde_json::from_str::<AgentFrame>(&text).unwrap(), frame);
         assert!(serde_json::from_str::<AgentFrame>(r#"{"type":"exec","cmd":"rm"}"#).is_err());
+    }
+
+    #[test]
+    fn close_reasons_keep_their_wire_text() {
+        for (reason, text) in [
+            (
+                CloseReason::Replaced,
+                r#"{"type":"close","reason":"replaced by a newer session"}"#,
+            ),
+            (
+                CloseReason::BadHello,
+                r#"{"type":"close","reason":"bad hello"}"#,
+            ),
+            (
+                CloseReason::Other("maintenance".into()),
+                r#"{"type":"close","reason":"maintenance"}"#,
+            ),
+        ] {
+            let frame = BrainFrame::Close { reason };
+            assert_eq!(serde_json::to_string(&frame).unwrap(), text);
+            assert_eq!(serde_json::from_str::<BrainFrame>(text).unwrap(), frame);
+        }
     }
 
     #[test]

@@ -18,6 +18,31 @@ use crate::config::EngineConfig;
 /// A boxed future, so adapters can be used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Why a command failed on the engine. The text of each variant is the command's detail as the
+/// operator reads it (the brain stores it verbatim), so it is written whole where the failure is
+/// found; the variant says what kind of failure it was, for code that must tell them apart (a
+/// bulk retry counts a refused task as skipped, not failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The engine's broker could not be reached or failed mid-operation; the same command may
+    /// work later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Not attempted: the command does not apply here (no engine, a purge whose confirmed depth
+    /// moved, a task whose arguments are gone).
+    #[error("{0}")]
+    Refused(String),
+    /// Nobody answered within the time allowed (a worker that is down, or on another broker).
+    #[error("{0}")]
+    Timeout(String),
+    /// The engine answered, with an error (a worker refused, or raised).
+    #[error("{0}")]
+    Rejected(String),
+    /// Anything else (a local file, a malformed resolved spec).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// An engine adapter.
 pub trait EngineAdapter: Send + Sync {
     /// Short name for logs and status.
@@ -44,7 +69,7 @@ pub trait EngineAdapter: Send + Sync {
         &'a self,
         command: &'a Command,
         issued: &'a IssuedCommand,
-    ) -> BoxFuture<'a, Result<String, String>>;
+    ) -> BoxFuture<'a, Result<String, EngineError>>;
 }
 
 /// The file in the state directory holding tasks' original arguments (0600).

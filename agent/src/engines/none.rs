@@ -3,7 +3,7 @@
 
 use taskward_shared::command::{Command, CommandKind, IssuedCommand};
 
-use super::{BoxFuture, EngineAdapter};
+use super::{BoxFuture, EngineAdapter, EngineError};
 
 /// No engine.
 pub struct NoEngine;
@@ -21,7 +21,11 @@ impl EngineAdapter for NoEngine {
         &'a self,
         _command: &'a Command,
         _issued: &'a IssuedCommand,
-    ) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async { Err("no engine adapter is configured on this agent".to_owned()) })
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
+        Box::pin(async {
+            Err(EngineError::Refused(
+                "no engine adapter is configured on this agent".to_owned(),
+            ))
+        })
     }
 }

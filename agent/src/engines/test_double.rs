@@ -12,7 +12,7 @@ use std::time::Duration;
 use taskward_shared::command::{Command, CommandKind, IssuedCommand};
 use taskward_shared::events::{TaskState, TaskUpdate, Update};
 
-use super::{BoxFuture, EngineAdapter};
+use super::{BoxFuture, EngineAdapter, EngineError};
 
 /// The test double.
 pub struct TestAdapter {
@@ -114,23 +114,24 @@ impl EngineAdapter for TestAdapter {
         &'a self,
         command: &'a Command,
         issued: &'a IssuedCommand,
-    ) -> BoxFuture<'a, Result<String, String>> {
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
         Box::pin(async move {
             let line = serde_json::json!({"id": issued.id, "kind": command.kind(), "payload": command.payload()});
             {
                 let mut log = self.log.lock().expect("log lock");
                 // Written before the command "runs"; the page cache keeps it across a kill -9 of
                 // the agent, which is all the tests need.
-                writeln!(log, "{line}").map_err(|e| format!("{}: {e}", self.path.display()))?;
+                writeln!(log, "{line}")
+                    .map_err(|e| EngineError::Failed(format!("{}: {e}", self.path.display())))?;
             }
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
             }
             if self.fail_kinds.iter().any(|k| k == command.kind().as_str()) {
-                Err(format!(
+                Err(EngineError::Refused(format!(
                     "{} is not supported by this engine",
                     command.kind()
-                ))
+                )))
             } else {
                 Ok(format!("{} done", command.kind()))
             }

@@ -5,25 +5,26 @@
 //!
 //! Commands run on their own tasks; their results are written to the seen-store first (so a
 //! lost link loses nothing) and then sent, and resent on every reconnect until acknowledged.
+//!
+//! `handshake` opens a session (upgrade, challenge, signed hello, welcome); this module runs it.
+
+mod handshake;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt, StreamExt};
 use taskward_shared::audit::AuditRow;
 use taskward_shared::command::IssuedCommand;
 use taskward_shared::crypto::random_bytes;
 use taskward_shared::events::Update;
 use taskward_shared::protocol::{
-    AgentFrame, BrainFrame, CommandResult, MAX_FRAME_BYTES, Outcome, PROTOCOL_VERSION,
-    SignedResult, hello_message,
+    AgentFrame, BrainFrame, CloseReason, CommandResult, Outcome, SignedResult,
 };
 use tokio::sync::{Notify, mpsc};
-use tokio::time::{Instant, interval, timeout};
+use tokio::time::{Instant, interval};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::checks::{CheckContext, Verdict, check};
 use crate::config::AgentConfig;
@@ -422,65 +423,18 @@ impl Agent {
     }
 
     async fn session(&mut self) -> Result<std::convert::Infallible, SessionEnd> {
-        let url = format!(
-            "{}/api/v1/agent/connect",
-            self.config
-                .brain
-                .trim_end_matches('/')
-                .replacen("http", "ws", 1)
-        );
-        let mut request = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| failed(format!("bad brain URL {url}: {e}")))?;
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.credential)
-                .parse()
-                .map_err(|_| failed("credential is not a valid header value"))?,
-        );
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_FRAME_BYTES))
-            .max_frame_size(Some(MAX_FRAME_BYTES));
-        let (socket, _) = timeout(
-            HANDSHAKE_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true),
+        let handshake::Opened {
+            mut sink,
+            mut stream,
+            session,
+            rotations,
+        } = handshake::open(
+            &self.config.brain,
+            &self.config.agent_id,
+            &self.credential,
+            &self.key,
         )
-        .await
-        .map_err(|_| failed("connect timed out"))?
-        .map_err(|e| failed(format!("connect to {url}: {e}")))?;
-        let (mut sink, mut stream) = socket.split();
-
-        let nonce = match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {
-            Ok(Ok(BrainFrame::Challenge { version, nonce })) if version == PROTOCOL_VERSION => {
-                nonce
-            }
-            Ok(Ok(other)) => return Err(failed(format!("expected a challenge, got {other:?}"))),
-            Ok(Err(e)) => return Err(failed(e)),
-            Err(_) => return Err(failed("no challenge in time")),
-        };
-        let signature = self.key.sign(&hello_message(&nonce, &self.config.agent_id));
-        send_frame(
-            &mut sink,
-            &AgentFrame::Hello {
-                version: PROTOCOL_VERSION,
-                agent_id: self.config.agent_id.clone(),
-                signature: hex::encode(signature.to_bytes()),
-            },
-        )
-        .await
-        .map_err(failed)?;
-        let (session, rotations) = match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {
-            Ok(Ok(BrainFrame::Welcome {
-                session, rotations, ..
-            })) => (session, rotations),
-            Ok(Ok(BrainFrame::Close { reason })) => {
-                return Err(failed(format!("refused: {reason}")));
-            }
-            Ok(Ok(other)) => return Err(failed(format!("expected welcome, got {other:?}"))),
-            Ok(Err(e)) => return Err(failed(e)),
-            Err(_) => return Err(failed("no welcome in time")),
-        };
+        .await?;
         match self.trust.learn_rotations(&rotations) {
             Ok(0) => {}
             Ok(n) => tracing::info!(keys = n, "learned rotated brain keys"),
@@ -529,45 +483,7 @@ impl Agent {
                 frame = next_frame(&mut stream) => {
                     let frame = frame.map_err(established)?;
                     last_heard = Instant::now();
-                    match frame {
-                        BrainFrame::Command { row } => {
-                            if let Some(reply) = self.on_command(row) {
-                                send_frame(&mut sink, &reply).await.map_err(established)?;
-                            }
-                        }
-                        BrainFrame::EventsAck { seq } => {
-                            let (bytes, dropped) = {
-                                let mut spool = self.spool.lock().expect("spool lock");
-                                if let Err(e) = spool.ack(seq) {
-                                    tracing::error!(error = %e, "cannot update the spool");
-                                }
-                                (spool.bytes(), spool.dropped_total())
-                            };
-                            self.set_status(|s| {
-                                s.spool_bytes = bytes;
-                                s.dropped_events = dropped;
-                            });
-                            self.send_events(&mut sink, &mut window).await.map_err(established)?;
-                        }
-                        BrainFrame::ResultRecorded { command_id } => {
-                            let mut seen = self.seen.lock().expect("seen lock");
-                            if let Err(e) = seen.ack(&command_id) {
-                                tracing::error!(error = %e, "seen-store write failed");
-                            }
-                            let pending = seen.unacked().len();
-                            drop(seen);
-                            self.set_status(|s| s.results_pending = pending);
-                        }
-                        BrainFrame::Ping { time_ms } => {
-                            send_frame(&mut sink, &AgentFrame::Pong { time_ms }).await.map_err(established)?;
-                        }
-                        BrainFrame::Pong { .. } => {}
-                        BrainFrame::Close { reason } if reason.contains("replaced") => {
-                            return Err(SessionEnd::Replaced);
-                        }
-                        BrainFrame::Close { reason } => return Err(established(format!("closed by the brain: {reason}"))),
-                        other => return Err(established(format!("unexpected frame {other:?}"))),
-                    }
+                    self.on_frame(frame, &mut sink, &mut window).await?;
                 }
                 Some(finished) = self.results_rx.recv() => {
                     let outcome = format!("{:?}", finished.result.result.outcome).to_lowercase();
@@ -594,6 +510,63 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Acts on one frame of an established session.
+    async fn on_frame(
+        &mut self,
+        frame: BrainFrame,
+        sink: &mut futures_util::stream::SplitSink<Socket, Message>,
+        window: &mut Window,
+    ) -> Result<(), SessionEnd> {
+        let established = |reason: String| SessionEnd::Failed {
+            reason,
+            established: true,
+        };
+        match frame {
+            BrainFrame::Command { row } => {
+                if let Some(reply) = self.on_command(row) {
+                    send_frame(sink, &reply).await.map_err(established)?;
+                }
+            }
+            BrainFrame::EventsAck { seq } => {
+                let (bytes, dropped) = {
+                    let mut spool = self.spool.lock().expect("spool lock");
+                    if let Err(e) = spool.ack(seq) {
+                        tracing::error!(error = %e, "cannot update the spool");
+                    }
+                    (spool.bytes(), spool.dropped_total())
+                };
+                self.set_status(|s| {
+                    s.spool_bytes = bytes;
+                    s.dropped_events = dropped;
+                });
+                self.send_events(sink, window).await.map_err(established)?;
+            }
+            BrainFrame::ResultRecorded { command_id } => {
+                let mut seen = self.seen.lock().expect("seen lock");
+                if let Err(e) = seen.ack(&command_id) {
+                    tracing::error!(error = %e, "seen-store write failed");
+                }
+                let pending = seen.unacked().len();
+                drop(seen);
+                self.set_status(|s| s.results_pending = pending);
+            }
+            BrainFrame::Ping { time_ms } => {
+                send_frame(sink, &AgentFrame::Pong { time_ms })
+                    .await
+                    .map_err(established)?;
+            }
+            BrainFrame::Pong { .. } => {}
+            BrainFrame::Close {
+                reason: CloseReason::Replaced,
+            } => return Err(SessionEnd::Replaced),
+            BrainFrame::Close { reason } => {
+                return Err(established(format!("closed by the brain: {reason}")));
+            }
+            other => return Err(established(format!("unexpected frame {other:?}"))),
+        }
+        Ok(())
     }
 
     /// Sends spooled batches after the window's last, keeping at most [`EVENT_WINDOW`] batches
@@ -693,7 +666,7 @@ impl Agent {
                 tokio::spawn(async move {
                     let (outcome, detail) = match engine.execute(&command, &issued).await {
                         Ok(detail) => (Outcome::Succeeded, detail),
-                        Err(detail) => (Outcome::Failed, detail),
+                        Err(error) => (Outcome::Failed, error.to_string()),
                     };
                     let result = recorder.finish(session, &issued, &row_hash, outcome, detail);
                     let _ = tx.send(Finished {

@@ -172,7 +172,7 @@ async fn run(state: AppState, mut socket: WebSocket, agent: Agent) -> Result<(),
             let _ = send(
                 &mut socket,
                 &BrainFrame::Close {
-                    reason: "bad hello".into(),
+                    reason: taskward_shared::protocol::CloseReason::BadHello,
                 },
             )
             .await;
@@ -237,7 +237,7 @@ async fn serve(
         tokio::select! {
             changed = registration.replaced.changed() => {
                 if changed.is_err() {
-                    let _ = send(socket, &BrainFrame::Close { reason: "replaced by a newer session".into() }).await;
+                    let _ = send(socket, &BrainFrame::Close { reason: taskward_shared::protocol::CloseReason::Replaced }).await;
                     return Err("replaced by a newer session".into());
                 }
             }

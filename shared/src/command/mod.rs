@@ -10,6 +10,7 @@ mod pool_resize;
 mod purge_queue;
 mod rate_limit;
 mod restart_worker;
+mod retry;
 mod retry_task;
 
 use std::fmt;
@@ -25,6 +26,7 @@ pub use pool_resize::PoolResize;
 pub use purge_queue::PurgeQueue;
 pub use rate_limit::RateLimit;
 pub use restart_worker::RestartWorker;
+pub use retry::{BulkRetrySpec, RetrySpec, Skipped};
 pub use retry_task::RetryTask;
 
 /// Longest engine-native name accepted (worker, queue, task name, task id): far above what
@@ -274,9 +276,12 @@ pub struct IssuedCommand {
     pub bound_depth: Option<String>,
     /// The issuer's idempotency key.
     pub idempotency_key: Option<String>,
-    /// What the brain resolved for the agent at issue time, signed with the rest (for
-    /// retry-task: the original task's name, queue and arguments, kwargs already merged with
-    /// `override_kwargs`).
+    /// What the brain resolved for the agent at issue time, signed with the rest: a
+    /// [`RetrySpec`] for retry-task (the original task's name, queue, priority and arguments as
+    /// the brain saw them, and `override_kwargs` apart: the agent merges them over the
+    /// originals it kept), a [`BulkRetrySpec`] for bulk-retry. Untyped here so the signed bytes
+    /// of every existing row stay what they were; [`IssuedCommand::retry_spec`] and
+    /// [`IssuedCommand::bulk_retry_spec`] read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<serde_json::Value>,
 }
@@ -289,6 +294,16 @@ impl IssuedCommand {
             .map_err(|e| FieldError::new("payload", e.to_string()))?;
         command.validate()?;
         Ok(command)
+    }
+
+    /// `resolved` as a retry-task's spec: `None` if there is none, `Err` if it is malformed.
+    pub fn retry_spec(&self) -> Option<Result<RetrySpec, serde_json::Error>> {
+        self.resolved.as_ref().map(RetrySpec::deserialize)
+    }
+
+    /// `resolved` as a bulk-retry's spec: `None` if there is none, `Err` if it is malformed.
+    pub fn bulk_retry_spec(&self) -> Option<Result<BulkRetrySpec, serde_json::Error>> {
+        self.resolved.as_ref().map(BulkRetrySpec::deserialize)
     }
 
     /// `expires_at_ms` as a number.

@@ -1,41 +1,18 @@
-//! Celery events as they arrive on Redis pub/sub (`/<db>.celeryev/<routing key>`): a kombu
-//! envelope whose `body` is base64 JSON holding one event or, for `task.multi`, an array of
-//! them (`../shared/docs/celery-wire.md`, section 4). Turned into engine-neutral updates.
+//! Celery events (`../shared/docs/celery-wire.md`, section 4) into engine-neutral updates. The
+//! input is an event message's body as the transport unwrapped it (on Redis from kombu's
+//! envelope, on AMQP as delivered): one event, or for `task.multi` an array of them.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use taskward_shared::events::{TaskState, TaskUpdate, Update, WorkerUpdate};
 
-/// Why a message could not be read (counted, never fatal: the read loop goes on).
+/// A body that is not Celery events (counted, never fatal: the read loop goes on).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    /// Not a kombu envelope.
-    #[error("not a kombu envelope: {0}")]
-    Envelope(String),
-    /// The body is not base64 JSON.
-    #[error("undecodable body: {0}")]
-    Body(String),
-}
-
-/// The parts of a kombu envelope the parser needs; the rest is skipped unread.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    body: Cow<'a, str>,
-    #[serde(default, borrow)]
-    properties: Properties<'a>,
-}
-
-#[derive(Default, Deserialize)]
-struct Properties<'a> {
-    #[serde(default, borrow, deserialize_with = "lenient")]
-    body_encoding: Option<Cow<'a, str>>,
-}
+#[error("undecodable body: {0}")]
+pub struct ParseError(String);
 
 /// One event's fields, read straight from the body (no JSON tree per event: at 50,000 events/s
 /// building one was the agent's largest cost). A field of an unexpected type reads as absent,
@@ -74,28 +51,17 @@ struct RawEvent<'a> {
     root_id: Option<Cow<'a, str>>,
 }
 
-/// Parses one pub/sub payload into updates. Events that carry nothing Taskward stores
-/// (`task-sent` without a worker, unknown types) yield no update.
-pub fn parse_message(payload: &[u8]) -> Result<Vec<Update>, ParseError> {
-    let envelope: Envelope =
-        serde_json::from_slice(payload).map_err(|e| ParseError::Envelope(e.to_string()))?;
-    let raw = if envelope.properties.body_encoding.as_deref() == Some("base64") {
-        Cow::Owned(
-            STANDARD
-                .decode(envelope.body.as_bytes())
-                .map_err(|e| ParseError::Body(e.to_string()))?,
-        )
-    } else {
-        Cow::Borrowed(envelope.body.as_bytes())
-    };
+/// Parses one event message's body into updates. Events that carry nothing Taskward stores
+/// (`task-sent`, unknown types) yield no update.
+pub fn parse_body(body: &[u8]) -> Result<Vec<Update>, ParseError> {
     // One event, or for `task.multi` an array of them: told apart by the first byte, as
     // serde's untagged enums would buffer the whole body to try each shape.
-    let body_error = |e: serde_json::Error| ParseError::Body(e.to_string());
-    if raw.trim_ascii_start().starts_with(b"[") {
-        let events: Vec<RawEvent> = serde_json::from_slice(&raw).map_err(body_error)?;
+    let body_error = |e: serde_json::Error| ParseError(e.to_string());
+    if body.trim_ascii_start().starts_with(b"[") {
+        let events: Vec<RawEvent> = serde_json::from_slice(body).map_err(body_error)?;
         Ok(events.into_iter().filter_map(to_update).collect())
     } else {
-        let event: RawEvent = serde_json::from_slice(&raw).map_err(body_error)?;
+        let event: RawEvent = serde_json::from_slice(body).map_err(body_error)?;
         Ok(to_update(event).into_iter().collect())
     }
 }
@@ -253,34 +219,34 @@ impl<'de, T: Lenient<'de>> Visitor<'de> for LenientVisitor<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::transport::envelope;
     use super::*;
     use serde_json::Value;
 
-    fn fixtures() -> Vec<(String, Value)> {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/celery/redis"
+    fn fixtures(broker: &str) -> Vec<(String, Value)> {
+        let dir = format!(
+            "{}/../../shared/fixtures/celery/{broker}",
+            env!("CARGO_MANIFEST_DIR")
         );
-        let mut out: Vec<(String, Value)> = std::fs::read_dir(dir)
+        let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("fixtures at {dir}: {e}"))
             .map(|e| e.unwrap().path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .starts_with("event-")
-            })
-            .map(|p| {
-                let name = p.file_name().unwrap().to_str().unwrap().to_owned();
-                (
-                    name,
-                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
-                )
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?.to_owned();
+                name.starts_with("event-").then(|| {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    (name, serde_json::from_str(&text).unwrap())
+                })
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// A captured Redis message through both layers, as the running code reads it: the Redis
+    /// transport's envelope decoder, then the event parser.
+    fn parse_wire(wire: &str) -> Vec<Update> {
+        parse_body(&envelope::event_body(wire.as_bytes()).unwrap()).unwrap()
     }
 
     fn task(updates: &[Update]) -> &TaskUpdate {
@@ -292,21 +258,33 @@ mod tests {
 
     #[test]
     fn every_event_fixture_parses() {
-        let all = fixtures();
+        let all = fixtures("redis");
         assert!(all.len() >= 14, "fixtures missing: {}", all.len());
         for (name, fixture) in &all {
-            let wire = fixture["wire"].as_str().unwrap();
-            let updates = parse_message(wire.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let body = envelope::event_body(fixture["wire"].as_str().unwrap().as_bytes())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let updates = parse_body(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
             let expect_updates = !name.contains("task-sent");
             assert_eq!(!updates.is_empty(), expect_updates, "{name}: {updates:?}");
         }
     }
 
+    /// AMQP delivers the body itself; the same parser reads it to the same kind of updates.
+    #[test]
+    fn every_amqp_event_fixture_parses() {
+        let all = fixtures("amqp");
+        assert!(all.len() >= 6, "AMQP fixtures missing: {}", all.len());
+        for (name, fixture) in &all {
+            let body = fixture["body_utf8"].as_str().unwrap().as_bytes();
+            let updates = parse_body(body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(!updates.is_empty(), !name.contains("task-sent"), "{name}");
+        }
+    }
+
     #[test]
     fn fixtures_map_to_the_right_states_and_fields() {
-        let all: std::collections::HashMap<String, Value> = fixtures().into_iter().collect();
-        let parse =
-            |name: &str| parse_message(all[name]["wire"].as_str().unwrap().as_bytes()).unwrap();
+        let all: std::collections::HashMap<String, Value> = fixtures("redis").into_iter().collect();
+        let parse = |name: &str| parse_wire(all[name]["wire"].as_str().unwrap());
 
         let received = parse("event-task-received.json");
         let t = task(&received);
@@ -360,9 +338,7 @@ mod tests {
             "name": ["not", "a", "string"], "args": {"a": 1}, "retries": "two",
             "runtime": null, "root_id": 7, "kwargs": "{'x': \"é\"}",
         }]);
-        let body = STANDARD.encode(event.to_string());
-        let wire = serde_json::json!({"body": body, "properties": {"body_encoding": "base64"}});
-        let updates = parse_message(wire.to_string().as_bytes()).unwrap();
+        let updates = parse_body(event.to_string().as_bytes()).unwrap();
         let t = task(&updates);
         assert_eq!(t.task_id, "u-1");
         assert_eq!(t.at_ms, 1_795_497_689_000);
@@ -375,19 +351,12 @@ mod tests {
         assert_eq!(t.kwargs, Some(Value::String("{'x': \"é\"}".into())));
         // No uuid: no update, and the message still reads.
         let nameless = serde_json::json!({"type": "task-started", "hostname": "w@h"});
-        let wire = serde_json::json!({"body": nameless.to_string()});
-        assert_eq!(parse_message(wire.to_string().as_bytes()).unwrap(), vec![]);
+        assert_eq!(parse_body(nameless.to_string().as_bytes()).unwrap(), vec![]);
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(matches!(
-            parse_message(b"not json"),
-            Err(ParseError::Envelope(_))
-        ));
-        assert!(matches!(
-            parse_message(br#"{"body": "!!!", "properties": {"body_encoding": "base64"}}"#),
-            Err(ParseError::Body(_))
-        ));
+        assert!(parse_body(b"not json").is_err());
+        assert!(parse_body(b"[1, 2").is_err());
     }
 }

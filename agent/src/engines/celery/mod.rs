@@ -1,14 +1,34 @@
-//! The Celery adapter over Redis: events (tasks, workers) from the broker's pub/sub, the real
-//! arguments of tasks kept on this host (`vault`, filled from event reprs and `query_task`),
-//! queue depths, dead-worker detection and missed-event counting (`liveness`), and every
-//! command verb (`commands`) through Celery's remote control (pidbox), republishing and purges.
+//! The Celery adapter: events (tasks, workers) from the broker, the real arguments of tasks
+//! kept on this host (`vault`, filled from event reprs and `query_task`), queue depths,
+//! dead-worker detection and missed-event counting (`liveness`), and every command verb
+//! (`commands`, `retry`) through Celery's remote control (pidbox), republishing and purges.
+//!
+//! Celery's meaning is written once, over the broker seam in [`transport`]; a broker is one
+//! file there (Redis today).
+//!
+//! # Layout
+//! - [`transport`]: the `Transport` trait (events, control calls, publish, depth, purge),
+//!   kombu's envelope, and the Redis transport.
+//! - [`events`]: event bodies into task and worker updates (borrowed fields, no JSON tree).
+//! - [`pidbox`]: remote-control requests, ticketed replies and what a reply means.
+//! - [`task_message`]: the protocol-v2 task message (headers, body, properties).
+//! - `commands`, `retry`: the command verbs.
+//! - [`lookup`], `workers`: what events do not say, asked of the workers (`query_task`,
+//!   `active`/`reserved`, `stats`/`active_queues`, `enable_events`).
+//! - [`liveness`]: dead workers, recently finished tasks, missed events.
+//! - [`vault`], [`redact`], [`pyrepr`]: original arguments kept here, cleaned for the brain,
+//!   read from Python reprs.
 
 mod commands;
 pub mod events;
 pub mod liveness;
 pub mod lookup;
 pub mod pidbox;
+pub mod pyrepr;
 pub mod redact;
+mod retry;
+pub mod task_message;
+pub mod transport;
 pub mod vault;
 mod workers;
 
@@ -17,18 +37,22 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use taskward_shared::command::{Command, CommandKind, IssuedCommand};
+use taskward_shared::crypto::random_bytes;
 use taskward_shared::events::{TaskState, TaskUpdate, Update};
 use tokio::sync::mpsc;
 
-use super::{BoxFuture, EngineAdapter};
+use super::{BoxFuture, EngineAdapter, EngineError};
 use liveness::Liveness;
 use lookup::Lookup;
+use pidbox::Pidbox;
+use transport::Transport;
 use vault::{Original, Vault};
 
 /// The adapter.
 pub struct CeleryAdapter {
-    broker: String,
-    keyprefix: String,
+    /// The broker; every part of the adapter shares it (and its connections).
+    transport: Arc<dyn Transport>,
+    pidbox: Pidbox,
     queues: Vec<String>,
     enable_events: bool,
     redactor: redact::Redactor,
@@ -42,32 +66,21 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A random UUID-shaped id (task ids, reply keys, tickets, delivery tags).
+pub fn uuid_like() -> String {
+    let h = hex::encode(random_bytes::<16>());
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// How often queue depths are read.
 const DEPTH_EVERY: Duration = Duration::from_secs(3);
-
-/// kombu's priority buckets on Redis beyond bucket 0 (the plain list): `<queue>\x06\x16<n>`.
-const PRIORITY_BUCKETS: [u8; 3] = [3, 6, 9];
-
-/// The list a message of `priority` waits in: the largest bucket step not above it
-/// (`celery-wire.md` 2.3).
-pub fn bucket_key(prefix: &str, queue: &str, priority: u8) -> String {
-    match PRIORITY_BUCKETS
-        .iter()
-        .rev()
-        .find(|step| **step <= priority)
-    {
-        Some(step) => format!("{prefix}{queue}\x06\x16{step}"),
-        None => format!("{prefix}{queue}"),
-    }
-}
-
-/// Every bucket list of a queue (what its depth and a purge cover).
-pub fn bucket_keys(prefix: &str, queue: &str) -> Vec<String> {
-    std::iter::once(0)
-        .chain(PRIORITY_BUCKETS)
-        .map(|step| bucket_key(prefix, queue, step))
-        .collect()
-}
 
 /// A repr this long may have been cut by Celery's `saferepr` (about 1024 characters) even if
 /// what is left still reads as a literal: only the worker's copy is trusted then.
@@ -85,23 +98,16 @@ impl CeleryAdapter {
         redactor: redact::Redactor,
         vault: Vault,
     ) -> Result<CeleryAdapter, String> {
-        redis::Client::open(broker).map_err(|e| format!("broker URL {broker:?}: {e}"))?;
+        let transport = transport::open(broker, keyprefix)?;
         Ok(CeleryAdapter {
-            broker: broker.to_owned(),
-            keyprefix: keyprefix.to_owned(),
+            pidbox: Pidbox::new(transport.clone()),
+            transport,
             queues,
             enable_events,
             redactor,
             vault: Arc::new(vault),
             liveness: Arc::new(Mutex::new(Liveness::default())),
         })
-    }
-
-    /// The pattern that matches every event channel of the broker's db.
-    fn events_pattern(&self) -> Result<String, String> {
-        let client = redis::Client::open(self.broker.as_str()).map_err(|e| e.to_string())?;
-        let db = client.get_connection_info().redis_settings().db();
-        Ok(format!("{}/{db}.celeryev/*", self.keyprefix))
     }
 }
 
@@ -114,34 +120,21 @@ impl EngineAdapter for CeleryAdapter {
         true
     }
 
-    /// Subscribes to every event channel and forwards updates; reconnects after errors (events
-    /// published meanwhile are lost to every subscriber: Redis keeps none), then reconciles
-    /// in-flight tasks from the workers.
+    /// Subscribes to every event and forwards updates; resubscribes after errors (events
+    /// published meanwhile are lost to every subscriber: brokers keep none for a consumer that
+    /// is gone), then reconciles in-flight tasks from the workers.
     fn start_events(&self, sink: mpsc::Sender<Update>) {
-        let (pattern, pidbox) = match self.events_pattern().and_then(|p| Ok((p, self.pidbox()?))) {
-            Ok(both) => both,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read events: bad broker URL");
-                return;
-            }
-        };
-        let (depth_broker, prefix, queues, depth_sink) = (
-            self.broker.clone(),
-            self.keyprefix.clone(),
-            self.queues.clone(),
-            sink.clone(),
-        );
-        tokio::spawn(
-            async move { report_depths(&depth_broker, &prefix, &queues, &depth_sink).await },
-        );
+        let (transport, queues, depth_sink) =
+            (self.transport.clone(), self.queues.clone(), sink.clone());
+        tokio::spawn(async move { report_depths(&*transport, &queues, &depth_sink).await });
         let lookup = Lookup::new(
-            pidbox.clone(),
+            self.pidbox.clone(),
             self.vault.clone(),
             self.redactor.clone(),
             sink.clone(),
         );
         lookup.start();
-        let probe = workers::Probe::new(pidbox, self.enable_events, sink.clone());
+        let probe = workers::Probe::new(self.pidbox.clone(), self.enable_events, sink.clone());
         probe.refresh_every(self.liveness.clone());
         let (watch, watch_sink, vault) = (self.liveness.clone(), sink.clone(), self.vault.clone());
         tokio::spawn(async move {
@@ -165,11 +158,11 @@ impl EngineAdapter for CeleryAdapter {
             vault: self.vault.clone(),
             redactor: self.redactor.clone(),
         };
-        let broker = self.broker.clone();
+        let transport = self.transport.clone();
         tokio::spawn(async move {
             let mut gaps = 0u64;
             loop {
-                match reader.subscribe(&broker, &pattern, gaps > 0).await {
+                match reader.subscribe(&*transport, gaps > 0).await {
                     Ok(()) => return, // the agent is stopping
                     Err(e) => {
                         gaps += 1;
@@ -189,20 +182,8 @@ impl EngineAdapter for CeleryAdapter {
         &'a self,
         command: &'a Command,
         issued: &'a IssuedCommand,
-    ) -> BoxFuture<'a, Result<String, String>> {
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
         Box::pin(async move { self.run(command, issued).await })
-    }
-}
-
-impl CeleryAdapter {
-    fn pidbox(&self) -> Result<pidbox::Pidbox, String> {
-        let client = redis::Client::open(self.broker.as_str()).map_err(|e| e.to_string())?;
-        let db = client.get_connection_info().redis_settings().db();
-        Ok(pidbox::Pidbox {
-            client,
-            prefix: self.keyprefix.clone(),
-            db,
-        })
     }
 }
 
@@ -226,7 +207,7 @@ impl Reader {
         }
         let read = |field: &Option<serde_json::Value>| match field {
             Some(serde_json::Value::String(repr)) if repr.len() < REPR_TRUST_MAX => {
-                taskward_shared::pyrepr::parse(repr).ok()
+                pyrepr::parse(repr).ok()
             }
             _ => None,
         };
@@ -263,17 +244,11 @@ impl Reader {
         None
     }
 
-    /// One subscription: reads messages as fast as Redis sends them and hands each to the
+    /// One subscription: reads messages as fast as the broker sends them and hands each to the
     /// parser; the spool behind `sink` never makes this loop wait on the brain. After a gap
     /// (`reconcile`), asks the workers which tasks are in flight.
-    async fn subscribe(&self, broker: &str, pattern: &str, reconcile: bool) -> Result<(), String> {
-        let client = redis::Client::open(broker).map_err(|e| e.to_string())?;
-        let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-        pubsub
-            .psubscribe(pattern)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(%pattern, "reading Celery events");
+    async fn subscribe(&self, transport: &dyn Transport, reconcile: bool) -> Result<(), String> {
+        let mut bodies = transport.events().await.map_err(|e| e.to_string())?;
         if reconcile {
             let (lookup, liveness, sink) = (
                 self.lookup.clone(),
@@ -292,72 +267,65 @@ impl Reader {
                 }
             });
         }
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
-            let mut updates = match events::parse_message(message.get_payload_bytes()) {
+        while let Some(body) = bodies.next().await {
+            let parsed = match body {
+                Ok(body) => events::parse_body(&body).map_err(|e| e.to_string()),
+                Err(unreadable) => Err(unreadable.to_string()),
+            };
+            let updates = match parsed {
                 Ok(updates) => updates,
                 Err(e) => {
-                    tracing::warn!(error = %e, channel = %message.get_channel_name(), "unreadable event");
+                    tracing::warn!(error = %e, "unreadable event");
                     continue;
                 }
             };
-            let mut extra = Vec::new();
-            for update in &mut updates {
-                if let Update::Task(task) = update {
-                    extra.extend(self.capture(task));
-                }
-            }
-            let newcomers: Vec<String> = {
-                let mut live = self.liveness.lock().expect("liveness lock");
-                let now = now_ms();
-                updates
-                    .iter()
-                    .filter_map(|u| live.observe(u, now))
-                    .collect()
-            };
-            for worker in newcomers {
-                self.probe.greet(worker);
-            }
-            for update in updates.into_iter().chain(extra) {
-                if self.sink.send(update).await.is_err() {
-                    return Ok(());
-                }
+            if !self.hand_on(updates).await {
+                return Ok(());
             }
         }
         Err("the broker closed the subscription".into())
     }
-}
 
-/// Reads every watched queue's depth (all priority buckets) every few seconds.
-async fn report_depths(broker: &str, prefix: &str, queues: &[String], sink: &mpsc::Sender<Update>) {
-    let Ok(client) = redis::Client::open(broker) else {
-        return;
-    };
-    let mut tick = tokio::time::interval(DEPTH_EVERY);
-    let mut conn = None;
-    loop {
-        tick.tick().await;
-        if conn.is_none() {
-            match client.get_multiplexed_async_connection().await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read queue depths");
-                    continue;
-                }
+    /// Captures arguments, tracks liveness and greets new workers for one message's updates,
+    /// then sends them on; false once the sink is closed (the agent is stopping).
+    async fn hand_on(&self, mut updates: Vec<Update>) -> bool {
+        let mut extra = Vec::new();
+        for update in &mut updates {
+            if let Update::Task(task) = update {
+                extra.extend(self.capture(task));
             }
         }
-        let Some(c) = conn.as_mut() else { continue };
-        for queue in queues {
-            let mut pipe = redis::pipe();
-            for key in bucket_keys(prefix, queue) {
-                pipe.cmd("LLEN").arg(key);
+        let newcomers: Vec<String> = {
+            let mut live = self.liveness.lock().expect("liveness lock");
+            let now = now_ms();
+            updates
+                .iter()
+                .filter_map(|u| live.observe(u, now))
+                .collect()
+        };
+        for worker in newcomers {
+            self.probe.greet(worker);
+        }
+        for update in updates.into_iter().chain(extra) {
+            if self.sink.send(update).await.is_err() {
+                return false;
             }
-            let lengths: Result<Vec<u64>, _> = pipe.query_async(c).await;
-            match lengths {
-                Ok(lengths) => {
+        }
+        true
+    }
+}
+
+/// Reads every watched queue's depth (all priorities) every few seconds.
+async fn report_depths(transport: &dyn Transport, queues: &[String], sink: &mpsc::Sender<Update>) {
+    let mut tick = tokio::time::interval(DEPTH_EVERY);
+    loop {
+        tick.tick().await;
+        for queue in queues {
+            match transport.queue_depth(queue).await {
+                Ok(depth) => {
                     let update = Update::QueueDepth {
                         queue: queue.clone(),
-                        depth: lengths.iter().sum(),
+                        depth,
                         at_ms: now_ms(),
                     };
                     if sink.send(update).await.is_err() {
@@ -365,27 +333,10 @@ async fn report_depths(broker: &str, prefix: &str, queues: &[String], sink: &mps
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "queue depth read failed; reconnecting");
-                    conn = None;
+                    tracing::warn!(error = %e, "cannot read queue depths");
                     break;
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn priorities_land_in_kombu_buckets() {
-        assert_eq!(bucket_key("", "billing", 0), "billing");
-        assert_eq!(bucket_key("", "billing", 2), "billing");
-        assert_eq!(bucket_key("", "billing", 3), "billing\x06\x163");
-        assert_eq!(bucket_key("", "billing", 5), "billing\x06\x163");
-        assert_eq!(bucket_key("", "billing", 7), "billing\x06\x166");
-        assert_eq!(bucket_key("p:", "billing", 9), "p:billing\x06\x169");
-        assert_eq!(bucket_key("", "billing", 200), "billing\x06\x169");
     }
 }

@@ -1,34 +1,26 @@
-//! Celery remote control ("pidbox") over Redis: publish a request to the `celery.pidbox`
-//! fanout and collect the replies the workers push to our own reply queue
-//! (`../shared/docs/celery-wire.md`, sections 2.5, 2.6 and 5).
+//! Celery remote control ("pidbox"): a request broadcast to the `celery.pidbox` fanout, the
+//! replies the workers send to our own reply inbox, matched by ticket
+//! (`../shared/docs/celery-wire.md`, section 5). The broker's part (binding the inbox,
+//! publishing, popping) is the transport's; the request, the tickets, when to stop waiting and
+//! what a reply means are here, once for every broker.
 
+use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use redis::AsyncCommands;
-use serde_json::{Value, json};
-use taskward_shared::crypto::random_bytes;
+use serde_json::{Map, Value, json};
+
+use super::super::EngineError;
+use super::transport::{Delivery, Outgoing, Properties, Transport, TransportError};
+use super::uuid_like;
 
 /// How long replies are awaited (Celery's CLI waits 1 s; restarts and slow hosts need more).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// kombu's separator inside binding members.
-const SEP: &str = "\x06\x16";
-
-/// A random UUID-shaped id (task ids, reply keys, delivery tags).
-pub fn uuid_like() -> String {
-    let b = random_bytes::<16>();
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
+/// The exchange control requests are broadcast on.
+const PIDBOX_EXCHANGE: &str = "celery.pidbox";
+/// The exchange workers send replies to, routed by our reply key.
+const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
 
 fn epoch_secs() -> f64 {
     std::time::SystemTime::now()
@@ -36,18 +28,18 @@ fn epoch_secs() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// A pidbox client for one broker db.
+/// A pidbox client over one broker.
 #[derive(Clone)]
 pub struct Pidbox {
-    /// The broker.
-    pub client: redis::Client,
-    /// kombu's `global_keyprefix`.
-    pub prefix: String,
-    /// The broker's db number (part of the fanout channel name).
-    pub db: i64,
+    transport: Arc<dyn Transport>,
 }
 
 impl Pidbox {
+    /// A client sending through `transport`.
+    pub fn new(transport: Arc<dyn Transport>) -> Pidbox {
+        Pidbox { transport }
+    }
+
     /// Sends `method(arguments)` to `destination` (every worker when `None`) and returns the
     /// replies as `(worker, result)`, waiting until each destination answered or the timeout.
     pub async fn call(
@@ -55,7 +47,7 @@ impl Pidbox {
         method: &str,
         arguments: Value,
         destination: Option<Vec<String>>,
-    ) -> Result<Vec<(String, Value)>, String> {
+    ) -> Result<Vec<(String, Value)>, TransportError> {
         self.call_within(method, arguments, destination, REPLY_TIMEOUT)
             .await
     }
@@ -67,125 +59,83 @@ impl Pidbox {
         arguments: Value,
         destination: Option<Vec<String>>,
         timeout: Duration,
-    ) -> Result<Vec<(String, Value)>, String> {
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| format!("broker: {e}"))?;
-        let p = &self.prefix;
-        let reply_key = uuid_like();
-        let reply_queue = format!("{reply_key}.reply.celery.pidbox");
-        let member = format!("{reply_key}{SEP}{SEP}{reply_queue}");
-        let bindings = format!("{p}_kombu.binding.reply.celery.pidbox");
-        // The reply binding must exist before a worker answers, and carry a deadline so
-        // kombu 5.7's sweeper treats it like its own.
-        let _: () = conn
-            .sadd(&bindings, &member)
-            .await
-            .map_err(|e| e.to_string())?;
-        let deadline_ms = (epoch_secs() * 1000.0) as i64 + 3_600_000;
-        let _: Result<i64, _> = redis::cmd("ZADD")
-            .arg(format!("{p}_kombu.binding_deadlines"))
-            .arg("GT")
-            .arg(deadline_ms)
-            .arg("reply.celery.pidbox")
-            .query_async(&mut conn)
-            .await;
-        let ticket = uuid_like();
-        let body = json!({
-            "method": method,
-            "arguments": arguments,
-            "destination": destination,
-            "pattern": null,
-            "matcher": null,
-            "ticket": ticket,
-            "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": reply_key},
-        });
-        let envelope = json!({
-            "body": STANDARD.encode(body.to_string()),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {"clock": 1, "expires": epoch_secs() + timeout.as_secs_f64()},
-            "properties": {
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "celery.pidbox", "routing_key": ""},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": uuid_like(),
-            },
-        });
-        let channel = format!("{p}/{}.celery.pidbox", self.db);
-        let _: i64 = conn
-            .publish(&channel, envelope.to_string())
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Vec<(String, Value)>, TransportError> {
+        let (reply_key, ticket) = (uuid_like(), uuid_like());
+        // No end-of-replies marker exists: wait for one answer per destination named.
         let expected = destination.as_ref().map_or(usize::MAX, Vec::len);
+        let message = request(method, arguments, destination, &ticket, &reply_key, timeout);
         let mut replies = Vec::new();
-        let until = tokio::time::Instant::now() + timeout;
-        let keys: Vec<String> = std::iter::once(format!("{p}{reply_queue}"))
-            .chain(
-                ["3", "6", "9"]
-                    .iter()
-                    .map(|b| format!("{p}{reply_queue}{SEP}{b}")),
-            )
-            .collect();
-        while replies.len() < expected && tokio::time::Instant::now() < until {
-            // A short block: below the client's response timeout, and fractional timeouts are
-            // fine on Redis >= 6.
-            let popped: Option<(String, String)> = redis::cmd("BRPOP")
-                .arg(&keys)
-                .arg(0.25)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            let Some((_, message)) = popped else { continue };
-            let Ok(reply) = serde_json::from_str::<Value>(&message) else {
-                continue;
-            };
-            if reply["headers"]["ticket"] != ticket.as_str() {
-                continue;
+        let mut collect = |delivery: Delivery| {
+            match decode_reply(&delivery) {
+                Some((t, answers)) if t == ticket => replies.extend(answers),
+                _ => {}
             }
-            let Some(decoded) = reply["body"]
-                .as_str()
-                .and_then(|b| STANDARD.decode(b).ok())
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            else {
-                continue;
-            };
-            if let Value::Object(map) = decoded {
-                replies.extend(map);
+            if replies.len() >= expected {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
-        }
-        // Clean up like kombu: the binding member and the reply lists.
-        let _: Result<i64, _> = conn.srem(&bindings, &member).await;
-        let _: Result<i64, _> = conn.del(&keys).await;
+        };
+        self.transport
+            .control(&message, &reply_key, timeout, &mut collect)
+            .await?;
         Ok(replies)
     }
 }
 
-/// Decodes a reply message: its ticket and each worker's answer (`{"<host>": <result>}`).
-pub fn decode_reply(message: &str) -> Option<(String, Vec<(String, Value)>)> {
-    let reply: Value = serde_json::from_str(message).ok()?;
-    let ticket = reply["headers"]["ticket"].as_str()?.to_owned();
-    let body = reply["body"].as_str()?;
-    let raw = if reply["properties"]["body_encoding"] == "base64" {
-        STANDARD.decode(body).ok()?
-    } else {
-        body.as_bytes().to_vec()
-    };
-    match serde_json::from_slice::<Value>(&raw).ok()? {
+/// A control request (`celery-wire.md` 5.1) whose replies go to `reply_key`, tagged `ticket`.
+pub fn request(
+    method: &str,
+    arguments: Value,
+    destination: Option<Vec<String>>,
+    ticket: &str,
+    reply_key: &str,
+    timeout: Duration,
+) -> Outgoing {
+    let body = json!({
+        "method": method,
+        "arguments": arguments,
+        "destination": destination,
+        "pattern": null,
+        "matcher": null,
+        "ticket": ticket,
+        "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": reply_key},
+    });
+    let mut headers = Map::new();
+    headers.insert("clock".into(), json!(1));
+    // Workers ignore it; Celery's own collectors use it to drop stale requests.
+    headers.insert(
+        "expires".into(),
+        json!(epoch_secs() + timeout.as_secs_f64()),
+    );
+    Outgoing {
+        exchange: PIDBOX_EXCHANGE.into(),
+        routing_key: String::new(),
+        headers,
+        properties: Properties {
+            delivery_mode: 2,
+            ..Properties::default()
+        },
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// Reads a reply: its ticket and each worker's answer (`{"<host>": <result>}`). `None` for
+/// anything else, which the caller skips.
+pub fn decode_reply(reply: &Delivery) -> Option<(String, Vec<(String, Value)>)> {
+    let ticket = reply.headers.get("ticket")?.as_str()?.to_owned();
+    match serde_json::from_slice::<Value>(&reply.body).ok()? {
         Value::Object(map) => Some((ticket, map.into_iter().collect())),
         _ => None,
     }
 }
 
 /// Turns one worker's reply into the command's outcome: `{"ok": text}` or `{"error": text}`.
-pub fn outcome(worker: &str, reply: &Value) -> Result<String, String> {
+pub fn outcome(worker: &str, reply: &Value) -> Result<String, EngineError> {
     if let Some(ok) = reply.get("ok").and_then(Value::as_str) {
         Ok(format!("{worker}: {ok}"))
     } else if let Some(error) = reply.get("error").and_then(Value::as_str) {
-        Err(format!("{worker}: {error}"))
+        Err(EngineError::Rejected(format!("{worker}: {error}")))
     } else {
         Ok(format!("{worker}: {reply}"))
     }
@@ -193,50 +143,117 @@ pub fn outcome(worker: &str, reply: &Value) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::transport::envelope;
     use super::*;
 
-    /// Every captured pidbox reply decodes to the body the capture recorded, and control
-    /// replies map to the right outcome.
-    #[test]
-    fn every_reply_fixture_decodes() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/celery/redis"
+    fn fixtures(broker: &str, prefix: &str) -> Vec<(String, Value)> {
+        let dir = format!(
+            "{}/../../shared/fixtures/celery/{broker}",
+            env!("CARGO_MANIFEST_DIR")
         );
-        let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            if !name.starts_with("pidbox-reply-") {
-                continue;
+        let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("fixtures at {dir}: {e}"))
+            .map(|entry| entry.unwrap().path())
+            .filter_map(|path| {
+                let name = path.file_name()?.to_str()?.to_owned();
+                name.starts_with(prefix).then(|| {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    (name, serde_json::from_str(&text).unwrap())
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn check_reply(name: &str, delivery: &Delivery, body: &Value) {
+        let (ticket, answers) =
+            decode_reply(delivery).unwrap_or_else(|| panic!("{name} does not decode"));
+        assert!(!ticket.is_empty(), "{name}");
+        let expected: Vec<(String, Value)> =
+            body.as_object().unwrap().clone().into_iter().collect();
+        assert_eq!(answers, expected, "{name}");
+        for (worker, reply) in &answers {
+            let result = outcome(worker, reply);
+            if reply.get("error").is_some() {
+                assert!(
+                    matches!(result, Err(EngineError::Rejected(_))),
+                    "{name}: {result:?}"
+                );
+            } else if reply.get("ok").is_some() {
+                assert!(result.is_ok(), "{name}: {result:?}");
             }
-            let fixture: Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            let (ticket, answers) = decode_reply(fixture["wire"].as_str().unwrap())
-                .unwrap_or_else(|| panic!("{name} does not decode"));
-            assert!(!ticket.is_empty(), "{name}");
-            let expected: Vec<(String, Value)> = fixture["body"]
-                .as_object()
-                .unwrap()
-                .clone()
-                .into_iter()
-                .collect();
-            assert_eq!(answers, expected, "{name}");
-            for (worker, reply) in &answers {
-                let result = outcome(worker, reply);
-                if reply.get("error").is_some() {
-                    assert!(result.is_err(), "{name}: {result:?}");
-                } else if reply.get("ok").is_some() {
-                    assert!(result.is_ok(), "{name}: {result:?}");
-                }
-            }
-            seen += 1;
         }
-        assert!(seen >= 15, "only {seen} reply fixtures");
+    }
+
+    /// Every captured Redis reply, unwrapped by the envelope decoder the Redis transport uses
+    /// and read by the decoder the call path uses, gives the body the capture recorded.
+    #[test]
+    fn every_redis_reply_fixture_decodes() {
+        let all = fixtures("redis", "pidbox-reply-");
+        assert!(all.len() >= 15, "only {} reply fixtures", all.len());
+        for (name, fixture) in &all {
+            let delivery = envelope::decode(fixture["wire"].as_str().unwrap().as_bytes())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            check_reply(name, &delivery, &fixture["body"]);
+        }
         let solo = outcome(
             "w",
-            &serde_json::json!({"error": "AttributeError(\"'TaskPool' object has no attribute 'grow'\")"}),
+            &json!({"error": "AttributeError(\"'TaskPool' object has no attribute 'grow'\")"}),
         );
-        assert!(solo.unwrap_err().contains("no attribute 'grow'"));
+        assert!(
+            solo.unwrap_err()
+                .to_string()
+                .contains("no attribute 'grow'")
+        );
+    }
+
+    /// AMQP replies carry the same body with no envelope: the same decoder reads them.
+    #[test]
+    fn every_amqp_reply_fixture_decodes() {
+        let all = fixtures("amqp", "pidbox-reply-");
+        assert!(all.len() >= 3, "only {} AMQP reply fixtures", all.len());
+        for (name, fixture) in &all {
+            let delivery = Delivery {
+                headers: fixture["amqp"]["properties"]["headers"]
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                body: fixture["body_utf8"].as_str().unwrap().as_bytes().to_vec(),
+            };
+            check_reply(name, &delivery, &fixture["body"]);
+        }
+    }
+
+    /// Our requests read like the captured ones: the same body fields, and a body and header
+    /// set a worker accepts.
+    #[test]
+    fn requests_have_the_shape_of_celerys() {
+        let (name, captured) = fixtures("redis", "pidbox-request-pool-grow")
+            .into_iter()
+            .next()
+            .unwrap();
+        let captured = envelope::decode(captured["wire"].as_str().unwrap().as_bytes()).unwrap();
+        let message = request(
+            "pool_grow",
+            json!({"n": 2}),
+            None,
+            "t-1",
+            "r-1",
+            REPLY_TIMEOUT,
+        );
+        let ours = envelope::decode(envelope::encode(&message, "d-1").as_bytes()).unwrap();
+        let keys = |d: &Delivery| {
+            let body: Value = serde_json::from_slice(&d.body).unwrap();
+            let mut keys: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(&ours), keys(&captured), "{name}");
+        let headers = |d: &Delivery| d.headers.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(headers(&ours), headers(&captured), "{name}");
+        let body: Value = serde_json::from_slice(&ours.body).unwrap();
+        assert_eq!(body["reply_to"]["routing_key"], "r-1");
+        assert_eq!(body["ticket"], "t-1");
     }
 }

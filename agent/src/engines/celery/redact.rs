@@ -1,7 +1,7 @@
 //! Redaction on the host: task arguments are cleaned before they leave the agent, so secrets
 //! and e-mail addresses never reach the brain's database.
 //!
-//! Arguments arrive as Python reprs. A readable repr is parsed (`taskward_shared::pyrepr`) and
+//! Arguments arrive as Python reprs. A readable repr is parsed (`pyrepr.rs`) and
 //! values under sensitive keys become `"<redacted>"`, e-mail addresses `"<email>"`; the result
 //! travels as JSON ([`Redactor::clean_value`]). A repr that cannot be read (truncated,
 //! non-literal) travels as text only if it shows nothing sensitive, and is replaced whole
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn secrets_and_emails_never_survive() {
         let r = Redactor::default();
-        let read = |repr: &str| r.clean_value(taskward_shared::pyrepr::parse(repr).unwrap());
+        let read = |repr: &str| r.clean_value(crate::engines::celery::pyrepr::parse(repr).unwrap());
         assert_eq!(
             read(
                 "{'user': 'ann', 'password': 'hunter2', 'to': 'ann@example.com', 'nested': {'API_KEY': 'k', 'n': 1}}"

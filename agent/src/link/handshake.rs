@@ -1,0 +1,97 @@
+//! Opening a session: the WebSocket upgrade with the agent's credential, then the brain's
+//! challenge, the agent's signed hello, and the brain's welcome (`docs/protocol.md`, "The agent
+//! link"). Every step has [`HANDSHAKE_TIMEOUT`], so a brain that accepts the connection and
+//! then says nothing costs a reconnect, not a hung agent.
+
+use ed25519_dalek::{Signer, SigningKey};
+use futures_util::StreamExt;
+use futures_util::stream::{SplitSink, SplitStream};
+use taskward_shared::audit::AuditRow;
+use taskward_shared::protocol::{
+    AgentFrame, BrainFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION, hello_message,
+};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::{HANDSHAKE_TIMEOUT, SessionEnd, Socket, failed, next_frame, send_frame};
+
+/// An authenticated session, as the welcome described it.
+pub(super) struct Opened {
+    pub sink: SplitSink<Socket, Message>,
+    pub stream: SplitStream<Socket>,
+    /// The session generation.
+    pub session: u64,
+    /// Signed `key.rotated` rows to learn from.
+    pub rotations: Vec<AuditRow>,
+}
+
+/// Connects to `brain` and authenticates as `agent_id`.
+pub(super) async fn open(
+    brain: &str,
+    agent_id: &str,
+    credential: &str,
+    key: &SigningKey,
+) -> Result<Opened, SessionEnd> {
+    let url = format!(
+        "{}/api/v1/agent/connect",
+        brain.trim_end_matches('/').replacen("http", "ws", 1)
+    );
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| failed(format!("bad brain URL {url}: {e}")))?;
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {credential}")
+            .parse()
+            .map_err(|_| failed("credential is not a valid header value"))?,
+    );
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let (socket, _) = timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true),
+    )
+    .await
+    .map_err(|_| failed("connect timed out"))?
+    .map_err(|e| failed(format!("connect to {url}: {e}")))?;
+    let (mut sink, mut stream) = socket.split();
+
+    let nonce = match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {
+        Ok(Ok(BrainFrame::Challenge { version, nonce })) if version == PROTOCOL_VERSION => nonce,
+        Ok(Ok(other)) => return Err(failed(format!("expected a challenge, got {other:?}"))),
+        Ok(Err(e)) => return Err(failed(e)),
+        Err(_) => return Err(failed("no challenge in time")),
+    };
+    let signature = key.sign(&hello_message(&nonce, agent_id));
+    send_frame(
+        &mut sink,
+        &AgentFrame::Hello {
+            version: PROTOCOL_VERSION,
+            agent_id: agent_id.to_owned(),
+            signature: hex::encode(signature.to_bytes()),
+        },
+    )
+    .await
+    .map_err(failed)?;
+    let (session, rotations) = match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {
+        Ok(Ok(BrainFrame::Welcome {
+            session, rotations, ..
+        })) => (session, rotations),
+        Ok(Ok(BrainFrame::Close { reason })) => {
+            return Err(failed(format!("refused: {reason}")));
+        }
+        Ok(Ok(other)) => return Err(failed(format!("expected welcome, got {other:?}"))),
+        Ok(Err(e)) => return Err(failed(e)),
+        Err(_) => return Err(failed("no welcome in time")),
+    };
+    Ok(Opened {
+        sink,
+        stream,
+        session,
+        rotations,
+    })
+}
