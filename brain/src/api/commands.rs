@@ -270,7 +270,7 @@ pub struct BulkRetryPreview {
     pub retryable: usize,
     /// The others, with the reason each is not retryable.
     #[schema(value_type = Vec<Object>)]
-    pub skipped_not_retryable: Vec<serde_json::Value>,
+    pub skipped_not_retryable: Vec<taskward_shared::command::Skipped>,
 }
 
 /// Counts what a bulk retry with this body would retry, without issuing anything (operator).
@@ -296,9 +296,9 @@ pub async fn bulk_retry_dry_run(
         })
         .await?;
     Ok(Json(BulkRetryPreview {
-        matched: resolved.tasks.len() + resolved.skipped.len(),
+        matched: resolved.tasks.len() + resolved.skipped_not_retryable.len(),
         retryable: resolved.tasks.len(),
-        skipped_not_retryable: resolved.skipped,
+        skipped_not_retryable: resolved.skipped_not_retryable,
     }))
 }
 

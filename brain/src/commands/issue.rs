@@ -94,9 +94,11 @@ pub fn issue_in(conn: &mut AnyConnection, issue: &Issue) -> Result<Issued, Refus
         other => other?,
     };
     let bound_depth = confirmed_depth(conn, issue, &agent_id)?;
+    // Signed as JSON: a struct's fields and the brain's earlier `json!` maps have the same
+    // canonical bytes (RFC 8785 sorts keys), so a verifier sees no difference.
     let resolved = match command {
-        Command::RetryTask(retry) => Some(resolve_retry(conn, project_id, retry)?),
-        Command::BulkRetry(bulk) => Some(resolve_bulk(conn, project_id, bulk)?.to_json()),
+        Command::RetryTask(retry) => Some(as_json(&resolve_retry(conn, project_id, retry)?)),
+        Command::BulkRetry(bulk) => Some(as_json(&resolve_bulk(conn, project_id, bulk)?)),
         _ => None,
     };
     let global_throttle = matches!(command, Command::RateLimit(r) if r.is_global());
@@ -133,6 +135,10 @@ pub fn issue_in(conn: &mut AnyConnection, issue: &Issue) -> Result<Issued, Refus
         record,
         replay: false,
     })
+}
+
+fn as_json(spec: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(spec).expect("retry specs serialize")
 }
 
 /// The depth a confirmed purge binds: its confirm token must have been made for the depth

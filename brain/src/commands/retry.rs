@@ -3,8 +3,8 @@
 //! the host; the agent prefers the originals it kept), the operator's `override_kwargs`, the
 //! original id and root — so the agent never has to trust anything unsigned about it.
 
-use serde_json::{Value, json};
-use taskward_shared::command::{BulkRetry, RetryTask};
+use serde_json::Value;
+use taskward_shared::command::{BulkRetry, BulkRetrySpec, RetrySpec, RetryTask, Skipped};
 
 use crate::refusal::Refusal;
 use crate::store::tasks::{self, TaskRow};
@@ -15,7 +15,7 @@ use crate::store::{AnyConnection, StoreError, StoreResult};
 pub fn retry_spec(
     task: &TaskRow,
     overrides: Option<&serde_json::Map<String, Value>>,
-) -> Result<Value, String> {
+) -> Result<RetrySpec, String> {
     let name = task.name.clone().ok_or("its name was never reported")?;
     if let Some(why) = &task.args_unavailable {
         return Err(why.clone());
@@ -28,16 +28,16 @@ pub fn retry_spec(
             .filter(|v| v.is_array() || v.is_object())
             .unwrap_or(Value::Null)
     };
-    Ok(json!({
-        "name": name,
-        "queue": task.queue,
-        "priority": task.priority,
-        "args": seen(&task.args),
-        "kwargs": seen(&task.kwargs),
-        "override_kwargs": overrides,
-        "original_task_id": task.task_id,
-        "root_id": task.root_task_id,
-    }))
+    Ok(RetrySpec {
+        name,
+        queue: task.queue.clone(),
+        priority: task.priority.clone(),
+        args: seen(&task.args),
+        kwargs: seen(&task.kwargs),
+        override_kwargs: overrides.cloned(),
+        original_task_id: task.task_id.clone(),
+        root_id: task.root_task_id.clone(),
+    })
 }
 
 /// Resolves a retry-task: not found for an unknown task, a conflict when it is not retryable.
@@ -45,7 +45,7 @@ pub fn resolve_retry(
     conn: &mut AnyConnection,
     project_id: &str,
     retry: &RetryTask,
-) -> Result<Value, Refusal> {
+) -> Result<RetrySpec, Refusal> {
     let task = match tasks::find(conn, project_id, &retry.engine, &retry.task_id) {
         Err(StoreError::NotFound) => {
             return Err(Refusal::NotFound(format!(
@@ -59,22 +59,6 @@ pub fn resolve_retry(
         .map_err(|why| Refusal::Conflict(format!("task {} is not retryable: {why}", retry.task_id)))
 }
 
-/// What a bulk retry resolves to: the tasks it will republish, and those it skips.
-#[derive(Debug, Clone, Default)]
-pub struct BulkResolution {
-    /// Retry specs of the matching tasks that can be retried.
-    pub tasks: Vec<Value>,
-    /// `{task_id, reason}` of the matching tasks whose arguments cannot be republished.
-    pub skipped: Vec<Value>,
-}
-
-impl BulkResolution {
-    /// The signed form (`resolved` of a bulk-retry command).
-    pub fn to_json(&self) -> Value {
-        json!({"tasks": self.tasks, "skipped_not_retryable": self.skipped})
-    }
-}
-
 /// Resolves a bulk-retry at issue time (and for its dry run): up to `max` matching tasks that
 /// are not in flight, each with its arguments; the ones whose arguments cannot be read are
 /// counted as skipped.
@@ -82,15 +66,19 @@ pub fn resolve_bulk(
     conn: &mut AnyConnection,
     project_id: &str,
     bulk: &BulkRetry,
-) -> StoreResult<BulkResolution> {
+) -> StoreResult<BulkRetrySpec> {
     let matching = tasks::matching(conn, project_id, &bulk.filter, i64::from(bulk.max))?;
-    let mut resolution = BulkResolution::default();
+    let mut resolution = BulkRetrySpec {
+        tasks: Vec::new(),
+        skipped_not_retryable: Vec::new(),
+    };
     for task in &matching {
         match retry_spec(task, None) {
             Ok(spec) => resolution.tasks.push(spec),
-            Err(why) => resolution
-                .skipped
-                .push(json!({"task_id": task.task_id, "reason": why})),
+            Err(reason) => resolution.skipped_not_retryable.push(Skipped {
+                task_id: task.task_id.clone(),
+                reason,
+            }),
         }
     }
     Ok(resolution)

@@ -61,7 +61,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// What `retry_spec` in the brain's `api/commands.rs` builds (the same `json!` shape), for
+    /// What the brain's `retry_spec` (`brain/src/commands/retry.rs`) signs, as JSON, for
     /// a task with every field and one with every optional field missing.
     fn brain_specs() -> Vec<Value> {
         vec![
