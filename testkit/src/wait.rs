@@ -128,3 +128,51 @@ impl<'a> Wait<'a> {
         self.blocking_until_ok(|| probe().then_some(()).ok_or(""));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_returns_what_the_probe_found() {
+        let mut looks = 0;
+        let found = Wait::new("the third look")
+            .every(Duration::from_millis(1))
+            .blocking_until_ok(|| {
+                looks += 1;
+                if looks == 3 {
+                    Ok(looks)
+                } else {
+                    Err("not yet")
+                }
+            });
+        assert_eq!(found, 3);
+    }
+
+    #[test]
+    fn a_timeout_names_what_was_awaited_the_last_answer_and_the_context() {
+        let panic = std::panic::catch_unwind(|| {
+            Wait::new("the moon")
+                .within(Duration::from_millis(20))
+                .every(Duration::from_millis(5))
+                .context(|| "the log".to_owned())
+                .blocking_until_ok(|| Err::<(), _>("still the sun"))
+        })
+        .unwrap_err();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert!(
+            message
+                .starts_with("timed out after 20ms waiting for the moon: still the sun\nthe log"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_for_polls_until_the_condition_holds() {
+        let start = Instant::now();
+        wait_for(Duration::from_secs(5), "60 ms to pass", || async {
+            start.elapsed() >= Duration::from_millis(60)
+        })
+        .await;
+    }
+}
