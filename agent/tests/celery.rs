@@ -161,18 +161,9 @@ async fn expect_each(host: &CeleryHost, cases: Vec<(&str, Value, &str, &str)>) {
     }
 }
 
-/// Every worker-control verb, end to end: API → signed command → agent → Celery's remote
-/// control on a real worker (or the broker, for purges) → signed result with the worker's answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_reach_a_real_celery_worker() {
-    let host = CeleryHost::start(11, &["celery", "reports"]).await;
-    // A queue no worker consumes, with messages in two priority buckets.
-    host.celery.python(
-        "import redis; r = redis.Redis(db=11); \
-         r.lpush('reports', 'a', 'b', 'c'); r.lpush('reports\\x06\\x166', 'd', 'e')",
-    );
-    let w = "ctl@taskward-test";
-    let _worker = host.celery.worker(w, PREFORK_1, &[]);
+/// Waits for worker `w` (prefork, one process, consuming `celery`) to come online, then for its
+/// pool and queues, from Celery's stats and active_queues, in the agents API.
+async fn wait_for_the_pool_in_the_agents_api(host: &CeleryHost, w: &str) {
     wait_for(
         Duration::from_secs(30),
         "the worker to come online",
@@ -183,7 +174,6 @@ async fn commands_reach_a_real_celery_worker() {
         },
     )
     .await;
-    // The worker's pool and queues, from Celery's stats and active_queues, in the agents API.
     wait_for(
         Duration::from_secs(30),
         "the worker's pool in the agents API",
@@ -202,6 +192,21 @@ async fn commands_reach_a_real_celery_worker() {
         },
     )
     .await;
+}
+
+/// Every worker-control verb, end to end: API → signed command → agent → Celery's remote
+/// control on a real worker (or the broker, for purges) → signed result with the worker's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_a_real_celery_worker() {
+    let host = CeleryHost::start(11, &["celery", "reports"]).await;
+    // A queue no worker consumes, with messages in two priority buckets.
+    host.celery.python(
+        "import redis; r = redis.Redis(db=11); \
+         r.lpush('reports', 'a', 'b', 'c'); r.lpush('reports\\x06\\x166', 'd', 'e')",
+    );
+    let w = "ctl@taskward-test";
+    let _worker = host.celery.worker(w, PREFORK_1, &[]);
+    wait_for_the_pool_in_the_agents_api(&host, w).await;
 
     expect_each(
         &host,
