@@ -37,8 +37,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use diesel::prelude::*;
 use serde::Serialize;
-use support::{Proc, Stack, free_port, http, rss_kib, start_agent};
+use support::{Stack, http, rss_kib, start_agent};
 use taskward_brain::store::{Store, projects, schema};
+use taskward_testkit::{Proc, free_port};
 
 const BROKER: &str = "redis://127.0.0.1:6379/13";
 /// Celery's event channels on db 13 (`celery-wire.md` 2.1): `/<db>.celeryev/<routing key>`.
@@ -947,27 +948,25 @@ fn run_taskward(bin: &Path, plan: Plan) -> Row {
     let store = Store::open(&s.store_url).unwrap();
     start_agent(&mut s, "info");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count_lines(&s.agent_log(), "reading Celery events") == 0 {
+    while count_lines(&s.agent.log_path(), "reading Celery events") == 0 {
         assert!(
             Instant::now() < deadline,
             "the agent did not subscribe:\n{}",
-            std::fs::read_to_string(s.agent_log()).unwrap_or_default()
+            std::fs::read_to_string(s.agent.log_path()).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let agent = s.agent.as_ref().unwrap().pid();
-    let measured = measure(plan, &[s.brain.pid(), agent], &mut || {
-        taskward_applied(&store)
-    });
+    let (brain, agent) = (s.brain.pid().unwrap(), s.agent.pid().unwrap());
+    let measured = measure(plan, &[brain, agent], &mut || taskward_applied(&store));
     let agent_url = format!("{}/api/v1/projects/default/agents/{}", s.url, s.agent_id);
     let reported_dropped =
         http::json(&agent_url, Some(&s.token), None).and_then(|a| a["dropped_events"].as_u64());
     let processes = vec![
-        ("brain", rss_kib(s.brain.pid()), cpu_secs(s.brain.pid())),
+        ("brain", rss_kib(brain), cpu_secs(brain)),
         ("agent", rss_kib(agent), cpu_secs(agent)),
     ];
-    let reconnects_logged = count_lines(&s.agent_log(), "event subscription lost");
-    let spooled = Some(spool_backlog(&s.dir.path().join("agent/state/spool")));
+    let reconnects_logged = count_lines(&s.agent.log_path(), "event subscription lost");
+    let spooled = Some(spool_backlog(&s.agent.state().join("spool")));
     drop(store);
     drop(s);
     flushdb();

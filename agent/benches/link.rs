@@ -12,20 +12,16 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 use support::{Stack, brain_bin, http, rss_kib, start_agent};
 use taskward_brain::store::{Store, projects, tasks};
+use taskward_testkit::PgDatabase;
 
 /// A brain and an agent enrolled with the scripted test adapter, set to emit `events`.
 fn setup(bin: &std::path::Path, database: Option<&str>, events: u64) -> Stack {
     let s = support::setup(bin, database, &["--engine", "test"]);
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(
-        &s.config,
-        text.replace("events_total = 0", &format!("events_total = {events}")),
-    )
-    .unwrap();
+    s.agent
+        .edit_config("events_total = 0", &format!("events_total = {events}"));
     s
 }
 
@@ -48,8 +44,6 @@ fn main() {
         .unwrap_or(300_000);
     let expected_tasks = (events / 3) as i64;
     let bin = brain_bin();
-    let pg = std::env::var("TASKWARD_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     println!(
         "| backend | events | seconds | events/s | lost | brain peak RSS MiB | agent peak RSS MiB |"
     );
@@ -60,15 +54,8 @@ fn main() {
         .map(str::to_owned)
         .collect();
     for backend in backends.iter().map(String::as_str) {
-        let pg_db = (backend == "postgres").then(|| {
-            let name = format!("tw_bench_{}", uuid::Uuid::new_v4().simple());
-            let mut admin = PgConnection::establish(&format!("{pg}/postgres")).unwrap();
-            diesel::sql_query(format!("CREATE DATABASE {name}"))
-                .execute(&mut admin)
-                .unwrap();
-            (name.clone(), format!("{pg}/{name}"))
-        });
-        let mut s = setup(&bin, pg_db.as_ref().map(|(_, url)| url.as_str()), events);
+        let pg_db = (backend == "postgres").then(|| PgDatabase::create("tw_bench"));
+        let mut s = setup(&bin, pg_db.as_ref().map(PgDatabase::url), events);
         let store = Store::open(&s.store_url).unwrap();
         let started = Instant::now();
         start_agent(&mut s, "warn");
@@ -83,20 +70,15 @@ fn main() {
         }
         let secs = started.elapsed().as_secs_f64();
         let lost = (expected_tasks - found) * 3;
-        let brain_rss = rss_kib(s.brain.pid()) / 1024;
-        let agent_rss = rss_kib(s.agent.as_ref().unwrap().pid()) / 1024;
+        let brain_rss = rss_kib(s.brain.pid().unwrap()) / 1024;
+        let agent_rss = rss_kib(s.agent.pid().unwrap()) / 1024;
         println!(
             "| {backend} | {events} | {secs:.1} | {:.0} | {lost} | {brain_rss} | {agent_rss} |",
             events as f64 / secs
         );
         drop(store);
         drop(s);
-        if let Some((name, _)) = pg_db {
-            let mut admin = PgConnection::establish(&format!("{pg}/postgres")).unwrap();
-            diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .unwrap();
-        }
+        drop(pg_db);
     }
 
     // Command round trip on SQLite: API call to stored signed result, per the brain's clock.

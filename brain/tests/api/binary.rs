@@ -1,113 +1,27 @@
 //! The real `taskward-brain` binary: first start, the admin CLI beside a running server,
 //! secrets kept out of logs, and graceful shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use taskward_testkit::{Api, BrainProcess, Wait};
 
 use crate::both_backends;
 use crate::support::{Backend, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskward-brain");
 
-/// A running `taskward-brain serve` with its stderr collected.
-struct Server {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    base: String,
-}
-
-impl Server {
-    fn start(cwd: &Path, db: Option<&TestDb>) -> Server {
-        let mut cmd = Command::new(BIN);
-        cmd.current_dir(cwd)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "debug")
-            .env_remove("TASKWARD_DATA_DIR")
-            .env_remove("TASKWARD_DATABASE_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(db) = db {
-            cmd.env("TASKWARD_DATABASE_URL", db.cli_url());
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut all = sink.lock().unwrap();
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let base = loop {
-            let log = stderr.lock().unwrap().clone();
-            if let Some(line) = log.lines().find(|l| l.contains("taskward brain listening")) {
-                let addr = line
-                    .split("listen=")
-                    .nth(1)
-                    .unwrap()
-                    .split_whitespace()
-                    .next()
-                    .unwrap();
-                break format!("http://{addr}");
-            }
-            assert!(Instant::now() < deadline, "server did not start:\n{log}");
-            assert!(child.try_wait().unwrap().is_none(), "server exited:\n{log}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Server {
-            child,
-            stderr,
-            base,
-        }
+/// `taskward-brain serve` in `cwd` at debug level, on SQLite there or on `db`, ready.
+fn serve(cwd: &Path, db: Option<&TestDb>) -> BrainProcess {
+    let brain = BrainProcess::builder(BIN, cwd).env("RUST_LOG", "debug");
+    match db {
+        Some(db) => brain.database_url(&db.cli_url()),
+        None => brain,
     }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(mut self) -> String {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "server exited with {status} after SIGTERM"
-                );
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        self.log()
-    }
-}
-
-impl Drop for Server {
-    /// A failed assertion must not leave a server running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    .start()
 }
 
 fn cli(cwd: &Path, db: Option<&TestDb>, args: &[&str]) -> Output {
@@ -146,19 +60,6 @@ fn cli_with_stdin(cwd: &Path, db: Option<&TestDb>, args: &[&str], input: &str) -
     child.wait_with_output().unwrap()
 }
 
-/// `GET base+path` as `token`, the body as JSON.
-async fn get_json(base: &str, path: &str, token: &str) -> serde_json::Value {
-    reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -169,6 +70,11 @@ fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// `mode & 0o777` of a file or directory.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
     let db = match backend {
         Backend::Sqlite => None,
@@ -177,19 +83,42 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
     let db = db.as_ref();
     let cwd = tempfile::tempdir().unwrap();
     let cwd = cwd.path();
-    let server = Server::start(cwd, db);
+    let mut server = serve(cwd, db);
+    let admin = first_start(&server, backend);
+    let jane = admin_cli_beside_the_server(cwd, db);
+    dashboard_passwords(&server, cwd, db).await;
+    let as_admin = Api::new(&server.url(), Some(&admin));
+    dev_seed(cwd, db, &as_admin).await;
+    callers_and_metrics(&server, &as_admin, &jane).await;
+    bad_cli_input(cwd, db);
 
-    // First start: data dir 0700, token file 0600, the token printed once on stderr.
-    let data_dir = cwd.join("taskward-data");
+    // Shutdown is graceful, and at debug level the log never carried a token in use.
+    let log = server.terminate();
+    assert!(log.contains("shutdown requested"));
+    assert!(log.contains("request"), "debug log has request spans");
     assert_eq!(
-        std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777,
-        0o700
+        log.matches(&admin).count(),
+        1,
+        "admin token leaked into the log"
     );
+    assert!(!log.contains(&jane), "a token leaked into the log");
+    assert!(
+        !log.contains(&jane["tw_".len()..]),
+        "a token leaked into the log"
+    );
+
+    // Restarting does not bootstrap again.
+    let mut again = serve(cwd, db);
+    let log = again.terminate();
+    assert!(!log.contains("First start"));
+}
+
+/// First start: data dir 0700, token file 0600, the token printed once on stderr; the token.
+fn first_start(server: &BrainProcess, backend: Backend) -> String {
+    let data_dir = server.data_dir();
+    assert_eq!(mode(&data_dir), 0o700);
     let token_file = data_dir.join("admin.token");
-    assert_eq!(
-        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(mode(&token_file), 0o600);
     let admin = std::fs::read_to_string(&token_file)
         .unwrap()
         .trim()
@@ -204,7 +133,11 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
         data_dir.join("taskward.db").exists()
     );
 
-    // The admin CLI works on the same store while the server runs.
+    admin
+}
+
+/// The admin CLI works on the same store while the server runs; jane's token.
+fn admin_cli_beside_the_server(cwd: &Path, db: Option<&TestDb>) -> String {
     let out = cli(cwd, db, &["user", "create", "jane"]);
     assert!(stdout(&out).contains("created user jane"));
     assert!(
@@ -228,17 +161,14 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
     .to_owned();
     assert!(jane.starts_with("tw_"));
 
-    // Dashboard passwords: the admin's printed once and kept 0600 beside the token; another
-    // user's set from standard input, checked for length first.
-    let password_file = data_dir.join("admin.password");
-    assert_eq!(
-        std::fs::metadata(&password_file)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    jane
+}
+
+/// Dashboard passwords: the admin's printed once and kept 0600 beside the token; another
+/// user's set from standard input, checked for length first.
+async fn dashboard_passwords(server: &BrainProcess, cwd: &Path, db: Option<&TestDb>) {
+    let password_file = cwd.join("taskward-data/admin.password");
+    assert_eq!(mode(&password_file), 0o600);
     let admin_password = std::fs::read_to_string(&password_file)
         .unwrap()
         .trim()
@@ -263,7 +193,7 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
         ("a long enough passwor", 401, false),
     ] {
         let reply = no_redirects
-            .post(format!("{}/login", server.base))
+            .post(format!("{}/login", server.url()))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(
                 form_urlencoded::Serializer::new(String::new())
@@ -281,9 +211,11 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
         !server.log().contains("a long enough password"),
         "a password reached the log"
     );
+}
 
-    // Synthetic tasks for trying things at scale: a project made on the way, runs that add up,
-    // a family past the tree's cap.
+/// Synthetic tasks for trying things at scale: a project made on the way, runs that add up,
+/// a family past the tree's cap.
+async fn dev_seed(cwd: &Path, db: Option<&TestDb>, as_admin: &Api) {
     let bad = cli(
         cwd,
         db,
@@ -315,59 +247,47 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
                 .to_owned(),
         );
     }
-    let all = get_json(
-        &server.base,
-        "/api/v1/projects/bench/tasks?limit=5000",
-        &admin,
-    )
-    .await;
+    let all = as_admin
+        .get_json("/api/v1/projects/bench/tasks?limit=5000")
+        .await;
     assert_eq!(all["items"].as_array().unwrap().len(), 2400);
-    let tree = get_json(
-        &server.base,
-        &format!("/api/v1/projects/bench/tasks/celery/{}/tree", roots[1]),
-        &admin,
-    )
-    .await;
+    let tree = as_admin
+        .get_json(&format!(
+            "/api/v1/projects/bench/tasks/celery/{}/tree",
+            roots[1]
+        ))
+        .await;
     assert_eq!(tree["items"].as_array().unwrap().len(), 500);
     assert_eq!(tree["truncated"], true);
-    let found = get_json(
-        &server.base,
-        "/api/v1/projects/bench/tasks?search=task42&limit=5000",
-        &admin,
-    )
-    .await;
+    let found = as_admin
+        .get_json("/api/v1/projects/bench/tasks?search=task42&limit=5000")
+        .await;
     assert_eq!(found["items"].as_array().unwrap().len(), 2 * 1200 / 50);
+}
 
-    let http = reqwest::Client::new();
-    let project = get_json(&server.base, "/api/v1/projects/billing", &jane).await;
+/// A member's token, anonymous and admin calls, `/metrics`.
+async fn callers_and_metrics(server: &BrainProcess, as_admin: &Api, jane: &str) {
+    let as_jane = as_admin.with_token(jane);
+    let project = as_jane.get_json("/api/v1/projects/billing").await;
     assert_eq!(project["role"], "operator");
-    let forbidden = http
-        .patch(format!("{}/api/v1/projects/billing", server.base))
-        .bearer_auth(&jane)
-        .json(&serde_json::json!({"name": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forbidden.status(), 403);
-    let metrics = http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), 401);
-    let metrics = http
-        .get(format!("{}/metrics", server.base))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (forbidden, _) = as_jane
+        .call(
+            reqwest::Method::PATCH,
+            "/api/v1/projects/billing",
+            Some(serde_json::json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(forbidden, 403);
+    let anonymous = Api::new(&server.url(), None);
+    let (status, _) = anonymous.call(reqwest::Method::GET, "/metrics", None).await;
+    assert_eq!(status, 401);
+    let metrics = as_admin.metrics().await;
     assert!(metrics.contains("taskward_http_requests_total"));
     assert!(metrics.contains("route=\"/api/v1/projects/{slug}\""));
+}
 
-    // Bad CLI input: a clear message, a failure exit, nothing created.
+/// Bad CLI input: a clear message, a failure exit, nothing created.
+fn bad_cli_input(cwd: &Path, db: Option<&TestDb>) {
     let bad = cli(cwd, db, &["project", "create", "Bad Slug"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid project slug"));
@@ -375,26 +295,6 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("user nobody does not exist"));
     assert!(stdout(&cli(cwd, db, &["migrate"])).contains("is migrated"));
-
-    // Shutdown is graceful, and at debug level the log never carried a token in use.
-    let log = server.terminate();
-    assert!(log.contains("shutdown requested"));
-    assert!(log.contains("request"), "debug log has request spans");
-    assert_eq!(
-        log.matches(&admin).count(),
-        1,
-        "admin token leaked into the log"
-    );
-    assert!(!log.contains(&jane), "a token leaked into the log");
-    assert!(
-        !log.contains(&jane["tw_".len()..]),
-        "a token leaked into the log"
-    );
-
-    // Restarting does not bootstrap again.
-    let again = Server::start(cwd, db);
-    let log = again.terminate();
-    assert!(!log.contains("First start"));
 }
 
 #[test]
@@ -428,44 +328,13 @@ fn help_teaches_and_version_answers() {
     assert!(String::from_utf8_lossy(&bad_url.stderr).contains("sqlite://PATH or postgres://"));
 }
 
-/// Where a test's server keeps its data, and the bootstrap admin's token.
-struct Site {
-    /// The database URL the server uses (SQLite in the data directory, or the test database).
-    url: taskward_brain::store::DatabaseUrl,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Site {
-    /// The URL a server started in `cwd` uses, before it starts.
-    fn url_for(backend: Backend, cwd: &Path, db: &TestDb) -> taskward_brain::store::DatabaseUrl {
-        match backend {
-            Backend::Sqlite => {
-                taskward_brain::store::DatabaseUrl::Sqlite(cwd.join("taskward-data/taskward.db"))
-            }
-            Backend::Postgres => db.url.clone(),
+/// The database a server started in `cwd` uses (SQLite in its data directory, or the test's).
+fn store_url(backend: Backend, cwd: &Path, db: &TestDb) -> taskward_brain::store::DatabaseUrl {
+    match backend {
+        Backend::Sqlite => {
+            taskward_brain::store::DatabaseUrl::Sqlite(cwd.join("taskward-data/taskward.db"))
         }
-    }
-
-    /// Reads the admin token the first server wrote.
-    fn new(url: taskward_brain::store::DatabaseUrl, cwd: &Path) -> Site {
-        let token = std::fs::read_to_string(cwd.join("taskward-data/admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        Site {
-            url,
-            token,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// A JSON request as the admin.
-    fn call(&self, method: reqwest::Method, base: &str, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/json")
+        Backend::Postgres => db.url.clone(),
     }
 }
 
@@ -474,53 +343,15 @@ both_backends!(
     a_project_deletion_resumes_after_kill_9,
 );
 
-impl Server {
-    /// Kills the process with SIGKILL: no shutdown work at all.
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-/// Deleting a project with 100,000 task records: progress shows while it runs, the brain is
-/// killed with SIGKILL half-way, and a new brain process finishes the job (the step it held is
-/// taken over when its lease runs out) with every record deleted exactly once.
-async fn a_project_deletion_resumes_after_kill_9(backend: Backend) {
+/// 100,000 task records of project `slug`'s agent `agent_id`, written as an agent's ingest
+/// would.
+async fn seed_task_records(store: &taskward_brain::store::Store, slug: &str, agent_id: &str) {
     use taskward_shared::events::{TaskState, TaskUpdate, Update};
-    let db = TestDb::new(backend).await;
-    let cwd = tempfile::tempdir().unwrap();
-    let cwd = cwd.path();
-    let url = Site::url_for(backend, cwd, &db);
-    let db = (backend == Backend::Postgres).then_some(&db);
-    let server = Server::start(cwd, db);
-    let site = Site::new(url.clone(), cwd);
-    let call = |method: reqwest::Method, base: &str, path: &str| site.call(method, base, path);
-    let created = call(reqwest::Method::POST, &server.base, "/api/v1/projects")
-        .body(r#"{"slug": "big"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let agent: serde_json::Value = call(
-        reqwest::Method::POST,
-        &server.base,
-        "/api/v1/projects/big/agents",
-    )
-    .body(r#"{"name": "host"}"#)
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
-    // 100,000 task records, written as an agent's ingest would.
-    let store = taskward_brain::store::Store::open(&url).unwrap();
     let project = {
-        let store = store.clone();
+        let (store, slug) = (store.clone(), slug.to_owned());
         tokio::task::spawn_blocking(move || {
             store.read_blocking("test_project", |c| {
-                taskward_brain::store::projects::find(c, &"big".parse().unwrap())
+                taskward_brain::store::projects::find(c, &slug.parse().unwrap())
             })
         })
         .await
@@ -540,7 +371,8 @@ async fn a_project_deletion_resumes_after_kill_9(backend: Backend) {
                 }))
             })
             .collect();
-        let (store, project_id, agent_id) = (store.clone(), project.id.clone(), agent_id.clone());
+        let (store, project_id, agent_id) =
+            (store.clone(), project.id.clone(), agent_id.to_owned());
         tokio::task::spawn_blocking(move || {
             store.write_blocking("test_seed", |c| {
                 taskward_brain::store::tasks::apply_updates(c, &project_id, &agent_id, &updates, 1)
@@ -550,101 +382,101 @@ async fn a_project_deletion_resumes_after_kill_9(backend: Backend) {
         .unwrap()
         .unwrap();
     }
-    let root: serde_json::Value = call(
-        reqwest::Method::DELETE,
-        &server.base,
-        "/api/v1/projects/big",
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let root = root["id"].as_str().unwrap().to_owned();
-    let records = |base: String| {
-        let (call, root) = (&call, root.clone());
-        async move {
-            let tree: serde_json::Value = call(
-                reqwest::Method::GET,
-                &base,
-                &format!("/api/v1/cleanup-tasks/{root}/tree"),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-            tree.as_array()
-                .unwrap()
-                .iter()
-                .find(|n| n["resourceType"] == "delete_task_records")
-                .cloned()
-                .unwrap()
-        }
-    };
+}
+
+/// The `delete_task_records` node of cleanup tree `root`.
+async fn records_node(api: &Api, root: &str) -> serde_json::Value {
+    let tree = api
+        .get_json(&format!("/api/v1/cleanup-tasks/{root}/tree"))
+        .await;
+    tree.as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["resourceType"] == "delete_task_records")
+        .cloned()
+        .unwrap()
+}
+
+/// Deleting a project with 100,000 task records: progress shows while it runs, the brain is
+/// killed with SIGKILL half-way, and a new brain process finishes the job (the step it held is
+/// taken over when its lease runs out) with every record deleted exactly once.
+async fn a_project_deletion_resumes_after_kill_9(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let cwd = cwd.path();
+    let url = store_url(backend, cwd, &db);
+    let db = (backend == Backend::Postgres).then_some(&db);
+    let mut server = serve(cwd, db);
+    let api = server.api();
+    api.post_json("/api/v1/projects", json!({"slug": "big"}), 201)
+        .await;
+    let (agent_id, _) = api.in_project("big").create_agent("host").await;
+    let store = taskward_brain::store::Store::open(&url).unwrap();
+    seed_task_records(&store, "big", &agent_id).await;
+    let root = api
+        .call(reqwest::Method::DELETE, "/api/v1/projects/big", None)
+        .await
+        .1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Progress is visible; kill the brain as soon as some but not all records are gone.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let partial = loop {
-        let node = records(server.base.clone()).await;
-        let deleted = node["metadata"]["deleted"].as_u64().unwrap();
-        if deleted > 0 {
-            break deleted;
-        }
-        assert!(Instant::now() < deadline, "no progress: {node}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let partial = Wait::new("progress")
+        .within(Duration::from_secs(60))
+        .every(Duration::from_millis(5))
+        .until_ok(|| async {
+            let node = records_node(&api, &root).await;
+            match node["metadata"]["deleted"].as_u64().unwrap() {
+                0 => Err(node),
+                deleted => Ok(deleted),
+            }
+        })
+        .await;
     server.kill_9();
     assert!(partial < 100_000, "finished before the kill: {partial}");
     // A new process takes over and finishes.
-    let server = Server::start(cwd, db);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let node = records(server.base.clone()).await;
-        if node["status"] == "completed" {
-            assert_eq!(node["metadata"]["deleted"], 100_000, "{node}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not finished after the restart: {node}\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let root_node: serde_json::Value = call(
-        reqwest::Method::GET,
-        &server.base,
-        &format!("/api/v1/cleanup-tasks/{root}"),
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut root_node = root_node;
-    while root_node["status"] != "completed" {
-        assert!(Instant::now() < deadline, "root not completed: {root_node}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        root_node = call(
-            reqwest::Method::GET,
-            &server.base,
-            &format!("/api/v1/cleanup-tasks/{root}"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    }
+    let mut server = serve(cwd, db);
+    let api = server.api();
+    let node = Wait::new("the records' deletion after the restart")
+        .within(Duration::from_secs(90))
+        .every(Duration::from_millis(200))
+        .context(|| server.log())
+        .until_ok(|| async {
+            let node = records_node(&api, &root).await;
+            if node["status"] == "completed" {
+                Ok(node)
+            } else {
+                Err(node)
+            }
+        })
+        .await;
+    assert_eq!(node["metadata"]["deleted"], 100_000, "{node}");
+    let root_path = format!("/api/v1/cleanup-tasks/{root}");
+    Wait::new("the root to complete")
+        .within(Duration::from_secs(30))
+        .every(Duration::from_millis(200))
+        .until_ok(|| async {
+            let root = api.get_json(&root_path).await;
+            if root["status"] == "completed" {
+                Ok(())
+            } else {
+                Err(root)
+            }
+        })
+        .await;
     server.terminate();
 }
 
 both_backends!(two_brains_fire_each_due_time_once,);
+
+/// How many runs schedule `id`'s history holds, as `api`'s brain says.
+async fn runs(api: &Api, id: &str) -> usize {
+    api.get_json(&format!("/api/v1/projects/default/schedules/{id}"))
+        .await["history"]
+        .as_array()
+        .unwrap()
+        .len()
+}
 
 /// Two `taskward-brain serve` processes on one database (sharing a data directory, as
 /// replicas share their keys) fire each due time of a schedule once; so does a brain
@@ -653,47 +485,25 @@ async fn two_brains_fire_each_due_time_once(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cwd = tempfile::tempdir().unwrap();
     let cwd = cwd.path();
-    let url = Site::url_for(backend, cwd, &db);
+    let url = store_url(backend, cwd, &db);
     let db = (backend == Backend::Postgres).then_some(&db);
-    let first = Server::start(cwd, db);
-    let site = Site::new(url.clone(), cwd);
-    let call = |method: reqwest::Method, base: &str, path: &str| site.call(method, base, path);
-    let json = |r: reqwest::Response| async move { r.json::<serde_json::Value>().await.unwrap() };
-    let agent = json(
-        call(
-            reqwest::Method::POST,
-            &first.base,
-            "/api/v1/projects/default/agents",
-        )
-        .body(r#"{"name": "host"}"#)
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
-    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
-    let schedule = json(
-        call(
-            reqwest::Method::POST,
-            &first.base,
+    let mut first = serve(cwd, db);
+    let api = first.api();
+    let (agent_id, _) = api.create_agent("host").await;
+    let schedule = api
+        .post_json(
             "/api/v1/projects/default/schedules",
-        )
-        .body(
-            serde_json::json!({
+            json!({
                 "name": "throttle", "type": "command", "cronExpression": "0 0 1 1 *",
                 "commandConfig": {"kind": "rate-limit", "agent_id": agent_id,
                                   "task_name": "app.add", "rate": "5/s"}
-            })
-            .to_string(),
+            }),
+            201,
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     let id = schedule["schedule"]["id"].as_str().unwrap().to_owned();
-    let mut second = Server::start(cwd, db);
-    let store = taskward_brain::store::Store::open(&site.url).unwrap();
+    let mut second = serve(cwd, db);
+    let store = taskward_brain::store::Store::open(&url).unwrap();
     // Makes the schedule due now, as if its time had come.
     let make_due = || {
         let (store, id) = (store.clone(), id.clone());
@@ -714,51 +524,26 @@ async fn two_brains_fire_each_due_time_once(backend: Backend) {
             .unwrap();
         }
     };
-    let runs = |base: String| {
-        let (call, id) = (&call, id.clone());
-        async move {
-            let detail = call(
-                reqwest::Method::GET,
-                &base,
-                &format!("/api/v1/projects/default/schedules/{id}"),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap();
-            detail["history"].as_array().unwrap().len()
-        }
-    };
     let mut earlier_log = String::new();
     for round in 1..=4 {
         if round == 4 {
             // A restart between due times.
             earlier_log = second.terminate();
-            second = Server::start(cwd, db);
+            second = serve(cwd, db);
         }
         make_due().await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while runs(second.base.clone()).await < round {
-            assert!(Instant::now() < deadline, "round {round}: no run");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let on_second = second.api();
+        Wait::new(format!("round {round}: a run"))
+            .every(Duration::from_millis(100))
+            .until(|| async { runs(&on_second, &id).await >= round })
+            .await;
         // Both brains tick every second: give each a few chances to fire it again.
         tokio::time::sleep(Duration::from_millis(3_000)).await;
-        assert_eq!(runs(first.base.clone()).await, round, "round {round}");
+        assert_eq!(runs(&api, &id).await, round, "round {round}");
     }
-    let commands = json(
-        call(
-            reqwest::Method::GET,
-            &first.base,
-            "/api/v1/projects/default/commands?kind=rate-limit",
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let commands = api
+        .get_json("/api/v1/projects/default/commands?kind=rate-limit")
+        .await;
     assert_eq!(commands["items"].as_array().unwrap().len(), 4);
     let logs = first.log() + &earlier_log + &second.log();
     assert_eq!(logs.matches("schedule fired").count(), 4, "{logs}");

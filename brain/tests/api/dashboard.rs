@@ -14,8 +14,8 @@ use taskward_brain::limits::Limit;
 use taskward_shared::events::{TaskState, TaskUpdate, Update};
 
 use crate::both_backends;
-use crate::support::browser::Browser;
 use crate::support::{Backend, TestApp};
+use taskward_testkit::browser::Browser;
 
 const VIEWER_PASSWORD: &str = "vera-password-1";
 

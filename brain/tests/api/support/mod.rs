@@ -1,7 +1,6 @@
 //! Test harness: the real router over a real, isolated database (a temp SQLite file or a fresh
 //! PostgreSQL database per test), driven in-process with `tower::ServiceExt::oneshot`.
 
-pub mod browser;
 pub mod db;
 
 use std::sync::Arc;

@@ -1,14 +1,16 @@
 //! A real headless Chromium, driven through chromedriver's W3C WebDriver endpoints (a few
-//! JSON calls over HTTP, with the reqwest the tests already use). The dashboard tests click,
-//! type and read pages through it exactly as an operator's browser would run them.
+//! JSON calls over HTTP, with reqwest). The dashboard tests (the brain's, and the agent's with
+//! real Celery workers) click, type and read pages through it exactly as an operator's
+//! browser would run them. Screenshots go to `<target>/tmp/dashboard-screenshots/`.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{Value, json};
+
+use crate::process::free_port;
 
 /// The key W3C WebDriver uses for element references.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -29,14 +31,6 @@ pub struct Browser {
 /// An element on the current page.
 #[derive(Debug, Clone)]
 pub struct Element(String);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 impl Browser {
     /// Starts chromedriver and a fresh headless Chromium (its own empty profile).
@@ -88,7 +82,8 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no browser session: {reply}"))
             .to_owned();
-        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+        // `CARGO_TARGET_TMPDIR` (set for the tests, not for this library) is `<target>/tmp`.
+        let shots = crate::bins::target_dir().join("tmp/dashboard-screenshots");
         std::fs::create_dir_all(&shots).unwrap();
         Browser {
             driver,
