@@ -131,7 +131,7 @@ impl From<RunRow> for RunPublic {
             command_ids: serde_json::from_str(&run.command_ids).unwrap_or_default(),
             id: run.id,
             trigger: run.trigger_kind,
-            status: run.status,
+            status: run.status.as_str().to_owned(),
             error: run.error,
         }
     }

@@ -110,7 +110,7 @@ pub async fn detail(
                     tr {
                         td { (utc(Some(run.executed_at))) }
                         td { (run.trigger) }
-                        td { (badge(&run.status)) }
+                        td { (badge(run.status.as_str())) }
                         td.num { @match run.duration { Some(ms) => { (ms) " ms" }, None => { "–" } } }
                         td { @for id in &run.command_ids { a.mono href={ "/p/" (slug) "/commands/" (id) } { (id.get(..8).unwrap_or(id)) } " " } }
                         td { (text(run.error.as_deref())) }

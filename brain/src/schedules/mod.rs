@@ -29,7 +29,7 @@ use crate::commands::{Issue, issue_in};
 use crate::refusal::Refusal;
 use crate::store::audit::{self, AuditContext};
 use crate::store::commands::{self, CommandStatus};
-use crate::store::schedules::{self, RunRow, ScheduleRow, run_status, trigger};
+use crate::store::schedules::{self, RunRow, RunStatus, ScheduleRow, trigger};
 use crate::store::{AnyConnection, StoreError, StoreResult, agents, cleanup, tasks};
 
 /// A due time older than this when a brain gets to it was missed.
@@ -93,7 +93,7 @@ pub struct Fired {
 
 /// What an action did.
 struct Outcome {
-    status: &'static str,
+    status: RunStatus,
     result: Value,
     command_ids: Vec<String>,
     error: Option<String>,
@@ -103,7 +103,7 @@ struct Outcome {
 impl Outcome {
     fn done(result: Value) -> Outcome {
         Outcome {
-            status: run_status::SUCCESS,
+            status: RunStatus::Success,
             result,
             command_ids: Vec::new(),
             error: None,
@@ -113,7 +113,7 @@ impl Outcome {
 
     fn failed(result: Value, error: String) -> Outcome {
         Outcome {
-            status: run_status::FAILED,
+            status: RunStatus::Failed,
             error: Some(error),
             ..Outcome::done(result)
         }
@@ -152,13 +152,13 @@ pub fn fire_in(
     if missed > 0 {
         outcome.result["missed"] = json!(missed);
     }
-    let finished = outcome.status != run_status::RUNNING;
+    let finished = outcome.status != RunStatus::Running;
     let run = RunRow {
         id: format!("run_{}", uuid::Uuid::new_v4().simple()),
         schedule_id: schedule.id.clone(),
         due_at,
         trigger_kind: trigger_kind.to_owned(),
-        status: outcome.status.to_owned(),
+        status: outcome.status,
         started_at: now,
         finished_at: finished.then_some(now),
         result: outcome.result.to_string(),
@@ -185,7 +185,7 @@ fn skip_in(
         schedule_id: schedule.id.clone(),
         due_at: Some(due_at),
         trigger_kind: trigger::CATCH_UP.to_owned(),
-        status: run_status::SKIPPED.to_owned(),
+        status: RunStatus::Skipped,
         started_at: now,
         finished_at: Some(now),
         result: json!({"missed": missed, "reason": "due while no brain was running; the missed-run policy is skip"}).to_string(),
@@ -360,7 +360,7 @@ fn running(issued: Vec<(String, String, String)>, mut result: Value) -> Outcome 
         .map(|(id, kind, agent)| json!({"id": id, "kind": kind, "agent_id": agent}))
         .collect();
     Outcome {
-        status: run_status::RUNNING,
+        status: RunStatus::Running,
         command_ids: issued.iter().map(|(id, _, _)| id.clone()).collect(),
         wake: issued.into_iter().map(|(_, _, agent)| agent).collect(),
         result,
@@ -434,7 +434,7 @@ pub fn finish_open_in(
     now: i64,
 ) -> StoreResult<RunFinish> {
     let still_open =
-        schedules::find_run(conn, &run.id)?.is_some_and(|r| r.status == run_status::RUNNING);
+        schedules::find_run(conn, &run.id)?.is_some_and(|r| r.status == RunStatus::Running);
     if !still_open {
         return Ok(RunFinish::Open);
     }
@@ -474,9 +474,9 @@ pub fn finish_open_in(
     result["commands"] = json!(outcomes);
     let refused = result["refused"].as_array().map_or(0, Vec::len);
     let (status, error) = if failures.is_empty() && refused == 0 {
-        (run_status::SUCCESS, None)
+        (RunStatus::Success, None)
     } else {
-        (run_status::FAILED, Some(failures.join("; ")))
+        (RunStatus::Failed, Some(failures.join("; ")))
     };
     schedules::finish_run(
         conn,
@@ -493,7 +493,7 @@ pub fn finish_open_in(
             alert_on_failure: true
         })
     );
-    if status == run_status::FAILED && alerting {
+    if status == RunStatus::Failed && alerting {
         audit::append(
             conn,
             &as_schedule(signer, schedule),

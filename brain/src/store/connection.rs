@@ -1,6 +1,4 @@
 //! The connection enum behind the store seam.
-// The derive generates public helper items without doc comments.
-#![allow(missing_docs)]
 
 use diesel::{PgConnection, SqliteConnection};
 

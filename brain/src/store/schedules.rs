@@ -8,23 +8,72 @@
 
 use diesel::prelude::*;
 
+use super::text_enum::{Parsed, text_enum};
+
 use super::schema::{schedule_runs, schedules};
 use super::{AnyConnection, StoreResult};
 
 /// Runs kept per schedule; older ones are dropped as new ones are recorded.
 pub const MAX_RUNS_KEPT: i64 = 500;
 
-/// Run statuses.
-pub mod run_status {
+/// Where a schedule run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
     /// Waiting for the results of the commands it issued.
-    pub const RUNNING: &str = "running";
+    Running,
     /// Done, and everything it did worked.
-    pub const SUCCESS: &str = "success";
+    Success,
     /// Done, and something failed (see `error` and `result`).
-    pub const FAILED: &str = "failed";
+    Failed,
     /// A due time missed while no brain ran, not run (the `skip` policy).
-    pub const SKIPPED: &str = "skipped";
+    Skipped,
 }
+
+impl RunStatus {
+    /// Every status.
+    pub const ALL: [RunStatus; 4] = [
+        RunStatus::Running,
+        RunStatus::Success,
+        RunStatus::Failed,
+        RunStatus::Skipped,
+    ];
+
+    /// The stored and wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RunStatus, String> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown run status {s:?}"))
+    }
+}
+
+impl From<RunStatus> for String {
+    fn from(status: RunStatus) -> String {
+        status.as_str().to_owned()
+    }
+}
+
+text_enum!(RunStatus);
 
 /// What made a run happen.
 pub mod trigger {
@@ -82,8 +131,9 @@ pub struct RunRow {
     pub due_at: Option<i64>,
     /// One of [`trigger`].
     pub trigger_kind: String,
-    /// One of [`run_status`].
-    pub status: String,
+    /// Where it stands.
+    #[diesel(deserialize_as = Parsed<RunStatus>, serialize_as = String)]
+    pub status: RunStatus,
     /// Started, ms.
     pub started_at: i64,
     /// Finished, ms (null while running).
@@ -228,12 +278,12 @@ pub fn claim(
 /// Records a run and the schedule's last status; drops runs beyond [`MAX_RUNS_KEPT`].
 pub fn record_run(conn: &mut AnyConnection, run: &RunRow) -> StoreResult<()> {
     diesel::insert_into(schedule_runs::table)
-        .values(run)
+        .values(run.clone())
         .execute(conn)?;
     diesel::update(schedules::table.find(&run.schedule_id))
         .set((
             schedules::last_run_at.eq(run.started_at),
-            schedules::last_status.eq(&run.status),
+            schedules::last_status.eq(run.status.as_str()),
         ))
         .execute(conn)?;
     let cutoff: Option<i64> = schedule_runs::table
@@ -248,7 +298,7 @@ pub fn record_run(conn: &mut AnyConnection, run: &RunRow) -> StoreResult<()> {
             schedule_runs::table
                 .filter(schedule_runs::schedule_id.eq(&run.schedule_id))
                 .filter(schedule_runs::started_at.le(cutoff))
-                .filter(schedule_runs::status.ne(run_status::RUNNING)),
+                .filter(schedule_runs::status.ne(RunStatus::Running.as_str())),
         )
         .execute(conn)?;
     }
@@ -259,7 +309,7 @@ pub fn record_run(conn: &mut AnyConnection, run: &RunRow) -> StoreResult<()> {
 pub fn finish_run(
     conn: &mut AnyConnection,
     run: &RunRow,
-    status: &str,
+    status: RunStatus,
     result: &str,
     error: Option<&str>,
     now: i64,
@@ -267,10 +317,10 @@ pub fn finish_run(
     diesel::update(
         schedule_runs::table
             .find(&run.id)
-            .filter(schedule_runs::status.eq(run_status::RUNNING)),
+            .filter(schedule_runs::status.eq(RunStatus::Running.as_str())),
     )
     .set((
-        schedule_runs::status.eq(status),
+        schedule_runs::status.eq(status.as_str()),
         schedule_runs::result.eq(result),
         schedule_runs::error.eq(error),
         schedule_runs::finished_at.eq(now),
@@ -281,7 +331,7 @@ pub fn finish_run(
             .find(&run.schedule_id)
             .filter(schedules::last_run_at.eq(run.started_at)),
     )
-    .set(schedules::last_status.eq(status))
+    .set(schedules::last_status.eq(status.as_str()))
     .execute(conn)?;
     Ok(())
 }
@@ -309,7 +359,7 @@ pub fn find_run(conn: &mut AnyConnection, id: &str) -> StoreResult<Option<RunRow
 pub fn open_runs(conn: &mut AnyConnection, limit: i64) -> StoreResult<Vec<(RunRow, ScheduleRow)>> {
     Ok(schedule_runs::table
         .inner_join(schedules::table)
-        .filter(schedule_runs::status.eq(run_status::RUNNING))
+        .filter(schedule_runs::status.eq(RunStatus::Running.as_str()))
         .order(schedule_runs::started_at.asc())
         .select((RunRow::as_select(), ScheduleRow::as_select()))
         .limit(limit)

@@ -1,5 +1,4 @@
 //! Diesel table definitions, kept by hand in step with `migrations/` (both backends share them).
-#![allow(missing_docs)]
 
 diesel::table! {
     users (id) {

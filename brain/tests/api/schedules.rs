@@ -546,11 +546,11 @@ async fn missed_due_times_fire_once_or_are_skipped(backend: Backend) {
         let issued = commands.body["items"].as_array().unwrap().len();
         match policy {
             MissedRuns::RunOnce => {
-                assert_eq!(run.status, "running");
+                assert_eq!(run.status.as_str(), "running");
                 assert_eq!(issued, 1);
             }
             MissedRuns::Skip => {
-                assert_eq!(run.status, "skipped");
+                assert_eq!(run.status.as_str(), "skipped");
                 assert_eq!(issued, 0);
             }
         }
