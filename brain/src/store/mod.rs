@@ -282,7 +282,9 @@ impl Store {
                 migrate(&mut *writer.get()?)?;
                 // Read first: a CLI command opening the store beside a busy server must not
                 // queue for the write lock only to find the installation row there.
-                install_id = match audit::installation(&mut *writer.get()?)? {
+                // (The first connection goes back to the one-connection pool before the write.)
+                let existing = audit::installation(&mut *writer.get()?)?;
+                install_id = match existing {
                     Some(id) => id,
                     None => in_write_transaction(&mut writer.get()?, audit::ensure_installation)?,
                 };

@@ -12,6 +12,7 @@ mod openapi;
 mod resources;
 mod runtime;
 mod schedules;
+mod shutdown;
 mod store;
 mod support;
 mod tasks;
