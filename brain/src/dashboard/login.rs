@@ -34,6 +34,21 @@ fn local(next: Option<&str>) -> String {
     }
 }
 
+/// Refuses a sign-in form field holding a NUL character (no stored text may hold one, and
+/// the name is looked up in the store).
+fn refuse_nul(form: &Credentials) -> Result<(), ApiError> {
+    for (field, value) in [
+        ("name", form.name.as_str()),
+        ("password", form.password.as_str()),
+        ("next", form.next.as_deref().unwrap_or_default()),
+    ] {
+        if value.contains('\0') {
+            return Err(crate::input::nul_refusal(field).into());
+        }
+    }
+    Ok(())
+}
+
 fn form_page(next: &str, name: &str, problem: Option<&str>) -> axum::response::Html<String> {
     layout::bare(
         "Sign in",
@@ -77,6 +92,7 @@ pub async fn submit(
             "csrf: sign-in must come from this site's own form".into(),
         ));
     }
+    refuse_nul(&form)?;
     let next = local(form.next.as_deref());
     let address = connection.map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
     for key in [

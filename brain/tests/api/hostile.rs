@@ -136,3 +136,111 @@ async fn invented_methods_fold_into_one_metric_series(backend: Backend) {
     assert_eq!(other.len(), 1, "{other:#?}");
     assert!(other[0].ends_with(" 200"), "{other:?}");
 }
+
+both_backends!(nul_characters_are_refused_naming_the_field,);
+
+const P: &str = "/api/v1/projects/default";
+
+/// A raw request, JSON or form body, as the admin.
+fn request(
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    builder
+        .header("content-type", content_type)
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn assert_refused(reply: &crate::support::Reply, field: &str, what: &str) {
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}: {reply:?}");
+    assert_eq!(reply.code(), "invalid_field", "{what}: {reply:?}");
+    assert_eq!(reply.field(), Some(field), "{what}: {reply:?}");
+}
+
+/// PostgreSQL's text cannot hold NUL, so these answered 500 there (and were stored on SQLite):
+/// now 400 naming the field on both, and nothing is written.
+async fn nul_characters_are_refused_naming_the_field(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    let agent = app.create_agent("default", "host").await;
+    app.seed_tasks("default", &agent, &["t1"]).await;
+    let projects = app.project_count().await;
+    let json_ct = "application/json";
+
+    // A JSON body field (JSON carries NUL only as the escape `\u0000`).
+    let reply = app
+        .send(request(
+            Method::POST,
+            "/api/v1/projects",
+            Some(&t),
+            json_ct,
+            r#"{"slug": "nul", "description": "a\u0000b"}"#,
+        ))
+        .await;
+    assert_refused(&reply, "description", "JSON body field");
+    // A nested field, named by its path.
+    let reply = app
+        .send(request(
+            Method::POST,
+            &format!("{P}/commands/retry-task"),
+            Some(&t),
+            json_ct,
+            &format!(
+                r#"{{"agent_id": "{agent}", "engine": "celery", "task_id": "t1", "override_kwargs": {{"k": ["ok", "x\u0000"]}}}}"#
+            ),
+        ))
+        .await;
+    assert_refused(&reply, "override_kwargs.k[1]", "nested JSON field");
+    // A command's idempotency key.
+    let reply = app
+        .send(request(
+            Method::POST,
+            &format!("{P}/commands/cancel-task"),
+            Some(&t),
+            json_ct,
+            &format!(
+                r#"{{"agent_id": "{agent}", "engine": "celery", "task_id": "t1", "idempotency_key": "k\u0000"}}"#
+            ),
+        ))
+        .await;
+    assert_refused(&reply, "idempotency_key", "idempotency_key");
+    // A query parameter, and a JSON-valued one.
+    let reply = app.get(&format!("{P}/tasks?queue=a%00b"), &t).await;
+    assert_refused(&reply, "queue", "query parameter");
+    let reply = app
+        .get(
+            &format!("{P}/tasks?filter=%7B%22name%22%3A%7B%22equals%22%3A%22a%5Cu0000%22%7D%7D"),
+            &t,
+        )
+        .await;
+    assert_refused(&reply, "filter.name.equals", "filter");
+    // A path segment.
+    let reply = app.get(&format!("{P}/tasks/celery/t%001"), &t).await;
+    assert_refused(&reply, "task_id", "path segment");
+    // The unauthenticated sign-in form.
+    let reply = app
+        .send(request(
+            Method::POST,
+            "/login",
+            None,
+            "application/x-www-form-urlencoded",
+            "name=ad%00min&password=whatever-password&next=%2F",
+        ))
+        .await;
+    assert_refused(&reply, "name", "sign-in form");
+    assert!(!reply.headers.contains_key("set-cookie"));
+
+    // Nothing was written.
+    assert_eq!(app.project_count().await, projects);
+    let commands = app.get(&format!("{P}/commands"), &t).await;
+    assert_eq!(commands.status, StatusCode::OK);
+    assert_eq!(commands.body["items"], json!([]), "no command was minted");
+}
