@@ -244,3 +244,54 @@ async fn nul_characters_are_refused_naming_the_field(backend: Backend) {
     assert_eq!(commands.status, StatusCode::OK);
     assert_eq!(commands.body["items"], json!([]), "no command was minted");
 }
+
+both_backends!(sign_in_returns_only_to_this_site,);
+
+/// `next` after sign-in: a local path is followed; `/%09/evil.example` (a tab, which browsers
+/// drop, making `//evil.example`) and every other way off the site become `/`.
+async fn sign_in_returns_only_to_this_site(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let password = app.admin_password();
+    let sign_in = |next: &str| {
+        let body = format!(
+            "name=admin&password={password}&next={}",
+            // The form encodes what the hidden field holds; `%09` stays a tab once decoded.
+            next.replace('%', "%25")
+                .replace('\t', "%09")
+                .replace('&', "%26")
+        );
+        request(
+            Method::POST,
+            "/login",
+            None,
+            "application/x-www-form-urlencoded",
+            &body,
+        )
+    };
+    for (next, location) in [
+        ("/p/default", "/p/default"),
+        ("/\t/evil.example", "/"),
+        ("/%09/evil.example", "/"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("", "/"),
+    ] {
+        let reply = app.send(sign_in(next)).await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{next:?}: {reply:?}");
+        assert_eq!(reply.headers["location"], location, "{next:?}");
+        assert!(reply.headers.contains_key("set-cookie"), "{next:?}");
+    }
+    // The form page keeps only a local `next` in its hidden field.
+    let page = app
+        .send(
+            Request::get("/login?next=/%09/evil.example")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let html = String::from_utf8(page.bytes.to_vec()).unwrap();
+    assert!(html.contains(r#"name="next" value="/""#), "{html}");
+    assert!(!html.contains("evil.example"), "{html}");
+}
