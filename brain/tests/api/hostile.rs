@@ -295,3 +295,50 @@ async fn sign_in_returns_only_to_this_site(backend: Backend) {
     assert!(html.contains(r#"name="next" value="/""#), "{html}");
     assert!(!html.contains("evil.example"), "{html}");
 }
+
+both_backends!(serve_starts_after_dev_seed_made_the_default_project,);
+
+/// `dev seed --project default` on a fresh data dir creates the project before any first
+/// start; `serve` then completes the bootstrap around it (admin, token, password, membership)
+/// instead of refusing to start.
+async fn serve_starts_after_dev_seed_made_the_default_project(backend: Backend) {
+    use crate::binary::{Server, cli, get_json, stdout};
+    use crate::support::TestDb;
+
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(TestDb::new(Backend::Postgres).await),
+    };
+    let db = db.as_ref();
+    let cwd = tempfile::tempdir().unwrap();
+    let cwd = cwd.path();
+    stdout(&cli(
+        cwd,
+        db,
+        &["dev", "seed", "--tasks", "5", "--project", "default"],
+    ));
+    let server = Server::start(cwd, db);
+    let health = reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let data_dir = cwd.join("taskward-data");
+    let admin = std::fs::read_to_string(data_dir.join("admin.token"))
+        .expect("the admin token file exists")
+        .trim()
+        .to_owned();
+    assert!(data_dir.join("admin.password").exists());
+    let project = get_json(&server.base, "/api/v1/projects/default", &admin).await;
+    assert_eq!(project["role"], "admin", "{project}");
+    let tasks = get_json(&server.base, "/api/v1/projects/default/tasks", &admin).await;
+    assert_eq!(
+        tasks["items"].as_array().unwrap().len(),
+        5,
+        "the seeded tasks stay"
+    );
+    let log = server.terminate();
+    assert!(log.contains("First start"), "{log}");
+    // Bootstrapped once: a restart does not do it again.
+    let again = Server::start(cwd, db);
+    assert!(!again.terminate().contains("First start"));
+}
