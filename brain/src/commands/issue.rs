@@ -1,6 +1,7 @@
 //! Minting a command, in the caller's write transaction: an idempotent replay returns the
 //! first command; otherwise the agent must belong to the project, a purge's confirm token
-//! must match the depth the agent last reported, a retry's task must be retryable; then the
+//! must match the depth the agent last reported, a cancel's task must be one the project has
+//! recorded, a retry's task must be retryable; then the
 //! signed `command.issued` row and the command are written together.
 
 use taskward_shared::command::{Command, PurgeQueue};
@@ -11,7 +12,7 @@ use super::retry::{resolve_bulk, resolve_retry};
 use crate::refusal::Refusal;
 use crate::store::audit::AuditContext;
 use crate::store::commands::{self, CommandRecord, NewCommand};
-use crate::store::{AnyConnection, StoreError, agents, new_id};
+use crate::store::{AnyConnection, StoreError, agents, new_id, tasks};
 
 /// Everything a command needs at mint time, whoever issues it: a caller through the API, or a
 /// schedule firing (then `ctx` names the schedule and `issuer_id` is its id).
@@ -93,6 +94,9 @@ pub fn issue_in(conn: &mut AnyConnection, issue: &Issue) -> Result<Issued, Refus
         Err(StoreError::NotFound) => return Err(Refusal::NotFound(format!("agent {agent_id}"))),
         other => other?,
     };
+    if let Command::CancelTask(cancel) = command {
+        known_task(conn, project_id, &cancel.engine, &cancel.task_id)?;
+    }
     let bound_depth = confirmed_depth(conn, issue, &agent_id)?;
     let resolved = match command {
         Command::RetryTask(retry) => Some(resolve_retry(conn, project_id, retry)?),
@@ -133,6 +137,21 @@ pub fn issue_in(conn: &mut AnyConnection, issue: &Issue) -> Result<Issued, Refus
         record,
         replay: false,
     })
+}
+
+/// A cancel names a task of this project, as a retry does: another project's task id, or one
+/// no agent of the project has reported, is not found.
+fn known_task(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    engine: &str,
+    task_id: &str,
+) -> Result<(), Refusal> {
+    match tasks::find(conn, project_id, engine, task_id) {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound) => Err(Refusal::NotFound(format!("task {engine}/{task_id}"))),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// The depth a confirmed purge binds: its confirm token must have been made for the depth

@@ -342,3 +342,47 @@ async fn serve_starts_after_dev_seed_made_the_default_project(backend: Backend) 
     let again = Server::start(cwd, db);
     assert!(!again.terminate().contains("First start"));
 }
+
+both_backends!(cancel_task_names_only_tasks_of_its_project,);
+
+/// `cancel-task` names a task the project has recorded, like `retry-task`: another project's
+/// task id, or one nobody has reported, is 404 naming the task, and nothing is minted.
+async fn cancel_task_names_only_tasks_of_its_project(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let t = app.admin_token.clone();
+    app.create_project("other").await;
+    let here = app.create_agent("default", "here").await;
+    let there = app.create_agent("other", "there").await;
+    app.seed_tasks("default", &here, &["mine"]).await;
+    app.seed_tasks("other", &there, &["theirs"]).await;
+    let cancel =
+        |agent: &str, task: &str| json!({"agent_id": agent, "engine": "celery", "task_id": task});
+    for task in ["theirs", "never-seen"] {
+        let reply = app
+            .post(
+                &format!("{P}/commands/cancel-task"),
+                &t,
+                cancel(&here, task),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{task}: {reply:?}");
+        assert_eq!(reply.code(), "not_found");
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("task celery/{task}")),
+            "{reply:?}"
+        );
+    }
+    let commands = app.get(&format!("{P}/commands"), &t).await;
+    assert_eq!(commands.body["items"], json!([]), "nothing was minted");
+    let reply = app
+        .post(
+            &format!("{P}/commands/cancel-task"),
+            &t,
+            cancel(&here, "mine"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
+}
