@@ -13,17 +13,20 @@ pub fn parse_lifetime(text: &str) -> Result<i64, String> {
             "{text:?} is not a lifetime: use a number and a unit m, h, d or w (e.g. 30d), between 1m and 3650d"
         )
     };
-    let unit_at = text.len().checked_sub(1).ok_or_else(bad)?;
-    let (digits, unit) = text.split_at(unit_at);
+    // The unit is the last character, not the last byte: `1é` must be refused, not split
+    // inside a character.
+    let mut chars = text.chars();
+    let unit = chars.next_back().ok_or_else(bad)?;
+    let digits = chars.as_str();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     let n: i64 = digits.parse().map_err(|_| bad())?;
     let unit_ms: i64 = match unit {
-        "m" => 60 * 1000,
-        "h" => 60 * 60 * 1000,
-        "d" => 24 * 60 * 60 * 1000,
-        "w" => 7 * 24 * 60 * 60 * 1000,
+        'm' => 60 * 1000,
+        'h' => 60 * 60 * 1000,
+        'd' => 24 * 60 * 60 * 1000,
+        'w' => 7 * 24 * 60 * 60 * 1000,
         _ => return Err(bad()),
     };
     let ms = n.checked_mul(unit_ms).ok_or_else(bad)?;
@@ -54,6 +57,12 @@ mod tests {
             "-1d",
             "1.5d",
             "99999999999999999w",
+            "1é",
+            "é",
+            "1dé",
+            "é1d",
+            "1\u{1F600}",
+            "١d",
         ] {
             assert!(parse_lifetime(bad).is_err(), "{bad:?} should be refused");
         }

@@ -7,11 +7,65 @@ use serde::de::DeserializeOwned;
 use crate::refusal::Refusal;
 
 /// Deserializes an already-parsed JSON value (part of a body), naming the path at fault.
+/// A string holding a NUL character is refused first (see [`refuse_nul`]).
 pub fn parse_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Refusal> {
+    refuse_nul(&value)?;
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         field_error(&path, &err.into_inner().to_string())
     })
+}
+
+/// Refuses a JSON value with a NUL character (`\u0000`) in any string or object key, naming
+/// its path (`inner.names[2]`, the way serde_path_to_error writes paths). No stored text may
+/// hold NUL: PostgreSQL's text types cannot, so the same input is refused on both backends.
+pub fn refuse_nul(value: &serde_json::Value) -> Result<(), Refusal> {
+    refuse_nul_in("", value)
+}
+
+/// Like [`refuse_nul`] for a JSON value found at `path` (a JSON-valued query parameter such
+/// as `filter`): the path named starts with it.
+pub fn refuse_nul_in(path: &str, value: &serde_json::Value) -> Result<(), Refusal> {
+    match nul_path(value, path) {
+        None => Ok(()),
+        Some(path) => Err(nul_refusal(&path)),
+    }
+}
+
+/// The refusal for a NUL character in `field` (a JSON path, query or path parameter, or form
+/// field).
+pub fn nul_refusal(field: &str) -> Refusal {
+    let field = if field.is_empty() { "." } else { field };
+    Refusal::invalid_field(
+        field,
+        format!("{field}: must not contain a NUL character (\\u0000)"),
+    )
+}
+
+/// The path of the first string or key holding NUL, if any.
+fn nul_path(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0').then(|| path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let shown = key.replace('\0', "\\u0000");
+            let inner = if path.is_empty() {
+                shown
+            } else {
+                format!("{path}.{shown}")
+            };
+            if key.contains('\0') {
+                Some(inner)
+            } else {
+                nul_path(item, &inner)
+            }
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+    }
 }
 
 /// Builds the refusal (a 400 at the HTTP edge) for a deserialization error at `path`. serde reports unknown and missing
@@ -60,5 +114,52 @@ fn strip_serde_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn nul_field(value: serde_json::Value) -> Option<String> {
+        match refuse_nul(&value) {
+            Ok(()) => None,
+            Err(Refusal::Invalid { code, field, .. }) => {
+                assert_eq!(code, "invalid_field");
+                field
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nul_characters_are_refused_with_their_path() {
+        assert_eq!(nul_field(json!({"name": "a\u{0}b"})), Some("name".into()));
+        assert_eq!(
+            nul_field(json!({"outer": {"list": ["ok", "x\u{0}"]}})),
+            Some("outer.list[1]".into())
+        );
+        assert_eq!(
+            nul_field(json!({"map": {"k\u{0}": 1}})),
+            Some("map.k\\u0000".into())
+        );
+        assert_eq!(nul_field(json!("\u{0}")), Some(".".into()));
+        assert_eq!(
+            nul_field(json!([{"a": ["\u{0}"]}])),
+            Some("[0].a[0]".into())
+        );
+        assert_eq!(
+            nul_field(json!({"name": "no nul", "n": 0, "z": null})),
+            None
+        );
+        match refuse_nul_in("filter", &json!({"name": {"equals": "\u{0}"}})) {
+            Err(Refusal::Invalid { field, .. }) => {
+                assert_eq!(field.as_deref(), Some("filter.name.equals"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse_json_value::<serde_json::Value>(json!({"a": "\u{0}"})).is_err());
     }
 }

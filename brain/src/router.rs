@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route".into()).into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(catch_panic))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             track_requests,
@@ -151,6 +152,31 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Answers a request whose handler panicked with a 500 in the API's error shape (`internal`),
+/// logging the panic, instead of dropping the connection. Inside the trace span and the
+/// request metrics, so the log line carries the request id and the 500 is counted.
+pub async fn catch_panic(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            // `ApiError::Internal` logs the detail at ERROR and sends only "internal".
+            ApiError::Internal(format!("handler panicked: {what}")).into_response()
+        }
+    }
 }
 
 /// Counts every request by method, matched route (not the raw path, so ids do not explode

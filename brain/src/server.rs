@@ -98,15 +98,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         run_blocking(move || bootstrap_if_empty(&bootstrap_store, &bootstrap_keys, &dir)).await?
     {
         // Printed, not logged: log pipelines must never carry a secret.
-        eprintln!(
-            "\nFirst start: created site admin `admin` and project `default`.\n\
-             Admin token (shown once, also written to {}):\n\n    {}\n\n\
-             Dashboard password for `admin` (shown once, also written to {}):\n\n    {}\n",
-            boot.token_file.display(),
-            boot.token,
-            boot.password_file.display(),
-            boot.password
-        );
+        eprintln!("{}", boot.banner());
     }
     if !args.listen.ip().is_loopback() {
         tracing::warn!(listen = %args.listen, "listening beyond loopback without TLS: put a TLS proxy in front");

@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::input::field_error;
+use crate::input::{field_error, nul_refusal, refuse_nul};
 
 /// Largest request body accepted anywhere (1 MiB); larger bodies get 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -57,8 +57,16 @@ fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Deserializes JSON, turning serde's error into a 400 that names the path at fault.
+/// Deserializes JSON, turning serde's error into a 400 that names the path at fault. A string
+/// holding a NUL character (`\u0000`, the only way JSON can carry one) is refused with its path.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.windows(6).any(|w| w == b"\\u0000")
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+    {
+        // Only bodies that may carry a NUL pay for the tree; `\\u0000` (an escaped
+        // backslash) finds none and goes on.
+        refuse_nul(&value)?;
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -100,6 +108,11 @@ where
 /// Parses a query string, naming the bad parameter in the 400 (the dashboard's pages parse
 /// their URLs with it too).
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    if let Some((key, _)) = form_urlencoded::parse(query.as_bytes())
+        .find(|(key, value)| key.contains('\0') || value.contains('\0'))
+    {
+        return Err(nul_refusal(&key.replace('\0', "\\u0000")).into());
+    }
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -119,6 +132,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // Segments are percent-decoded: `%00` is a NUL no stored text may hold.
+        if let Ok(raw) = axum::extract::RawPathParams::from_request_parts(parts, state).await
+            && let Some((key, _)) = raw.iter().find(|(_, value)| value.contains('\0'))
+        {
+            return Err(nul_refusal(key).into());
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| ApiPath(value))
@@ -197,6 +216,30 @@ mod tests {
             field_of(r#"{"name": "x"} trailing"#),
             ("invalid_json".into(), None)
         );
+    }
+
+    #[test]
+    fn nul_characters_name_their_field() {
+        assert_eq!(
+            field_of(r#"{"name": "a\u0000b"}"#),
+            ("invalid_field".into(), Some("name".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"name": "x", "inner": {"count": "\u0000"}}"#),
+            ("invalid_field".into(), Some("inner.count".into()))
+        );
+        // An escaped backslash before `u0000` is no NUL.
+        assert!(parse_json::<Body>(br#"{"name": "\\u0000"}"#).is_ok());
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Query {
+            state: Option<String>,
+        }
+        match parse_query::<Query>("state=a%00b") {
+            Err(ApiError::BadRequest { field, .. }) => assert_eq!(field.as_deref(), Some("state")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse_query::<Query>("state=ok").is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Minting a command, in the caller's write transaction: an idempotent replay returns the
 //! first command; otherwise the agent must belong to the project, a purge's confirm token
-//! must match the depth the agent last reported, a retry's task must be retryable; then the
+//! must match the depth the agent last reported, a cancel's task must be one the project has
+//! recorded, a retry's task must be retryable; then the
 //! signed `command.issued` row and the command are written together.
 
 use taskward_shared::command::{Command, PurgeQueue};
@@ -11,7 +12,7 @@ use super::retry::{resolve_bulk, resolve_retry};
 use crate::refusal::Refusal;
 use crate::store::audit::AuditContext;
 use crate::store::commands::{self, CommandRecord, NewCommand};
-use crate::store::{AnyConnection, StoreError, agents, new_id};
+use crate::store::{AnyConnection, StoreError, agents, new_id, tasks};
 
 /// Everything a command needs at mint time, whoever issues it: a caller through the API, or a
 /// schedule firing (then `ctx` names the schedule and `issuer_id` is its id).
@@ -93,6 +94,9 @@ pub fn issue_in(conn: &mut AnyConnection, issue: &Issue) -> Result<Issued, Refus
         Err(StoreError::NotFound) => return Err(Refusal::NotFound(format!("agent {agent_id}"))),
         other => other?,
     };
+    if let Command::CancelTask(cancel) = command {
+        own_or_unseen_task(conn, project_id, &cancel.engine, &cancel.task_id)?;
+    }
     let bound_depth = confirmed_depth(conn, issue, &agent_id)?;
     // Signed as JSON: a struct's fields and the brain's earlier `json!` maps have the same
     // canonical bytes (RFC 8785 sorts keys), so a verifier sees no difference.
@@ -139,6 +143,27 @@ pub fn issue_in(conn: &mut AnyConnection, issue: &Issue) -> Result<Issued, Refus
 
 fn as_json(spec: &impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(spec).expect("retry specs serialize")
+}
+
+/// A cancel may name a task no agent has reported yet (a message still queued: revoking it
+/// early is the point), but never a task another project recorded: that would reach across
+/// projects. Retries, which need the task's record, refuse unknown tasks in `retry.rs`.
+fn own_or_unseen_task(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    engine: &str,
+    task_id: &str,
+) -> Result<(), Refusal> {
+    match tasks::find(conn, project_id, engine, task_id) {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound)
+            if tasks::recorded_elsewhere(conn, project_id, engine, task_id)? =>
+        {
+            Err(Refusal::NotFound(format!("task {engine}/{task_id}")))
+        }
+        Err(StoreError::NotFound) => Ok(()),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// The depth a confirmed purge binds: its confirm token must have been made for the depth

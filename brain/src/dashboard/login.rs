@@ -26,12 +26,68 @@ pub struct Next {
     next: Option<String>,
 }
 
-/// A local path to go back to; anything else (another site, `//host`) becomes `/`.
+/// A local path to go back to; anything else becomes `/`.
 fn local(next: Option<&str>) -> String {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        Some(path) if is_local_path(path) => path.to_owned(),
         _ => "/".to_owned(),
     }
+}
+
+/// Whether `path` can only mean a path on this site: it starts with one `/` (not `//host` or
+/// `/\host`, which browsers read as another host), and holds no backslash, whitespace or
+/// control character anywhere (browsers drop tab, CR and LF from URLs, so `/\t/evil.example`
+/// is `//evil.example`). Once percent-decoded, in case something decodes it again on the way,
+/// it still starts with one `/` and holds no control character.
+fn is_local_path(path: &str) -> bool {
+    let one_slash = |p: &str| p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\");
+    let decoded = percent_decoded(path);
+    one_slash(path)
+        && !path.contains('\\')
+        && !path.chars().any(|c| c.is_control() || c.is_whitespace())
+        // A page's own query may hold `%20`, but never an encoded control character.
+        && one_slash(&decoded)
+        && !decoded.chars().any(char::is_control)
+}
+
+/// `%XX` decoded (invalid escapes kept as they are; invalid UTF-8 replaced).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Refuses a sign-in form field holding a NUL character (no stored text may hold one, and
+/// the name is looked up in the store).
+fn refuse_nul(form: &Credentials) -> Result<(), ApiError> {
+    for (field, value) in [
+        ("name", form.name.as_str()),
+        ("password", form.password.as_str()),
+        ("next", form.next.as_deref().unwrap_or_default()),
+    ] {
+        if value.contains('\0') {
+            return Err(crate::input::nul_refusal(field).into());
+        }
+    }
+    Ok(())
 }
 
 fn form_page(next: &str, name: &str, problem: Option<&str>) -> axum::response::Html<String> {
@@ -77,6 +133,7 @@ pub async fn submit(
             "csrf: sign-in must come from this site's own form".into(),
         ));
     }
+    refuse_nul(&form)?;
     let next = local(form.next.as_deref());
     let address = connection.map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
     for key in [
@@ -226,4 +283,47 @@ pub async fn logout(
             .expect("ASCII"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_origin_paths_are_returned_to() {
+        for ok in [
+            "/",
+            "/p/default",
+            "/p/default/tasks?state=failed&q=a%20b",
+            "/p/caf%C3%A9",
+        ] {
+            assert_eq!(local(Some(ok)), ok, "{ok:?} is local");
+        }
+        for bad in [
+            "",
+            "//evil",
+            "//evil.example/p",
+            "/\\evil",
+            "/\\/evil",
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/%5Cevil",
+            "/\t/evil",
+            "/\r\n/evil",
+            "/\n/evil",
+            "/ /evil",
+            "/p\\x",
+            "/p\u{0}",
+            "/p\u{7f}",
+            "/p\u{a0}x",
+            "https://evil",
+            "http:/evil",
+            "javascript:alert(1)",
+            "evil",
+            "\t/p",
+        ] {
+            assert_eq!(local(Some(bad)), "/", "{bad:?} must not be returned to");
+        }
+        assert_eq!(local(None), "/");
+    }
 }

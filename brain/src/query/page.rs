@@ -46,8 +46,10 @@ pub fn parse_time(field: &str, value: Option<&str>) -> Result<Option<i64>, Refus
 
 /// A JSON-valued query parameter (`filter`, `orderBy`).
 pub fn json_param(field: &str, text: &str) -> Result<Value, Refusal> {
-    serde_json::from_str(text)
-        .map_err(|e| Refusal::invalid_field(field, format!("{field}: not valid JSON: {e}")))
+    let value = serde_json::from_str(text)
+        .map_err(|e| Refusal::invalid_field(field, format!("{field}: not valid JSON: {e}")))?;
+    crate::input::refuse_nul_in(field, &value)?;
+    Ok(value)
 }
 
 impl From<QueryError> for Refusal {

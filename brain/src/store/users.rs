@@ -53,6 +53,16 @@ pub fn any_exist(conn: &mut AnyConnection) -> StoreResult<bool> {
     Ok(n > 0)
 }
 
+/// Whether any user (deleted ones included) has a name other than `name` (bootstrap's check
+/// that nobody but its own admin was set up before the first start).
+pub fn any_other_than(conn: &mut AnyConnection, name: &UserName) -> StoreResult<bool> {
+    let n: i64 = users::table
+        .filter(users::name.ne(name.as_str()))
+        .count()
+        .get_result(conn)?;
+    Ok(n > 0)
+}
+
 /// An active (not deleted) user by name.
 pub fn find_active(conn: &mut AnyConnection, name: &UserName) -> StoreResult<User> {
     Ok(users::table

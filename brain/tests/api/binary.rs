@@ -15,7 +15,7 @@ use crate::support::{Backend, TestDb};
 const BIN: &str = env!("CARGO_BIN_EXE_taskward-brain");
 
 /// `taskward-brain serve` in `cwd` at debug level, on SQLite there or on `db`, ready.
-fn serve(cwd: &Path, db: Option<&TestDb>) -> BrainProcess {
+pub(crate) fn serve(cwd: &Path, db: Option<&TestDb>) -> BrainProcess {
     let brain = BrainProcess::builder(BIN, cwd).env("RUST_LOG", "debug");
     match db {
         Some(db) => brain.database_url(&db.cli_url()),
@@ -24,7 +24,7 @@ fn serve(cwd: &Path, db: Option<&TestDb>) -> BrainProcess {
     .start()
 }
 
-fn cli(cwd: &Path, db: Option<&TestDb>, args: &[&str]) -> Output {
+pub(crate) fn cli(cwd: &Path, db: Option<&TestDb>, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(cwd)
         .args(args)
@@ -60,7 +60,7 @@ fn cli_with_stdin(cwd: &Path, db: Option<&TestDb>, args: &[&str], input: &str) -
     child.wait_with_output().unwrap()
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
         "command failed ({}): {}",

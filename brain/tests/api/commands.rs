@@ -29,7 +29,10 @@ async fn every_bound_at_both_edges(backend: Backend) {
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
     let agent = app.create_agent("default", "host").await;
-    app.seed_tasks("default", &agent, &["t1"]).await;
+    // A cancel names a task the project has recorded.
+    let longest_id = "x".repeat(255);
+    app.seed_tasks("default", &agent, &["t1", &longest_id])
+        .await;
     let big = |n: usize| json!({"k": "x".repeat(n)});
     // 64 KiB of compact JSON is {"k":"xxx…"}: 8 bytes of framing.
     let limit_kwargs = 64 * 1024 - 8;
@@ -594,6 +597,7 @@ async fn bulk_actions_are_rate_limited(backend: Backend) {
     let app = TestApp::with_settings(backend, settings).await;
     let t = app.admin_token.clone();
     let agent = app.create_agent("default", "host").await;
+    app.seed_tasks("default", &agent, &["t"]).await;
     let body = with_agent(&agent, json!({"filter": {}, "max": 5}));
     assert_eq!(
         issue(&app, &t, "bulk-retry", body.clone()).await.status,
@@ -710,6 +714,8 @@ async fn list_filters_and_pages(backend: Backend) {
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
     let agent = app.create_agent("default", "host").await;
+    app.seed_tasks("default", &agent, &["t0", "t2", "t4", "t6"])
+        .await;
     let mut ids = Vec::new();
     for i in 0..7 {
         let kind = if i % 2 == 0 {
@@ -837,6 +843,7 @@ async fn deadlines_per_kind(backend: Backend) {
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
     let agent = app.create_agent("default", "host").await;
+    app.seed_tasks("default", &agent, &["t"]).await;
     let ms = |reply: &crate::support::Reply, field: &str| {
         chrono::DateTime::parse_from_rfc3339(reply.body[field].as_str().unwrap())
             .unwrap()
@@ -1059,6 +1066,8 @@ async fn list_takes_the_query_grammar(backend: Backend) {
     let t = app.admin_token.clone();
     let first = app.create_agent("default", "first").await;
     let second = app.create_agent("default", "second").await;
+    app.seed_tasks("default", &first, &["w-a", "w-b", "w-c", "w-d"])
+        .await;
     let op = unique("op");
     let op_token = app.create_user(&op, false).await;
     app.add_member("default", &op, "operator").await;

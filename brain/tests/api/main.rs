@@ -8,6 +8,7 @@ mod cleanup;
 mod commands;
 mod dashboard;
 mod errors;
+mod hostile;
 mod openapi;
 mod resources;
 mod runtime;

@@ -176,6 +176,24 @@ pub fn find(
         .first(conn)?)
 }
 
+/// Whether a project other than `project_id` recorded this task (the unique index leads with
+/// `task_id`, so this is one index probe).
+pub fn recorded_elsewhere(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    engine: &str,
+    task_id: &str,
+) -> StoreResult<bool> {
+    let found: Option<String> = tasks::table
+        .filter(tasks::task_id.eq(task_id))
+        .filter(tasks::engine.eq(engine))
+        .filter(tasks::project_id.ne(project_id))
+        .select(tasks::id)
+        .first(conn)
+        .optional()?;
+    Ok(found.is_some())
+}
+
 /// The most tasks a tree returns.
 pub const TREE_CAP: i64 = 500;
 

@@ -101,7 +101,10 @@ impl TestApp {
         })
         .await
         .unwrap();
-        let admin_token = boot.expect("fresh store bootstraps").token;
+        let admin_token = boot
+            .expect("fresh store bootstraps")
+            .token
+            .expect("a fresh admin gets a token");
         let state = AppState(Arc::new(App::new(
             store.clone(),
             keys.clone(),
