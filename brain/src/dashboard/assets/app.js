@@ -243,10 +243,29 @@
   const main = document.getElementById("main");
   let pending = false;
 
+  // A field the user changed and has not sent yet (a filter picked, kwargs being edited): a
+  // live refresh would put the page's values back, so it waits until the form is sent or the
+  // page reloads. The row checkboxes are kept across refreshes instead.
+  function dirty() {
+    for (const field of main.querySelectorAll("input, select, textarea")) {
+      if (field.matches("[data-select], [data-select-all]")) continue;
+      if (field.tagName === "SELECT") {
+        const options = Array.from(field.options);
+        const chosen = options.findIndex((o) => o.defaultSelected);
+        if (field.selectedIndex !== (chosen < 0 ? 0 : chosen)) return true;
+      } else if (field.type === "checkbox" || field.type === "radio") {
+        if (field.checked !== field.defaultChecked) return true;
+      } else if (field.value !== field.defaultValue) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   function busy() {
     const active = document.activeElement;
     const dialogOpen = document.querySelector("dialog[open]");
-    return dialogOpen || (active && main.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName));
+    return dialogOpen || dirty() || (active && main.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName));
   }
 
   async function refresh(force) {
