@@ -160,9 +160,9 @@ fn main() {
                             c,
                             &project.id,
                             &Selection {
-                                filter: &plan.filter,
+                                filter: &plan.page.filter,
                                 search: plan.search.as_deref(),
-                                order: &plan.order,
+                                order: &plan.page.order,
                             },
                             position.as_deref(),
                             100,
@@ -170,8 +170,10 @@ fn main() {
                     })
                     .unwrap();
                 if let Some(last) = rows.last() {
-                    position =
-                        order::read_position(&plan.order, &tasks::position(last, &plan.order));
+                    position = order::read_position(
+                        &plan.page.order,
+                        &tasks::position(last, &plan.page.order),
+                    );
                 }
             }
             rows.len()
@@ -269,9 +271,9 @@ fn main() {
                                 c,
                                 &project.id,
                                 &Selection {
-                                    filter: &plan.filter,
+                                    filter: &plan.page.filter,
                                     search: None,
-                                    order: &plan.order,
+                                    order: &plan.page.order,
                                 },
                                 Some(&position),
                                 100,

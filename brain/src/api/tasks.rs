@@ -283,7 +283,7 @@ pub fn export_tasks(
     format: export::Format,
 ) -> Response {
     let project_id = project.id.clone();
-    let (filter, order, search) = (plan.filter, plan.order, plan.search);
+    let (filter, order, search) = (plan.page.filter, plan.page.order, plan.search);
     let mut position: Option<Vec<Option<Scalar>>> = None;
     let mut done = false;
     let columns = fields.clone();
@@ -494,7 +494,7 @@ impl BulkDelete {
             },
             other => other,
         })?;
-        Ok(Some((plan.filter, given)))
+        Ok(Some((plan.page.filter, given)))
     }
 }
 

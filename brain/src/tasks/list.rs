@@ -7,8 +7,7 @@ use serde::Deserialize;
 use taskward_shared::events::TaskState;
 
 use crate::query::entities::TASKS;
-use crate::query::filter::{self, Filter, Op, Operand, Scalar};
-use crate::query::order;
+use crate::query::filter::{self, Op, Operand, Scalar};
 use crate::query::page::{Plan, parse_limit, parse_time};
 use crate::refusal::Refusal;
 use crate::store::Store;
@@ -27,48 +26,45 @@ pub const SEARCH_MAX: usize = 200;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// See the list's parameters.
+    /// Only tasks in this state.
     pub state: Option<String>,
-    /// See the list's parameters.
+    /// Only these priorities (comma-separated).
     pub priority: Option<String>,
-    /// See the list's parameters.
+    /// Only this task name.
     pub name: Option<String>,
-    /// See the list's parameters.
+    /// Only this queue.
     pub queue: Option<String>,
-    /// See the list's parameters.
+    /// Only this worker.
     pub worker: Option<String>,
-    /// See the list's parameters.
+    /// Text in name, queue or worker (3 to 200 characters).
     pub search: Option<String>,
-    /// See the list's parameters.
+    /// Received at or after (RFC 3339).
     pub since: Option<String>,
-    /// See the list's parameters.
+    /// Received at or before (RFC 3339).
     pub until: Option<String>,
-    /// See the list's parameters.
+    /// The grammar's nested filter (JSON).
     pub filter: Option<String>,
-    /// See the list's parameters.
+    /// The grammar's order (JSON).
     #[serde(rename = "orderBy")]
     pub order_by: Option<String>,
-    /// See the list's parameters.
+    /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
-    /// See the list's parameters.
+    /// Page size.
     pub limit: Option<i64>,
-    /// See the list's parameters.
+    /// The fields to show (the API's projection, also of exports).
     pub fields: Option<String>,
-    /// See the list's parameters.
+    /// Stream the whole result as a file: csv, xlsx or json.
     pub format: Option<String>,
 }
 
-/// A parsed list query: the filter (simple parameters and `filter` together), the order with
-/// its tiebreak, and the scope cursors are bound to.
+/// A parsed tasks list query: the grammar's plan (the simple parameters and `filter` together,
+/// the order with its tiebreak, the cursor scope) and the text searched through the term
+/// index, which the grammar does not express.
 pub struct TaskPlan {
-    /// Everything a row must match.
-    pub filter: Filter,
-    /// The full order.
-    pub order: Vec<order::SortKey>,
+    /// Filter, order and cursor scope.
+    pub page: Plan,
     /// Text searched in name, queue and worker.
     pub search: Option<String>,
-    /// What a cursor is bound to (project and every filter and order input).
-    pub scope: String,
 }
 
 impl ListQuery {
@@ -145,7 +141,7 @@ impl ListQuery {
                 &self.until,
             )
         );
-        let plan = Plan::new(
+        let page = Plan::new(
             &TASKS,
             parts,
             self.filter.as_deref(),
@@ -154,10 +150,8 @@ impl ListQuery {
             scope,
         )?;
         Ok(TaskPlan {
-            filter: plan.filter,
-            order: plan.order,
+            page,
             search: self.search.clone(),
-            scope: plan.scope,
         })
     }
 }
@@ -172,29 +166,27 @@ pub async fn read_page(
     plan: TaskPlan,
 ) -> Result<(Vec<TaskRow>, Option<String>), Refusal> {
     let limit = parse_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let paging = Plan {
-        filter: Filter::And(Vec::new()),
-        order: plan.order.clone(),
-        scope: plan.scope.clone(),
-    };
-    let position = paging.position(secret, "cursor", query.cursor.as_deref())?;
+    let position = plan
+        .page
+        .position(secret, "cursor", query.cursor.as_deref())?;
     let project_id = project_id.to_owned();
-    let (filter, order, search) = (plan.filter, plan.order, plan.search);
-    let rows = store
+    let TaskPlan { page, search } = plan;
+    let (rows, page) = store
         .read("list_tasks", move |conn| {
             let selection = tasks::Selection {
-                filter: &filter,
+                filter: &page.filter,
                 search: search.as_deref(),
-                order: &order,
+                order: &page.order,
             };
-            tasks::page(
+            let rows = tasks::page(
                 conn,
                 &project_id,
                 &selection,
                 position.as_deref(),
                 limit + 1,
-            )
+            )?;
+            Ok((rows, page))
         })
         .await?;
-    Ok(paging.page(secret, rows, limit, tasks::position))
+    Ok(page.page(secret, rows, limit, tasks::position))
 }
