@@ -76,10 +76,7 @@ fn mode(path: &Path) -> u32 {
 }
 
 async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(TestDb::new(Backend::Postgres).await),
-    };
+    let db = TestDb::for_binary(backend).await;
     let db = db.as_ref();
     let cwd = tempfile::tempdir().unwrap();
     let cwd = cwd.path();

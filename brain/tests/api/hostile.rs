@@ -305,10 +305,7 @@ async fn serve_starts_after_dev_seed_made_the_default_project(backend: Backend) 
     use crate::binary::{cli, serve, stdout};
     use crate::support::TestDb;
 
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(TestDb::new(Backend::Postgres).await),
-    };
+    let db = TestDb::for_binary(backend).await;
     let db = db.as_ref();
     let cwd = tempfile::tempdir().unwrap();
     let cwd = cwd.path();

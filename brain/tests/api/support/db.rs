@@ -20,6 +20,15 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// The database a test of the real binary runs on: none on SQLite (the binary keeps its
+    /// own under its data directory), a fresh one on PostgreSQL.
+    pub async fn for_binary(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDb::new(Backend::Postgres).await),
+        }
+    }
+
     /// Creates an empty database on the backend.
     pub async fn new(backend: Backend) -> TestDb {
         match backend {
