@@ -25,15 +25,20 @@ pub fn encode<T: Serialize>(secret: &[u8], scope: &str, position: &T) -> String 
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The refusal of a cursor parameter (`cursor`, `after`, `before`) that is not this query's.
+pub fn not_ours(field: &str) -> Refusal {
+    Refusal::invalid_field(
+        field,
+        format!(
+            "{field}: not a cursor from this query (cursors are only valid with the same filters, in the same project)"
+        ),
+    )
+}
+
 /// Decodes a cursor made by [`encode`] for the same scope; anything else is refused (a 400
 /// on `cursor`).
 pub fn decode<T: DeserializeOwned>(secret: &[u8], scope: &str, cursor: &str) -> Result<T, Refusal> {
-    let invalid = || {
-        Refusal::invalid_field(
-            "cursor",
-            "cursor: not a cursor from this query (cursors are only valid with the same filters, in the same project)",
-        )
-    };
+    let invalid = || not_ours("cursor");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     if bytes.len() <= MAC_LEN {
         return Err(invalid());

@@ -119,14 +119,7 @@ impl Plan {
         let Some(given) = given else {
             return Ok(None);
         };
-        let not_ours = || {
-            Refusal::invalid_field(
-                field,
-                format!(
-                    "{field}: not a cursor from this query (cursors are only valid with the same filters, in the same project)"
-                ),
-            )
-        };
+        let not_ours = || cursor::not_ours(field);
         let values: Vec<Value> =
             cursor::decode(secret, &self.scope, given).map_err(|_| not_ours())?;
         order::read_position(&self.order, &values)
