@@ -225,6 +225,22 @@ impl ChainVerifier {
         })
     }
 
+    /// Continues verifying `chain` after row `after_seq`, whose hash is `prev` (a point already
+    /// verified, such as a checked checkpoint). What lies before is taken as given: a resumed
+    /// verifier checks each later row's position, link, hash, columns and signature, but cannot
+    /// check facts that need the rows before it.
+    pub fn resume(chain: &str, keys: TrustedKeys, after_seq: u64, prev: Hash) -> ChainVerifier {
+        ChainVerifier {
+            chain: chain.to_owned(),
+            keys,
+            checkpoint: None,
+            checkpoint_seen: false,
+            next_seq: after_seq + 1,
+            prev,
+            pending: Vec::with_capacity(BATCH),
+        }
+    }
+
     /// Rows verified so far (signatures of the last few may still be pending).
     pub fn rows(&self) -> u64 {
         self.next_seq - 1
