@@ -56,6 +56,9 @@ pub enum ApiError {
     /// Too many requests from this caller on this route; retry after the given time.
     #[error("too many requests: retry in {} s", .0.as_secs().max(1))]
     RateLimited(std::time::Duration),
+    /// The body did not arrive whole within the body deadline.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The body is over the size limit.
     #[error("request body is larger than the {0} byte limit")]
     PayloadTooLarge(usize),
@@ -94,6 +97,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::DepthChanged { .. } => StatusCode::CONFLICT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -112,6 +116,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::DepthChanged { .. } => "depth_changed",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotImplemented(_) => "not_implemented",

@@ -41,6 +41,7 @@ pub mod hub;
 pub mod input;
 pub mod keys;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod names;
 pub mod passwords;

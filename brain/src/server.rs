@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use axum::serve::ListenerExt;
 use clap::Args;
 
 use crate::app::{App, AppState, ServerSettings};
 use crate::background;
 use crate::bootstrap::bootstrap_if_empty;
 use crate::keys::Keys;
+use crate::listener::{self, Limits};
 use crate::router::router;
 use crate::store::{DatabaseUrl, Store, StoreError, run_blocking};
 
@@ -53,7 +53,28 @@ pub struct ServeArgs {
     /// at once.
     #[arg(long, env = "TASKWARD_SHUTDOWN_GRACE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace: u64,
+
+    /// Seconds a client has to send a request's headers; also how long a kept-alive
+    /// connection may sit idle between requests. Idle and trickling clients are closed after
+    /// it, so they cannot hold the brain's connections.
+    #[arg(long, env = "TASKWARD_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+
+    /// Seconds a client has to send a request's whole body, once its headers arrived; a body
+    /// still incomplete is answered 408.
+    #[arg(long, env = "TASKWARD_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout: u64,
+
+    /// Connections served at once; beyond it a new connection is answered 503 and closed. The
+    /// brain also keeps it below its open-file limit (raised to the hard limit at start),
+    /// leaving room for the database and files.
+    #[arg(long, env = "TASKWARD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
 }
+
+/// File descriptors kept back from the connection cap for the database pool, key and
+/// checkpoint files, and the agent sessions that outlive their HTTP slot.
+const RESERVED_FILES: u64 = 256;
 
 /// Why the server could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +137,19 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         },
     )));
     let background = background::spawn(state.clone());
+    let max_connections = match crate::listener::raise_open_file_limit() {
+        Some(files) if files.saturating_sub(RESERVED_FILES) < args.max_connections => {
+            let capped = files.saturating_sub(RESERVED_FILES).max(16);
+            tracing::warn!(
+                open_files = files,
+                asked = args.max_connections,
+                capped,
+                "the open-file limit leaves room for fewer connections than --max-connections; capping"
+            );
+            capped
+        }
+        _ => args.max_connections,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Io {
@@ -127,19 +161,13 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         source,
     })?;
     tracing::info!(listen = %bound, "taskward brain listening");
-    // No Nagle delay: agent frames and API answers are small, and waiting 40 ms to coalesce
-    // them would dominate a command's round trip.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(%err, "cannot set TCP_NODELAY");
-        }
-    });
     let stopping = state.clone();
-    let server = axum::serve(
-        listener,
-        router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let limits = Limits {
+        header_timeout: Duration::from_secs(args.header_timeout),
+        body_timeout: Duration::from_secs(args.body_timeout),
+        max_connections: max_connections as usize,
+    };
+    let server = listener::serve(listener, router(state.clone()), limits, async move {
         shutdown_signal(term, int).await;
         // Live streams end now; they would otherwise hold the shutdown open forever.
         stopping.begin_shutdown();
@@ -147,10 +175,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
     let grace = Duration::from_secs(args.shutdown_grace);
     let mut stopped = state.stopping();
     tokio::select! {
-        served = server => served.map_err(|source| ServeError::Io {
-            what: "server failed".into(),
-            source,
-        })?,
+        () = server => {},
         () = async move {
             let _ = stopped.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(grace).await;

@@ -36,6 +36,8 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(BODY_LIMIT)
+            } else if crate::listener::is_body_timeout(&rejection) {
+                ApiError::RequestTimeout(rejection.body_text())
             } else {
                 ApiError::BadRequest {
                     code: "invalid_body",

@@ -6,6 +6,7 @@ mod audit_log;
 mod binary;
 mod cleanup;
 mod commands;
+mod connections;
 mod dashboard;
 mod errors;
 mod hostile;
