@@ -22,6 +22,11 @@ pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 /// deleted in reasonable steps.
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Largest batch line written: a batch over it is split in two, and again, so every frame
+/// stays well under the link's 16 MiB cap (one update is at most a few hundred KiB once its
+/// fields are capped, see `taskward_shared::events::storable`).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
 /// Batches kept in memory for sending (and read back from disk at a time after a long
 /// disconnect): at 2,000 updates a batch, a few tens of MiB at most.
 const MEMORY_BATCHES: usize = 32;
@@ -115,14 +120,37 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Numbers, writes and syncs a batch. Returns its seq.
-    pub fn append(&mut self, updates: Vec<Update>) -> std::io::Result<u64> {
+    /// Makes every update storable (NUL bytes replaced, oversized fields cut and marked), then
+    /// numbers, writes and syncs it as one batch, or as several when it would exceed
+    /// [`MAX_BATCH_BYTES`]. Returns the seq of the last batch written.
+    pub fn append(&mut self, mut updates: Vec<Update>) -> std::io::Result<u64> {
+        let cut = updates
+            .iter_mut()
+            .map(Update::make_storable)
+            .filter(|changed| *changed)
+            .count();
+        if cut > 0 {
+            tracing::debug!(
+                updates = cut,
+                "cut oversized or NUL-carrying fields before sending"
+            );
+        }
+        self.append_bounded(updates)
+    }
+
+    fn append_bounded(&mut self, mut updates: Vec<Update>) -> std::io::Result<u64> {
         let batch = EventBatch {
             seq: self.next_seq,
             dropped_total: self.dropped_total,
             updates,
         };
         let mut line = serde_json::to_string(&batch).expect("batches serialize");
+        if line.len() > MAX_BATCH_BYTES && batch.updates.len() > 1 {
+            updates = batch.updates;
+            let second = updates.split_off(updates.len() / 2);
+            self.append_bounded(updates)?;
+            return self.append_bounded(second);
+        }
         line.push('\n');
         let needs_new = match self.segments.back() {
             Some(last) => self.current.is_none() || last.bytes >= SEGMENT_BYTES,

@@ -764,3 +764,60 @@ async fn a_run_with_a_dead_worker_fails_and_alerts(
     })
     .await;
 }
+
+/// A task that fails with a NUL byte and a 9 MB message (an 18 MB event frame before it was
+/// cut) once wedged its agent's stream on PostgreSQL: the brain could not store the batch, the
+/// agent resent it forever and no later task was recorded. Now the field is cut on the host
+/// and marked, the NUL replaced, and the task after it arrives as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_byte_and_a_huge_error_do_not_wedge_the_stream_on_postgres() {
+    let host = CeleryHost::start_on(13, &["celery"], true).await;
+    let _worker = host.celery.worker(
+        "w1@taskward-test",
+        &["-E", "--pool", "solo", "--loglevel", "WARNING"],
+        &[],
+    );
+    let loud = host.send("app.fail_loudly.delay(9_000_000)");
+    let after = host.send("app.add.delay(20, 22)");
+    host.wait_task(&after, "the task after the loud one", |t| {
+        t.state == "succeeded"
+    })
+    .await;
+    host.wait_task(&loud, "the loud task", |t| t.state == "failed")
+        .await;
+    let failed = host
+        .api
+        .get_json(&host.api.project_path(&format!("/tasks/celery/{loud}")))
+        .await;
+    assert_eq!(failed["truncated"], true, "{}", failed["truncated_fields"]);
+    let cut = failed["truncated_fields"].as_array().unwrap();
+    assert!(
+        cut.iter().any(|f| f == "exception") && cut.iter().any(|f| f == "traceback"),
+        "{cut:?}"
+    );
+    // The exception is Python's repr (the NUL escaped); the traceback carries the message as
+    // text, NUL and all, which PostgreSQL cannot store: it arrives replaced.
+    let exception = failed["exception"].as_str().unwrap();
+    assert!(exception.len() <= 64 * 1024, "{}", exception.len());
+    let traceback = failed["traceback"].as_str().unwrap();
+    assert!(traceback.len() <= 64 * 1024, "{}", traceback.len());
+    assert!(
+        traceback.contains("nul\u{FFFD}byte"),
+        "{}",
+        &traceback[..200]
+    );
+    let added = host
+        .api
+        .get_json(&host.api.project_path(&format!("/tasks/celery/{after}")))
+        .await;
+    assert_eq!(added["truncated"], false);
+    assert_eq!(added["result"], "42");
+    assert!(
+        !host
+            .brain
+            .metrics()
+            .await
+            .contains("taskward_events_rejected_total{"),
+        "nothing should have needed rejecting"
+    );
+}

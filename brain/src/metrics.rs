@@ -21,6 +21,7 @@ pub struct Metrics {
     latency: Family<Labels, Histogram>,
     events: Family<Labels, Counter>,
     dropped: Family<Labels, Gauge>,
+    rejected: Family<Labels, Counter>,
     alerts: Family<Labels, Counter>,
 }
 
@@ -60,6 +61,12 @@ impl Metrics {
             "Events an agent reports it dropped (spool overflow, lost subscriber messages), by agent",
             dropped.clone(),
         );
+        let rejected = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_rejected",
+            "Updates the store refused even alone, skipped so the agent's later events are not held up, by agent",
+            rejected.clone(),
+        );
         let alerts = Family::<Labels, Counter>::default();
         registry.register(
             "schedule_alerts",
@@ -72,6 +79,7 @@ impl Metrics {
             latency,
             events,
             dropped,
+            rejected,
             alerts,
         }
     }
@@ -107,6 +115,13 @@ impl Metrics {
         self.dropped
             .get_or_create(&labels)
             .set(dropped_total as i64);
+    }
+
+    /// Counts updates the store refused even alone.
+    pub fn record_rejected(&self, agent: &str, updates: u64) {
+        self.rejected
+            .get_or_create(&vec![("agent", agent.to_owned())])
+            .inc_by(updates);
     }
 
     /// Counts a health-check alert.

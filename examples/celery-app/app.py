@@ -26,6 +26,12 @@ def fail():
     raise ValueError("failed on purpose")
 
 
+@app.task
+def fail_loudly(size):
+    """Fails with what careless code sends: a NUL byte and a message of `size` bytes."""
+    raise ValueError("nul\x00byte " + "x" * size)
+
+
 @app.task(bind=True, max_retries=2, default_retry_delay=0)
 def flaky(self):
     raise self.retry(exc=RuntimeError("flaky attempt %d" % self.request.retries))

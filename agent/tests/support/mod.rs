@@ -24,7 +24,7 @@ pub fn start_brain(dir: &Path) -> BrainProcess {
 
 /// The brain's SQLite store, opened beside the running brain.
 pub fn open_store(brain: &BrainProcess) -> Store {
-    Store::open(&DatabaseUrl::Sqlite(brain.sqlite_path().unwrap())).unwrap()
+    Store::open(&DatabaseUrl::parse(&brain.database_url()).unwrap()).unwrap()
 }
 
 /// Tasks of project `default` by state.
@@ -85,9 +85,20 @@ pub struct CeleryHost {
 impl CeleryHost {
     /// Empties Redis database `db`, starts the brain and a Celery agent on it.
     pub async fn start(db: u8, queues: &[&str]) -> CeleryHost {
+        CeleryHost::start_on(db, queues, false).await
+    }
+
+    /// [`CeleryHost::start`] with the brain on a fresh PostgreSQL database when `postgres`.
+    pub async fn start_on(db: u8, queues: &[&str], postgres: bool) -> CeleryHost {
         let celery = CeleryStack::on_db(db);
         let dir = tempfile::tempdir().unwrap();
-        let brain = start_brain(dir.path());
+        let brain = if postgres {
+            BrainProcess::builder(brain_bin(), dir.path())
+                .fresh_postgres()
+                .start()
+        } else {
+            start_brain(dir.path())
+        };
         let api = brain.api();
         let (agent, token) = api.create_agent("celery-host").await;
         let engine = ["--engine", "celery", "--broker", celery.broker()];

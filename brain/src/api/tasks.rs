@@ -84,6 +84,11 @@ pub struct TaskPublic {
     pub tags: Vec<String>,
     /// Why it cannot be retried (its real arguments are unavailable), if so.
     pub args_unavailable: Option<String>,
+    /// Whether any field's value was cut to its size cap (64 KiB for results, exceptions,
+    /// tracebacks and arguments); the full value stays on the worker's host.
+    pub truncated: bool,
+    /// Which fields were cut, if any.
+    pub truncated_fields: Vec<String>,
     /// First seen by the brain.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -91,7 +96,7 @@ pub struct TaskPublic {
 }
 
 /// The field names of [`TaskPublic`], in order (what `fields` may name).
-pub const TASK_FIELDS: [&str; 26] = [
+pub const TASK_FIELDS: [&str; 28] = [
     "id",
     "project_id",
     "engine",
@@ -116,6 +121,8 @@ pub const TASK_FIELDS: [&str; 26] = [
     "root_task_id",
     "tags",
     "args_unavailable",
+    "truncated",
+    "truncated_fields",
     "created_at",
     "updated_at",
 ];
@@ -125,6 +132,7 @@ impl From<TaskRow> for TaskPublic {
         // Stored as JSON text: arguments as the agent sent them (a string when unreadable).
         let json =
             |v: Option<String>| v.map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)));
+        let truncated_fields = t.truncated_fields();
         TaskPublic {
             id: t.id,
             project_id: t.project_id,
@@ -149,6 +157,8 @@ impl From<TaskRow> for TaskPublic {
             parent_task_id: t.parent_task_id,
             root_task_id: t.root_task_id,
             tags: Vec::new(),
+            truncated: !truncated_fields.is_empty(),
+            truncated_fields,
             args_unavailable: t.args_unavailable,
             created_at: timestamp(t.created_at),
             updated_at: timestamp(t.updated_at),

@@ -4,12 +4,14 @@
 //! Decoding and writing thus overlap. SQLite has one writer connection, so the writer's speed
 //! bounds ingest; before, it stood idle while the session decoded the next frames.
 
-use taskward_shared::events::EventBatch;
+use std::sync::Arc;
+
+use taskward_shared::events::{EventBatch, Update};
 use tokio::sync::mpsc;
 
 use crate::app::AppState;
 use crate::store::agents::Agent;
-use crate::store::{now_ms, tasks};
+use crate::store::{StoreError, now_ms, tasks};
 
 /// Most updates applied in one transaction when several event batches are waiting: a task's
 /// received/started/succeeded updates then usually collapse into one row write. Merging is
@@ -73,18 +75,15 @@ async fn write_groups(
             dropped = dropped.max(more.dropped_total);
             updates.extend(more.updates);
         }
-        let (project_id, agent_id) = (agent.project_id.clone(), agent.id.clone());
+        for update in &mut updates {
+            update.make_storable();
+        }
         let events = updates.len() as u64;
-        let written = state
-            .store
-            .write("ingest_events", move |conn| {
-                tasks::apply_updates(conn, &project_id, &agent_id, &updates, now_ms())?;
-                tasks::record_dropped(conn, &agent_id, dropped)
-            })
-            .await;
-        let outcome = match written {
-            Ok(()) => {
-                state.metrics.record_ingest(&agent.name, events, dropped);
+        let outcome = match store_group(&state, &agent, updates, dropped).await {
+            Ok(rejected) => {
+                state
+                    .metrics
+                    .record_ingest(&agent.name, events - rejected, dropped);
                 Ok(seqs)
             }
             Err(e) => Err(format!("cannot store events: {e}")),
@@ -93,5 +92,62 @@ async fn write_groups(
         if report.send(outcome).await.is_err() || failed {
             return;
         }
+    }
+}
+
+/// Stores a group in one transaction. When the store refuses it for its content (not for being
+/// unreachable), the group is split in halves and each half stored alone, down to single
+/// updates: an update refused even alone is skipped, counted and logged, so one bad value
+/// cannot hold up everything its agent sends after it (the agent would resend the batch
+/// forever). Costs a few extra transactions per bad update, and nothing when none is bad.
+/// Returns how many updates were skipped; `Err` only when the store is unavailable (the agent
+/// then resends, and merging makes the resend harmless).
+async fn store_group(
+    state: &AppState,
+    agent: &Agent,
+    updates: Vec<Update>,
+    dropped: u64,
+) -> Result<u64, StoreError> {
+    let updates = Arc::new(updates);
+    let mut pending = vec![0..updates.len()];
+    let mut rejected = 0;
+    while let Some(range) = pending.pop() {
+        let (project_id, agent_id) = (agent.project_id.clone(), agent.id.clone());
+        let group = updates.clone();
+        let part = range.clone();
+        let written = state
+            .store
+            .write("ingest_events", move |conn| {
+                tasks::apply_updates(conn, &project_id, &agent_id, &group[part], now_ms())?;
+                tasks::record_dropped(conn, &agent_id, dropped)
+            })
+            .await;
+        match written {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(why)) => return Err(StoreError::Unavailable(why)),
+            Err(err) if range.len() == 1 => {
+                rejected += 1;
+                tracing::error!(agent = %agent.name, update = %describe(&updates[range.start]),
+                    %err, "the store refused an update even alone; skipped");
+            }
+            Err(_) => {
+                let middle = range.start + range.len() / 2;
+                pending.push(middle..range.end);
+                pending.push(range.start..middle);
+            }
+        }
+    }
+    if rejected > 0 {
+        state.metrics.record_rejected(&agent.name, rejected);
+    }
+    Ok(rejected)
+}
+
+/// Which update it was, for the log (never its field values, which may hold secrets).
+fn describe(update: &Update) -> String {
+    match update {
+        Update::Task(task) => format!("task {}/{}", task.engine, task.task_id),
+        Update::Worker(worker) => format!("worker {}", worker.name),
+        Update::QueueDepth { queue, .. } => format!("queue {queue}"),
     }
 }

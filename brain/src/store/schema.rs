@@ -200,6 +200,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         args_unavailable -> Nullable<Text>,
+        truncated -> Nullable<Text>,
     }
 }
 

@@ -188,5 +188,24 @@ pub async fn read_page(
             Ok((rows, page))
         })
         .await?;
+    let limit = limit.min(rows_within(&rows, PAGE_BYTES));
     Ok(page.page(secret, rows, limit, tasks::position))
+}
+
+/// The most a page of tasks may weigh, roughly, in bytes: a page of 5,000 tasks with every
+/// field at its 64 KiB cap would otherwise be over a gigabyte in one response. A page that
+/// reaches it ends early, with a cursor to the rest.
+pub const PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many of `rows` fit in `budget` bytes (at least one, so a page always moves on).
+fn rows_within(rows: &[TaskRow], budget: usize) -> i64 {
+    let mut spent = 0;
+    let fitting = rows
+        .iter()
+        .take_while(|row| {
+            spent += row.text_bytes();
+            spent <= budget
+        })
+        .count();
+    fitting.max(1) as i64
 }

@@ -41,6 +41,7 @@ struct TaskChanges {
     root_task_id: Option<String>,
     updated_at: Option<i64>,
     args_unavailable: Option<String>,
+    truncated: Option<String>,
 }
 
 impl TaskChanges {
@@ -57,7 +58,7 @@ impl TaskChanges {
             required: state, state_rank, state_at, retry_count, updated_at;
             nullable: agent_id, name, queue, priority, args, kwargs, result, exception, traceback,
                 eta, received_at, started_at, finished_at, runtime_ms, worker_name,
-                parent_task_id, root_task_id, args_unavailable
+                parent_task_id, root_task_id, args_unavailable, truncated
         )
     }
 }
@@ -257,6 +258,7 @@ fn new_row(project_id: &str, agent_id: &str, t: &TaskUpdate, now: i64) -> TaskRo
         created_at: now,
         updated_at: now,
         args_unavailable: None,
+        truncated: None,
     }
 }
 
@@ -296,8 +298,48 @@ pub fn merge(row: &mut TaskRow, t: &TaskUpdate) {
     set(&mut row.parent_task_id, &t.parent_id);
     set(&mut row.root_task_id, &t.root_id);
     set(&mut row.args_unavailable, &t.args_unavailable);
+    mark_truncated(row, t);
     if let Some(retries) = t.retries {
         row.retry_count = row.retry_count.max(retries);
+    }
+}
+
+/// Keeps `row.truncated` true to the values now stored: a field this update set is marked cut
+/// when the update says it was cut, and unmarked when the update brought it whole.
+fn mark_truncated(row: &mut TaskRow, t: &TaskUpdate) {
+    let set_by_update = [
+        ("name", t.name.is_some()),
+        ("queue", t.queue.is_some()),
+        ("worker", t.worker.is_some()),
+        ("priority", t.priority.is_some()),
+        ("args", t.args.is_some()),
+        ("kwargs", t.kwargs.is_some()),
+        ("result", t.result.is_some()),
+        ("exception", t.exception.is_some()),
+        ("traceback", t.traceback.is_some()),
+        ("parent_id", t.parent_id.is_some()),
+        ("root_id", t.root_id.is_some()),
+        ("args_unavailable", t.args_unavailable.is_some()),
+    ];
+    let mut fields = row.truncated_fields();
+    let before = fields.clone();
+    for (field, set) in set_by_update {
+        if !set {
+            continue;
+        }
+        fields.retain(|f| f != field);
+        if t.truncated.iter().any(|f| f == field) {
+            fields.push(field.to_owned());
+        }
+    }
+    for field in ["engine", "task_id"] {
+        if t.truncated.iter().any(|f| f == field) && !fields.iter().any(|f| f == field) {
+            fields.push(field.to_owned());
+        }
+    }
+    if fields != before {
+        fields.sort();
+        row.truncated = (!fields.is_empty()).then(|| fields.join(","));
     }
 }
 

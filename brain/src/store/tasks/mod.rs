@@ -92,6 +92,40 @@ pub struct TaskRow {
     pub updated_at: i64,
     /// Why the task cannot be retried (its real arguments are unavailable), if so.
     pub args_unavailable: Option<String>,
+    /// Fields whose value was cut to its size cap, comma-separated (see
+    /// `taskward_shared::events::storable`).
+    pub truncated: Option<String>,
+}
+
+impl TaskRow {
+    /// The names of the fields whose stored value was cut.
+    pub fn truncated_fields(&self) -> Vec<String> {
+        self.truncated
+            .as_deref()
+            .map(|t| {
+                t.split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Bytes of the row's text fields: what a page of it costs to send, roughly.
+    pub fn text_bytes(&self) -> usize {
+        [
+            &self.args,
+            &self.kwargs,
+            &self.result,
+            &self.exception,
+            &self.traceback,
+            &self.args_unavailable,
+        ]
+        .iter()
+        .map(|f| f.as_ref().map_or(0, String::len))
+        .sum::<usize>()
+            + 512
+    }
 }
 
 /// Tasks per state in a project (overview counts; also what ingest tests check).

@@ -51,7 +51,7 @@ const TASK_COLUMNS: &str = "t.id, t.project_id, t.agent_id, t.engine, t.task_id,
      t.queue, t.state, t.state_rank, t.state_at, t.priority, t.args, t.kwargs, t.result, \
      t.exception, t.traceback, t.retry_count, t.eta, t.received_at, t.started_at, \
      t.finished_at, t.runtime_ms, t.worker_name, t.parent_task_id, t.root_task_id, \
-     t.created_at, t.updated_at, t.args_unavailable";
+     t.created_at, t.updated_at, t.args_unavailable, t.truncated";
 
 /// A [`TaskRow`] read from a hand-written statement by column position. Diesel reads such
 /// statements by column name, looking each of the 28 names up in the row for every row; at a

@@ -2,6 +2,8 @@
 //! task, a worker or a queue, engine-neutral. Applying an update twice changes nothing, and an
 //! older update never overwrites a newer state (see [`TaskState::rank`]).
 
+pub mod storable;
+
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +131,10 @@ pub struct TaskUpdate {
     /// agent when neither the event's repr nor the worker could give them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args_unavailable: Option<String>,
+    /// Fields cut to their size cap before this update was sent (see [`storable`]); the full
+    /// values stay on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<String>,
 }
 
 /// What an event says about a worker.
