@@ -109,7 +109,8 @@ async fn store_group(
     dropped: u64,
 ) -> Result<u64, StoreError> {
     let updates = Arc::new(updates);
-    let mut pending = vec![0..updates.len()];
+    let mut pending: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
+    pending.push(0..updates.len());
     let mut rejected = 0;
     while let Some(range) = pending.pop() {
         let (project_id, agent_id) = (agent.project_id.clone(), agent.id.clone());
