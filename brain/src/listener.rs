@@ -11,7 +11,8 @@
 //!   the JSON extractor answers 408 when it does not;
 //! - at most `max_connections` are being served at once: the next is answered 503 in the
 //!   API's error shape and closed, so a flood costs the brain one short write each;
-//! - [`raise_open_file_limit`] lifts the soft `RLIMIT_NOFILE` to the hard limit at start.
+//! - [`connection_cap`] lifts the soft `RLIMIT_NOFILE` to the hard limit at start and keeps
+//!   the cap below it.
 //!
 //! A connection's slot is released when its HTTP conversation ends. An agent's WebSocket
 //! outlives it (hyper hands the socket over on upgrade); those are authenticated and few.
@@ -81,7 +82,9 @@ pub async fn serve(
         };
         // No Nagle delay: agent frames and API answers are small, and waiting 40 ms to
         // coalesce them would dominate a command's round trip.
-        let _ = tcp.set_nodelay(true);
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(%err, "cannot set TCP_NODELAY");
+        }
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
                 let connection = serve_connection(tcp, addr, app.clone(), limits, stop_rx.clone());
@@ -155,10 +158,34 @@ async fn refuse(mut tcp: TcpStream) {
     .await;
 }
 
+/// File descriptors kept back from the connection cap for the database pool, key and
+/// checkpoint files, and the agent sessions that outlive their HTTP slot.
+const RESERVED_FILES: u64 = 256;
+
+/// The connection cap to serve with: raises the open-file limit (see
+/// [`raise_open_file_limit`]), then keeps `asked` below it, less [`RESERVED_FILES`], saying so
+/// when it had to lower it.
+pub fn connection_cap(asked: u64) -> usize {
+    let cap = match raise_open_file_limit() {
+        Some(files) if files.saturating_sub(RESERVED_FILES) < asked => {
+            let capped = files.saturating_sub(RESERVED_FILES).max(16);
+            tracing::warn!(
+                open_files = files,
+                asked,
+                capped,
+                "the open-file limit leaves room for fewer connections than --max-connections; capping"
+            );
+            capped
+        }
+        _ => asked,
+    };
+    cap as usize
+}
+
 /// Raises the soft open-file limit to the hard limit (a default soft limit of 1,024 is far
 /// below what a brain holding thousands of agent sessions and clients needs) and returns the
 /// limit now in force, if it can be read.
-pub fn raise_open_file_limit() -> Option<u64> {
+fn raise_open_file_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {

@@ -72,10 +72,6 @@ pub struct ServeArgs {
     pub max_connections: u64,
 }
 
-/// File descriptors kept back from the connection cap for the database pool, key and
-/// checkpoint files, and the agent sessions that outlive their HTTP slot.
-const RESERVED_FILES: u64 = 256;
-
 /// Why the server could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -137,19 +133,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         },
     )));
     let background = background::spawn(state.clone());
-    let max_connections = match crate::listener::raise_open_file_limit() {
-        Some(files) if files.saturating_sub(RESERVED_FILES) < args.max_connections => {
-            let capped = files.saturating_sub(RESERVED_FILES).max(16);
-            tracing::warn!(
-                open_files = files,
-                asked = args.max_connections,
-                capped,
-                "the open-file limit leaves room for fewer connections than --max-connections; capping"
-            );
-            capped
-        }
-        _ => args.max_connections,
-    };
+    let max_connections = listener::connection_cap(args.max_connections);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Io {
@@ -165,7 +149,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
     let limits = Limits {
         header_timeout: Duration::from_secs(args.header_timeout),
         body_timeout: Duration::from_secs(args.body_timeout),
-        max_connections: max_connections as usize,
+        max_connections,
     };
     let server = listener::serve(listener, router(state.clone()), limits, async move {
         shutdown_signal(term, int).await;

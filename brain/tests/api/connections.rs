@@ -15,6 +15,11 @@ fn address(brain: &BrainProcess) -> String {
     brain.url().trim_start_matches("http://").to_owned()
 }
 
+/// The JSON body of a raw HTTP/1.1 answer.
+fn json_body(answer: &str) -> serde_json::Value {
+    serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
 /// Reads until the peer closes (or 15 s pass), returning what arrived.
 async fn read_until_closed(stream: &mut TcpStream) -> Option<String> {
     let mut seen = Vec::new();
@@ -39,9 +44,7 @@ async fn idle_connections_are_closed_and_the_cap_refuses_politely() {
     let mut fifth = TcpStream::connect(address(&brain)).await.unwrap();
     let refused = read_until_closed(&mut fifth).await.expect("closed");
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    let body: serde_json::Value =
-        serde_json::from_str(refused.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    assert_eq!(body["error"]["code"], "overloaded");
+    assert_eq!(json_body(&refused)["error"]["code"], "overloaded");
     // The silent ones are closed by the brain after the header timeout...
     for stream in &mut idle {
         assert!(
@@ -111,8 +114,7 @@ async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
         .unwrap();
     let answer = read_until_closed(&mut stalled).await.expect("closed");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    let body: serde_json::Value =
-        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let body = json_body(&answer);
     assert_eq!(body["error"]["code"], "request_timeout", "{body}");
     // Nothing was created from the half body.
     let projects = brain.api().get_json("/api/v1/projects").await;

@@ -305,35 +305,43 @@ pub fn merge(row: &mut TaskRow, t: &TaskUpdate) {
 }
 
 /// Keeps `row.truncated` true to the values now stored: a field this update set is marked cut
-/// when the update says it was cut, and unmarked when the update brought it whole.
+/// when the update says it was cut, and unmarked when the update brought it whole. Marks use
+/// the task's column names (what the API shows), not the update's field names.
 fn mark_truncated(row: &mut TaskRow, t: &TaskUpdate) {
+    // (the update's field, the task's column, whether this update set it)
     let set_by_update = [
-        ("name", t.name.is_some()),
-        ("queue", t.queue.is_some()),
-        ("worker", t.worker.is_some()),
-        ("priority", t.priority.is_some()),
-        ("args", t.args.is_some()),
-        ("kwargs", t.kwargs.is_some()),
-        ("result", t.result.is_some()),
-        ("exception", t.exception.is_some()),
-        ("traceback", t.traceback.is_some()),
-        ("parent_id", t.parent_id.is_some()),
-        ("root_id", t.root_id.is_some()),
-        ("args_unavailable", t.args_unavailable.is_some()),
+        ("name", "name", t.name.is_some()),
+        ("queue", "queue", t.queue.is_some()),
+        ("worker", "worker_name", t.worker.is_some()),
+        ("priority", "priority", t.priority.is_some()),
+        ("args", "args", t.args.is_some()),
+        ("kwargs", "kwargs", t.kwargs.is_some()),
+        ("result", "result", t.result.is_some()),
+        ("exception", "exception", t.exception.is_some()),
+        ("traceback", "traceback", t.traceback.is_some()),
+        ("parent_id", "parent_task_id", t.parent_id.is_some()),
+        ("root_id", "root_task_id", t.root_id.is_some()),
+        (
+            "args_unavailable",
+            "args_unavailable",
+            t.args_unavailable.is_some(),
+        ),
     ];
+    let cut = |field: &str| t.truncated.iter().any(|f| f == field);
     let mut fields = row.truncated_fields();
     let before = fields.clone();
-    for (field, set) in set_by_update {
+    for (field, column, set) in set_by_update {
         if !set {
             continue;
         }
-        fields.retain(|f| f != field);
-        if t.truncated.iter().any(|f| f == field) {
-            fields.push(field.to_owned());
+        fields.retain(|f| f != column);
+        if cut(field) {
+            fields.push(column.to_owned());
         }
     }
+    // The identity fields are the same in every update of the task: a cut stays marked.
     for field in ["engine", "task_id"] {
-        if t.truncated.iter().any(|f| f == field) && !fields.iter().any(|f| f == field) {
+        if cut(field) && !fields.iter().any(|f| f == field) {
             fields.push(field.to_owned());
         }
     }
@@ -436,6 +444,27 @@ mod tests {
             at_ms,
             ..TaskUpdate::default()
         }
+    }
+
+    /// Marks name the task's columns, follow the value now stored, and a whole value clears
+    /// its mark.
+    #[test]
+    fn truncation_marks_follow_the_stored_values_by_column_name() {
+        let mut cut = update(TaskState::Failed, 10);
+        cut.worker = Some("w".into());
+        cut.traceback = Some("t".into());
+        cut.truncated = vec!["traceback".into(), "worker".into()];
+        let mut row = new_row("p", "a", &cut, 0);
+        merge(&mut row, &cut);
+        assert_eq!(row.truncated.as_deref(), Some("traceback,worker_name"));
+        // An update that does not carry the traceback leaves its mark alone.
+        merge(&mut row, &update(TaskState::Failed, 11));
+        assert_eq!(row.truncated.as_deref(), Some("traceback,worker_name"));
+        let mut whole = update(TaskState::Failed, 12);
+        whole.traceback = Some("all of it".into());
+        whole.worker = Some("w".into());
+        merge(&mut row, &whole);
+        assert_eq!(row.truncated, None);
     }
 
     #[test]
