@@ -42,6 +42,8 @@ const SWITCH_AT: i64 = T0 + 30_000;
 /// When both final checkpoints are signed (after every head row).
 const CHECKPOINT_AT: i64 = T0 + 300_000;
 
+/// Every vector command's time to live.
+const COMMAND_TTL_MS: i64 = 300_000;
 const CONFIRM_SECRET: [u8; 32] = [0x42; 32];
 const TIMEOUT_DETAIL: &str = "no result from the agent before the command's deadline";
 
@@ -313,7 +315,6 @@ fn command(
     payload: Value,
     resolved: Option<Value>,
     issued_at: i64,
-    ttl_ms: i64,
     bound_depth: Option<&str>,
     idempotency_key: Option<&str>,
 ) -> Value {
@@ -328,7 +329,7 @@ fn command(
         "kind": kind,
         "payload": payload,
         "issued_at_ms": issued_at.to_string(),
-        "expires_at_ms": (issued_at + ttl_ms).to_string(),
+        "expires_at_ms": (issued_at + COMMAND_TTL_MS).to_string(),
         "critical": critical,
         "global_throttle": global_throttle,
         "bound_depth": bound_depth,
@@ -528,7 +529,6 @@ fn build() -> Built {
                 "root_id": null,
             })),
             at(3),
-            300_000,
             None,
             Some("retry-9d2c-1"),
         ),
@@ -560,7 +560,6 @@ fn build() -> Built {
             json!({"queue": "default", "confirm_token": token, "force": false}),
             None,
             at(6),
-            300_000,
             Some(&depth.to_string()),
             None,
         ),
@@ -591,7 +590,6 @@ fn build() -> Built {
             json!({"task_name": "mail.send", "rate": "10/m"}),
             None,
             at(10),
-            300_000,
             None,
             None,
         ),
@@ -656,7 +654,6 @@ fn build() -> Built {
             json!({"worker_name": "celery@host-1"}),
             None,
             at(31),
-            300_000,
             None,
             None,
         ),
@@ -694,7 +691,6 @@ fn build() -> Built {
             json!({"worker_names": ["celery@host-1"]}),
             None,
             at(180),
-            300_000,
             None,
             None,
         ),
@@ -871,7 +867,7 @@ fn check_by_the_spec(
     let mut agent_keys: HashMap<String, VerifyingKey> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         let seq = i as u64 + 1;
-        check_row(
+        let time = check_row(
             chain,
             seq,
             row,
@@ -883,15 +879,7 @@ fn check_by_the_spec(
         )
         .map_err(|why| format!("row {seq}: {why}"))?;
         prev = parse_hash(&row.hash).unwrap();
-        times.push(
-            time_ms(
-                &serde_json::from_str::<Value>(&row.statement).unwrap()["time"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            )
-            .unwrap(),
-        );
+        times.push(time);
     }
     let mine: Vec<&Checkpoint> = checkpoints.iter().filter(|c| c.chain == chain).collect();
     ensure!(!mine.is_empty(), "no checkpoint for {chain}");
@@ -934,6 +922,7 @@ fn check_by_the_spec(
     Ok(())
 }
 
+/// Checks one row by the document; returns its time in ms.
 #[allow(clippy::too_many_arguments)]
 fn check_row(
     chain: &str,
@@ -944,7 +933,7 @@ fn check_row(
     keys: &[PublicKeyInfo],
     commands: &mut HashMap<String, CommandState>,
     agent_keys: &mut HashMap<String, VerifyingKey>,
-) -> Result<(), String> {
+) -> Result<i64, String> {
     ensure!(row.chain == chain, "belongs to {}", row.chain);
     ensure!(row.seq == seq, "seq {} where {seq} was expected", row.seq);
     for (name, value, len) in [
@@ -1160,7 +1149,7 @@ fn check_row(
         }
         _ => {}
     }
-    Ok(())
+    Ok(time)
 }
 
 fn check_agent_result(
@@ -1358,4 +1347,194 @@ fn the_shared_verifier_accepts_the_vector_chains() {
             rows.len() as u64
         );
     }
+}
+
+/// Rewrites row `index` with `edit` on its statement and re-signs it and every later row with
+/// the brain key valid at each row's time (or `signer` for the edited row), as someone holding
+/// the brain's keys but not the agent's could.
+fn forge(
+    chain: &str,
+    rows: &[AuditRow],
+    keys: &Keys,
+    index: usize,
+    signer: Option<&SigningKey>,
+    edit: impl FnOnce(&mut Value),
+) -> Vec<AuditRow> {
+    let mut out = rows[..index].to_vec();
+    let mut prev = match index {
+        0 => genesis_hash(chain),
+        _ => parse_hash(&rows[index - 1].hash).unwrap(),
+    };
+    let mut edit = Some(edit);
+    for row in &rows[index..] {
+        let mut statement: Value = serde_json::from_str(&row.statement).unwrap();
+        let mut key = None;
+        if let Some(edit) = edit.take() {
+            edit(&mut statement);
+            key = signer;
+        }
+        let time = time_ms(statement["time"].as_str().unwrap()).unwrap();
+        let key = key.unwrap_or(keys.brain_at(time));
+        let statement: Statement = serde_json::from_value(statement).unwrap();
+        let forged = AuditRow::sign(row.seq, &prev, &statement, key);
+        prev = parse_hash(&forged.hash).unwrap();
+        out.push(forged);
+    }
+    out
+}
+
+/// The rules reject what the outside auditor found accepted (issue 17), naming the row.
+#[test]
+fn the_spec_rules_reject_what_the_auditor_tried() {
+    let built = build();
+    let keys = built.keys.published();
+    let chain = project_chain();
+    let check = |rows: &[AuditRow], checkpoints: &[Checkpoint]| {
+        check_by_the_spec(&chain, rows, &keys, checkpoints).unwrap_err()
+    };
+    let rows = &built.project;
+    let cps = &built.checkpoints;
+    let some_rows_only: Vec<Checkpoint> =
+        cps.iter().filter(|c| c.chain != chain).cloned().collect();
+
+    // A failure rewritten as a success, every brain row re-signed.
+    let forged = forge(&chain, rows, &built.keys, 7, None, |st| {
+        st["kind"] = json!("command.succeeded");
+        st["payload"]["status"] = json!("succeeded");
+        st["payload"]["agent_result"]["result"]["outcome"] = json!("succeeded");
+    });
+    let why = check(&forged, &some_rows_only);
+    assert!(
+        why.starts_with("row 8: agent result: bad signature"),
+        "{why}"
+    );
+
+    // The agent's signature replaced by one of another key.
+    let forged = forge(&chain, rows, &built.keys, 4, None, |st| {
+        let signed = &mut st["payload"]["agent_result"];
+        let body = serde_json_canonicalizer::to_vec(&signed["result"]).unwrap();
+        let mut message = RESULT_TAG.to_vec();
+        message.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        message.extend_from_slice(&body);
+        let other = SigningKey::from_bytes(&seed(0xc1));
+        signed["signature"] = json!(hex::encode(other.sign(&message).to_bytes()));
+    });
+    let why = check(&forged, &some_rows_only);
+    assert!(
+        why.starts_with("row 5: agent result: bad signature"),
+        "{why}"
+    );
+
+    // The outcome changed in the brain's row only.
+    let forged = forge(&chain, rows, &built.keys, 7, None, |st| {
+        st["kind"] = json!("command.succeeded");
+        st["payload"]["status"] = json!("succeeded");
+    });
+    let why = check(&forged, &some_rows_only);
+    assert!(why.starts_with("row 8: the row says succeeded"), "{why}");
+
+    // Back-dated before the new key existed.
+    let forged = forge(
+        &chain,
+        rows,
+        &built.keys,
+        10,
+        Some(&built.keys.brain2),
+        |st| {
+            st["time"] = json!(rfc3339(SWITCH_AT - 1));
+        },
+    );
+    let why = check(&forged, &some_rows_only);
+    assert!(
+        why.starts_with("row 11: key ") && why.contains("is not valid at"),
+        "{why}"
+    );
+
+    // Signed by the retired key after its window.
+    let forged = forge(
+        &chain,
+        rows,
+        &built.keys,
+        11,
+        Some(&built.keys.brain1),
+        |_| {},
+    );
+    let why = check(&forged, &some_rows_only);
+    assert!(
+        why.starts_with("row 12: key ") && why.contains("is not valid at"),
+        "{why}"
+    );
+
+    // Time going backwards.
+    let forged = forge(&chain, rows, &built.keys, 15, None, |st| {
+        st["time"] = json!(rfc3339(at(179)));
+    });
+    let why = check(&forged, &some_rows_only);
+    assert!(why.starts_with("row 16: time goes backwards"), "{why}");
+
+    // A second late row for one command (the agent can sign as many results as it likes).
+    let mut longer = rows.clone();
+    let mut chain_builder = Chain::new(chain.clone(), &built.keys);
+    chain_builder.rows = rows.clone();
+    chain_builder.prev = parse_hash(&rows.last().unwrap().hash).unwrap();
+    let c4 = &rows[10];
+    append_result(
+        &mut chain_builder,
+        at(240),
+        c4,
+        "timed_out",
+        true,
+        8,
+        "failed",
+        "again",
+    );
+    longer.push(chain_builder.rows.last().unwrap().clone());
+    let why = check(&longer, &some_rows_only);
+    assert!(why.starts_with("row 18: a second late row"), "{why}");
+
+    // Uppercase hex.
+    let mut upper = rows.clone();
+    upper[2].hash = upper[2].hash.to_uppercase();
+    let why = check(&upper, &some_rows_only);
+    assert!(
+        why.starts_with("row 3: hash is not 64 lowercase hex"),
+        "{why}"
+    );
+
+    // A statement that is not canonical, hashed and signed as it is.
+    let mut spaced = rows.clone();
+    let statement: Value = serde_json::from_str(&rows[1].statement).unwrap();
+    spaced[1].statement = serde_json::to_string_pretty(&statement).unwrap();
+    let prev = parse_hash(&spaced[1].prev_hash).unwrap();
+    let hash = row_hash(2, &prev, spaced[1].statement.as_bytes());
+    spaced[1].hash = hex::encode(hash);
+    spaced[1].signature = hex::encode(
+        built
+            .keys
+            .brain1
+            .sign(&signature_message(&spaced[1].key_id, &hash))
+            .to_bytes(),
+    );
+    let why = check(&spaced[..2], &some_rows_only);
+    assert!(
+        why.starts_with("row 2: the statement is not canonical"),
+        "{why}"
+    );
+
+    // No checkpoint for the chain; a checkpoint signed before its head row; a truncated tail.
+    assert_eq!(
+        check(rows, &some_rows_only),
+        format!("no checkpoint for {chain}")
+    );
+    let early = Checkpoint::sign(
+        &chain,
+        17,
+        &parse_hash(&rows[16].hash).unwrap(),
+        at(199),
+        &built.keys.brain2,
+    );
+    let why = check(rows, &[early]);
+    assert!(why.contains("signed before its head row"), "{why}");
+    let why = check(&rows[..16], cps);
+    assert!(why.starts_with("row 17: truncated"), "{why}");
 }
