@@ -622,7 +622,7 @@ fn build() -> Built {
             "old_key_id": key_id(&keys.brain1.verifying_key()),
             "new_key_id": key_id(&new_public),
             "new_public_key": hex::encode(new_public.as_bytes()),
-            "switch_at_ms": SWITCH_AT.to_string(),
+            "switch_at_ms": SWITCH_AT,
         }),
         None,
     );
@@ -1046,9 +1046,9 @@ fn check_row(
                 payload["old_key_id"] == row.key_id.as_str(),
                 "rotation not signed by the old key"
             );
-            let switch: i64 = text(&payload["switch_at_ms"])?
-                .parse()
-                .map_err(|_| "switch_at_ms")?;
+            let switch = payload["switch_at_ms"]
+                .as_i64()
+                .ok_or("switch_at_ms is not an integer")?;
             ensure!(time < switch, "rotation row at or after its switch");
             let new = public_key(&text(&payload["new_public_key"])?)?;
             ensure!(
