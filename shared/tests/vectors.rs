@@ -454,6 +454,7 @@ fn dispatched(chain: &mut Chain<'_>, at_ms: i64, issued: &AuditRow) -> AuditRow 
     )
 }
 
+/// `seconds` after `T0`.
 fn at(seconds: i64) -> i64 {
     T0 + seconds * 1000
 }
