@@ -745,6 +745,22 @@ fn build() -> Built {
     }
     confirm_message.extend_from_slice(&depth.to_be_bytes());
 
+    let (site_rows, project_rows) = (site.rows.clone(), project.rows.clone());
+    let chains: Vec<Value> = [site, project]
+        .map(|chain| {
+            json!({
+                "chain": chain.name,
+                "genesis": genesis_vector(&chain.name),
+                // An export is this line, then each row's `export_row`, one JSON object per line.
+                "export_header": {
+                    "format": "taskward-audit-export/v1",
+                    "chain": chain.name,
+                    "keys": keys.published(),
+                },
+                "rows": chain.vectors,
+            })
+        })
+        .into();
     let json = json!({
         "description": "Taskward audit log test vectors; see docs/protocol.md. All hex is lowercase. \
             Times are ms since the epoch. Each chain's rows are in seq order; export_row is the row \
@@ -752,10 +768,7 @@ fn build() -> Built {
         "brain_keys": [key_vector(&keys.brain1), key_vector(&keys.brain2)],
         "signing_keys": {"keys": keys.published()},
         "agent_key": key_vector(&keys.agent),
-        "chains": [
-            {"chain": site.name, "genesis": genesis_vector(&site.name), "rows": site.vectors},
-            {"chain": project.name, "genesis": genesis_vector(&project.name), "rows": project.vectors},
-        ],
+        "chains": chains,
         "checkpoints": checkpoint_vectors,
         "purge_confirm_token": {
             "secret_hex": hex::encode(CONFIRM_SECRET),
@@ -767,8 +780,8 @@ fn build() -> Built {
         }
     });
     Built {
-        site: site.rows,
-        project: project.rows,
+        site: site_rows,
+        project: project_rows,
         keys,
         checkpoints,
         json,
