@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use futures_util::StreamExt;
-use taskward_brain::api::tasks::export_tasks;
+use taskward_brain::api::tasks::{ExportReads, export_tasks};
 use taskward_brain::export::Format;
 use taskward_brain::query::filter::Scalar;
 use taskward_brain::query::order;
@@ -302,7 +302,12 @@ fn main() {
         let before = rss_kib();
         let started = Instant::now();
         let (lines, bytes) = runtime.block_on(async {
-            let response = export_tasks(store.clone(), &project, plan, fields, Format::Csv);
+            let reading = ExportReads {
+                budget: std::time::Duration::from_secs(3600),
+                slot: None,
+            };
+            let response =
+                export_tasks(store.clone(), &project, plan, fields, Format::Csv, reading);
             let mut body = response.into_body().into_data_stream();
             let (mut lines, mut bytes) = (0usize, 0usize);
             while let Some(chunk) = body.next().await {

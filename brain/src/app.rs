@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use taskward_shared::audit::{Actor, ActorKind};
 
+use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::keys::Keys;
-use crate::limits::{Limit, RateLimiter, SlowLanes};
+use crate::limits::{ConcurrentReads, Limit, RateLimiter, ReadSlot, SlowLanes};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::audit::AuditContext;
@@ -45,6 +46,10 @@ pub struct ServerSettings {
     pub login_slowdown: Duration,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// How long one caller-shaped read (a page of a list, a page of an export) may run.
+    pub query_budget: Duration,
+    /// Caller-shaped reads one caller may run at once.
+    pub reads_per_caller: usize,
 }
 
 impl Default for ServerSettings {
@@ -63,6 +68,8 @@ impl Default for ServerSettings {
             },
             login_slowdown: Duration::from_secs(1),
             trusted_proxies: crate::client_addr::TrustedProxies::default(),
+            query_budget: crate::store::budget::DEFAULT_BUDGET,
+            reads_per_caller: 4,
         }
     }
 }
@@ -85,6 +92,8 @@ pub struct App {
     pub login_limiter: RateLimiter,
     /// Sign-in attempts over an address's limit wait here, one at a time per address.
     pub login_lanes: SlowLanes,
+    /// Caller-shaped reads running, per caller.
+    pub reads: ConcurrentReads,
     /// Connected agents.
     pub hub: Hub,
     /// Flips to true when the server starts shutting down; long-lived responses (live
@@ -99,6 +108,7 @@ impl App {
         App {
             bulk_limiter: RateLimiter::new(settings.bulk_limit),
             login_limiter: RateLimiter::new(settings.login_limit),
+            reads: ConcurrentReads::new(settings.reads_per_caller),
             login_lanes: SlowLanes::new(settings.login_slowdown, Duration::from_secs(10)),
             store,
             keys,
@@ -108,6 +118,14 @@ impl App {
             hub: Hub::default(),
             stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// A slot for one caller-shaped read by `caller` (429 when its slots are all taken); hold
+    /// it while the read runs.
+    pub fn read_slot(&self, caller: &crate::auth::Caller) -> Result<ReadSlot, ApiError> {
+        self.reads
+            .enter(&caller.user_id)
+            .map_err(ApiError::TooManyConcurrent)
     }
 
     /// Tells long-lived responses to end: the server is shutting down.

@@ -71,6 +71,18 @@ pub enum ApiError {
     /// The store cannot be reached; retry later.
     #[error("service temporarily unavailable")]
     Unavailable(String),
+    /// A read the caller shaped (filter, order, search) ran out of its time budget and was
+    /// stopped, so it cannot hold connections other callers need.
+    #[error(
+        "the query did not finish within its {} ms budget (--query-budget-ms) and was stopped: \
+         narrow the filter, or sort by an indexed field (received_at, started_at, finished_at, \
+         runtime_ms, name)",
+        .0.as_millis()
+    )]
+    OverBudget(std::time::Duration),
+    /// This caller already has as many list or export requests running as it may.
+    #[error("this caller already has {0} list or export requests running; wait for one to finish")]
+    TooManyConcurrent(usize),
     /// A bug or a broken database; details are logged, not returned.
     #[error("internal server error")]
     Internal(String),
@@ -101,7 +113,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyConcurrent(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -121,6 +134,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::OverBudget(_) => "query_over_budget",
+            ApiError::TooManyConcurrent(_) => "too_many_concurrent_requests",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -132,6 +147,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("resource".into()),
             StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+            StoreError::OverBudget(budget) => ApiError::OverBudget(budget),
             other => ApiError::Internal(other.to_string()),
         }
     }

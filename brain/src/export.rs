@@ -5,7 +5,6 @@
 //! run as a formula (starting with `=`, `+`, `-`, `@`, tab or carriage return) are prefixed
 //! with `'`.
 
-use std::convert::Infallible;
 use std::io::Write;
 
 use axum::body::{Body, Bytes};
@@ -80,7 +79,8 @@ pub fn respond<R: Send + 'static>(
     pages: NextPage<R>,
     to_cells: ToCells<R>,
 ) -> Response {
-    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
+    let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL);
+    let failed = tx.clone();
     let mut read = read_ahead(pages);
     let pages: NextPage =
         Box::new(move || Ok(read()?.map(|rows| rows.into_iter().map(&to_cells).collect())));
@@ -96,12 +96,14 @@ pub fn respond<R: Send + 'static>(
         };
         if let Err(e) = written {
             tracing::error!(error = %e, "export stopped");
+            // The body fails instead of ending: the client sees a broken download, never a
+            // file that looks complete but is not.
+            let _ =
+                failed.blocking_send(Err(std::io::Error::other(format!("export stopped: {e}"))));
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|bytes| (Ok::<_, Infallible>(bytes), rx))
+        rx.recv().await.map(|chunk| (chunk, rx))
     });
     (
         [
@@ -258,9 +260,12 @@ fn xlsx(out: ChannelWriter, columns: &[&str], mut pages: NextPage) -> Result<(),
     out.finish().map_err(|e| e.to_string())
 }
 
+/// A piece of the body, or the error that ends it.
+type Chunk = std::io::Result<Bytes>;
+
 /// A writer whose bytes go to the response body in chunks; blocks while the client is slow.
 struct ChannelWriter {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Chunk>,
     buf: Vec<u8>,
 }
 
@@ -271,7 +276,7 @@ impl ChannelWriter {
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         self.tx
-            .blocking_send(Bytes::from(chunk))
+            .blocking_send(Ok(Bytes::from(chunk)))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
     }
 

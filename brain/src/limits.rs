@@ -123,6 +123,45 @@ impl SlowLanes {
     }
 }
 
+/// At most so many caller-shaped reads (lists, exports) per caller at once, so one caller
+/// cannot take every connection of the store's pool while the others wait: the ninth of eight
+/// slow filters is refused at once instead of queueing for a connection.
+pub struct ConcurrentReads {
+    per_caller: usize,
+    callers: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// A caller's read slot, given back when dropped (an export holds it until its stream ends).
+pub struct ReadSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl ConcurrentReads {
+    /// `per_caller` reads at once for each caller.
+    pub fn new(per_caller: usize) -> ConcurrentReads {
+        ConcurrentReads {
+            per_caller,
+            callers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for `caller`, or `Err(per_caller)` when all of its slots are taken.
+    pub fn enter(&self, caller: &str) -> Result<ReadSlot, usize> {
+        let slots = {
+            let mut callers = self.callers.lock().expect("read slots lock");
+            if callers.len() > 10_000 {
+                callers.retain(|_, slots| Arc::strong_count(slots) > 1);
+            }
+            callers
+                .entry(caller.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_caller)))
+                .clone()
+        };
+        slots
+            .try_acquire_owned()
+            .map(ReadSlot)
+            .map_err(|_| self.per_caller)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +193,16 @@ mod tests {
         assert!(lanes.enter("address:a").await.is_none());
         drop(first);
         assert!(lanes.enter("address:a").await.is_some(), "free again");
+    }
+
+    #[test]
+    fn a_caller_gets_its_slots_and_no_more_while_others_get_theirs() {
+        let reads = ConcurrentReads::new(2);
+        let a1 = reads.enter("a").unwrap();
+        let _a2 = reads.enter("a").unwrap();
+        assert_eq!(reads.enter("a").err(), Some(2));
+        assert!(reads.enter("b").is_ok(), "another caller is not affected");
+        drop(a1);
+        assert!(reads.enter("a").is_ok(), "a slot given back is free again");
     }
 }

@@ -81,6 +81,18 @@ pub struct ServeArgs {
         value_name = "CIDR"
     )]
     pub trusted_proxies: Vec<crate::client_addr::Cidr>,
+
+    /// Milliseconds one page of a list, search or export may take in the database. A filter
+    /// or ordering that needs longer is stopped and answered 503 `query_over_budget`, so no
+    /// caller can hold connections others need.
+    #[arg(long, env = "TASKWARD_QUERY_BUDGET_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub query_budget_ms: u64,
+
+    /// Lists and exports one user may run at once; one more is answered 429. Keep it below
+    /// the store's connection pool (16 on PostgreSQL) so one user cannot take every
+    /// connection.
+    #[arg(long, env = "TASKWARD_READS_PER_CALLER", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub reads_per_caller: u64,
 }
 
 /// Why the server could not start, or stopped with an error.
@@ -141,6 +153,8 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
             command_ttl: std::time::Duration::from_secs(args.command_ttl),
             secure_cookies: args.secure_cookies,
             trusted_proxies: crate::client_addr::TrustedProxies::new(args.trusted_proxies.clone()),
+            query_budget: Duration::from_millis(args.query_budget_ms),
+            reads_per_caller: args.reads_per_caller as usize,
             ..ServerSettings::default()
         },
     )));

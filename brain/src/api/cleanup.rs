@@ -192,7 +192,9 @@ fn simple_filters(query: &ListQuery) -> Result<Vec<Filter>, ApiError> {
         ("project_id" = Option<String>, Query, description = "Project id"),
         ("parent_id" = Option<String>, Query, description = "Children of this task"),
         ("source_event_id" = Option<String>, Query, description = "Tasks spawned by this audit row")),
-    responses((status = 200, body = CleanupTaskPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = CleanupTaskPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Too many lists or exports of this caller at once"),
+        (status = 503, body = ErrorBody, description = "Over the query budget, or the store is unavailable")))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -255,24 +257,29 @@ pub async fn cleanup_page(
     let filter = plan.filter.clone();
     let (user_id, site_admin) = (caller.user_id.clone(), caller.site_admin);
     let had_cursor = position.is_some();
+    let _slot = state.read_slot(caller)?;
     let (mut rows, total) = state
         .store
-        .read("list_cleanup_tasks", move |conn| {
-            let scope = cleanup::Scope {
-                user_id: &user_id,
-                site_admin,
-            };
-            let rows = cleanup::page(
-                conn,
-                &scope,
-                &filter,
-                &keys_used,
-                position.as_deref(),
-                limit + 1,
-            )?;
-            let total = cleanup::count(conn, &scope, &filter)?;
-            Ok((rows, total))
-        })
+        .read_within(
+            "list_cleanup_tasks",
+            state.settings.query_budget,
+            move |conn| {
+                let scope = cleanup::Scope {
+                    user_id: &user_id,
+                    site_admin,
+                };
+                let rows = cleanup::page(
+                    conn,
+                    &scope,
+                    &filter,
+                    &keys_used,
+                    position.as_deref(),
+                    limit + 1,
+                )?;
+                let total = cleanup::count(conn, &scope, &filter)?;
+                Ok((rows, total))
+            },
+        )
         .await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);

@@ -163,15 +163,19 @@ pub struct CommandList {
         ("orderBy" = Option<String>, Query, description = "JSON array of {field: direction}; default issued_at desc"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<i64>, Query, description = "1..5000, default 100")),
-    responses((status = 200, body = CommandList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CommandList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Too many lists or exports of this caller at once"),
+        (status = 503, body = ErrorBody, description = "Over the query budget, or the store is unavailable")))]
 pub async fn list(
     State(state): State<AppState>,
     access: ProjectAccess<Viewer>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<CommandList>, ApiError> {
     let secret = state.keys.confirm_secret();
+    let _slot = state.read_slot(&access.caller)?;
+    let budget = state.settings.query_budget;
     let (items, next_cursor) =
-        list::read_page(&state.store, secret, &access.project.id, &query).await?;
+        list::read_page(&state.store, budget, secret, &access.project.id, &query).await?;
     Ok(Json(CommandList {
         items: items.into_iter().map(CommandPublic::from).collect(),
         next_cursor,

@@ -240,7 +240,9 @@ pub fn projected(task: TaskPublic, fields: &[&str]) -> Value {
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<i64>, Query, description = "1..5000, default 100")),
     responses((status = 200, body = TaskList, description = "A page, or with `format` the whole result as text/csv, xlsx or a JSON array"),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Too many lists or exports of this caller at once"),
+        (status = 503, body = ErrorBody, description = "Over the query budget, or the store is unavailable")))]
 pub async fn list(
     State(state): State<AppState>,
     access: ProjectAccess<Viewer>,
@@ -259,17 +261,31 @@ pub async fn list(
     let plan = query.plan(&access.project.id)?;
     if let Some(format) = format {
         // An export streams the whole result; pagination parameters do not apply.
+        let reading = ExportReads {
+            budget: state.settings.query_budget,
+            slot: Some(state.read_slot(&access.caller)?),
+        };
         return Ok(export_tasks(
             state.store.clone(),
             &access.project,
             plan,
             fields,
             format,
+            reading,
         ));
     }
     let secret = state.keys.confirm_secret();
-    let (rows, next_cursor) =
-        read_page(&state.store, secret, &access.project.id, &query, plan).await?;
+    let _slot = state.read_slot(&access.caller)?;
+    let budget = state.settings.query_budget;
+    let (rows, next_cursor) = read_page(
+        &state.store,
+        budget,
+        secret,
+        &access.project.id,
+        &query,
+        plan,
+    )
+    .await?;
     Ok(Json(TaskList {
         items: rows
             .into_iter()
@@ -283,6 +299,15 @@ pub async fn list(
 /// Rows per page read by an export.
 const EXPORT_PAGE: i64 = 1000;
 
+/// How an export reads: each page within `budget`, and the caller's read slot held until the
+/// stream ends.
+pub struct ExportReads {
+    /// The time budget of one page.
+    pub budget: std::time::Duration,
+    /// The caller's slot (`None` for the benchmark, which has no caller).
+    pub slot: Option<crate::limits::ReadSlot>,
+}
+
 /// Streams every task the plan selects, in its order, in keyset pages (public for the
 /// benchmark, which measures exports through it).
 pub fn export_tasks(
@@ -291,6 +316,7 @@ pub fn export_tasks(
     plan: TaskPlan,
     fields: Vec<&'static str>,
     format: export::Format,
+    reading: ExportReads,
 ) -> Response {
     let project_id = project.id.clone();
     let (filter, order, search) = (plan.page.filter, plan.page.order, plan.search);
@@ -298,11 +324,12 @@ pub fn export_tasks(
     let mut done = false;
     let columns = fields.clone();
     let pages: export::NextPage<TaskRow> = Box::new(move || {
+        let _slot = &reading.slot;
         if done {
             return Ok(None);
         }
         let rows = store
-            .read_blocking("export_tasks", |conn| {
+            .read_within_blocking("export_tasks", reading.budget, |conn| {
                 let selection = task_store::Selection {
                     filter: &filter,
                     search: search.as_deref(),

@@ -1,6 +1,8 @@
 //! Reading commands: a project's list in the shared grammar (the API's list and the
 //! dashboard's commands page read through [`read_page`]).
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use taskward_shared::command::CommandKind;
 
@@ -85,8 +87,10 @@ impl ListQuery {
 }
 
 /// One page of the commands `query` selects, with the next page's cursor (`None` on the last).
+/// The read is stopped when `budget` runs out (the caller shaped its cost).
 pub async fn read_page(
     store: &Store,
+    budget: Duration,
     secret: &[u8],
     project_id: &str,
     query: &ListQuery,
@@ -96,7 +100,7 @@ pub async fn read_page(
     let position = plan.position(secret, "cursor", query.cursor.as_deref())?;
     let (project_id, selection) = (project_id.to_owned(), plan.clone());
     let rows = store
-        .read("list_commands", move |conn| {
+        .read_within("list_commands", budget, move |conn| {
             commands::page(
                 conn,
                 &project_id,

@@ -28,7 +28,9 @@ pub async fn list(
         .find(|(k, _)| k == "status")
         .map(|(_, v)| v.into_owned());
     let secret = state.keys.confirm_secret();
-    let (rows, next_cursor) = read_page(&state.store, secret, &project.id, &query).await?;
+    let _slot = state.read_slot(&page.access.caller)?;
+    let budget = state.settings.query_budget;
+    let (rows, next_cursor) = read_page(&state.store, budget, secret, &project.id, &query).await?;
     let watermark = super::live::current(&state, &project.id).await?;
     let slug = &project.slug;
     let body = html! {

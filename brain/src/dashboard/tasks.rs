@@ -72,14 +72,17 @@ pub async fn list(
     let query: ListQuery = parse_query(&query_text)?;
     let values: FormValues = serde_urlencoded::from_str(&query_text).unwrap_or_default();
     let plan = query.plan(&project.id)?;
+    let slot = state.read_slot(&page.access.caller)?;
     let (rows, next_cursor) = read_page(
         &state.store,
+        state.settings.query_budget,
         state.keys.confirm_secret(),
         &project.id,
         &query,
         plan,
     )
     .await?;
+    drop(slot);
     let project_id = project.id.clone();
     let (watermark, agents) = state
         .store

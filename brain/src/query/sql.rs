@@ -69,6 +69,16 @@ impl Sql {
         }
     }
 
+    /// Appends the SQLite budget check and ` AND ` (nothing on PostgreSQL, whose reads are
+    /// budgeted by `statement_timeout`): put first in a caller-shaped query's `WHERE`, it is
+    /// evaluated for every row the query considers (see `store::budget`).
+    pub fn budget_check(&mut self) -> &mut Sql {
+        if self.dialect == Dialect::Sqlite {
+            self.push("taskward_within_budget() AND ");
+        }
+        self
+    }
+
     /// Appends `filter` over the rows aliased `alias`.
     pub fn filter(&mut self, alias: &str, filter: &Filter) {
         match filter {

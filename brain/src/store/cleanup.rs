@@ -499,7 +499,7 @@ pub fn page(
     let select = |sql: &mut Sql| {
         sql.push("SELECT c.* FROM cleanup_tasks c WHERE ");
         visible_to(sql, scope);
-        sql.push(" AND ");
+        sql.push(" AND ").budget_check();
         sql.filter("c", filter);
     };
     sql.keyset_page("c", order, position, limit, &select);
@@ -511,7 +511,7 @@ pub fn count(conn: &mut AnyConnection, scope: &Scope, filter: &Filter) -> StoreR
     let mut sql = Sql::new(dialect_of(conn));
     sql.push("SELECT COUNT(*) AS n FROM cleanup_tasks c WHERE ");
     visible_to(&mut sql, scope);
-    sql.push(" AND ");
+    sql.push(" AND ").budget_check();
     sql.filter("c", filter);
     Ok(load_sql!(conn, sql, Count)?.first().map_or(0, |c| c.n))
 }

@@ -171,7 +171,8 @@ pub fn page(
             "SELECT c.* FROM {COMMANDS_WITH_STATUS} WHERE c.project_id = "
         ))
         .bind(Scalar::Text(project_id.to_owned()))
-        .push(" AND ");
+        .push(" AND ")
+        .budget_check();
         sql.filter("c", filter);
     };
     sql.keyset_page("c", order, position, limit, &select);

@@ -15,6 +15,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod budget;
 pub mod cleanup;
 pub mod commands;
 mod connection;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use connection::AnyConnection;
+use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -143,6 +145,9 @@ pub enum StoreError {
     /// Migrations failed to apply.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A budgeted read ran out of time and was stopped (see [`budget`]).
+    #[error("the query did not finish within its {} ms budget", .0.as_millis())]
+    OverBudget(Duration),
 }
 
 impl From<DieselError> for StoreError {
@@ -210,15 +215,17 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup
         match conn {
             // WAL: readers never block the writer; NORMAL sync is durable across process
             // crashes in WAL mode (only an OS crash can lose the last commits).
-            AnyConnection::Sqlite(c) => c.batch_execute(&format!(
-                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
-                 PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; {}",
-                if self.sqlite_writer {
-                    SQLITE_WRITER_PRAGMAS
-                } else {
-                    ""
-                },
-            )),
+            AnyConnection::Sqlite(c) => c
+                .batch_execute(&format!(
+                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
+                     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; {}",
+                    if self.sqlite_writer {
+                        SQLITE_WRITER_PRAGMAS
+                    } else {
+                        ""
+                    },
+                ))
+                .and_then(|()| budget::install(c)),
             // Diesel prepares and caches statements per connection. PostgreSQL would settle on
             // a generic plan made while a table was still empty (a fresh install), e.g. a scan
             // of every task of a project for the ingest lookup; planning each execution with
@@ -351,6 +358,41 @@ impl Store {
         run_blocking(move || store.read_blocking(op, f)).await
     }
 
+    /// [`Store::read`] stopped when `budget` runs out ([`StoreError::OverBudget`]): for reads
+    /// whose cost a caller shapes (lists, filters, orderings, searches, export pages).
+    pub async fn read_within<T, F>(
+        &self,
+        op: &'static str,
+        budget: Duration,
+        f: F,
+    ) -> StoreResult<T>
+    where
+        F: FnOnce(&mut AnyConnection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        run_blocking(move || store.read_within_blocking(op, budget, f)).await
+    }
+
+    /// [`Store::read_within`] for synchronous callers (export streams run on blocking threads).
+    pub fn read_within_blocking<T>(
+        &self,
+        op: &'static str,
+        budget: Duration,
+        f: impl FnOnce(&mut AnyConnection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        budget::with_deadline(budget, || {
+            self.read_blocking(op, |conn| match conn {
+                AnyConnection::Sqlite(_) => f(conn),
+                AnyConnection::Postgresql(_) => conn.transaction(|conn| {
+                    conn.batch_execute(&budget::postgres_setting(budget))?;
+                    f(conn)
+                }),
+            })
+        })
+        .map_err(|err| budget::over_budget(err, budget))
+    }
+
     /// Runs a closure in one write transaction, off the async threads. Everything it does
     /// commits together or not at all: an `Err` — a store failure or a domain refusal —
     /// rolls the transaction back, so a refusal never leaves half a change behind.
@@ -432,6 +474,7 @@ impl Store {
             Err(Some(StoreError::NotFound)) => "not_found",
             Err(Some(StoreError::Conflict(_))) => "conflict",
             Err(Some(StoreError::Unavailable(_))) => "unavailable",
+            Err(Some(StoreError::OverBudget(_))) => "over_budget",
             Err(Some(_)) => "error",
         };
         self.inner

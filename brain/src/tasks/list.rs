@@ -3,6 +3,8 @@
 //! it and `search` through the term index. The API's list, its exports and the dashboard's
 //! tasks page all read through [`ListQuery::plan`] and [`read_page`].
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use taskward_shared::events::TaskState;
 
@@ -158,8 +160,10 @@ impl ListQuery {
 
 /// One page of the list a query selects, with the cursor of the next page (`None` on the
 /// last): the API's list and the dashboard's task page both read through it.
+/// The read is stopped when `budget` runs out (the caller shaped its cost).
 pub async fn read_page(
     store: &Store,
+    budget: Duration,
     secret: &[u8],
     project_id: &str,
     query: &ListQuery,
@@ -172,7 +176,7 @@ pub async fn read_page(
     let project_id = project_id.to_owned();
     let TaskPlan { page, search } = plan;
     let (rows, page) = store
-        .read("list_tasks", move |conn| {
+        .read_within("list_tasks", budget, move |conn| {
             let selection = tasks::Selection {
                 filter: &page.filter,
                 search: search.as_deref(),

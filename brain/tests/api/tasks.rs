@@ -20,6 +20,8 @@ both_backends!(
     bulk_delete_is_rate_limited,
     exports_parse_back_to_the_list,
     search_matches_text_through_its_index,
+    the_common_sort_keys_are_read_off_an_index,
+    a_runaway_filter_is_stopped_at_its_budget,
 );
 
 const P: &str = "/api/v1/projects/default/tasks";
@@ -979,10 +981,27 @@ async fn search_matches_text_through_its_index(backend: Backend) {
     // The database answers through the search index, not by reading every task of the
     // project (with enough of them that reading them all would cost more).
     seed(&app, "default", &agent, "bulk", 3000).await;
-    use taskward_brain::query::filter::Filter;
+    let plan = explain_page(&app, Some("renamed"), json!([])).await;
+    // The matching value was found in the terms (through the trigram index), and the tasks
+    // are reached through their column's index. (At this size PostgreSQL would rather scan,
+    // so its plan is taken with sequential scans off: what matters is that the index can
+    // answer.)
+    assert!(
+        plan.contains("tasks_by_name"),
+        "tasks not reached by index:\n{plan}"
+    );
+}
+
+/// The database's plan for the first page of tasks in `default` (PostgreSQL's taken with
+/// sequential scans off: what matters is that an index can answer, not what a small table
+/// would rather do).
+async fn explain_page(app: &TestApp, search: Option<&'static str>, order_by: Value) -> String {
+    use taskward_brain::query::entities::TASKS;
+    use taskward_brain::query::filter::{Filter, Scalar};
+    use taskward_brain::query::order::{parse, with_tiebreak};
     use taskward_brain::query::sql::Dialect;
     use taskward_brain::store::tasks::{SearchTerms, Selection, page_query, search_terms};
-    let plan: Vec<String> = app
+    let lines: Vec<String> = app
         .store
         .read("test_explain", move |conn| {
             use diesel::RunQueryDsl;
@@ -997,41 +1016,43 @@ async fn search_matches_text_through_its_index(backend: Backend) {
                 #[diesel(column_name = "QUERY PLAN")]
                 line: String,
             }
-            let order = taskward_brain::query::order::with_tiebreak(
-                &taskward_brain::query::entities::TASKS,
-                &[],
-            );
+            let order = with_tiebreak(&TASKS, &parse(&TASKS, &order_by, "orderBy").unwrap());
             let project = taskward_brain::store::projects::find(conn, &"default".parse().unwrap())?;
             let selection = Selection {
                 filter: &Filter::And(vec![]),
-                search: Some("renamed"),
+                search,
                 order: &order,
             };
-            let terms = search_terms(conn, &project.id, "renamed")?;
-            let SearchTerms::Values(values) = &terms else {
-                panic!("one value matches, found {terms:?}");
+            let terms = match search {
+                Some(text) => {
+                    let terms = search_terms(conn, &project.id, text)?;
+                    let SearchTerms::Values(values) = &terms else {
+                        panic!("one value matches, found {terms:?}");
+                    };
+                    assert_eq!(values.len(), 1, "{values:?}");
+                    Some(terms)
+                }
+                None => None,
             };
-            assert_eq!(values.len(), 1, "{values:?}");
             let explain = |dialect: Dialect, prefix: &str| {
-                let sql = page_query(dialect, &project.id, &selection, Some(&terms), None, 10);
+                let sql = page_query(dialect, &project.id, &selection, terms.as_ref(), None, 10);
                 let mut text = format!("{prefix} {}", sql.text);
                 // Inline the binds for EXPLAIN (test-only; values are ours).
                 for (i, bind) in sql.binds.iter().enumerate().rev() {
                     let literal = match bind {
-                        taskward_brain::query::filter::Scalar::Text(s) => {
-                            format!("'{}'", s.replace('\'', "''"))
+                        Scalar::Text(s) => format!("'{}'", s.replace('\'', "''")),
+                        Scalar::Int(n) => n.to_string(),
+                        Scalar::Bool(b) => b.to_string(),
+                    };
+                    match dialect {
+                        Dialect::Postgres => {
+                            text = text.replace(&format!("${}", i + 1), &literal);
                         }
-                        taskward_brain::query::filter::Scalar::Int(n) => n.to_string(),
-                        taskward_brain::query::filter::Scalar::Bool(b) => b.to_string(),
-                    };
-                    text = match dialect {
-                        Dialect::Postgres => text.replace(&format!("${}", i + 1), &literal),
-                        Dialect::Sqlite => text,
-                    };
-                    if dialect == Dialect::Sqlite {
                         // Positional: replace the last `?` first.
-                        if let Some(at) = text.rfind('?') {
-                            text.replace_range(at..=at, &literal);
+                        Dialect::Sqlite => {
+                            if let Some(at) = text.rfind('?') {
+                                text.replace_range(at..=at, &literal);
+                            }
                         }
                     }
                 }
@@ -1046,6 +1067,8 @@ async fn search_matches_text_through_its_index(backend: Backend) {
                         .collect()
                 }
                 taskward_brain::store::AnyConnection::Postgresql(c) => {
+                    // Statistics as a running brain would have them (autovacuum).
+                    diesel::sql_query("ANALYZE tasks").execute(c)?;
                     diesel::sql_query("SET enable_seqscan = off").execute(c)?;
                     let lines = diesel::sql_query(explain(Dialect::Postgres, "EXPLAIN"))
                         .load::<PgLine>(c)?
@@ -1059,13 +1082,117 @@ async fn search_matches_text_through_its_index(backend: Backend) {
         })
         .await
         .unwrap();
-    let plan = plan.join("\n");
-    // The matching value was found in the terms (through the trigram index), and the tasks
-    // are reached through their column's index. (At this size PostgreSQL would rather scan,
-    // so its plan is taken with sequential scans off: what matters is that the index can
-    // answer.)
+    lines.join("\n")
+}
+
+/// Sorting by the keys people use reads an index in order (no sort of every task of the
+/// project per page, which took 11 to 31 s at 10M tasks), in both directions.
+async fn the_common_sort_keys_are_read_off_an_index(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let agent = app.create_agent("default", "host-a").await;
+    seed(&app, "default", &agent, "bulk", 2000).await;
+    for (field, index) in [
+        ("runtime_ms", "tasks_by_runtime"),
+        ("started_at", "tasks_by_started"),
+        ("finished_at", "tasks_by_finished"),
+        ("received_at", "tasks_by_received"),
+    ] {
+        for direction in ["desc", "asc"] {
+            let plan = explain_page(&app, None, json!([{ field: direction }])).await;
+            assert!(
+                plan.contains(index),
+                "{field} {direction}: not by {index}:\n{plan}"
+            );
+            let sorted = plan.contains("TEMP B-TREE") || plan.contains("Sort  (");
+            assert!(
+                !sorted,
+                "{field} {direction}: sorted instead of read in order:\n{plan}"
+            );
+        }
+    }
+}
+
+/// A viewer's filter of 100 comparisons across the parent relation once ran for 23 s and,
+/// eight at a time, held every connection. Now it is stopped at the query budget with a 503
+/// naming it, an export of it fails instead of ending early, and one caller's fifth
+/// concurrent read is refused while its own four run (see `limits::ConcurrentReads`).
+async fn a_runaway_filter_is_stopped_at_its_budget(backend: Backend) {
+    let settings = taskward_brain::app::ServerSettings {
+        query_budget: std::time::Duration::from_millis(300),
+        ..taskward_brain::app::ServerSettings::default()
+    };
+    let app = TestApp::with_settings(backend, settings).await;
+    let agent = app.create_agent("default", "host-a").await;
+    let n = 40_000;
+    let updates = (0..n)
+        .map(|i| {
+            Update::Task(Box::new(TaskUpdate {
+                engine: "celery".into(),
+                task_id: format!("r{i:05}"),
+                state: Some(TaskState::Succeeded),
+                at_ms: 1_800_000_000_000 + i,
+                name: Some(format!("app.name{}", i % 10)),
+                parent_id: Some(format!("r{:05}", (i + 1) % n)),
+                ..TaskUpdate::default()
+            }))
+        })
+        .collect();
+    app.apply_updates("default", &agent, updates).await;
+    let heavy: Vec<Value> = (0..100)
+        .map(|k| json!({"parent": {"name": {"contains": format!("nothing-{k}")}}}))
+        .collect();
+    let filter = json!({ "OR": heavy }).to_string();
+    let t = &app.admin_token;
+    let stopped = app.get(&query(&[("filter", &filter)]), t).await;
+    assert_eq!(
+        stopped.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        stopped.body
+    );
+    assert_eq!(stopped.code(), "query_over_budget");
     assert!(
-        plan.contains("tasks_by_name"),
-        "tasks not reached by index:\n{plan}"
+        stopped.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("300 ms budget"),
+        "{}",
+        stopped.body
+    );
+    // Five at once from one caller: it gets its four slots, and the fifth is refused rather
+    // than queued for a connection.
+    let heavy_page = query(&[("filter", &filter)]);
+    let five = futures_util::future::join_all((0..5).map(|_| app.get(&heavy_page, t))).await;
+    let codes: Vec<&str> = five.iter().map(|r| r.code()).collect();
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|c| **c == "too_many_concurrent_requests")
+            .count(),
+        1,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| **c == "query_over_budget").count(),
+        4,
+        "{codes:?}"
+    );
+    // The same list, unfiltered, answers at once: the budget stopped only the runaway.
+    let page = app.get(&query(&[("limit", "5")]), t).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.body["items"].as_array().unwrap().len(), 5);
+    // An export of it fails as a download instead of ending as if complete.
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(query(&[("filter", &filter), ("format", "csv")]))
+        .header("authorization", format!("Bearer {t}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let export = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(export.status(), StatusCode::OK, "headers go first");
+    let body = export.into_body().collect().await;
+    assert!(
+        body.is_err(),
+        "the export body must fail, not end as if complete"
     );
 }

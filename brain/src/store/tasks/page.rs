@@ -107,7 +107,8 @@ pub fn search_terms(
         value: String,
     }
     let mut sql = Sql::new(dialect_of(conn));
-    sql.push("SELECT v.field, v.value FROM task_terms v WHERE ");
+    sql.push("SELECT v.field, v.value FROM task_terms v WHERE ")
+        .budget_check();
     matching_terms(&mut sql, project_id, text);
     sql.push(" LIMIT ")
         .bind(Scalar::Int(SEARCH_BRANCHES as i64 + 1));
@@ -168,7 +169,8 @@ pub fn page_query(
             "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = "
         ))
         .bind(Scalar::Text(project_id.to_owned()))
-        .push(" AND ");
+        .push(" AND ")
+        .budget_check();
         sql.filter("t", selection.filter);
     };
     match terms {
