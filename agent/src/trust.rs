@@ -52,23 +52,48 @@ impl Trust {
         &self.keys
     }
 
-    /// Learns keys from `key.rotated` rows, each of which must be signed by a key already
-    /// trusted. Returns how many keys were added; a row that fails is skipped and reported.
+    /// Learns keys from `key.rotated` rows (at connect, and one at a time as the brain pushes
+    /// them during a session), each of which must be signed by a key already trusted, in
+    /// order. A new key is trusted with its window: from the row's `switch_at_ms`, and the
+    /// key it replaces ends there. Returns how many keys were added, persisted before it
+    /// returns; the first row that fails stops the learning and is reported.
     pub fn learn_rotations(&mut self, rows: &[AuditRow]) -> Result<usize, String> {
         let mut added = 0;
+        let mut result = Ok(());
         for row in rows {
-            let new = verify_rotation(&self.keys, row)?;
-            if self.keys.get(&new.key_id).is_none() {
-                self.infos.push(new);
-                self.keys = TrustedKeys::from_infos(&self.infos)?;
-                added += 1;
+            let rotation = match verify_rotation(&self.keys, row) {
+                Ok(rotation) => rotation,
+                Err(e) => {
+                    result = Err(format!("rotation row {}: {e}", row.seq));
+                    break;
+                }
+            };
+            if self.keys.get(&rotation.new.key_id).is_some() {
+                continue;
             }
+            if let Some(switch_at) = rotation.switch_at_ms {
+                for info in self.infos.iter_mut().filter(|i| {
+                    Some(&i.key_id) == rotation.old_key_id.as_ref() && i.valid_until_ms.is_none()
+                }) {
+                    info.valid_until_ms = Some(switch_at);
+                }
+            }
+            self.infos.push(rotation.new);
+            self.keys = TrustedKeys::from_infos(&self.infos)?;
+            added += 1;
         }
         if added > 0 {
             self.save()?;
         }
-        Ok(added)
+        result.map(|()| added)
     }
+}
+
+/// What a verified rotation row says.
+struct Rotation {
+    new: PublicKeyInfo,
+    old_key_id: Option<String>,
+    switch_at_ms: Option<i64>,
 }
 
 /// Checks a row's hash and signature against trusted keys (not its place in the chain, which
@@ -77,7 +102,7 @@ pub fn verify_row_signature(keys: &TrustedKeys, row: &AuditRow) -> Result<Statem
     taskward_shared::audit::verify::check_row(keys, row)
 }
 
-fn verify_rotation(keys: &TrustedKeys, row: &AuditRow) -> Result<PublicKeyInfo, String> {
+fn verify_rotation(keys: &TrustedKeys, row: &AuditRow) -> Result<Rotation, String> {
     let statement = verify_row_signature(keys, row)?;
     if statement.kind != "key.rotated" {
         return Err("not a key rotation row".into());
@@ -90,10 +115,17 @@ fn verify_rotation(keys: &TrustedKeys, row: &AuditRow) -> Result<PublicKeyInfo, 
     if statement.payload["new_key_id"].as_str() != Some(id.as_str()) {
         return Err("rotation names a key id that does not match its key".into());
     }
-    Ok(PublicKeyInfo {
-        key_id: id,
-        public_key: public.to_owned(),
-        valid_from_ms: 0,
-        valid_until_ms: None,
+    // Rotations made before switches were scheduled carry no switch time: such a key is
+    // trusted without a window start, as it always was.
+    let switch_at_ms = statement.payload["switch_at_ms"].as_i64();
+    Ok(Rotation {
+        new: PublicKeyInfo {
+            key_id: id,
+            public_key: public.to_owned(),
+            valid_from_ms: switch_at_ms.unwrap_or(0),
+            valid_until_ms: None,
+        },
+        old_key_id: statement.payload["old_key_id"].as_str().map(str::to_owned),
+        switch_at_ms,
     })
 }

@@ -328,11 +328,19 @@ async fn forged_misaddressed_expired_and_replayed_commands_never_run() {
         60_000,
     );
     // 2. Genuinely signed, but addressed to another agent, then delivered to this one.
-    let misaddressed = insider.mint(insider.keys.signer(), &other_agent, 60_000);
+    let misaddressed = insider.mint(
+        insider.keys.signer_at(taskward_brain::store::now_ms()),
+        &other_agent,
+        60_000,
+    );
     insider.retarget(&misaddressed, &agent);
     // 3. Genuinely signed and addressed, but its signed expiry passed long ago (beyond the
     //    agent's 30 s skew); the brain's own deadline was pushed out so it still delivers it.
-    let expired = insider.mint(insider.keys.signer(), &agent, -120_000);
+    let expired = insider.mint(
+        insider.keys.signer_at(taskward_brain::store::now_ms()),
+        &agent,
+        -120_000,
+    );
     insider.retarget(&expired, &agent);
 
     // The expired one is answered with a signed refusal, visible on the command.
