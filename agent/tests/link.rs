@@ -749,9 +749,15 @@ async fn rotation_strands_no_agent(postgres: bool) {
     assert!(status.contains("rejected frames 0\n"), "{status}");
     let pinned: Vec<Value> =
         serde_json::from_str(&link.home.read_state("brain-keys.json")).unwrap();
-    assert_eq!(pinned.len(), 3, "the agent trusts all three keys: {pinned:?}");
+    assert_eq!(
+        pinned.len(),
+        3,
+        "the agent trusts all three keys: {pinned:?}"
+    );
     assert!(
-        link.home.log().contains("learned a rotated brain key during the session"),
+        link.home
+            .log()
+            .contains("learned a rotated brain key during the session"),
         "{}",
         link.home.log()
     );
