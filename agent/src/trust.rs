@@ -129,3 +129,75 @@ fn verify_rotation(keys: &TrustedKeys, row: &AuditRow) -> Result<Rotation, Strin
         switch_at_ms,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use taskward_shared::audit::{Actor, ActorKind, STATEMENT_VERSION, genesis_hash};
+
+    use super::*;
+
+    fn info(key: &SigningKey, from: i64) -> PublicKeyInfo {
+        PublicKeyInfo {
+            key_id: key_id(&key.verifying_key()),
+            public_key: hex::encode(key.verifying_key().as_bytes()),
+            valid_from_ms: from,
+            valid_until_ms: None,
+        }
+    }
+
+    fn rotation(signer: &SigningKey, old: &SigningKey, new: &SigningKey, at: i64) -> AuditRow {
+        let statement = Statement {
+            v: STATEMENT_VERSION,
+            chain: "site:x".into(),
+            seq: "2".into(),
+            time: "2026-12-03T00:00:00.000Z".into(),
+            actor: Actor {
+                kind: ActorKind::System,
+                id: "cli:op".into(),
+                name: "cli:op".into(),
+            },
+            kind: "key.rotated".into(),
+            command_id: None,
+            payload: serde_json::json!({
+                "old_key_id": key_id(&old.verifying_key()),
+                "new_key_id": key_id(&new.verifying_key()),
+                "new_public_key": hex::encode(new.verifying_key().as_bytes()),
+                "switch_at_ms": at,
+            }),
+        };
+        AuditRow::sign(2, &genesis_hash("site:x"), &statement, signer)
+    }
+
+    /// A pushed rotation signed by a trusted key adds the new key with its window (and ends
+    /// the old key's there), persisted; one signed by a stranger adds nothing.
+    #[test]
+    fn rotations_extend_trust_with_their_windows_only_from_trusted_signers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, stranger) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+            SigningKey::from_bytes(&[3; 32]),
+        );
+        let mut trust = Trust::pin(dir.path(), vec![info(&a, 10)]).unwrap();
+
+        let forged = rotation(&stranger, &a, &stranger, 500);
+        assert!(trust.learn_rotations(&[forged]).is_err());
+        assert!(
+            trust
+                .keys()
+                .get(&key_id(&stranger.verifying_key()))
+                .is_none()
+        );
+
+        assert_eq!(trust.learn_rotations(&[rotation(&a, &a, &b, 500)]), Ok(1));
+        assert_eq!(trust.learn_rotations(&[rotation(&a, &a, &b, 500)]), Ok(0));
+        let saved = Trust::load(dir.path()).unwrap();
+        assert!(saved.keys().get(&key_id(&b.verifying_key())).is_some());
+        assert_eq!(saved.infos[0].valid_until_ms, Some(500));
+        assert_eq!(
+            (saved.infos[1].valid_from_ms, saved.infos[1].valid_until_ms),
+            (500, None)
+        );
+    }
+}
