@@ -26,8 +26,19 @@ struct Link {
 impl Link {
     /// A brain with default settings, the agent enrolled with it directly.
     async fn start() -> Link {
+        Link::start_on(false).await
+    }
+
+    /// [`Link::start`] with the brain on a fresh PostgreSQL database when `postgres`.
+    async fn start_on(postgres: bool) -> Link {
         let dir = tempfile::tempdir().unwrap();
-        let brain = start_brain(dir.path());
+        let brain = if postgres {
+            BrainProcess::builder(taskward_testkit::brain_bin(), dir.path())
+                .fresh_postgres()
+                .start()
+        } else {
+            start_brain(dir.path())
+        };
         let url = brain.url();
         Link::enroll(dir, brain, &url).await
     }
@@ -328,11 +339,19 @@ async fn forged_misaddressed_expired_and_replayed_commands_never_run() {
         60_000,
     );
     // 2. Genuinely signed, but addressed to another agent, then delivered to this one.
-    let misaddressed = insider.mint(insider.keys.signer(), &other_agent, 60_000);
+    let misaddressed = insider.mint(
+        insider.keys.signer_at(taskward_brain::store::now_ms()),
+        &other_agent,
+        60_000,
+    );
     insider.retarget(&misaddressed, &agent);
     // 3. Genuinely signed and addressed, but its signed expiry passed long ago (beyond the
     //    agent's 30 s skew); the brain's own deadline was pushed out so it still delivers it.
-    let expired = insider.mint(insider.keys.signer(), &agent, -120_000);
+    let expired = insider.mint(
+        insider.keys.signer_at(taskward_brain::store::now_ms()),
+        &agent,
+        -120_000,
+    );
     insider.retarget(&expired, &agent);
 
     // The expired one is answered with a signed refusal, visible on the command.
@@ -667,4 +686,155 @@ async fn spool_overflow_is_counted_and_reported() {
         },
     )
     .await;
+}
+
+/// Keys rotated twice while an agent is connected and commands flow (one every 50 ms): the
+/// agent learns each new key over its session before the key signs anything, so every command
+/// succeeds (none refused, none timed out) and the agent never reconnects. Every row of both
+/// chains is signed by the key whose window holds the row's time, rows on both sides of each
+/// switch included, and the log verifies.
+async fn rotation_strands_no_agent(postgres: bool) {
+    let mut link = Link::start_on(postgres).await;
+    link.run_agent().await;
+    let rotations = {
+        let dir = link.brain.data_dir();
+        let url = link.brain.database_url();
+        tokio::task::spawn_blocking(move || {
+            let once = |lead: &str| {
+                let out = std::process::Command::new(taskward_testkit::brain_bin())
+                    .args(["keys", "rotate", "--lead", lead])
+                    .env("TASKWARD_DATA_DIR", &dir)
+                    .env("TASKWARD_DATABASE_URL", &url)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            std::thread::sleep(Duration::from_millis(800));
+            once("2");
+            // The second rotation after the first switch (2 s lead, plus a margin).
+            std::thread::sleep(Duration::from_millis(2600));
+            once("2");
+        })
+    };
+    let mut ids = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(7500) {
+        ids.push(
+            link.issue(
+                "restart-worker",
+                json!({"worker_name": format!("w{}", ids.len())}),
+            )
+            .await,
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rotations.await.unwrap();
+    let mut signers = std::collections::BTreeSet::new();
+    for id in &ids {
+        let done = link.wait_status(id, "succeeded").await;
+        signers.insert(done["audit_rows"][0]["key_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(executed(&link.home).len(), ids.len());
+    assert_eq!(
+        signers.len(),
+        3,
+        "commands were signed by each of the three keys"
+    );
+    let status = link.home.status();
+    assert!(status.contains("connected (session 1)"), "{status}");
+    assert!(status.contains("rejected frames 0\n"), "{status}");
+    let pinned: Vec<Value> =
+        serde_json::from_str(&link.home.read_state("brain-keys.json")).unwrap();
+    assert_eq!(
+        pinned.len(),
+        3,
+        "the agent trusts all three keys: {pinned:?}"
+    );
+    assert!(
+        link.home
+            .log()
+            .contains("learned a rotated brain key during the session"),
+        "{}",
+        link.home.log()
+    );
+
+    // Each row is signed by the key whose window holds its time; times never go back.
+    let keys = taskward_brain::keys::Keys::load_or_create(&link.brain.data_dir())
+        .unwrap()
+        .public_keys();
+    assert_eq!(keys.len(), 3);
+    let store = open_store(&link.brain);
+    let project = link.api.get_json("/api/v1/projects/default").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for chain in [
+        store.site_chain(),
+        taskward_brain::store::audit::project_chain(&project),
+    ] {
+        let rows = store
+            .read_blocking("test_rows", |c| {
+                taskward_brain::store::audit::page(c, &chain, 0, 100_000)
+            })
+            .unwrap();
+        let mut last = i64::MIN;
+        let mut near_switch = [0usize; 2];
+        for row in &rows {
+            let statement: taskward_shared::audit::Statement =
+                serde_json::from_str(&row.statement).unwrap();
+            let time = chrono::DateTime::parse_from_rfc3339(&statement.time)
+                .unwrap()
+                .timestamp_millis();
+            assert!(time >= last, "{chain} row {}: time goes back", row.seq);
+            last = time;
+            let holder = keys
+                .iter()
+                .find(|k| {
+                    k.valid_from_ms <= time && k.valid_until_ms.is_none_or(|until| time < until)
+                })
+                .unwrap();
+            assert_eq!(
+                row.key_id, holder.key_id,
+                "{chain} row {} at {time} is signed outside its key's window",
+                row.seq
+            );
+            for (n, key) in keys[1..].iter().enumerate() {
+                if (time - key.valid_from_ms).abs() < 500 {
+                    near_switch[n] += 1;
+                }
+            }
+        }
+        if chain.starts_with("project:") {
+            assert!(
+                near_switch.iter().all(|&n| n >= 4),
+                "rows within 500 ms of each switch: {near_switch:?}"
+            );
+        }
+    }
+    let verify = std::process::Command::new(taskward_testkit::brain_bin())
+        .args(["audit", "verify"])
+        .env("TASKWARD_DATA_DIR", link.brain.data_dir())
+        .env("TASKWARD_DATABASE_URL", link.brain.database_url())
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_strands_no_agent_on_sqlite() {
+    rotation_strands_no_agent(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_strands_no_agent_on_postgres() {
+    rotation_strands_no_agent(true).await;
 }

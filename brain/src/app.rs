@@ -138,11 +138,10 @@ impl App {
         self.stopping.subscribe()
     }
 
-    /// What an audit append needs when `actor` acts (a caller's `actor()`): the active key and
-    /// the actor.
+    /// What an audit append needs when `actor` acts (a caller's `actor()`): the keys and the actor.
     pub fn audit_as(&self, actor: Actor) -> AuditContext {
         AuditContext {
-            signer: self.keys.signer(),
+            signer: self.keys.clone(),
             actor,
         }
     }
@@ -150,7 +149,7 @@ impl App {
     /// The brain itself as actor (timeouts, checkpoints).
     pub fn audit_as_system(&self) -> AuditContext {
         AuditContext {
-            signer: self.keys.signer(),
+            signer: self.keys.clone(),
             actor: system_actor("brain"),
         }
     }

@@ -64,7 +64,9 @@ fn write_checkpoint(
 ) -> StoreResult<Checkpoint> {
     let hash = parse_hash(&head.head)
         .ok_or_else(|| StoreError::Unavailable(format!("corrupt head of {}", head.chain)))?;
-    let checkpoint = Checkpoint::sign(&head.chain, head.size, &hash, now_ms(), &keys.signer());
+    let time = now_ms();
+    // Signed by the key whose window holds the checkpoint's time, as rows are.
+    let checkpoint = Checkpoint::sign(&head.chain, head.size, &hash, time, &keys.signer_at(time));
     append_line(&data_dir.join(CHECKPOINT_FILE), &checkpoint)
         .map_err(|e| StoreError::Unavailable(format!("cannot write {CHECKPOINT_FILE}: {e}")))?;
     let chain = head.chain.clone();

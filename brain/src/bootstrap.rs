@@ -3,6 +3,7 @@
 //! once and written to `<data-dir>/admin.token` and `<data-dir>/admin.password` (mode 0600).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::app::system_actor;
 use crate::keys::Keys;
@@ -69,7 +70,7 @@ const BOOTSTRAPPED: &str = "site.bootstrapped";
 /// or neither (a leftover file from a failed commit is overwritten on the next start).
 pub fn bootstrap_if_empty(
     store: &Store,
-    keys: &Keys,
+    keys: &Arc<Keys>,
     data_dir: &Path,
 ) -> StoreResult<Option<Bootstrapped>> {
     let token_file = data_dir.join("admin.token");
@@ -78,7 +79,7 @@ pub fn bootstrap_if_empty(
     let password_hash = crate::passwords::hash(&password);
     let site_chain = store.site_chain();
     let ctx = AuditContext {
-        signer: keys.signer(),
+        signer: keys.clone(),
         actor: system_actor("bootstrap"),
     };
     store.write_blocking("bootstrap", |conn| {

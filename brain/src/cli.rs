@@ -3,16 +3,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
 use taskward_shared::audit::verify::TrustedKeys;
-use taskward_shared::crypto::key_id;
 
 use crate::app::system_actor;
 use crate::audit::{Verdict, read_checkpoint, read_keys_file, verify_export, verify_live};
 use crate::expiry::parse_lifetime;
-use crate::keys::{KeyError, Keys};
+use crate::keys::{self, KeyError, Keys};
 use crate::names::{Label, ProjectSlug, UserName};
 use crate::passwords;
 use crate::projects::NewProject;
@@ -104,9 +104,16 @@ pub enum DevCommand {
 /// `keys` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Make a new signing key. The old key signs a rotation row (with the new public key) on
-    /// the site chain and stays published; a running server switches within a second.
-    Rotate,
+    /// Make a new signing key and schedule the switch to it `--lead` seconds from now: the
+    /// old key's window ends and the new key's begins at that instant (one atomic keyring
+    /// write, no overlap). The old key signs a `key.rotated` row (with the new public key and
+    /// `switch_at_ms`) on the site chain and stays published; running servers learn of the
+    /// switch within half a second and tell their connected agents before it happens.
+    Rotate {
+        /// Seconds until the switch (at least 2).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=3600))]
+        lead: u64,
+    },
 }
 
 /// `audit` subcommands.
@@ -317,7 +324,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             expires_in,
             name,
         }) => create_token(&url, &cli.data_dir, &user, expires_in, &name),
-        Command::Keys(KeysCommand::Rotate) => rotate_keys(&url, &cli.data_dir),
+        Command::Keys(KeysCommand::Rotate { lead }) => rotate_keys(&url, &cli.data_dir, lead),
         Command::Audit(AuditCommand::Verify(args)) => verify(&cli.data_dir, &url, args),
     }
 }
@@ -357,32 +364,23 @@ fn create_token(
     Ok(())
 }
 
-/// `keys rotate`: the old key signs the rotation row, then the new key is activated.
-fn rotate_keys(url: &DatabaseUrl, data_dir: &Path) -> Result<(), CliError> {
+/// `keys rotate`: schedules the switch to a new key `lead` from now (see [`keys::rotate`]).
+fn rotate_keys(url: &DatabaseUrl, data_dir: &Path, lead_secs: u64) -> Result<(), CliError> {
     let store = Store::open(url)?;
-    let keys = Keys::load_or_create(data_dir)?;
-    let (old, new) = keys.prepare_rotation()?;
-    let (old_id, new_id) = (key_id(&old.verifying_key()), key_id(&new.verifying_key()));
-    let chain = store.site_chain();
-    let row = store.write_blocking("rotate_key", |conn| {
-        audit::append_signed_by(
-            conn,
-            &old,
-            &cli_actor(),
-            &chain,
-            "key.rotated",
-            None,
-            serde_json::json!({
-                "old_key_id": old_id,
-                "new_key_id": new_id,
-                "new_public_key": hex::encode(new.verifying_key().as_bytes()),
-            }),
-        )
-    })?;
-    keys.activate(&new)?;
+    let keys = Arc::new(Keys::load_or_create(data_dir)?);
+    let (switch, row) = keys::rotate(
+        &store,
+        &keys,
+        std::time::Duration::from_secs(lead_secs),
+        &cli_actor(),
+    )?;
     println!(
-        "rotated: new signing key {new_id}; the old key {old_id} signed the rotation \
-         (site chain row {}) and stays published",
+        "rotated: key {} signs until {} and key {} from then on; the rotation is site chain \
+         row {}, signed by the outgoing key",
+        switch.old_key_id,
+        crate::clock::timestamp(switch.switch_at_ms)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        switch.new_key_id,
         row.seq
     );
     Ok(())
@@ -563,11 +561,11 @@ fn prompt_hidden(prompt: &str) -> std::io::Result<String> {
 
 fn open_audited(url: &DatabaseUrl, data_dir: &Path) -> Result<(Store, AuditContext), CliError> {
     let store = Store::open(url)?;
-    let keys = Keys::load_or_create(data_dir)?;
+    let keys = Arc::new(Keys::load_or_create(data_dir)?);
     Ok((
         store,
         AuditContext {
-            signer: keys.signer(),
+            signer: keys,
             actor: cli_actor(),
         },
     ))

@@ -1,21 +1,23 @@
 //! The brain's keys, kept in files under `<data-dir>/keys/` and never in the database:
 //! - `<key_id>.key`: an ed25519 signing key (hex seed, mode 0600), one per generation;
-//! - `keyring.json`: every public key with its validity range; the one without
-//!   `valid_until_ms` is the active signer;
+//! - `keyring.json`: every public key with its validity window `[valid_from_ms,
+//!   valid_until_ms)`; a rotation ends one window and starts the next at the same instant,
+//!   scheduled a few seconds ahead (see [`Keys::signer_at`]);
 //! - `confirm.key`: the HMAC secret for purge confirm tokens (mode 0600).
 //!
 //! A stolen database holds no key, so it cannot mint commands or forge audit rows.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::SigningKey;
-use taskward_shared::audit::PublicKeyInfo;
+use taskward_shared::audit::{Actor, AuditRow, PublicKeyInfo};
 use taskward_shared::crypto::{generate_signing_key, key_id, random_bytes};
 use taskward_shared::secret::write_private_file;
 
-use crate::store::now_ms;
+use crate::store::audit::{self, AuditContext, RowSigner};
+use crate::store::{Store, StoreError, now_ms};
 
 /// Errors reading or writing key files.
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +38,30 @@ pub enum KeyError {
         /// What is wrong.
         why: String,
     },
+    /// A rotation cannot be done now.
+    #[error("{0}")]
+    Refused(String),
+    /// The rotation row could not be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// The brain's keys, shared by every request; the active signer can change at run time when
-/// `taskward-brain keys rotate` rewrites the keyring.
+/// How often a running server re-reads the keyring: it learns of a scheduled switch at most
+/// this long after `keys rotate` wrote it.
+pub const RELOAD_EVERY: Duration = Duration::from_millis(500);
+
+/// The shortest lead `keys rotate` accepts: several reloads fit before the switch, and the
+/// agents connected to the server are told of the new key before it signs anything.
+pub const MIN_LEAD: Duration = Duration::from_secs(2);
+
+/// The lead `keys rotate` takes by default.
+pub const DEFAULT_LEAD: Duration = Duration::from_secs(5);
+
+/// The brain's keys, shared by every request. Every row and checkpoint is signed by the key
+/// whose validity window holds its time ([`Keys::signer_at`]); `taskward-brain keys rotate`
+/// schedules a switch a few seconds ahead in the keyring, and a running server re-reads the
+/// keyring often enough to learn of it before it happens, so no row is ever signed by a key
+/// outside its window.
 pub struct Keys {
     dir: PathBuf,
     state: RwLock<KeyState>,
@@ -47,9 +69,37 @@ pub struct Keys {
 }
 
 struct KeyState {
-    signer: Arc<SigningKey>,
+    /// The private keys on disk, with their windows, oldest first.
+    signers: Vec<WindowedKey>,
     ring: Vec<PublicKeyInfo>,
     ring_modified: Option<SystemTime>,
+}
+
+/// A signing key and its validity window `[from, until)`.
+struct WindowedKey {
+    from: i64,
+    until: Option<i64>,
+    key: Arc<SigningKey>,
+}
+
+impl WindowedKey {
+    fn holds(&self, time_ms: i64) -> bool {
+        self.from <= time_ms && self.until.is_none_or(|until| time_ms < until)
+    }
+}
+
+/// A switch of signing key that `keys rotate` wrote to the keyring.
+#[derive(Debug, Clone)]
+pub struct ScheduledSwitch {
+    /// The key that signs until the switch.
+    pub old_key_id: String,
+    /// The key that signs from the switch on.
+    pub new_key_id: String,
+    /// The new public key, hex.
+    pub new_public_key: String,
+    /// The instant of the switch, ms since the epoch: the old key's `valid_until_ms` and the
+    /// new key's `valid_from_ms`.
+    pub switch_at_ms: i64,
 }
 
 impl Keys {
@@ -96,9 +146,21 @@ impl Keys {
         })
     }
 
-    /// The key new rows and checkpoints are signed with.
-    pub fn signer(&self) -> Arc<SigningKey> {
-        self.state.read().expect("key state lock").signer.clone()
+    /// The key that signs a row or checkpoint dated `time_ms`: the one whose window
+    /// `[valid_from_ms, valid_until_ms)` holds it. A time before every window (a clock set
+    /// back past the first key's creation) takes the oldest key on disk; a time in no window
+    /// of a key on disk (a retired key file removed) takes the newest key that started before it.
+    pub fn signer_at(&self, time_ms: i64) -> Arc<SigningKey> {
+        let state = self.state.read().expect("key state lock");
+        let signers = &state.signers;
+        signers
+            .iter()
+            .rfind(|k| k.holds(time_ms))
+            .or_else(|| signers.iter().rfind(|k| k.from <= time_ms))
+            .or_else(|| signers.first())
+            .expect("the keyring has at least one key on disk")
+            .key
+            .clone()
     }
 
     /// Every public key ever used, oldest first.
@@ -122,36 +184,129 @@ impl Keys {
         Ok(true)
     }
 
-    /// Makes a new signing key and returns it with the current one; the caller appends the
-    /// rotation row signed by the old key, then calls [`Keys::activate`].
-    pub fn prepare_rotation(&self) -> Result<(Arc<SigningKey>, SigningKey), KeyError> {
+    /// Makes a new signing key and writes it to its file (not yet in the keyring): the first
+    /// half of a rotation. The caller appends the `key.rotated` row (signed, as every row, by
+    /// the key of its time, the current one), then calls [`Keys::schedule_switch`].
+    pub fn prepare_rotation(&self, switch_at_ms: i64) -> Result<ScheduledSwitch, KeyError> {
+        let ring_path = self.dir.join("keyring.json");
+        let ring = self.public_keys();
+        let current = ring
+            .iter()
+            .rfind(|i| i.valid_until_ms.is_none())
+            .expect("load_state checked there is an open key");
+        if current.valid_from_ms >= switch_at_ms {
+            return Err(KeyError::Refused(format!(
+                "{}: a switch to key {} is already scheduled at {} ms; rotate again after it",
+                ring_path.display(),
+                current.key_id,
+                current.valid_from_ms
+            )));
+        }
         let new = generate_signing_key();
+        let new_key_id = key_id(&new.verifying_key());
         write_key_file(
-            &self
-                .dir
-                .join(format!("{}.key", key_id(&new.verifying_key()))),
+            &self.dir.join(format!("{new_key_id}.key")),
             &hex::encode(new.to_bytes()),
         )?;
-        Ok((self.signer(), new))
+        Ok(ScheduledSwitch {
+            old_key_id: current.key_id.clone(),
+            new_key_id,
+            new_public_key: hex::encode(new.verifying_key().as_bytes()),
+            switch_at_ms,
+        })
     }
 
-    /// Publishes `new` as the active key and retires the current one.
-    pub fn activate(&self, new: &SigningKey) -> Result<(), KeyError> {
-        let now = now_ms();
+    /// Writes the switch to the keyring in one atomic rename: the old key's `valid_until_ms`
+    /// and the new key's `valid_from_ms` are both `switch_at_ms`, so the windows neither
+    /// overlap nor leave a gap.
+    pub fn schedule_switch(&self, switch: &ScheduledSwitch) -> Result<(), KeyError> {
         let mut ring = self.public_keys();
         for info in ring.iter_mut().filter(|i| i.valid_until_ms.is_none()) {
-            info.valid_until_ms = Some(now);
+            info.valid_until_ms = Some(switch.switch_at_ms);
         }
         ring.push(PublicKeyInfo {
-            key_id: key_id(&new.verifying_key()),
-            public_key: hex::encode(new.verifying_key().as_bytes()),
-            valid_from_ms: now,
+            key_id: switch.new_key_id.clone(),
+            public_key: switch.new_public_key.clone(),
+            valid_from_ms: switch.switch_at_ms,
             valid_until_ms: None,
         });
         write_ring(&self.dir.join("keyring.json"), &ring)?;
         let state = load_state(&self.dir)?;
         *self.state.write().expect("key state lock") = state;
         Ok(())
+    }
+}
+
+/// `taskward-brain keys rotate`: schedules a switch to a new key `lead` from now. The
+/// `key.rotated` row (old and new key ids, the new public key, `switch_at_ms`) is appended to
+/// the site chain first, signed by the outgoing key (the row's time is before the switch), and
+/// only then is the switch written to the keyring: a failure leaves at worst an announced key
+/// that never signs, never a key that signs unannounced. Running servers learn of the switch
+/// from the keyring within [`RELOAD_EVERY`] and tell their connected agents at once.
+pub fn rotate(
+    store: &Store,
+    keys: &Arc<Keys>,
+    lead: Duration,
+    actor: &Actor,
+) -> Result<(ScheduledSwitch, AuditRow), KeyError> {
+    if lead < MIN_LEAD {
+        return Err(KeyError::Refused(format!(
+            "the lead must be at least {} s",
+            MIN_LEAD.as_secs()
+        )));
+    }
+    keys.reload_if_changed()?;
+    let switch_at_ms = now_ms() + lead.as_millis() as i64;
+    let switch = keys.prepare_rotation(switch_at_ms)?;
+    let ctx = AuditContext {
+        signer: keys.clone(),
+        actor: actor.clone(),
+    };
+    let chain = store.site_chain();
+    let payload = serde_json::json!({
+        "old_key_id": switch.old_key_id,
+        "new_key_id": switch.new_key_id,
+        "new_public_key": switch.new_public_key,
+        "switch_at_ms": switch_at_ms,
+    });
+    let row = store.write_blocking("rotate_key", |conn| {
+        let row = audit::append(conn, &ctx, &chain, "key.rotated", None, payload)?;
+        // Waiting for the chain's lock must not have carried the row past the switch: it
+        // would be dated in the new key's window but signed by the old one.
+        if audit::row_time(conn, &chain, row.seq)? + RELOAD_EVERY.as_millis() as i64 >= switch_at_ms
+        {
+            return Err(KeyError::Refused(
+                "the database was too slow to record the rotation before its switch; \
+                 nothing changed, try again with a longer --lead"
+                    .into(),
+            ));
+        }
+        Ok(row)
+    });
+    let row = match row {
+        Ok(row) => row,
+        Err(err) => {
+            // The new key was never announced: its file goes too.
+            let _ = std::fs::remove_file(keys.dir.join(format!("{}.key", switch.new_key_id)));
+            return Err(err);
+        }
+    };
+    keys.schedule_switch(&switch)?;
+    Ok((switch, row))
+}
+
+impl crate::store::OpError for KeyError {
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            KeyError::Store(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl RowSigner for Keys {
+    fn signer_at(&self, time_ms: i64) -> Arc<SigningKey> {
+        Keys::signer_at(self, time_ms)
     }
 }
 
@@ -170,29 +325,42 @@ fn load_state(dir: &Path) -> Result<KeyState, KeyError> {
         path: ring_path.clone(),
         why: e.to_string(),
     })?;
-    let active = ring
-        .iter()
-        .rfind(|i| i.valid_until_ms.is_none())
-        .ok_or_else(|| KeyError::Corrupt {
+    if !ring.iter().any(|i| i.valid_until_ms.is_none()) {
+        return Err(KeyError::Corrupt {
             path: ring_path.clone(),
             why: "no active key (every key has valid_until_ms)".into(),
-        })?;
-    let key_path = dir.join(format!("{}.key", active.key_id));
-    let seed: [u8; 32] = read_hex(&key_path)?
-        .try_into()
-        .map_err(|_| KeyError::Corrupt {
-            path: key_path.clone(),
-            why: "a signing key is 32 bytes".into(),
-        })?;
-    let signer = SigningKey::from_bytes(&seed);
-    if key_id(&signer.verifying_key()) != active.key_id {
-        return Err(KeyError::Corrupt {
-            path: key_path,
-            why: "this key does not match its id in keyring.json".into(),
+        });
+    }
+    let mut signers = Vec::with_capacity(ring.len());
+    for (n, info) in ring.iter().enumerate() {
+        let key_path = dir.join(format!("{}.key", info.key_id));
+        // A retired key's file may have been removed; the open key (and one scheduled to
+        // take over) must be there.
+        let needed = info.valid_until_ms.is_none() || n + 2 >= ring.len();
+        if !needed && !key_path.exists() {
+            continue;
+        }
+        let seed: [u8; 32] = read_hex(&key_path)?
+            .try_into()
+            .map_err(|_| KeyError::Corrupt {
+                path: key_path.clone(),
+                why: "a signing key is 32 bytes".into(),
+            })?;
+        let key = SigningKey::from_bytes(&seed);
+        if key_id(&key.verifying_key()) != info.key_id {
+            return Err(KeyError::Corrupt {
+                path: key_path,
+                why: "this key does not match its id in keyring.json".into(),
+            });
+        }
+        signers.push(WindowedKey {
+            from: info.valid_from_ms,
+            until: info.valid_until_ms,
+            key: Arc::new(key),
         });
     }
     Ok(KeyState {
-        signer: Arc::new(signer),
+        signers,
         ring,
         ring_modified,
     })

@@ -5,7 +5,8 @@
 //! A session: the agent opens the socket with `Authorization: Bearer <agent credential>`; the
 //! brain sends [`BrainFrame::Challenge`]; the agent answers [`AgentFrame::Hello`] signed by its
 //! own key; the brain answers [`BrainFrame::Welcome`] with the session generation and then
-//! sends every pending command as [`BrainFrame::Command`]. The agent checks each command
+//! sends every pending command as [`BrainFrame::Command`], and each key rotation as
+//! [`BrainFrame::Rotation`] as soon as it learns of it. The agent checks each command
 //! (`docs/protocol.md`, "Commands on the link"), records it in its durable seen-store, answers
 //! [`AgentFrame::Claimed`], runs it, and sends a [`SignedResult`].
 
@@ -49,6 +50,13 @@ pub enum BrainFrame {
     },
     /// A command to check and run: its signed `command.issued` audit row.
     Command {
+        /// The row.
+        row: AuditRow,
+    },
+    /// A key rotation during the session: the site chain's signed `key.rotated` row, sent
+    /// before the new key signs anything (and, at the latest, before the first command signed
+    /// by it). The agent trusts the new key only if a key it already trusts signed the row.
+    Rotation {
         /// The row.
         row: AuditRow,
     },

@@ -1,7 +1,8 @@
 //! The link to the brain: one session at a time over a WebSocket, reconnecting with capped
 //! exponential backoff and full jitter. A session authenticates (credential in the upgrade
-//! request, then the agent's signature over the brain's challenge), learns key rotations, resends
-//! results the brain has not acknowledged, and then takes commands.
+//! request, then the agent's signature over the brain's challenge), learns key rotations (all of
+//! them at connect, then each as the brain pushes it), resends results the brain has not
+//! acknowledged, and then takes commands.
 //!
 //! Commands run on their own tasks; their results are written to the seen-store first (so a
 //! lost link loses nothing) and then sent, and resent on every reconnect until acknowledged.
@@ -527,6 +528,25 @@ impl Agent {
             BrainFrame::Command { row } => {
                 if let Some(reply) = self.on_command(row) {
                     send_frame(sink, &reply).await.map_err(established)?;
+                }
+            }
+            BrainFrame::Rotation { row } => {
+                let seq = row.seq;
+                match self.trust.learn_rotations(std::slice::from_ref(&row)) {
+                    Ok(0) => {}
+                    Ok(_) => tracing::info!(seq, "learned a rotated brain key during the session"),
+                    Err(reason) => {
+                        tracing::error!(%reason, "a key rotation row did not verify; keeping the keys this agent trusts");
+                        send_frame(
+                            sink,
+                            &AgentFrame::Rejected {
+                                claimed_command_id: None,
+                                reason,
+                            },
+                        )
+                        .await
+                        .map_err(established)?;
+                    }
                 }
             }
             BrainFrame::EventsAck { seq } => {

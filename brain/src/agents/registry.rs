@@ -3,9 +3,6 @@
 //! key (`agent.enrolled`, signed with the agent as actor: the key that verifies its results
 //! from then on), an admin deletes it (`agent.deleted`).
 
-use std::sync::Arc;
-
-use ed25519_dalek::SigningKey;
 use serde_json::json;
 use taskward_shared::audit::{Actor, ActorKind};
 use taskward_shared::secret::Secret;
@@ -13,7 +10,7 @@ use taskward_shared::secret::Secret;
 use crate::names::AgentName;
 use crate::refusal::Refusal;
 use crate::store::agents::{self, Agent, EnrollError};
-use crate::store::audit::{self, AuditContext};
+use crate::store::audit::{self, AuditContext, Signer};
 use crate::store::{AnyConnection, StoreError, StoreResult, now_ms};
 
 /// An agent as the actor of what it does (enrolling, its results).
@@ -85,7 +82,7 @@ pub struct Enrollment {
 /// auditor can check the agent's signed results with the log alone.
 pub fn enroll(
     conn: &mut AnyConnection,
-    signer: Arc<SigningKey>,
+    signer: Signer,
     enrollment: &Enrollment,
 ) -> Result<(Agent, Secret), EnrollError> {
     let (agent, credential) = agents::enroll(

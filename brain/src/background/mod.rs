@@ -2,7 +2,8 @@
 //! - time out commands whose deadline passed (a signed `command.timed_out` row each);
 //! - checkpoint every chain that grew (into `checkpoints.log`), at least every interval, and
 //!   then remove the dashboard sessions that ended;
-//! - pick up a keyring rotated by `taskward-brain keys rotate` in another process;
+//! - pick up a keyring rotated by `taskward-brain keys rotate` in another process, every half
+//!   second, and tell the connected agents (`hub::rotations::watch_keyring`);
 //! - work through due cleanup steps (project deletions), a few hundred per tick;
 //! - fire due schedules and finish the runs whose commands ended (`schedules`).
 
@@ -69,6 +70,7 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
         })
     };
     let cleaner = {
+        let state = state.clone();
         tokio::spawn(async move {
             let mut tick = interval(CLEANUP_TICK);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -80,7 +82,8 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
             }
         })
     };
-    vec![sweeper, checkpointer, scheduler, cleaner]
+    let keyring = tokio::spawn(crate::hub::rotations::watch_keyring(state.clone()));
+    vec![sweeper, checkpointer, scheduler, cleaner, keyring]
 }
 
 /// How often due schedules are looked for (cron's resolution is a minute).

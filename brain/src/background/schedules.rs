@@ -10,7 +10,7 @@ use crate::store::schedules::{self, RunRow};
 /// What a firing needs from this server: its keys, command lifetime and connected agents.
 pub fn fire_env(state: &AppState) -> FireEnv {
     FireEnv {
-        signer: state.keys.signer(),
+        signer: state.keys.clone(),
         secret: state.keys.confirm_secret().to_vec(),
         ttl_ms: state.settings.command_ttl.as_millis() as i64,
         connected: state.hub.online_agents(),
@@ -61,7 +61,7 @@ pub fn announce(state: &AppState, fired: Fired) -> RunRow {
 
 /// Finishes runs whose commands all ended; raises health-check alerts.
 pub async fn finish_open_runs(state: &AppState, now: i64) -> StoreResult<usize> {
-    let signer = state.keys.signer();
+    let signer: crate::store::audit::Signer = state.keys.clone();
     // Read first: most seconds nothing is open, and no write lock is taken.
     let open = state
         .store

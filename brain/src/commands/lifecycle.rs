@@ -66,6 +66,10 @@ pub fn transition(current: CommandStatus, already_late: bool, event: Event) -> T
 /// (`command.<status>`, with the detail and the agent's signed result as evidence) and moves
 /// the status cache, or marks a late result. Returns the command as it now is, or `None` when
 /// the event changed nothing.
+///
+/// `command` may be stale (read before another transaction moved it): the store's conditional
+/// update then refuses, and the event is decided again on the command as it is now, so a
+/// result racing the timeout sweeper or another result is recorded at most once, as late.
 pub fn record(
     conn: &mut AnyConnection,
     ctx: &AuditContext,
@@ -74,12 +78,22 @@ pub fn record(
     detail: Option<&str>,
     evidence: Option<serde_json::Value>,
 ) -> StoreResult<Option<CommandRecord>> {
-    let (status, late) = match transition(command.status, command.late, event) {
-        Transition::Ignore => return Ok(None),
-        Transition::To(status) => (status, false),
-        Transition::Late(status) => (status, true),
-    };
-    commands::record_outcome(conn, ctx, command, status, late, detail, evidence).map(Some)
+    let mut current = command.clone();
+    // A command moves at most twice more (to an end, then late), so three looks suffice.
+    for _ in 0..3 {
+        let (status, late) = match transition(current.status, current.late, event) {
+            Transition::Ignore => return Ok(None),
+            Transition::To(status) => (status, false),
+            Transition::Late(status) => (status, true),
+        };
+        if let Some(updated) =
+            commands::record_outcome(conn, ctx, &current, status, late, detail, evidence.clone())?
+        {
+            return Ok(Some(updated));
+        }
+        current = commands::find_any(conn, &current.id)?;
+    }
+    Ok(None)
 }
 
 /// The event and the detail an agent's result stands for: a refusal or an interruption is a
@@ -104,7 +118,9 @@ pub fn record_result(
     agent_name: &str,
     signed: &SignedResult,
 ) -> StoreResult<bool> {
-    let command = match commands::find_any(conn, &signed.result.command_id) {
+    // Locked: two results for one command (a resend racing the first, or two different
+    // results) are decided one after the other, each seeing what the other recorded.
+    let command = match commands::find_any_locked(conn, &signed.result.command_id) {
         Err(StoreError::NotFound) => {
             tracing::warn!(agent = %agent_name, command = %signed.result.command_id,
                 "result for an unknown command ignored");

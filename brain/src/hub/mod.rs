@@ -4,9 +4,11 @@
 //! Delivery is level-triggered: a session sends every command of its agent that is `issued`
 //! and not expired, on connect, whenever [`Hub::wake`] is called after a mint, and on a short
 //! tick. The agent's durable seen-store makes a resent command harmless; a command past its
-//! expiry is never sent (the sweeper times it out).
+//! expiry is never sent (the sweeper times it out). Key rotations reach connected agents over
+//! their sessions (`rotations.rs`).
 
 pub mod ingest;
+pub mod rotations;
 pub mod session;
 
 use std::collections::HashMap;
@@ -26,6 +28,8 @@ struct Live {
 #[derive(Default)]
 pub struct Hub {
     sessions: Mutex<HashMap<String, Live>>,
+    /// Key rotations, pushed to every session (`rotations.rs`).
+    pub rotations: rotations::Rotations,
 }
 
 /// What a session gets when it registers.

@@ -23,6 +23,7 @@ use crate::client_addr::ClientAddr;
 use crate::commands::lifecycle::{self, Event};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::ingest;
+use crate::hub::rotations::{Told, read_rotations};
 use crate::store::agents::{self, Agent, EnrollError};
 use crate::store::audit::{self, AuditContext};
 use crate::store::commands;
@@ -73,7 +74,7 @@ pub async fn enroll(
         public_key: body.public_key,
         hostname: body.hostname,
     };
-    let signer = state.keys.signer();
+    let signer: audit::Signer = state.keys.clone();
     let (agent, credential) = state
         .store
         .write("enroll_agent", move |conn| {
@@ -226,24 +227,24 @@ async fn serve(
     generation: u64,
     registration: &mut super::Registration,
 ) -> Result<(), String> {
-    let site = state.store.site_chain();
-    let rotations = state
-        .store
-        .read("key_rotations", move |conn| audit::rotations(conn, &site))
-        .await
-        .map_err(|e| e.to_string())?;
+    // Subscribed before reading, so a rotation published meanwhile is not missed; the ring is
+    // read before the rows, so every key in it has its row among them (see `Told`).
+    let mut pushed = state.hub.rotations.subscribe();
+    let keys = state.keys.public_keys();
+    let rotations = read_rotations(state).await.map_err(|e| e.to_string())?;
+    let mut told = Told::from_welcome(&keys, &rotations);
     send(
         socket,
         &BrainFrame::Welcome {
             session: generation,
-            keys: state.keys.public_keys(),
+            keys,
             rotations,
         },
     )
     .await?;
     tracing::info!(agent = %agent.name, session = generation, "agent connected");
     let mut sent: HashSet<String> = HashSet::new();
-    deliver(state, socket, agent, &mut sent).await?;
+    deliver(state, socket, agent, &mut sent, &mut told).await?;
     let mut writer = ingest::start(state.clone(), agent.clone());
     let mut tick = interval(DELIVERY_TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -258,7 +259,13 @@ async fn serve(
                     return Err("replaced by a newer session".into());
                 }
             }
-            _ = registration.wake.notified() => deliver(state, socket, agent, &mut sent).await?,
+            _ = registration.wake.notified() => deliver(state, socket, agent, &mut sent, &mut told).await?,
+            changed = pushed.changed() => {
+                if changed.is_ok() {
+                    let all = pushed.borrow_and_update().clone();
+                    tell_rotations(socket, agent, &mut told, &all).await?;
+                }
+            }
             stored = writer.stored.recv() => match stored {
                 Some(Ok(seqs)) => {
                     for seq in seqs {
@@ -276,7 +283,7 @@ async fn serve(
                     last_ping = Instant::now();
                     send(socket, &BrainFrame::Ping { time_ms: now_ms() }).await?;
                 }
-                deliver(state, socket, agent, &mut sent).await?;
+                deliver(state, socket, agent, &mut sent, &mut told).await?;
             }
             frame = recv(socket) => {
                 let Some(frame) = frame? else { continue };
@@ -292,12 +299,14 @@ async fn serve(
     }
 }
 
-/// Sends the agent's pending commands that this session has not sent yet.
+/// Sends the agent's pending commands that this session has not sent yet; a command signed by
+/// a key the agent was not told of goes after the rotation rows that introduce it.
 async fn deliver(
     state: &AppState,
     socket: &mut WebSocket,
     agent: &Agent,
     sent: &mut HashSet<String>,
+    told: &mut Told,
 ) -> Result<(), String> {
     let id = agent.id.clone();
     let pending = state
@@ -309,8 +318,30 @@ async fn deliver(
         .map_err(|e| e.to_string())?;
     for (record, row) in pending {
         if sent.insert(record.id.clone()) {
+            if !told.knows(&row.key_id) {
+                let all = read_rotations(state).await.map_err(|e| e.to_string())?;
+                tell_rotations(socket, agent, told, &all).await?;
+                if !told.knows(&row.key_id) {
+                    tracing::warn!(agent = %agent.name, command = %record.id, key = %row.key_id,
+                        "command signed by a key no rotation row introduces");
+                }
+            }
             send(socket, &BrainFrame::Command { row }).await?;
         }
+    }
+    Ok(())
+}
+
+/// Sends the rotation rows of `all` that the agent was not told of, oldest first.
+async fn tell_rotations(
+    socket: &mut WebSocket,
+    agent: &Agent,
+    told: &mut Told,
+    all: &[taskward_shared::audit::AuditRow],
+) -> Result<(), String> {
+    for row in told.untold(all) {
+        tracing::info!(agent = %agent.name, seq = row.seq, "telling the agent of a key rotation");
+        send(socket, &BrainFrame::Rotation { row: row.clone() }).await?;
     }
     Ok(())
 }
@@ -325,7 +356,7 @@ async fn handle(
     frame: AgentFrame,
 ) -> Result<(), String> {
     let ctx = AuditContext {
-        signer: state.keys.signer(),
+        signer: state.keys.clone(),
         actor: agent_actor(agent),
     };
     match frame {

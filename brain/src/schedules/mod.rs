@@ -27,7 +27,7 @@ use crate::agents::stale::{Rule, clean_up_agent};
 use crate::clock::timestamp;
 use crate::commands::{Issue, issue_in};
 use crate::refusal::Refusal;
-use crate::store::audit::{self, AuditContext};
+use crate::store::audit::{self, AuditContext, Signer};
 use crate::store::commands::{self, CommandStatus};
 use crate::store::schedules::{self, RunRow, RunStatus, ScheduleRow, trigger};
 use crate::store::{AnyConnection, StoreError, StoreResult, agents, cleanup, tasks};
@@ -51,8 +51,8 @@ pub enum MissedRuns {
 /// What a firing needs from the running server, taken before its transaction.
 #[derive(Clone)]
 pub struct FireEnv {
-    /// The active signing key.
-    pub signer: std::sync::Arc<ed25519_dalek::SigningKey>,
+    /// The signing keys.
+    pub signer: Signer,
     /// The confirm-token secret.
     pub secret: Vec<u8>,
     /// The lifetime of the commands it issues.
@@ -68,10 +68,7 @@ impl FireEnv {
 }
 
 /// The schedule as the actor of what it does (its commands, retention, alerts).
-fn as_schedule(
-    signer: &std::sync::Arc<ed25519_dalek::SigningKey>,
-    schedule: &ScheduleRow,
-) -> AuditContext {
+fn as_schedule(signer: &Signer, schedule: &ScheduleRow) -> AuditContext {
     AuditContext {
         signer: signer.clone(),
         actor: Actor {
@@ -428,7 +425,7 @@ pub enum RunFinish {
 /// is left alone.
 pub fn finish_open_in(
     conn: &mut AnyConnection,
-    signer: &std::sync::Arc<ed25519_dalek::SigningKey>,
+    signer: &Signer,
     run: &RunRow,
     schedule: &ScheduleRow,
     now: i64,

@@ -7,6 +7,8 @@
 //! prev_hash)` and the primary key `(chain_id, seq)` make a fork impossible even if that failed.
 //! Nothing updates or deletes `audit_rows` (triggers refuse it on both backends).
 
+use std::sync::Arc;
+
 use diesel::prelude::*;
 use ed25519_dalek::SigningKey;
 use taskward_shared::audit::{
@@ -68,40 +70,41 @@ pub fn create_chain(
     Ok(())
 }
 
+/// Whoever holds the signing keys: hands out the key whose validity window holds a time.
+/// The brain's `Keys` is the real one; a bare [`SigningKey`] signs at any time (tests, benches).
+pub trait RowSigner: Send + Sync {
+    /// The key that signs what is dated `time_ms`.
+    fn signer_at(&self, time_ms: i64) -> Arc<SigningKey>;
+}
+
+impl RowSigner for SigningKey {
+    fn signer_at(&self, _time_ms: i64) -> Arc<SigningKey> {
+        Arc::new(self.clone())
+    }
+}
+
+/// A shared [`RowSigner`].
+pub type Signer = Arc<dyn RowSigner>;
+
 /// What an append needs besides the row's content: who signs and who acted.
 #[derive(Clone)]
 pub struct AuditContext {
-    /// The active signing key.
-    pub signer: std::sync::Arc<SigningKey>,
+    /// The keys; each row is signed by the one whose window holds the row's time.
+    pub signer: Signer,
     /// Who caused the action.
     pub actor: Actor,
 }
 
 /// Appends a signed row to `chain`. Must run inside a write transaction.
+///
+/// The row's time is now, or the previous row's time if that is later (a clock set back),
+/// so times never go backwards along a chain; and the row is signed by the key whose
+/// validity window holds that time, never by "the key of now". Together these make a key's
+/// window and the chain order agree: a verifier can hold every row to its key's window with
+/// no grace.
 pub fn append(
     conn: &mut AnyConnection,
     ctx: &AuditContext,
-    chain: &str,
-    kind: &str,
-    command_id: Option<&str>,
-    payload: serde_json::Value,
-) -> StoreResult<AuditRow> {
-    append_signed_by(
-        conn,
-        &ctx.signer,
-        &ctx.actor,
-        chain,
-        kind,
-        command_id,
-        payload,
-    )
-}
-
-/// [`append`] with an explicit key (key rotation signs with the outgoing key).
-pub fn append_signed_by(
-    conn: &mut AnyConnection,
-    signer: &SigningKey,
-    actor: &Actor,
     chain: &str,
     kind: &str,
     command_id: Option<&str>,
@@ -120,18 +123,24 @@ pub fn append_signed_by(
         .select((audit_chains::head_seq, audit_chains::head_hash))
         .first(conn)?;
     let prev: Hash = parse_hash(&head_hash).ok_or_else(|| fail("corrupt head hash".into()))?;
-    let now = now_ms();
+    // The head bump above holds the chain's lock, so the previous row cannot change under us.
+    let previous_time: Option<i64> = audit_rows::table
+        .find((chain, seq - 1))
+        .select(audit_rows::created_at)
+        .first(conn)
+        .optional()?;
+    let time = now_ms().max(previous_time.unwrap_or(i64::MIN));
     let statement = Statement {
         v: STATEMENT_VERSION,
         chain: chain.to_owned(),
         seq: seq.to_string(),
-        time: crate::clock::timestamp(now).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        actor: actor.clone(),
+        time: crate::clock::timestamp(time).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        actor: ctx.actor.clone(),
         kind: kind.to_owned(),
         command_id: command_id.map(str::to_owned),
         payload,
     };
-    let row = AuditRow::sign(seq as u64, &prev, &statement, signer);
+    let row = AuditRow::sign(seq as u64, &prev, &statement, &ctx.signer.signer_at(time));
     diesel::insert_into(audit_rows::table)
         .values((
             audit_rows::chain_id.eq(chain),
@@ -143,13 +152,21 @@ pub fn append_signed_by(
             audit_rows::statement.eq(&row.statement),
             audit_rows::kind.eq(&row.kind),
             audit_rows::command_id.eq(&row.command_id),
-            audit_rows::created_at.eq(now),
+            audit_rows::created_at.eq(time),
         ))
         .execute(conn)?;
     diesel::update(audit_chains::table.find(chain))
         .set(audit_chains::head_hash.eq(&row.hash))
         .execute(conn)?;
     Ok(row)
+}
+
+/// The time of a row (ms since the epoch, the statement's `time`).
+pub fn row_time(conn: &mut AnyConnection, chain: &str, seq: u64) -> StoreResult<i64> {
+    Ok(audit_rows::table
+        .find((chain, seq as i64))
+        .select(audit_rows::created_at)
+        .first(conn)?)
 }
 
 /// A row as stored; the index copies beyond `AuditRow` stay in the database.

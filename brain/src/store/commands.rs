@@ -313,10 +313,17 @@ pub fn find(conn: &mut AnyConnection, project_id: &str, id: &str) -> StoreResult
         .first(conn)?)
 }
 
-/// Records an outcome as [`crate::commands::lifecycle`] decided it: appends a signed
-/// `command.<status>` row and moves the status cache, or, for a result after the command
-/// ended (`late`), appends the row marked late and flags the command, status unchanged.
-/// Returns the updated record.
+/// Records an outcome as [`crate::commands::lifecycle`] decided it from `command` as read:
+/// moves the status cache (or, for a result after the command ended, `late`, sets the late
+/// flag, status unchanged) and appends the signed `command.<status>` row. Returns the updated
+/// record, or `None` when the command is no longer as read (another result, or the timeout
+/// sweeper, moved it since): nothing is written then, and the caller decides again.
+///
+/// The status move is a conditional update (`WHERE status = <as read>`, and `AND late = false`
+/// for a late result) made before the row is appended. On PostgreSQL, of two transactions
+/// racing on one command the second waits for the first's row lock and then finds the
+/// condition false, so at most one outcome row and at most one late row are ever appended per
+/// command; on SQLite the write transaction holds the database lock throughout.
 pub fn record_outcome(
     conn: &mut AnyConnection,
     ctx: &AuditContext,
@@ -325,7 +332,26 @@ pub fn record_outcome(
     late: bool,
     detail: Option<&str>,
     evidence: Option<serde_json::Value>,
-) -> StoreResult<CommandRecord> {
+) -> StoreResult<Option<CommandRecord>> {
+    let as_read = command_status::table
+        .find(&command.id)
+        .filter(command_status::status.eq(command.status.as_str()));
+    let moved = if late {
+        diesel::update(as_read.filter(command_status::late.eq(false)))
+            .set(command_status::late.eq(true))
+            .execute(conn)?
+    } else {
+        diesel::update(as_read)
+            .set((
+                command_status::status.eq(status.as_str()),
+                command_status::detail.eq(detail),
+                command_status::updated_at.eq(now_ms()),
+            ))
+            .execute(conn)?
+    };
+    if moved == 0 {
+        return Ok(None);
+    }
     let payload = serde_json::json!({
         "status": status.as_str(),
         "detail": detail,
@@ -341,20 +367,20 @@ pub fn record_outcome(
         Some(&command.id),
         payload,
     )?;
-    if late {
-        diesel::update(command_status::table.find(&command.id))
-            .set(command_status::late.eq(true))
-            .execute(conn)?;
-    } else {
-        diesel::update(command_status::table.find(&command.id))
-            .set((
-                command_status::status.eq(status.as_str()),
-                command_status::detail.eq(detail),
-                command_status::updated_at.eq(now_ms()),
-            ))
-            .execute(conn)?;
+    find(conn, &command.project_id, &command.id).map(Some)
+}
+
+/// Reads a command (of any project) after taking its status row's lock for the rest of the
+/// transaction (PostgreSQL `SELECT … FOR UPDATE`; on SQLite the write transaction already
+/// holds the database lock): what is decided from it stays true until commit. For results,
+/// where deciding needs more than the status (was this very result recorded already?).
+pub fn find_any_locked(conn: &mut AnyConnection, id: &str) -> StoreResult<CommandRecord> {
+    if let AnyConnection::Postgresql(pg) = conn {
+        diesel::sql_query("SELECT 1 FROM command_status WHERE command_id = $1 FOR UPDATE")
+            .bind::<diesel::sql_types::Text, _>(id)
+            .execute(pg)?;
     }
-    find(conn, &command.project_id, &command.id)
+    find_any(conn, id)
 }
 
 /// Open commands whose result deadline (the kind's deadline, capped by the signed expiry)

@@ -527,15 +527,16 @@ async fn raw_body(app: &TestApp, path: &str, token: &str) -> String {
     .unwrap()
 }
 
-/// `keys rotate` (the real CLI on the same store and data directory): the old key signs the
-/// rotation, both keys are published, new rows use the new key, everything verifies.
+/// `keys rotate --lead 2` (the real CLI on the same store and data directory): the old key
+/// signs the rotation, both keys are published with windows that meet at the switch, rows
+/// before the switch use the old key and rows from it on the new key, everything verifies.
 async fn keys_rotate(backend: Backend) {
     let (app, chain) = app_with_history(backend).await;
     let before = app.keys.public_keys();
     let out = Command::new(BIN)
         .arg("--data-dir")
         .arg(app.data_dir.path())
-        .args(["keys", "rotate"])
+        .args(["keys", "rotate", "--lead", "2"])
         .env("TASKWARD_DATABASE_URL", app.db.cli_url())
         .output()
         .unwrap();
@@ -548,7 +549,8 @@ async fn keys_rotate(backend: Backend) {
     let after = app.keys.public_keys();
     assert_eq!(after.len(), 2);
     assert_eq!(after[0].key_id, before[0].key_id);
-    assert!(after[0].valid_until_ms.is_some() && after[1].valid_until_ms.is_none());
+    assert_eq!(after[0].valid_until_ms, Some(after[1].valid_from_ms));
+    assert!(after[1].valid_until_ms.is_none());
     let published = app
         .call(axum::http::Method::GET, "/api/v1/signing-keys", None, None)
         .await;
@@ -564,11 +566,20 @@ async fn keys_rotate(backend: Backend) {
     let statement: serde_json::Value = serde_json::from_str(&rotation.statement).unwrap();
     assert_eq!(statement["payload"]["new_key_id"], after[1].key_id.as_str());
 
-    let agent = app.create_agent("default", "after-rotation").await;
+    let agent = app.create_agent("default", "before-the-switch").await;
+    assert!(!agent.is_empty());
+    let last = rows(&app, &chain).await.pop().unwrap();
+    assert_eq!(
+        last.key_id, after[0].key_id,
+        "the old key signs until the switch"
+    );
+    let wait = after[1].valid_from_ms - taskward_brain::store::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(wait.max(0) as u64 + 10)).await;
+    let agent = app.create_agent("default", "after-the-switch").await;
     assert!(!agent.is_empty());
     let last = rows(&app, &chain).await.pop().unwrap();
     assert_eq!(last.key_id, after[1].key_id);
-    assert_eq!(verify(&app, &chain, None).await, Ok(8));
+    assert_eq!(verify(&app, &chain, None).await, Ok(9));
     assert!(verify(&app, &app.store.site_chain(), None).await.is_ok());
 }
 

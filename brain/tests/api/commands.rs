@@ -710,6 +710,76 @@ async fn unclaimed_commands_time_out(backend: Backend) {
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 0);
 }
 
+/// Results racing for one ended command (an agent sending many at once, each read before
+/// the others committed) append one late row between them: the store's conditional update
+/// lets one through, and the others, decided again on the command as it now is, change
+/// nothing. On PostgreSQL the transactions run at once, each on its own connection.
+async fn racing_results_append_one_late_row(backend: Backend) {
+    let settings = ServerSettings {
+        command_ttl: std::time::Duration::from_millis(50),
+        ..ServerSettings::default()
+    };
+    let app = TestApp::with_settings(backend, settings).await;
+    let t = app.admin_token.clone();
+    let agent = app.create_agent("default", "host").await;
+    let issued = issue(
+        &app,
+        &t,
+        "restart-worker",
+        with_agent(&agent, json!({"worker_name": "w"})),
+    )
+    .await;
+    let id = issued.body["id"].as_str().unwrap().to_owned();
+    let pid = issued.body["project_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert_eq!(time_out_overdue(&app.state).await.unwrap(), 1);
+    // Read once, as each racing result would have read it: timed out, nothing late yet.
+    let stale = {
+        let (pid, id) = (pid.clone(), id.clone());
+        app.store
+            .read("test_read", move |conn| commands::find(conn, &pid, &id))
+            .await
+            .unwrap()
+    };
+    assert!(!stale.late);
+    let racers = (0..6).map(|n| {
+        let (store, ctx, stale) = (
+            app.store.clone(),
+            app.state.audit_as_system(),
+            stale.clone(),
+        );
+        let event = if n % 2 == 0 {
+            Event::Succeeded
+        } else {
+            Event::Failed
+        };
+        tokio::spawn(async move {
+            store
+                .write("test_racing_result", move |conn| {
+                    lifecycle::record(conn, &ctx, &stale, event, Some("ran"), None)
+                })
+                .await
+                .unwrap()
+                .is_some()
+        })
+    });
+    let mut recorded = 0;
+    for racer in racers.collect::<Vec<_>>() {
+        recorded += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(recorded, 1, "exactly one racing result is recorded");
+    let detail = app.get(&format!("{P}/{id}"), &t).await;
+    let kinds: Vec<&str> = detail.body["audit_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 3, "issued, timed_out, one late row: {kinds:?}");
+    assert_eq!(detail.body["status"], "timed_out");
+    assert_eq!(detail.body["late"], true);
+}
+
 async fn list_filters_and_pages(backend: Backend) {
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
@@ -1055,6 +1125,7 @@ both_backends!(
     global_rate_limit_is_flagged,
     bulk_actions_are_rate_limited,
     unclaimed_commands_time_out,
+    racing_results_append_one_late_row,
     list_filters_and_pages,
     list_takes_the_query_grammar,
 );

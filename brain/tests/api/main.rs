@@ -12,6 +12,7 @@ mod errors;
 mod hostile;
 mod openapi;
 mod resources;
+mod rotation;
 mod runtime;
 mod schedules;
 mod shutdown;
