@@ -10,7 +10,9 @@ use taskward_shared::audit::verify::TrustedKeys;
 use taskward_shared::crypto::key_id;
 
 use crate::app::system_actor;
-use crate::audit::{Verdict, read_checkpoint, read_keys_file, verify_export, verify_live};
+use crate::audit::{
+    Verdict, VerifyOptions, read_keys_file, verify_export, verify_rows_live,
+};
 use crate::expiry::parse_lifetime;
 use crate::keys::{KeyError, Keys};
 use crate::names::{Label, ProjectSlug, UserName};
@@ -136,9 +138,18 @@ pub struct VerifyArgs {
     #[arg(long, conflicts_with = "file")]
     pub site: bool,
     /// A checkpoint (JSON) or a checkpoint log (JSON Lines, e.g. checkpoints.log) kept outside
-    /// the database: detects a log truncated or rewritten after it.
+    /// the database: detects a log truncated or rewritten after it. Every checkpoint in it for
+    /// the chain is checked; a chain it has none for fails.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: a chain the file has no checkpoint for is verified without one
+    /// (printed as a warning) instead of failing.
+    #[arg(long, requires = "checkpoint")]
+    pub allow_missing_checkpoint: bool,
+    /// Excuse a brain key that kept signing up to N ms after its validity window ended (brains
+    /// before atomic rotation did, for up to about a second). Default 0: none.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    pub key_grace_ms: i64,
     /// Verify an export file instead of the database.
     #[arg(long, requires = "keys")]
     pub file: Option<PathBuf>,
@@ -581,6 +592,12 @@ fn cli_actor() -> taskward_shared::audit::Actor {
 
 fn verify(data_dir: &Path, url: &DatabaseUrl, args: VerifyArgs) -> Result<(), CliError> {
     let progress = |rows: u64| eprintln!("  … {rows} rows verified");
+    let mut warn = |warning: String| eprintln!("{warning}");
+    let options = VerifyOptions {
+        key_grace_ms: args.key_grace_ms,
+        checkpoint_file: args.checkpoint.clone(),
+        allow_missing_checkpoint: args.allow_missing_checkpoint,
+    };
     if let Some(file) = &args.file {
         let keys_path = args
             .keys
@@ -592,7 +609,7 @@ fn verify(data_dir: &Path, url: &DatabaseUrl, args: VerifyArgs) -> Result<(), Cl
                 what: format!("cannot open {}", file.display()),
                 source,
             })?);
-        let verdict = verify_export(reader, Some(trusted), args.checkpoint.as_deref(), progress)
+        let verdict = verify_export(reader, Some(trusted), &options, &mut warn, progress)
             .map_err(CliError::Usage)?;
         return report(&file.display().to_string(), verdict);
     }
@@ -617,14 +634,13 @@ fn verify(data_dir: &Path, url: &DatabaseUrl, args: VerifyArgs) -> Result<(), Cl
     };
     let mut failed = false;
     for (label, chain) in chains {
-        let checkpoint = args
-            .checkpoint
-            .as_deref()
-            .map(|path| read_checkpoint(path, &chain))
-            .transpose()
+        let verdict = match options
+            .verifier(&chain, trusted.clone(), &mut warn)
             .map_err(CliError::Usage)?
-            .flatten();
-        let verdict = verify_live(&store, trusted.clone(), &chain, checkpoint, progress)?;
+        {
+            Ok(verifier) => verify_rows_live(&store, verifier, &chain, progress)?,
+            Err(failure) => Err(failure),
+        };
         failed |= report(&format!("{label} ({chain})"), verdict).is_err();
     }
     if failed {
