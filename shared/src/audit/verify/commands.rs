@@ -10,14 +10,15 @@
 use std::collections::HashMap;
 
 use ed25519_dalek::{Signature, VerifyingKey};
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::Problem;
+use super::{Problem, canonical};
 use super::format::lower_hex;
 use super::signatures::{Pending, Signer};
 use crate::audit::{Hash, Statement};
 use crate::crypto::{key_id, parse_public_key};
-use crate::protocol::{Outcome, SignedResult, result_message};
+use crate::protocol::{CommandResult, Outcome, RESULT_TAG, SignedResult, result_message};
 
 /// Outcome statuses that come from an agent's signed result; `refused` and `interrupted` are
 /// spelled out here too so rows that name them (rather than `failed`) verify the same way.
@@ -154,7 +155,7 @@ impl Ledger {
         let result = match payload.get("agent_result") {
             None | Some(Value::Null) => None,
             Some(value) => Some(
-                serde_json::from_value::<SignedResult>(value.clone())
+                SignedResult::deserialize(value)
                     .map_err(|e| Problem::Malformed(format!("agent_result: {e}")))?,
             ),
         };
@@ -228,7 +229,7 @@ impl Ledger {
         Ok(Some(Pending {
             seq,
             signer: Signer::Agent,
-            message: result_message(r),
+            message: signed_message(r),
             signature: Signature::from_bytes(&signature),
             key: *key,
         }))
@@ -244,4 +245,17 @@ fn outcome_matches(outcome: Outcome, status: &str) -> bool {
         Outcome::Refused => matches!(status, "failed" | "refused"),
         Outcome::Interrupted => matches!(status, "failed" | "interrupted"),
     }
+}
+
+/// The bytes the agent signed ([`result_message`]), built with the fast canonical encoder.
+fn signed_message(result: &CommandResult) -> Vec<u8> {
+    let value = serde_json::to_value(result).expect("results serialize");
+    let Some(body) = canonical::encode(&value) else {
+        return result_message(result);
+    };
+    let mut message = Vec::with_capacity(RESULT_TAG.len() + 4 + body.len());
+    message.extend_from_slice(RESULT_TAG);
+    message.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    message.extend_from_slice(&body);
+    message
 }

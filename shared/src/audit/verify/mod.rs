@@ -11,6 +11,7 @@
 //! any failure is reported the queued signatures are checked too, so the failure reported is
 //! always the earliest bad row.
 
+mod canonical;
 mod checkpoints;
 mod commands;
 mod format;

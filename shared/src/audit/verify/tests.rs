@@ -176,3 +176,192 @@ fn checkpoints_catch_truncation_and_rewrites() {
         Problem::BadCheckpoint(_)
     ));
 }
+
+/// A row over raw statement bytes, signed like the brain signs (for non-canonical bytes).
+fn sign_raw(seq: u64, prev: &Hash, statement: &str, key: &SigningKey) -> AuditRow {
+    use ed25519_dalek::Signer;
+    let parsed: Statement = serde_json::from_str(statement).unwrap();
+    let hash = row_hash(seq, prev, statement.as_bytes());
+    let id = key_id(&key.verifying_key());
+    AuditRow {
+        chain: parsed.chain,
+        seq,
+        prev_hash: hex::encode(prev),
+        hash: hex::encode(hash),
+        signature: hex::encode(key.sign(&signature_message(&id, &hash)).to_bytes()),
+        key_id: id,
+        statement: statement.to_owned(),
+        kind: parsed.kind,
+        command_id: parsed.command_id,
+    }
+}
+
+/// Re-signs rows from `from` on (0-based) with `key` after `edit` changed each statement,
+/// relinking the rest: what someone holding a brain key and the database can do.
+fn resign_from(
+    rows: &[AuditRow],
+    from: usize,
+    key: &SigningKey,
+    mut edit: impl FnMut(usize, &mut Statement),
+) -> Vec<AuditRow> {
+    let mut out = rows[..from].to_vec();
+    let mut prev = parse_hash(&rows[from].prev_hash).unwrap();
+    for (i, row) in rows.iter().enumerate().skip(from) {
+        let mut statement: Statement = serde_json::from_str(&row.statement).unwrap();
+        edit(i, &mut statement);
+        let new = AuditRow::sign(row.seq, &prev, &statement, key);
+        prev = parse_hash(&new.hash).unwrap();
+        out.push(new);
+    }
+    out
+}
+
+fn verify_all(rows: &[AuditRow], keys: TrustedKeys) -> Result<Summary, Failure> {
+    verify(rows, keys, None)
+}
+
+#[test]
+fn a_non_canonical_statement_is_refused_even_when_signed() {
+    let k = key();
+    let rows = chain(5, &k);
+    for edit in [
+        |s: &str| s.replace(r#"{"n":3}"#, r#"{"n": 3}"#),
+        |s: &str| s.replacen(r#""actor":{"id":"u1","name":"admin","type":"user"}"#, r#""actor":{"name":"admin","id":"u1","type":"user"}"#, 1),
+        |s: &str| s.replacen(r#""v":1}"#, r#""v":1,"extra":true}"#, 1),
+    ] {
+        let text = edit(&rows[2].statement);
+        assert_ne!(text, rows[2].statement);
+        let mut tampered = rows[..2].to_vec();
+        let mut prev = parse_hash(&rows[1].hash).unwrap();
+        tampered.push(sign_raw(3, &prev, &text, &k));
+        prev = parse_hash(&tampered[2].hash).unwrap();
+        for row in &rows[3..] {
+            let st: Statement = serde_json::from_str(&row.statement).unwrap();
+            tampered.push(AuditRow::sign(row.seq, &prev, &st, &k));
+            prev = parse_hash(&tampered.last().unwrap().hash).unwrap();
+        }
+        let err = verify_all(&tampered, trusted(&k)).unwrap_err();
+        assert_eq!((err.seq, err.problem), (3, Problem::NotCanonical), "{text}");
+    }
+}
+
+#[test]
+fn hex_fields_must_be_lowercase() {
+    let k = key();
+    let rows = chain(5, &k);
+    for field in ["hash", "prev_hash", "signature", "key_id"] {
+        let mut tampered = rows.clone();
+        let row = &mut tampered[3];
+        let value = match field {
+            "hash" => &mut row.hash,
+            "prev_hash" => &mut row.prev_hash,
+            "signature" => &mut row.signature,
+            _ => &mut row.key_id,
+        };
+        *value = value.to_uppercase();
+        let err = verify_all(&tampered, trusted(&k)).unwrap_err();
+        assert_eq!((err.seq, err.problem), (4, Problem::NotLowerHex(field)));
+    }
+}
+
+/// Keys with windows: `old` signs until 12:00:10, `new` from then on.
+fn rotated_keys(old: &SigningKey, new: &SigningKey) -> TrustedKeys {
+    let info = |k: &SigningKey, from: i64, until: Option<i64>| PublicKeyInfo {
+        key_id: key_id(&k.verifying_key()),
+        public_key: hex::encode(k.verifying_key().as_bytes()),
+        valid_from_ms: from,
+        valid_until_ms: until,
+    };
+    let switch = format::time_ms("2026-11-25T12:00:10.000Z").unwrap();
+    TrustedKeys::from_infos(&[info(old, 0, Some(switch)), info(new, switch, None)]).unwrap()
+}
+
+/// A chain of `n` rows one second apart from 12:00:01, each signed by `old` before 12:00:10
+/// and by `new` from then on.
+fn timed_chain(n: u64, old: &SigningKey, new: &SigningKey) -> Vec<AuditRow> {
+    let mut prev = genesis_hash(CHAIN);
+    (1..=n)
+        .map(|seq| {
+            let statement = Statement {
+                v: STATEMENT_VERSION,
+                chain: CHAIN.into(),
+                seq: seq.to_string(),
+                time: format!("2026-11-25T12:00:{seq:02}.000Z"),
+                actor: Actor {
+                    kind: ActorKind::System,
+                    id: "brain".into(),
+                    name: "brain".into(),
+                },
+                kind: "test.row".into(),
+                command_id: None,
+                payload: serde_json::json!({"n": seq}),
+            };
+            let row = AuditRow::sign(seq, &prev, &statement, if seq < 10 { old } else { new });
+            prev = parse_hash(&row.hash).unwrap();
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn keys_sign_only_inside_their_windows() {
+    let (old, new) = (key(), SigningKey::from_bytes(&[3u8; 32]));
+    let rows = timed_chain(20, &old, &new);
+    assert_eq!(verify_all(&rows, rotated_keys(&old, &new)).unwrap().rows, 20);
+
+    // Re-signed with the retired key after its window.
+    let retired = resign_from(&rows, 14, &old, |_, _| {});
+    let err = verify_all(&retired, rotated_keys(&old, &new)).unwrap_err();
+    assert_eq!(err.seq, 15);
+    assert!(
+        matches!(&err.problem, Problem::KeyOutsideWindow { why, .. } if why.contains("after")),
+        "{err}"
+    );
+    // A grace covers a brain that kept signing briefly, and no more.
+    let late = resign_from(&rows, 9, &old, |_, _| {});
+    let grace = |ms| {
+        let mut v = ChainVerifier::with_key_grace(CHAIN, rotated_keys(&old, &new), None, ms)
+            .unwrap();
+        late.iter().try_for_each(|r| v.push(r)).and_then(|()| v.finish())
+    };
+    assert_eq!(grace(0).unwrap_err().seq, 11, "12:00:10 is still inside, 12:00:11 is not");
+    assert_eq!(grace(1000).unwrap_err().seq, 12);
+    assert!(grace(10_000).is_ok());
+
+    // The new key before it existed.
+    let early = resign_from(&rows, 4, &new, |_, _| {});
+    let err = verify_all(&early, rotated_keys(&old, &new)).unwrap_err();
+    assert_eq!(err.seq, 5);
+    assert!(
+        matches!(&err.problem, Problem::KeyOutsideWindow { why, .. } if why.contains("before")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_back_dated_row_is_refused() {
+    let (old, new) = (key(), SigningKey::from_bytes(&[3u8; 32]));
+    let rows = timed_chain(20, &old, &new);
+    let back = resign_from(&rows, 12, &new, |i, st| {
+        if i == 12 {
+            st.time = "2026-11-25T12:00:11.500Z".into();
+        }
+    });
+    let err = verify_all(&back, rotated_keys(&old, &new)).unwrap_err();
+    assert_eq!(err.seq, 13);
+    assert!(matches!(err.problem, Problem::TimeWentBack { .. }), "{err}");
+    // Equal times are fine (several rows in one millisecond).
+    let same = resign_from(&rows, 12, &new, |i, st| {
+        if i == 12 {
+            st.time = "2026-11-25T12:00:12.000Z".into();
+        }
+    });
+    assert!(verify_all(&same, rotated_keys(&old, &new)).is_ok());
+    let bad = resign_from(&rows, 12, &new, |i, st| {
+        if i == 12 {
+            st.time = "2026-11-25T12:00:13Z".into();
+        }
+    });
+    let err = verify_all(&bad, rotated_keys(&old, &new)).unwrap_err();
+    assert!(matches!(err.problem, Problem::Malformed(_)), "{err}");
+}
