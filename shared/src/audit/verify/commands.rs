@@ -259,3 +259,9 @@ fn signed_message(result: &CommandResult) -> Vec<u8> {
     message.extend_from_slice(&body);
     message
 }
+
+/// [`signed_message`] for the tests that hold it to the agent's own encoding.
+#[cfg(test)]
+pub(super) fn signed_message_for_test(result: &CommandResult) -> Vec<u8> {
+    signed_message(result)
+}

@@ -1,6 +1,7 @@
 //! The verifier against chains made here, tampered with one way at a time.
 
 use ed25519_dalek::SigningKey;
+use serde_json::Value;
 
 use super::*;
 use crate::audit::{Actor, ActorKind, PublicKeyInfo, STATEMENT_VERSION};
@@ -364,4 +365,264 @@ fn a_back_dated_row_is_refused() {
     });
     let err = verify_all(&bad, rotated_keys(&old, &new)).unwrap_err();
     assert!(matches!(err.problem, Problem::Malformed(_)), "{err}");
+}
+
+mod agents {
+    use serde_json::json;
+
+    use super::*;
+    use crate::protocol::{CommandResult, Outcome, SignedResult, result_message};
+
+    const AGENT: &str = "agent-1";
+
+    fn agent_key() -> SigningKey {
+        SigningKey::from_bytes(&[5u8; 32])
+    }
+
+    fn statement(seq: u64, kind: &str, command: Option<&str>, payload: Value) -> Statement {
+        Statement {
+            v: STATEMENT_VERSION,
+            chain: CHAIN.into(),
+            seq: seq.to_string(),
+            time: format!("2026-11-25T12:00:{seq:02}.000Z"),
+            actor: Actor {
+                kind: ActorKind::Agent,
+                id: AGENT.into(),
+                name: "host".into(),
+            },
+            kind: kind.into(),
+            command_id: command.map(str::to_owned),
+            payload,
+        }
+    }
+
+    fn result(command: &str, issued: &str, outcome: Outcome, agent: &SigningKey) -> Value {
+        serde_json::to_value(SignedResult::sign(
+            CommandResult {
+                command_id: command.into(),
+                row_hash: issued.into(),
+                agent_id: AGENT.into(),
+                session: 1,
+                outcome,
+                detail: "exit 1".into(),
+                finished_at_ms: "1795608000000".into(),
+            },
+            agent,
+        ))
+        .unwrap()
+    }
+
+    fn outcome(status: &str, late: bool, result: Value) -> Value {
+        json!({"status": status, "detail": "exit 1", "late": late,
+            "previous_status": "dispatched", "agent_result": result})
+    }
+
+    /// enrolled(1), issued c1(2), dispatched(3), failed with the agent's result(4),
+    /// late succeeded(5), then `extra` rows from the closure (given the issued hash).
+    fn push(rows: &mut Vec<AuditRow>, kind: &str, command: Option<&str>, payload: Value) {
+        let prev = rows
+            .last()
+            .map_or(genesis_hash(CHAIN), |r| parse_hash(&r.hash).unwrap());
+        let seq = rows.len() as u64 + 1;
+        let row = AuditRow::sign(seq, &prev, &statement(seq, kind, command, payload), &key());
+        rows.push(row);
+    }
+
+    fn history(extra: impl Fn(&str) -> Vec<(&'static str, Value)>) -> Vec<AuditRow> {
+        let agent = agent_key();
+        let mut rows: Vec<AuditRow> = Vec::new();
+        push(
+            &mut rows,
+            "agent.enrolled",
+            None,
+            json!({"agent": {"id": AGENT, "name": "host"},
+                "public_key": hex::encode(agent.verifying_key().as_bytes()),
+                "key_id": key_id(&agent.verifying_key())}),
+        );
+        push(
+            &mut rows,
+            "command.issued",
+            Some("c1"),
+            json!({"command": {"id": "c1", "project_id": "test", "audience": AGENT}}),
+        );
+        let issued = rows[1].hash.clone();
+        push(&mut rows, "command.dispatched", Some("c1"), json!({"status": "dispatched", "late": false, "agent_result": null}));
+        push(
+            &mut rows,
+            "command.failed",
+            Some("c1"),
+            outcome("failed", false, result("c1", &issued, Outcome::Failed, &agent)),
+        );
+        push(
+            &mut rows,
+            "command.succeeded",
+            Some("c1"),
+            outcome("succeeded", true, result("c1", &issued, Outcome::Succeeded, &agent)),
+        );
+        for (kind, payload) in extra(&issued) {
+            push(&mut rows, kind, Some("c1"), payload);
+        }
+        rows
+    }
+
+    #[test]
+    fn honest_results_verify_and_sign_what_the_agent_signs() {
+        let rows = history(|_| Vec::new());
+        assert_eq!(verify_all(&rows, trusted(&key())).unwrap().rows, 5);
+        let signed: SignedResult = serde_json::from_value(
+            serde_json::from_str::<Statement>(&rows[3].statement).unwrap().payload["agent_result"]
+                .clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            super::super::commands::signed_message_for_test(&signed.result),
+            result_message(&signed.result)
+        );
+    }
+
+    #[test]
+    fn a_replaced_agent_signature_is_refused() {
+        let rows = history(|_| Vec::new());
+        let stranger = SigningKey::from_bytes(&[6u8; 32]);
+        let forged = resign_from(&rows, 3, &key(), |i, st| {
+            if i == 3 {
+                let issued = rows[1].hash.clone();
+                st.payload = outcome("failed", false, result("c1", &issued, Outcome::Failed, &stranger));
+            }
+        });
+        let err = verify_all(&forged, trusted(&key())).unwrap_err();
+        assert_eq!((err.seq, err.problem), (4, Problem::BadAgentSignature));
+    }
+
+    #[test]
+    fn a_failure_rewritten_as_success_is_refused_though_re_signed_by_the_brain() {
+        let rows = history(|_| Vec::new());
+        // The kind and status changed, the agent's result kept.
+        let rewritten = resign_from(&rows, 3, &key(), |i, st| {
+            if i == 3 {
+                st.kind = "command.succeeded".into();
+                st.payload["status"] = json!("succeeded");
+            }
+        });
+        let err = verify_all(&rewritten, trusted(&key())).unwrap_err();
+        assert_eq!(err.seq, 4);
+        assert!(matches!(&err.problem, Problem::AgentResult(w) if w.contains("Failed")), "{err}");
+        // The result's outcome edited too: the agent's signature no longer covers it.
+        let edited = resign_from(&rows, 3, &key(), |i, st| {
+            if i == 3 {
+                st.kind = "command.succeeded".into();
+                st.payload["status"] = json!("succeeded");
+                st.payload["agent_result"]["result"]["outcome"] = json!("succeeded");
+            }
+        });
+        let err = verify_all(&edited, trusted(&key())).unwrap_err();
+        assert_eq!((err.seq, err.problem), (4, Problem::BadAgentSignature));
+        // The result dropped.
+        let dropped = resign_from(&rows, 3, &key(), |i, st| {
+            if i == 3 {
+                st.kind = "command.succeeded".into();
+                st.payload = json!({"status": "succeeded", "late": false, "agent_result": null});
+            }
+        });
+        let err = verify_all(&dropped, trusted(&key())).unwrap_err();
+        assert_eq!(err.seq, 4);
+        assert!(matches!(err.problem, Problem::AgentResult(_)), "{err}");
+    }
+
+    #[test]
+    fn results_must_match_their_command_and_enrolled_agent() {
+        let rows = history(|_| Vec::new());
+        // Re-enrolled under the forger's key: the real result no longer verifies.
+        let rekeyed = resign_from(&rows, 0, &key(), |i, st| {
+            if i == 0 {
+                let other = SigningKey::from_bytes(&[6u8; 32]).verifying_key();
+                st.payload["public_key"] = json!(hex::encode(other.as_bytes()));
+                st.payload["key_id"] = json!(key_id(&other));
+            }
+        });
+        // (Rewriting row 1 changes every later hash, so the agent's result also names
+        // an issued row that no longer exists.)
+        let err = verify_all(&rekeyed, trusted(&key())).unwrap_err();
+        assert_eq!(err.seq, 4);
+        assert!(
+            matches!(err.problem, Problem::AgentResult(_) | Problem::BadAgentSignature),
+            "{err}"
+        );
+        // No enrollment before the result.
+        let unenrolled = resign_from(&rows, 0, &key(), |i, st| {
+            if i == 0 {
+                st.kind = "agent.created".into();
+            }
+        });
+        let err = verify_all(&unenrolled, trusted(&key())).unwrap_err();
+        assert_eq!(err.seq, 4);
+        assert!(matches!(&err.problem, Problem::AgentResult(w) if w.contains("enrolled")), "{err}");
+        // Another issued row (the audience changed) than the one the agent ran.
+        let reissued = resign_from(&rows, 1, &key(), |i, st| {
+            if i == 1 {
+                st.payload["command"]["audience"] = json!("agent-2");
+            }
+        });
+        let err = verify_all(&reissued, trusted(&key())).unwrap_err();
+        assert_eq!(err.seq, 4);
+        assert!(matches!(&err.problem, Problem::AgentResult(w) if w.contains("issued row")), "{err}");
+    }
+
+    #[test]
+    fn at_most_one_late_outcome_per_command() {
+        let rows = history(|issued| {
+            vec![(
+                "command.failed",
+                outcome("failed", true, result("c1", issued, Outcome::Failed, &agent_key())),
+            )]
+        });
+        let err = verify_all(&rows, trusted(&key())).unwrap_err();
+        assert_eq!((err.seq, err.problem), (6, Problem::SecondLate("c1".into())));
+    }
+}
+
+#[test]
+fn every_checkpoint_counts_and_each_key_signs_inside_its_window() {
+    let (old, new) = (key(), SigningKey::from_bytes(&[3u8; 32]));
+    let rows = timed_chain(20, &old, &new);
+    let keys = || rotated_keys(&old, &new);
+    let head = |n: usize| parse_hash(&rows[n - 1].hash).unwrap();
+    let at = |n: usize| format::time_ms(&format!("2026-11-25T12:00:{n:02}.500Z")).unwrap();
+    let cp5 = Checkpoint::sign(CHAIN, 5, &head(5), at(5), &old);
+    let cp15 = Checkpoint::sign(CHAIN, 15, &head(15), at(15), &new);
+    let run = |cps: Vec<Checkpoint>, rows: &[AuditRow]| {
+        let mut v = ChainVerifier::new(CHAIN, keys(), cps)?;
+        rows.iter().try_for_each(|r| v.push(r))?;
+        v.finish()
+    };
+    assert!(run(vec![cp15.clone(), cp5.clone()], &rows).is_ok());
+
+    // Rows 3..=5 rewritten and re-signed, the rest relinked: only the earlier checkpoint
+    // sees it, and it is not the last one in the file.
+    let rewritten = resign_from(&rows, 2, &old, |i, st| {
+        if i == 2 {
+            st.payload = serde_json::json!({"n": "rewritten"});
+        }
+    });
+    let rewritten: Vec<AuditRow> = rewritten
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if i >= 9 {
+                let st: Statement = serde_json::from_str(&r.statement).unwrap();
+                AuditRow::sign(r.seq, &parse_hash(&r.prev_hash).unwrap(), &st, &new)
+            } else {
+                r
+            }
+        })
+        .collect();
+    let bad_cp15 = Checkpoint::sign(CHAIN, 15, &parse_hash(&rewritten[14].hash).unwrap(), at(15), &new);
+    let err = run(vec![cp5.clone(), bad_cp15], &rewritten).unwrap_err();
+    assert_eq!((err.seq, err.problem), (5, Problem::CheckpointMismatch { size: 5 }));
+
+    // A checkpoint signed by the retired key after its window.
+    let stale = Checkpoint::sign(CHAIN, 15, &head(15), at(15), &old);
+    let err = run(vec![cp5, stale], &rows).unwrap_err();
+    assert_eq!(err.seq, 15);
+    assert!(matches!(&err.problem, Problem::BadCheckpoint(w) if w.contains("after")), "{err}");
 }
