@@ -192,6 +192,15 @@ impl Ledger {
             )));
         };
         let r = &signed.result;
+        let Some(key) = self.agents.get(&r.agent_id) else {
+            if self.complete {
+                return Err(Problem::AgentResult(format!(
+                    "agent {} has no key enrolled earlier in the chain",
+                    r.agent_id
+                )));
+            }
+            return Ok(None);
+        };
         if r.command_id != id {
             return Err(Problem::AgentResult(format!(
                 "the agent's result is for command {}",
@@ -217,15 +226,6 @@ impl Ledger {
         }
         let signature =
             lower_hex::<64>(&signed.signature).ok_or(Problem::NotLowerHex("agent signature"))?;
-        let Some(key) = self.agents.get(&r.agent_id) else {
-            if self.complete {
-                return Err(Problem::AgentResult(format!(
-                    "agent {} has no key enrolled earlier in the chain",
-                    r.agent_id
-                )));
-            }
-            return Ok(None);
-        };
         Ok(Some(Pending {
             seq,
             signer: Signer::Agent,
