@@ -10,9 +10,7 @@ use taskward_shared::audit::verify::TrustedKeys;
 use taskward_shared::crypto::key_id;
 
 use crate::app::system_actor;
-use crate::audit::{
-    Verdict, VerifyOptions, read_keys_file, verify_export, verify_rows_live,
-};
+use crate::audit::{Verdict, VerifyOptions, read_keys_file, verify_export, verify_rows_live};
 use crate::expiry::parse_lifetime;
 use crate::keys::{KeyError, Keys};
 use crate::names::{Label, ProjectSlug, UserName};

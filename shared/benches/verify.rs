@@ -181,7 +181,11 @@ fn generate(
 fn time(ms: i64) -> String {
     let day_ms = ms.rem_euclid(86_400_000);
     let base = "2026-11-25";
-    assert_eq!(ms.div_euclid(86_400_000), 20_782, "bench times stay on one day");
+    assert_eq!(
+        ms.div_euclid(86_400_000),
+        20_782,
+        "bench times stay on one day"
+    );
     format!(
         "{base}T{:02}:{:02}:{:02}.{:03}Z",
         day_ms / 3_600_000,

@@ -309,8 +309,15 @@ async fn every_tamper_is_rejected_at_its_row() {
     let honest = f.write("honest.jsonl", &f.rows);
     let out = f.verify(&honest, &f.checkpoints, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("OK {} rows", f.rows.len())), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("OK {} rows", f.rows.len())),
+        "{stdout}"
+    );
     assert_eq!(resign(&f, &f.rows, 0, None, |_, _| None), f.rows);
 
     // The agent's signature replaced by another key's over the same result.
@@ -325,7 +332,12 @@ async fn every_tamper_is_rejected_at_its_row() {
         }
         None
     });
-    f.assert_rejected("agent-signature.jsonl", &replaced, seq(failed1), "bad agent signature");
+    f.assert_rejected(
+        "agent-signature.jsonl",
+        &replaced,
+        seq(failed1),
+        "bad agent signature",
+    );
 
     // A failure rewritten as a success, the brain's rows re-signed with the brain's key.
     let rewritten = resign(&f, &f.rows, failed1, None, |i, v| {
@@ -336,12 +348,22 @@ async fn every_tamper_is_rejected_at_its_row() {
         }
         None
     });
-    f.assert_rejected("rewritten.jsonl", &rewritten, seq(failed1), "agent reported Failed");
+    f.assert_rejected(
+        "rewritten.jsonl",
+        &rewritten,
+        seq(failed1),
+        "agent reported Failed",
+    );
 
     // A row after the rotation re-signed with the retired key.
     let failed3 = f.index_of("command.failed", 3);
     let retired = resign(&f, &f.rows, failed3, Some(&f.old_key), |_, _| None);
-    f.assert_rejected("retired-key.jsonl", &retired, seq(failed3), "after its validity window");
+    f.assert_rejected(
+        "retired-key.jsonl",
+        &retired,
+        seq(failed3),
+        "after its validity window",
+    );
     // ... which a grace as long as the whole test excuses (a signature does not change the
     // row's hash, so the rows are otherwise the brain's own).
     let file = f.write("retired-key-grace.jsonl", &retired);
@@ -379,7 +401,11 @@ async fn every_tamper_is_rejected_at_its_row() {
     f.assert_rejected("uppercase.jsonl", &upper, seq(issued2), "lowercase hex");
 
     // A second late outcome for c3: the late row again, as a new row.
-    let late = f.rows.iter().rposition(|r| r.statement.contains(r#""late":true"#)).unwrap();
+    let late = f
+        .rows
+        .iter()
+        .rposition(|r| r.statement.contains(r#""late":true"#))
+        .unwrap();
     let mut twice = f.rows.clone();
     let mut copy: Value = serde_json::from_str(&f.rows[late].statement).unwrap();
     let next = f.rows.last().unwrap().seq + 1;
@@ -426,22 +452,39 @@ async fn every_checkpoint_is_held_and_a_missing_one_fails() {
     let out = f.verify(&honest, &lacking, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
-    assert!(stdout.contains("FAILED at chain: no checkpoint for this chain"), "{stdout}");
+    assert!(
+        stdout.contains("FAILED at chain: no checkpoint for this chain"),
+        "{stdout}"
+    );
     let out = f.verify(&honest, &lacking, &["--allow-missing-checkpoint"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("warning:") && stderr.contains(&f.chain), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains(&f.chain),
+        "{stderr}"
+    );
 
     // A bad checkpoint that is not the last: signed by the brain's key over another head.
     let log = std::fs::read_to_string(&f.checkpoints).unwrap();
-    let mut lines: Vec<Checkpoint> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut lines: Vec<Checkpoint> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     let first = lines[0].clone();
     lines[0] = Checkpoint::sign(&f.chain, first.size, &[7u8; 32], first.time_ms, &f.old_key);
     let bad = f.dir.path().join("bad-first.log");
     std::fs::write(
         &bad,
-        lines.iter().map(|c| serde_json::to_string(c).unwrap()).collect::<Vec<_>>().join("\n"),
+        lines
+            .iter()
+            .map(|c| serde_json::to_string(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n"),
     )
     .unwrap();
     let out = f.verify(&honest, &bad, &[]);

@@ -23,8 +23,9 @@ use ed25519_dalek::Signature;
 pub use keys::{TrustedKeys, Window};
 pub use signatures::BATCH;
 
-use super::{AuditRow, Checkpoint, Hash, Statement, genesis_hash, parse_hash, row_hash,
-    signature_message};
+use super::{
+    AuditRow, Checkpoint, Hash, Statement, genesis_hash, parse_hash, row_hash, signature_message,
+};
 use checkpoints::Expected;
 use commands::Ledger;
 use signatures::{Pending, Signatures, Signer};

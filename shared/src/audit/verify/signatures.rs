@@ -119,7 +119,10 @@ impl Signatures {
 
     fn receive_one(&mut self) {
         let pool = self.pool.as_ref().expect("results only come from a pool");
-        let bad = pool.done.recv().expect("signature workers outlive the verifier");
+        let bad = pool
+            .done
+            .recv()
+            .expect("signature workers outlive the verifier");
         self.in_flight -= 1;
         self.note(bad);
     }
@@ -209,9 +212,9 @@ fn batch_equation_holds(batch: &[Pending]) -> bool {
     let mut keys: Vec<([u8; 32], EdwardsPoint, Scalar)> = Vec::new();
     for (pending, z) in batch.iter().zip(randomness.chunks_exact(16)) {
         let z = Scalar::from(u128::from_le_bytes(z.try_into().expect("16 bytes")));
-        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(
-            *pending.signature.s_bytes(),
-        )) else {
+        let Some(s) =
+            Option::<Scalar>::from(Scalar::from_canonical_bytes(*pending.signature.s_bytes()))
+        else {
             return false;
         };
         let Some(R) = CompressedEdwardsY(*pending.signature.r_bytes()).decompress() else {

@@ -227,7 +227,13 @@ fn a_non_canonical_statement_is_refused_even_when_signed() {
     let rows = chain(5, &k);
     for edit in [
         |s: &str| s.replace(r#"{"n":3}"#, r#"{"n": 3}"#),
-        |s: &str| s.replacen(r#""actor":{"id":"u1","name":"admin","type":"user"}"#, r#""actor":{"name":"admin","id":"u1","type":"user"}"#, 1),
+        |s: &str| {
+            s.replacen(
+                r#""actor":{"id":"u1","name":"admin","type":"user"}"#,
+                r#""actor":{"name":"admin","id":"u1","type":"user"}"#,
+                1,
+            )
+        },
         |s: &str| s.replacen(r#""v":1}"#, r#""v":1,"extra":true}"#, 1),
     ] {
         let text = edit(&rows[2].statement);
@@ -308,7 +314,10 @@ fn timed_chain(n: u64, old: &SigningKey, new: &SigningKey) -> Vec<AuditRow> {
 fn keys_sign_only_inside_their_windows() {
     let (old, new) = (key(), SigningKey::from_bytes(&[3u8; 32]));
     let rows = timed_chain(20, &old, &new);
-    assert_eq!(verify_all(&rows, rotated_keys(&old, &new)).unwrap().rows, 20);
+    assert_eq!(
+        verify_all(&rows, rotated_keys(&old, &new)).unwrap().rows,
+        20
+    );
 
     // Re-signed with the retired key after its window.
     let retired = resign_from(&rows, 14, &old, |_, _| {});
@@ -321,11 +330,17 @@ fn keys_sign_only_inside_their_windows() {
     // A grace covers a brain that kept signing briefly, and no more.
     let late = resign_from(&rows, 9, &old, |_, _| {});
     let grace = |ms| {
-        let mut v = ChainVerifier::with_key_grace(CHAIN, rotated_keys(&old, &new), None, ms)
-            .unwrap();
-        late.iter().try_for_each(|r| v.push(r)).and_then(|()| v.finish())
+        let mut v =
+            ChainVerifier::with_key_grace(CHAIN, rotated_keys(&old, &new), None, ms).unwrap();
+        late.iter()
+            .try_for_each(|r| v.push(r))
+            .and_then(|()| v.finish())
     };
-    assert_eq!(grace(0).unwrap_err().seq, 11, "12:00:10 is still inside, 12:00:11 is not");
+    assert_eq!(
+        grace(0).unwrap_err().seq,
+        11,
+        "12:00:10 is still inside, 12:00:11 is not"
+    );
     assert_eq!(grace(1000).unwrap_err().seq, 12);
     assert!(grace(10_000).is_ok());
 
@@ -446,18 +461,31 @@ mod agents {
             json!({"command": {"id": "c1", "project_id": "test", "audience": AGENT}}),
         );
         let issued = rows[1].hash.clone();
-        push(&mut rows, "command.dispatched", Some("c1"), json!({"status": "dispatched", "late": false, "agent_result": null}));
+        push(
+            &mut rows,
+            "command.dispatched",
+            Some("c1"),
+            json!({"status": "dispatched", "late": false, "agent_result": null}),
+        );
         push(
             &mut rows,
             "command.failed",
             Some("c1"),
-            outcome("failed", false, result("c1", &issued, Outcome::Failed, &agent)),
+            outcome(
+                "failed",
+                false,
+                result("c1", &issued, Outcome::Failed, &agent),
+            ),
         );
         push(
             &mut rows,
             "command.succeeded",
             Some("c1"),
-            outcome("succeeded", true, result("c1", &issued, Outcome::Succeeded, &agent)),
+            outcome(
+                "succeeded",
+                true,
+                result("c1", &issued, Outcome::Succeeded, &agent),
+            ),
         );
         for (kind, payload) in extra(&issued) {
             push(&mut rows, kind, Some("c1"), payload);
@@ -470,7 +498,9 @@ mod agents {
         let rows = history(|_| Vec::new());
         assert_eq!(verify_all(&rows, trusted(&key())).unwrap().rows, 5);
         let signed: SignedResult = serde_json::from_value(
-            serde_json::from_str::<Statement>(&rows[3].statement).unwrap().payload["agent_result"]
+            serde_json::from_str::<Statement>(&rows[3].statement)
+                .unwrap()
+                .payload["agent_result"]
                 .clone(),
         )
         .unwrap();
@@ -487,7 +517,11 @@ mod agents {
         let forged = resign_from(&rows, 3, &key(), |i, st| {
             if i == 3 {
                 let issued = rows[1].hash.clone();
-                st.payload = outcome("failed", false, result("c1", &issued, Outcome::Failed, &stranger));
+                st.payload = outcome(
+                    "failed",
+                    false,
+                    result("c1", &issued, Outcome::Failed, &stranger),
+                );
             }
         });
         let err = verify_all(&forged, trusted(&key())).unwrap_err();
@@ -506,7 +540,10 @@ mod agents {
         });
         let err = verify_all(&rewritten, trusted(&key())).unwrap_err();
         assert_eq!(err.seq, 4);
-        assert!(matches!(&err.problem, Problem::AgentResult(w) if w.contains("Failed")), "{err}");
+        assert!(
+            matches!(&err.problem, Problem::AgentResult(w) if w.contains("Failed")),
+            "{err}"
+        );
         // The result's outcome edited too: the agent's signature no longer covers it.
         let edited = resign_from(&rows, 3, &key(), |i, st| {
             if i == 3 {
@@ -545,7 +582,10 @@ mod agents {
         let err = verify_all(&rekeyed, trusted(&key())).unwrap_err();
         assert_eq!(err.seq, 4);
         assert!(
-            matches!(err.problem, Problem::AgentResult(_) | Problem::BadAgentSignature),
+            matches!(
+                err.problem,
+                Problem::AgentResult(_) | Problem::BadAgentSignature
+            ),
             "{err}"
         );
         // No enrollment before the result.
@@ -556,7 +596,10 @@ mod agents {
         });
         let err = verify_all(&unenrolled, trusted(&key())).unwrap_err();
         assert_eq!(err.seq, 4);
-        assert!(matches!(&err.problem, Problem::AgentResult(w) if w.contains("enrolled")), "{err}");
+        assert!(
+            matches!(&err.problem, Problem::AgentResult(w) if w.contains("enrolled")),
+            "{err}"
+        );
         // Another issued row (the audience changed) than the one the agent ran.
         let reissued = resign_from(&rows, 1, &key(), |i, st| {
             if i == 1 {
@@ -565,7 +608,10 @@ mod agents {
         });
         let err = verify_all(&reissued, trusted(&key())).unwrap_err();
         assert_eq!(err.seq, 4);
-        assert!(matches!(&err.problem, Problem::AgentResult(w) if w.contains("issued row")), "{err}");
+        assert!(
+            matches!(&err.problem, Problem::AgentResult(w) if w.contains("issued row")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -573,11 +619,18 @@ mod agents {
         let rows = history(|issued| {
             vec![(
                 "command.failed",
-                outcome("failed", true, result("c1", issued, Outcome::Failed, &agent_key())),
+                outcome(
+                    "failed",
+                    true,
+                    result("c1", issued, Outcome::Failed, &agent_key()),
+                ),
             )]
         });
         let err = verify_all(&rows, trusted(&key())).unwrap_err();
-        assert_eq!((err.seq, err.problem), (6, Problem::SecondLate("c1".into())));
+        assert_eq!(
+            (err.seq, err.problem),
+            (6, Problem::SecondLate("c1".into()))
+        );
     }
 }
 
@@ -616,13 +669,25 @@ fn every_checkpoint_counts_and_each_key_signs_inside_its_window() {
             }
         })
         .collect();
-    let bad_cp15 = Checkpoint::sign(CHAIN, 15, &parse_hash(&rewritten[14].hash).unwrap(), at(15), &new);
+    let bad_cp15 = Checkpoint::sign(
+        CHAIN,
+        15,
+        &parse_hash(&rewritten[14].hash).unwrap(),
+        at(15),
+        &new,
+    );
     let err = run(vec![cp5.clone(), bad_cp15], &rewritten).unwrap_err();
-    assert_eq!((err.seq, err.problem), (5, Problem::CheckpointMismatch { size: 5 }));
+    assert_eq!(
+        (err.seq, err.problem),
+        (5, Problem::CheckpointMismatch { size: 5 })
+    );
 
     // A checkpoint signed by the retired key after its window.
     let stale = Checkpoint::sign(CHAIN, 15, &head(15), at(15), &old);
     let err = run(vec![cp5, stale], &rows).unwrap_err();
     assert_eq!(err.seq, 15);
-    assert!(matches!(&err.problem, Problem::BadCheckpoint(w) if w.contains("after")), "{err}");
+    assert!(
+        matches!(&err.problem, Problem::BadCheckpoint(w) if w.contains("after")),
+        "{err}"
+    );
 }
