@@ -121,6 +121,12 @@ pub enum AuditCommand {
     /// GET /api/v1/signing-keys, obtained independently):
     ///     taskward-brain audit verify --file export.jsonl --keys keys.json [--checkpoint FILE]
     ///
+    /// Each row is held to its bytes (lowercase hex, canonical statement), position, hash,
+    /// link, time order, the signing key's validity window (--key-grace-ms N excuses N ms past
+    /// a window's end) and, for outcomes, the agent's signed result against the key the agent
+    /// enrolled earlier in the chain. Every checkpoint in the --checkpoint file for the chain
+    /// is checked; a file with none for the chain fails unless --allow-missing-checkpoint.
+    ///
     /// Prints `OK <rows> rows, head <hash>` per chain, or the first bad row and why, and
     /// exits non-zero.
     Verify(VerifyArgs),

@@ -4,7 +4,9 @@
 //! Run: `cargo bench -p taskward-shared --bench verify` (`VERIFY_BENCH_ROWS` sets the row
 //! count, default 200,000). Two chains are generated: one of brain rows only (commands
 //! issued), and one where every command is also dispatched and completed with an agent's
-//! signed result (four signatures per three rows).
+//! signed result (four signatures per three rows). The last column is rows per CPU-second
+//! spent (all threads): on a machine other work shares, the wall-clock rates fall but this
+//! one does not, and two free cores reach at most twice it.
 
 use std::time::Instant;
 
@@ -41,8 +43,10 @@ fn main() {
         "cores: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("| chain | rows | signatures | in memory rows/s | from JSON Lines rows/s |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| chain | rows | signatures | in memory rows/s | from JSON Lines rows/s | JSON Lines rows per CPU-second |"
+    );
+    println!("|---|---|---|---|---|---|");
     for with_agents in [false, true] {
         let (chain, signatures) = generate(rows, with_agents, &brain, &agent);
         let text: Vec<String> = chain
@@ -59,6 +63,7 @@ fn main() {
         let in_memory = rows as f64 / started.elapsed().as_secs_f64();
 
         let started = Instant::now();
+        let cpu_before = cpu_seconds();
         let mut verifier = ChainVerifier::new(CHAIN, trusted.clone(), None).unwrap();
         for line in &text {
             let row: AuditRow = serde_json::from_str(line).unwrap();
@@ -66,9 +71,10 @@ fn main() {
         }
         assert_eq!(verifier.finish().unwrap().rows, rows);
         let from_text = rows as f64 / started.elapsed().as_secs_f64();
+        let per_cpu_second = rows as f64 / (cpu_seconds() - cpu_before);
 
         println!(
-            "| {} | {rows} | {signatures} | {in_memory:.0} | {from_text:.0} |",
+            "| {} | {rows} | {signatures} | {in_memory:.0} | {from_text:.0} | {per_cpu_second:.0} |",
             if with_agents {
                 "commands completed by an agent"
             } else {
@@ -193,4 +199,17 @@ fn time(ms: i64) -> String {
         day_ms / 1000 % 60,
         day_ms % 1000
     )
+}
+
+/// CPU time this process used so far (user + system, all threads), from `/proc/self/stat`:
+/// rows per CPU-second says what the verifier costs whatever else loads the machine.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the file (utime, stime) in clock ticks of 1/100 s.
+    let ticks: f64 = fields
+        .get(11..13)
+        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
 }
