@@ -9,7 +9,7 @@ use taskward_shared::audit::{Actor, ActorKind};
 
 use crate::hub::Hub;
 use crate::keys::Keys;
-use crate::limits::{Limit, RateLimiter};
+use crate::limits::{Limit, RateLimiter, SlowLanes};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::audit::AuditContext;
@@ -39,6 +39,12 @@ pub struct ServerSettings {
     pub secure_cookies: bool,
     /// Sign-in attempts allowed per account and per address.
     pub login_limit: Limit,
+    /// How long each sign-in attempt beyond an address's limit is held, one at a time per
+    /// address: a script guessing from one address is slowed to a crawl, while a person
+    /// sharing that address (a NAT, an office) still gets in with the right password.
+    pub login_slowdown: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
 }
 
 impl Default for ServerSettings {
@@ -55,6 +61,8 @@ impl Default for ServerSettings {
                 burst: 10,
                 per_minute: 10,
             },
+            login_slowdown: Duration::from_secs(1),
+            trusted_proxies: crate::client_addr::TrustedProxies::default(),
         }
     }
 }
@@ -75,6 +83,8 @@ pub struct App {
     pub bulk_limiter: RateLimiter,
     /// Limits on dashboard sign-in attempts (keys `account:<name>` and `address:<ip>`).
     pub login_limiter: RateLimiter,
+    /// Sign-in attempts over an address's limit wait here, one at a time per address.
+    pub login_lanes: SlowLanes,
     /// Connected agents.
     pub hub: Hub,
     /// Flips to true when the server starts shutting down; long-lived responses (live
@@ -89,6 +99,7 @@ impl App {
         App {
             bulk_limiter: RateLimiter::new(settings.bulk_limit),
             login_limiter: RateLimiter::new(settings.login_limit),
+            login_lanes: SlowLanes::new(settings.login_slowdown, Duration::from_secs(10)),
             store,
             keys,
             data_dir,

@@ -19,6 +19,7 @@
 //! - [`query`]: the list grammar (nested filter, orderBy, keyset positions) rendered to SQL.
 //! - [`export`]: CSV, XLSX and JSON exports streamed in constant memory.
 //! - [`cursor`], [`limits`]: pagination cursors and per-caller rate limits.
+//! - [`client_addr`]: the client's address, through `--trusted-proxies`.
 //! - [`names`], [`role`], [`expiry`]: validated input values.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
 
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod background;
 pub mod bootstrap;
 pub mod cli;
+pub mod client_addr;
 pub mod clock;
 pub mod commands;
 pub mod cursor;

@@ -1,8 +1,9 @@
 //! Per-caller rate limits on heavy or destructive routes (bulk retry, purge): a token bucket
-//! per (route, caller), answering 429 with `Retry-After` when empty.
+//! per (route, caller), answering 429 with `Retry-After` when empty. And slow lanes, for a
+//! limit that must brake a script without locking people out (sign-in per address).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A bucket's shape.
@@ -77,6 +78,51 @@ impl RateLimiter {
     }
 }
 
+/// One lane per key: attempts in it pass one at a time, each held for a fixed pace, and one
+/// that cannot get in within the longest wait is refused. A flood from one key then gets at most
+/// one attempt per pace through, while a single honest attempt among it still passes.
+pub struct SlowLanes {
+    pace: Duration,
+    longest_wait: Duration,
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// A turn in a lane: the next attempt of the key waits until it is dropped.
+pub struct Turn(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl SlowLanes {
+    /// Lanes holding each attempt for `pace`; an attempt waits at most `longest_wait` for
+    /// its turn.
+    pub fn new(pace: Duration, longest_wait: Duration) -> SlowLanes {
+        SlowLanes {
+            pace,
+            longest_wait,
+            lanes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for `key`'s lane and the pace; `None` when the lane stayed busy too long.
+    pub async fn enter(&self, key: &str) -> Option<Turn> {
+        let lane = {
+            let mut lanes = self.lanes.lock().expect("lanes lock");
+            if lanes.len() > 10_000 {
+                // A lane nobody waits in or holds is only its map entry.
+                lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
+            }
+            lanes
+                .entry(key.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
+                .clone()
+        };
+        let permit = tokio::time::timeout(self.longest_wait, lane.acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
+        tokio::time::sleep(self.pace).await;
+        Some(Turn(permit))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +138,21 @@ mod tests {
         let wait = limiter.check("a").unwrap_err();
         assert!(wait <= Duration::from_secs(1) && wait > Duration::ZERO);
         assert!(limiter.check("b").is_ok(), "keys are independent");
+    }
+
+    #[tokio::test]
+    async fn a_lane_lets_one_attempt_through_at_a_time_and_refuses_a_long_wait() {
+        let pace = Duration::from_millis(50);
+        let lanes = Arc::new(SlowLanes::new(pace, Duration::from_millis(300)));
+        let start = std::time::Instant::now();
+        let first = lanes.enter("address:a").await.expect("an empty lane");
+        assert!(start.elapsed() >= pace, "held for the pace");
+        let other = lanes.enter("address:b").await;
+        assert!(other.is_some(), "lanes are independent");
+        drop(other);
+        // While the first turn is held, a second attempt waits, and is refused in the end.
+        assert!(lanes.enter("address:a").await.is_none());
+        drop(first);
+        assert!(lanes.enter("address:a").await.is_some(), "free again");
     }
 }

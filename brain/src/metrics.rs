@@ -64,7 +64,7 @@ impl Metrics {
         let rejected = Family::<Labels, Counter>::default();
         registry.register(
             "events_rejected",
-            "Updates the store refused even alone, skipped so the agent's later events are not held up, by agent",
+            "Updates refused and skipped (values that cannot be true, or refused by the store even alone), so the agent's later events are not held up, by agent",
             rejected.clone(),
         );
         let alerts = Family::<Labels, Counter>::default();

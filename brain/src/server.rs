@@ -70,6 +70,17 @@ pub struct ServeArgs {
     /// leaving room for the database and files.
     #[arg(long, env = "TASKWARD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+
+    /// Reverse proxies (CIDRs or addresses, comma-separated) whose `X-Forwarded-For` names
+    /// the client. Without it the header is ignored, and behind a proxy every client shares
+    /// the proxy's address for sign-in limits and logs.
+    #[arg(
+        long,
+        env = "TASKWARD_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<crate::client_addr::Cidr>,
 }
 
 /// Why the server could not start, or stopped with an error.
@@ -129,6 +140,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
             missed_schedules: args.missed_schedules,
             command_ttl: std::time::Duration::from_secs(args.command_ttl),
             secure_cookies: args.secure_cookies,
+            trusted_proxies: crate::client_addr::TrustedProxies::new(args.trusted_proxies.clone()),
             ..ServerSettings::default()
         },
     )));

@@ -1,12 +1,13 @@
 //! Sign-in and sign-out: a password checked against its argon2id hash starts a session whose id
 //! goes to the browser in an `HttpOnly`, `SameSite=Lax` cookie (and `Secure` behind TLS).
-//! Attempts are limited per account and per address, and a wrong name and a wrong password
-//! get the same answer after the same work.
+//! Attempts are limited per account (refused) and per address (slowed: see
+//! [`crate::limits::SlowLanes`]), and a wrong name and a wrong password get the same answer
+//! after the same work.
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Form;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::{HOST, ORIGIN, RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use super::layout;
 use crate::app::AppState;
 use crate::auth::{SESSION_COOKIE, csrf_matches};
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::passwords;
 use crate::store::{now_ms, sessions, users};
@@ -107,6 +109,26 @@ fn form_page(next: &str, name: &str, problem: Option<&str>) -> axum::response::H
     )
 }
 
+/// 429 with `Retry-After`, the form kept filled in.
+fn too_many_attempts(next: &str, name: &str, wait: Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        form_page(
+            next,
+            name,
+            Some(&format!(
+                "Too many sign-in attempts; try again in {secs} s."
+            )),
+        ),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, secs.to_string().parse().expect("digits"));
+    response
+}
+
 /// `GET /login`.
 pub async fn form(Query(next): Query<Next>) -> Response {
     form_page(&local(next.next.as_deref()), "", None).into_response()
@@ -124,7 +146,7 @@ pub struct Credentials {
 pub async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
-    connection: Option<ConnectInfoAddr>,
+    client: ClientAddr,
     Form(form): Form<Credentials>,
 ) -> Result<Response, ApiError> {
     // A form posted from another site must not sign the browser in (login CSRF).
@@ -135,31 +157,22 @@ pub async fn submit(
     }
     refuse_nul(&form)?;
     let next = local(form.next.as_deref());
-    let address = connection.map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-    for key in [
-        format!("account:{}", form.name),
-        format!("address:{address}"),
-    ] {
-        if let Err(wait) = state.login_limiter.check(&key) {
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                form_page(
-                    &next,
-                    &form.name,
-                    Some(&format!(
-                        "Too many sign-in attempts; try again in {} s.",
-                        wait.as_secs().max(1)
-                    )),
-                ),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                RETRY_AFTER,
-                wait.as_secs().max(1).to_string().parse().expect("digits"),
-            );
-            return Ok(response);
-        }
+    let too_many = |wait: Duration| too_many_attempts(&next, &form.name, wait);
+    // An account's own limit refuses outright: guessing one account's password stops.
+    if let Err(wait) = state.login_limiter.check(&format!("account:{}", form.name)) {
+        return Ok(too_many(wait));
     }
+    // An address over its limit is slowed, not locked out: its attempts queue in one lane,
+    // so a script is braked while someone else behind the same address still gets in.
+    let address = format!("address:{client}");
+    let over_address_limit = state.login_limiter.check(&address).err();
+    let _turn = match over_address_limit {
+        None => None,
+        Some(wait) => match state.login_lanes.enter(&address).await {
+            Some(turn) => Some(turn),
+            None => return Ok(too_many(wait)),
+        },
+    };
     let name = form.name.clone();
     let found = state
         .store
@@ -176,7 +189,10 @@ pub async fn submit(
     let user = match found {
         Some((user, _)) if matches => user,
         _ => {
-            tracing::info!(user = %form.name, "sign-in refused");
+            tracing::info!(user = %form.name, %client, "sign-in refused");
+            if let Some(wait) = over_address_limit {
+                return Ok(too_many(wait));
+            }
             return Ok((
                 StatusCode::UNAUTHORIZED,
                 form_page(&next, &form.name, Some("Wrong name or password.")),
@@ -206,24 +222,6 @@ pub async fn submit(
         .headers_mut()
         .insert(SET_COOKIE, cookie.parse().expect("cookie text is ASCII"));
     Ok(response)
-}
-
-/// The peer address, when the server was started with connection info (tests that call the
-/// router directly have none).
-pub struct ConnectInfoAddr(SocketAddr);
-
-impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for ConnectInfoAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| ConnectInfoAddr(c.0)))
-    }
 }
 
 /// Whether a form post came from this site: no `Origin` (older browsers, curl) or one whose

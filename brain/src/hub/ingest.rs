@@ -78,12 +78,16 @@ async fn write_groups(
         for update in &mut updates {
             update.make_storable();
         }
+        refuse_implausible(&state, &agent, &mut updates);
+        let dropped = plausible_dropped(&agent, dropped);
         let events = updates.len() as u64;
         let outcome = match store_group(&state, &agent, updates, dropped).await {
             Ok(rejected) => {
-                state
-                    .metrics
-                    .record_ingest(&agent.name, events - rejected, dropped);
+                state.metrics.record_ingest(
+                    &agent.name,
+                    events - rejected,
+                    dropped.unwrap_or_default(),
+                );
                 Ok(seqs)
             }
             Err(e) => Err(format!("cannot store events: {e}")),
@@ -106,7 +110,7 @@ async fn store_group(
     state: &AppState,
     agent: &Agent,
     updates: Vec<Update>,
-    dropped: u64,
+    dropped: Option<u64>,
 ) -> Result<u64, StoreError> {
     let updates = Arc::new(updates);
     let mut pending: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
@@ -120,7 +124,10 @@ async fn store_group(
             .store
             .write("ingest_events", move |conn| {
                 tasks::apply_updates(conn, &project_id, &agent_id, &group[part], now_ms())?;
-                tasks::record_dropped(conn, &agent_id, dropped)
+                match dropped {
+                    Some(dropped) => tasks::record_dropped(conn, &agent_id, dropped),
+                    None => Ok(()),
+                }
             })
             .await;
         match written {
@@ -142,6 +149,39 @@ async fn store_group(
         state.metrics.record_rejected(&agent.name, rejected);
     }
     Ok(rejected)
+}
+
+/// Removes the updates whose numbers cannot be true (see
+/// [`taskward_shared::events::plausible`]): each is skipped and counted as rejected, and the
+/// first reason of the group is logged (a flood of them must not flood the log).
+fn refuse_implausible(state: &AppState, agent: &Agent, updates: &mut Vec<Update>) {
+    let now = now_ms();
+    let before = updates.len();
+    let mut first = None;
+    updates.retain(|update| match update.implausible(now) {
+        None => true,
+        Some(why) => {
+            first.get_or_insert_with(|| (describe(update), why));
+            false
+        }
+    });
+    let refused = (before - updates.len()) as u64;
+    if let Some((update, why)) = first {
+        tracing::warn!(agent = %agent.name, %update, %why, refused,
+            "refused updates whose values cannot be true; skipped");
+        state.metrics.record_rejected(&agent.name, refused);
+    }
+}
+
+/// The agent's cumulative dropped-event count, unless it is beyond what any agent can have
+/// dropped (the store's column is signed 64-bit; a larger value once showed as 0). Such a
+/// count is logged and left unrecorded.
+fn plausible_dropped(agent: &Agent, dropped: u64) -> Option<u64> {
+    if i64::try_from(dropped).is_ok() {
+        return Some(dropped);
+    }
+    tracing::warn!(agent = %agent.name, dropped, "refused an impossible dropped-event count");
+    None
 }
 
 /// Which update it was, for the log (never its field values, which may hold secrets).

@@ -19,6 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 use crate::agents::registry::{self, Enrollment, agent_actor};
 use crate::api::extract::ApiJson;
 use crate::app::AppState;
+use crate::client_addr::ClientAddr;
 use crate::commands::lifecycle::{self, Event};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::ingest;
@@ -45,8 +46,17 @@ const DELIVERY_TICK: Duration = Duration::from_secs(1);
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn enroll(
     State(state): State<AppState>,
+    client: ClientAddr,
     ApiJson(body): ApiJson<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
+    // The key goes into the signed `agent.enrolled` row as sent, and the log's hex is
+    // lowercase only: an uppercase key would make the row fail a strict verifier.
+    if body.public_key.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(ApiError::invalid_field(
+            "public_key",
+            "public_key: lowercase hex (64 digits)",
+        ));
+    }
     let public = parse_public_key(&body.public_key)
         .map_err(|why| ApiError::invalid_field("public_key", format!("public_key: {why}")))?;
     if let Some(host) = &body.hostname
@@ -73,7 +83,7 @@ pub async fn enroll(
         .map_err(|err| match err {
             EnrollError::Store(err) => ApiError::from(err),
             refused => {
-                tracing::info!(%refused, "enrollment refused");
+                tracing::warn!(%refused, %client, "enrollment refused");
                 ApiError::Unauthenticated
             }
         })?;
@@ -93,16 +103,23 @@ pub async fn enroll(
         (status = 401, body = ErrorBody)))]
 pub async fn connect(
     State(state): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    // A refused link is logged (with where it came from, never what it presented): a stolen
+    // or revoked credential being tried shows in the brain's log.
+    let refused = |why: &str| {
+        tracing::warn!(%client, why, "agent link refused");
+        ApiError::Unauthenticated
+    };
     let credential = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| t.starts_with("twa_"))
-        .ok_or(ApiError::Unauthenticated)?
+        .ok_or_else(|| refused("no agent credential"))?
         .to_owned();
     let agent = state
         .store
@@ -110,7 +127,7 @@ pub async fn connect(
             agents::by_credential(conn, &credential)
         })
         .await?
-        .ok_or(ApiError::Unauthenticated)?;
+        .ok_or_else(|| refused("unknown or revoked credential"))?;
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)

@@ -733,6 +733,76 @@ async fn sign_in_is_rate_limited(backend: Backend) {
     let limited = post_login(&app, "name=someone-else&password=guess-guess", None).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.retry_after.is_some());
+    // ...but the address is slowed, not locked out: another account's right password from
+    // the same address (an office behind one NAT) still signs in.
+    let password = app.admin_password();
+    let admitted = post_login(&app, &format!("name=admin&password={password}"), None).await;
+    assert_eq!(admitted.status, StatusCode::SEE_OTHER, "{}", admitted.body);
+    assert!(admitted.cookie.is_some());
+}
+
+/// A sign-in attempt from `peer` (as the listener records it), carrying `forwarded` as
+/// `X-Forwarded-For`.
+async fn post_login_via(app: &TestApp, form: &str, peer: &str, forwarded: &str) -> Attempt {
+    let mut request = Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("host", "brain.example")
+        .header("x-forwarded-for", forwarded)
+        .body(Body::from(form.to_owned()))
+        .unwrap();
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    let reply = app.send(request).await;
+    Attempt {
+        status: reply.status,
+        retry_after: None,
+        cookie: None,
+        location: None,
+        body: String::from_utf8_lossy(&reply.bytes).into_owned(),
+    }
+}
+
+/// Uses up the address limit of the client `forwarded` names, through the proxy at 10.0.0.2.
+async fn exhaust_address(app: &TestApp, forwarded: &str) {
+    for i in 0..10 {
+        let form = format!("name=user{i}&password=guess-guess");
+        let attempt = post_login_via(app, &form, "10.0.0.2:5000", forwarded).await;
+        assert_eq!(attempt.status, StatusCode::UNAUTHORIZED, "{}", attempt.body);
+    }
+    let form = "name=user10&password=guess-guess";
+    let limited = post_login_via(app, form, "10.0.0.2:5000", forwarded).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+async fn clients_behind_a_trusted_proxy_have_their_own_limits(backend: Backend) {
+    let form = "name=someone&password=guess-guess";
+    // Trusted: the proxy's X-Forwarded-For names the client, so one client's guessing does
+    // not touch another's limit, and a client cannot pick its address by writing the header.
+    let behind_proxy = ServerSettings {
+        trusted_proxies: taskward_brain::client_addr::TrustedProxies::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+        ]),
+        ..strict_login_limit()
+    };
+    let app = TestApp::with_settings(backend, behind_proxy).await;
+    exhaust_address(&app, "198.51.100.1").await;
+    let other = post_login_via(&app, form, "10.0.0.2:5000", "198.51.100.2").await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED, "another client");
+    let spoofed = "198.51.100.3, 198.51.100.1";
+    let same = post_login_via(&app, form, "10.0.0.2:5000", spoofed).await;
+    assert_eq!(
+        same.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a spoofed left hop"
+    );
+
+    // Untrusted (the default): the header is ignored and the proxy is the client.
+    let app = TestApp::with_settings(backend, strict_login_limit()).await;
+    exhaust_address(&app, "198.51.100.1").await;
+    let other = post_login_via(&app, form, "10.0.0.2:5000", "198.51.100.2").await;
+    assert_eq!(other.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
 /// What `GET /api/v1/projects` answers on a session.
@@ -848,5 +918,6 @@ both_backends!(
     a_reconnecting_page_catches_up,
     sign_in_and_sessions,
     sign_in_is_rate_limited,
+    clients_behind_a_trusted_proxy_have_their_own_limits,
     audit_page_verifies_and_names_the_first_bad_row
 );

@@ -1,7 +1,7 @@
 //! Hostile input (issue #18): no input panics a handler, NUL characters are refused with the
 //! field named on both backends, sign-in returns only to this site, invented HTTP methods
 //! cannot grow the metric label set, a first start completes what is missing, and a cancel
-//! names only its own project's tasks.
+//! names only its own project's tasks, and ingest refuses numbers that cannot be true.
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -13,6 +13,8 @@ use crate::support::{Backend, TestApp};
 both_backends!(
     a_lifetime_ending_in_a_non_ascii_character_is_refused,
     invented_methods_fold_into_one_metric_series,
+    implausible_updates_are_skipped_counted_and_the_rest_stored,
+    an_uppercase_agent_key_is_refused_and_the_token_kept,
 );
 
 /// `expires_in: "1é"` used to split the text inside `é` and panic the handler.
@@ -378,4 +380,93 @@ async fn cancel_task_names_only_tasks_of_its_project(backend: Backend) {
             .await;
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{task}: {reply:?}");
     }
+}
+
+/// An agent (or anything holding its session) sends a batch with an event time at the end of
+/// time, a negative runtime and a dropped count past what the store can hold, beside one
+/// honest update. Before, the time showed as 1970 and the count as 0; now the two updates
+/// are skipped and counted, the count is left as it was, and the honest update is stored.
+async fn implausible_updates_are_skipped_counted_and_the_rest_stored(backend: Backend) {
+    use taskward_shared::events::{EventBatch, TaskState, TaskUpdate, Update};
+    let app = TestApp::new(backend).await;
+    let agent_id = app.create_agent("default", "host-a").await;
+    let agent = {
+        let id = agent_id.clone();
+        app.store
+            .read("test_agent", move |conn| {
+                let project =
+                    taskward_brain::store::projects::find(conn, &"default".parse().unwrap())?;
+                taskward_brain::store::agents::find(conn, &project.id, &id)
+            })
+            .await
+            .unwrap()
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let task = |id: &str, at_ms: i64, runtime_ms: Option<i64>| {
+        Update::Task(Box::new(TaskUpdate {
+            engine: "celery".into(),
+            task_id: id.into(),
+            state: Some(TaskState::Succeeded),
+            at_ms,
+            runtime_ms,
+            ..TaskUpdate::default()
+        }))
+    };
+    let mut writer = taskward_brain::hub::ingest::start(app.state.clone(), agent);
+    let batch = EventBatch {
+        seq: 1,
+        dropped_total: u64::MAX,
+        updates: vec![
+            task("end-of-time", i64::MAX, None),
+            task("honest", now, Some(1500)),
+            task("negative-runtime", now, Some(-5)),
+        ],
+    };
+    writer.batches.send(batch).await.unwrap();
+    let stored = writer.stored.recv().await.expect("a report");
+    assert_eq!(stored, Ok(vec![1]), "the batch is acknowledged");
+
+    let tasks = app.get(&format!("{P}/tasks"), &app.admin_token).await;
+    let ids: Vec<&str> = tasks.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["honest"]);
+    let agents = app.get(&format!("{P}/agents"), &app.admin_token).await;
+    assert_eq!(agents.body["items"][0]["dropped_events"], json!(0));
+    let metrics = app.get("/metrics", &app.admin_token).await;
+    let text = String::from_utf8(metrics.bytes.to_vec()).unwrap();
+    assert!(
+        text.contains("taskward_events_rejected_total{agent=\"host-a\"} 2"),
+        "{text}"
+    );
+}
+
+/// Enrollment writes the agent's key into the signed `agent.enrolled` row as sent; an
+/// uppercase key there made the row fail a strict verifier. Refused, and the one-time token
+/// still works for the right key.
+async fn an_uppercase_agent_key_is_refused_and_the_token_kept(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let created = app
+        .post(
+            &format!("{P}/agents"),
+            &app.admin_token,
+            json!({"name": "host-u"}),
+        )
+        .await;
+    let token = created.body["enrollment_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = taskward_shared::crypto::generate_signing_key();
+    let public = hex::encode(key.verifying_key().to_bytes());
+    let enroll = |public_key: String| json!({"enrollment_token": token, "public_key": public_key});
+    let upper = app
+        .post("/api/v1/agent/enroll", "", enroll(public.to_uppercase()))
+        .await;
+    assert_refused(&upper, "public_key", "uppercase hex");
+    let lower = app.post("/api/v1/agent/enroll", "", enroll(public)).await;
+    assert_eq!(lower.status, StatusCode::OK, "{lower:?}");
 }

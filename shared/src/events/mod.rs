@@ -2,6 +2,7 @@
 //! task, a worker or a queue, engine-neutral. Applying an update twice changes nothing, and an
 //! older update never overwrites a newer state (see [`TaskState::rank`]).
 
+pub mod plausible;
 pub mod storable;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
