@@ -2,10 +2,10 @@
 //! itself live in `taskward_shared::audit`, so auditors and agents use the same code.
 
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use taskward_shared::audit::verify::{ChainVerifier, Failure, Summary, TrustedKeys};
+use taskward_shared::audit::verify::{ChainVerifier, Failure, Problem, Summary, TrustedKeys};
 use taskward_shared::audit::{AuditRow, Checkpoint, PublicKeyInfo, parse_hash};
 
 use crate::keys::Keys;
@@ -88,14 +88,18 @@ fn append_line(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
     file.sync_data()
 }
 
-/// Reads a checkpoint for `chain` from a file holding one checkpoint (JSON) or many (JSON
-/// Lines, such as `checkpoints.log`); with many, the largest for the chain wins.
-pub fn read_checkpoint(path: &Path, chain: &str) -> Result<Option<Checkpoint>, String> {
+/// Reads every checkpoint for `chain` from a file holding one checkpoint (JSON) or many (JSON
+/// Lines, such as `checkpoints.log`), in file order. Each one is held against the chain.
+pub fn read_checkpoints(path: &Path, chain: &str) -> Result<Vec<Checkpoint>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if let Ok(single) = serde_json::from_str::<Checkpoint>(&text) {
-        return Ok((single.chain == chain).then_some(single));
+        return Ok(if single.chain == chain {
+            vec![single]
+        } else {
+            Vec::new()
+        });
     }
-    let mut best: Option<Checkpoint> = None;
+    let mut found = Vec::new();
     for (n, line) in text
         .lines()
         .enumerate()
@@ -103,30 +107,99 @@ pub fn read_checkpoint(path: &Path, chain: &str) -> Result<Option<Checkpoint>, S
     {
         let checkpoint: Checkpoint = serde_json::from_str(line)
             .map_err(|e| format!("{} line {}: {e}", path.display(), n + 1))?;
-        if checkpoint.chain == chain && best.as_ref().is_none_or(|b| checkpoint.size >= b.size) {
-            best = Some(checkpoint);
+        if checkpoint.chain == chain {
+            found.push(checkpoint);
         }
     }
-    Ok(best)
+    Ok(found)
+}
+
+/// The largest checkpoint for `chain` in a checkpoint file (see [`read_checkpoints`]).
+pub fn read_checkpoint(path: &Path, chain: &str) -> Result<Option<Checkpoint>, String> {
+    Ok(read_checkpoints(path, chain)?
+        .into_iter()
+        .max_by_key(|c| c.size))
 }
 
 /// How a verification ended: verified, or the first bad row.
 pub type Verdict = Result<Summary, Failure>;
 
-/// Verifies a chain straight from the database, page by page. `progress` is told the number
-/// of rows checked after each page.
+/// How strictly `audit verify` holds a chain.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Excuse a brain key that kept signing up to this long after its window ended (brains
+    /// before atomic rotation did, for up to about a second).
+    pub key_grace_ms: i64,
+    /// A checkpoint file kept outside the database: every checkpoint in it for the chain is
+    /// held against the chain.
+    pub checkpoint_file: Option<PathBuf>,
+    /// A checkpoint file without a checkpoint for the chain is a failure (a cut-off or
+    /// rewritten log would pass unseen) unless this is set; then it is only a warning.
+    pub allow_missing_checkpoint: bool,
+}
+
+impl VerifyOptions {
+    /// A verifier for `chain` holding the options' checkpoints; `Ok(Err(..))` when the chain
+    /// fails before its first row (a bad or missing checkpoint). `warn` hears what is only
+    /// a warning.
+    pub fn verifier(
+        &self,
+        chain: &str,
+        trusted: TrustedKeys,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<Result<ChainVerifier, Failure>, String> {
+        let checkpoints = match &self.checkpoint_file {
+            None => Vec::new(),
+            Some(path) => {
+                let found = read_checkpoints(path, chain)?;
+                if found.is_empty() {
+                    if !self.allow_missing_checkpoint {
+                        return Ok(Err(Failure {
+                            seq: 0,
+                            problem: Problem::NoCheckpoint,
+                        }));
+                    }
+                    warn(format!(
+                        "warning: {} has no checkpoint for {chain}; verified without one \
+                         (--allow-missing-checkpoint)",
+                        path.display()
+                    ));
+                }
+                found
+            }
+        };
+        Ok(ChainVerifier::with_key_grace(
+            chain,
+            trusted,
+            checkpoints,
+            self.key_grace_ms,
+        ))
+    }
+}
+
+/// Verifies a chain straight from the database, page by page, holding it to `checkpoints`.
+/// `progress` is told the number of rows checked after each page.
 pub fn verify_live(
     store: &Store,
     trusted: TrustedKeys,
     chain: &str,
-    checkpoint: Option<Checkpoint>,
+    checkpoints: impl IntoIterator<Item = Checkpoint>,
+    progress: impl FnMut(u64),
+) -> StoreResult<Verdict> {
+    match ChainVerifier::new(chain, trusted, checkpoints) {
+        Ok(verifier) => verify_rows_live(store, verifier, chain, progress),
+        Err(failure) => Ok(Err(failure)),
+    }
+}
+
+/// Feeds a chain's rows from the database to `verifier`, page by page.
+pub fn verify_rows_live(
+    store: &Store,
+    mut verifier: ChainVerifier,
+    chain: &str,
     mut progress: impl FnMut(u64),
 ) -> StoreResult<Verdict> {
-    let mut verifier = match ChainVerifier::new(chain, trusted, checkpoint) {
-        Ok(v) => v,
-        Err(failure) => return Ok(Err(failure)),
-    };
-    let mut after = 0u64;
+    let mut after = verifier.rows();
     loop {
         let owned = chain.to_owned();
         let rows = store.read_blocking("audit_page", move |conn| {
@@ -149,7 +222,8 @@ pub fn verify_live(
 pub fn verify_export(
     reader: impl BufRead,
     trusted: Option<TrustedKeys>,
-    checkpoint_file: Option<&Path>,
+    options: &VerifyOptions,
+    warn: &mut dyn FnMut(String),
     mut progress: impl FnMut(u64),
 ) -> Result<Verdict, String> {
     let mut lines = reader.lines().enumerate();
@@ -167,11 +241,7 @@ pub fn verify_export(
         Some(keys) => keys,
         None => TrustedKeys::from_infos(&header.keys)?,
     };
-    let checkpoint = checkpoint_file
-        .map(|path| read_checkpoint(path, &header.chain))
-        .transpose()?
-        .flatten();
-    let mut verifier = match ChainVerifier::new(&header.chain, trusted, checkpoint) {
+    let mut verifier = match options.verifier(&header.chain, trusted, warn)? {
         Ok(v) => v,
         Err(failure) => return Ok(Err(failure)),
     };

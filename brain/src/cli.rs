@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use taskward_shared::audit::verify::TrustedKeys;
 
 use crate::app::system_actor;
-use crate::audit::{Verdict, read_checkpoint, read_keys_file, verify_export, verify_live};
+use crate::audit::{Verdict, VerifyOptions, read_keys_file, verify_export, verify_rows_live};
 use crate::expiry::parse_lifetime;
 use crate::keys::{self, KeyError, Keys};
 use crate::names::{Label, ProjectSlug, UserName};
@@ -128,6 +128,12 @@ pub enum AuditCommand {
     /// GET /api/v1/signing-keys, obtained independently):
     ///     taskward-brain audit verify --file export.jsonl --keys keys.json [--checkpoint FILE]
     ///
+    /// Each row is held to its bytes (lowercase hex, canonical statement), position, hash,
+    /// link, time order, the signing key's validity window (--key-grace-ms N excuses N ms past
+    /// a window's end) and, for outcomes, the agent's signed result against the key the agent
+    /// enrolled earlier in the chain. Every checkpoint in the --checkpoint file for the chain
+    /// is checked; a file with none for the chain fails unless --allow-missing-checkpoint.
+    ///
     /// Prints `OK <rows> rows, head <hash>` per chain, or the first bad row and why, and
     /// exits non-zero.
     Verify(VerifyArgs),
@@ -143,9 +149,18 @@ pub struct VerifyArgs {
     #[arg(long, conflicts_with = "file")]
     pub site: bool,
     /// A checkpoint (JSON) or a checkpoint log (JSON Lines, e.g. checkpoints.log) kept outside
-    /// the database: detects a log truncated or rewritten after it.
+    /// the database: detects a log truncated or rewritten after it. Every checkpoint in it for
+    /// the chain is checked; a chain it has none for fails.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: a chain the file has no checkpoint for is verified without one
+    /// (printed as a warning) instead of failing.
+    #[arg(long, requires = "checkpoint")]
+    pub allow_missing_checkpoint: bool,
+    /// Excuse a brain key that kept signing up to N ms after its validity window ended (brains
+    /// before atomic rotation did, for up to about a second). Default 0: none.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    pub key_grace_ms: i64,
     /// Verify an export file instead of the database.
     #[arg(long, requires = "keys")]
     pub file: Option<PathBuf>,
@@ -579,6 +594,12 @@ fn cli_actor() -> taskward_shared::audit::Actor {
 
 fn verify(data_dir: &Path, url: &DatabaseUrl, args: VerifyArgs) -> Result<(), CliError> {
     let progress = |rows: u64| eprintln!("  … {rows} rows verified");
+    let mut warn = |warning: String| eprintln!("{warning}");
+    let options = VerifyOptions {
+        key_grace_ms: args.key_grace_ms,
+        checkpoint_file: args.checkpoint.clone(),
+        allow_missing_checkpoint: args.allow_missing_checkpoint,
+    };
     if let Some(file) = &args.file {
         let keys_path = args
             .keys
@@ -590,7 +611,7 @@ fn verify(data_dir: &Path, url: &DatabaseUrl, args: VerifyArgs) -> Result<(), Cl
                 what: format!("cannot open {}", file.display()),
                 source,
             })?);
-        let verdict = verify_export(reader, Some(trusted), args.checkpoint.as_deref(), progress)
+        let verdict = verify_export(reader, Some(trusted), &options, &mut warn, progress)
             .map_err(CliError::Usage)?;
         return report(&file.display().to_string(), verdict);
     }
@@ -615,14 +636,13 @@ fn verify(data_dir: &Path, url: &DatabaseUrl, args: VerifyArgs) -> Result<(), Cl
     };
     let mut failed = false;
     for (label, chain) in chains {
-        let checkpoint = args
-            .checkpoint
-            .as_deref()
-            .map(|path| read_checkpoint(path, &chain))
-            .transpose()
+        let verdict = match options
+            .verifier(&chain, trusted.clone(), &mut warn)
             .map_err(CliError::Usage)?
-            .flatten();
-        let verdict = verify_live(&store, trusted.clone(), &chain, checkpoint, progress)?;
+        {
+            Ok(verifier) => verify_rows_live(&store, verifier, &chain, progress)?,
+            Err(failure) => Err(failure),
+        };
         failed |= report(&format!("{label} ({chain})"), verdict).is_err();
     }
     if failed {

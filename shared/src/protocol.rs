@@ -261,7 +261,8 @@ pub struct SignedResult {
     pub signature: String,
 }
 
-fn result_message(result: &CommandResult) -> Vec<u8> {
+/// The bytes an agent signs for a result (also what an auditor checks a recorded result with).
+pub fn result_message(result: &CommandResult) -> Vec<u8> {
     let body = serde_json_canonicalizer::to_vec(result).expect("results serialize");
     let mut message = RESULT_TAG.to_vec();
     message.extend_from_slice(&(body.len() as u32).to_be_bytes());

@@ -3,6 +3,7 @@
 
 mod access;
 mod audit_log;
+mod audit_verify;
 mod binary;
 mod cleanup;
 mod commands;
