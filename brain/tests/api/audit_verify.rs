@@ -11,7 +11,9 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 use taskward_brain::audit::{ExportHeader, checkpoint_now};
 use taskward_brain::commands::lifecycle;
-use taskward_brain::keys::Keys;
+use taskward_brain::app::system_actor;
+use taskward_brain::keys;
+use taskward_brain::store::now_ms;
 use taskward_brain::store::{audit as audit_store, commands as command_store};
 use taskward_shared::audit::{
     Actor, ActorKind, AuditRow, Checkpoint, Statement, parse_hash, row_hash, signature_message,
@@ -71,19 +73,27 @@ impl Fixture {
         let chain = audit_store::project_chain(project.body["id"].as_str().unwrap());
         let dir = tempfile::tempdir().unwrap();
 
-        let old_key = Keys::load_or_create(app.data_dir.path()).unwrap().signer();
+        let old_key = app.keys.signer_at(now_ms());
         let c1 = issue(&app, &agent_id, "task-0").await;
         let c2 = issue(&app, &agent_id, "task-1").await;
         answer(&app, &agent_id, &agent_key, &c1, Outcome::Failed).await;
         answer(&app, &agent_id, &agent_key, &c2, Outcome::Succeeded).await;
         checkpoint(&app, &chain).await;
-        let (_, new) = app.keys.prepare_rotation().unwrap();
-        app.keys.activate(&new).unwrap();
+        let (store, keys) = (app.store.clone(), app.keys.clone());
+        let (switch, _) = tokio::task::spawn_blocking(move || {
+            keys::rotate(&store, &keys, keys::MIN_LEAD, &system_actor("test"))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        while now_ms() <= switch.switch_at_ms {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let c3 = issue(&app, &agent_id, "task-2").await;
         answer(&app, &agent_id, &agent_key, &c3, Outcome::Failed).await;
         answer(&app, &agent_id, &agent_key, &c3, Outcome::Succeeded).await;
         checkpoint(&app, &chain).await;
-        let new_key = app.keys.signer();
+        let new_key = app.keys.signer_at(now_ms());
 
         let text = export(&app).await;
         let mut lines = text.lines();

@@ -56,8 +56,9 @@ impl TrustedKeys {
         self.keys.is_empty()
     }
 
-    /// Where `time_ms` falls in the key's window, both ends inclusive, the end stretched by
-    /// `grace_ms`: `None` when the key is not trusted at all.
+    /// Where `time_ms` falls in the key's window `[valid_from, valid_until)` (half-open, as
+    /// `docs/protocol.md` says: at the switch instant the new key signs, never the old), the
+    /// end stretched by `grace_ms`: `None` when the key is not trusted at all.
     pub fn window(&self, key_id: &str, time_ms: i64, grace_ms: i64) -> Option<Window> {
         let k = self.keys.get(key_id)?;
         Some(if time_ms < k.valid_from_ms {
@@ -65,7 +66,7 @@ impl TrustedKeys {
                 valid_from_ms: k.valid_from_ms,
             }
         } else if let Some(until) = k.valid_until_ms
-            && time_ms > until.saturating_add(grace_ms)
+            && time_ms >= until.saturating_add(grace_ms)
         {
             Window::After {
                 valid_until_ms: until,

@@ -338,11 +338,11 @@ fn keys_sign_only_inside_their_windows() {
     };
     assert_eq!(
         grace(0).unwrap_err().seq,
-        11,
-        "12:00:10 is still inside, 12:00:11 is not"
+        10,
+        "the window is half-open: at 12:00:10, the switch, only the new key signs"
     );
-    assert_eq!(grace(1000).unwrap_err().seq, 12);
-    assert!(grace(10_000).is_ok());
+    assert_eq!(grace(1000).unwrap_err().seq, 11);
+    assert!(grace(11_000).is_ok(), "the last row is at 12:00:20");
 
     // The new key before it existed.
     let early = resign_from(&rows, 4, &new, |_, _| {});
