@@ -70,6 +70,17 @@ pub struct ServeArgs {
     /// leaving room for the database and files.
     #[arg(long, env = "TASKWARD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+
+    /// Rows per second the audit watch re-verifies from genesis, round after round, so a row
+    /// altered in the database long after it was written is found (new rows are verified
+    /// within a second of being appended regardless). 0 turns the sweep off.
+    #[arg(long, env = "TASKWARD_AUDIT_SWEEP_RATE", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub audit_sweep_rate: u64,
+
+    /// Answer /readyz 503 while an audit chain is broken (by default 200 with
+    /// `"status":"degraded"`, so traffic keeps flowing).
+    #[arg(long, env = "TASKWARD_READYZ_FAIL_ON_AUDIT")]
+    pub readyz_fail_on_audit: bool,
 }
 
 /// Why the server could not start, or stopped with an error.
@@ -129,6 +140,8 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
             missed_schedules: args.missed_schedules,
             command_ttl: std::time::Duration::from_secs(args.command_ttl),
             secure_cookies: args.secure_cookies,
+            audit_sweep_rate: args.audit_sweep_rate,
+            readyz_fail_on_audit: args.readyz_fail_on_audit,
             ..ServerSettings::default()
         },
     )));

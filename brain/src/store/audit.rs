@@ -149,6 +149,7 @@ pub fn append_signed_by(
     diesel::update(audit_chains::table.find(chain))
         .set(audit_chains::head_hash.eq(&row.hash))
         .execute(conn)?;
+    crate::audit::watch::signed_here::note(&row);
     Ok(row)
 }
 
