@@ -3,6 +3,7 @@
 
 mod access;
 mod audit_log;
+mod audit_watch;
 mod binary;
 mod cleanup;
 mod commands;
