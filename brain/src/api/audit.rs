@@ -311,7 +311,13 @@ pub async fn checkpoint(
     let chain = audit_store::project_chain(&access.project.id);
     let app = state.clone();
     let cp: Checkpoint = run_blocking(move || {
-        checkpoint_now(&app.store, &app.keys, &app.data_dir, &app.audit_watch, &chain)
+        checkpoint_now(
+            &app.store,
+            &app.keys,
+            &app.data_dir,
+            &app.audit_watch,
+            &chain,
+        )
     })
     .await
     .map_err(|e| match e {

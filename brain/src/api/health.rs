@@ -47,9 +47,7 @@ const READY_WITHIN: Duration = Duration::from_secs(1);
     responses((status = 200, body = Health), (status = 503, body = Health,
         description = "An audit chain is broken and the server runs with --readyz-fail-on-audit"),
         (status = 503, body = ErrorBody, description = "The store does not answer")))]
-pub async fn readyz(
-    State(state): State<AppState>,
-) -> Result<(StatusCode, Json<Health>), ApiError> {
+pub async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<Health>), ApiError> {
     match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
         Ok(answered) => answered?,
         Err(_) => {

@@ -59,7 +59,9 @@ pub fn checkpoint_now(
     let point = watch
         .advance(store, keys, chain)?
         .map_err(CheckpointError::Broken)?;
-    Ok(write_checkpoint(store, keys, data_dir, watch, chain, point)?)
+    Ok(write_checkpoint(
+        store, keys, data_dir, watch, chain, point,
+    )?)
 }
 
 /// Checkpoints every chain that grew since its last checkpoint, each at the point verified

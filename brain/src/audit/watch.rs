@@ -246,12 +246,7 @@ impl AuditWatch {
 
     /// Tells the watch about a checkpoint the brain signed (the sweep checks its head).
     pub fn note_checkpoint(&self, checkpoint: &Checkpoint) {
-        if let Some(known) = self
-            .checkpoints
-            .lock()
-            .expect("checkpoints lock")
-            .as_mut()
-        {
+        if let Some(known) = self.checkpoints.lock().expect("checkpoints lock").as_mut() {
             known.insert(checkpoint.chain.clone(), checkpoint.clone());
         }
     }
@@ -272,14 +267,13 @@ impl AuditWatch {
             }));
         };
         let (owned, size) = (chain.to_owned(), checkpoint.size);
-        let row: Option<AuditRow> =
-            match store.read_blocking("audit_watch_row", move |conn| {
-                audit_store::row_at(conn, &owned, size)
-            }) {
-                Ok(row) => Some(row),
-                Err(StoreError::NotFound) => None,
-                Err(other) => return Err(other),
-            };
+        let row: Option<AuditRow> = match store.read_blocking("audit_watch_row", move |conn| {
+            audit_store::row_at(conn, &owned, size)
+        }) {
+            Ok(row) => Some(row),
+            Err(StoreError::NotFound) => None,
+            Err(other) => return Err(other),
+        };
         let head = parse_hash(&checkpoint.head).expect("checked checkpoints have a hex head");
         Ok(match row {
             None => Err(Failure {
@@ -289,10 +283,12 @@ impl AuditWatch {
                     size,
                 },
             }),
-            Some(row) if parse_hash(&row.hash) != Some(head) || row.chain != chain => Err(Failure {
-                seq: size,
-                problem: Problem::CheckpointMismatch { size },
-            }),
+            Some(row) if parse_hash(&row.hash) != Some(head) || row.chain != chain => {
+                Err(Failure {
+                    seq: size,
+                    problem: Problem::CheckpointMismatch { size },
+                })
+            }
             Some(_) => Ok(Point {
                 seq: size,
                 hash: head,
@@ -340,8 +336,7 @@ fn read_last_checkpoints(path: &Path, trusted: &TrustedKeys) -> HashMap<String, 
             tracing::warn!(path = %path.display(), line = n + 1, "unreadable checkpoint skipped");
             continue;
         };
-        if ChainVerifier::new(&checkpoint.chain, trusted.clone(), Some(checkpoint.clone()))
-            .is_err()
+        if ChainVerifier::new(&checkpoint.chain, trusted.clone(), Some(checkpoint.clone())).is_err()
         {
             tracing::warn!(path = %path.display(), line = n + 1, chain = %checkpoint.chain,
                 "checkpoint with a bad signature skipped");

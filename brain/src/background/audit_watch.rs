@@ -57,8 +57,7 @@ pub async fn check_grown(state: &AppState) -> StoreResult<usize> {
 /// publishes each chain's status. Returns the chains swept to their head.
 pub async fn sweep(state: &AppState, rows: u64) -> StoreResult<Vec<String>> {
     let app = state.clone();
-    let verified =
-        run_blocking(move || app.audit_watch.sweep(&app.store, &app.keys, rows)).await?;
+    let verified = run_blocking(move || app.audit_watch.sweep(&app.store, &app.keys, rows)).await?;
     publish(state);
     Ok(verified)
 }

@@ -78,8 +78,8 @@ pub fn bundle(data_dir: &Path, url: &DatabaseUrl, args: BundleArgs) -> Result<()
     for (chain, slug) in chains {
         let name = export_file_name(&chain, &site, slug.as_deref());
         let path = dir.join(&name);
-        let file =
-            std::fs::File::create(&path).map_err(io(format!("cannot create {}", path.display())))?;
+        let file = std::fs::File::create(&path)
+            .map_err(io(format!("cannot create {}", path.display())))?;
         let mut out = std::io::BufWriter::new(file);
         let rows = write_to(&store, &keys, &chain, &mut out, &path.display().to_string())?;
         let label = slug.map_or_else(|| chain.clone(), |slug| format!("{chain} (project {slug})"));
@@ -94,10 +94,8 @@ pub fn bundle(data_dir: &Path, url: &DatabaseUrl, args: BundleArgs) -> Result<()
     let checkpoints = data_dir.join(CHECKPOINT_FILE);
     let have_checkpoints = checkpoints.exists();
     if have_checkpoints {
-        std::fs::copy(&checkpoints, dir.join(CHECKPOINT_FILE)).map_err(io(format!(
-            "cannot copy {}",
-            checkpoints.display()
-        )))?;
+        std::fs::copy(&checkpoints, dir.join(CHECKPOINT_FILE))
+            .map_err(io(format!("cannot copy {}", checkpoints.display())))?;
     }
     write_file(
         &dir.join("README.md"),

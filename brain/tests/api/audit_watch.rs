@@ -219,7 +219,10 @@ async fn readyz_fails_with_the_flag_while_the_loops_run(backend: Backend) {
     history(&app).await;
     let loops = audit_watch::spawn(app.state.clone());
     let (status, body) = readyz(&app).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
     assert!(body.get("audit").is_none(), "{body}");
 
     // The bootstrap row of the site chain, rewritten.
@@ -263,7 +266,10 @@ async fn an_untampered_brain_stays_ok(backend: Backend) {
         assert_eq!(cp.status, StatusCode::OK);
         assert_eq!(cp.body["size"], 5 + round);
     }
-    assert_eq!(background::checkpoint_and_reload(&app.state).await.unwrap(), 1);
+    assert_eq!(
+        background::checkpoint_and_reload(&app.state).await.unwrap(),
+        1
+    );
     for c in [&chain, &app.store.site_chain()] {
         assert_eq!(gauge(&app, "taskward_audit_chain_ok", c).await, Some(1));
         assert_eq!(
@@ -337,7 +343,12 @@ async fn the_site_chain_exports_and_verifies_offline(backend: Backend) {
     let kinds: Vec<String> = text
         .lines()
         .skip(1)
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert!(kinds.contains(&"user.created".to_owned()), "{kinds:?}");
 
@@ -350,10 +361,18 @@ async fn the_site_chain_exports_and_verifies_offline(backend: Backend) {
 
     // The CLI writes the same export, offline.
     let out = cli(&app, &["audit", "export", "--site"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), text);
     let out = cli(&app, &["audit", "export", "--project", "default"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let project = dir.path().join("default.jsonl");
     std::fs::write(&project, &out.stdout).unwrap();
     let (ok, out) = verify_file(&project, &keys, None);
@@ -374,7 +393,11 @@ async fn the_bundle_holds_what_it_promises_and_verifies(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     let out = cli(&app, &["audit", "bundle", bundle.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut names: Vec<String> = std::fs::read_dir(&bundle)
         .unwrap()
@@ -394,7 +417,10 @@ async fn the_bundle_holds_what_it_promises_and_verifies(backend: Backend) {
         ]
     );
     let readme = std::fs::read_to_string(bundle.join("README.md")).unwrap();
-    assert!(readme.contains("taskward-brain audit verify --file"), "{readme}");
+    assert!(
+        readme.contains("taskward-brain audit verify --file"),
+        "{readme}"
+    );
     assert!(readme.contains("project-default.jsonl"), "{readme}");
     let sums = std::fs::read_to_string(bundle.join("SHA256SUMS")).unwrap();
     assert_eq!(sums.lines().count(), 6, "{sums}");
@@ -405,7 +431,11 @@ async fn the_bundle_holds_what_it_promises_and_verifies(backend: Backend) {
         app.keys.public_keys()[0].key_id.as_str()
     );
 
-    for name in ["site.jsonl", "project-default.jsonl", "project-billing.jsonl"] {
+    for name in [
+        "site.jsonl",
+        "project-default.jsonl",
+        "project-billing.jsonl",
+    ] {
         let (ok, out) = verify_file(
             &bundle.join(name),
             &bundle.join("keys.json"),
