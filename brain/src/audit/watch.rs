@@ -371,3 +371,31 @@ impl RowSource for StoreRows<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(seq: u64) -> Failure {
+        Failure {
+            seq,
+            problem: Problem::HashMismatch,
+        }
+    }
+
+    #[test]
+    fn a_break_is_kept_once_and_only_an_earlier_row_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = AuditWatch::new(dir.path());
+        assert!(!watch.any_broken());
+        watch.record_break("project:a", &failure(7));
+        watch.record_break("project:a", &failure(7));
+        watch.record_break("project:a", &failure(9));
+        assert_eq!(watch.breaks().len(), 1);
+        assert_eq!(watch.break_of("project:a").unwrap().first_bad_seq, 7);
+        watch.record_break("project:a", &failure(3));
+        assert_eq!(watch.break_of("project:a").unwrap().first_bad_seq, 3);
+        assert!(watch.any_broken());
+        assert_eq!(watch.chains(), [("project:a".to_owned(), Some(3))]);
+    }
+}
