@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use taskward_shared::audit::{Actor, ActorKind};
 
+use crate::audit::watch::AuditWatch;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::keys::Keys;
@@ -50,6 +51,13 @@ pub struct ServerSettings {
     pub query_budget: Duration,
     /// Caller-shaped reads one caller may run at once.
     pub reads_per_caller: usize,
+    /// How often chains that grew are verified from their last verified point.
+    pub audit_watch_interval: Duration,
+    /// Rows per second the sweep re-verifies from genesis (an altered old row is found within
+    /// the log's size divided by this).
+    pub audit_sweep_rate: u64,
+    /// Answer `/readyz` 503 (not 200) while an audit chain is broken.
+    pub readyz_fail_on_audit: bool,
 }
 
 impl Default for ServerSettings {
@@ -70,6 +78,9 @@ impl Default for ServerSettings {
             trusted_proxies: crate::client_addr::TrustedProxies::default(),
             query_budget: crate::store::budget::DEFAULT_BUDGET,
             reads_per_caller: 4,
+            audit_watch_interval: Duration::from_secs(1),
+            audit_sweep_rate: 200,
+            readyz_fail_on_audit: false,
         }
     }
 }
@@ -96,6 +107,8 @@ pub struct App {
     pub reads: ConcurrentReads,
     /// Connected agents.
     pub hub: Hub,
+    /// Continuous verification of the audit log.
+    pub audit_watch: AuditWatch,
     /// Flips to true when the server starts shutting down; long-lived responses (live
     /// dashboard streams) end on it.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -105,6 +118,7 @@ impl App {
     /// Builds the app and registers the store's counters with the metrics registry.
     pub fn new(store: Store, keys: Arc<Keys>, data_dir: PathBuf, settings: ServerSettings) -> App {
         let metrics = Metrics::new(&store);
+        let audit_watch = AuditWatch::new(&data_dir);
         App {
             bulk_limiter: RateLimiter::new(settings.bulk_limit),
             login_limiter: RateLimiter::new(settings.login_limit),
@@ -116,6 +130,7 @@ impl App {
             settings,
             metrics,
             hub: Hub::default(),
+            audit_watch,
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }

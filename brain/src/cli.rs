@@ -1,6 +1,8 @@
 //! The `taskward-brain` command line: `serve`, `migrate`, and the admin commands that work
 //! directly on the store (useful before the server runs, or when every token is lost).
 
+mod audit_export;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,7 +76,7 @@ pub enum Command {
     /// Manage the brain's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Verify the signed audit log.
+    /// Verify, export and bundle the signed audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Tools for trying Taskward out and measuring it.
@@ -137,6 +139,17 @@ pub enum AuditCommand {
     /// Prints `OK <rows> rows, head <hash>` per chain, or the first bad row and why, and
     /// exits non-zero.
     Verify(VerifyArgs),
+    /// Write one chain as an export (JSON Lines) to standard output, from the data directory
+    /// and database (no server needed); `audit verify --file` checks it offline.
+    ///
+    /// Example: taskward-brain audit export --site > site.jsonl
+    Export(audit_export::ExportArgs),
+    /// Write everything an outside auditor needs into a new directory: an export of every
+    /// chain, the public keys (keys.json), checkpoints.log, SHA256SUMS and a README.md on how
+    /// to verify.
+    ///
+    /// Example: taskward-brain audit bundle audit-2026-12
+    Bundle(audit_export::BundleArgs),
 }
 
 /// Options of `audit verify`.
@@ -341,6 +354,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }) => create_token(&url, &cli.data_dir, &user, expires_in, &name),
         Command::Keys(KeysCommand::Rotate { lead }) => rotate_keys(&url, &cli.data_dir, lead),
         Command::Audit(AuditCommand::Verify(args)) => verify(&cli.data_dir, &url, args),
+        Command::Audit(AuditCommand::Export(args)) => {
+            audit_export::export(&cli.data_dir, &url, args)
+        }
+        Command::Audit(AuditCommand::Bundle(args)) => {
+            audit_export::bundle(&cli.data_dir, &url, args)
+        }
     }
 }
 

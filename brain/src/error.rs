@@ -45,6 +45,9 @@ pub enum ApiError {
     /// The request conflicts with existing state (a taken name).
     #[error("{0}")]
     Conflict(String),
+    /// The audit chain does not verify: the brain will not sign a checkpoint over it.
+    #[error("{0}")]
+    AuditChainBroken(String),
     /// A purge's confirm token was made for another depth than the queue has now.
     #[error("{message}")]
     DepthChanged {
@@ -107,7 +110,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) | ApiError::DepthChanged { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict(_)
+            | ApiError::DepthChanged { .. }
+            | ApiError::AuditChainBroken(_) => StatusCode::CONFLICT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -128,6 +133,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::DepthChanged { .. } => "depth_changed",
+            ApiError::AuditChainBroken(_) => "audit_chain_broken",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::PayloadTooLarge(_) => "payload_too_large",

@@ -23,6 +23,8 @@ pub struct Metrics {
     dropped: Family<Labels, Gauge>,
     rejected: Family<Labels, Counter>,
     alerts: Family<Labels, Counter>,
+    audit_chain_ok: Family<Labels, Gauge>,
+    audit_first_bad_seq: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -73,8 +75,22 @@ impl Metrics {
             "Failed health checks (workers that did not answer a ping), by project id and schedule id",
             alerts.clone(),
         );
+        let audit_chain_ok = Family::<Labels, Gauge>::default();
+        registry.register(
+            "audit_chain_ok",
+            "1 while the audit chain verifies, 0 once a bad row was found, by chain",
+            audit_chain_ok.clone(),
+        );
+        let audit_first_bad_seq = Family::<Labels, Gauge>::default();
+        registry.register(
+            "audit_first_bad_seq",
+            "The first bad row of a broken audit chain (0 while it verifies), by chain",
+            audit_first_bad_seq.clone(),
+        );
         Metrics {
             registry,
+            audit_chain_ok,
+            audit_first_bad_seq,
             requests,
             latency,
             events,
@@ -131,6 +147,17 @@ impl Metrics {
             ("schedule", schedule.to_owned()),
         ];
         self.alerts.get_or_create(&labels).inc();
+    }
+
+    /// Publishes a chain's verification status: `first_bad_seq` is `None` while it verifies.
+    pub fn record_audit_chain(&self, chain: &str, first_bad_seq: Option<u64>) {
+        let labels = vec![("chain", chain.to_owned())];
+        self.audit_chain_ok
+            .get_or_create(&labels)
+            .set(i64::from(first_bad_seq.is_none()));
+        self.audit_first_bad_seq
+            .get_or_create(&labels)
+            .set(first_bad_seq.unwrap_or(0) as i64);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -98,6 +98,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::signing_keys))
         .routes(routes!(audit::list))
         .routes(routes!(audit::export))
+        .routes(routes!(audit::site_export))
         .routes(routes!(audit::checkpoint))
         .routes(routes!(hub::session::enroll))
         .routes(routes!(hub::session::connect))

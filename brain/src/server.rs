@@ -93,6 +93,16 @@ pub struct ServeArgs {
     /// connection.
     #[arg(long, env = "TASKWARD_READS_PER_CALLER", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub reads_per_caller: u64,
+    /// Rows per second the audit watch re-verifies from genesis, round after round, so a row
+    /// altered in the database long after it was written is found (new rows are verified
+    /// within a second of being appended regardless). 0 turns the sweep off.
+    #[arg(long, env = "TASKWARD_AUDIT_SWEEP_RATE", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub audit_sweep_rate: u64,
+
+    /// Answer /readyz 503 while an audit chain is broken (by default 200 with
+    /// `"status":"degraded"`, so traffic keeps flowing).
+    #[arg(long, env = "TASKWARD_READYZ_FAIL_ON_AUDIT")]
+    pub readyz_fail_on_audit: bool,
 }
 
 /// Why the server could not start, or stopped with an error.
@@ -155,6 +165,8 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
             trusted_proxies: crate::client_addr::TrustedProxies::new(args.trusted_proxies.clone()),
             query_budget: Duration::from_millis(args.query_budget_ms),
             reads_per_caller: args.reads_per_caller as usize,
+            audit_sweep_rate: args.audit_sweep_rate,
+            readyz_fail_on_audit: args.readyz_fail_on_audit,
             ..ServerSettings::default()
         },
     )));

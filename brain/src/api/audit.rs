@@ -19,8 +19,9 @@ use uuid::Uuid;
 use super::extract::{ApiPath, ApiQuery};
 use super::{tags, timestamp};
 use crate::app::AppState;
-use crate::audit::{EXPORT_FORMAT, ExportHeader, PAGE, checkpoint_now};
-use crate::auth::{ProjectAccess, Viewer};
+use crate::audit::export::write_chain;
+use crate::audit::{CheckpointError, checkpoint_now};
+use crate::auth::{ProjectAccess, SiteAdmin, Viewer};
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::query::page::parse_limit;
@@ -227,43 +228,37 @@ pub async fn audit_page(
         (status = 404, body = ErrorBody)))]
 pub async fn export(State(state): State<AppState>, access: ProjectAccess<Viewer>) -> Response {
     let chain = audit_store::project_chain(&access.project.id);
-    let header = ExportHeader {
-        format: EXPORT_FORMAT.to_owned(),
-        chain: chain.clone(),
-        keys: state.keys.public_keys(),
-    };
-    // A small buffer: the reader runs ahead by at most a few pages.
+    stream_export(
+        &state,
+        chain,
+        format!("taskward-audit-{}.jsonl", access.project.slug),
+    )
+}
+
+/// Streams the site chain (users, projects, memberships, tokens, agents enrolled, key
+/// rotations) as JSON Lines, like a project export; `taskward-brain audit verify --file`
+/// verifies it offline. Site admins only.
+#[utoipa::path(get, path = "/api/v1/audit/export", tag = tags::AUDIT,
+    responses((status = 200, description = "JSON Lines export of the site chain", content_type = "application/x-ndjson"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn site_export(State(state): State<AppState>, _admin: SiteAdmin) -> Response {
+    let chain = state.store.site_chain();
+    stream_export(&state, chain, "taskward-audit-site.jsonl".to_owned())
+}
+
+/// The streaming response of an export: a blocking task reads pages and hands them over a
+/// small channel, so the reader runs ahead by at most a few pages.
+fn stream_export(state: &AppState, chain: String, filename: String) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let store = state.store.clone();
+    let keys = state.keys.public_keys();
     tokio::task::spawn_blocking(move || {
-        let mut line = serde_json::to_vec(&header).expect("header serializes");
-        line.push(b'\n');
-        if tx.blocking_send(Bytes::from(line)).is_err() {
-            return;
-        }
-        let mut after = 0u64;
-        loop {
-            let owned = chain.clone();
-            let rows = match store.read_blocking("audit_export_page", move |conn| {
-                audit_store::page(conn, &owned, after, PAGE)
-            }) {
-                Ok(rows) => rows,
-                Err(err) => {
-                    // The client sees a truncated stream, which verification reports.
-                    tracing::error!(%err, "audit export stopped");
-                    return;
-                }
-            };
-            let Some(last) = rows.last() else { return };
-            after = last.seq;
-            let mut chunk = Vec::with_capacity(rows.len() * 512);
-            for row in &rows {
-                serde_json::to_writer(&mut chunk, row).expect("rows serialize");
-                chunk.push(b'\n');
-            }
-            if tx.blocking_send(Bytes::from(chunk)).is_err() {
-                return;
-            }
+        let sent = write_chain(&store, keys, &chain, |chunk| {
+            tx.blocking_send(Bytes::from(chunk)).is_ok()
+        });
+        if let Err(err) = sent {
+            // The client sees a truncated stream, which verification reports.
+            tracing::error!(%err, %chain, "audit export stopped");
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -271,7 +266,6 @@ pub async fn export(State(state): State<AppState>, access: ProjectAccess<Viewer>
             .await
             .map(|bytes| (Ok::<_, Infallible>(bytes), rx))
     });
-    let filename = format!("taskward-audit-{}.jsonl", access.project.slug);
     (
         [
             (CONTENT_TYPE, "application/x-ndjson".to_owned()),
@@ -304,17 +298,32 @@ pub struct CheckpointPublic {
 
 /// Signs a checkpoint of the project's chain now (also appended to `checkpoints.log`). Keep it:
 /// `taskward-brain audit verify --checkpoint` then detects a log cut or rewritten after it.
+/// The brain first verifies the rows since its last verified point and signs exactly what it
+/// verified; over a broken chain it signs nothing (409 `audit_chain_broken`).
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/audit/checkpoint", tag = tags::AUDIT,
     params(("slug" = String, Path, description = "Project slug")),
-    responses((status = 200, body = CheckpointPublic), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CheckpointPublic), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The chain does not verify (`audit_chain_broken`)")))]
 pub async fn checkpoint(
     State(state): State<AppState>,
     access: ProjectAccess<Viewer>,
 ) -> Result<Json<CheckpointPublic>, ApiError> {
     let chain = audit_store::project_chain(&access.project.id);
     let app = state.clone();
-    let cp: Checkpoint =
-        run_blocking(move || checkpoint_now(&app.store, &app.keys, &app.data_dir, &chain)).await?;
+    let cp: Checkpoint = run_blocking(move || {
+        checkpoint_now(
+            &app.store,
+            &app.keys,
+            &app.data_dir,
+            &app.audit_watch,
+            &chain,
+        )
+    })
+    .await
+    .map_err(|e| match e {
+        CheckpointError::Store(err) => ApiError::from(err),
+        CheckpointError::Broken(found) => ApiError::AuditChainBroken(found.to_string()),
+    })?;
     Ok(Json(CheckpointPublic {
         chain: cp.chain,
         size: cp.size,

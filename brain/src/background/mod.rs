@@ -5,8 +5,10 @@
 //! - pick up a keyring rotated by `taskward-brain keys rotate` in another process, every half
 //!   second, and tell the connected agents (`hub::rotations::watch_keyring`);
 //! - work through due cleanup steps (project deletions), a few hundred per tick;
-//! - fire due schedules and finish the runs whose commands ended (`schedules`).
+//! - fire due schedules and finish the runs whose commands ended (`schedules`);
+//! - verify the audit log continuously (`audit_watch`).
 
+pub mod audit_watch;
 pub mod schedules;
 
 use tokio::task::JoinHandle;
@@ -26,6 +28,7 @@ pub const TIMEOUT_DETAIL: &str = "no result from the agent before the command's 
 
 /// Starts the loops; abort the handles to stop them.
 pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
+    let state_for_watch = state.clone();
     let sweeper = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -83,7 +86,9 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
         })
     };
     let keyring = tokio::spawn(crate::hub::rotations::watch_keyring(state.clone()));
-    vec![sweeper, checkpointer, scheduler, cleaner, keyring]
+    let mut handles = vec![sweeper, checkpointer, scheduler, cleaner, keyring];
+    handles.extend(audit_watch::spawn(state_for_watch));
+    handles
 }
 
 /// How often due schedules are looked for (cron's resolution is a minute).
@@ -178,12 +183,18 @@ pub async fn prune_sessions(state: &AppState) -> StoreResult<usize> {
         .await
 }
 
-/// Checkpoints every chain that grew since its last checkpoint.
+/// Checkpoints every chain that grew since its last checkpoint, at the point verified just
+/// before (broken chains are skipped).
 pub async fn checkpoint_and_reload(state: &AppState) -> StoreResult<usize> {
     let state = state.clone();
     run_blocking(move || {
         reload_keys(&state);
-        checkpoint_grown_chains(&state.store, &state.keys, &state.data_dir)
+        checkpoint_grown_chains(
+            &state.store,
+            &state.keys,
+            &state.data_dir,
+            &state.audit_watch,
+        )
     })
     .await
 }

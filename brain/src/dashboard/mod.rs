@@ -11,6 +11,7 @@ mod access;
 mod agents;
 mod assets;
 mod audit;
+mod audit_banner;
 mod cleanup;
 mod commands;
 mod layout;
@@ -59,6 +60,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/tokens", get(access::tokens))
         .route("/cleanup", get(cleanup::list))
         .route("/cleanup/{id}", get(cleanup::tree))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit_banner::layer,
+        ))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }

@@ -158,6 +158,7 @@ pub fn append(
     diesel::update(audit_chains::table.find(chain))
         .set(audit_chains::head_hash.eq(&row.hash))
         .execute(conn)?;
+    crate::audit::watch::signed_here::note(&row);
     Ok(row)
 }
 

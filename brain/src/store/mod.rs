@@ -15,6 +15,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod audit_watch;
 pub mod budget;
 pub mod cleanup;
 pub mod commands;

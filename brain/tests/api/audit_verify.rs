@@ -9,9 +9,9 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
+use taskward_brain::app::system_actor;
 use taskward_brain::audit::{ExportHeader, checkpoint_now};
 use taskward_brain::commands::lifecycle;
-use taskward_brain::app::system_actor;
 use taskward_brain::keys;
 use taskward_brain::store::now_ms;
 use taskward_brain::store::{audit as audit_store, commands as command_store};
@@ -228,9 +228,12 @@ async fn checkpoint(app: &TestApp, chain: &str) {
         app.data_dir.path().to_owned(),
         chain.to_owned(),
     );
-    tokio::task::spawn_blocking(move || checkpoint_now(&store, &keys, &dir, &chain).unwrap())
-        .await
-        .unwrap();
+    let state = app.state.clone();
+    tokio::task::spawn_blocking(move || {
+        checkpoint_now(&store, &keys, &dir, &state.audit_watch, &chain).unwrap()
+    })
+    .await
+    .unwrap();
 }
 
 async fn export(app: &TestApp) -> String {

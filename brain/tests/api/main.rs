@@ -4,6 +4,7 @@
 mod access;
 mod audit_log;
 mod audit_verify;
+mod audit_watch;
 mod binary;
 mod cleanup;
 mod commands;

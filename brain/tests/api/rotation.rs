@@ -100,11 +100,14 @@ async fn rows_around_a_switch_are_signed_by_the_key_of_their_time(backend: Backe
                 app.data_dir.path().to_owned(),
                 site.clone(),
             );
+            let state = app.state.clone();
             checkpoints.push(
-                tokio::task::spawn_blocking(move || checkpoint_now(&store, &keys, &dir, &chain))
-                    .await
-                    .unwrap()
-                    .unwrap(),
+                tokio::task::spawn_blocking(move || {
+                    checkpoint_now(&store, &keys, &dir, &state.audit_watch, &chain)
+                })
+                .await
+                .unwrap()
+                .unwrap(),
             );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

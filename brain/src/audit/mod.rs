@@ -1,12 +1,15 @@
 //! Checkpoints, verification and export of the audit log. The byte formats and the verifier
 //! itself live in `taskward_shared::audit`, so auditors and agents use the same code.
 
+pub mod export;
+pub mod watch;
+
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use taskward_shared::audit::verify::{ChainVerifier, Failure, Problem, Summary, TrustedKeys};
-use taskward_shared::audit::{AuditRow, Checkpoint, PublicKeyInfo, parse_hash};
+use taskward_shared::audit::{AuditRow, Checkpoint, PublicKeyInfo};
 
 use crate::keys::Keys;
 use crate::store::{Store, StoreError, StoreResult, audit as audit_store, now_ms};
@@ -31,48 +34,80 @@ pub struct ExportHeader {
     pub keys: Vec<PublicKeyInfo>,
 }
 
-/// Signs a checkpoint of the chain's current head, appends it to `checkpoints.log` (fsync'ed)
-/// and records it. Blocking.
+/// Why no checkpoint was signed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The chain does not verify: the brain does not sign over it.
+    #[error("{0}")]
+    Broken(watch::ChainBreak),
+}
+
+/// Verifies the chain from its last verified point (at worst its last checkpoint) to its
+/// head, then signs a checkpoint of exactly what was verified, appends it to
+/// `checkpoints.log` (fsync'ed) and records it. A broken chain is never checkpointed.
+/// Blocking.
 pub fn checkpoint_now(
     store: &Store,
     keys: &Keys,
     data_dir: &Path,
+    watch: &watch::AuditWatch,
     chain: &str,
-) -> StoreResult<Checkpoint> {
-    let owned = chain.to_owned();
-    let head = store.read_blocking("audit_head", move |conn| audit_store::head(conn, &owned))?;
-    write_checkpoint(store, keys, data_dir, &head)
+) -> Result<Checkpoint, CheckpointError> {
+    let point = watch
+        .advance(store, keys, chain)?
+        .map_err(CheckpointError::Broken)?;
+    Ok(write_checkpoint(
+        store, keys, data_dir, watch, chain, point,
+    )?)
 }
 
-/// Checkpoints every chain that grew since its last checkpoint. Blocking.
-pub fn checkpoint_grown_chains(store: &Store, keys: &Keys, data_dir: &Path) -> StoreResult<usize> {
+/// Checkpoints every chain that grew since its last checkpoint, each at the point verified
+/// just before; broken chains are skipped (the watch has reported them). Blocking.
+pub fn checkpoint_grown_chains(
+    store: &Store,
+    keys: &Keys,
+    data_dir: &Path,
+    watch: &watch::AuditWatch,
+) -> StoreResult<usize> {
     let heads = store.read_blocking(
         "audit_heads_to_checkpoint",
         audit_store::heads_needing_checkpoint,
     )?;
+    let mut signed = 0;
     for head in &heads {
-        write_checkpoint(store, keys, data_dir, head)?;
+        match watch.advance(store, keys, &head.chain)? {
+            Ok(point) if point.seq > head.checkpointed => {
+                write_checkpoint(store, keys, data_dir, watch, &head.chain, point)?;
+                signed += 1;
+            }
+            Ok(_) => {}
+            Err(_broken) => {}
+        }
     }
-    Ok(heads.len())
+    Ok(signed)
 }
 
 fn write_checkpoint(
     store: &Store,
     keys: &Keys,
     data_dir: &Path,
-    head: &audit_store::ChainHead,
+    watch: &watch::AuditWatch,
+    chain: &str,
+    point: watch::incremental::Point,
 ) -> StoreResult<Checkpoint> {
-    let hash = parse_hash(&head.head)
-        .ok_or_else(|| StoreError::Unavailable(format!("corrupt head of {}", head.chain)))?;
     let time = now_ms();
     // Signed by the key whose window holds the checkpoint's time, as rows are.
-    let checkpoint = Checkpoint::sign(&head.chain, head.size, &hash, time, &keys.signer_at(time));
+    let checkpoint = Checkpoint::sign(chain, point.seq, &point.hash, time, &keys.signer_at(time));
     append_line(&data_dir.join(CHECKPOINT_FILE), &checkpoint)
         .map_err(|e| StoreError::Unavailable(format!("cannot write {CHECKPOINT_FILE}: {e}")))?;
-    let chain = head.chain.clone();
-    let size = head.size;
+    watch.note_checkpoint(&checkpoint);
+    let owned = chain.to_owned();
+    let size = point.seq;
     store.write_blocking("audit_mark_checkpointed", move |conn| {
-        audit_store::mark_checkpointed(conn, &chain, size)
+        audit_store::mark_checkpointed(conn, &owned, size)
     })?;
     Ok(checkpoint)
 }
