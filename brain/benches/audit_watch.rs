@@ -47,7 +47,7 @@ fn main() {
         .write_blocking("bench_chain", |c| audit::create_chain(c, &chain, None))
         .unwrap();
     let ctx = AuditContext {
-        signer: keys.signer(),
+        signer: keys.clone(),
         actor: system_actor("bench"),
     };
     let watch = Arc::new(AuditWatch::new(dir.path()));
