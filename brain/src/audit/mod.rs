@@ -98,8 +98,19 @@ fn write_checkpoint(
     chain: &str,
     point: watch::incremental::Point,
 ) -> StoreResult<Checkpoint> {
-    let time = now_ms();
-    // Signed by the key whose window holds the checkpoint's time, as rows are.
+    // Never dated before its head row (rows are dated no earlier than their predecessor, so
+    // after a clock step back a row can be ahead of the clock), and signed by the key whose
+    // window holds that time, as rows are.
+    let head_time = match point.seq {
+        0 => i64::MIN,
+        seq => {
+            let owned = chain.to_owned();
+            store.read_blocking("audit_head_time", move |conn| {
+                audit_store::row_time(conn, &owned, seq)
+            })?
+        }
+    };
+    let time = now_ms().max(head_time);
     let checkpoint = Checkpoint::sign(chain, point.seq, &point.hash, time, &keys.signer_at(time));
     append_line(&data_dir.join(CHECKPOINT_FILE), &checkpoint)
         .map_err(|e| StoreError::Unavailable(format!("cannot write {CHECKPOINT_FILE}: {e}")))?;

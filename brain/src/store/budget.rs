@@ -98,13 +98,20 @@ mod tests {
     use super::*;
     use diesel::{Connection, RunQueryDsl};
 
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+
     /// A recursive query that counts to `n`, with the budget check on every row.
-    fn count_to(conn: &mut SqliteConnection, n: i64) -> diesel::QueryResult<usize> {
+    fn count_to(conn: &mut SqliteConnection, n: i64) -> diesel::QueryResult<i64> {
         diesel::sql_query(format!(
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
-             WHERE taskward_within_budget() AND x < {n}) SELECT x FROM c"
+             WHERE taskward_within_budget() AND x < {n}) SELECT count(*) AS n FROM c"
         ))
-        .execute(conn)
+        .get_result::<Count>(conn)
+        .map(|c| c.n)
     }
 
     #[test]

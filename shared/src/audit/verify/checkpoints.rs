@@ -1,5 +1,6 @@
 //! Checkpoints held against a chain: each must be validly signed by a key that was allowed to
-//! sign at the checkpoint's time, and each must match the row at its size. All of them count,
+//! sign at the checkpoint's time, and each must match the row at its size and be dated no
+//! earlier than that row. All of them count,
 //! not only the largest: a rewrite between two checkpoints is caught by the earlier one.
 
 use ed25519_dalek::Signature;
@@ -14,6 +15,8 @@ use crate::audit::{Checkpoint, Hash, checkpoint_message, genesis_hash};
 pub(super) struct Expected {
     pub size: u64,
     pub head: Hash,
+    /// When it was signed: never before its head row.
+    pub time_ms: i64,
 }
 
 /// Checks every checkpoint's signature and key window; returns them by size, smallest first.
@@ -74,5 +77,6 @@ fn check_one(
     Ok(Expected {
         size: checkpoint.size,
         head,
+        time_ms: checkpoint.time_ms,
     })
 }

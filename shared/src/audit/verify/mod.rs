@@ -179,6 +179,13 @@ pub enum Problem {
         /// The checkpoint's size.
         size: u64,
     },
+    /// The checkpoint is dated before the row it names as head: it cannot have been taken
+    /// of this chain (a row was back-dated, or the checkpoint forged with an old time).
+    #[error("the checkpoint of size {size} is dated before its head row")]
+    CheckpointBeforeHead {
+        /// The checkpoint's size.
+        size: u64,
+    },
 }
 
 /// The first bad row and why (`seq` 0: the chain as a whole, e.g. no checkpoint for it).
@@ -448,6 +455,9 @@ impl ChainVerifier {
             {
                 if cp.head != hash {
                     return Err(Problem::CheckpointMismatch { size: cp.size });
+                }
+                if cp.time_ms < time {
+                    return Err(Problem::CheckpointBeforeHead { size: cp.size });
                 }
                 self.next_checkpoint += 1;
             }

@@ -141,10 +141,19 @@ fn checkpoints_catch_truncation_and_rewrites() {
     let k = key();
     let rows = chain(100, &k);
     let head = parse_hash(&rows[79].hash).unwrap();
-    let cp = Checkpoint::sign(CHAIN, 80, &head, 1, &k);
+    // 2100-01-01: after every row.
+    let cp = Checkpoint::sign(CHAIN, 80, &head, 4_102_444_800_000, &k);
     assert_eq!(
         verify(&rows, trusted(&k), Some(cp.clone())).unwrap().rows,
         100
+    );
+    // Dated before its head row: it cannot have been taken of this chain.
+    let early = Checkpoint::sign(CHAIN, 80, &head, 1, &k);
+    let err = verify(&rows, trusted(&k), Some(early)).unwrap_err();
+    assert_eq!(err.seq, 80);
+    assert!(
+        matches!(err.problem, Problem::CheckpointBeforeHead { size: 80 }),
+        "{err}"
     );
 
     let err = verify(&rows[..70], trusted(&k), Some(cp.clone())).unwrap_err();
