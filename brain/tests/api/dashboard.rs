@@ -244,14 +244,16 @@ async fn operator_flows_in_a_real_browser() {
                 conn,
                 &ctx,
                 &command,
-                taskward_brain::commands::Event::Succeeded,
-                Some("republished as a new task"),
+                // An outcome the brain records itself: one from the agent must carry the
+                // agent's signed result, or "verify now" below names its row.
+                taskward_brain::commands::Event::DeadlinePassed,
+                Some("no result by its deadline"),
                 None,
             )
         })
         .await
         .unwrap();
-    browser.wait_text("table tbody .badge", "succeeded").await;
+    browser.wait_text("table tbody .badge", "timed_out").await;
     assert_eq!(
         browser.run("return window.__notReloaded").await,
         json!(42),
@@ -328,12 +330,12 @@ async fn operator_flows_in_a_real_browser() {
     browser.wait_text("table tbody", "command.issued").await;
     shoot(&browser, "audit").await;
     let kind = browser.find("form.filters input[name=kind]").await;
-    browser.fill(&kind, "command.succeeded").await;
+    browser.fill(&kind, "command.timed_out").await;
     browser.click_on("form.filters button[type=submit]").await;
     browser
-        .wait_url(|u| u.contains("kind=command.succeeded"))
+        .wait_url(|u| u.contains("kind=command.timed_out"))
         .await;
-    let shown = browser.wait_text("table tbody", "command.succeeded").await;
+    let shown = browser.wait_text("table tbody", "command.timed_out").await;
     assert!(!shown.contains("command.issued"), "{shown}");
     browser.click_on("a[href$='/audit/verify']").await;
     browser.wait_text("[data-verdict]", "rows checked").await;
