@@ -3,7 +3,8 @@
 //! ([`BrainProcess`], [`AgentHome`]), real Celery workers on Redis ([`CeleryStack`]), polling
 //! with a deadline ([`wait_for`], [`Wait`]), an authenticated JSON client ([`Api`]), a blocking
 //! HTTP/1.1 client for code without a runtime ([`http1`]), fresh PostgreSQL databases
-//! ([`PgDatabase`]) and a WebDriver client for headless Chromium ([`browser::Browser`]).
+//! ([`PgDatabase`]), a WebDriver client for headless Chromium ([`browser::Browser`]) and inputs
+//! for property tests ([`fuzz`]).
 //!
 //! Dev-only: a `[dev-dependencies]` entry of the brain and the agent, never a normal one. It
 //! does not depend on either crate (the brain's own tests use it; a cycle through the brain's
@@ -16,6 +17,7 @@ pub mod bins;
 pub mod brain;
 pub mod browser;
 pub mod celery;
+pub mod fuzz;
 pub mod http1;
 pub mod pg;
 pub mod process;

@@ -13,6 +13,7 @@ mod dashboard;
 mod errors;
 mod hostile;
 mod openapi;
+mod props;
 mod resources;
 mod rotation;
 mod runtime;

@@ -1,0 +1,99 @@
+//! Property tests of what the brain decodes from agents (issue #18): any frame text is
+//! either refused or read into a frame that writes back to the same frame, and an update read
+//! from it is made storable in one step (idempotent) and judged plausible or not without
+//! panicking. `PROPTEST_CASES=100000 cargo test --release -p taskward-shared --test props`
+//! is the soak run (README).
+
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+use taskward_shared::protocol::{AgentFrame, decode_agent_frame};
+use taskward_testkit::fuzz;
+
+/// Keys and values of agent frames, event batches and updates.
+const FRAME_WORDS: &[&str] = &[
+    "type",
+    "hello",
+    "claimed",
+    "result",
+    "events",
+    "rejected",
+    "ping",
+    "pong",
+    "version",
+    "agent_id",
+    "signature",
+    "command_id",
+    "claimed_command_id",
+    "reason",
+    "time_ms",
+    "seq",
+    "dropped_total",
+    "updates",
+    "task",
+    "worker",
+    "queue_depth",
+    "engine",
+    "celery",
+    "task_id",
+    "state",
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "cancelled",
+    "lost",
+    "at_ms",
+    "name",
+    "queue",
+    "priority",
+    "args",
+    "kwargs",
+    "exception",
+    "traceback",
+    "retries",
+    "eta_ms",
+    "runtime_ms",
+    "parent_id",
+    "root_id",
+    "args_unavailable",
+    "truncated",
+    "online",
+    "pool",
+    "concurrency",
+    "queues",
+    "processed",
+    "depth",
+    "row_hash",
+    "outcome",
+    "detail",
+    "audience",
+    "agent_key_id",
+];
+
+#[test]
+fn any_frame_text_is_refused_or_read_back_whole() {
+    let mut runner = TestRunner::new(fuzz::config(2000));
+    let strategy = fuzz::bytes_with(FRAME_WORDS, 5);
+    runner
+        .run(&strategy, |bytes| {
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                return Ok(());
+            };
+            let Ok(frame) = decode_agent_frame(text) else {
+                return Ok(());
+            };
+            let written = serde_json::to_string(&frame).expect("a frame serializes");
+            let again: AgentFrame = decode_agent_frame(&written).expect("its own text reads");
+            prop_assert_eq!(&again, &frame);
+            if let AgentFrame::Events(mut batch) = frame {
+                for update in &mut batch.updates {
+                    update.make_storable();
+                    prop_assert!(!update.make_storable(), "storable in one step");
+                    let _ = update.implausible(1_800_000_000_000);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
