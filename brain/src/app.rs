@@ -8,10 +8,9 @@ use std::time::Duration;
 use taskward_shared::audit::{Actor, ActorKind};
 
 use crate::audit::watch::AuditWatch;
-use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::keys::Keys;
-use crate::limits::{ConcurrentReads, Limit, RateLimiter, ReadSlot, SlowLanes};
+use crate::limits::{ConcurrentReads, Limit, RateLimiter, SlowLanes};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::audit::AuditContext;
@@ -135,14 +134,6 @@ impl App {
         }
     }
 
-    /// A slot for one caller-shaped read by `caller` (429 when its slots are all taken); hold
-    /// it while the read runs.
-    pub fn read_slot(&self, caller: &crate::auth::Caller) -> Result<ReadSlot, ApiError> {
-        self.reads
-            .enter(&caller.user_id)
-            .map_err(ApiError::TooManyConcurrent)
-    }
-
     /// Tells long-lived responses to end: the server is shutting down.
     pub fn begin_shutdown(&self) {
         self.stopping.send_replace(true);
@@ -188,5 +179,13 @@ impl Deref for AppState {
 
     fn deref(&self) -> &App {
         &self.0
+    }
+}
+
+/// What the client-address extractor needs of the state (so `client_addr` does not depend on
+/// the app).
+impl axum::extract::FromRef<AppState> for crate::client_addr::TrustedProxies {
+    fn from_ref(state: &AppState) -> Self {
+        state.settings.trusted_proxies.clone()
     }
 }

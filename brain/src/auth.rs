@@ -192,6 +192,14 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
 }
 
 impl Caller {
+    /// A slot for one read this caller shapes (a list page, an export): 429 when all of its
+    /// slots are taken (`--reads-per-caller`). Hold it while the read runs.
+    pub fn read_slot(&self, app: &crate::app::App) -> Result<crate::limits::ReadSlot, ApiError> {
+        app.reads
+            .enter(&self.user_id)
+            .map_err(ApiError::TooManyConcurrent)
+    }
+
     fn new(user: crate::store::users::User, via: Credential) -> Caller {
         Caller {
             user_id: user.id,

@@ -10,11 +10,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-
-use crate::app::AppState;
 
 /// One network in `--trusted-proxies`: `10.0.0.0/8`, `fd00::/8`, or a bare address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,19 +123,23 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
-impl FromRequestParts<AppState> for ClientAddr {
+impl<S> FromRequestParts<S> for ClientAddr
+where
+    S: Send + Sync,
+    TrustedProxies: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &S,
     ) -> Result<ClientAddr, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         Ok(ClientAddr(
-            state.settings.trusted_proxies.client(peer, &parts.headers),
+            TrustedProxies::from_ref(state).client(peer, &parts.headers),
         ))
     }
 }

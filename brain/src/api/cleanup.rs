@@ -257,7 +257,7 @@ pub async fn cleanup_page(
     let filter = plan.filter.clone();
     let (user_id, site_admin) = (caller.user_id.clone(), caller.site_admin);
     let had_cursor = position.is_some();
-    let _slot = state.read_slot(caller)?;
+    let _slot = caller.read_slot(state)?;
     let (mut rows, total) = state
         .store
         .read_within(

@@ -172,7 +172,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<CommandList>, ApiError> {
     let secret = state.keys.confirm_secret();
-    let _slot = state.read_slot(&access.caller)?;
+    let _slot = access.caller.read_slot(&state)?;
     let budget = state.settings.query_budget;
     let (items, next_cursor) =
         list::read_page(&state.store, budget, secret, &access.project.id, &query).await?;

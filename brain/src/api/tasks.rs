@@ -263,7 +263,7 @@ pub async fn list(
         // An export streams the whole result; pagination parameters do not apply.
         let reading = ExportReads {
             budget: state.settings.query_budget,
-            slot: Some(state.read_slot(&access.caller)?),
+            slot: Some(access.caller.read_slot(&state)?),
         };
         return Ok(export_tasks(
             state.store.clone(),
@@ -275,7 +275,7 @@ pub async fn list(
         ));
     }
     let secret = state.keys.confirm_secret();
-    let _slot = state.read_slot(&access.caller)?;
+    let _slot = access.caller.read_slot(&state)?;
     let budget = state.settings.query_budget;
     let (rows, next_cursor) = read_page(
         &state.store,

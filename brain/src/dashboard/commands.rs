@@ -28,7 +28,7 @@ pub async fn list(
         .find(|(k, _)| k == "status")
         .map(|(_, v)| v.into_owned());
     let secret = state.keys.confirm_secret();
-    let _slot = state.read_slot(&page.access.caller)?;
+    let _slot = page.access.caller.read_slot(&state)?;
     let budget = state.settings.query_budget;
     let (rows, next_cursor) = read_page(&state.store, budget, secret, &project.id, &query).await?;
     let watermark = super::live::current(&state, &project.id).await?;

@@ -72,7 +72,7 @@ pub async fn list(
     let query: ListQuery = parse_query(&query_text)?;
     let values: FormValues = serde_urlencoded::from_str(&query_text).unwrap_or_default();
     let plan = query.plan(&project.id)?;
-    let slot = state.read_slot(&page.access.caller)?;
+    let slot = page.access.caller.read_slot(&state)?;
     let (rows, next_cursor) = read_page(
         &state.store,
         state.settings.query_budget,
