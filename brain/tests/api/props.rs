@@ -76,30 +76,16 @@ const GRAMMAR_WORDS: &[&str] = &[
     "\\",
 ];
 
-/// Task fields, relations and operators, for filters shaped like the grammar's.
-const FIELDS: &[&str] = &[
-    "id",
-    "engine",
-    "task_id",
-    "name",
-    "queue",
-    "state",
-    "priority",
-    "worker_name",
-    "agent_id",
-    "result",
-    "exception",
-    "retry_count",
-    "eta",
-    "received_at",
-    "started_at",
-    "finished_at",
-    "runtime_ms",
-    "parent_task_id",
-    "root_task_id",
-    "created_at",
-    "updated_at",
-];
+/// The task fields, as the grammar's own entity table lists them.
+fn fields() -> Vec<&'static str> {
+    taskward_brain::query::entities::TASKS
+        .fields
+        .iter()
+        .map(|f| f.name)
+        .collect()
+}
+
+/// Operators and directions, for filters and orderings shaped like the grammar's.
 const OPS: &[&str] = &[
     "eq",
     "ne",
@@ -131,7 +117,7 @@ fn grammar_filter() -> BoxedStrategy<Value> {
         fuzz::json_with(GRAMMAR_WORDS, 0),
         proptest::collection::vec(fuzz::json_with(GRAMMAR_WORDS, 0), 0..4).prop_map(Value::Array),
     ];
-    let compare = (select(FIELDS), select(OPS), operand)
+    let compare = (select(fields()), select(OPS), operand)
         .prop_map(|(field, op, operand)| json!({ field: { op: operand } }));
     let shaped = compare.prop_recursive(4, 24, 4, |inner| {
         prop_oneof![
@@ -148,7 +134,7 @@ fn grammar_filter() -> BoxedStrategy<Value> {
 /// An `orderBy` of the grammar's shape, or arbitrary JSON.
 fn grammar_order() -> BoxedStrategy<Value> {
     use proptest::sample::select;
-    let key = (select(FIELDS), select(DIRECTIONS)).prop_map(|(f, d)| json!({ f: d }));
+    let key = (select(fields()), select(DIRECTIONS)).prop_map(|(f, d)| json!({ f: d }));
     prop_oneof![
         4 => proptest::collection::vec(key, 0..3).prop_map(Value::Array),
         1 => fuzz::json_with(GRAMMAR_WORDS, 3),
