@@ -1,11 +1,13 @@
 //! Property tests of what the brain decodes from agents (issue #18): any frame text is
 //! either refused or read into a frame that writes back to the same frame, and an update read
 //! from it is made storable in one step (idempotent) and judged plausible or not without
-//! panicking. `PROPTEST_CASES=100000 cargo test --release -p taskward-shared --test props`
+//! panicking. And of the audit log's fast statement encoder: byte for byte what the general
+//! RFC 8785 canonicalizer writes, for any statement. `PROPTEST_CASES=100000 cargo test --release -p taskward-shared --test props`
 //! is the soak run (README).
 
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
+use taskward_shared::audit::{Actor, ActorKind, Statement};
 use taskward_shared::protocol::{AgentFrame, decode_agent_frame};
 use taskward_testkit::fuzz;
 
@@ -95,5 +97,51 @@ fn any_frame_text_is_refused_or_read_back_whole() {
             }
             Ok(())
         })
+        .unwrap();
+}
+
+#[test]
+fn any_statement_encodes_as_the_general_canonicalizer_does() {
+    let mut runner = TestRunner::new(fuzz::config(2000));
+    let kind = prop_oneof![
+        Just(ActorKind::User),
+        Just(ActorKind::Schedule),
+        Just(ActorKind::Agent),
+        Just(ActorKind::System),
+    ];
+    let strategy = (
+        (
+            any::<u32>(),
+            any::<String>(),
+            any::<String>(),
+            any::<String>(),
+        ),
+        (kind, any::<String>(), any::<String>()),
+        (any::<String>(), proptest::option::of(any::<String>())),
+        fuzz::json_with(FRAME_WORDS, 4),
+    );
+    runner
+        .run(
+            &strategy,
+            |((v, chain, seq, time), (kind, id, name), (what, command_id), payload)| {
+                let statement = Statement {
+                    v,
+                    chain,
+                    seq,
+                    time,
+                    actor: Actor { kind, id, name },
+                    kind: what,
+                    command_id,
+                    payload,
+                };
+                let general = serde_json_canonicalizer::to_vec(&statement).expect("serializes");
+                let fast = statement.to_canonical();
+                prop_assert_eq!(
+                    String::from_utf8_lossy(&fast),
+                    String::from_utf8_lossy(&general)
+                );
+                Ok(())
+            },
+        )
         .unwrap();
 }

@@ -4,6 +4,7 @@
 //! vectors a test checks. A row is signed as bytes, never re-encoded: the statement is stored
 //! verbatim (RFC 8785 canonical JSON) and verification hashes exactly what was stored.
 
+mod canonical;
 pub mod verify;
 
 use ed25519_dalek::{Signature, Signer, SigningKey};
@@ -136,9 +137,11 @@ pub struct Statement {
 }
 
 impl Statement {
-    /// The canonical bytes to store and hash.
+    /// The canonical bytes to store and hash (RFC 8785).
     pub fn to_canonical(&self) -> Vec<u8> {
-        serde_json_canonicalizer::to_vec(self).expect("statements always serialize")
+        canonical::encode_statement(self).unwrap_or_else(|| {
+            serde_json_canonicalizer::to_vec(self).expect("statements always serialize")
+        })
     }
 }
 

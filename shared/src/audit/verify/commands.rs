@@ -13,9 +13,10 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::Problem;
 use super::format::lower_hex;
 use super::signatures::{Pending, Signer};
-use super::{Problem, canonical};
+use crate::audit::canonical;
 use crate::audit::{Hash, Statement};
 use crate::crypto::{key_id, parse_public_key};
 use crate::protocol::{CommandResult, Outcome, RESULT_TAG, SignedResult, result_message};

@@ -3,7 +3,7 @@
 //! closes a way to change a row's bytes without changing what a lenient reader sees, which
 //! would let two different exports both "verify".
 
-use super::{Problem, canonical};
+use super::Problem;
 use crate::audit::{AuditRow, Hash, Statement};
 
 /// Decodes lowercase hex of exactly `N` bytes; uppercase or odd digits are refused.
@@ -52,9 +52,7 @@ pub(super) fn row_hex(row: &AuditRow) -> Result<RowHex, Problem> {
 pub(super) fn canonical_statement(text: &str) -> Result<Statement, Problem> {
     let statement: Statement =
         serde_json::from_str(text).map_err(|e| Problem::Malformed(format!("statement: {e}")))?;
-    let value = serde_json::to_value(&statement).expect("statements always serialize");
-    let canonical = canonical::encode(&value).unwrap_or_else(|| statement.to_canonical());
-    if canonical != text.as_bytes() {
+    if statement.to_canonical() != text.as_bytes() {
         return Err(Problem::NotCanonical);
     }
     Ok(statement)

@@ -11,7 +11,6 @@
 //! any failure is reported the queued signatures are checked too, so the failure reported is
 //! always the earliest bad row.
 
-mod canonical;
 mod checkpoints;
 mod commands;
 mod format;
