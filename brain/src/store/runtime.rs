@@ -7,7 +7,7 @@ use taskward_shared::events::TaskState;
 
 use super::agents::{self, Agent};
 use super::schema::{tasks, workers};
-use super::tasks::WorkerRow;
+use super::tasks::{StateOrder, WorkerRow};
 use super::{AnyConnection, StoreResult};
 
 /// An agent's last sign of activity: its last contact, enrollment or creation, or the latest
@@ -58,7 +58,9 @@ pub fn remove_agent(
         )
         .set((
             tasks::state.eq(TaskState::Lost.as_str()),
-            tasks::state_rank.eq(TaskState::Lost.rank()),
+            // Lost in the attempt it was running (the packed form of `StateOrder`).
+            tasks::state_rank.eq(tasks::state_rank / StateOrder::STAGES * StateOrder::STAGES
+                + TaskState::Lost.rank()),
             tasks::state_at.eq(now),
             tasks::finished_at.eq(now),
             tasks::exception.eq("its worker was removed by stale runtime cleanup"),

@@ -113,7 +113,10 @@ pub struct TaskUpdate {
     /// Traceback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceback: Option<String>,
-    /// Retries so far.
+    /// The attempt (run) this event belongs to: 0 for the first, then 1, 2… (Celery's
+    /// `retries`, which it sends on `task-received` only; the agent stamps the attempt's later
+    /// events with it). A later attempt's state wins over an earlier attempt's whatever their
+    /// times; absent, the event counts as of the task's current attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i32>,
     /// ETA, ms.

@@ -19,6 +19,7 @@
 //! - [`vault`], [`redact`], [`pyrepr`]: original arguments kept here, cleaned for the brain,
 //!   read from Python reprs.
 
+mod attempts;
 mod commands;
 pub mod events;
 pub mod liveness;
@@ -157,6 +158,7 @@ impl EngineAdapter for CeleryAdapter {
             probe,
             vault: self.vault.clone(),
             redactor: self.redactor.clone(),
+            attempts: Mutex::new(attempts::Attempts::default()),
         };
         let transport = self.transport.clone();
         tokio::spawn(async move {
@@ -195,6 +197,7 @@ struct Reader {
     probe: Arc<workers::Probe>,
     vault: Arc<Vault>,
     redactor: redact::Redactor,
+    attempts: Mutex<attempts::Attempts>,
 }
 
 impl Reader {
@@ -286,10 +289,19 @@ impl Reader {
         Err("the broker closed the subscription".into())
     }
 
-    /// Captures arguments, tracks liveness and greets new workers for one message's updates,
-    /// then sends them on; false once the sink is closed (the agent is stopping).
+    /// Stamps each task event with its attempt, captures arguments, tracks liveness and greets
+    /// new workers for one message's updates, then sends them on; false once the sink is
+    /// closed (the agent is stopping).
     async fn hand_on(&self, mut updates: Vec<Update>) -> bool {
         let mut extra = Vec::new();
+        {
+            let mut attempts = self.attempts.lock().expect("attempts lock");
+            for update in &mut updates {
+                if let Update::Task(task) = update {
+                    attempts.stamp(task);
+                }
+            }
+        }
         for update in &mut updates {
             if let Update::Task(task) = update {
                 extra.extend(self.capture(task));

@@ -9,7 +9,7 @@ use taskward_shared::events::{TaskState, TaskUpdate, Update, WorkerUpdate};
 use super::super::schema::{agents, task_terms, tasks, workers};
 use super::super::{AnyConnection, StoreResult, commands};
 
-use super::TaskRow;
+use super::{StateOrder, TaskRow};
 
 /// The columns an update changed, and only those: an `UPDATE` that sets a column makes the
 /// database rewrite every index over it even when the value is the same, so setting the whole
@@ -265,9 +265,11 @@ fn new_row(project_id: &str, agent_id: &str, t: &TaskUpdate, now: i64) -> TaskRo
 /// Merges one update into a row (pure; see the module doc for the rules).
 pub fn merge(row: &mut TaskRow, t: &TaskUpdate) {
     if let Some(state) = t.state {
-        if (t.at_ms, state.rank()) > (row.state_at, row.state_rank) {
+        let current = StateOrder::of_row(row.state_rank, row.state_at);
+        let order = StateOrder::of_event(t.retries, current.attempt, t.at_ms, state);
+        if order > current {
             row.state = state.as_str().to_owned();
-            row.state_rank = state.rank();
+            row.state_rank = order.packed();
             row.state_at = t.at_ms;
         }
         match state {
@@ -444,6 +446,58 @@ mod tests {
             at_ms,
             ..TaskUpdate::default()
         }
+    }
+
+    fn attempt(state: TaskState, at_ms: i64, retries: i32) -> TaskUpdate {
+        TaskUpdate {
+            retries: Some(retries),
+            ..update(state, at_ms)
+        }
+    }
+
+    /// The flaky task of the issue: the retry ran and failed on another worker before the
+    /// first run's `task-retried` arrived, with a later clock. A later attempt's state wins,
+    /// in any order of arrival, and replays change nothing.
+    #[test]
+    fn a_later_attempt_wins_over_an_earlier_whatever_the_clock() {
+        let events = [
+            attempt(TaskState::Received, 100, 0),
+            attempt(TaskState::Started, 110, 0),
+            attempt(TaskState::Received, 120, 1),
+            attempt(TaskState::Started, 130, 1),
+            attempt(TaskState::Failed, 140, 1),
+            // Attempt 0's retry, stamped by a worker whose clock runs ahead.
+            attempt(TaskState::Retried, 500, 0),
+        ];
+        for order in [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [2, 5, 0, 4, 1, 3]] {
+            let mut row = new_row("p", "a", &events[0], 0);
+            for i in order.into_iter().chain(order) {
+                merge(&mut row, &events[i]);
+            }
+            assert_eq!(row.state, "failed", "order {order:?}");
+            assert_eq!(row.state_at, 140);
+            assert_eq!(row.retry_count, 1);
+        }
+    }
+
+    /// Events that name no attempt (older agents, the brain's own) are of the current one and
+    /// order by time as before.
+    #[test]
+    fn events_without_an_attempt_order_by_time_within_the_current_one() {
+        let mut row = new_row("p", "a", &update(TaskState::Received, 0), 0);
+        merge(&mut row, &attempt(TaskState::Started, 200, 2));
+        merge(&mut row, &update(TaskState::Succeeded, 150));
+        assert_eq!(row.state, "started", "an earlier time does not win");
+        merge(&mut row, &update(TaskState::Succeeded, 250));
+        assert_eq!(row.state, "succeeded");
+        assert_eq!(
+            StateOrder::of_row(row.state_rank, row.state_at).attempt,
+            2,
+            "the attempt is kept"
+        );
+        // A retry count no task reaches still orders (and does not overflow).
+        merge(&mut row, &attempt(TaskState::Started, 300, i32::MAX));
+        assert_eq!(row.state, "started");
     }
 
     /// Marks name the task's columns, follow the value now stored, and a whole value clears

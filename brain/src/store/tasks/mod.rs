@@ -1,7 +1,9 @@
 //! Tasks and workers as agents report them: batches of normalized updates merged into rows.
 //!
 //! Merging is idempotent and order-insensitive: a task's `state` moves only to an event with a
-//! later `(time, stage)` than the one that set it; `received_at` keeps the earliest receipt;
+//! later `(attempt, time, stage)` than the one that set it (a retry's outcome wins over the
+//! `retried` of the run before it even when that arrives last with a later clock; see
+//! [`StateOrder`]); `received_at` keeps the earliest receipt;
 //! other fields take the values events carry. Replaying a batch therefore changes nothing,
 //! and an older update arriving late never overwrites a newer state.
 
@@ -27,6 +29,55 @@ use taskward_shared::events::TaskState;
 
 use super::schema::tasks;
 use super::{AnyConnection, StoreResult};
+
+/// Where a task's state stands in the order states replace each other: by attempt (Celery's
+/// `retries`), then time, then stage ([`TaskState::rank`]). The attempt and the stage are
+/// stored together in `state_rank` as `attempt × 8 + rank`, so no column was added and rows
+/// from before attempts were recorded read as attempt 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StateOrder {
+    /// The run the state belongs to: 0, then 1, 2… on retries.
+    pub attempt: i32,
+    /// The event's time, ms.
+    pub at_ms: i64,
+    /// The stage.
+    pub rank: i32,
+}
+
+impl StateOrder {
+    /// Stages per attempt in the packed form (ranks are 0 to 4).
+    pub const STAGES: i32 = 8;
+    /// Attempts beyond this compare as equal (and order by time); no task retries that often.
+    const ATTEMPT_MAX: i32 = i32::MAX / StateOrder::STAGES - 1;
+
+    /// The order of a row's current state.
+    pub fn of_row(state_rank: i32, state_at: i64) -> StateOrder {
+        StateOrder {
+            attempt: state_rank.div_euclid(StateOrder::STAGES),
+            at_ms: state_at,
+            rank: state_rank.rem_euclid(StateOrder::STAGES),
+        }
+    }
+
+    /// The order of an event's state; an event that names no attempt is of `current`.
+    pub fn of_event(
+        attempt: Option<i32>,
+        current: i32,
+        at_ms: i64,
+        state: TaskState,
+    ) -> StateOrder {
+        StateOrder {
+            attempt: attempt.unwrap_or(current).clamp(0, StateOrder::ATTEMPT_MAX),
+            at_ms,
+            rank: state.rank(),
+        }
+    }
+
+    /// The packed form stored in `state_rank`.
+    pub fn packed(self) -> i32 {
+        self.attempt * StateOrder::STAGES + self.rank
+    }
+}
 use crate::query::filter::Scalar;
 use crate::query::sql::{Sql, dialect_of, load_sql};
 
@@ -52,7 +103,7 @@ pub struct TaskRow {
     pub queue: Option<String>,
     /// Current state.
     pub state: String,
-    /// Stage of the event that set `state`.
+    /// Attempt and stage of the event that set `state`, packed ([`StateOrder`]).
     pub state_rank: i32,
     /// Time of the event that set `state`, ms.
     pub state_at: i64,
