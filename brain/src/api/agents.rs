@@ -54,7 +54,8 @@ pub struct AgentPublic {
 pub struct WorkerPublic {
     /// Engine-native name, e.g. `celery@host-1`.
     pub name: String,
-    /// `online` or `offline`.
+    /// `online` or `offline` as the agent last saw it; `unknown` while the agent is not
+    /// connected (nobody watches the worker then).
     pub status: &'static str,
     /// Last heartbeat or event.
     pub last_heartbeat_at: Option<DateTime<Utc>>,
@@ -66,10 +67,11 @@ pub struct WorkerPublic {
     pub queues: Vec<String>,
 }
 
-impl From<WorkerRow> for WorkerPublic {
-    fn from(w: WorkerRow) -> WorkerPublic {
+impl WorkerPublic {
+    /// Shows a worker of an agent that is (or is not) connected now.
+    pub fn new(w: WorkerRow, agent_linked: bool) -> WorkerPublic {
         WorkerPublic {
-            status: if w.online { "online" } else { "offline" },
+            status: w.status(agent_linked).as_str(),
             last_heartbeat_at: w.last_heartbeat_at.map(timestamp),
             queues: w
                 .queues
@@ -155,10 +157,11 @@ pub async fn list(
     let mut by_agent: std::collections::HashMap<String, Vec<WorkerPublic>> =
         std::collections::HashMap::new();
     for worker in workers {
+        let linked = state.hub.is_online(&worker.agent_id);
         by_agent
             .entry(worker.agent_id.clone())
             .or_default()
-            .push(worker.into());
+            .push(WorkerPublic::new(worker, linked));
     }
     Ok(Json(AgentList {
         items: items
@@ -227,7 +230,7 @@ pub async fn get(
         .await?
         .into_iter()
         .filter(|w| w.agent_id == agent_id)
-        .map(WorkerPublic::from)
+        .map(|w| WorkerPublic::new(w, online))
         .collect();
     Ok(Json(AgentPublic::new(agent, online, workers)))
 }

@@ -13,12 +13,14 @@ use crate::auth::Viewer;
 use crate::role::Role;
 use crate::store::agents::{self, Agent};
 use crate::store::commands::{self, QueueDepth};
-use crate::store::tasks::{self, WorkerRow};
+use crate::store::tasks::{self, WorkerRow, WorkerStatus};
 
 struct AgentView {
     agent: Agent,
     workers: Vec<WorkerRow>,
     queues: Vec<QueueDepth>,
+    /// Whether the agent is connected now (its workers' liveness is unknown otherwise).
+    linked: bool,
 }
 
 /// `GET /p/{slug}/agents`.
@@ -42,12 +44,17 @@ pub async fn list(
                         .cloned()
                         .collect(),
                     queues,
+                    linked: false,
                     agent,
                 });
             }
             Ok((views, super::live::watermark(conn, &project_id)?))
         })
         .await?;
+    let mut views = views;
+    for view in &mut views {
+        view.linked = state.hub.is_online(&view.agent.id);
+    }
     let slug = &project.slug;
     let admin = page.access.role >= Role::Admin;
     let api = format!("/api/v1/projects/{slug}");
@@ -93,7 +100,7 @@ fn agent_section(view: &AgentView, api: &str, admin: bool) -> Markup {
                 tbody { @for w in &view.workers {
                     tr {
                         td.mono { (w.name) }
-                        td { @if w.online { span.badge.s-succeeded { "online" } } @else { span.badge.s-lost { "offline" } } }
+                        td { (worker_badge(w.status(view.linked))) }
                         td { (time(w.last_heartbeat_at)) }
                         td { (text(w.pool.as_deref())) @if let Some(n) = w.concurrency { " × " (n) } }
                         td { (queues_of(w)) }
@@ -134,6 +141,17 @@ fn agent_section(view: &AgentView, api: &str, admin: bool) -> Markup {
             }
         }
     }
+    }
+}
+
+/// A worker's liveness as a badge; `unknown` says why.
+fn worker_badge(status: WorkerStatus) -> Markup {
+    match status {
+        WorkerStatus::Online => html! { span.badge.s-succeeded { "online" } },
+        WorkerStatus::Offline => html! { span.badge.s-lost { "offline" } },
+        WorkerStatus::Unknown => {
+            html! { span.badge.s-unknown title="Its agent is not connected: nobody watches this worker." { "unknown" } }
+        }
     }
 }
 

@@ -111,7 +111,11 @@ pub async fn overview(
     let failure_rate = (finished > 0)
         .then(|| by_state.get("failed").copied().unwrap_or(0) as f64 * 100.0 / finished as f64);
     let peak = by_hour.values().map(|(n, _)| *n).max().unwrap_or(0).max(1);
-    let online = data.workers.iter().filter(|w| w.online).count();
+    let online = data
+        .workers
+        .iter()
+        .filter(|w| w.status(state.hub.is_online(&w.agent_id)) == tasks::WorkerStatus::Online)
+        .count();
     let project = &page.access.project;
     Ok(layout::page(
         &page.chrome(&project.name, Section::Overview, Some(&data.watermark)),

@@ -185,6 +185,10 @@ async fn stale_rules_one_by_one(backend: Backend) {
     let other_agent = app.get(&format!("{P}/agents/{other}"), &t).await;
     assert_eq!(other_agent.body["workers"][0]["name"], "w1@old");
     assert_eq!(
+        other_agent.body["workers"][0]["status"], "unknown",
+        "reported online, but its agent is not connected: nobody watches it"
+    );
+    assert_eq!(
         app.get(&format!("{P}/commands/{command}"), &t).await.status,
         StatusCode::OK,
         "the command log is kept"

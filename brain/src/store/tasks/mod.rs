@@ -22,7 +22,9 @@ mod worker_rows;
 pub use delete::{IN_FLIGHT, IdsDelete, delete_ids, delete_matching};
 pub use ingest::{apply_updates, merge, record_dropped};
 pub use page::{SEARCH_BRANCHES, SearchTerms, Selection, page, page_query, position, search_terms};
-pub use worker_rows::{WorkerRow, workers_of_agent, workers_of_project, workers_to_ping};
+pub use worker_rows::{
+    WorkerRow, WorkerStatus, workers_of_agent, workers_of_project, workers_to_ping,
+};
 
 use diesel::prelude::*;
 use taskward_shared::events::TaskState;

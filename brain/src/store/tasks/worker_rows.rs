@@ -25,6 +25,40 @@ pub struct WorkerRow {
     pub queues: Option<String>,
 }
 
+/// What can be said of a worker's liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerStatus {
+    /// Its agent is linked and last saw it alive.
+    Online,
+    /// Its agent is linked and saw it go (or stop sending heartbeats).
+    Offline,
+    /// Its agent is not linked: nobody watches the worker, whatever it was last seen as.
+    Unknown,
+}
+
+impl WorkerStatus {
+    /// The API and dashboard spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Online => "online",
+            WorkerStatus::Offline => "offline",
+            WorkerStatus::Unknown => "unknown",
+        }
+    }
+}
+
+impl WorkerRow {
+    /// The worker's liveness, given whether its agent is linked now: a row says what the agent
+    /// saw last, which stops being news when the agent goes away.
+    pub fn status(&self, agent_linked: bool) -> WorkerStatus {
+        match (agent_linked, self.online) {
+            (false, _) => WorkerStatus::Unknown,
+            (true, true) => WorkerStatus::Online,
+            (true, false) => WorkerStatus::Offline,
+        }
+    }
+}
+
 /// Workers of a project's agents, by agent and name.
 pub fn workers_of_project(
     conn: &mut AnyConnection,
