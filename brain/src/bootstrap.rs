@@ -38,6 +38,13 @@ impl Bootstrapped {
     /// The first-start banner: printed, never logged, since it carries secrets.
     pub fn banner(&self) -> String {
         let mut text = format!("\nFirst start: created {}.\n", self.created.join(", "));
+        if let Some(dir) = self.token_file.parent() {
+            text.push_str(&format!(
+                "This is a new store in {}: if you meant to open an existing one, stop the \
+                 brain and pass its --data-dir (a relative one follows the working directory).\n\n",
+                dir.display()
+            ));
+        }
         if let Some(token) = &self.token {
             text.push_str(&format!(
                 "Admin token (shown once, also written to {}):\n\n    {token}\n\n",

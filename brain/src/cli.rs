@@ -297,8 +297,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
+fn run(mut cli: Cli) -> Result<(), CliError> {
     create_data_dir(&cli.data_dir)?;
+    // Absolute from here on, so logs, the first-start banner and the files it names say
+    // where the store is whatever the working directory was.
+    cli.data_dir = std::fs::canonicalize(&cli.data_dir).map_err(|source| CliError::Io {
+        what: format!("cannot resolve data directory {}", cli.data_dir.display()),
+        source,
+    })?;
     let url = match &cli.database_url {
         Some(url) => DatabaseUrl::parse(url).map_err(CliError::Usage)?,
         None => DatabaseUrl::default_sqlite(&cli.data_dir),

@@ -110,7 +110,8 @@ async fn serve_bootstraps_and_cli_works_beside_it(backend: Backend) {
     assert!(!log.contains("First start"));
 }
 
-/// First start: data dir 0700, token file 0600, the token printed once on stderr; the token.
+/// First start: data dir 0700, token file 0600, the token printed once on stderr beside the
+/// store's absolute directory; the token.
 fn first_start(server: &BrainProcess, backend: Backend) -> String {
     let data_dir = server.data_dir();
     assert_eq!(mode(&data_dir), 0o700);
@@ -124,6 +125,14 @@ fn first_start(server: &BrainProcess, backend: Backend) -> String {
         server.log().matches(&admin).count(),
         1,
         "the admin token is printed exactly once"
+    );
+    let absolute = data_dir.canonicalize().unwrap();
+    assert!(
+        server
+            .log()
+            .contains(&format!("new store in {}:", absolute.display())),
+        "the banner names the new store's absolute directory: {}",
+        server.log()
     );
     assert_eq!(
         backend == Backend::Sqlite,
