@@ -25,7 +25,7 @@ use super::{tags, timestamp};
 use crate::app::AppState;
 use crate::auth::{Admin, Caller, Operator, ProjectAccess, Viewer};
 use crate::commands::list::{self, ListQuery};
-use crate::commands::retry::resolve_bulk;
+use crate::commands::retry::preview_bulk;
 use crate::commands::{CommandRequest, Issue, issue_in, parse_request};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::commands::{self, CommandRecord, CommandStatus};
@@ -268,11 +268,14 @@ async fn issue(
 /// What a bulk retry would do now.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BulkRetryPreview {
-    /// Tasks matching the filter and not in flight, up to `max`.
-    pub matched: usize,
-    /// Of those, tasks whose arguments can be republished.
+    /// Every task the filter matches that is not in flight (and, unless the filter includes
+    /// them, not retried before), whatever `max` is.
+    pub matched: i64,
+    /// Of those, the ones this bulk retry would take: the most recently changed, up to `max`.
+    pub selected: usize,
+    /// Of the selected, tasks whose arguments can be republished.
     pub retryable: usize,
-    /// The others, with the reason each is not retryable.
+    /// The other selected tasks, with the reason each is not retryable.
     #[schema(value_type = Vec<Object>)]
     pub skipped_not_retryable: Vec<taskward_shared::command::Skipped>,
 }
@@ -293,14 +296,15 @@ pub async fn bulk_retry_dry_run(
         unreachable!("parse_request returns the kind it is given")
     };
     let project_id = access.project.id;
-    let resolved = state
+    let (matched, resolved) = state
         .store
         .read("bulk_retry_dry_run", move |conn| {
-            resolve_bulk(conn, &project_id, &bulk)
+            preview_bulk(conn, &project_id, &bulk)
         })
         .await?;
     Ok(Json(BulkRetryPreview {
-        matched: resolved.tasks.len() + resolved.skipped_not_retryable.len(),
+        matched,
+        selected: resolved.tasks.len() + resolved.skipped_not_retryable.len(),
         retryable: resolved.tasks.len(),
         skipped_not_retryable: resolved.skipped_not_retryable,
     }))

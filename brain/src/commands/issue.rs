@@ -100,10 +100,16 @@ pub fn issue_in(conn: &mut AnyConnection, issue: &Issue) -> Result<Issued, Refus
     let bound_depth = confirmed_depth(conn, issue, &agent_id)?;
     // Signed as JSON: a struct's fields and the brain's earlier `json!` maps have the same
     // canonical bytes (RFC 8785 sorts keys), so a verifier sees no difference.
-    let resolved = match command {
-        Command::RetryTask(retry) => Some(as_json(&resolve_retry(conn, project_id, retry)?)),
-        Command::BulkRetry(bulk) => Some(as_json(&resolve_bulk(conn, project_id, bulk)?)),
-        _ => None,
+    let (resolved, retried_rows) = match command {
+        Command::RetryTask(retry) => {
+            let r = resolve_retry(conn, project_id, retry)?;
+            (Some(as_json(&r.spec)), r.rows)
+        }
+        Command::BulkRetry(bulk) => {
+            let r = resolve_bulk(conn, project_id, bulk)?;
+            (Some(as_json(&r.spec)), r.rows)
+        }
+        _ => (None, Vec::new()),
     };
     let global_throttle = matches!(command, Command::RateLimit(r) if r.is_global());
     let id = new_id();
@@ -124,6 +130,8 @@ pub fn issue_in(conn: &mut AnyConnection, issue: &Issue) -> Result<Issued, Refus
             resolved,
         },
     )?;
+    // In the same transaction: a later bulk retry skips these originals.
+    tasks::mark_retried(conn, &retried_rows, &id, record.issued_at)?;
     if let Some(key) = idempotency_key {
         commands::idempotency_remember(
             conn,

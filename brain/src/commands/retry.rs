@@ -40,12 +40,21 @@ pub fn retry_spec(
     })
 }
 
+/// A retry resolved at issue time: what the command signs, and the task rows it runs again
+/// (marked as retried once the command is minted).
+pub struct Resolved<S> {
+    /// The signed spec.
+    pub spec: S,
+    /// Row ids of the originals it retries.
+    pub rows: Vec<String>,
+}
+
 /// Resolves a retry-task: not found for an unknown task, a conflict when it is not retryable.
 pub fn resolve_retry(
     conn: &mut AnyConnection,
     project_id: &str,
     retry: &RetryTask,
-) -> Result<RetrySpec, Refusal> {
+) -> Result<Resolved<RetrySpec>, Refusal> {
     let task = match tasks::find(conn, project_id, &retry.engine, &retry.task_id) {
         Err(StoreError::NotFound) => {
             return Err(Refusal::NotFound(format!(
@@ -55,31 +64,53 @@ pub fn resolve_retry(
         }
         other => other?,
     };
-    retry_spec(&task, retry.override_kwargs.as_ref())
-        .map_err(|why| Refusal::Conflict(format!("task {} is not retryable: {why}", retry.task_id)))
+    let spec = retry_spec(&task, retry.override_kwargs.as_ref()).map_err(|why| {
+        Refusal::Conflict(format!("task {} is not retryable: {why}", retry.task_id))
+    })?;
+    Ok(Resolved {
+        spec,
+        rows: vec![task.id],
+    })
 }
 
 /// Resolves a bulk-retry at issue time (and for its dry run): up to `max` matching tasks that
-/// are not in flight, each with its arguments; the ones whose arguments cannot be read are
-/// counted as skipped.
+/// are not in flight (and not retried before, unless the filter asks), each with its
+/// arguments; the ones whose arguments cannot be read are counted as skipped.
 pub fn resolve_bulk(
     conn: &mut AnyConnection,
     project_id: &str,
     bulk: &BulkRetry,
-) -> StoreResult<BulkRetrySpec> {
+) -> StoreResult<Resolved<BulkRetrySpec>> {
     let matching = tasks::matching(conn, project_id, &bulk.filter, i64::from(bulk.max))?;
     let mut resolution = BulkRetrySpec {
         tasks: Vec::new(),
         skipped_not_retryable: Vec::new(),
     };
-    for task in &matching {
-        match retry_spec(task, None) {
-            Ok(spec) => resolution.tasks.push(spec),
+    let mut rows = Vec::new();
+    for task in matching {
+        match retry_spec(&task, None) {
+            Ok(spec) => {
+                resolution.tasks.push(spec);
+                rows.push(task.id);
+            }
             Err(reason) => resolution.skipped_not_retryable.push(Skipped {
-                task_id: task.task_id.clone(),
+                task_id: task.task_id,
                 reason,
             }),
         }
     }
-    Ok(resolution)
+    Ok(Resolved {
+        spec: resolution,
+        rows,
+    })
+}
+
+/// A bulk retry's dry run: how many tasks its filter matches in all, and what it would take.
+pub fn preview_bulk(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    bulk: &BulkRetry,
+) -> StoreResult<(i64, BulkRetrySpec)> {
+    let matched = tasks::count_matching(conn, project_id, &bulk.filter)?;
+    Ok((matched, resolve_bulk(conn, project_id, bulk)?.spec))
 }

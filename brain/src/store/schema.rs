@@ -288,6 +288,16 @@ diesel::table! {
 
 diesel::joinable!(schedule_runs -> schedules (schedule_id));
 
+diesel::table! {
+    task_retries (task_row_id) {
+        task_row_id -> Text,
+        command_id -> Text,
+        retried_at -> BigInt,
+    }
+}
+
+diesel::joinable!(task_retries -> tasks (task_row_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     dashboard_sessions,
     schedules,
@@ -307,5 +317,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     queue_depths,
     tasks,
+    task_retries,
     workers,
 );

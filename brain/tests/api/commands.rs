@@ -1085,6 +1085,37 @@ async fn retries_resolve_the_original_task(backend: Backend) {
     assert_eq!(resolved["tasks"].as_array().unwrap().len(), 1, "{resolved}");
     assert_eq!(resolved["tasks"][0]["original_task_id"], "known");
     assert_eq!(resolved["skipped_not_retryable"][0]["task_id"], "long");
+
+    // The original it retried is marked: the same bulk retry again leaves it out (the
+    // unretryable one stays), unless the filter includes retried tasks. A dry run counts
+    // every match, beside what `max` takes.
+    let preview = |filter: Value, max: u32| {
+        let (app, t, agent) = (&app, t.clone(), agent.clone());
+        async move {
+            let reply = app
+                .post(
+                    &format!("{P}/bulk-retry/dry-run"),
+                    &t,
+                    with_agent(&agent, json!({"filter": filter, "max": max})),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            (
+                reply.body["matched"].as_u64().unwrap(),
+                reply.body["selected"].as_u64().unwrap(),
+                reply.body["retryable"].as_u64().unwrap(),
+            )
+        }
+    };
+    assert_eq!(preview(json!({"state": "failed"}), 10).await, (1, 1, 0));
+    let everything = json!({"state": "failed", "include_retried": true});
+    assert_eq!(preview(everything.clone(), 10).await, (2, 2, 1));
+    let (matched, selected, _) = preview(everything, 1).await;
+    assert_eq!(
+        (matched, selected),
+        (2, 1),
+        "matched is not capped by max, selected is"
+    );
     let capped = issue(
         &app,
         &t,

@@ -32,6 +32,10 @@ pub struct BulkRetryFilter {
     /// Task name, exact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Also take tasks an earlier retry already ran again (left out by default, so running the
+    /// same bulk retry twice does not retry the same failures twice).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_retried: bool,
 }
 
 /// Payload of `bulk-retry`.

@@ -99,7 +99,8 @@
     try {
       const preview = await api(form.dataset.dryRun, "POST", bulkRetryBody(form));
       const skipped = preview.skipped_not_retryable.length;
-      show(target, preview.matched + " match; " + preview.retryable + " would be retried" +
+      const within = preview.selected < preview.matched ? " (" + preview.selected + " within max)" : "";
+      show(target, preview.matched + " match" + within + "; " + preview.retryable + " would be retried" +
         (skipped ? ", " + skipped + " cannot be (arguments unavailable)." : "."), true);
       submit.disabled = preview.retryable === 0;
       submit.textContent = "Retry " + preview.retryable;

@@ -29,7 +29,7 @@ pub use worker_rows::{
 use diesel::prelude::*;
 use taskward_shared::events::TaskState;
 
-use super::schema::tasks;
+use super::schema::{task_retries, tasks};
 use super::{AnyConnection, StoreResult};
 
 /// Where a task's state stands in the order states replace each other: by attempt (Celery's
@@ -221,20 +221,16 @@ pub fn activity(
     Ok(rows.into_iter().map(|b| (b.hour, b.state, b.n)).collect())
 }
 
-/// Up to `limit` tasks of a project matching a bulk-retry filter and not in flight, most
-/// recently changed first.
-pub fn matching(
-    conn: &mut AnyConnection,
-    project_id: &str,
-    filter: &taskward_shared::command::BulkRetryFilter,
-    limit: i64,
-) -> StoreResult<Vec<TaskRow>> {
+/// The tasks a bulk-retry filter takes, as a query to load or count: finished (not in
+/// flight), matching each field the filter gives, and not already run again by an earlier
+/// retry unless the filter asks for those too.
+fn bulk_retry_candidates<'a>(
+    project_id: &'a str,
+    filter: &'a taskward_shared::command::BulkRetryFilter,
+) -> tasks::BoxedQuery<'a, super::connection::MultiBackend> {
     let mut query = tasks::table
         .filter(tasks::project_id.eq(project_id))
         .filter(tasks::state.ne_all([TaskState::Received.as_str(), TaskState::Started.as_str()]))
-        .order((tasks::state_at.desc(), tasks::id.desc()))
-        .limit(limit)
-        .select(TaskRow::as_select())
         .into_boxed();
     if let Some(state) = &filter.state {
         query = query.filter(tasks::state.eq(state.clone()));
@@ -245,7 +241,63 @@ pub fn matching(
     if let Some(name) = &filter.name {
         query = query.filter(tasks::name.eq(name.clone()));
     }
-    Ok(query.load(conn)?)
+    if !filter.include_retried {
+        query = query.filter(diesel::dsl::not(diesel::dsl::exists(
+            task_retries::table.filter(task_retries::task_row_id.eq(tasks::id)),
+        )));
+    }
+    query
+}
+
+/// Up to `limit` tasks a bulk retry with this filter takes, most recent state first.
+pub fn matching(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    filter: &taskward_shared::command::BulkRetryFilter,
+    limit: i64,
+) -> StoreResult<Vec<TaskRow>> {
+    Ok(bulk_retry_candidates(project_id, filter)
+        .order((tasks::state_at.desc(), tasks::id.desc()))
+        .limit(limit)
+        .select(TaskRow::as_select())
+        .load(conn)?)
+}
+
+/// How many tasks a bulk retry with this filter could take, whatever its `max`.
+pub fn count_matching(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    filter: &taskward_shared::command::BulkRetryFilter,
+) -> StoreResult<i64> {
+    Ok(bulk_retry_candidates(project_id, filter)
+        .count()
+        .get_result(conn)?)
+}
+
+/// Records that `command_id` runs these task rows again, so later bulk retries skip them
+/// (a row retried before now names the newer command).
+pub fn mark_retried(
+    conn: &mut AnyConnection,
+    row_ids: &[String],
+    command_id: &str,
+    now_ms: i64,
+) -> StoreResult<()> {
+    for chunk in row_ids.chunks(500) {
+        diesel::delete(task_retries::table.filter(task_retries::task_row_id.eq_any(chunk)))
+            .execute(conn)?;
+    }
+    // One row per statement: the multi-backend connection has no batch insert, and a bulk
+    // retry takes at most 10,000 tasks.
+    for id in row_ids {
+        diesel::insert_into(task_retries::table)
+            .values((
+                task_retries::task_row_id.eq(id),
+                task_retries::command_id.eq(command_id),
+                task_retries::retried_at.eq(now_ms),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// One task by engine id.
