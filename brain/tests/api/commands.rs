@@ -1033,13 +1033,17 @@ async fn retries_resolve_the_original_task(backend: Backend) {
             .contains("not retryable: arguments unavailable: truncated repr")
     );
 
-    // A dry run counts without issuing anything.
+    // A dry run counts without issuing anything. ("known" was retried above, so only a
+    // filter that includes retried tasks still takes it.)
     let before = command_count(&app).await;
     let preview = app
         .post(
             &format!("{P}/bulk-retry/dry-run"),
             &t,
-            with_agent(&agent, json!({"filter": {"state": "failed"}, "max": 10})),
+            with_agent(
+                &agent,
+                json!({"filter": {"state": "failed", "include_retried": true}, "max": 10}),
+            ),
         )
         .await;
     assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
@@ -1074,7 +1078,10 @@ async fn retries_resolve_the_original_task(backend: Backend) {
         &app,
         &t,
         "bulk-retry",
-        with_agent(&agent, json!({"filter": {"state": "failed"}, "max": 10})),
+        with_agent(
+            &agent,
+            json!({"filter": {"state": "failed", "include_retried": true}, "max": 10}),
+        ),
     )
     .await;
     assert_eq!(bulk.status, StatusCode::ACCEPTED, "{}", bulk.body);
