@@ -198,6 +198,7 @@ fn bulk_retry_form(slug: &str, values: &FormValues, agents: &[Agent]) -> Markup 
                 select name="agent_id" { @for a in agents { option value=(a.id) { (a.name) } } }
             }
             label { "At most" input type="number" name="max" data-type="int" value="100" min="1" max="10000"; }
+            label.inline { input type="checkbox" name="include_retried"; " Include tasks an earlier retry already ran again" }
             button.secondary type="button" data-count { "Count first" }
             button type="submit" disabled { "Retry them" }
             p data-result role="status" {}

@@ -87,7 +87,7 @@
   function bulkRetryBody(form) {
     const fields = bodyOf(form);
     const filter = {};
-    for (const key of ["state", "name", "queue"]) if (fields[key]) filter[key] = fields[key];
+    for (const key of ["state", "name", "queue", "include_retried"]) if (fields[key]) filter[key] = fields[key];
     return { agent_id: fields.agent_id, filter, max: fields.max };
   }
 
