@@ -720,12 +720,7 @@ async fn retention_deletes_old_records_through_a_cleanup_task(backend: Backend) 
     let list = app
         .get(&format!("{P}/tasks?limit=100"), &app.admin_token)
         .await;
-    let mut left: Vec<&str> = list.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap())
-        .collect();
+    let mut left: Vec<&str> = list.texts("items", "task_id");
     left.sort_unstable();
     assert_eq!(left, ["r2", "r3", "r4", "r5"]);
     let rows = audit_rows(&app, "schedule.retention").await;
@@ -876,7 +871,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
             .contains("celery@w2")
     );
     let metrics = app.get("/metrics", &t).await;
-    let text = String::from_utf8(metrics.bytes.to_vec()).unwrap();
+    let text = metrics.text();
     let line = text
         .lines()
         .find(|l| l.starts_with("taskward_schedule_alerts_total") && l.contains(&id))

@@ -14,13 +14,7 @@ fn key() -> SigningKey {
 }
 
 fn trusted(key: &SigningKey) -> TrustedKeys {
-    TrustedKeys::from_infos(&[PublicKeyInfo {
-        key_id: key_id(&key.verifying_key()),
-        public_key: hex::encode(key.verifying_key().as_bytes()),
-        valid_from_ms: 0,
-        valid_until_ms: None,
-    }])
-    .unwrap()
+    TrustedKeys::from_infos(&[PublicKeyInfo::of(&key.verifying_key(), 0, None)]).unwrap()
 }
 
 fn chain(n: u64, key: &SigningKey) -> Vec<AuditRow> {
@@ -189,21 +183,8 @@ fn checkpoints_catch_truncation_and_rewrites() {
 
 /// A row over raw statement bytes, signed like the brain signs (for non-canonical bytes).
 fn sign_raw(seq: u64, prev: &Hash, statement: &str, key: &SigningKey) -> AuditRow {
-    use ed25519_dalek::Signer;
     let parsed: Statement = serde_json::from_str(statement).unwrap();
-    let hash = row_hash(seq, prev, statement.as_bytes());
-    let id = key_id(&key.verifying_key());
-    AuditRow {
-        chain: parsed.chain,
-        seq,
-        prev_hash: hex::encode(prev),
-        hash: hex::encode(hash),
-        signature: hex::encode(key.sign(&signature_message(&id, &hash)).to_bytes()),
-        key_id: id,
-        statement: statement.to_owned(),
-        kind: parsed.kind,
-        command_id: parsed.command_id,
-    }
+    AuditRow::sign_text(seq, prev, &parsed, statement.to_owned(), key)
 }
 
 /// Re-signs rows from `from` on (0-based) with `key` after `edit` changed each statement,
@@ -282,12 +263,7 @@ fn hex_fields_must_be_lowercase() {
 
 /// Keys with windows: `old` signs until 12:00:10, `new` from then on.
 fn rotated_keys(old: &SigningKey, new: &SigningKey) -> TrustedKeys {
-    let info = |k: &SigningKey, from: i64, until: Option<i64>| PublicKeyInfo {
-        key_id: key_id(&k.verifying_key()),
-        public_key: hex::encode(k.verifying_key().as_bytes()),
-        valid_from_ms: from,
-        valid_until_ms: until,
-    };
+    let info = |k: &SigningKey, from, until| PublicKeyInfo::of(&k.verifying_key(), from, until);
     let switch = format::time_ms("2026-11-25T12:00:10.000Z").unwrap();
     TrustedKeys::from_infos(&[info(old, 0, Some(switch)), info(new, switch, None)]).unwrap()
 }
