@@ -346,17 +346,19 @@ async fn the_list_pages_both_ways_and_scopes_by_role(backend: Backend) {
         .get(&format!("{C}?ids={},{}", roots[0], roots[1]), &t)
         .await;
     assert_eq!(by_ids.body["pageInfo"]["total"], 2);
-    for (query, field) in [
-        ("limit=0", "limit"),
-        ("limit=101", "limit"),
-        ("status=done", "status"),
-        ("resource_type=delete_everything", "resource_type"),
-        ("after=forged", "after"),
-        ("filter=%7B%22nope%22%3A1%7D", "filter.nope"),
-    ] {
-        let reply = app.get(&format!("{C}?{query}"), &t).await;
-        reply.assert_names_field(field, query);
-    }
+    app.assert_queries_name_fields(
+        C,
+        &t,
+        &[
+            ("limit=0", "limit"),
+            ("limit=101", "limit"),
+            ("status=done", "status"),
+            ("resource_type=delete_everything", "resource_type"),
+            ("after=forged", "after"),
+            ("filter=%7B%22nope%22%3A1%7D", "filter.nope"),
+        ],
+    )
+    .await;
     assert_eq!(
         app.get(&format!("{C}?limit=100"), &t).await.status,
         StatusCode::OK

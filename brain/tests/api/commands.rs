@@ -824,19 +824,21 @@ async fn list_filters_and_pages(backend: Backend) {
         .await;
     assert_eq!(other_project.status, StatusCode::BAD_REQUEST);
 
-    for (query, field) in [
-        ("limit=0", "limit"),
-        ("limit=5001", "limit"),
-        ("limit=x", "limit"),
-        ("status=done", "status"),
-        ("kind=exec", "kind"),
-        ("since=yesterday", "since"),
-        ("cursor=garbage", "cursor"),
-        ("colour=red", "colour"),
-    ] {
-        let reply = app.get(&format!("{P}?{query}"), &t).await;
-        reply.assert_names_field(field, query);
-    }
+    app.assert_queries_name_fields(
+        P,
+        &t,
+        &[
+            ("limit=0", "limit"),
+            ("limit=5001", "limit"),
+            ("limit=x", "limit"),
+            ("status=done", "status"),
+            ("kind=exec", "kind"),
+            ("since=yesterday", "since"),
+            ("cursor=garbage", "cursor"),
+            ("colour=red", "colour"),
+        ],
+    )
+    .await;
     for ok in ["limit=1", "limit=5000"] {
         assert_eq!(
             app.get(&format!("{P}?{ok}"), &t).await.status,
@@ -1119,11 +1121,10 @@ async fn list_takes_the_query_grammar(backend: Backend) {
         format!("{P}?{}", q.finish())
     };
     let agents_of = |reply: &crate::support::Reply| -> Vec<String> {
-        reply.body["items"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{}", reply.body))
-            .iter()
-            .map(|c| c["agent_id"].as_str().unwrap().to_owned())
+        reply
+            .texts("items", "agent_id")
+            .into_iter()
+            .map(String::from)
             .collect()
     };
     let by_issuer = app

@@ -46,6 +46,13 @@ fn health_check(name: &str) -> Value {
     })
 }
 
+/// Closes the runs whose commands have all ended, as the scheduler's loop does now.
+async fn finish_open_runs(app: &TestApp) {
+    schedules_loop::finish_open_runs(&app.state, now_ms())
+        .await
+        .unwrap();
+}
+
 async fn create(app: &TestApp, body: Value) -> Value {
     let reply = app
         .post(&format!("{P}/schedules"), &app.admin_token, body)
@@ -203,26 +210,21 @@ async fn schedules_are_written_read_and_checked(backend: Backend) {
     let mut disabled = health_check("paused");
     disabled["enabled"] = json!(false);
     create(&app, disabled).await;
-    let names = |reply: &crate::support::Reply| -> Vec<String> {
-        reply.body["schedules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let all = app.get(&format!("{P}/schedules"), &t).await;
-    assert_eq!(names(&all), ["Nightly retention", "probe", "paused"]);
+    assert_eq!(
+        all.texts("schedules", "name"),
+        ["Nightly retention", "probe", "paused"]
+    );
     let checks = app
         .get(&format!("{P}/schedules?type=health-check"), &t)
         .await;
-    assert_eq!(names(&checks), ["probe", "paused"]);
+    assert_eq!(checks.texts("schedules", "name"), ["probe", "paused"]);
     let off = app.get(&format!("{P}/schedules?enabled=false"), &t).await;
-    assert_eq!(names(&off), ["paused"]);
+    assert_eq!(off.texts("schedules", "name"), ["paused"]);
     let both = app
         .get(&format!("{P}/schedules?type=health-check&enabled=true"), &t)
         .await;
-    assert_eq!(names(&both), ["probe"]);
+    assert_eq!(both.texts("schedules", "name"), ["probe"]);
     for bad in ["type=backup", "enabled=yes", "colour=red"] {
         let reply = app.get(&format!("{P}/schedules?{bad}"), &t).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
@@ -645,9 +647,7 @@ async fn command_schedules_issue_signed_commands_as_the_schedule(backend: Backen
         "broker unreachable",
     )
     .await;
-    schedules_loop::finish_open_runs(&app.state, now_ms())
-        .await
-        .unwrap();
+    finish_open_runs(&app).await;
     let detail = app
         .get(
             &format!("{P}/schedules/{}", purge["id"].as_str().unwrap()),
@@ -812,9 +812,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
     }
     asked.sort();
     assert_eq!(asked, ["celery@old", "celery@w1", "celery@w2", "celery@w3"]);
-    schedules_loop::finish_open_runs(&app.state, now_ms())
-        .await
-        .unwrap();
+    finish_open_runs(&app).await;
     assert!(audit_rows(&app, "schedule.alert").await.is_empty());
 
     // w2 dies between checks: it is pinged once more, does not answer, and that raises an
@@ -850,9 +848,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
             .await;
         }
     }
-    schedules_loop::finish_open_runs(&app.state, now_ms())
-        .await
-        .unwrap();
+    finish_open_runs(&app).await;
     let detail = app.get(&format!("{P}/schedules/{id}"), &t).await;
     assert_eq!(detail.body["lastStatus"], "failed");
     assert!(
@@ -896,9 +892,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
         )
         .await;
     }
-    schedules_loop::finish_open_runs(&app.state, now_ms())
-        .await
-        .unwrap();
+    finish_open_runs(&app).await;
     assert_eq!(audit_rows(&app, "schedule.alert").await.len(), 1);
 
     // A schedule made after workers left does not ping them: only departures it saw.

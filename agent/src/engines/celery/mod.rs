@@ -21,6 +21,8 @@
 
 mod commands;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
 pub mod liveness;
 pub mod lookup;
 pub mod pidbox;

@@ -289,6 +289,26 @@ impl TestApp {
         .await
     }
 
+    /// Asks for an API token `name` lasting `expires_in` (`30d`, `12h`…), as `token`; the
+    /// reply, whatever it is.
+    pub async fn create_token(&self, token: &str, name: &str, expires_in: &str) -> Reply {
+        let body = serde_json::json!({"name": name, "expires_in": expires_in});
+        self.post("/api/v1/tokens", token, body).await
+    }
+
+    /// Asserts that `GET path?query` answers 400 naming `field`, for each `(query, field)`.
+    pub async fn assert_queries_name_fields(
+        &self,
+        path: &str,
+        token: &str,
+        cases: &[(&str, &str)],
+    ) {
+        for (query, field) in cases {
+            let reply = self.get(&format!("{path}?{query}"), token).await;
+            reply.assert_names_field(field, query);
+        }
+    }
+
     /// The id of project `slug` (its audit chain is `project:<id>`).
     pub async fn project_id(&self, slug: &str) -> String {
         let reply = self
