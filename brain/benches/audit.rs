@@ -14,7 +14,7 @@ use taskward_brain::store::audit::{self, AuditContext};
 use taskward_brain::store::{DatabaseUrl, Store};
 use taskward_shared::audit::PublicKeyInfo;
 use taskward_shared::audit::verify::{ChainVerifier, TrustedKeys};
-use taskward_shared::crypto::{generate_signing_key, key_id};
+use taskward_shared::crypto::generate_signing_key;
 
 fn main() {
     let rows: u64 = std::env::var("AUDIT_BENCH_ROWS")

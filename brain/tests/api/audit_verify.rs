@@ -42,13 +42,7 @@ impl Fixture {
     async fn new() -> Fixture {
         let app = TestApp::new(Backend::Sqlite).await;
         let t = app.admin_token.clone();
-        let created = app
-            .post(
-                "/api/v1/projects/default/agents",
-                &t,
-                json!({"name": "host-1"}),
-            )
-            .await;
+        let created = app.register_agent("default", "host-1").await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
         let agent_id = created.body["agent"]["id"].as_str().unwrap().to_owned();
         let agent_key = generate_signing_key();
@@ -177,7 +171,7 @@ impl Fixture {
 
 async fn issue(app: &TestApp, agent: &str, task: &str) -> String {
     let reply = app
-        .command_on_task(&app.admin_token, "retry-task", &agent, task)
+        .command_on_task(&app.admin_token, "retry-task", agent, task)
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
     reply.body["id"].as_str().unwrap().to_owned()

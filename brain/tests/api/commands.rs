@@ -329,10 +329,7 @@ async fn every_bound_at_both_edges(backend: Backend) {
 async fn command_count(app: &TestApp) -> usize {
     app.get(&format!("{P}?limit=5000"), &app.admin_token)
         .await
-        .body["items"]
-        .as_array()
-        .unwrap()
-        .len()
+        .count("items")
 }
 
 /// Viewer: no verb. Operator: retry, cancel, bulk retry. Admin: all. Outsider: 404.
@@ -686,16 +683,16 @@ async fn unclaimed_commands_time_out(backend: Backend) {
     let detail = app.get(&format!("{P}/{id}"), &t).await;
     assert_eq!(detail.body["status"], "timed_out");
     assert_eq!(detail.body["late"], true);
-    assert_eq!(detail.body["audit_rows"].as_array().unwrap().len(), 3);
+    assert_eq!(detail.count("audit_rows"), 3);
     assert_eq!(
         detail.body["audit_rows"][2]["statement"]["payload"]["late"],
         true
     );
 
     let listed = app.get(&format!("{P}?status=timed_out"), &t).await;
-    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.count("items"), 1);
     let listed = app.get(&format!("{P}?status=issued"), &t).await;
-    assert_eq!(listed.body["items"].as_array().unwrap().len(), 0);
+    assert_eq!(listed.count("items"), 0);
 }
 
 /// Results racing for one ended command (an agent sending many at once, each read before
@@ -795,15 +792,15 @@ async fn list_filters_and_pages(backend: Backend) {
     assert_eq!(seen, expected);
 
     let cancels = app.get(&format!("{P}?kind=cancel-task"), &t).await;
-    assert_eq!(cancels.body["items"].as_array().unwrap().len(), 4);
+    assert_eq!(cancels.count("items"), 4);
     let future = app
         .get(&format!("{P}?since=2999-01-01T00:00:00Z"), &t)
         .await;
-    assert_eq!(future.body["items"].as_array().unwrap().len(), 0);
+    assert_eq!(future.count("items"), 0);
     let past = app
         .get(&format!("{P}?until=2999-01-01T00:00:00Z"), &t)
         .await;
-    assert_eq!(past.body["items"].as_array().unwrap().len(), 7);
+    assert_eq!(past.count("items"), 7);
 
     // A cursor is bound to its query and project.
     let first = app.get(&format!("{P}?limit=3"), &t).await;
@@ -1136,7 +1133,7 @@ async fn list_takes_the_query_grammar(backend: Backend) {
             &t,
         )
         .await;
-    assert_eq!(by_issuer.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(by_issuer.count("items"), 2);
     let by_agent = app
         .get(
             &list(&[(

@@ -29,7 +29,7 @@ async fn a_lifetime_ending_in_a_non_ascii_character_is_refused(backend: Backend)
     }
     let tokens = app.get("/api/v1/tokens", &t).await;
     assert_eq!(
-        tokens.body["items"].as_array().unwrap().len(),
+        tokens.count("items"),
         1,
         "no token was created: {:?}",
         tokens.body

@@ -96,6 +96,14 @@ impl Reply {
             .collect()
     }
 
+    /// How many elements the body's array `list` has.
+    pub fn count(&self, list: &str) -> usize {
+        self.body[list]
+            .as_array()
+            .unwrap_or_else(|| panic!("no array {list}: {}", self.body))
+            .len()
+    }
+
     /// Asserts a 400 that names `field`; `input` says in the message what was sent.
     pub fn assert_names_field(&self, field: &str, input: &str) {
         assert_eq!(
@@ -317,15 +325,21 @@ impl TestApp {
         reply.body["id"].as_str().unwrap().to_owned()
     }
 
+    /// Asks to register an agent `name` in project `slug` as the admin; the reply, whatever it
+    /// is.
+    pub async fn register_agent(&self, slug: &str, name: &str) -> Reply {
+        let body = serde_json::json!({"name": name});
+        self.post(
+            &format!("/api/v1/projects/{slug}/agents"),
+            &self.admin_token,
+            body,
+        )
+        .await
+    }
+
     /// Registers an agent and returns its id.
     pub async fn create_agent(&self, slug: &str, name: &str) -> String {
-        let reply = self
-            .post(
-                &format!("/api/v1/projects/{slug}/agents"),
-                &self.admin_token,
-                serde_json::json!({"name": name}),
-            )
-            .await;
+        let reply = self.register_agent(slug, name).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
         reply.body["agent"]["id"].as_str().unwrap().to_owned()
     }
