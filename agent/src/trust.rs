@@ -138,12 +138,7 @@ mod tests {
     use super::*;
 
     fn info(key: &SigningKey, from: i64) -> PublicKeyInfo {
-        PublicKeyInfo {
-            key_id: key_id(&key.verifying_key()),
-            public_key: hex::encode(key.verifying_key().as_bytes()),
-            valid_from_ms: from,
-            valid_until_ms: None,
-        }
+        PublicKeyInfo::of(&key.verifying_key(), from, None)
     }
 
     fn rotation(signer: &SigningKey, old: &SigningKey, new: &SigningKey, at: i64) -> AuditRow {

@@ -701,16 +701,11 @@ async fn rotation_strands_no_agent(postgres: bool) {
         let url = link.brain.database_url();
         tokio::task::spawn_blocking(move || {
             let once = |lead: &str| {
-                let out = std::process::Command::new(taskward_testkit::brain_bin())
-                    .args(["keys", "rotate", "--lead", lead])
-                    .env("TASKWARD_DATA_DIR", &dir)
-                    .env("TASKWARD_DATABASE_URL", &url)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
+                taskward_testkit::process::run_ok(
+                    std::process::Command::new(taskward_testkit::brain_bin())
+                        .args(["keys", "rotate", "--lead", lead])
+                        .env("TASKWARD_DATA_DIR", &dir)
+                        .env("TASKWARD_DATABASE_URL", &url),
                 );
             };
             std::thread::sleep(Duration::from_millis(800));

@@ -14,7 +14,7 @@ use taskward_brain::store::audit::{self, AuditContext};
 use taskward_brain::store::{DatabaseUrl, Store};
 use taskward_shared::audit::PublicKeyInfo;
 use taskward_shared::audit::verify::{ChainVerifier, TrustedKeys};
-use taskward_shared::crypto::{generate_signing_key, key_id};
+use taskward_shared::crypto::generate_signing_key;
 
 fn main() {
     let rows: u64 = std::env::var("AUDIT_BENCH_ROWS")
@@ -22,13 +22,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let key = Arc::new(generate_signing_key());
-    let trusted = TrustedKeys::from_infos(&[PublicKeyInfo {
-        key_id: key_id(&key.verifying_key()),
-        public_key: hex::encode(key.verifying_key().as_bytes()),
-        valid_from_ms: 0,
-        valid_until_ms: None,
-    }])
-    .unwrap();
+    let trusted =
+        TrustedKeys::from_infos(&[PublicKeyInfo::of(&key.verifying_key(), 0, None)]).unwrap();
     println!("| backend | writers | rows | appends/s | verify from DB rows/s |");
     println!("|---|---|---|---|---|");
     let dir = tempfile::tempdir().unwrap();

@@ -126,12 +126,7 @@ impl Keys {
         let ring_path = dir.join("keyring.json");
         if !ring_path.exists() {
             let key = generate_signing_key();
-            let info = PublicKeyInfo {
-                key_id: key_id(&key.verifying_key()),
-                public_key: hex::encode(key.verifying_key().as_bytes()),
-                valid_from_ms: now_ms(),
-                valid_until_ms: None,
-            };
+            let info = PublicKeyInfo::of(&key.verifying_key(), now_ms(), None);
             write_key_file(
                 &dir.join(format!("{}.key", info.key_id)),
                 &hex::encode(key.to_bytes()),

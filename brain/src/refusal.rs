@@ -78,3 +78,15 @@ impl OpError for Refusal {
         }
     }
 }
+
+/// A store lookup's result with "no such row" turned into the refusal naming `what` (`agent
+/// <id>`, `user <name>`); any other store failure passes through as it is.
+pub fn or_not_found<T>(
+    result: Result<T, StoreError>,
+    what: impl FnOnce() -> String,
+) -> Result<T, Refusal> {
+    match result {
+        Err(StoreError::NotFound) => Err(Refusal::NotFound(what())),
+        other => Ok(other?),
+    }
+}

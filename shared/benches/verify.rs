@@ -32,13 +32,8 @@ fn main() {
         .unwrap_or(200_000);
     let brain = SigningKey::from_bytes(&[7u8; 32]);
     let agent = SigningKey::from_bytes(&[8u8; 32]);
-    let trusted = TrustedKeys::from_infos(&[PublicKeyInfo {
-        key_id: key_id(&brain.verifying_key()),
-        public_key: hex::encode(brain.verifying_key().as_bytes()),
-        valid_from_ms: 0,
-        valid_until_ms: None,
-    }])
-    .unwrap();
+    let trusted =
+        TrustedKeys::from_infos(&[PublicKeyInfo::of(&brain.verifying_key(), 0, None)]).unwrap();
     println!(
         "cores: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -90,12 +90,8 @@ impl Keys {
 
     /// The keys file an auditor is given (`GET /api/v1/signing-keys`), with the windows.
     fn published(&self) -> Vec<PublicKeyInfo> {
-        let info = |key: &SigningKey, from: i64, until: Option<i64>| PublicKeyInfo {
-            key_id: key_id(&key.verifying_key()),
-            public_key: hex::encode(key.verifying_key().as_bytes()),
-            valid_from_ms: from,
-            valid_until_ms: until,
-        };
+        let info =
+            |key: &SigningKey, from, until| PublicKeyInfo::of(&key.verifying_key(), from, until);
         vec![
             info(&self.brain1, KEY1_FROM, Some(SWITCH_AT)),
             info(&self.brain2, SWITCH_AT, None),

@@ -121,15 +121,16 @@ impl Api {
         )
     }
 
+    /// `GET` of a path in the project, whatever its status; its JSON body (an error's too).
+    async fn project_body(&self, rest: &str) -> Value {
+        self.call(Method::GET, &self.project_path(rest), None)
+            .await
+            .1
+    }
+
     /// An agent as the agents API shows it (whatever the status).
     pub async fn agent(&self, id: &str) -> Value {
-        self.call(
-            Method::GET,
-            &self.project_path(&format!("/agents/{id}")),
-            None,
-        )
-        .await
-        .1
+        self.project_body(&format!("/agents/{id}")).await
     }
 
     /// Waits up to 20 s for the agent to show as connected (`online`) or not.
@@ -155,13 +156,7 @@ impl Api {
 
     /// A command's detail (whatever the status).
     pub async fn command(&self, id: &str) -> Value {
-        self.call(
-            Method::GET,
-            &self.project_path(&format!("/commands/{id}")),
-            None,
-        )
-        .await
-        .1
+        self.project_body(&format!("/commands/{id}")).await
     }
 
     /// Waits up to `limit` for the command to have a status `done` accepts; the command.

@@ -65,16 +65,11 @@ impl CeleryStack {
     /// Runs Python code beside the example app (`import app` works) with `CELERY_BROKER_URL`
     /// set; it must succeed. Its stdout lines (task ids, say).
     pub fn python(&self, code: &str) -> Vec<String> {
-        let out = Command::new(python())
-            .current_dir(app_dir())
-            .args(["-c", code])
-            .env("CELERY_BROKER_URL", &self.broker)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = crate::process::run_ok(
+            Command::new(python())
+                .current_dir(app_dir())
+                .args(["-c", code])
+                .env("CELERY_BROKER_URL", &self.broker),
         );
         String::from_utf8(out.stdout)
             .unwrap()

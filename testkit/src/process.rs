@@ -1,6 +1,6 @@
 //! Child processes that end with the test, and loopback ports.
 
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 
 /// A child process, killed (SIGKILL) and reaped when dropped, so a failed assertion never
 /// leaves it running.
@@ -46,4 +46,15 @@ pub fn signal(pid: u32, signal: &str, group: bool) -> bool {
         .args([&format!("-{signal}"), "--", &target])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Runs `command` to its end and asserts it succeeded (its stderr in the message); its output.
+pub fn run_ok(command: &mut Command) -> Output {
+    let out = command.output().expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

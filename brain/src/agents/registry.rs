@@ -8,10 +8,10 @@ use taskward_shared::audit::{Actor, ActorKind};
 use taskward_shared::secret::Secret;
 
 use crate::names::AgentName;
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, or_not_found};
 use crate::store::agents::{self, Agent, EnrollError};
 use crate::store::audit::{self, AuditContext, Signer};
-use crate::store::{AnyConnection, StoreError, StoreResult, now_ms};
+use crate::store::{AnyConnection, StoreResult, now_ms};
 
 /// An agent as the actor of what it does (enrolling, its results).
 pub fn agent_actor(agent: &Agent) -> Actor {
@@ -49,10 +49,9 @@ pub fn delete(
     project_id: &str,
     agent_id: &str,
 ) -> Result<Agent, Refusal> {
-    let agent = match agents::delete(conn, project_id, agent_id) {
-        Err(StoreError::NotFound) => return Err(Refusal::NotFound(format!("agent {agent_id}"))),
-        other => other?,
-    };
+    let agent = or_not_found(agents::delete(conn, project_id, agent_id), || {
+        format!("agent {agent_id}")
+    })?;
     audit::append(
         conn,
         ctx,

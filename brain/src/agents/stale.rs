@@ -10,9 +10,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::clock::{now_ms, timestamp};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, or_not_found};
 use crate::store::audit::{self, AuditContext};
-use crate::store::{AnyConnection, StoreError, agents, runtime};
+use crate::store::{AnyConnection, agents, runtime};
 
 /// Longest inactivity window accepted: a year.
 pub const MAX_INACTIVE_HOURS: i64 = 8760;
@@ -68,10 +68,7 @@ pub fn clean_up_agent(
         dry_run,
         archive_first,
     } = rule;
-    let agent = match agents::find(conn, project_id, id) {
-        Err(StoreError::NotFound) => return Err(Refusal::NotFound(format!("agent {id}"))),
-        other => other?,
-    };
+    let agent = or_not_found(agents::find(conn, project_id, id), || format!("agent {id}"))?;
     let workers = runtime::workers_with_updates(conn, id)?;
     let now = now_ms();
     let last = runtime::last_activity(&agent, &workers);

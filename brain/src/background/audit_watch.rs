@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio::time::{MissedTickBehavior, interval};
 
+use super::every;
 use crate::app::AppState;
 use crate::store::{StoreResult, run_blocking};
 
@@ -15,31 +15,22 @@ const SWEEP_TICK: Duration = Duration::from_secs(1);
 
 /// Starts the incremental loop and the sweep loop; abort the handles to stop them.
 pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
-    let incremental = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = interval(state.settings.audit_watch_interval);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(err) = check_grown(&state).await {
-                    tracing::warn!(%err, "verifying new audit rows failed");
-                }
+    let incremental = every(
+        state.settings.audit_watch_interval,
+        &state,
+        |state| async move {
+            if let Err(err) = check_grown(&state).await {
+                tracing::warn!(%err, "verifying new audit rows failed");
             }
-        })
-    };
-    let sweeper = tokio::spawn(async move {
-        let mut tick = interval(SWEEP_TICK);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let rows = state.settings.audit_sweep_rate;
-            if rows == 0 {
-                continue;
-            }
-            if let Err(err) = sweep(&state, rows).await {
-                tracing::warn!(%err, "sweeping the audit log failed");
-            }
+        },
+    );
+    let sweeper = every(SWEEP_TICK, &state, |state| async move {
+        let rows = state.settings.audit_sweep_rate;
+        if rows == 0 {
+            return;
+        }
+        if let Err(err) = sweep(&state, rows).await {
+            tracing::warn!(%err, "sweeping the audit log failed");
         }
     });
     vec![incremental, sweeper]

@@ -11,6 +11,8 @@
 pub mod audit_watch;
 pub mod schedules;
 
+use std::time::Duration;
+
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval};
 
@@ -28,74 +30,64 @@ pub const TIMEOUT_DETAIL: &str = "no result from the agent before the command's 
 
 /// Starts the loops; abort the handles to stop them.
 pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
-    let state_for_watch = state.clone();
-    let sweeper = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = interval(state.settings.sweep_interval);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                reload_keys(&state);
-                if let Err(err) = time_out_overdue(&state).await {
-                    tracing::warn!(%err, "timing out overdue commands failed");
-                }
+    let sweeper = every(state.settings.sweep_interval, &state, |state| async move {
+        reload_keys(&state);
+        if let Err(err) = time_out_overdue(&state).await {
+            tracing::warn!(%err, "timing out overdue commands failed");
+        }
+    });
+    let checkpointer = every(
+        state.settings.checkpoint_interval,
+        &state,
+        |state| async move {
+            if let Err(err) = checkpoint_and_reload(&state).await {
+                tracing::warn!(%err, "periodic checkpoint failed");
             }
-        })
-    };
-    let checkpointer = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = interval(state.settings.checkpoint_interval);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(err) = checkpoint_and_reload(&state).await {
-                    tracing::warn!(%err, "periodic checkpoint failed");
-                }
-                if let Err(err) = prune_sessions(&state).await {
-                    tracing::warn!(%err, "removing ended dashboard sessions failed");
-                }
+            if let Err(err) = prune_sessions(&state).await {
+                tracing::warn!(%err, "removing ended dashboard sessions failed");
             }
-        })
-    };
-    let scheduler = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = interval(SCHEDULE_TICK);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(err) = schedules::tick(&state, now_ms()).await {
-                    tracing::warn!(%err, "firing schedules failed");
-                }
-            }
-        })
-    };
-    let cleaner = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = interval(CLEANUP_TICK);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(err) = run_cleanup_steps(&state, CLEANUP_STEPS_PER_TICK).await {
-                    tracing::warn!(%err, "cleanup steps failed");
-                }
-            }
-        })
-    };
+        },
+    );
+    let scheduler = every(SCHEDULE_TICK, &state, |state| async move {
+        if let Err(err) = schedules::tick(&state, now_ms()).await {
+            tracing::warn!(%err, "firing schedules failed");
+        }
+    });
+    let cleaner = every(CLEANUP_TICK, &state, |state| async move {
+        if let Err(err) = run_cleanup_steps(&state, CLEANUP_STEPS_PER_TICK).await {
+            tracing::warn!(%err, "cleanup steps failed");
+        }
+    });
     let keyring = tokio::spawn(crate::hub::rotations::watch_keyring(state.clone()));
     let mut handles = vec![sweeper, checkpointer, scheduler, cleaner, keyring];
-    handles.extend(audit_watch::spawn(state_for_watch));
+    handles.extend(audit_watch::spawn(state));
     handles
 }
 
+/// Runs `work` on a task of its own every `period`, from now until the handle is aborted; a
+/// tick that comes late (the work took longer) delays the next ones rather than bunching
+/// them up. Every loop of the server's periodic work is one of these.
+fn every<F, Fut>(period: Duration, state: &AppState, work: F) -> JoinHandle<()>
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = interval(period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            work(state.clone()).await;
+        }
+    })
+}
+
 /// How often due schedules are looked for (cron's resolution is a minute).
-const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+const SCHEDULE_TICK: Duration = Duration::from_secs(1);
 
 /// How often due cleanup steps are looked for.
-const CLEANUP_TICK: std::time::Duration = std::time::Duration::from_millis(500);
+const CLEANUP_TICK: Duration = Duration::from_millis(500);
 
 /// Most cleanup steps per tick (each a short transaction; other writers interleave).
 const CLEANUP_STEPS_PER_TICK: usize = 200;

@@ -9,7 +9,7 @@ use taskward_shared::crypto::confirm_token_matches;
 use uuid::Uuid;
 
 use super::retry::{resolve_bulk, resolve_retry};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, or_not_found};
 use crate::store::audit::AuditContext;
 use crate::store::commands::{self, CommandRecord, NewCommand};
 use crate::store::{AnyConnection, StoreError, agents, new_id, tasks};
@@ -90,10 +90,9 @@ pub fn issue_in(conn: &mut AnyConnection, issue: &Issue) -> Result<Issued, Refus
             replay: true,
         });
     }
-    match agents::find(conn, project_id, &agent_id) {
-        Err(StoreError::NotFound) => return Err(Refusal::NotFound(format!("agent {agent_id}"))),
-        other => other?,
-    };
+    or_not_found(agents::find(conn, project_id, &agent_id), || {
+        format!("agent {agent_id}")
+    })?;
     if let Command::CancelTask(cancel) = command {
         own_or_unseen_task(conn, project_id, &cancel.engine, &cancel.task_id)?;
     }

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::names::UserName;
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, or_not_found};
 use crate::role::Role;
 use crate::store::audit::{self, AuditContext};
 use crate::store::memberships::{self, Member, SetRole};
@@ -43,10 +43,7 @@ pub fn set_role_by_name(
     name: &UserName,
     role: Role,
 ) -> Result<(SetRole, Member), Refusal> {
-    let user = match users::find_active(conn, name) {
-        Err(StoreError::NotFound) => return Err(Refusal::NotFound(format!("user {name}"))),
-        other => other?,
-    };
+    let user = or_not_found(users::find_active(conn, name), || format!("user {name}"))?;
     let change = set_role(conn, ctx, project_id, (&user.id, &user.name), role)?;
     Ok((change, memberships::find(conn, project_id, &user.id)?))
 }

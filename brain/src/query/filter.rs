@@ -42,6 +42,22 @@ pub enum Filter {
 }
 
 /// Comparison operators.
+/// Every operator's name, in the order errors list them (text fields take them all).
+pub const OPERATORS: &[&str] = &[
+    "eq",
+    "ne",
+    "in",
+    "notIn",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "isNull",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// `=`.
@@ -92,20 +108,7 @@ impl Op {
     /// The operators a field of `kind` takes.
     fn allowed(kind: Kind) -> &'static [&'static str] {
         match kind {
-            Kind::Text => &[
-                "eq",
-                "ne",
-                "in",
-                "notIn",
-                "lt",
-                "lte",
-                "gt",
-                "gte",
-                "contains",
-                "startsWith",
-                "endsWith",
-                "isNull",
-            ],
+            Kind::Text => OPERATORS,
             Kind::Int | Kind::Time => &[
                 "eq", "ne", "in", "notIn", "lt", "lte", "gt", "gte", "isNull",
             ],

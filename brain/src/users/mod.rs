@@ -6,10 +6,10 @@ pub mod tokens;
 use serde_json::json;
 
 use crate::names::{Label, UserName};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, or_not_found};
 use crate::store::audit::{self, AuditContext};
 use crate::store::users::{self, User};
-use crate::store::{AnyConnection, StoreError, StoreResult, sessions};
+use crate::store::{AnyConnection, StoreResult, sessions};
 use taskward_shared::secret::Secret;
 
 /// Creates a user.
@@ -77,10 +77,7 @@ pub fn delete(
     site_chain: &str,
     name: &UserName,
 ) -> Result<(), Refusal> {
-    let user = match users::find_active(conn, name) {
-        Err(StoreError::NotFound) => return Err(Refusal::NotFound(format!("user {name}"))),
-        other => other?,
-    };
+    let user = or_not_found(users::find_active(conn, name), || format!("user {name}"))?;
     users::delete(conn, &user)?;
     audit::append(
         conn,

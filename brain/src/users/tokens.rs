@@ -5,10 +5,10 @@ use serde_json::json;
 use taskward_shared::secret::Secret;
 
 use crate::names::Label;
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, or_not_found};
 use crate::store::audit::{self, AuditContext};
 use crate::store::tokens::{self, ApiToken};
-use crate::store::{AnyConnection, StoreError, StoreResult};
+use crate::store::{AnyConnection, StoreResult};
 
 /// What a token records in the audit log: never the secret, never its hash.
 fn audit_payload(token: &ApiToken, owner_name: &str) -> serde_json::Value {
@@ -52,10 +52,9 @@ pub fn revoke(
     token_id: &str,
 ) -> Result<ApiToken, Refusal> {
     let (owner_id, owner_name) = owner;
-    let token = match tokens::revoke(conn, owner_id, token_id) {
-        Err(StoreError::NotFound) => return Err(Refusal::NotFound(format!("token {token_id}"))),
-        other => other?,
-    };
+    let token = or_not_found(tokens::revoke(conn, owner_id, token_id), || {
+        format!("token {token_id}")
+    })?;
     audit::append(
         conn,
         ctx,

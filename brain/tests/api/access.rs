@@ -465,12 +465,7 @@ async fn foreign_projects_are_404(backend: Backend) {
     assert_eq!(still_there.status, StatusCode::OK);
     // The project list shows only beta.
     let listed = app.get("/api/v1/projects", &token).await;
-    let slugs: Vec<&str> = listed.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["slug"].as_str().unwrap())
-        .collect();
+    let slugs: Vec<&str> = listed.texts("items", "slug");
     assert_eq!(slugs, ["beta"]);
 }
 

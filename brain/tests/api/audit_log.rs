@@ -32,11 +32,7 @@ async fn app_with_history(backend: Backend) -> (TestApp, String) {
         .await;
     for (i, agent) in agents.iter().enumerate() {
         let reply = app
-            .post(
-                "/api/v1/projects/default/commands/retry-task",
-                &t,
-                json!({"agent_id": agent, "engine": "celery", "task_id": format!("task-{i}")}),
-            )
+            .command_on_task(&t, "retry-task", agent, &format!("task-{i}"))
             .await;
         assert_eq!(reply.status, StatusCode::ACCEPTED);
     }
@@ -45,8 +41,7 @@ async fn app_with_history(backend: Backend) -> (TestApp, String) {
 }
 
 async fn default_chain(app: &TestApp) -> String {
-    let project = app.get("/api/v1/projects/default", &app.admin_token).await;
-    audit_store::project_chain(project.body["id"].as_str().unwrap())
+    audit_store::project_chain(&app.project_id("default").await)
 }
 
 async fn verify(
@@ -62,6 +57,17 @@ async fn verify(
         .unwrap()
         .map(|s| s.rows)
         .map_err(|f| (f.seq, f.problem))
+}
+
+/// Deletes the rows of `chain` that `which` (a condition on `seq`) selects, as `tamper` does.
+async fn delete_rows(app: &TestApp, chain: &str, which: &str) {
+    tamper(
+        app,
+        vec![format!(
+            "DELETE FROM audit_rows WHERE chain_id = '{chain}' AND {which}"
+        )],
+    )
+    .await;
 }
 
 /// Raw SQL as an attacker with database access would run it, after disabling the
@@ -97,14 +103,15 @@ async fn rows(app: &TestApp, chain: &str) -> Vec<AuditRow> {
         .unwrap()
 }
 
+/// The kind of every row of `chain`, in order.
+async fn row_kinds(app: &TestApp, chain: &str) -> Vec<String> {
+    rows(app, chain).await.into_iter().map(|r| r.kind).collect()
+}
+
 async fn every_action_is_chained_and_verifies(backend: Backend) {
     let (app, chain) = app_with_history(backend).await;
     assert_eq!(verify(&app, &chain, None).await, Ok(7));
-    let kinds: Vec<String> = rows(&app, &chain)
-        .await
-        .into_iter()
-        .map(|r| r.kind)
-        .collect();
+    let kinds = row_kinds(&app, &chain).await;
     assert_eq!(
         kinds,
         [
@@ -126,11 +133,7 @@ async fn every_action_is_chained_and_verifies(backend: Backend) {
     )
     .await;
     let site = app.store.site_chain();
-    let site_kinds: Vec<String> = rows(&app, &site)
-        .await
-        .into_iter()
-        .map(|r| r.kind)
-        .collect();
+    let site_kinds = row_kinds(&app, &site).await;
     assert_eq!(
         site_kinds,
         [
@@ -156,7 +159,7 @@ async fn every_action_is_chained_and_verifies(backend: Backend) {
 
     // The API pages through the same rows.
     let page = app.get("/api/v1/projects/default/audit?limit=4", &t).await;
-    assert_eq!(page.body["items"].as_array().unwrap().len(), 4);
+    assert_eq!(page.count("items"), 4);
     let next = page.body["next_cursor"].as_str().unwrap();
     let rest = app
         .get(
@@ -174,21 +177,16 @@ async fn every_action_is_chained_and_verifies(backend: Backend) {
     }
 
     // Rows of one kind, paged; a cursor belongs to its kind.
-    let kinds = |reply: &crate::support::Reply| -> Vec<String> {
-        reply.body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["kind"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let first = app
         .get(
             "/api/v1/projects/default/audit?kind=command.issued&limit=2",
             &t,
         )
         .await;
-    assert_eq!(kinds(&first), ["command.issued", "command.issued"]);
+    assert_eq!(
+        first.texts("items", "kind"),
+        ["command.issued", "command.issued"]
+    );
     let next = first.body["next_cursor"].as_str().unwrap();
     let rest = app
         .get(
@@ -196,7 +194,7 @@ async fn every_action_is_chained_and_verifies(backend: Backend) {
             &t,
         )
         .await;
-    assert_eq!(kinds(&rest), ["command.issued"]);
+    assert_eq!(rest.texts("items", "kind"), ["command.issued"]);
     let unfiltered = app
         .get(&format!("/api/v1/projects/default/audit?cursor={next}"), &t)
         .await;
@@ -212,7 +210,7 @@ async fn every_action_is_chained_and_verifies(backend: Backend) {
         )
         .await;
     assert_eq!(ok.status, StatusCode::OK);
-    assert!(kinds(&ok).is_empty());
+    assert!(ok.texts("items", "kind").is_empty());
     for bad in ["", "Command.issued", "command-issued", &"a".repeat(65)] {
         let r = app
             .get(&format!("/api/v1/projects/default/audit?kind={bad}"), &t)
@@ -257,13 +255,7 @@ async fn each_tampering_is_detected_at_its_row(backend: Backend) {
 
     // A row removed.
     let (app, chain) = app_with_history(backend).await;
-    tamper(
-        &app,
-        vec![format!(
-            "DELETE FROM audit_rows WHERE chain_id = '{chain}' AND seq = 4"
-        )],
-    )
-    .await;
+    delete_rows(&app, &chain, "seq = 4").await;
     assert_eq!(
         verify(&app, &chain, None).await,
         Err((
@@ -321,13 +313,7 @@ async fn each_tampering_is_detected_at_its_row(backend: Backend) {
     .unwrap();
     assert_eq!(checkpoint.size, 7);
     assert_eq!(verify(&app, &chain, Some(checkpoint.clone())).await, Ok(7));
-    tamper(
-        &app,
-        vec![format!(
-            "DELETE FROM audit_rows WHERE chain_id = '{chain}' AND seq >= 6"
-        )],
-    )
-    .await;
+    delete_rows(&app, &chain, "seq >= 6").await;
     assert_eq!(
         verify(&app, &chain, None).await,
         Ok(5),
@@ -407,11 +393,7 @@ async fn concurrent_appends_never_fork(backend: Backend) {
                     break;
                 }
                 let reply = app
-                    .post(
-                        "/api/v1/projects/default/commands/cancel-task",
-                        &app.admin_token,
-                        json!({"agent_id": agent, "engine": "celery", "task_id": "t"}),
-                    )
+                    .command_on_task(&app.admin_token, "cancel-task", &agent, "t")
                     .await;
                 assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
                 ok += 1;
@@ -501,30 +483,7 @@ async fn exports_verify_offline(backend: Backend) {
 }
 
 async fn raw_body(app: &TestApp, path: &str, token: &str) -> String {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-    let response = app
-        .router
-        .clone()
-        .oneshot(
-            axum::http::Request::builder()
-                .uri(path)
-                .header("authorization", format!("Bearer {token}"))
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
+    app.get(path, token).await.text()
 }
 
 /// `keys rotate --lead 2` (the real CLI on the same store and data directory): the old key
@@ -533,17 +492,12 @@ async fn raw_body(app: &TestApp, path: &str, token: &str) -> String {
 async fn keys_rotate(backend: Backend) {
     let (app, chain) = app_with_history(backend).await;
     let before = app.keys.public_keys();
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(app.data_dir.path())
-        .args(["keys", "rotate", "--lead", "2"])
-        .env("TASKWARD_DATABASE_URL", app.db.cli_url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    taskward_testkit::process::run_ok(
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(app.data_dir.path())
+            .args(["keys", "rotate", "--lead", "2"])
+            .env("TASKWARD_DATABASE_URL", app.db.cli_url()),
     );
     assert!(app.keys.reload_if_changed().unwrap());
     let after = app.keys.public_keys();
@@ -554,7 +508,7 @@ async fn keys_rotate(backend: Backend) {
     let published = app
         .call(axum::http::Method::GET, "/api/v1/signing-keys", None, None)
         .await;
-    assert_eq!(published.body["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(published.count("keys"), 2);
 
     let site_rows = rows(&app, &app.store.site_chain()).await;
     let rotation = site_rows.last().unwrap();

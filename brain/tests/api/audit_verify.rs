@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use taskward_brain::app::system_actor;
 use taskward_brain::audit::{ExportHeader, checkpoint_now};
@@ -15,9 +15,7 @@ use taskward_brain::commands::lifecycle;
 use taskward_brain::keys;
 use taskward_brain::store::now_ms;
 use taskward_brain::store::{audit as audit_store, commands as command_store};
-use taskward_shared::audit::{
-    Actor, ActorKind, AuditRow, Checkpoint, Statement, parse_hash, row_hash, signature_message,
-};
+use taskward_shared::audit::{Actor, ActorKind, AuditRow, Checkpoint, Statement, parse_hash};
 use taskward_shared::crypto::{generate_signing_key, key_id};
 use taskward_shared::protocol::{CommandResult, Outcome, SignedResult};
 
@@ -44,13 +42,7 @@ impl Fixture {
     async fn new() -> Fixture {
         let app = TestApp::new(Backend::Sqlite).await;
         let t = app.admin_token.clone();
-        let created = app
-            .post(
-                "/api/v1/projects/default/agents",
-                &t,
-                json!({"name": "host-1"}),
-            )
-            .await;
+        let created = app.register_agent("default", "host-1").await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
         let agent_id = created.body["agent"]["id"].as_str().unwrap().to_owned();
         let agent_key = generate_signing_key();
@@ -179,11 +171,7 @@ impl Fixture {
 
 async fn issue(app: &TestApp, agent: &str, task: &str) -> String {
     let reply = app
-        .post(
-            "/api/v1/projects/default/commands/retry-task",
-            &app.admin_token,
-            json!({"agent_id": agent, "engine": "celery", "task_id": task}),
-        )
+        .command_on_task(&app.admin_token, "retry-task", agent, task)
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
     reply.body["id"].as_str().unwrap().to_owned()
@@ -237,50 +225,21 @@ async fn checkpoint(app: &TestApp, chain: &str) {
 }
 
 async fn export(app: &TestApp) -> String {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-    let response = app
-        .router
-        .clone()
-        .oneshot(
-            axum::http::Request::builder()
-                .uri("/api/v1/projects/default/audit/export")
-                .header("authorization", format!("Bearer {}", app.admin_token))
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
+    let reply = app
+        .get("/api/v1/projects/default/audit/export", &app.admin_token)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply.text()
 }
 
 /// Signs raw statement bytes as row `seq` after `prev` (the brain signs canonical bytes; a
 /// forger can sign anything).
 fn sign_raw(template: &AuditRow, prev: &str, statement: &str, key: &SigningKey) -> AuditRow {
-    let prev_hash = parse_hash(prev).unwrap();
-    let hash = row_hash(template.seq, &prev_hash, statement.as_bytes());
-    let id = key_id(&key.verifying_key());
     let parsed: Statement = serde_json::from_str(statement).unwrap();
+    let prev = parse_hash(prev).unwrap();
     AuditRow {
         chain: template.chain.clone(),
-        seq: template.seq,
-        prev_hash: prev.to_owned(),
-        hash: hex::encode(hash),
-        signature: hex::encode(key.sign(&signature_message(&id, &hash)).to_bytes()),
-        key_id: id,
-        statement: statement.to_owned(),
-        kind: parsed.kind,
-        command_id: parsed.command_id,
+        ..AuditRow::sign_text(template.seq, &prev, &parsed, statement.to_owned(), key)
     }
 }
 

@@ -35,8 +35,7 @@ async fn history(app: &TestApp) -> (String, String) {
     }
     let jane = app.create_user("jane", false).await;
     app.add_member("default", "jane", "viewer").await;
-    let project = app.get("/api/v1/projects/default", &app.admin_token).await;
-    let chain = audit_store::project_chain(project.body["id"].as_str().unwrap());
+    let chain = audit_store::project_chain(&app.project_id("default").await);
     (chain, jane)
 }
 
@@ -337,7 +336,7 @@ async fn the_site_chain_exports_and_verifies_offline(backend: Backend) {
     let reply = app.get("/api/v1/audit/export", &t).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.headers["content-type"], "application/x-ndjson");
-    let text = String::from_utf8(reply.bytes.to_vec()).unwrap();
+    let text = reply.text();
     let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(header["chain"], app.store.site_chain().as_str());
     let kinds: Vec<String> = text

@@ -10,7 +10,7 @@ use serde_json::json;
 use taskward_testkit::{Api, BrainProcess, Wait};
 
 use crate::both_backends;
-use crate::support::{Backend, TestDb};
+use crate::support::{Backend, TestDb, celery_task};
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskward-brain");
 
@@ -368,12 +368,8 @@ async fn seed_task_records(store: &taskward_brain::store::Store, slug: &str, age
         let updates: Vec<Update> = (0..5_000)
             .map(|i| {
                 Update::Task(Box::new(TaskUpdate {
-                    engine: "celery".into(),
-                    task_id: format!("t{chunk}-{i}"),
-                    state: Some(TaskState::Succeeded),
-                    at_ms: 1,
                     name: Some("app.add".into()),
-                    ..TaskUpdate::default()
+                    ..celery_task(format!("t{chunk}-{i}"), TaskState::Succeeded, 1)
                 }))
             })
             .collect();

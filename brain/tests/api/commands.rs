@@ -6,12 +6,11 @@ use serde_json::{Value, json};
 use taskward_brain::app::ServerSettings;
 use taskward_brain::background::time_out_overdue;
 use taskward_brain::commands::lifecycle::{self, Event};
-use taskward_brain::limits::Limit;
 use taskward_brain::store::StoreError;
 use taskward_brain::store::commands;
 
 use crate::both_backends;
-use crate::support::{Backend, TestApp, unique};
+use crate::support::{Backend, Reply, TestApp, celery_task, unique};
 
 const P: &str = "/api/v1/projects/default/commands";
 
@@ -20,15 +19,13 @@ fn with_agent(agent: &str, mut body: Value) -> Value {
     body
 }
 
-async fn issue(app: &TestApp, token: &str, kind: &str, body: Value) -> crate::support::Reply {
+async fn issue(app: &TestApp, token: &str, kind: &str, body: Value) -> Reply {
     app.post(&format!("{P}/{kind}"), token, body).await
 }
 
 /// Each verb with a valid body, and bodies that break each bound by one step, both sides.
 async fn every_bound_at_both_edges(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     // A cancel names a task the project has recorded.
     let longest_id = "x".repeat(255);
     app.seed_tasks("default", &agent, &["t1", &longest_id])
@@ -332,10 +329,7 @@ async fn every_bound_at_both_edges(backend: Backend) {
 async fn command_count(app: &TestApp) -> usize {
     app.get(&format!("{P}?limit=5000"), &app.admin_token)
         .await
-        .body["items"]
-        .as_array()
-        .unwrap()
-        .len()
+        .count("items")
 }
 
 /// Viewer: no verb. Operator: retry, cancel, bulk retry. Admin: all. Outsider: 404.
@@ -417,9 +411,7 @@ async fn roles_per_verb(backend: Backend) {
 }
 
 async fn idempotency_keys(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     app.seed_tasks("default", &agent, &["t1", "t2"]).await;
     let body = with_agent(
         &agent,
@@ -437,18 +429,14 @@ async fn idempotency_keys(backend: Backend) {
     // Another kind, or another caller, with the same key mints a new command.
     let other_kind = issue(&app, &t, "cancel-task", body.clone()).await;
     assert_eq!(other_kind.status, StatusCode::ACCEPTED);
-    let op = unique("op");
-    let op_token = app.create_user(&op, false).await;
-    app.add_member("default", &op, "operator").await;
+    let op_token = app.create_operator().await;
     let other_caller = issue(&app, &op_token, "retry-task", body).await;
     assert_eq!(other_caller.status, StatusCode::ACCEPTED);
     assert_ne!(other_caller.body["id"], first.body["id"]);
 }
 
 async fn purge_confirmation_binds_the_depth(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     let queues = format!("/api/v1/projects/default/agents/{agent}/queues");
     assert_eq!(app.get(&queues, &t).await.body["items"], json!([]));
 
@@ -554,9 +542,7 @@ async fn report_depth(app: &TestApp, agent: &str, queue: &str, depth: u64) {
 }
 
 async fn global_rate_limit_is_flagged(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     for body in [
         json!({"task_name": "a.b", "rate": "5/s"}),
         json!({"task_name": "a.b", "rate": "5/s", "worker_name": ""}),
@@ -587,14 +573,7 @@ async fn global_rate_limit_is_flagged(backend: Backend) {
 }
 
 async fn bulk_actions_are_rate_limited(backend: Backend) {
-    let settings = ServerSettings {
-        bulk_limit: Limit {
-            burst: 2,
-            per_minute: 1,
-        },
-        ..ServerSettings::default()
-    };
-    let app = TestApp::with_settings(backend, settings).await;
+    let app = TestApp::with_tight_bulk_limit(backend).await;
     let t = app.admin_token.clone();
     let agent = app.create_agent("default", "host").await;
     app.seed_tasks("default", &agent, &["t"]).await;
@@ -617,9 +596,7 @@ async fn bulk_actions_are_rate_limited(backend: Backend) {
         .unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     // Per caller: another operator is not affected; routine verbs are not limited.
-    let op = unique("op");
-    let op_token = app.create_user(&op, false).await;
-    app.add_member("default", &op, "operator").await;
+    let op_token = app.create_operator().await;
     assert_eq!(
         issue(&app, &op_token, "bulk-retry", body).await.status,
         StatusCode::ACCEPTED
@@ -636,9 +613,10 @@ async fn bulk_actions_are_rate_limited(backend: Backend) {
     }
 }
 
-/// Nothing picks commands up yet: past their expiry they end `timed_out`, by a signed row;
-/// a result arriving later is recorded as late and does not revive them.
-async fn unclaimed_commands_time_out(backend: Backend) {
+/// A brain whose commands expire after 50 ms, one restart-worker command issued on it that no
+/// agent picks up, and time enough for it to be overdue: the app, the admin token and the
+/// issue reply.
+async fn issue_unclaimed_command(backend: Backend) -> (TestApp, String, Reply) {
     let settings = ServerSettings {
         command_ttl: std::time::Duration::from_millis(50),
         ..ServerSettings::default()
@@ -653,8 +631,15 @@ async fn unclaimed_commands_time_out(backend: Backend) {
         with_agent(&agent, json!({"worker_name": "w"})),
     )
     .await;
-    let id = issued.body["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    (app, t, issued)
+}
+
+/// Nothing picks commands up yet: past their expiry they end `timed_out`, by a signed row;
+/// a result arriving later is recorded as late and does not revive them.
+async fn unclaimed_commands_time_out(backend: Backend) {
+    let (app, t, issued) = issue_unclaimed_command(backend).await;
+    let id = issued.body["id"].as_str().unwrap().to_owned();
     assert_eq!(time_out_overdue(&app.state).await.unwrap(), 1);
     assert_eq!(
         time_out_overdue(&app.state).await.unwrap(),
@@ -698,16 +683,16 @@ async fn unclaimed_commands_time_out(backend: Backend) {
     let detail = app.get(&format!("{P}/{id}"), &t).await;
     assert_eq!(detail.body["status"], "timed_out");
     assert_eq!(detail.body["late"], true);
-    assert_eq!(detail.body["audit_rows"].as_array().unwrap().len(), 3);
+    assert_eq!(detail.count("audit_rows"), 3);
     assert_eq!(
         detail.body["audit_rows"][2]["statement"]["payload"]["late"],
         true
     );
 
     let listed = app.get(&format!("{P}?status=timed_out"), &t).await;
-    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.count("items"), 1);
     let listed = app.get(&format!("{P}?status=issued"), &t).await;
-    assert_eq!(listed.body["items"].as_array().unwrap().len(), 0);
+    assert_eq!(listed.count("items"), 0);
 }
 
 /// Results racing for one ended command (an agent sending many at once, each read before
@@ -715,23 +700,9 @@ async fn unclaimed_commands_time_out(backend: Backend) {
 /// lets one through, and the others, decided again on the command as it now is, change
 /// nothing. On PostgreSQL the transactions run at once, each on its own connection.
 async fn racing_results_append_one_late_row(backend: Backend) {
-    let settings = ServerSettings {
-        command_ttl: std::time::Duration::from_millis(50),
-        ..ServerSettings::default()
-    };
-    let app = TestApp::with_settings(backend, settings).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
-    let issued = issue(
-        &app,
-        &t,
-        "restart-worker",
-        with_agent(&agent, json!({"worker_name": "w"})),
-    )
-    .await;
+    let (app, t, issued) = issue_unclaimed_command(backend).await;
     let id = issued.body["id"].as_str().unwrap().to_owned();
     let pid = issued.body["project_id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
     assert_eq!(time_out_overdue(&app.state).await.unwrap(), 1);
     // Read once, as each racing result would have read it: timed out, nothing late yet.
     let stale = {
@@ -769,21 +740,14 @@ async fn racing_results_append_one_late_row(backend: Backend) {
     }
     assert_eq!(recorded, 1, "exactly one racing result is recorded");
     let detail = app.get(&format!("{P}/{id}"), &t).await;
-    let kinds: Vec<&str> = detail.body["audit_rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = detail.texts("audit_rows", "kind");
     assert_eq!(kinds.len(), 3, "issued, timed_out, one late row: {kinds:?}");
     assert_eq!(detail.body["status"], "timed_out");
     assert_eq!(detail.body["late"], true);
 }
 
 async fn list_filters_and_pages(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     app.seed_tasks("default", &agent, &["t0", "t2", "t4", "t6"])
         .await;
     let mut ids = Vec::new();
@@ -828,15 +792,15 @@ async fn list_filters_and_pages(backend: Backend) {
     assert_eq!(seen, expected);
 
     let cancels = app.get(&format!("{P}?kind=cancel-task"), &t).await;
-    assert_eq!(cancels.body["items"].as_array().unwrap().len(), 4);
+    assert_eq!(cancels.count("items"), 4);
     let future = app
         .get(&format!("{P}?since=2999-01-01T00:00:00Z"), &t)
         .await;
-    assert_eq!(future.body["items"].as_array().unwrap().len(), 0);
+    assert_eq!(future.count("items"), 0);
     let past = app
         .get(&format!("{P}?until=2999-01-01T00:00:00Z"), &t)
         .await;
-    assert_eq!(past.body["items"].as_array().unwrap().len(), 7);
+    assert_eq!(past.count("items"), 7);
 
     // A cursor is bound to its query and project.
     let first = app.get(&format!("{P}?limit=3"), &t).await;
@@ -857,24 +821,21 @@ async fn list_filters_and_pages(backend: Backend) {
         .await;
     assert_eq!(other_project.status, StatusCode::BAD_REQUEST);
 
-    for (query, field) in [
-        ("limit=0", "limit"),
-        ("limit=5001", "limit"),
-        ("limit=x", "limit"),
-        ("status=done", "status"),
-        ("kind=exec", "kind"),
-        ("since=yesterday", "since"),
-        ("cursor=garbage", "cursor"),
-        ("colour=red", "colour"),
-    ] {
-        let reply = app.get(&format!("{P}?{query}"), &t).await;
-        assert_eq!(
-            (reply.status, reply.field()),
-            (StatusCode::BAD_REQUEST, Some(field)),
-            "{query}: {}",
-            reply.body
-        );
-    }
+    app.assert_queries_name_fields(
+        P,
+        &t,
+        &[
+            ("limit=0", "limit"),
+            ("limit=5001", "limit"),
+            ("limit=x", "limit"),
+            ("status=done", "status"),
+            ("kind=exec", "kind"),
+            ("since=yesterday", "since"),
+            ("cursor=garbage", "cursor"),
+            ("colour=red", "colour"),
+        ],
+    )
+    .await;
     for ok in ["limit=1", "limit=5000"] {
         assert_eq!(
             app.get(&format!("{P}?{ok}"), &t).await.status,
@@ -910,9 +871,7 @@ async fn list_filters_and_pages(backend: Backend) {
 
 /// Each kind's result deadline, capped by the command's signed expiry.
 async fn deadlines_per_kind(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     app.seed_tasks("default", &agent, &["t"]).await;
     let ms = |reply: &crate::support::Reply, field: &str| {
         chrono::DateTime::parse_from_rfc3339(reply.body[field].as_str().unwrap())
@@ -963,9 +922,7 @@ async fn deadlines_per_kind(backend: Backend) {
 /// reported unavailable is not retryable (409, saying why); otherwise the signed command
 /// carries the task's name, queue, arguments as the brain saw them and `override_kwargs`.
 async fn retries_resolve_the_original_task(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     app.seed_tasks("default", &agent, &["known"]).await;
     let unknown = issue(
         &app,
@@ -1000,15 +957,11 @@ async fn retries_resolve_the_original_task(backend: Backend) {
     // retryable, with the agent's reason.
     use taskward_shared::events::{TaskState, TaskUpdate, Update};
     let truncated = vec![Update::Task(Box::new(TaskUpdate {
-        engine: "celery".into(),
-        task_id: "long".into(),
-        state: Some(TaskState::Failed),
-        at_ms: 1,
         name: Some("app.add".into()),
         args: Some(serde_json::Value::String("('aaaa...', ...)".into())),
         kwargs: Some(serde_json::Value::String("{}".into())),
         args_unavailable: Some("arguments unavailable: truncated repr".into()),
-        ..TaskUpdate::default()
+        ..celery_task("long", TaskState::Failed, 1)
     }))];
     let a = agent.clone();
     app.store
@@ -1203,11 +1156,10 @@ async fn list_takes_the_query_grammar(backend: Backend) {
         format!("{P}?{}", q.finish())
     };
     let agents_of = |reply: &crate::support::Reply| -> Vec<String> {
-        reply.body["items"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{}", reply.body))
-            .iter()
-            .map(|c| c["agent_id"].as_str().unwrap().to_owned())
+        reply
+            .texts("items", "agent_id")
+            .into_iter()
+            .map(String::from)
             .collect()
     };
     let by_issuer = app
@@ -1219,7 +1171,7 @@ async fn list_takes_the_query_grammar(backend: Backend) {
             &t,
         )
         .await;
-    assert_eq!(by_issuer.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(by_issuer.count("items"), 2);
     let by_agent = app
         .get(
             &list(&[(

@@ -11,6 +11,14 @@ use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskward-brain");
 
+/// The brain binary started with `args` in a fresh directory, which it returns first so that
+/// it outlives the process.
+fn brain_with(args: &[&str]) -> (tempfile::TempDir, BrainProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let brain = BrainProcess::builder(BIN, dir.path()).args(args).start();
+    (dir, brain)
+}
+
 fn address(brain: &BrainProcess) -> String {
     brain.url().trim_start_matches("http://").to_owned()
 }
@@ -30,10 +38,7 @@ async fn read_until_closed(stream: &mut TcpStream) -> Option<String> {
 
 #[tokio::test]
 async fn idle_connections_are_closed_and_the_cap_refuses_politely() {
-    let dir = tempfile::tempdir().unwrap();
-    let brain = BrainProcess::builder(BIN, dir.path())
-        .args(&["--header-timeout", "2", "--max-connections", "4"])
-        .start();
+    let (_dir, brain) = brain_with(&["--header-timeout", "2", "--max-connections", "4"]);
     // Four clients connect and send nothing: they fill every slot.
     let mut idle = Vec::new();
     for _ in 0..4 {
@@ -61,10 +66,7 @@ async fn idle_connections_are_closed_and_the_cap_refuses_politely() {
 
 #[tokio::test]
 async fn a_header_trickled_slower_than_the_timeout_is_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let brain = BrainProcess::builder(BIN, dir.path())
-        .args(&["--header-timeout", "2"])
-        .start();
+    let (_dir, brain) = brain_with(&["--header-timeout", "2"]);
     let mut slow = TcpStream::connect(address(&brain)).await.unwrap();
     let started = std::time::Instant::now();
     // One byte every 300 ms: each arrives well within any per-read timeout, but the head as a
@@ -96,10 +98,7 @@ async fn a_header_trickled_slower_than_the_timeout_is_cut_off() {
 
 #[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
-    let dir = tempfile::tempdir().unwrap();
-    let brain = BrainProcess::builder(BIN, dir.path())
-        .args(&["--body-timeout", "1"])
-        .start();
+    let (_dir, brain) = brain_with(&["--body-timeout", "1"]);
     let mut stalled = TcpStream::connect(address(&brain)).await.unwrap();
     stalled
         .write_all(

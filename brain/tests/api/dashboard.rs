@@ -14,17 +14,13 @@ use taskward_brain::limits::Limit;
 use taskward_shared::events::{TaskState, TaskUpdate, Update};
 
 use crate::both_backends;
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, TestApp, celery_task};
 use taskward_testkit::browser::Browser;
 
 const VIEWER_PASSWORD: &str = "vera-password-1";
 
 fn task(id: &str, state: TaskState, at: i64, parent: Option<&str>) -> Update {
     Update::Task(Box::new(TaskUpdate {
-        engine: "celery".into(),
-        task_id: id.into(),
-        state: Some(state),
-        at_ms: at,
         name: Some(format!("app.{}", id.split('-').next().unwrap_or("task"))),
         queue: Some("emails".into()),
         worker: Some("celery@host-a".into()),
@@ -36,7 +32,7 @@ fn task(id: &str, state: TaskState, at: i64, parent: Option<&str>) -> Update {
         parent_id: parent.map(str::to_owned),
         root_id: parent.map(|_| "send-root".to_owned()),
         runtime_ms: Some(120),
-        ..TaskUpdate::default()
+        ..celery_task(id, state, at)
     }))
 }
 
@@ -120,6 +116,21 @@ async fn post_from_page(browser: &Browser, path: &str, body: Value, csrf: bool) 
     reply.as_str().unwrap_or_default().to_owned()
 }
 
+/// A desktop-sized browser on `app` served on loopback, signed in as `user` and left on
+/// `path`; the base URL beside it.
+async fn signed_in_browser(
+    app: &TestApp,
+    user: &str,
+    password: &str,
+    path: &str,
+) -> (String, Browser) {
+    let base = app.serve().await;
+    let browser = Browser::start().await;
+    browser.size(1366, 768).await;
+    browser.sign_in(&base, user, password, path).await;
+    (base, browser)
+}
+
 /// Both window sizes the layout must read well at.
 async fn shoot(browser: &Browser, name: &str) {
     browser.size(1366, 768).await;
@@ -153,12 +164,8 @@ async fn command_of_kind(app: &TestApp, kind: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_flows_in_a_real_browser() {
     let (app, agent) = seeded().await;
-    let base = app.serve().await;
-    let browser = Browser::start().await;
-    browser.size(1366, 768).await;
-    browser
-        .sign_in(&base, "admin", &app.admin_password(), "/p/default/tasks")
-        .await;
+    let (base, browser) =
+        signed_in_browser(&app, "admin", &app.admin_password(), "/p/default/tasks").await;
     shoot(&browser, "tasks").await;
 
     // Find the failed task by filter: the URL carries the filter (shareable).
@@ -228,13 +235,7 @@ async fn operator_flows_in_a_real_browser() {
     browser.wait_text("table tbody .badge", "issued").await;
     browser.run("window.__notReloaded = 42; return 1").await;
     let ctx = app.state.audit_as_system();
-    let project_id = app
-        .get("/api/v1/projects/default", &app.admin_token)
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let project_id = app.project_id("default").await;
     let id = command_id.clone();
     app.store
         .write("test_outcome", move |conn| {
@@ -446,17 +447,13 @@ async fn operator_flows_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_sees_no_actions_and_cannot_act() {
     let (app, agent) = seeded().await;
-    let base = app.serve().await;
-    let browser = Browser::start().await;
-    browser.size(1366, 768).await;
-    browser
-        .sign_in(
-            &base,
-            "vera",
-            VIEWER_PASSWORD,
-            "/p/default/tasks/celery/send-child",
-        )
-        .await;
+    let (base, browser) = signed_in_browser(
+        &app,
+        "vera",
+        VIEWER_PASSWORD,
+        "/p/default/tasks/celery/send-child",
+    )
+    .await;
     browser.wait_text("ul.tree", "send-root").await;
     assert!(browser.all("form[data-api]").await.is_empty());
     assert!(browser.all("textarea").await.is_empty());
@@ -843,11 +840,7 @@ async fn audit_page_verifies_and_names_the_first_bad_row(backend: Backend) {
     app.seed_tasks("default", &agent, &["t1", "t2"]).await;
     for id in ["t1", "t2"] {
         let reply = app
-            .post(
-                "/api/v1/projects/default/commands/retry-task",
-                &app.admin_token,
-                json!({"agent_id": agent, "engine": "celery", "task_id": id}),
-            )
+            .command_on_task(&app.admin_token, "retry-task", &agent, id)
             .await;
         assert_eq!(reply.status, StatusCode::ACCEPTED);
     }
@@ -867,13 +860,7 @@ async fn audit_page_verifies_and_names_the_first_bad_row(backend: Backend) {
         "{text}"
     );
 
-    let project = app
-        .get("/api/v1/projects/default", &app.admin_token)
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let project = app.project_id("default").await;
     let chain = format!("project:{project}");
     crate::audit_log::tamper(
         &app,

@@ -264,13 +264,7 @@ async fn conflicts_are_409(backend: Backend) {
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.code(), "conflict");
     app.create_agent("default", "host-1").await;
-    let dup = app
-        .post(
-            "/api/v1/projects/default/agents",
-            &t,
-            json!({"name": "host-1"}),
-        )
-        .await;
+    let dup = app.register_agent("default", "host-1").await;
     assert_eq!(dup.status, StatusCode::CONFLICT);
     let user = app
         .post("/api/v1/users", &t, json!({"name": "admin"}))

@@ -8,7 +8,7 @@ use axum::http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, Reply, TestApp, celery_task};
 
 both_backends!(
     a_lifetime_ending_in_a_non_ascii_character_is_refused,
@@ -22,20 +22,14 @@ async fn a_lifetime_ending_in_a_non_ascii_character_is_refused(backend: Backend)
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
     for bad in ["1é", "é", "30dé", "1\u{1F600}", "١d"] {
-        let reply = app
-            .post(
-                "/api/v1/tokens",
-                &t,
-                json!({"name": "x", "expires_in": bad}),
-            )
-            .await;
+        let reply = app.create_token(&t, "x", bad).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}: {reply:?}");
         assert_eq!(reply.code(), "invalid_field", "{bad:?}");
         assert_eq!(reply.field(), Some("expires_in"), "{bad:?}");
     }
     let tokens = app.get("/api/v1/tokens", &t).await;
     assert_eq!(
-        tokens.body["items"].as_array().unwrap().len(),
+        tokens.count("items"),
         1,
         "no token was created: {:?}",
         tokens.body
@@ -124,7 +118,7 @@ async fn invented_methods_fold_into_one_metric_series(backend: Backend) {
     }
     let metrics = app.get("/metrics", &app.admin_token).await;
     assert_eq!(metrics.status, StatusCode::OK);
-    let text = String::from_utf8(metrics.bytes.to_vec()).unwrap();
+    let text = metrics.text();
     assert!(
         !text.contains("INVENTED"),
         "an invented method became a label"
@@ -161,7 +155,20 @@ fn request(
         .unwrap()
 }
 
-fn assert_refused(reply: &crate::support::Reply, field: &str, what: &str) {
+/// POSTs `body` as JSON text as written (escapes such as `\u0000` that `serde_json` values
+/// would not carry through), as `token`.
+async fn post_raw_json(app: &TestApp, path: &str, token: &str, body: &str) -> Reply {
+    app.send(request(
+        Method::POST,
+        path,
+        Some(token),
+        "application/json",
+        body,
+    ))
+    .await
+}
+
+fn assert_refused(reply: &Reply, field: &str, what: &str) {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}: {reply:?}");
     assert_eq!(reply.code(), "invalid_field", "{what}: {reply:?}");
     assert_eq!(reply.field(), Some(field), "{what}: {reply:?}");
@@ -170,49 +177,30 @@ fn assert_refused(reply: &crate::support::Reply, field: &str, what: &str) {
 /// PostgreSQL's text cannot hold NUL, so these answered 500 there (and were stored on SQLite):
 /// now 400 naming the field on both, and nothing is written.
 async fn nul_characters_are_refused_naming_the_field(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     app.seed_tasks("default", &agent, &["t1"]).await;
     let projects = app.project_count().await;
-    let json_ct = "application/json";
 
     // A JSON body field (JSON carries NUL only as the escape `\u0000`).
-    let reply = app
-        .send(request(
-            Method::POST,
-            "/api/v1/projects",
-            Some(&t),
-            json_ct,
-            r#"{"slug": "nul", "description": "a\u0000b"}"#,
-        ))
-        .await;
+    let reply = post_raw_json(
+        &app,
+        "/api/v1/projects",
+        &t,
+        r#"{"slug": "nul", "description": "a\u0000b"}"#,
+    )
+    .await;
     assert_refused(&reply, "description", "JSON body field");
     // A nested field, named by its path.
-    let reply = app
-        .send(request(
-            Method::POST,
-            &format!("{P}/commands/retry-task"),
-            Some(&t),
-            json_ct,
-            &format!(
-                r#"{{"agent_id": "{agent}", "engine": "celery", "task_id": "t1", "override_kwargs": {{"k": ["ok", "x\u0000"]}}}}"#
-            ),
-        ))
-        .await;
+    let body = format!(
+        r#"{{"agent_id": "{agent}", "engine": "celery", "task_id": "t1", "override_kwargs": {{"k": ["ok", "x\u0000"]}}}}"#
+    );
+    let reply = post_raw_json(&app, &format!("{P}/commands/retry-task"), &t, &body).await;
     assert_refused(&reply, "override_kwargs.k[1]", "nested JSON field");
     // A command's idempotency key.
-    let reply = app
-        .send(request(
-            Method::POST,
-            &format!("{P}/commands/cancel-task"),
-            Some(&t),
-            json_ct,
-            &format!(
-                r#"{{"agent_id": "{agent}", "engine": "celery", "task_id": "t1", "idempotency_key": "k\u0000"}}"#
-            ),
-        ))
-        .await;
+    let body = format!(
+        r#"{{"agent_id": "{agent}", "engine": "celery", "task_id": "t1", "idempotency_key": "k\u0000"}}"#
+    );
+    let reply = post_raw_json(&app, &format!("{P}/commands/cancel-task"), &t, &body).await;
     assert_refused(&reply, "idempotency_key", "idempotency_key");
     // A query parameter, and a JSON-valued one.
     let reply = app.get(&format!("{P}/tasks?queue=a%00b"), &t).await;
@@ -293,7 +281,7 @@ async fn sign_in_returns_only_to_this_site(backend: Backend) {
                 .unwrap(),
         )
         .await;
-    let html = String::from_utf8(page.bytes.to_vec()).unwrap();
+    let html = page.text();
     assert!(html.contains(r#"name="next" value="/""#), "{html}");
     assert!(!html.contains("evil.example"), "{html}");
 }
@@ -341,23 +329,12 @@ both_backends!(cancel_task_names_only_tasks_of_its_project,);
 /// nothing is minted. A task nobody has reported yet may be cancelled (a message still
 /// queued is revoked before any worker takes it), and so may the project's own.
 async fn cancel_task_names_only_tasks_of_its_project(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    app.create_project("other").await;
-    let here = app.create_agent("default", "here").await;
-    let there = app.create_agent("other", "there").await;
+    let (app, t, here, there) = TestApp::with_two_projects(backend).await;
     app.seed_tasks("default", &here, &["mine"]).await;
     app.seed_tasks("other", &there, &["theirs"]).await;
-    let cancel =
-        |agent: &str, task: &str| json!({"agent_id": agent, "engine": "celery", "task_id": task});
+    let cancel = async |task: &str| app.command_on_task(&t, "cancel-task", &here, task).await;
     for task in ["theirs"] {
-        let reply = app
-            .post(
-                &format!("{P}/commands/cancel-task"),
-                &t,
-                cancel(&here, task),
-            )
-            .await;
+        let reply = cancel(task).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{task}: {reply:?}");
         assert_eq!(reply.code(), "not_found");
         assert!(
@@ -371,13 +348,7 @@ async fn cancel_task_names_only_tasks_of_its_project(backend: Backend) {
     let commands = app.get(&format!("{P}/commands"), &t).await;
     assert_eq!(commands.body["items"], json!([]), "nothing was minted");
     for task in ["mine", "never-seen"] {
-        let reply = app
-            .post(
-                &format!("{P}/commands/cancel-task"),
-                &t,
-                cancel(&here, task),
-            )
-            .await;
+        let reply = cancel(task).await;
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{task}: {reply:?}");
     }
 }
@@ -404,12 +375,8 @@ async fn implausible_updates_are_skipped_counted_and_the_rest_stored(backend: Ba
     let now = chrono::Utc::now().timestamp_millis();
     let task = |id: &str, at_ms: i64, runtime_ms: Option<i64>| {
         Update::Task(Box::new(TaskUpdate {
-            engine: "celery".into(),
-            task_id: id.into(),
-            state: Some(TaskState::Succeeded),
-            at_ms,
             runtime_ms,
-            ..TaskUpdate::default()
+            ..celery_task(id, TaskState::Succeeded, at_ms)
         }))
     };
     let mut writer = taskward_brain::hub::ingest::start(app.state.clone(), agent);
@@ -427,17 +394,12 @@ async fn implausible_updates_are_skipped_counted_and_the_rest_stored(backend: Ba
     assert_eq!(stored, Ok(vec![1]), "the batch is acknowledged");
 
     let tasks = app.get(&format!("{P}/tasks"), &app.admin_token).await;
-    let ids: Vec<&str> = tasks.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = tasks.texts("items", "task_id");
     assert_eq!(ids, ["honest"]);
     let agents = app.get(&format!("{P}/agents"), &app.admin_token).await;
     assert_eq!(agents.body["items"][0]["dropped_events"], json!(0));
     let metrics = app.get("/metrics", &app.admin_token).await;
-    let text = String::from_utf8(metrics.bytes.to_vec()).unwrap();
+    let text = metrics.text();
     assert!(
         text.contains("taskward_events_rejected_total{agent=\"host-a\"} 2"),
         "{text}"

@@ -4,10 +4,13 @@
 //! run is `PROPTEST_CASES=100000 cargo test --release -p taskward-brain --test api props`
 //! (README); the suite runs a few hundred cases.
 
+use std::sync::LazyLock;
+
 use axum::http::StatusCode;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
+use taskward_brain::query::filter::OPERATORS;
 use taskward_testkit::fuzz;
 
 use crate::both_backends;
@@ -18,63 +21,24 @@ both_backends!(
     any_cursor_is_a_page_or_a_400
 );
 
-/// The grammar's words: operators, combinators, fields, relations and directions.
-const GRAMMAR_WORDS: &[&str] = &[
-    "AND",
-    "OR",
-    "NOT",
-    "eq",
-    "ne",
-    "in",
-    "notIn",
-    "lt",
-    "lte",
-    "gt",
-    "gte",
-    "contains",
-    "startsWith",
-    "endsWith",
-    "isNull",
-    "id",
-    "engine",
-    "task_id",
-    "name",
-    "queue",
-    "state",
-    "priority",
-    "worker_name",
-    "agent_id",
-    "result",
-    "exception",
-    "retry_count",
-    "eta",
-    "received_at",
-    "started_at",
-    "finished_at",
-    "runtime_ms",
-    "parent_task_id",
-    "root_task_id",
-    "created_at",
-    "updated_at",
-    "worker",
-    "agent",
-    "parent",
-    "pool",
-    "concurrency",
-    "hostname",
-    "asc",
-    "desc",
-    "asc_nulls_first",
-    "asc_nulls_last",
-    "desc_nulls_first",
-    "desc_nulls_last",
-    "succeeded",
-    "failed",
-    "app.add",
-    "%",
-    "_",
-    "\\",
-];
+/// The grammar's words: combinators, operators, fields, relations and directions, and a few
+/// values.
+static GRAMMAR_WORDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut words = vec!["AND", "OR", "NOT"];
+    words.extend(OPERATORS);
+    words.extend(fields());
+    words.extend([
+        "worker",
+        "agent",
+        "parent",
+        "pool",
+        "concurrency",
+        "hostname",
+    ]);
+    words.extend(DIRECTIONS);
+    words.extend(["succeeded", "failed", "app.add", "%", "_", "\\"]);
+    words
+});
 
 /// The task fields, as the grammar's own entity table lists them.
 fn fields() -> Vec<&'static str> {
@@ -85,21 +49,7 @@ fn fields() -> Vec<&'static str> {
         .collect()
 }
 
-/// Operators and directions, for filters and orderings shaped like the grammar's.
-const OPS: &[&str] = &[
-    "eq",
-    "ne",
-    "in",
-    "notIn",
-    "lt",
-    "lte",
-    "gt",
-    "gte",
-    "contains",
-    "startsWith",
-    "endsWith",
-    "isNull",
-];
+/// The directions of an ordering.
 const DIRECTIONS: &[&str] = &[
     "asc",
     "desc",
@@ -114,10 +64,10 @@ const DIRECTIONS: &[&str] = &[
 fn grammar_filter() -> BoxedStrategy<Value> {
     use proptest::sample::select;
     let operand = prop_oneof![
-        fuzz::json_with(GRAMMAR_WORDS, 0),
-        proptest::collection::vec(fuzz::json_with(GRAMMAR_WORDS, 0), 0..4).prop_map(Value::Array),
+        fuzz::json_with(&GRAMMAR_WORDS, 0),
+        proptest::collection::vec(fuzz::json_with(&GRAMMAR_WORDS, 0), 0..4).prop_map(Value::Array),
     ];
-    let compare = (select(fields()), select(OPS), operand)
+    let compare = (select(fields()), select(OPERATORS), operand)
         .prop_map(|(field, op, operand)| json!({ field: { op: operand } }));
     let shaped = compare.prop_recursive(4, 24, 4, |inner| {
         prop_oneof![
@@ -128,7 +78,7 @@ fn grammar_filter() -> BoxedStrategy<Value> {
             inner.prop_map(|f| json!({ "NOT": f })),
         ]
     });
-    prop_oneof![4 => shaped, 1 => fuzz::json_with(GRAMMAR_WORDS, 4)].boxed()
+    prop_oneof![4 => shaped, 1 => fuzz::json_with(&GRAMMAR_WORDS, 4)].boxed()
 }
 
 /// An `orderBy` of the grammar's shape, or arbitrary JSON.
@@ -137,7 +87,7 @@ fn grammar_order() -> BoxedStrategy<Value> {
     let key = (select(fields()), select(DIRECTIONS)).prop_map(|(f, d)| json!({ f: d }));
     prop_oneof![
         4 => proptest::collection::vec(key, 0..3).prop_map(Value::Array),
-        1 => fuzz::json_with(GRAMMAR_WORDS, 3),
+        1 => fuzz::json_with(&GRAMMAR_WORDS, 3),
     ]
     .boxed()
 }
@@ -237,7 +187,7 @@ async fn any_cursor_is_a_page_or_a_400(backend: Backend) {
     let cursors = || {
         prop_oneof![
             any::<String>(),
-            fuzz::json_with(GRAMMAR_WORDS, 3).prop_map(|v| v.to_string()),
+            fuzz::json_with(&GRAMMAR_WORDS, 3).prop_map(|v| v.to_string()),
             proptest::collection::vec(any::<u8>(), 0..96).prop_map(|b| {
                 use base64::Engine;
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)

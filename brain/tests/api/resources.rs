@@ -36,12 +36,7 @@ async fn projects_create_read_update(backend: Backend) {
     let read = app.get("/api/v1/projects/billing", &t).await;
     assert_eq!(read.body["description"], "all invoices");
     let listed = app.get("/api/v1/projects", &t).await;
-    let slugs: Vec<&str> = listed.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["slug"].as_str().unwrap())
-        .collect();
+    let slugs: Vec<&str> = listed.texts("items", "slug");
     assert_eq!(slugs, ["billing", "default"]);
 
     // Slug bounds: 63 characters is accepted, 64 is not.
@@ -146,12 +141,7 @@ async fn users_create_list_delete(backend: Backend) {
     );
 
     let listed = app.get("/api/v1/users", &t).await;
-    let names: Vec<&str> = listed.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = listed.texts("items", "name");
     assert_eq!(names, ["admin", "ops-bot"]);
 
     assert_eq!(
@@ -170,7 +160,7 @@ async fn users_create_list_delete(backend: Backend) {
         StatusCode::CONFLICT
     );
     let members = app.get("/api/v1/projects/default/members", &t).await;
-    assert_eq!(members.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(members.count("items"), 1);
     // Nobody can delete themselves (the last site admin would lock everyone out).
     let own = app.delete("/api/v1/users/admin", &t).await;
     assert_eq!(own.status, StatusCode::BAD_REQUEST);

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use taskward_shared::events::{TaskState, TaskUpdate, Update, WorkerUpdate};
 
 use crate::both_backends;
-use crate::support::{Backend, TestApp, unique};
+use crate::support::{Backend, TestApp, celery_task};
 
 both_backends!(stale_rules_one_by_one, bounds_and_access,);
 
@@ -38,12 +38,8 @@ pub async fn backdate(app: &TestApp, agent: &str) {
 
 fn started(id: &str, worker: &str, state: TaskState) -> Update {
     Update::Task(Box::new(TaskUpdate {
-        engine: "celery".into(),
-        task_id: id.into(),
-        state: Some(state),
-        at_ms: 1,
         worker: Some(worker.into()),
-        ..TaskUpdate::default()
+        ..celery_task(id, state, 1)
     }))
 }
 
@@ -130,11 +126,7 @@ async fn stale_rules_one_by_one(backend: Backend) {
     )
     .await;
     let command = app
-        .post(
-            &format!("{P}/commands/cancel-task"),
-            &t,
-            json!({"agent_id": old, "engine": "celery", "task_id": "running"}),
-        )
+        .command_on_task(&t, "cancel-task", &old, "running")
         .await;
     let command = command.body["id"].as_str().unwrap().to_owned();
     backdate(&app, &old).await;
@@ -239,11 +231,7 @@ async fn bounds_and_access(backend: Backend) {
         (json!({"agent_id": agent, "extra": 1}), "extra"),
     ] {
         let reply = cleanup(&app, body.clone()).await;
-        assert_eq!(
-            (reply.status, reply.field()),
-            (StatusCode::BAD_REQUEST, Some(field)),
-            "{body}"
-        );
+        reply.assert_names_field(field, &body.to_string());
     }
     assert_eq!(
         cleanup(&app, json!({"agent_id": uuid::Uuid::new_v4()}))
@@ -258,9 +246,7 @@ async fn bounds_and_access(backend: Backend) {
         StatusCode::NOT_FOUND,
         "another project's agent is not found here"
     );
-    let op = unique("op");
-    let token = app.create_user(&op, false).await;
-    app.add_member("default", &op, "operator").await;
+    let token = app.create_operator().await;
     let refused = app
         .post(
             &format!("{P}/runtime-cleanup/stale"),

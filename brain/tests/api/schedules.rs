@@ -46,6 +46,13 @@ fn health_check(name: &str) -> Value {
     })
 }
 
+/// Closes the runs whose commands have all ended, as the scheduler's loop does now.
+async fn finish_open_runs(app: &TestApp) {
+    schedules_loop::finish_open_runs(&app.state, now_ms())
+        .await
+        .unwrap();
+}
+
 async fn create(app: &TestApp, body: Value) -> Value {
     let reply = app
         .post(&format!("{P}/schedules"), &app.admin_token, body)
@@ -203,26 +210,21 @@ async fn schedules_are_written_read_and_checked(backend: Backend) {
     let mut disabled = health_check("paused");
     disabled["enabled"] = json!(false);
     create(&app, disabled).await;
-    let names = |reply: &crate::support::Reply| -> Vec<String> {
-        reply.body["schedules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let all = app.get(&format!("{P}/schedules"), &t).await;
-    assert_eq!(names(&all), ["Nightly retention", "probe", "paused"]);
+    assert_eq!(
+        all.texts("schedules", "name"),
+        ["Nightly retention", "probe", "paused"]
+    );
     let checks = app
         .get(&format!("{P}/schedules?type=health-check"), &t)
         .await;
-    assert_eq!(names(&checks), ["probe", "paused"]);
+    assert_eq!(checks.texts("schedules", "name"), ["probe", "paused"]);
     let off = app.get(&format!("{P}/schedules?enabled=false"), &t).await;
-    assert_eq!(names(&off), ["paused"]);
+    assert_eq!(off.texts("schedules", "name"), ["paused"]);
     let both = app
         .get(&format!("{P}/schedules?type=health-check&enabled=true"), &t)
         .await;
-    assert_eq!(names(&both), ["probe"]);
+    assert_eq!(both.texts("schedules", "name"), ["probe"]);
     for bad in ["type=backup", "enabled=yes", "colour=red"] {
         let reply = app.get(&format!("{P}/schedules?{bad}"), &t).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
@@ -403,7 +405,7 @@ async fn every_bound_and_grammar_error_names_its_field(backend: Backend) {
     }
     // Nothing but the first was written.
     let list = app.get(&format!("{P}/schedules"), &app.admin_token).await;
-    assert_eq!(list.body["schedules"].as_array().unwrap().len(), 1);
+    assert_eq!(list.count("schedules"), 1);
     // Unknown project: 404; not JSON: 415.
     let reply = app
         .post(
@@ -496,7 +498,7 @@ async fn a_due_time_fires_once_across_restarts_and_two_brains(backend: Backend) 
     let listed = app
         .get(&format!("{P}/commands?kind=rate-limit"), &app.admin_token)
         .await;
-    assert_eq!(listed.body["items"].as_array().unwrap().len(), 5);
+    assert_eq!(listed.count("items"), 5);
     assert_eq!(
         ms(detail.body["nextRun"].as_str().unwrap()),
         t0 + 5 * 60_000
@@ -543,7 +545,7 @@ async fn missed_due_times_fire_once_or_are_skipped(backend: Backend) {
                 &app.admin_token,
             )
             .await;
-        let issued = commands.body["items"].as_array().unwrap().len();
+        let issued = commands.count("items");
         match policy {
             MissedRuns::RunOnce => {
                 assert_eq!(run.status.as_str(), "running");
@@ -645,9 +647,7 @@ async fn command_schedules_issue_signed_commands_as_the_schedule(backend: Backen
         "broker unreachable",
     )
     .await;
-    schedules_loop::finish_open_runs(&app.state, now_ms())
-        .await
-        .unwrap();
+    finish_open_runs(&app).await;
     let detail = app
         .get(
             &format!("{P}/schedules/{}", purge["id"].as_str().unwrap()),
@@ -720,12 +720,7 @@ async fn retention_deletes_old_records_through_a_cleanup_task(backend: Backend) 
     let list = app
         .get(&format!("{P}/tasks?limit=100"), &app.admin_token)
         .await;
-    let mut left: Vec<&str> = list.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap())
-        .collect();
+    let mut left: Vec<&str> = list.texts("items", "task_id");
     left.sort_unstable();
     assert_eq!(left, ["r2", "r3", "r4", "r5"]);
     let rows = audit_rows(&app, "schedule.retention").await;
@@ -817,9 +812,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
     }
     asked.sort();
     assert_eq!(asked, ["celery@old", "celery@w1", "celery@w2", "celery@w3"]);
-    schedules_loop::finish_open_runs(&app.state, now_ms())
-        .await
-        .unwrap();
+    finish_open_runs(&app).await;
     assert!(audit_rows(&app, "schedule.alert").await.is_empty());
 
     // w2 dies between checks: it is pinged once more, does not answer, and that raises an
@@ -855,9 +848,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
             .await;
         }
     }
-    schedules_loop::finish_open_runs(&app.state, now_ms())
-        .await
-        .unwrap();
+    finish_open_runs(&app).await;
     let detail = app.get(&format!("{P}/schedules/{id}"), &t).await;
     assert_eq!(detail.body["lastStatus"], "failed");
     assert!(
@@ -876,7 +867,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
             .contains("celery@w2")
     );
     let metrics = app.get("/metrics", &t).await;
-    let text = String::from_utf8(metrics.bytes.to_vec()).unwrap();
+    let text = metrics.text();
     let line = text
         .lines()
         .find(|l| l.starts_with("taskward_schedule_alerts_total") && l.contains(&id))
@@ -901,9 +892,7 @@ async fn health_checks_alert_when_a_worker_does_not_answer(backend: Backend) {
         )
         .await;
     }
-    schedules_loop::finish_open_runs(&app.state, now_ms())
-        .await
-        .unwrap();
+    finish_open_runs(&app).await;
     assert_eq!(audit_rows(&app, "schedule.alert").await.len(), 1);
 
     // A schedule made after workers left does not ping them: only departures it saw.

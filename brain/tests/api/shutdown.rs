@@ -29,6 +29,19 @@ async fn admin_session(brain: &BrainProcess) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
+/// SIGTERM to `brain`, whose log must then say `said`; it must stop within 10 s (`terminate`
+/// allows 15 s).
+fn terminate_promptly(brain: &mut BrainProcess, said: &str) {
+    let asked = Instant::now();
+    let log = brain.terminate();
+    assert!(log.contains(said), "{log}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn an_open_live_page_does_not_hold_sigterm_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,16 +57,9 @@ async fn an_open_live_page_does_not_hold_sigterm_up() {
     let mut live = live;
     // The stream is open: its first event (the watermark) arrives at once.
     assert!(live.chunk().await.unwrap().is_some());
-    let asked = Instant::now();
-    let log = brain.terminate();
-    assert!(log.contains("taskward brain stopped"), "{log}");
-    // `terminate` allows 15 s; the live stream ends at once, so the brain stops well before
-    // its 30 s grace would have run out.
-    assert!(
-        asked.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        asked.elapsed()
-    );
+    // The live stream ends at once, so the brain stops well before its 30 s grace would have
+    // run out.
+    terminate_promptly(&mut brain, "taskward brain stopped");
     // And the client sees its stream end rather than hang.
     let rest = tokio::time::timeout(Duration::from_secs(5), async {
         while let Ok(Some(_)) = live.chunk().await {}
@@ -86,12 +92,5 @@ async fn a_request_that_never_finishes_is_cut_off_after_the_grace() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let asked = Instant::now();
-    let log = brain.terminate();
-    assert!(log.contains("shutdown grace"), "{log}");
-    assert!(
-        asked.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        asked.elapsed()
-    );
+    terminate_promptly(&mut brain, "shutdown grace");
 }

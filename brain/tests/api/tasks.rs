@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use taskward_shared::events::{TaskState, TaskUpdate, Update, WorkerUpdate};
 
 use crate::both_backends;
-use crate::support::{Backend, TestApp, unique};
+use crate::support::{Backend, TestApp, celery_task};
 
 both_backends!(
     parameters_and_bounds,
@@ -92,9 +92,7 @@ fn ids(reply: &crate::support::Reply) -> Vec<String> {
 }
 
 async fn parameters_and_bounds(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     seed(&app, "default", &agent, "t", 12).await;
 
     let ok = |params: &[(&str, &str)]| query(params);
@@ -136,12 +134,7 @@ async fn parameters_and_bounds(backend: Backend) {
         (vec![("bogus", "1")], "bogus"),
     ] {
         let reply = app.get(&ok(&params), &t).await;
-        assert_eq!(
-            (reply.status, reply.field()),
-            (StatusCode::BAD_REQUEST, Some(field)),
-            "{params:?}: {}",
-            reply.body
-        );
+        reply.assert_names_field(field, &format!("{params:?}"));
     }
     // A projection keeps only the fields asked for.
     let reply = app
@@ -152,34 +145,7 @@ async fn parameters_and_bounds(backend: Backend) {
     // The full shape of a task.
     let one = app.get(&format!("{P}/celery/t0001"), &t).await;
     assert_eq!(one.status, StatusCode::OK, "{}", one.body);
-    for key in [
-        "id",
-        "project_id",
-        "engine",
-        "task_id",
-        "name",
-        "queue",
-        "state",
-        "priority",
-        "args",
-        "kwargs",
-        "result",
-        "exception",
-        "traceback",
-        "retry_count",
-        "eta",
-        "received_at",
-        "started_at",
-        "finished_at",
-        "runtime_ms",
-        "worker_name",
-        "parent_task_id",
-        "root_task_id",
-        "tags",
-        "args_unavailable",
-        "created_at",
-        "updated_at",
-    ] {
+    for key in taskward_brain::api::tasks::TASK_FIELDS {
         assert!(one.body.get(key).is_some(), "{key} missing: {}", one.body);
     }
     assert_eq!(one.body["received_at"], "2023-11-14T22:13:20Z");
@@ -202,9 +168,7 @@ async fn parameters_and_bounds(backend: Backend) {
 }
 
 async fn the_grammar_selects_the_right_tasks(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     seed(&app, "default", &agent, "g", 30).await;
     // A parent/child pair and a worker with a pool.
     app.apply_updates(
@@ -212,12 +176,8 @@ async fn the_grammar_selects_the_right_tasks(backend: Backend) {
         &agent,
         vec![
             Update::Task(Box::new(TaskUpdate {
-                engine: "celery".into(),
-                task_id: "child".into(),
-                state: Some(TaskState::Succeeded),
-                at_ms: 1,
                 parent_id: Some("g0003".into()),
-                ..TaskUpdate::default()
+                ..celery_task("child", TaskState::Succeeded, 1)
             })),
             Update::Worker(WorkerUpdate {
                 name: "w1@host".into(),
@@ -370,9 +330,7 @@ fn expected_order(rows: &[Value], keys: &[Key]) -> Vec<String> {
 }
 
 async fn keyset_pages_are_exact_under_every_order(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     let seeded = seed(&app, "default", &agent, "k", 90).await;
     let all: Vec<Value> = app.get(&query(&[("limit", "5000")]), &t).await.body["items"]
         .as_array()
@@ -461,11 +419,7 @@ async fn keyset_pages_are_exact_under_every_order(backend: Backend) {
 }
 
 async fn projects_never_see_each_other(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    app.create_project("other").await;
-    let here = app.create_agent("default", "here").await;
-    let there = app.create_agent("other", "there").await;
+    let (app, t, here, there) = TestApp::with_two_projects(backend).await;
     seed(&app, "default", &here, "mine", 3).await;
     seed(&app, "other", &there, "theirs", 3).await;
     // The same engine task id in both projects: each sees its own.
@@ -517,18 +471,12 @@ async fn projects_never_see_each_other(backend: Backend) {
 }
 
 async fn trees_walk_to_the_root_and_cap_at_500(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     let node = |id: &str, parent: Option<&str>, root: Option<&str>, at: i64| {
         Update::Task(Box::new(TaskUpdate {
-            engine: "celery".into(),
-            task_id: id.into(),
-            state: Some(TaskState::Received),
-            at_ms: at,
             parent_id: parent.map(str::to_owned),
             root_id: root.map(str::to_owned),
-            ..TaskUpdate::default()
+            ..celery_task(id, TaskState::Received, at)
         }))
     };
     app.apply_updates(
@@ -549,12 +497,7 @@ async fn trees_walk_to_the_root_and_cap_at_500(backend: Backend) {
     assert_eq!(tree.status, StatusCode::OK, "{}", tree.body);
     assert_eq!(tree.body["root_task_id"], "root");
     assert_eq!(tree.body["truncated"], false);
-    let got: Vec<&str> = tree.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap())
-        .collect();
+    let got: Vec<&str> = tree.texts("items", "task_id");
     assert_eq!(got, ["root", "a", "b", "b-retry"]);
     let parents: HashMap<&str, &str> = tree.body["items"]
         .as_array()
@@ -581,7 +524,7 @@ async fn trees_walk_to_the_root_and_cap_at_500(backend: Backend) {
     app.apply_updates("default", &agent, vec![node("big", None, Some("big"), 9)])
         .await;
     let full = app.get(&format!("{P}/celery/leaf0003/tree"), &t).await;
-    assert_eq!(full.body["items"].as_array().unwrap().len(), 500);
+    assert_eq!(full.count("items"), 500);
     assert_eq!(full.body["truncated"], false);
     app.apply_updates(
         "default",
@@ -590,7 +533,7 @@ async fn trees_walk_to_the_root_and_cap_at_500(backend: Backend) {
     )
     .await;
     let capped = app.get(&format!("{P}/celery/big/tree"), &t).await;
-    assert_eq!(capped.body["items"].as_array().unwrap().len(), 500);
+    assert_eq!(capped.count("items"), 500);
     assert_eq!(capped.body["truncated"], true);
 }
 
@@ -624,12 +567,7 @@ async fn bulk_delete_follows_the_rules(backend: Backend) {
         (json!({"bogus": 1}), "bogus"),
     ] {
         let reply = delete(body.clone()).await;
-        assert_eq!(
-            (reply.status, reply.field()),
-            (StatusCode::BAD_REQUEST, Some(field)),
-            "{body}: {}",
-            reply.body
-        );
+        reply.assert_names_field(field, &body.to_string());
     }
     assert_eq!(count().await, 12, "a refused delete changed something");
     // 1000 ids is the edge: accepted by the bound (then 404 for the unknown ones).
@@ -688,9 +626,7 @@ async fn bulk_delete_follows_the_rules(backend: Backend) {
     assert_eq!(payload(deletions[1])["filter"]["filter_name"], "app.zip");
     assert_eq!(payload(deletions[1])["deleted_count"], 2);
     // Operators may not delete.
-    let op = unique("op");
-    let op_token = app.create_user(&op, false).await;
-    app.add_member("default", &op, "operator").await;
+    let op_token = app.create_operator().await;
     let refused = app
         .post(
             &format!("{P}/bulk-delete"),
@@ -702,16 +638,7 @@ async fn bulk_delete_follows_the_rules(backend: Backend) {
 }
 
 async fn bulk_delete_is_rate_limited(backend: Backend) {
-    use taskward_brain::app::ServerSettings;
-    use taskward_brain::limits::Limit;
-    let settings = ServerSettings {
-        bulk_limit: Limit {
-            burst: 2,
-            per_minute: 1,
-        },
-        ..ServerSettings::default()
-    };
-    let app = TestApp::with_settings(backend, settings).await;
+    let app = TestApp::with_tight_bulk_limit(backend).await;
     let t = app.admin_token.clone();
     let body = json!({"filter_state": "failed"});
     for _ in 0..2 {
@@ -726,23 +653,17 @@ async fn bulk_delete_is_rate_limited(backend: Backend) {
 }
 
 async fn exports_parse_back_to_the_list(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     // More than one export page (1000 rows), plus a formula and redacted arguments.
     seed(&app, "default", &agent, "e", 2100).await;
     app.apply_updates(
         "default",
         &agent,
         vec![Update::Task(Box::new(TaskUpdate {
-            engine: "celery".into(),
-            task_id: "evil".into(),
-            state: Some(TaskState::Failed),
-            at_ms: 1,
             name: Some("=HYPERLINK(\"http://x\")".into()),
             exception: Some("-1+2".into()),
             kwargs: Some(json!({"password": "<redacted>", "to": "<email>"})),
-            ..TaskUpdate::default()
+            ..celery_task("evil", TaskState::Failed, 1)
         }))],
     )
     .await;
@@ -884,9 +805,7 @@ async fn search_pages(app: &TestApp, token: &str, term: &str) -> Vec<String> {
 }
 
 async fn search_matches_text_through_its_index(backend: Backend) {
-    let app = TestApp::new(backend).await;
-    let t = app.admin_token.clone();
-    let agent = app.create_agent("default", "host").await;
+    let (app, t, agent) = TestApp::with_agent(backend).await;
     seed(&app, "default", &agent, "s", 40).await;
     let all: Vec<Value> = app.get(&query(&[("limit", "5000")]), &t).await.body["items"]
         .as_array()
@@ -933,12 +852,12 @@ async fn search_matches_text_through_its_index(backend: Backend) {
     let broad: Vec<Update> = (0..40)
         .map(|i| {
             Update::Task(Box::new(TaskUpdate {
-                engine: "celery".into(),
-                task_id: format!("b{i:04}"),
-                state: Some(TaskState::Received),
-                at_ms: 1_750_000_000_000 + (i / 3) * 1000,
                 name: Some(format!("app.broad{i}")),
-                ..TaskUpdate::default()
+                ..celery_task(
+                    format!("b{i:04}"),
+                    TaskState::Received,
+                    1_750_000_000_000 + (i / 3) * 1000,
+                )
             }))
         })
         .collect();
@@ -1127,13 +1046,13 @@ async fn a_runaway_filter_is_stopped_at_its_budget(backend: Backend) {
     let updates = (0..n)
         .map(|i| {
             Update::Task(Box::new(TaskUpdate {
-                engine: "celery".into(),
-                task_id: format!("r{i:05}"),
-                state: Some(TaskState::Succeeded),
-                at_ms: 1_800_000_000_000 + i,
                 name: Some(format!("app.name{}", i % 10)),
                 parent_id: Some(format!("r{:05}", (i + 1) % n)),
-                ..TaskUpdate::default()
+                ..celery_task(
+                    format!("r{i:05}"),
+                    TaskState::Succeeded,
+                    1_800_000_000_000 + i,
+                )
             }))
         })
         .collect();
@@ -1180,7 +1099,7 @@ async fn a_runaway_filter_is_stopped_at_its_budget(backend: Backend) {
     // The same list, unfiltered, answers at once: the budget stopped only the runaway.
     let page = app.get(&query(&[("limit", "5")]), t).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert_eq!(page.body["items"].as_array().unwrap().len(), 5);
+    assert_eq!(page.count("items"), 5);
     // An export of it fails as a download instead of ending as if complete.
     use http_body_util::BodyExt;
     use tower::ServiceExt;

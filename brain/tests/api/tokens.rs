@@ -12,13 +12,7 @@ use crate::support::{Backend, TestApp};
 async fn tokens_lifecycle(backend: Backend) {
     let app = TestApp::new(backend).await;
     let t = app.admin_token.clone();
-    let created = app
-        .post(
-            "/api/v1/tokens",
-            &t,
-            json!({"name": "ci", "expires_in": "30d"}),
-        )
-        .await;
+    let created = app.create_token(&t, "ci", "30d").await;
     assert_eq!(created.status, StatusCode::CREATED);
     let token = created.body["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("tw_"));
@@ -88,13 +82,7 @@ async fn tokens_lifecycle(backend: Backend) {
         ("0m", StatusCode::BAD_REQUEST),
         ("3651d", StatusCode::BAD_REQUEST),
     ] {
-        let reply = app
-            .post(
-                "/api/v1/tokens",
-                &t,
-                json!({"name": "b", "expires_in": expires_in}),
-            )
-            .await;
+        let reply = app.create_token(&t, "b", expires_in).await;
         assert_eq!(reply.status, status, "{expires_in}: {}", reply.body);
     }
 }

@@ -7,7 +7,7 @@
 mod canonical;
 pub mod verify;
 
-use ed25519_dalek::{Signature, Signer, SigningKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -172,8 +172,21 @@ pub struct AuditRow {
 impl AuditRow {
     /// Builds and signs the row that follows `prev_hash` at `seq`.
     pub fn sign(seq: u64, prev_hash: &Hash, statement: &Statement, key: &SigningKey) -> AuditRow {
-        let bytes = statement.to_canonical();
-        let hash = row_hash(seq, prev_hash, &bytes);
+        let text = String::from_utf8(statement.to_canonical()).expect("canonical JSON is UTF-8");
+        Self::sign_text(seq, prev_hash, statement, text, key)
+    }
+
+    /// Row `seq` after `prev_hash` over `text`, the bytes `statement` is stored as, signed by
+    /// `key`. The brain passes the canonical bytes ([`AuditRow::sign`]); tests of the verifier
+    /// pass others, as someone holding the key could.
+    pub fn sign_text(
+        seq: u64,
+        prev_hash: &Hash,
+        statement: &Statement,
+        text: String,
+        key: &SigningKey,
+    ) -> AuditRow {
+        let hash = row_hash(seq, prev_hash, text.as_bytes());
         let key_id = key_id(&key.verifying_key());
         let signature: Signature = key.sign(&signature_message(&key_id, &hash));
         AuditRow {
@@ -183,7 +196,7 @@ impl AuditRow {
             hash: hex::encode(hash),
             key_id,
             signature: hex::encode(signature.to_bytes()),
-            statement: String::from_utf8(bytes).expect("canonical JSON is UTF-8"),
+            statement: text,
             kind: statement.kind.clone(),
             command_id: statement.command_id.clone(),
         }
@@ -234,6 +247,23 @@ pub struct PublicKeyInfo {
     pub valid_from_ms: i64,
     /// When it stopped (replaced by rotation), if it has.
     pub valid_until_ms: Option<i64>,
+}
+
+impl PublicKeyInfo {
+    /// `key` as it is published: its derived id and hex bytes, signing from `valid_from_ms`
+    /// until `valid_until_ms` (none while it still signs).
+    pub fn of(
+        key: &VerifyingKey,
+        valid_from_ms: i64,
+        valid_until_ms: Option<i64>,
+    ) -> PublicKeyInfo {
+        PublicKeyInfo {
+            key_id: key_id(key),
+            public_key: hex::encode(key.as_bytes()),
+            valid_from_ms,
+            valid_until_ms,
+        }
+    }
 }
 
 /// Decodes a 32-byte hex hash.

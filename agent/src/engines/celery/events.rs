@@ -219,29 +219,10 @@ impl<'de, T: Lenient<'de>> Visitor<'de> for LenientVisitor<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures;
     use super::super::transport::envelope;
     use super::*;
     use serde_json::Value;
-
-    fn fixtures(broker: &str) -> Vec<(String, Value)> {
-        let dir = format!(
-            "{}/../../shared/fixtures/celery/{broker}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("fixtures at {dir}: {e}"))
-            .map(|e| e.unwrap().path())
-            .filter_map(|p| {
-                let name = p.file_name()?.to_str()?.to_owned();
-                name.starts_with("event-").then(|| {
-                    let text = std::fs::read_to_string(&p).unwrap();
-                    (name, serde_json::from_str(&text).unwrap())
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
 
     /// A captured Redis message through both layers, as the running code reads it: the Redis
     /// transport's envelope decoder, then the event parser.
@@ -258,7 +239,7 @@ mod tests {
 
     #[test]
     fn every_event_fixture_parses() {
-        let all = fixtures("redis");
+        let all = fixtures::read("redis", "event-");
         assert!(all.len() >= 14, "fixtures missing: {}", all.len());
         for (name, fixture) in &all {
             let body = envelope::event_body(fixture["wire"].as_str().unwrap().as_bytes())
@@ -272,7 +253,7 @@ mod tests {
     /// AMQP delivers the body itself; the same parser reads it to the same kind of updates.
     #[test]
     fn every_amqp_event_fixture_parses() {
-        let all = fixtures("amqp");
+        let all = fixtures::read("amqp", "event-");
         assert!(all.len() >= 6, "AMQP fixtures missing: {}", all.len());
         for (name, fixture) in &all {
             let body = fixture["body_utf8"].as_str().unwrap().as_bytes();
@@ -283,7 +264,8 @@ mod tests {
 
     #[test]
     fn fixtures_map_to_the_right_states_and_fields() {
-        let all: std::collections::HashMap<String, Value> = fixtures("redis").into_iter().collect();
+        let all: std::collections::HashMap<String, Value> =
+            fixtures::read("redis", "event-").into_iter().collect();
         let parse = |name: &str| parse_wire(all[name]["wire"].as_str().unwrap());
 
         let received = parse("event-task-received.json");

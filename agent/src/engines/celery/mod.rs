@@ -22,6 +22,8 @@
 mod attempts;
 mod commands;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
 pub mod liveness;
 pub mod lookup;
 pub mod pidbox;

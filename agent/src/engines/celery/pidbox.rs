@@ -143,28 +143,9 @@ pub fn outcome(worker: &str, reply: &Value) -> Result<String, EngineError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures;
     use super::super::transport::envelope;
     use super::*;
-
-    fn fixtures(broker: &str, prefix: &str) -> Vec<(String, Value)> {
-        let dir = format!(
-            "{}/../../shared/fixtures/celery/{broker}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("fixtures at {dir}: {e}"))
-            .map(|entry| entry.unwrap().path())
-            .filter_map(|path| {
-                let name = path.file_name()?.to_str()?.to_owned();
-                name.starts_with(prefix).then(|| {
-                    let text = std::fs::read_to_string(&path).unwrap();
-                    (name, serde_json::from_str(&text).unwrap())
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
 
     fn check_reply(name: &str, delivery: &Delivery, body: &Value) {
         let (ticket, answers) =
@@ -190,7 +171,7 @@ mod tests {
     /// and read by the decoder the call path uses, gives the body the capture recorded.
     #[test]
     fn every_redis_reply_fixture_decodes() {
-        let all = fixtures("redis", "pidbox-reply-");
+        let all = fixtures::read("redis", "pidbox-reply-");
         assert!(all.len() >= 15, "only {} reply fixtures", all.len());
         for (name, fixture) in &all {
             let delivery = envelope::decode(fixture["wire"].as_str().unwrap().as_bytes())
@@ -211,7 +192,7 @@ mod tests {
     /// AMQP replies carry the same body with no envelope: the same decoder reads them.
     #[test]
     fn every_amqp_reply_fixture_decodes() {
-        let all = fixtures("amqp", "pidbox-reply-");
+        let all = fixtures::read("amqp", "pidbox-reply-");
         assert!(all.len() >= 3, "only {} AMQP reply fixtures", all.len());
         for (name, fixture) in &all {
             let delivery = Delivery {
@@ -229,7 +210,7 @@ mod tests {
     /// set a worker accepts.
     #[test]
     fn requests_have_the_shape_of_celerys() {
-        let (name, captured) = fixtures("redis", "pidbox-request-pool-grow")
+        let (name, captured) = fixtures::read("redis", "pidbox-request-pool-grow")
             .into_iter()
             .next()
             .unwrap();

@@ -79,12 +79,67 @@ impl Reply {
     pub fn field(&self) -> Option<&str> {
         self.body["error"]["field"].as_str()
     }
+
+    /// The body as UTF-8 text (exports are CSV or JSON lines, not one JSON value).
+    pub fn text(&self) -> String {
+        String::from_utf8(self.bytes.to_vec()).expect("a UTF-8 body")
+    }
+
+    /// The text `field` of every element of the body's array `list` (the slugs of a page's
+    /// `items`, the kinds of a command's `audit_rows`), in order.
+    pub fn texts(&self, list: &str, field: &str) -> Vec<&str> {
+        self.body[list]
+            .as_array()
+            .unwrap_or_else(|| panic!("no array {list}: {}", self.body))
+            .iter()
+            .map(|item| item[field].as_str().unwrap())
+            .collect()
+    }
+
+    /// How many elements the body's array `list` has.
+    pub fn count(&self, list: &str) -> usize {
+        self.body[list]
+            .as_array()
+            .unwrap_or_else(|| panic!("no array {list}: {}", self.body))
+            .len()
+    }
+
+    /// Asserts a 400 that names `field`; `input` says in the message what was sent.
+    pub fn assert_names_field(&self, field: &str, input: &str) {
+        assert_eq!(
+            (self.status, self.field()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{input}: {}",
+            self.body
+        );
+    }
 }
 
 impl TestApp {
     /// A fresh database, migrated and bootstrapped.
     pub async fn new(backend: Backend) -> TestApp {
         Self::with_settings(backend, ServerSettings::default()).await
+    }
+
+    /// A fresh app with an agent `host` registered in `default`: the app, the admin's token
+    /// and the agent's id (what most tests of commands and tasks start from).
+    pub async fn with_agent(backend: Backend) -> (TestApp, String, String) {
+        let app = Self::new(backend).await;
+        let agent = app.create_agent("default", "host").await;
+        let token = app.admin_token.clone();
+        (app, token, agent)
+    }
+
+    /// A fresh app with a second project `other`: the app, the admin's token, and the ids of
+    /// an agent `here` in `default` and an agent `there` in `other` (for tests that one project
+    /// never reaches into another).
+    pub async fn with_two_projects(backend: Backend) -> (TestApp, String, String, String) {
+        let app = Self::new(backend).await;
+        app.create_project("other").await;
+        let here = app.create_agent("default", "here").await;
+        let there = app.create_agent("other", "there").await;
+        let token = app.admin_token.clone();
+        (app, token, here, there)
     }
 
     /// Like [`TestApp::new`] with chosen server settings.
@@ -211,15 +266,80 @@ impl TestApp {
         assert!(reply.status.is_success(), "{:?}", reply.body);
     }
 
+    /// A bulk limit of a burst of 2 and 1 a minute, so that the third bulk action is refused.
+    pub async fn with_tight_bulk_limit(backend: Backend) -> TestApp {
+        let settings = ServerSettings {
+            bulk_limit: taskward_brain::limits::Limit {
+                burst: 2,
+                per_minute: 1,
+            },
+            ..ServerSettings::default()
+        };
+        Self::with_settings(backend, settings).await
+    }
+
+    /// Creates a new user (a unique name) who is an operator of `default`; returns their token.
+    pub async fn create_operator(&self) -> String {
+        let op = unique("op");
+        let token = self.create_user(&op, false).await;
+        self.add_member("default", &op, "operator").await;
+        token
+    }
+
+    /// Issues a `kind` command on one Celery task (`retry-task`, `cancel-task`) to `agent` in
+    /// `default`, as `token`; the reply, whatever it is.
+    pub async fn command_on_task(&self, token: &str, kind: &str, agent: &str, task: &str) -> Reply {
+        self.post(
+            &format!("/api/v1/projects/default/commands/{kind}"),
+            token,
+            serde_json::json!({"agent_id": agent, "engine": "celery", "task_id": task}),
+        )
+        .await
+    }
+
+    /// Asks for an API token `name` lasting `expires_in` (`30d`, `12h`…), as `token`; the
+    /// reply, whatever it is.
+    pub async fn create_token(&self, token: &str, name: &str, expires_in: &str) -> Reply {
+        let body = serde_json::json!({"name": name, "expires_in": expires_in});
+        self.post("/api/v1/tokens", token, body).await
+    }
+
+    /// Asserts that `GET path?query` answers 400 naming `field`, for each `(query, field)`.
+    pub async fn assert_queries_name_fields(
+        &self,
+        path: &str,
+        token: &str,
+        cases: &[(&str, &str)],
+    ) {
+        for (query, field) in cases {
+            let reply = self.get(&format!("{path}?{query}"), token).await;
+            reply.assert_names_field(field, query);
+        }
+    }
+
+    /// The id of project `slug` (its audit chain is `project:<id>`).
+    pub async fn project_id(&self, slug: &str) -> String {
+        let reply = self
+            .get(&format!("/api/v1/projects/{slug}"), &self.admin_token)
+            .await;
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Asks to register an agent `name` in project `slug` as the admin; the reply, whatever it
+    /// is.
+    pub async fn register_agent(&self, slug: &str, name: &str) -> Reply {
+        let body = serde_json::json!({"name": name});
+        self.post(
+            &format!("/api/v1/projects/{slug}/agents"),
+            &self.admin_token,
+            body,
+        )
+        .await
+    }
+
     /// Registers an agent and returns its id.
     pub async fn create_agent(&self, slug: &str, name: &str) -> String {
-        let reply = self
-            .post(
-                &format!("/api/v1/projects/{slug}/agents"),
-                &self.admin_token,
-                serde_json::json!({"name": name}),
-            )
-            .await;
+        let reply = self.register_agent(slug, name).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
         reply.body["agent"]["id"].as_str().unwrap().to_owned()
     }
@@ -232,16 +352,12 @@ impl TestApp {
             .iter()
             .map(|id| {
                 Update::Task(Box::new(TaskUpdate {
-                    engine: "celery".into(),
-                    task_id: (*id).to_owned(),
-                    state: Some(TaskState::Failed),
-                    at_ms: 1,
                     name: Some("app.add".into()),
                     queue: Some("default".into()),
                     // As an agent sends readable arguments: JSON, redacted on the host.
                     args: Some(serde_json::json!([1, 2])),
                     kwargs: Some(serde_json::json!({"k": "v"})),
-                    ..TaskUpdate::default()
+                    ..celery_task(*id, TaskState::Failed, 1)
                 }))
             })
             .collect();
@@ -325,6 +441,22 @@ impl TestApp {
     pub async fn project_count(&self) -> usize {
         let reply = self.get("/api/v1/projects", &self.admin_token).await;
         reply.body["items"].as_array().unwrap().len()
+    }
+}
+
+/// A Celery task's update in `state` at `at_ms`, nothing else known; add fields with struct
+/// update syntax (`TaskUpdate { queue: …, ..celery_task(…) }`).
+pub fn celery_task(
+    task_id: impl Into<String>,
+    state: taskward_shared::events::TaskState,
+    at_ms: i64,
+) -> taskward_shared::events::TaskUpdate {
+    taskward_shared::events::TaskUpdate {
+        engine: "celery".into(),
+        task_id: task_id.into(),
+        state: Some(state),
+        at_ms,
+        ..Default::default()
     }
 }
 

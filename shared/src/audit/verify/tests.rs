@@ -14,13 +14,7 @@ fn key() -> SigningKey {
 }
 
 fn trusted(key: &SigningKey) -> TrustedKeys {
-    TrustedKeys::from_infos(&[PublicKeyInfo {
-        key_id: key_id(&key.verifying_key()),
-        public_key: hex::encode(key.verifying_key().as_bytes()),
-        valid_from_ms: 0,
-        valid_until_ms: None,
-    }])
-    .unwrap()
+    TrustedKeys::from_infos(&[PublicKeyInfo::of(&key.verifying_key(), 0, None)]).unwrap()
 }
 
 fn chain(n: u64, key: &SigningKey) -> Vec<AuditRow> {
@@ -189,21 +183,8 @@ fn checkpoints_catch_truncation_and_rewrites() {
 
 /// A row over raw statement bytes, signed like the brain signs (for non-canonical bytes).
 fn sign_raw(seq: u64, prev: &Hash, statement: &str, key: &SigningKey) -> AuditRow {
-    use ed25519_dalek::Signer;
     let parsed: Statement = serde_json::from_str(statement).unwrap();
-    let hash = row_hash(seq, prev, statement.as_bytes());
-    let id = key_id(&key.verifying_key());
-    AuditRow {
-        chain: parsed.chain,
-        seq,
-        prev_hash: hex::encode(prev),
-        hash: hex::encode(hash),
-        signature: hex::encode(key.sign(&signature_message(&id, &hash)).to_bytes()),
-        key_id: id,
-        statement: statement.to_owned(),
-        kind: parsed.kind,
-        command_id: parsed.command_id,
-    }
+    AuditRow::sign_text(seq, prev, &parsed, statement.to_owned(), key)
 }
 
 /// Re-signs rows from `from` on (0-based) with `key` after `edit` changed each statement,
@@ -228,6 +209,21 @@ fn resign_from(
 
 fn verify_all(rows: &[AuditRow], keys: TrustedKeys) -> Result<Summary, Failure> {
     verify(rows, keys, None)
+}
+
+/// `rows` with row `n`'s statement changed by `edit` and re-signed with the brain's key, the
+/// rows after it relinked: what someone holding the key and the database can do to one row.
+fn edit_row(rows: &[AuditRow], n: usize, mut edit: impl FnMut(&mut Statement)) -> Vec<AuditRow> {
+    resign_from(rows, n, &key(), |i, statement| {
+        if i == n {
+            edit(statement);
+        }
+    })
+}
+
+/// Why `rows` fail verification with the brain's key.
+fn refusal(rows: &[AuditRow]) -> Failure {
+    verify_all(rows, trusted(&key())).unwrap_err()
 }
 
 #[test]
@@ -282,12 +278,7 @@ fn hex_fields_must_be_lowercase() {
 
 /// Keys with windows: `old` signs until 12:00:10, `new` from then on.
 fn rotated_keys(old: &SigningKey, new: &SigningKey) -> TrustedKeys {
-    let info = |k: &SigningKey, from: i64, until: Option<i64>| PublicKeyInfo {
-        key_id: key_id(&k.verifying_key()),
-        public_key: hex::encode(k.verifying_key().as_bytes()),
-        valid_from_ms: from,
-        valid_until_ms: until,
-    };
+    let info = |k: &SigningKey, from, until| PublicKeyInfo::of(&k.verifying_key(), from, until);
     let switch = format::time_ms("2026-11-25T12:00:10.000Z").unwrap();
     TrustedKeys::from_infos(&[info(old, 0, Some(switch)), info(new, switch, None)]).unwrap()
 }
@@ -523,17 +514,15 @@ mod agents {
     fn a_replaced_agent_signature_is_refused() {
         let rows = history(|_| Vec::new());
         let stranger = SigningKey::from_bytes(&[6u8; 32]);
-        let forged = resign_from(&rows, 3, &key(), |i, st| {
-            if i == 3 {
-                let issued = rows[1].hash.clone();
-                st.payload = outcome(
-                    "failed",
-                    false,
-                    result("c1", &issued, Outcome::Failed, &stranger),
-                );
-            }
+        let forged = edit_row(&rows, 3, |st| {
+            let issued = rows[1].hash.clone();
+            st.payload = outcome(
+                "failed",
+                false,
+                result("c1", &issued, Outcome::Failed, &stranger),
+            );
         });
-        let err = verify_all(&forged, trusted(&key())).unwrap_err();
+        let err = refusal(&forged);
         assert_eq!((err.seq, err.problem), (4, Problem::BadAgentSignature));
     }
 
@@ -541,36 +530,30 @@ mod agents {
     fn a_failure_rewritten_as_success_is_refused_though_re_signed_by_the_brain() {
         let rows = history(|_| Vec::new());
         // The kind and status changed, the agent's result kept.
-        let rewritten = resign_from(&rows, 3, &key(), |i, st| {
-            if i == 3 {
-                st.kind = "command.succeeded".into();
-                st.payload["status"] = json!("succeeded");
-            }
+        let rewritten = edit_row(&rows, 3, |st| {
+            st.kind = "command.succeeded".into();
+            st.payload["status"] = json!("succeeded");
         });
-        let err = verify_all(&rewritten, trusted(&key())).unwrap_err();
+        let err = refusal(&rewritten);
         assert_eq!(err.seq, 4);
         assert!(
             matches!(&err.problem, Problem::AgentResult(w) if w.contains("Failed")),
             "{err}"
         );
         // The result's outcome edited too: the agent's signature no longer covers it.
-        let edited = resign_from(&rows, 3, &key(), |i, st| {
-            if i == 3 {
-                st.kind = "command.succeeded".into();
-                st.payload["status"] = json!("succeeded");
-                st.payload["agent_result"]["result"]["outcome"] = json!("succeeded");
-            }
+        let edited = edit_row(&rows, 3, |st| {
+            st.kind = "command.succeeded".into();
+            st.payload["status"] = json!("succeeded");
+            st.payload["agent_result"]["result"]["outcome"] = json!("succeeded");
         });
-        let err = verify_all(&edited, trusted(&key())).unwrap_err();
+        let err = refusal(&edited);
         assert_eq!((err.seq, err.problem), (4, Problem::BadAgentSignature));
         // The result dropped.
-        let dropped = resign_from(&rows, 3, &key(), |i, st| {
-            if i == 3 {
-                st.kind = "command.succeeded".into();
-                st.payload = json!({"status": "succeeded", "late": false, "agent_result": null});
-            }
+        let dropped = edit_row(&rows, 3, |st| {
+            st.kind = "command.succeeded".into();
+            st.payload = json!({"status": "succeeded", "late": false, "agent_result": null});
         });
-        let err = verify_all(&dropped, trusted(&key())).unwrap_err();
+        let err = refusal(&dropped);
         assert_eq!(err.seq, 4);
         assert!(matches!(err.problem, Problem::AgentResult(_)), "{err}");
     }
@@ -579,16 +562,14 @@ mod agents {
     fn results_must_match_their_command_and_enrolled_agent() {
         let rows = history(|_| Vec::new());
         // Re-enrolled under the forger's key: the real result no longer verifies.
-        let rekeyed = resign_from(&rows, 0, &key(), |i, st| {
-            if i == 0 {
-                let other = SigningKey::from_bytes(&[6u8; 32]).verifying_key();
-                st.payload["public_key"] = json!(hex::encode(other.as_bytes()));
-                st.payload["key_id"] = json!(key_id(&other));
-            }
+        let rekeyed = edit_row(&rows, 0, |st| {
+            let other = SigningKey::from_bytes(&[6u8; 32]).verifying_key();
+            st.payload["public_key"] = json!(hex::encode(other.as_bytes()));
+            st.payload["key_id"] = json!(key_id(&other));
         });
         // (Rewriting row 1 changes every later hash, so the agent's result also names
         // an issued row that no longer exists.)
-        let err = verify_all(&rekeyed, trusted(&key())).unwrap_err();
+        let err = refusal(&rekeyed);
         assert_eq!(err.seq, 4);
         assert!(
             matches!(
@@ -598,24 +579,20 @@ mod agents {
             "{err}"
         );
         // No enrollment before the result.
-        let unenrolled = resign_from(&rows, 0, &key(), |i, st| {
-            if i == 0 {
-                st.kind = "agent.created".into();
-            }
+        let unenrolled = edit_row(&rows, 0, |st| {
+            st.kind = "agent.created".into();
         });
-        let err = verify_all(&unenrolled, trusted(&key())).unwrap_err();
+        let err = refusal(&unenrolled);
         assert_eq!(err.seq, 4);
         assert!(
             matches!(&err.problem, Problem::AgentResult(w) if w.contains("enrolled")),
             "{err}"
         );
         // Another issued row (the audience changed) than the one the agent ran.
-        let reissued = resign_from(&rows, 1, &key(), |i, st| {
-            if i == 1 {
-                st.payload["command"]["audience"] = json!("agent-2");
-            }
+        let reissued = edit_row(&rows, 1, |st| {
+            st.payload["command"]["audience"] = json!("agent-2");
         });
-        let err = verify_all(&reissued, trusted(&key())).unwrap_err();
+        let err = refusal(&reissued);
         assert_eq!(err.seq, 4);
         assert!(
             matches!(&err.problem, Problem::AgentResult(w) if w.contains("issued row")),
@@ -635,7 +612,7 @@ mod agents {
                 ),
             )]
         });
-        let err = verify_all(&rows, trusted(&key())).unwrap_err();
+        let err = refusal(&rows);
         assert_eq!(
             (err.seq, err.problem),
             (6, Problem::SecondLate("c1".into()))
