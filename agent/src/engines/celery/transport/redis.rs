@@ -312,6 +312,10 @@ impl Transport for RedisTransport {
             Ok(lengths.iter().sum())
         })
     }
+
+    fn reach(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move { self.shared().await.map(|_| ()) })
+    }
 }
 
 #[cfg(test)]
