@@ -866,3 +866,64 @@ async fn a_nul_byte_and_a_huge_error_do_not_wedge_the_stream_on_postgres() {
         "nothing should have needed rejecting"
     );
 }
+
+/// `enroll --engine celery` checks the broker (its URL, then a connection) before it spends the
+/// token: each wrong broker fails naming the problem and leaves no config behind, and the same
+/// token then enrolls with a broker that answers, on RabbitMQ as on Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_checks_the_broker_before_spending_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let brain = support::start_brain(dir.path());
+    let api = brain.api();
+    let (_agent, token) = api.create_agent("broker-check").await;
+    let config = dir.path().join("agent.toml");
+    let enroll = |broker: &str| {
+        taskward_testkit::agent::enroll_output(
+            std::path::Path::new(support::AGENT),
+            &config,
+            &brain.url(),
+            &token,
+            &["--engine", "celery", "--broker", broker],
+        )
+    };
+    let missing_vhost = format!("taskward-missing-{}", std::process::id());
+    for (broker, says) in [
+        (
+            "amqps://guest:guest@127.0.0.1:5671//".to_owned(),
+            "amqps:// (AMQP over TLS) is not supported yet",
+        ),
+        (
+            "sqs://celery".to_owned(),
+            "not a Celery broker this agent reads",
+        ),
+        (
+            "amqp://guest:guest@127.0.0.1:notaport//".to_owned(),
+            "broker URL",
+        ),
+        (
+            format!("amqp://guest:guest@127.0.0.1:5672/{missing_vhost}"),
+            "cannot be reached",
+        ),
+        (
+            "amqp://guest:wrong-password@127.0.0.1:5672//".to_owned(),
+            "cannot be reached",
+        ),
+        ("redis://127.0.0.1:1/0".to_owned(), "cannot be reached"),
+    ] {
+        let out = enroll(&broker);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{broker}: enrolled");
+        assert!(stderr.contains(says), "{broker}: {stderr}");
+        assert!(!config.exists(), "{broker}: a config was written");
+    }
+    // The token was never spent: a reachable RabbitMQ enrolls with it.
+    let celery = taskward_testkit::CeleryStack::on(Broker::rabbitmq("enroll"));
+    let out = enroll(celery.broker());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.contains(celery.broker()), "{written}");
+}
