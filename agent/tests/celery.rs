@@ -927,3 +927,50 @@ async fn enroll_checks_the_broker_before_spending_the_token() {
     let written = std::fs::read_to_string(&config).unwrap();
     assert!(written.contains(celery.broker()), "{written}");
 }
+
+/// An agent that stops reading its events on RabbitMQ (its backlog bounded, here to 4 messages
+/// in flight and 10 on the broker): real Celery publishes 50 events, the agent holds the first
+/// 4, the broker keeps the newest 10 and drops the 36 between, and every dropped message is
+/// counted (what the agent reports as dropped events), none silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_rabbitmq_drops_for_a_stalled_agent_are_counted() {
+    use futures_util::StreamExt;
+    use taskward_agent::engines::celery::transport::Transport;
+    use taskward_agent::engines::celery::transport::amqp::AmqpTransport;
+
+    let celery = taskward_testkit::CeleryStack::on(Broker::rabbitmq("overflow"));
+    let transport = AmqpTransport::open(celery.broker())
+        .unwrap()
+        .with_event_backlog(10, 4);
+    let mut events = transport.events().await.unwrap();
+    // Nothing is read while Celery's own event dispatcher sends 50 events.
+    celery.python(
+        "import app\n\
+         with app.app.events.default_dispatcher() as d:\n\
+         \x20   for i in range(50):\n\
+         \x20       d.send('task-received', uuid='t-%d' % i, name='app.add')\n",
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "40 dropped messages counted",
+        || {
+            let dropped = transport.overflowed();
+            async move { dropped == 40 }
+        },
+    )
+    .await;
+    // The newest ten are still there, in order.
+    let mut kept = Vec::new();
+    for _ in 0..10 {
+        let body = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a kept event")
+            .unwrap()
+            .unwrap();
+        let event: Value = serde_json::from_slice(&body).unwrap();
+        kept.push(event["uuid"].as_str().unwrap().to_owned());
+    }
+    let expected: Vec<String> = (0..4).chain(40..50).map(|i| format!("t-{i}")).collect();
+    assert_eq!(kept, expected);
+    assert_eq!(transport.overflowed(), 36);
+}

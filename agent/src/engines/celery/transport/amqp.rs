@@ -47,7 +47,8 @@ const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
 /// Unacked events the broker may have in flight to the agent: enough to keep the pipe full,
 /// small enough that the client's buffer stays bounded.
 const EVENT_PREFETCH: u16 = 2000;
-/// One `basic.ack` (multiple) per this many events.
+/// One `basic.ack` (multiple) per this many events (at most half the prefetch, or the broker
+/// would stop sending before the ack is due).
 const ACK_EVERY: u64 = 250;
 /// Ready event messages kept for a stalled agent before the oldest are dropped (and counted).
 /// An event message is 0.5–2 kB, so this bounds the broker's memory to some 200 MB per agent.
@@ -208,6 +209,10 @@ pub struct AmqpTransport {
     shared: tokio::sync::Mutex<Option<Arc<Connection>>>,
     /// Event messages the broker dropped from our full subscription queues, cumulative.
     overflowed: Arc<AtomicU64>,
+    /// The subscription queue's `x-max-length`.
+    event_queue_max: i64,
+    /// The subscription's prefetch.
+    event_prefetch: u16,
 }
 
 impl AmqpTransport {
@@ -223,7 +228,18 @@ impl AmqpTransport {
             shown,
             shared: tokio::sync::Mutex::new(None),
             overflowed: Arc::new(AtomicU64::new(0)),
+            event_queue_max: EVENT_QUEUE_MAX,
+            event_prefetch: EVENT_PREFETCH,
         })
+    }
+
+    /// The same transport with another event backlog than [`EVENT_QUEUE_MAX`] messages on the
+    /// broker and 2,000 in flight to the agent: what the overflow test uses to fill it with a
+    /// few messages.
+    pub fn with_event_backlog(mut self, queue_max: i64, prefetch: u16) -> AmqpTransport {
+        self.event_queue_max = queue_max;
+        self.event_prefetch = prefetch.max(1);
+        self
     }
 
     async fn connect(&self) -> Result<Connection, TransportError> {
@@ -395,7 +411,7 @@ impl AmqpTransport {
                 QueueDeclareOptions::exclusive().auto_delete(),
                 arguments(&[
                     expires,
-                    ("x-max-length", AMQPValue::LongLongInt(EVENT_QUEUE_MAX)),
+                    ("x-max-length", AMQPValue::LongLongInt(self.event_queue_max)),
                     ("x-overflow", AMQPValue::LongString("drop-head".into())),
                     ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
                     (
@@ -438,7 +454,7 @@ impl AmqpTransport {
             }
         });
         channel
-            .basic_qos(EVENT_PREFETCH, BasicQosOptions::default())
+            .basic_qos(self.event_prefetch, BasicQosOptions::default())
             .await?;
         let events = channel
             .basic_consume(
@@ -461,6 +477,7 @@ struct Subscription {
     _conn: Connection,
     events: lapin::Consumer,
     unacked: u64,
+    ack_every: u64,
 }
 
 impl Transport for AmqpTransport {
@@ -472,12 +489,13 @@ impl Transport for AmqpTransport {
                 _conn: conn,
                 events,
                 unacked: 0,
+                ack_every: ACK_EVERY.min(u64::from(self.event_prefetch / 2)).max(1),
             };
             let stream = futures_util::stream::unfold(state, |mut sub| async move {
                 match sub.events.next().await? {
                     Ok(delivery) => {
                         sub.unacked += 1;
-                        if sub.unacked >= ACK_EVERY {
+                        if sub.unacked >= sub.ack_every {
                             sub.unacked = 0;
                             // A failed ack means the channel is gone: the next read ends.
                             let _ = delivery.acker.ack(BasicAckOptions { multiple: true }).await;
