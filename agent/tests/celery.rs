@@ -915,6 +915,7 @@ async fn enroll_checks_the_broker_before_spending_the_token() {
         assert!(!out.status.success(), "{broker}: enrolled");
         assert!(stderr.contains(says), "{broker}: {stderr}");
         assert!(!config.exists(), "{broker}: a config was written");
+        assert!(!stderr.contains("wrong-password"), "{broker}: {stderr}");
     }
     // The token was never spent: a reachable RabbitMQ enrolls with it.
     let celery = taskward_testkit::CeleryStack::on(Broker::rabbitmq("enroll"));

@@ -116,10 +116,12 @@ impl CeleryAdapter {
 /// dead `run` after enrollment.
 pub async fn reach_broker(broker: &str, keyprefix: &str) -> Result<(), String> {
     let transport = transport::open(broker, keyprefix)?;
-    transport
-        .reach()
-        .await
-        .map_err(|e| format!("--broker {broker:?} cannot be reached: {e}"))
+    transport.reach().await.map_err(|e| {
+        format!(
+            "--broker {:?} cannot be reached: {e}",
+            transport::without_password(broker)
+        )
+    })
 }
 
 impl EngineAdapter for CeleryAdapter {

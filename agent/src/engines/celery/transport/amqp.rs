@@ -190,9 +190,12 @@ fn properties(message: &Outgoing) -> Result<BasicProperties, TransportError> {
 pub fn parse_url(broker: &str) -> Result<AMQPUri, String> {
     let mut uri: AMQPUri = broker
         .parse()
-        .map_err(|e| format!("broker URL {broker:?}: {e}"))?;
+        .map_err(|e| format!("broker URL {:?}: {e}", super::without_password(broker)))?;
     if uri.authority.host.is_empty() {
-        return Err(format!("broker URL {broker:?}: no host"));
+        return Err(format!(
+            "broker URL {:?}: no host",
+            super::without_password(broker)
+        ));
     }
     if uri.vhost.is_empty() {
         uri.vhost = "/".into();

@@ -165,8 +165,9 @@ pub trait Transport: Send + Sync {
 pub fn open(broker: &str, keyprefix: &str) -> Result<Arc<dyn Transport>, String> {
     if broker.starts_with("amqps://") {
         return Err(format!(
-            "broker URL {broker:?}: amqps:// (AMQP over TLS) is not supported yet; use amqp:// \
-             on a trusted network, or Redis with rediss://"
+            "broker URL {:?}: amqps:// (AMQP over TLS) is not supported yet; use amqp:// \
+             on a trusted network, or Redis with rediss://",
+            without_password(broker)
         ));
     }
     if let Some(rest) = broker.strip_prefix("pyamqp://") {
@@ -183,16 +184,50 @@ pub fn open(broker: &str, keyprefix: &str) -> Result<Arc<dyn Transport>, String>
         .any(|scheme| broker.starts_with(scheme))
     {
         return Err(format!(
-            "broker URL {broker:?}: not a Celery broker this agent reads (redis://, rediss:// \
-             or amqp://)"
+            "broker URL {:?}: not a Celery broker this agent reads (redis://, rediss:// \
+             or amqp://)",
+            without_password(broker)
         ));
     }
     Ok(Arc::new(redis::RedisTransport::open(broker, keyprefix)?))
 }
 
+/// A broker URL fit for an error message or a log: the password, if any, replaced by `***`.
+pub fn without_password(broker: &str) -> String {
+    let Some((scheme, rest)) = broker.split_once("://") else {
+        return broker.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
+            None => broker.to_owned(),
+        },
+        None => broker.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::open;
+    use super::{open, without_password};
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            without_password("amqp://guest:s3cret@rabbit:5672//"),
+            "amqp://guest:***@rabbit:5672//"
+        );
+        assert_eq!(
+            without_password("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            without_password("redis://127.0.0.1/0"),
+            "redis://127.0.0.1/0"
+        );
+        let error = open("amqps://u:s3cret@rabbit//", "").err().unwrap();
+        assert!(!error.contains("s3cret"), "{error}");
+    }
 
     #[test]
     fn broker_urls_pick_their_transport_or_say_what_is_wrong() {
