@@ -1,7 +1,7 @@
 //! Celery event ingest, side by side with the incumbent (issue 6): Flower 2.2.0 (from PyPI) and
 //! Taskward (release `taskward-agent` with the Celery engine + `taskward-brain` on SQLite), each
 //! alone, in the same run on the same machine, reading the same Celery-shaped events from
-//! Redis (db 13).
+//! Redis (db 13), or with `CELERY_BENCH_BROKER=rabbitmq` from RabbitMQ (vhost `taskward-bench`).
 //!
 //! A publisher in this bench plays Celery workers: per task a `task-received`, a `task-started`
 //! (one 10 ms tick later) and a `task-succeeded` (one more tick), each its own `task.multi`
@@ -15,13 +15,22 @@
 //! reported as dropped; peak RSS (VmHWM). Then Redis-side diagnostics (PUBLISHes nobody heard,
 //! the subscriber's peak output buffer, its connections, reconnects in the consumer's log).
 //!
+//! On RabbitMQ the publisher plays workers the AMQP way (`celery-wire.md` 4.1 and 6.3): each
+//! message a `basic.publish` to the `celeryev` topic exchange with Celery's routing key
+//! (`task.multi`, `worker.heartbeat`, …), the raw JSON body, `headers {"hostname": …}`,
+//! `delivery_mode` 1, on a confirmed channel with `mandatory` (a message no queue took comes
+//! back: "heard by nobody"). Broker CPU is RabbitMQ's `beam.smp`; the out-buffer and connection
+//! columns are Redis-only.
+//!
 //! Run: `cargo bench -p taskward-agent --bench celery_ingest`
-//! (`CELERY_BENCH_RATES`, default `5000,10000,25000,50000` events/s; `CELERY_BENCH_SECS`,
+//! (`CELERY_BENCH_BROKER`, `redis` (default) or `rabbitmq`;
+//! `CELERY_BENCH_RATES`, default `5000,10000,25000,50000` events/s; `CELERY_BENCH_SECS`,
 //! default 30; `CELERY_BENCH_SYSTEMS`, default `flower,taskward`; `CELERY_BENCH_DRAIN_SECS`
 //! (late after), default 10; `CELERY_BENCH_SETTLE_SECS` (longest wait), default 600;
 //! `CELERY_BENCH_QUIET_WAIT_SECS`, default 300: how long each run waits for the rest of the
-//! machine to go idle; the CPU it used anyway is reported). Needs Redis on 127.0.0.1:6379 and
-//! `python3`; Flower is installed on first run into `.venv-flower/`.
+//! machine to go idle; the CPU it used anyway is reported). Needs Redis on 127.0.0.1:6379 (and
+//! RabbitMQ on 127.0.0.1:5672 with `rabbitmqctl` for its mode) and `python3`; Flower is
+//! installed on first run into `.venv-flower/`.
 
 mod support;
 
@@ -29,9 +38,9 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -42,6 +51,30 @@ use taskward_brain::store::{Store, projects, schema};
 use taskward_testkit::{Proc, free_port};
 
 const BROKER: &str = "redis://127.0.0.1:6379/13";
+/// The RabbitMQ vhost of the AMQP mode (made at the start, deleted at the end).
+const AMQP_VHOST: &str = "taskward-bench";
+const AMQP_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/taskward-bench";
+
+/// The broker the run publishes on (`CELERY_BENCH_BROKER`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Redis,
+    Rabbitmq,
+}
+
+static MODE: OnceLock<Mode> = OnceLock::new();
+
+fn mode() -> Mode {
+    *MODE.get().expect("the mode is set first")
+}
+
+/// The broker URL Flower and the agent read.
+fn broker_url() -> &'static str {
+    match mode() {
+        Mode::Redis => BROKER,
+        Mode::Rabbitmq => AMQP_BROKER,
+    }
+}
 /// Celery's event channels on db 13 (`celery-wire.md` 2.1): `/<db>.celeryev/<routing key>`.
 const CHANNEL_PREFIX: &str = "/13.celeryev/";
 const FAKE_WORKERS: usize = 4;
@@ -277,8 +310,124 @@ struct Published {
     secs: f64,
 }
 
+/// One event message: routing key, sender hostname, JSON body.
+type Message = (String, String, Vec<u8>);
+
+/// Where the publisher's messages go: Redis PUBLISHes (pipelined), or AMQP publishes on a
+/// confirmed channel.
+enum Sink {
+    Redis(redis::Connection),
+    Amqp(Box<AmqpSink>),
+}
+
+/// The AMQP publisher's connection, channel and the runtime lapin runs on.
+struct AmqpSink {
+    runtime: tokio::runtime::Runtime,
+    _conn: lapin::Connection,
+    channel: lapin::Channel,
+}
+
+impl Sink {
+    fn connect() -> Sink {
+        match mode() {
+            Mode::Redis => Sink::Redis(broker_connection()),
+            Mode::Rabbitmq => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let (conn, channel) = runtime.block_on(async {
+                    let conn = lapin::Connection::connect(
+                        AMQP_BROKER,
+                        lapin::ConnectionProperties::default(),
+                    )
+                    .await
+                    .unwrap();
+                    let channel = conn.create_channel().await.unwrap();
+                    channel
+                        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+                        .await
+                        .unwrap();
+                    channel
+                        .exchange_declare(
+                            "celeryev".into(),
+                            lapin::ExchangeKind::Topic,
+                            lapin::options::ExchangeDeclareOptions {
+                                durable: true,
+                                ..Default::default()
+                            },
+                            lapin::types::FieldTable::default(),
+                        )
+                        .await
+                        .unwrap();
+                    (conn, channel)
+                });
+                Sink::Amqp(Box::new(AmqpSink {
+                    runtime,
+                    _conn: conn,
+                    channel,
+                }))
+            }
+        }
+    }
+
+    /// Sends `messages` in order; for each, whether a consumer took it.
+    fn send(&mut self, messages: Vec<Message>) -> Vec<bool> {
+        match self {
+            Sink::Redis(conn) => {
+                let mut pipe = redis::pipe();
+                for (routing_key, hostname, body) in &messages {
+                    pipe.cmd("PUBLISH")
+                        .arg(format!("{CHANNEL_PREFIX}{routing_key}"))
+                        .arg(envelope(hostname, routing_key, body));
+                }
+                let heard: Vec<i64> = pipe.query(conn).unwrap();
+                heard.iter().map(|&h| h > 0).collect()
+            }
+            Sink::Amqp(amqp) => amqp.runtime.block_on(async {
+                let channel = &amqp.channel;
+                let mut confirms = Vec::with_capacity(messages.len());
+                for (routing_key, hostname, body) in messages {
+                    let mut headers = lapin::types::FieldTable::default();
+                    headers.insert(
+                        "hostname".into(),
+                        lapin::types::AMQPValue::LongString(hostname.into()),
+                    );
+                    let properties = lapin::BasicProperties::default()
+                        .with_content_type("application/json".into())
+                        .with_content_encoding("utf-8".into())
+                        .with_headers(headers)
+                        .with_delivery_mode(1)
+                        .with_priority(0);
+                    confirms.push(
+                        channel
+                            .basic_publish(
+                                "celeryev".into(),
+                                routing_key.into(),
+                                lapin::options::BasicPublishOptions {
+                                    mandatory: true,
+                                    ..Default::default()
+                                },
+                                &body,
+                                properties,
+                            )
+                            .await
+                            .unwrap(),
+                    );
+                }
+                let mut heard = Vec::with_capacity(confirms.len());
+                for confirm in confirms {
+                    let confirmation = confirm.await.unwrap();
+                    heard.push(matches!(confirmation, lapin::Confirmation::Ack(None)));
+                }
+                heard
+            }),
+        }
+    }
+}
+
 struct Publisher {
-    conn: redis::Connection,
+    sink: Sink,
     workers: Vec<FakeWorker>,
     next_seq: u64,
     published: Published,
@@ -311,7 +460,7 @@ fn task_shape(seq: u64) -> (&'static str, String, String, String) {
 
 impl Publisher {
     fn connect() -> Publisher {
-        let conn = broker_connection();
+        let sink = Sink::connect();
         let workers = (0..FAKE_WORKERS)
             .map(|n| FakeWorker {
                 hostname: format!("bench{n}@benchhost"),
@@ -322,14 +471,14 @@ impl Publisher {
             })
             .collect();
         Publisher {
-            conn,
+            sink,
             workers,
             next_seq: 0,
             published: Published::default(),
         }
     }
 
-    fn worker_event(&mut self, pipe: &mut redis::Pipeline, n: usize, kind: &'static str) {
+    fn worker_event(&mut self, pipe: &mut Vec<Message>, n: usize, kind: &'static str) {
         let w = &mut self.workers[n];
         let (processed, active) = (w.processed, w.active);
         let hostname = w.hostname.clone();
@@ -346,30 +495,32 @@ impl Publisher {
             kind,
         };
         let routing_key = kind.replace('-', ".");
-        pipe.cmd("PUBLISH")
-            .arg(format!("{CHANNEL_PREFIX}{routing_key}"))
-            .arg(envelope(&hostname, &routing_key, &python_json(&event)));
+        pipe.push((routing_key, hostname, python_json(&event)));
     }
 
     /// Every fake worker says `worker-online` until the consumer hears them all.
     fn announce(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let mut pipe = redis::pipe();
+            let mut pipe = Vec::new();
             for n in 0..FAKE_WORKERS {
                 self.worker_event(&mut pipe, n, "worker-online");
             }
-            let heard: Vec<i64> = pipe.query(&mut self.conn).unwrap();
+            let heard = self.sink.send(pipe);
             self.published.worker_events += FAKE_WORKERS as u64;
-            if heard.iter().all(|&h| h > 0) {
+            if heard.iter().all(|&h| h) {
                 return;
             }
-            assert!(Instant::now() < deadline, "nobody subscribed to {BROKER}");
+            assert!(
+                Instant::now() < deadline,
+                "nobody subscribed to {}",
+                broker_url()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    fn heartbeats(&mut self, pipe: &mut redis::Pipeline) {
+    fn heartbeats(&mut self, pipe: &mut Vec<Message>) {
         for n in 0..FAKE_WORKERS {
             self.worker_event(pipe, n, "worker-heartbeat");
         }
@@ -378,16 +529,14 @@ impl Publisher {
     /// One `task.multi` PUBLISH from the task's worker; `body` makes the JSON array.
     fn task_multi(
         &mut self,
-        pipe: &mut redis::Pipeline,
+        pipe: &mut Vec<Message>,
         seq: u64,
         body: impl FnOnce(Common<'_>) -> Vec<u8>,
     ) {
         let w = &mut self.workers[seq as usize % FAKE_WORKERS];
         let hostname = w.hostname.clone();
         let payload = body(w.common());
-        pipe.cmd("PUBLISH")
-            .arg(format!("{CHANNEL_PREFIX}task.multi"))
-            .arg(envelope(&hostname, "task.multi", &payload));
+        pipe.push(("task.multi".to_owned(), hostname, payload));
     }
 
     /// Publishes `rate` task events per second for `secs`, then tells `done` what it sent and
@@ -412,7 +561,7 @@ impl Publisher {
             if elapsed >= duration && received.is_empty() && started.is_empty() {
                 break;
             }
-            let mut pipe = redis::pipe();
+            let mut pipe = Vec::new();
             let ts = unix_now();
             let mut task_events = 0;
             for t in std::mem::take(&mut started) {
@@ -482,11 +631,11 @@ impl Publisher {
                 next_heartbeat += HEARTBEAT_EVERY;
             }
             if task_events > 0 || heartbeat {
-                let heard: Vec<i64> = pipe.query(&mut self.conn).unwrap();
+                let heard = self.sink.send(pipe);
                 // Task events come first in the pipeline, heartbeats last.
                 let tasks = &heard[..task_events];
                 self.published.task_events += task_events as u64;
-                self.published.unheard += tasks.iter().filter(|&&h| h == 0).count() as u64;
+                self.published.unheard += tasks.iter().filter(|&&h| !h).count() as u64;
                 self.published.worker_events += (heard.len() - task_events) as u64;
                 if task_events > 0 {
                     last_event = Instant::now();
@@ -500,9 +649,9 @@ impl Publisher {
         self.published.secs = (last_event - start).as_secs_f64();
         done.send(self.published).unwrap();
         while !stop.load(Ordering::Relaxed) {
-            let mut pipe = redis::pipe();
+            let mut pipe = Vec::new();
             self.heartbeats(&mut pipe);
-            let _: Vec<i64> = pipe.query(&mut self.conn).unwrap();
+            self.sink.send(pipe);
             for _ in 0..20 {
                 if stop.load(Ordering::Relaxed) {
                     return;
@@ -527,6 +676,9 @@ struct RedisWatch {
 
 impl RedisWatch {
     fn sample(&mut self, conn: &mut redis::Connection) {
+        if mode() != Mode::Redis {
+            return;
+        }
         let Ok(list) = redis::cmd("CLIENT")
             .arg("LIST")
             .arg("TYPE")
@@ -549,7 +701,11 @@ impl RedisWatch {
     }
 }
 
+/// Empties the broker's db (Redis; on RabbitMQ each consumer's queue goes with it).
 fn flushdb() {
+    if mode() != Mode::Redis {
+        return;
+    }
     let mut conn = broker_connection();
     let _: () = redis::cmd("FLUSHDB").query(&mut conn).unwrap();
 }
@@ -648,8 +804,20 @@ fn wait_for_quiet(patience: Duration) {
     }
 }
 
-/// CPU seconds Redis has used (`INFO cpu`).
+/// CPU seconds the broker has used: Redis's `INFO cpu`, or RabbitMQ's `beam.smp` process.
 fn redis_cpu_secs(conn: &mut redis::Connection) -> f64 {
+    if mode() == Mode::Rabbitmq {
+        let pids = Command::new("pidof")
+            .arg("beam.smp")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        return pids
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .map(cpu_secs)
+            .sum();
+    }
     let info: String = redis::cmd("INFO")
         .arg("cpu")
         .query(conn)
@@ -857,7 +1025,7 @@ fn run_flower(celery: &Path, plan: Plan) -> Row {
     let flower = Proc(
         Command::new(celery)
             .current_dir(dir.path())
-            .args(["--broker", BROKER, "flower"])
+            .args(["--broker", broker_url(), "flower"])
             .arg(format!("--port={port}"))
             .arg("--address=127.0.0.1")
             .stdout(Stdio::null())
@@ -945,7 +1113,7 @@ fn spool_backlog(spool: &Path) -> u64 {
 
 fn run_taskward(bin: &Path, plan: Plan) -> Row {
     flushdb();
-    let mut s: Stack = support::setup(bin, None, &["--engine", "celery", "--broker", BROKER]);
+    let mut s: Stack = support::setup(bin, None, &["--engine", "celery", "--broker", broker_url()]);
     let store = Store::open(&s.store_url).unwrap();
     start_agent(&mut s, "info");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1068,7 +1236,37 @@ fn env_number(name: &str, default: u64) -> u64 {
     })
 }
 
+/// A fresh vhost for the AMQP mode, guest allowed.
+fn rabbitmq_vhost(create: bool) {
+    let ctl = |args: &[&str]| {
+        let _ = Command::new("rabbitmqctl").args(args).output();
+    };
+    ctl(&["delete_vhost", AMQP_VHOST]);
+    if create {
+        ctl(&["add_vhost", AMQP_VHOST]);
+        ctl(&[
+            "set_permissions",
+            "-p",
+            AMQP_VHOST,
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ]);
+    }
+}
+
 fn main() {
+    let mode = match std::env::var("CELERY_BENCH_BROKER").as_deref() {
+        Ok("rabbitmq") => Mode::Rabbitmq,
+        Ok("redis") | Err(_) => Mode::Redis,
+        Ok(other) => panic!("CELERY_BENCH_BROKER: redis or rabbitmq, not {other:?}"),
+    };
+    MODE.set(mode).unwrap();
+    if mode == Mode::Rabbitmq {
+        rabbitmq_vhost(true);
+    }
+    eprintln!("broker: {}", broker_url());
     let rates: Vec<u64> = env_list("CELERY_BENCH_RATES", "5000,10000,25000,50000")
         .iter()
         .map(|r| r.parse().expect("CELERY_BENCH_RATES: events per second"))
@@ -1110,5 +1308,9 @@ fn main() {
             rows.push(row);
         }
     }
+    if mode == Mode::Rabbitmq {
+        rabbitmq_vhost(false);
+    }
+    println!("\nBroker: {}", broker_url());
     print_tables(&rows, plan(0));
 }

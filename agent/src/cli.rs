@@ -55,7 +55,8 @@ pub enum Command {
         /// The engine this agent drives.
         #[arg(long, value_enum, default_value_t = EngineKind::None)]
         engine: EngineKind,
-        /// The Celery broker (with `--engine celery`), e.g. redis://127.0.0.1:6379/0.
+        /// The Celery broker (with `--engine celery`), e.g. redis://127.0.0.1:6379/0 or
+        /// amqp://guest:guest@127.0.0.1:5672//; checked (connected to) before the token is spent.
         #[arg(long, required_if_eq("engine", "celery"))]
         broker: Option<String>,
         /// Overwrite an existing config (the old identity is abandoned).
@@ -150,6 +151,18 @@ fn enroll(
         .filter(|d| !d.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let state_dir = state_dir.unwrap_or_else(|| dir.join("state"));
+    // The broker before the token: a token spent on a broker the agent cannot read is lost.
+    if let EngineConfig::Celery {
+        broker,
+        global_keyprefix,
+        ..
+    } = &engine
+    {
+        runtime()?.block_on(crate::engines::celery::reach_broker(
+            broker,
+            global_keyprefix,
+        ))?;
+    }
     let key = generate_signing_key();
     let request = EnrollRequest {
         enrollment_token: token.to_owned(),

@@ -79,9 +79,10 @@ fn default_spool_max() -> u64 {
 pub enum EngineConfig {
     /// No engine yet: the agent connects and refuses every command, saying why.
     None,
-    /// Celery over Redis.
+    /// Celery over Redis or RabbitMQ (AMQP).
     Celery {
-        /// Broker URL: `redis://[:password@]host:port/db` or `rediss://` (TLS).
+        /// Broker URL: `redis://[:password@]host:port/db`, `rediss://` (TLS) or
+        /// `amqp://user:password@host:port/vhost`.
         broker: String,
         /// kombu's `global_keyprefix`, if the app sets one.
         #[serde(default)]

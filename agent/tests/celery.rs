@@ -1,6 +1,7 @@
 //! The agent's Celery adapter against real Celery workers (the example app, from the project's
-//! `.venv`) on the real Redis, each test on a Redis database of its own, with the real
-//! `taskward-brain` and `taskward-agent` binaries on loopback.
+//! `.venv`) with the real `taskward-brain` and `taskward-agent` binaries on loopback. Each test
+//! body is written once and runs on both brokers: the real Redis (a database of its own) and
+//! the real RabbitMQ (a vhost made for it), as `<test>::redis` and `<test>::rabbitmq`.
 
 mod support;
 
@@ -8,16 +9,41 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{CeleryHost, expect_outcome, retried_id, task_states};
-use taskward_testkit::{Wait, wait_for};
+use taskward_testkit::{Broker, Wait, wait_for};
+
+/// Runs each `test(broker)` on Redis database `db` and on a RabbitMQ vhost of its own.
+macro_rules! on_each_broker {
+    ($($test:ident on redis db $db:literal;)*) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$test(super::Broker::Redis { db: $db }).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rabbitmq() {
+                super::$test(super::Broker::rabbitmq(stringify!($test))).await
+            }
+        }
+    )*};
+}
+
+on_each_broker! {
+    celery_events_from_a_real_worker_become_tasks on redis db 9;
+    a_killed_celery_worker_goes_offline_and_its_task_is_lost on redis db 10;
+    commands_reach_a_real_celery_worker on redis db 11;
+    workers_without_task_events_are_switched_on on redis db 12;
+    a_gap_in_the_event_stream_is_counted_and_reconciled on redis db 14;
+    a_health_check_schedule_pings_real_workers_and_alerts_on_a_dead_one on redis db 15;
+}
 
 const PREFORK_1: &[&str] = &["-E", "--pool", "prefork", "-c", "1"];
 
 /// A real Celery worker on the real Redis emits events; the agent's Celery adapter reads them
 /// from pub/sub and the brain stores the tasks with their results, errors and worker. A retry
 /// with new kwargs republishes the task, which runs again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn celery_events_from_a_real_worker_become_tasks() {
-    let host = CeleryHost::start(9, &["celery"]).await;
+async fn celery_events_from_a_real_worker_become_tasks(broker: Broker) {
+    let host = CeleryHost::start(broker, &["celery"]).await;
     let _worker = host.celery.worker(
         "w1@taskward-test",
         &["-E", "--pool", "solo", "--loglevel", "INFO"],
@@ -137,9 +163,8 @@ async fn secrets_stay_on_the_host(host: &CeleryHost) {
 
 /// A real worker killed with SIGKILL mid-task: it goes offline and its started task becomes
 /// `lost`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_celery_worker_goes_offline_and_its_task_is_lost() {
-    let host = CeleryHost::start(10, &["celery"]).await;
+async fn a_killed_celery_worker_goes_offline_and_its_task_is_lost(broker: Broker) {
+    let host = CeleryHost::start(broker, &["celery"]).await;
     // Prefork: the main process keeps flushing events while the child sleeps.
     let mut worker = host.celery.worker("doomed@taskward-test", PREFORK_1, &[]);
     let id = host.send("app.sleepy.delay(120)");
@@ -196,14 +221,10 @@ async fn wait_for_the_pool_in_the_agents_api(host: &CeleryHost, w: &str) {
 
 /// Every worker-control verb, end to end: API → signed command → agent → Celery's remote
 /// control on a real worker (or the broker, for purges) → signed result with the worker's answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_reach_a_real_celery_worker() {
-    let host = CeleryHost::start(11, &["celery", "reports"]).await;
-    // A queue no worker consumes, with messages in two priority buckets.
-    host.celery.python(
-        "import redis; r = redis.Redis(db=11); \
-         r.lpush('reports', 'a', 'b', 'c'); r.lpush('reports\\x06\\x166', 'd', 'e')",
-    );
+async fn commands_reach_a_real_celery_worker(broker: Broker) {
+    let host = CeleryHost::start(broker, &["celery", "reports"]).await;
+    // A queue no worker consumes, with messages of two priorities (two buckets on Redis).
+    host.celery.fill_queue("reports", &[0, 0, 0, 6, 6]);
     let w = "ctl@taskward-test";
     let _worker = host.celery.worker(w, PREFORK_1, &[]);
     wait_for_the_pool_in_the_agents_api(&host, w).await;
@@ -399,17 +420,13 @@ async fn bulk_retry_and_purge(host: &CeleryHost) {
         "succeeded",
         "purged 5 messages from reports",
     );
-    let left = host.celery.python(
-        "import redis; r = redis.Redis(db=11); print(r.llen('reports') + r.llen('reports\\x06\\x166'))",
-    );
-    assert_eq!(left, ["0"]);
+    assert_eq!(host.celery.queue_len("reports"), 0);
 }
 
 /// A worker started without `-E` sends no task events until the agent switches them on with
 /// `enable_events` (and says so in its log).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_without_task_events_are_switched_on() {
-    let host = CeleryHost::start(12, &["celery"]).await;
+async fn workers_without_task_events_are_switched_on(broker: Broker) {
+    let host = CeleryHost::start(broker, &["celery"]).await;
     let quiet = "quiet@taskward-test";
     let _worker = host.celery.worker(
         quiet,
@@ -484,9 +501,8 @@ async fn workers_without_task_events_are_switched_on() {
 /// A gap in the event stream (Redis drops the agent's connections, again and again, while a
 /// task starts): the agent counts the task events it missed, reports them as dropped, and
 /// learns the in-flight task from the workers (`active`) once it is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gap_in_the_event_stream_is_counted_and_reconciled() {
-    let host = CeleryHost::start(14, &["celery"]).await;
+async fn a_gap_in_the_event_stream_is_counted_and_reconciled(broker: Broker) {
+    let host = CeleryHost::start(broker, &["celery"]).await;
     let _worker = host.celery.worker(
         "gappy@taskward-test",
         &["-E", "--pool", "prefork", "-c", "2"],
@@ -497,22 +513,20 @@ async fn a_gap_in_the_event_stream_is_counted_and_reconciled() {
     host.wait_task(&warm, "a first task", |t| t.state == "succeeded")
         .await;
     let agent_pid = host.home.pid().unwrap();
-    // Kill every Redis connection of the agent for 4 s while a sleeper and ten quick tasks
-    // start, spread over the storm.
+    // Drop every broker connection of the agent for 4 s (Redis: CLIENT KILL; RabbitMQ: the
+    // broker closes them, as on a restart) while a sleeper and ten quick tasks start, spread
+    // over the storm.
     let ids = host.celery.python(&format!(
         r#"
-import subprocess, threading, time, redis, app
-r = redis.Redis(db=14)
+import subprocess, threading, time, app
+{drop}
 stop = time.time() + 4
 def storm():
     while time.time() < stop:
-        out = subprocess.run(["ss", "-tnpH", "dst", "127.0.0.1:6379"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if "pid={agent_pid}," in line:
-                try:
-                    r.client_kill(line.split()[3])
-                except redis.ResponseError:
-                    pass
+        out = subprocess.run(["ss", "-tnpH", "dst", "127.0.0.1:{port}"], capture_output=True, text=True).stdout
+        mine = [line.split()[3] for line in out.splitlines() if "pid={agent_pid}," in line]
+        if mine:
+            drop(mine)
         time.sleep(0.02)
 t = threading.Thread(target=storm)
 t.start()
@@ -522,7 +536,9 @@ for i in range(10):
     time.sleep(0.3)
     app.add.delay(i, i)
 t.join()
-"#
+"#,
+        drop = drop_connections(host.celery.kind()),
+        port = if host.celery.kind().is_rabbitmq() { 5672 } else { 6379 },
     ));
     // The sleeper is in flight: the brain learns it even if its events were lost.
     host.wait_task(&ids[0], "the in-flight task", |t| t.state == "started")
@@ -538,6 +554,36 @@ t.join()
         },
     )
     .await;
+}
+
+/// Python defining `drop(addresses)`: the broker closes its connections from those client
+/// addresses.
+fn drop_connections(broker: &Broker) -> String {
+    match broker {
+        Broker::Redis { db } => format!(
+            r#"
+import redis
+r = redis.Redis(db={db})
+def drop(addresses):
+    for address in addresses:
+        try:
+            r.client_kill(address)
+        except redis.ResponseError:
+            pass
+"#
+        ),
+        // rabbitmqctl names a connection "<client> -> <server>" and closes it by its pid.
+        Broker::Rabbitmq { .. } => r#"
+def drop(addresses):
+    out = subprocess.run(["rabbitmqctl", "list_connections", "-q", "--no-table-headers", "pid", "name"],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        pid, _, name = line.partition("\t")
+        if any(name.startswith(address + " ->") for address in addresses):
+            subprocess.run(["rabbitmqctl", "close_connection", pid, "storm"], capture_output=True)
+"#
+        .to_owned(),
+    }
 }
 
 /// The schedule's runs: starts one now (it must be accepted as running with one command) and
@@ -607,9 +653,8 @@ async fn ping_of(host: &CeleryHost, run: &Value, schedule: &str) -> Value {
 /// with the answers. After one worker is SIGKILLed and marked offline, the next run still pings
 /// it (it went offline since the previous run), fails naming it, appends a signed
 /// `schedule.alert` row and counts the alert on `/metrics`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_health_check_schedule_pings_real_workers_and_alerts_on_a_dead_one() {
-    let host = CeleryHost::start(15, &["celery"]).await;
+async fn a_health_check_schedule_pings_real_workers_and_alerts_on_a_dead_one(broker: Broker) {
+    let host = CeleryHost::start(broker, &["celery"]).await;
     let (alive, doomed) = ("alive@taskward-test", "doomed@taskward-test");
     let solo = &["-E", "--pool", "solo"];
     let _alive = host.celery.worker(alive, solo, &[]);
@@ -771,7 +816,7 @@ async fn a_run_with_a_dead_worker_fails_and_alerts(
 /// and marked, the NUL replaced, and the task after it arrives as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_byte_and_a_huge_error_do_not_wedge_the_stream_on_postgres() {
-    let host = CeleryHost::start_on(13, &["celery"], true).await;
+    let host = CeleryHost::start_on(Broker::Redis { db: 13 }, &["celery"], true).await;
     let _worker = host.celery.worker(
         "w1@taskward-test",
         &["-E", "--pool", "solo", "--loglevel", "WARNING"],
@@ -820,4 +865,113 @@ async fn a_nul_byte_and_a_huge_error_do_not_wedge_the_stream_on_postgres() {
             .contains("taskward_events_rejected_total{"),
         "nothing should have needed rejecting"
     );
+}
+
+/// `enroll --engine celery` checks the broker (its URL, then a connection) before it spends the
+/// token: each wrong broker fails naming the problem and leaves no config behind, and the same
+/// token then enrolls with a broker that answers, on RabbitMQ as on Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_checks_the_broker_before_spending_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let brain = support::start_brain(dir.path());
+    let api = brain.api();
+    let (_agent, token) = api.create_agent("broker-check").await;
+    let config = dir.path().join("agent.toml");
+    let enroll = |broker: &str| {
+        taskward_testkit::agent::enroll_output(
+            std::path::Path::new(support::AGENT),
+            &config,
+            &brain.url(),
+            &token,
+            &["--engine", "celery", "--broker", broker],
+        )
+    };
+    let missing_vhost = format!("taskward-missing-{}", std::process::id());
+    for (broker, says) in [
+        (
+            "amqps://guest:guest@127.0.0.1:5671//".to_owned(),
+            "amqps:// (AMQP over TLS) is not supported yet",
+        ),
+        (
+            "sqs://celery".to_owned(),
+            "not a Celery broker this agent reads",
+        ),
+        (
+            "amqp://guest:guest@127.0.0.1:notaport//".to_owned(),
+            "broker URL",
+        ),
+        (
+            format!("amqp://guest:guest@127.0.0.1:5672/{missing_vhost}"),
+            "cannot be reached",
+        ),
+        (
+            "amqp://guest:wrong-password@127.0.0.1:5672//".to_owned(),
+            "cannot be reached",
+        ),
+        ("redis://127.0.0.1:1/0".to_owned(), "cannot be reached"),
+    ] {
+        let out = enroll(&broker);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{broker}: enrolled");
+        assert!(stderr.contains(says), "{broker}: {stderr}");
+        assert!(!config.exists(), "{broker}: a config was written");
+        assert!(!stderr.contains("wrong-password"), "{broker}: {stderr}");
+    }
+    // The token was never spent: a reachable RabbitMQ enrolls with it.
+    let celery = taskward_testkit::CeleryStack::on(Broker::rabbitmq("enroll"));
+    let out = enroll(celery.broker());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.contains(celery.broker()), "{written}");
+}
+
+/// An agent that stops reading its events on RabbitMQ (its backlog bounded, here to 4 messages
+/// in flight and 10 on the broker): real Celery publishes 50 events, the agent holds the first
+/// 4, the broker keeps the newest 10 and drops the 36 between, and every dropped message is
+/// counted (what the agent reports as dropped events), none silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_rabbitmq_drops_for_a_stalled_agent_are_counted() {
+    use futures_util::StreamExt;
+    use taskward_agent::engines::celery::transport::Transport;
+    use taskward_agent::engines::celery::transport::amqp::AmqpTransport;
+
+    let celery = taskward_testkit::CeleryStack::on(Broker::rabbitmq("overflow"));
+    let transport = AmqpTransport::open(celery.broker())
+        .unwrap()
+        .with_event_backlog(10, 4);
+    let mut events = transport.events().await.unwrap();
+    // Nothing is read while Celery's own event dispatcher sends 50 events.
+    celery.python(
+        "import app\n\
+         with app.app.events.default_dispatcher() as d:\n\
+         \x20   for i in range(50):\n\
+         \x20       d.send('task-received', uuid='t-%d' % i, name='app.add')\n",
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "36 dropped messages counted",
+        || {
+            let dropped = transport.overflowed();
+            async move { dropped >= 36 }
+        },
+    )
+    .await;
+    // The first four and the newest ten are still there, in order.
+    let mut kept = Vec::new();
+    for _ in 0..14 {
+        let body = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a kept event")
+            .unwrap()
+            .unwrap();
+        let event: Value = serde_json::from_slice(&body).unwrap();
+        kept.push(event["uuid"].as_str().unwrap().to_owned());
+    }
+    let expected: Vec<String> = (0..4).chain(40..50).map(|i| format!("t-{i}")).collect();
+    assert_eq!(kept, expected);
+    assert_eq!(transport.overflowed(), 36);
 }

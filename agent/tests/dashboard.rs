@@ -12,7 +12,7 @@ use taskward_testkit::browser::Browser;
 /// page (no reload); the new run sits under its original in the tree and succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_retries_a_failed_task_on_a_real_worker() {
-    let host = CeleryHost::start(8, &["celery"]).await;
+    let host = CeleryHost::start(taskward_testkit::Broker::Redis { db: 8 }, &["celery"]).await;
     let _worker = host
         .celery
         .worker("w1@dashboard-test", &["-E", "--pool", "solo"], &[]);

@@ -1,6 +1,7 @@
 //! Real Celery: the project's Python (`.venv`, made by `scripts/ensure-services`) with the
-//! example app (`examples/celery-app`), on a Redis database of the test's own, and workers of
-//! that app as processes.
+//! example app (`examples/celery-app`), on a broker of the test's own (a Redis database, or a
+//! RabbitMQ vhost made for the test and deleted after it), and workers of that app as
+//! processes.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -29,11 +30,65 @@ pub fn app_dir() -> PathBuf {
     workspace().join("examples/celery-app")
 }
 
-/// A Redis database for one test's Celery (`redis://127.0.0.1:6379/<db>`, emptied at the
-/// start), a directory for its workers' logs, and Python to drive it.
+/// The broker a test's Celery runs on: the same suite runs on each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broker {
+    /// Redis database `db` on 127.0.0.1:6379 (each test owns one; emptied at the start).
+    Redis {
+        /// The database number.
+        db: u8,
+    },
+    /// A vhost of its own on the RabbitMQ at 127.0.0.1:5672 (guest/guest), made at the start
+    /// and deleted when the stack is dropped.
+    Rabbitmq {
+        /// The vhost's name.
+        vhost: String,
+    },
+}
+
+impl Broker {
+    /// RabbitMQ, on a vhost named after the test (and this process, so parallel runs of the
+    /// suite never share one).
+    pub fn rabbitmq(test: &str) -> Broker {
+        Broker::Rabbitmq {
+            vhost: format!("taskward-{test}-{}", std::process::id()),
+        }
+    }
+
+    /// The broker URL, as Celery and the agent take it.
+    pub fn url(&self) -> String {
+        match self {
+            Broker::Redis { db } => format!("redis://127.0.0.1:6379/{db}"),
+            Broker::Rabbitmq { vhost } => format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"),
+        }
+    }
+
+    /// Whether this is RabbitMQ.
+    pub fn is_rabbitmq(&self) -> bool {
+        matches!(self, Broker::Rabbitmq { .. })
+    }
+}
+
+/// Runs `rabbitmqctl` (the broker's own admin tool); its stdout. Panics when it fails, unless
+/// `tolerate` says the failure is expected (deleting what may not exist).
+pub fn rabbitmqctl(args: &[&str], tolerate: bool) -> String {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (RabbitMQ is installed by scripts/ensure-services)");
+    assert!(
+        tolerate || out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A broker for one test's Celery (see [`Broker`]), a directory for its workers' logs, and
+/// Python to drive it.
 pub struct CeleryStack {
+    kind: Broker,
     broker: String,
-    db: u8,
     logs: tempfile::TempDir,
 }
 
@@ -41,14 +96,32 @@ impl CeleryStack {
     /// Takes Redis database `db` (each test owns one) and empties it: no leftovers of earlier
     /// runs.
     pub fn on_db(db: u8) -> CeleryStack {
+        CeleryStack::on(Broker::Redis { db })
+    }
+
+    /// Takes `broker` for the test: a Redis database emptied, or a RabbitMQ vhost made afresh
+    /// (a leftover of an earlier run deleted first) with guest's permissions.
+    pub fn on(broker: Broker) -> CeleryStack {
         let stack = CeleryStack {
-            broker: format!("redis://127.0.0.1:6379/{db}"),
-            db,
+            broker: broker.url(),
+            kind: broker,
             logs: tempfile::tempdir().unwrap(),
         };
-        stack.python(
-            "import os, redis; redis.Redis.from_url(os.environ['CELERY_BROKER_URL']).flushdb()",
-        );
+        match &stack.kind {
+            Broker::Redis { .. } => {
+                stack.python(
+                    "import os, redis; redis.Redis.from_url(os.environ['CELERY_BROKER_URL']).flushdb()",
+                );
+            }
+            Broker::Rabbitmq { vhost } => {
+                rabbitmqctl(&["delete_vhost", vhost], true);
+                rabbitmqctl(&["add_vhost", vhost], false);
+                rabbitmqctl(
+                    &["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                    false,
+                );
+            }
+        }
         stack
     }
 
@@ -57,9 +130,37 @@ impl CeleryStack {
         &self.broker
     }
 
-    /// The Redis database number.
-    pub fn db(&self) -> u8 {
-        self.db
+    /// Which broker.
+    pub fn kind(&self) -> &Broker {
+        &self.kind
+    }
+
+    /// Puts one message per priority in `priorities` into `queue` (declared as Celery
+    /// declares a task queue), through kombu as any producer would: on Redis they land in the
+    /// priority buckets.
+    pub fn fill_queue(&self, queue: &str, priorities: &[u8]) {
+        self.python(&format!(
+            r#"
+import os, kombu
+q = kombu.Queue({queue:?})
+with kombu.Connection(os.environ["CELERY_BROKER_URL"]) as c:
+    p = c.Producer()
+    for prio in {priorities:?}:
+        p.publish({{"n": prio}}, routing_key={queue:?}, declare=[q], priority=prio)
+"#
+        ));
+    }
+
+    /// The ready messages of `queue` (every priority), as kombu counts them.
+    pub fn queue_len(&self, queue: &str) -> u64 {
+        let out = self.python(&format!(
+            r#"
+import os, kombu
+with kombu.Connection(os.environ["CELERY_BROKER_URL"]) as c:
+    print(kombu.Queue({queue:?})(c.default_channel).queue_declare().message_count)
+"#
+        ));
+        out[0].parse().unwrap()
     }
 
     /// Runs Python code beside the example app (`import app` works) with `CELERY_BROKER_URL`
@@ -104,6 +205,14 @@ impl CeleryStack {
         CeleryWorker {
             child: Some(child),
             log,
+        }
+    }
+}
+
+impl Drop for CeleryStack {
+    fn drop(&mut self) {
+        if let Broker::Rabbitmq { vhost } = &self.kind {
+            rabbitmqctl(&["delete_vhost", vhost], true);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Taskward's test kit: what the brain's and the agent's integration tests and benches need to
 //! run the real thing — the `taskward-brain` and `taskward-agent` binaries as processes
-//! ([`BrainProcess`], [`AgentHome`]), real Celery workers on Redis ([`CeleryStack`]), polling
+//! ([`BrainProcess`], [`AgentHome`]), real Celery workers on Redis or RabbitMQ ([`CeleryStack`]), polling
 //! with a deadline ([`wait_for`], [`Wait`]), an authenticated JSON client ([`Api`]), a blocking
 //! HTTP/1.1 client for code without a runtime ([`http1`]), fresh PostgreSQL databases
 //! ([`PgDatabase`]), a WebDriver client for headless Chromium ([`browser::Browser`]) and inputs
@@ -27,7 +27,7 @@ pub use agent::AgentHome;
 pub use api::Api;
 pub use bins::{brain_bin, target_dir};
 pub use brain::{BrainBuilder, BrainProcess};
-pub use celery::{CeleryStack, CeleryWorker};
+pub use celery::{Broker, CeleryStack, CeleryWorker, rabbitmqctl};
 pub use pg::PgDatabase;
 pub use process::{Proc, free_port};
 pub use wait::{Wait, wait_for};

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use taskward_brain::store::tasks::TaskRow;
 use taskward_brain::store::{DatabaseUrl, Store, projects, tasks};
-use taskward_testkit::{AgentHome, Api, BrainProcess, CeleryStack, Wait, brain_bin};
+use taskward_testkit::{AgentHome, Api, BrainProcess, Broker, CeleryStack, Wait, brain_bin};
 
 /// The agent binary cargo built for these tests.
 pub const AGENT: &str = env!("CARGO_BIN_EXE_taskward-agent");
@@ -63,8 +63,9 @@ pub fn retried_id(command: &Value) -> String {
         .to_owned()
 }
 
-/// A brain and an enrolled Celery agent on a Redis database of the test's own (watching
-/// `queues`), connected and subscribed to the broker's events; the brain's store to read.
+/// A brain and an enrolled Celery agent on a broker of the test's own (a Redis database or a
+/// RabbitMQ vhost, watching `queues`), connected and subscribed to the broker's events; the
+/// brain's store to read.
 pub struct CeleryHost {
     /// The broker, its Python and its workers.
     pub celery: CeleryStack,
@@ -83,14 +84,15 @@ pub struct CeleryHost {
 }
 
 impl CeleryHost {
-    /// Empties Redis database `db`, starts the brain and a Celery agent on it.
-    pub async fn start(db: u8, queues: &[&str]) -> CeleryHost {
-        CeleryHost::start_on(db, queues, false).await
+    /// Takes `broker` afresh (see [`CeleryStack::on`]), starts the brain and a Celery agent
+    /// on it.
+    pub async fn start(broker: Broker, queues: &[&str]) -> CeleryHost {
+        CeleryHost::start_on(broker, queues, false).await
     }
 
     /// [`CeleryHost::start`] with the brain on a fresh PostgreSQL database when `postgres`.
-    pub async fn start_on(db: u8, queues: &[&str], postgres: bool) -> CeleryHost {
-        let celery = CeleryStack::on_db(db);
+    pub async fn start_on(broker: Broker, queues: &[&str], postgres: bool) -> CeleryHost {
+        let celery = CeleryStack::on(broker);
         let dir = tempfile::tempdir().unwrap();
         let brain = if postgres {
             BrainProcess::builder(brain_bin(), dir.path())

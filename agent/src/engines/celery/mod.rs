@@ -4,11 +4,11 @@
 //! (`commands`, `retry`) through Celery's remote control (pidbox), republishing and purges.
 //!
 //! Celery's meaning is written once, over the broker seam in [`transport`]; a broker is one
-//! file there (Redis today).
+//! file there (Redis and AMQP/RabbitMQ).
 //!
 //! # Layout
 //! - [`transport`]: the `Transport` trait (events, control calls, publish, depth, purge),
-//!   kombu's envelope, and the Redis transport.
+//!   kombu's envelope, and the Redis and AMQP transports.
 //! - [`events`]: event bodies into task and worker updates (borrowed fields, no JSON tree).
 //! - [`pidbox`]: remote-control requests, ticketed replies and what a reply means.
 //! - [`task_message`]: the protocol-v2 task message (headers, body, properties).
@@ -90,8 +90,8 @@ const DEPTH_EVERY: Duration = Duration::from_secs(3);
 const REPR_TRUST_MAX: usize = 1000;
 
 impl CeleryAdapter {
-    /// An adapter for the broker at `broker` (`redis://[:password@]host:port/db`, or
-    /// `rediss://` for TLS), with kombu's `global_keyprefix` if the app sets one, keeping
+    /// An adapter for the broker at `broker` (`redis://[:password@]host:port/db`,
+    /// `rediss://` for TLS, or `amqp://user:password@host:port/vhost`), with kombu's `global_keyprefix` if the app sets one, keeping
     /// original arguments in `vault`.
     pub fn new(
         broker: &str,
@@ -112,6 +112,19 @@ impl CeleryAdapter {
             liveness: Arc::new(Mutex::new(Liveness::default())),
         })
     }
+}
+
+/// Checks a broker URL and connects to it once: `enroll` calls this before it spends the
+/// token, so a typo, a wrong password or a missing vhost is an error naming the broker, not a
+/// dead `run` after enrollment.
+pub async fn reach_broker(broker: &str, keyprefix: &str) -> Result<(), String> {
+    let transport = transport::open(broker, keyprefix)?;
+    transport.reach().await.map_err(|e| {
+        format!(
+            "--broker {:?} cannot be reached: {e}",
+            transport::without_password(broker)
+        )
+    })
 }
 
 impl EngineAdapter for CeleryAdapter {
@@ -178,8 +191,11 @@ impl EngineAdapter for CeleryAdapter {
         });
     }
 
+    /// Task events known missed (from heartbeats) plus event messages the broker dropped
+    /// because the agent fell behind. A start lost to overflow may count in both (an
+    /// overcount, never a silent loss).
     fn lost_events(&self) -> u64 {
-        self.liveness.lock().expect("liveness lock").missed_events
+        self.liveness.lock().expect("liveness lock").missed_events + self.transport.overflowed()
     }
 
     fn execute<'a>(

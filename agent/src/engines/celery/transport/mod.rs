@@ -1,9 +1,9 @@
 //! The broker seam of the Celery adapter: what Celery needs from a broker, with Celery's meaning
 //! left out. Everything above this module (events into updates, remote-control verbs and their
 //! replies, protocol-v2 task messages, redaction, the vault, liveness, lookups) is written once
-//! against [`Transport`]; each broker is one file beside this one. Redis ([`redis`]) is the
-//! first; AMQP (RabbitMQ) is meant to be the second, so every operation is shaped to map onto
-//! both (`../shared/docs/celery-wire.md`, sections 2 and 6):
+//! against [`Transport`]; each broker is one file beside this one: Redis ([`redis`]) and AMQP
+//! 0-9-1, i.e. RabbitMQ ([`amqp`]). Every operation maps onto both
+//! (`../shared/docs/celery-wire.md`, sections 2 and 6):
 //!
 //! | operation | Redis (kombu's virtual transport) | AMQP 0-9-1 |
 //! |---|---|---|
@@ -17,6 +17,7 @@
 //! kombu envelope on Redis, AMQP properties) stays in its file. Switching events on for workers
 //! started without `-E` is a remote-control call like any other (`enable_events`).
 
+pub mod amqp;
 pub mod envelope;
 pub mod redis;
 
@@ -144,15 +145,100 @@ pub trait Transport: Send + Sync {
 
     /// Deletes a queue's ready messages (every priority) in one step; returns how many.
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, TransportError>>;
+
+    /// Connects (or checks the kept connection): what `enroll` asks before it spends the
+    /// token, so a wrong host, password or vhost fails there and not in `run`.
+    fn reach(&self) -> BoxFuture<'_, Result<(), TransportError>>;
+
+    /// Event messages the broker dropped because this agent fell behind, cumulative: counted
+    /// where the broker bounds the agent's backlog (AMQP's bounded event queue); Redis pub/sub
+    /// keeps no backlog for it to count.
+    fn overflowed(&self) -> u64 {
+        0
+    }
 }
 
-/// The transport for a broker URL, with kombu's `global_keyprefix` (Redis only). Checks the URL
-/// without connecting, so a typo fails `taskward-agent run` at once.
+/// The transport for a broker URL, with kombu's `global_keyprefix` (Redis only; kombu ignores
+/// it on AMQP too). Checks the URL without connecting, so a typo fails `enroll` and
+/// `taskward-agent run` at once. `pyamqp://` (kombu's name for the same transport) is
+/// `amqp://`.
 pub fn open(broker: &str, keyprefix: &str) -> Result<Arc<dyn Transport>, String> {
-    if broker.starts_with("amqp://") || broker.starts_with("amqps://") {
+    if broker.starts_with("amqps://") {
         return Err(format!(
-            "broker URL {broker:?}: AMQP brokers are not supported yet (Redis only)"
+            "broker URL {:?}: amqps:// (AMQP over TLS) is not supported yet; use amqp:// \
+             on a trusted network, or Redis with rediss://",
+            without_password(broker)
+        ));
+    }
+    if let Some(rest) = broker.strip_prefix("pyamqp://") {
+        return Ok(Arc::new(amqp::AmqpTransport::open(&format!(
+            "amqp://{rest}"
+        ))?));
+    }
+    if broker.starts_with("amqp://") {
+        return Ok(Arc::new(amqp::AmqpTransport::open(broker)?));
+    }
+    let redis_schemes = ["redis://", "rediss://", "redis+unix://", "unix://"];
+    if !redis_schemes
+        .iter()
+        .any(|scheme| broker.starts_with(scheme))
+    {
+        return Err(format!(
+            "broker URL {:?}: not a Celery broker this agent reads (redis://, rediss:// \
+             or amqp://)",
+            without_password(broker)
         ));
     }
     Ok(Arc::new(redis::RedisTransport::open(broker, keyprefix)?))
+}
+
+/// A broker URL fit for an error message or a log: the password, if any, replaced by `***`.
+pub fn without_password(broker: &str) -> String {
+    let Some((scheme, rest)) = broker.split_once("://") else {
+        return broker.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
+            None => broker.to_owned(),
+        },
+        None => broker.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{open, without_password};
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            without_password("amqp://guest:s3cret@rabbit:5672//"),
+            "amqp://guest:***@rabbit:5672//"
+        );
+        assert_eq!(
+            without_password("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            without_password("redis://127.0.0.1/0"),
+            "redis://127.0.0.1/0"
+        );
+        let error = open("amqps://u:s3cret@rabbit//", "").err().unwrap();
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn broker_urls_pick_their_transport_or_say_what_is_wrong() {
+        assert!(open("redis://127.0.0.1:6379/0", "").is_ok());
+        assert!(open("amqp://guest:guest@127.0.0.1:5672//", "").is_ok());
+        assert!(open("pyamqp://guest@127.0.0.1//", "").is_ok());
+        let tls = open("amqps://rabbit:5671//", "").err().unwrap();
+        assert!(tls.contains("not supported yet"), "{tls}");
+        let other = open("sqs://queue", "").err().unwrap();
+        assert!(other.contains("redis://, rediss:// or amqp://"), "{other}");
+        let port = open("amqp://rabbit:port/", "").err().unwrap();
+        assert!(port.contains("broker URL"), "{port}");
+    }
 }

@@ -100,8 +100,8 @@ impl RedisTransport {
     /// A transport for `broker` (`redis://[:password@]host:port/db`, `rediss://` for TLS);
     /// checks the URL, connects later.
     pub fn open(broker: &str, prefix: &str) -> Result<RedisTransport, String> {
-        let client =
-            ::redis::Client::open(broker).map_err(|e| format!("broker URL {broker:?}: {e}"))?;
+        let client = ::redis::Client::open(broker)
+            .map_err(|e| format!("broker URL {:?}: {e}", super::without_password(broker)))?;
         let db = client.get_connection_info().redis_settings().db();
         Ok(RedisTransport {
             client,
@@ -311,6 +311,10 @@ impl Transport for RedisTransport {
                 .await?;
             Ok(lengths.iter().sum())
         })
+    }
+
+    fn reach(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move { self.shared().await.map(|_| ()) })
     }
 }
 
