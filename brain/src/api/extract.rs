@@ -46,6 +46,16 @@ where
                 }
             }
         })?;
+        // Every body of the API is a JSON object. serde would also read a struct from an
+        // array of its fields in order (`[null, null]`), a form no client means and the
+        // document does not allow.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest {
+                code: "invalid_body",
+                message: "the body must be a JSON object".into(),
+                field: None,
+            });
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }
