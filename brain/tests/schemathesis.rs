@@ -30,7 +30,7 @@ const SEED: &str = "20261203";
 
 /// Test cases per operation and phase: enough to reach every documented status, small enough
 /// that both backends finish well inside CI's five minutes.
-const MAX_EXAMPLES: &str = "20";
+const MAX_EXAMPLES: &str = "10";
 
 /// Everything but the checks that need data the run cannot have (`positive_data_acceptance`
 /// wants a real agent behind every random `agent_id`; `ignored_auth` and the object-level and
@@ -238,7 +238,7 @@ fn run_pass(brain: &BrainProcess, tenant: &Tenant, pass: &str, filter: &[String]
         .arg(format!("{}/api/v1/openapi.json", brain.url()))
         .args(["--seed", SEED, "--max-examples", MAX_EXAMPLES])
         .args(["--checks", &CHECKS.replace(char::is_whitespace, "")])
-        .args(["--workers", "2", "--request-timeout", "10"])
+        .args(["--workers", "4", "--request-timeout", "10"])
         .args(["--generation-database", "none", "--no-color"])
         .args([
             "--header",
@@ -276,13 +276,11 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The report's closing summary (operations, test cases, checks).
+/// The report's phase timings and closing summary (operations, test cases, warnings).
 fn summary(report: &str) -> String {
-    report
-        .lines()
-        .skip_while(|line| !line.contains("SUMMARY"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let phases = report.lines().filter(|line| line.contains(" (in "));
+    let closing = report.lines().skip_while(|line| !line.contains("SUMMARY"));
+    phases.chain(closing).collect::<Vec<_>>().join("\n")
 }
 
 async fn run_on(brain: BrainProcess) {
