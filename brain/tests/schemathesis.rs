@@ -283,7 +283,7 @@ fn summary(report: &str) -> String {
     phases.chain(closing).collect::<Vec<_>>().join("\n")
 }
 
-async fn run_on(brain: BrainProcess) {
+async fn run_on(backend: &'static str, brain: BrainProcess) {
     let tenant = fuzz_tenant(&brain).await;
     let mut main_filter = Vec::new();
     for (method, path, why) in DESTRUCTIVE {
@@ -291,12 +291,17 @@ async fn run_on(brain: BrainProcess) {
         main_filter.push(format!("--exclude-name={method} {path}"));
     }
     let brain = tokio::task::spawn_blocking(move || {
-        run_pass(&brain, &tenant, "main", &main_filter);
+        run_pass(&brain, &tenant, &format!("{backend} main"), &main_filter);
         let last_filter: Vec<String> = DESTRUCTIVE
             .iter()
             .map(|(method, path, _)| format!("--include-name={method} {path}"))
             .collect();
-        run_pass(&brain, &tenant, "destructive", &last_filter);
+        run_pass(
+            &brain,
+            &tenant,
+            &format!("{backend} destructive"),
+            &last_filter,
+        );
         brain
     })
     .await
@@ -307,7 +312,7 @@ async fn run_on(brain: BrainProcess) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_matches_the_document_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    run_on(BrainProcess::builder(BIN, dir.path()).start()).await;
+    run_on("sqlite", BrainProcess::builder(BIN, dir.path()).start()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,6 +326,6 @@ async fn every_operation_matches_the_document_on_postgres() {
     })
     .await
     .unwrap();
-    run_on(brain.0).await;
+    run_on("postgres", brain.0).await;
     drop(brain.1);
 }

@@ -124,7 +124,7 @@ async fn bad_input_gets_json_errors_and_changes_nothing(backend: Backend) {
                 br#"["slug"]"#.to_vec(),
             ),
             StatusCode::BAD_REQUEST,
-            "invalid_field",
+            "invalid_body",
             None,
         ),
         (
