@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 
 use crate::api::extract::BODY_LIMIT;
 use crate::api::{
-    agents, audit, cleanup, commands, health, members, projects, runtime, schedules, tasks, tokens,
-    users,
+    agents, audit, cleanup, commands, common_responses, health, members, projects, runtime,
+    schedules, tasks, tokens, users,
 };
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -107,12 +107,20 @@ fn api() -> OpenApiRouter<AppState> {
 /// The OpenAPI 3.1 document of the API (served at `/api/v1/openapi.json`, committed as
 /// `docs/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    routes_and_document().1
+}
+
+/// The API's routes and their document, with the error answers every route shares added
+/// (`api::common_responses`).
+fn routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut doc) = api().split_for_parts();
+    common_responses::add_to(&mut doc);
+    (routes, doc)
 }
 
 /// The complete HTTP service.
 pub fn router(state: AppState) -> Router {
-    let (routes, doc) = api().split_for_parts();
+    let (routes, doc) = routes_and_document();
     let doc_json = doc.to_pretty_json().expect("OpenAPI document serializes");
     routes
         .merge(crate::dashboard::routes(state.clone()))

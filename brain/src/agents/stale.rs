@@ -37,7 +37,7 @@ pub struct AgentCleanup {
     /// When it becomes stale.
     pub eligible_after: DateTime<Utc>,
     /// Its last known state and workers, when archived.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub archive: Option<Value>,
 }
 

@@ -12,10 +12,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use taskward_shared::audit::verify::TrustedKeys;
-use taskward_shared::command::{
-    BulkRetry, CancelTask, Command, CommandKind, ConsumerChange, PingWorkers, PoolResize,
-    PurgeQueue, RateLimit, RestartWorker, RetryTask,
-};
+use taskward_shared::command::{Command, CommandKind};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -25,8 +22,12 @@ use super::{tags, timestamp};
 use crate::app::AppState;
 use crate::auth::{Admin, Caller, Operator, ProjectAccess, Viewer};
 use crate::commands::list::{self, ListQuery};
+use crate::commands::request::{
+    BulkRetryRequest, CancelTaskRequest, ConsumerChangeRequest, PingWorkersRequest,
+    PoolResizeRequest, PurgeQueueRequest, RateLimitRequest, RestartWorkerRequest, RetryTaskRequest,
+};
 use crate::commands::retry::preview_bulk;
-use crate::commands::{CommandRequest, Issue, issue_in, parse_request};
+use crate::commands::{Issue, issue_in, parse_request};
 use crate::error::{ApiError, ErrorBody};
 use crate::store::commands::{self, CommandRecord, CommandStatus};
 use crate::store::projects::Project;
@@ -282,7 +283,7 @@ pub struct BulkRetryPreview {
 
 /// Counts what a bulk retry with this body would retry, without issuing anything (operator).
 #[utoipa::path(post, path = "/api/v1/projects/{slug}/commands/bulk-retry/dry-run", tag = tags::COMMANDS,
-    request_body = CommandRequest<BulkRetry>,
+    request_body = BulkRetryRequest,
     params(("slug" = String, Path, description = "Project slug")),
     responses((status = 200, body = BulkRetryPreview), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -311,10 +312,10 @@ pub async fn bulk_retry_dry_run(
 }
 
 macro_rules! command_route {
-    ($(#[$doc:meta])* $name:ident, $path:literal, $floor:ty, $kind:expr, $payload:ty) => {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $floor:ty, $kind:expr, $request:ty) => {
         $(#[$doc])*
         #[utoipa::path(post, path = $path, tag = tags::COMMANDS,
-            request_body = CommandRequest<$payload>,
+            request_body = $request,
             params(("slug" = String, Path, description = "Project slug")),
             responses(
                 (status = 202, body = CommandPublic, description = "Minted, signed and chained"),
@@ -334,44 +335,44 @@ macro_rules! command_route {
 
 command_route!(
     /// Retries one task, optionally with new kwargs (operator).
-    retry_task, "/api/v1/projects/{slug}/commands/retry-task", Operator, CommandKind::RetryTask, RetryTask
+    retry_task, "/api/v1/projects/{slug}/commands/retry-task", Operator, CommandKind::RetryTask, RetryTaskRequest
 );
 command_route!(
     /// Cancels (revokes) one task (operator).
-    cancel_task, "/api/v1/projects/{slug}/commands/cancel-task", Operator, CommandKind::CancelTask, CancelTask
+    cancel_task, "/api/v1/projects/{slug}/commands/cancel-task", Operator, CommandKind::CancelTask, CancelTaskRequest
 );
 command_route!(
     /// Retries up to `max` (1..10000) tasks matching a filter (operator; rate limited).
-    bulk_retry, "/api/v1/projects/{slug}/commands/bulk-retry", Operator, CommandKind::BulkRetry, BulkRetry
+    bulk_retry, "/api/v1/projects/{slug}/commands/bulk-retry", Operator, CommandKind::BulkRetry, BulkRetryRequest
 );
 command_route!(
     /// Purges a queue: needs `confirm_token` for the current depth, or `force` (admin; rate
     /// limited; a forced purge is flagged critical).
-    purge_queue, "/api/v1/projects/{slug}/commands/purge-queue", Admin, CommandKind::PurgeQueue, PurgeQueue
+    purge_queue, "/api/v1/projects/{slug}/commands/purge-queue", Admin, CommandKind::PurgeQueue, PurgeQueueRequest
 );
 command_route!(
     /// Gracefully restarts a worker (admin).
-    restart_worker, "/api/v1/projects/{slug}/commands/restart-worker", Admin, CommandKind::RestartWorker, RestartWorker
+    restart_worker, "/api/v1/projects/{slug}/commands/restart-worker", Admin, CommandKind::RestartWorker, RestartWorkerRequest
 );
 command_route!(
     /// Grows or shrinks a worker's pool by `delta` (-100..100, not 0) (admin).
-    pool_resize, "/api/v1/projects/{slug}/commands/pool-resize", Admin, CommandKind::PoolResize, PoolResize
+    pool_resize, "/api/v1/projects/{slug}/commands/pool-resize", Admin, CommandKind::PoolResize, PoolResizeRequest
 );
 command_route!(
     /// Makes a worker consume a queue (admin).
-    add_consumer, "/api/v1/projects/{slug}/commands/add-consumer", Admin, CommandKind::AddConsumer, ConsumerChange
+    add_consumer, "/api/v1/projects/{slug}/commands/add-consumer", Admin, CommandKind::AddConsumer, ConsumerChangeRequest
 );
 command_route!(
     /// Makes a worker stop consuming a queue (admin).
-    cancel_consumer, "/api/v1/projects/{slug}/commands/cancel-consumer", Admin, CommandKind::CancelConsumer, ConsumerChange
+    cancel_consumer, "/api/v1/projects/{slug}/commands/cancel-consumer", Admin, CommandKind::CancelConsumer, ConsumerChangeRequest
 );
 command_route!(
     /// Sets a task's rate limit (`^\d+(/[smh])?$`, "0" clears); without `worker_name`, on every
     /// worker, flagged as a global throttle (admin).
-    rate_limit, "/api/v1/projects/{slug}/commands/rate-limit", Admin, CommandKind::RateLimit, RateLimit
+    rate_limit, "/api/v1/projects/{slug}/commands/rate-limit", Admin, CommandKind::RateLimit, RateLimitRequest
 );
 command_route!(
     /// Asks workers whether they are alive; the result names those that did not answer
     /// (operator). Health-check schedules send it.
-    ping_workers, "/api/v1/projects/{slug}/commands/ping-workers", Operator, CommandKind::PingWorkers, PingWorkers
+    ping_workers, "/api/v1/projects/{slug}/commands/ping-workers", Operator, CommandKind::PingWorkers, PingWorkersRequest
 );

@@ -46,6 +46,17 @@ where
                 }
             }
         })?;
+        // Every body of the API is a JSON object. serde would also read a struct from an
+        // array of its fields in order (`[null, null]`), a form no client means and the
+        // document does not allow. (Text that is not JSON at all is `parse_json`'s to name.)
+        let starts_an_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if !starts_an_object && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+            return Err(ApiError::BadRequest {
+                code: "invalid_body",
+                message: "the body must be a JSON object".into(),
+                field: None,
+            });
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }

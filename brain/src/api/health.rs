@@ -82,7 +82,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<H
 
 /// Prometheus metrics. Needs a token unless the server runs with `--metrics-public`.
 #[utoipa::path(get, path = "/metrics", tag = tags::OPERATIONS,
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+    responses((status = 200, description = "OpenMetrics text format (Prometheus reads it)",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
         (status = 401, body = ErrorBody)))]
 pub async fn metrics(
     State(state): State<AppState>,

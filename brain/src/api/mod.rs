@@ -5,6 +5,7 @@ pub mod agents;
 pub mod audit;
 pub mod cleanup;
 pub mod commands;
+pub mod common_responses;
 pub mod extract;
 pub mod health;
 pub mod members;

@@ -50,11 +50,11 @@ pub struct TaskPublic {
     pub state: String,
     /// Priority (Celery: the message priority, 0-9).
     pub priority: Option<String>,
-    /// Positional arguments, redacted on the agent's host (text when unreadable).
-    #[schema(value_type = Object)]
+    /// Positional arguments, redacted on the agent's host (text when unreadable); null when
+    /// the agent did not send them. Any JSON value.
     pub args: Option<Value>,
-    /// Keyword arguments, redacted on the agent's host.
-    #[schema(value_type = Object)]
+    /// Keyword arguments, redacted on the agent's host (text when unreadable); null when the
+    /// agent did not send them. Any JSON value.
     pub kwargs: Option<Value>,
     /// Result (repr).
     pub result: Option<String>,

@@ -16,4 +16,4 @@ pub mod retry;
 
 pub use issue::{Issue, Issued, issue_in};
 pub use lifecycle::{Event, Transition, record};
-pub use request::{CommandRequest, parse_request, request_hash};
+pub use request::{parse_request, request_hash};

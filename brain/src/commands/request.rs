@@ -2,10 +2,16 @@
 //! schedule carries: the target agent, an optional idempotency key, and the kind's own
 //! fields, validated by `taskward_shared::command` (the bounds the agent checks again).
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use taskward_shared::command::{Command, CommandKind};
-use utoipa::ToSchema;
+use std::borrow::Cow;
+use taskward_shared::command::{
+    BulkRetry, CancelTask, Command, CommandKind, ConsumerChange, PingWorkers, PoolResize,
+    PurgeQueue, RateLimit, RestartWorker, RetryTask,
+};
+
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use crate::input::parse_json_value;
@@ -14,18 +20,81 @@ use crate::refusal::Refusal;
 /// Longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-/// The body of every command: the target agent, an optional idempotency key, and the kind's
-/// own fields beside them.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CommandRequest<P> {
-    /// The agent that must run the command (in this project).
-    pub agent_id: Uuid,
-    /// Same caller, kind and key within 24 h returns the first command (200) instead of a new
-    /// one (202); the same key with another body is 409. At most 255 characters.
-    pub idempotency_key: Option<String>,
-    /// The kind's fields.
-    #[serde(flatten)]
-    pub payload: P,
+/// The OpenAPI schema of a command body: one object with the target agent, an optional
+/// idempotency key and the payload `P`'s own fields side by side. Built by hand rather than
+/// derived with `#[serde(flatten)]`, because the derived `allOf` pairs the payload's
+/// `additionalProperties: false` with `agent_id` in another branch, which no body can satisfy.
+fn command_request_schema<P: ToSchema>() -> RefOr<Schema> {
+    let RefOr::T(Schema::Object(mut object)) = P::schema() else {
+        unreachable!("every command payload is a plain object schema")
+    };
+    object.properties.insert(
+        "agent_id".into(),
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+            .description(Some(
+                "The agent that must run the command (in this project).",
+            ))
+            .into(),
+    );
+    object.properties.insert(
+        "idempotency_key".into(),
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .min_length(Some(1))
+            .max_length(Some(MAX_IDEMPOTENCY_KEY_LEN))
+            .description(Some(
+                "Same caller, kind and key within 24 h returns the first command (200) instead \
+                 of a new one (202); the same key with another body is 409.",
+            ))
+            .into(),
+    );
+    object.required.insert(0, "agent_id".into());
+    object.description = Some(format!(
+        "The body of a {} command: the target agent, an optional idempotency key and the \
+         kind's own fields beside them.",
+        P::name()
+    ));
+    RefOr::T(Schema::Object(object))
+}
+
+/// Declares the documented body of one command kind (the handlers read the body as JSON and
+/// split it with [`parse_request`]; these types exist for the OpenAPI document only).
+macro_rules! command_request {
+    ($($name:ident => $payload:ident),* $(,)?) => {$(
+        #[doc = concat!("The documented body of a command whose payload is [`", stringify!($payload), "`].")]
+        pub struct $name;
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                command_request_schema::<$payload>()
+            }
+        }
+
+        impl ToSchema for $name {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed(concat!("CommandRequest_", stringify!($payload)))
+            }
+
+            fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+                // What the payload's schema refers to (`BulkRetryFilter`, …).
+                <$payload as ToSchema>::schemas(schemas);
+            }
+        }
+    )*};
+}
+
+command_request! {
+    RetryTaskRequest => RetryTask,
+    CancelTaskRequest => CancelTask,
+    BulkRetryRequest => BulkRetry,
+    PurgeQueueRequest => PurgeQueue,
+    RestartWorkerRequest => RestartWorker,
+    PoolResizeRequest => PoolResize,
+    ConsumerChangeRequest => ConsumerChange,
+    RateLimitRequest => RateLimit,
+    PingWorkersRequest => PingWorkers,
 }
 
 /// A command request, read and validated.

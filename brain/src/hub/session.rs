@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -101,12 +102,13 @@ pub async fn enroll(
 /// work here, and agent credentials work nowhere else.
 #[utoipa::path(get, path = "/api/v1/agent/connect", tag = crate::api::tags::AGENTS, security(()),
     responses((status = 101, description = "WebSocket session (see docs/protocol.md)"),
+        (status = 400, body = ErrorBody, description = "Not a WebSocket upgrade request"),
         (status = 401, body = ErrorBody)))]
 pub async fn connect(
     State(state): State<AppState>,
     client: ClientAddr,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // A refused link is logged (with where it came from, never what it presented): a stolen
     // or revoked credential being tried shows in the brain's log.
@@ -129,6 +131,13 @@ pub async fn connect(
         })
         .await?
         .ok_or_else(|| refused("unknown or revoked credential"))?;
+    // Checked after the credential, so a caller without one learns nothing more; answered in
+    // the API's error shape rather than axum's plain-text rejection.
+    let upgrade = upgrade.map_err(|rejection| ApiError::BadRequest {
+        code: "websocket_upgrade_required",
+        message: format!("the agent link is a WebSocket upgrade: {rejection}"),
+        field: None,
+    })?;
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)

@@ -44,6 +44,34 @@ async fn bad_input_gets_json_errors_and_changes_nothing(backend: Backend) {
             "invalid_json",
             None,
         ),
+        // JSON, but not an object: serde would have read the struct from its fields in order.
+        (
+            raw(
+                Method::PATCH,
+                "/api/v1/projects/default",
+                json_ct,
+                b"[null, null]".to_vec(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            None,
+        ),
+        // A nested struct from an array is refused with its field named.
+        (
+            raw(
+                Method::POST,
+                "/api/v1/projects/default/commands/bulk-retry/dry-run",
+                json_ct,
+                format!(
+                    "{{\"agent_id\": \"{}\", \"filter\": [null, null], \"max\": 1}}",
+                    uuid::Uuid::new_v4()
+                )
+                .into_bytes(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            Some("filter"),
+        ),
         (
             raw(
                 Method::POST,
@@ -96,7 +124,7 @@ async fn bad_input_gets_json_errors_and_changes_nothing(backend: Backend) {
                 br#"["slug"]"#.to_vec(),
             ),
             StatusCode::BAD_REQUEST,
-            "invalid_field",
+            "invalid_body",
             None,
         ),
         (

@@ -44,8 +44,10 @@ pub struct BulkRetryFilter {
 #[serde(deny_unknown_fields)]
 pub struct BulkRetry {
     /// Which tasks.
+    #[serde(deserialize_with = "super::object_only")]
     pub filter: BulkRetryFilter,
     /// At most this many, 1..=10000.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub max: u32,
 }
 
@@ -73,5 +75,26 @@ impl BulkRetry {
             check_name("filter.name", name)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_is_an_object_never_an_array_of_its_fields() {
+        let read = |body: serde_json::Value| serde_json::from_value::<BulkRetry>(body);
+        let ok = read(serde_json::json!({"filter": {"state": "failed"}, "max": 5})).unwrap();
+        assert_eq!(ok.filter.state.as_deref(), Some("failed"));
+        for filter in [
+            serde_json::json!([null, null, null]),
+            serde_json::json!(["failed"]),
+            serde_json::json!(null),
+            serde_json::json!("failed"),
+        ] {
+            let err = read(serde_json::json!({"filter": filter, "max": 5})).unwrap_err();
+            assert!(err.to_string().contains("a JSON object"), "{filter}: {err}");
+        }
     }
 }

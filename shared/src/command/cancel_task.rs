@@ -10,8 +10,10 @@ use super::{FieldError, check_engine, check_name};
 #[serde(deny_unknown_fields)]
 pub struct CancelTask {
     /// Engine of the task (`celery`).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_-]{0,31}$"))]
     pub engine: String,
     /// The engine's task id.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub task_id: String,
     /// Also stop it if it is running (Celery's `revoke(terminate=True)`); without it a running
     /// task runs to its end.

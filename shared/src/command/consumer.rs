@@ -10,8 +10,10 @@ use super::{FieldError, check_name};
 #[serde(deny_unknown_fields)]
 pub struct ConsumerChange {
     /// Engine-native worker name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub worker_name: String,
     /// The queue.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub queue: String,
 }
 

@@ -53,6 +53,28 @@ impl FieldError {
     }
 }
 
+/// Reads a nested struct only from a JSON object. serde would also read a struct from an
+/// array of its fields in order (`"filter": [null, null]`), a form no client means and the
+/// API document does not allow; refused, it is a 400 naming the field like any bad type.
+pub(crate) fn object_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::Deserialize;
+    use serde::de::{Error, Unexpected};
+    let value = serde_json::Value::deserialize(deserializer)?;
+    let unexpected = match &value {
+        serde_json::Value::Object(_) => return T::deserialize(value).map_err(D::Error::custom),
+        serde_json::Value::Array(_) => Unexpected::Seq,
+        serde_json::Value::Null => Unexpected::Unit,
+        serde_json::Value::Bool(b) => Unexpected::Bool(*b),
+        serde_json::Value::Number(_) => Unexpected::Other("a number"),
+        serde_json::Value::String(s) => Unexpected::Str(s),
+    };
+    Err(D::Error::invalid_type(unexpected, &"a JSON object"))
+}
+
 /// Checks an engine-native name: non-empty, at most [`MAX_NAME_LEN`] bytes, no control characters.
 pub fn check_name(field: &str, value: &str) -> Result<(), FieldError> {
     if value.trim().is_empty() {

@@ -15,6 +15,7 @@ pub struct PingWorkers {
     /// The workers that must answer (engine-native names, at most 1000). Empty: every worker
     /// listening on the broker is asked, and the answer says who replied.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
     pub worker_names: Vec<String>,
 }
 

@@ -13,8 +13,10 @@ pub const MAX_DELTA: i32 = 100;
 #[serde(deny_unknown_fields)]
 pub struct PoolResize {
     /// Engine-native worker name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub worker_name: String,
     /// Processes to add (positive) or remove (negative): -100..=100, not 0.
+    #[cfg_attr(feature = "openapi", schema(minimum = -100, maximum = 100))]
     pub delta: i32,
 }
 

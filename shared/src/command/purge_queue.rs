@@ -11,6 +11,7 @@ use super::{FieldError, check_name};
 #[serde(deny_unknown_fields)]
 pub struct PurgeQueue {
     /// The queue.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub queue: String,
     /// HMAC over (agent id, queue, observed depth), from `GET .../agents/{id}/queues`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

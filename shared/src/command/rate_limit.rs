@@ -10,8 +10,10 @@ use super::{FieldError, check_name};
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Task name, e.g. `myapp.tasks.send_email`.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub task_name: String,
     /// `^\d+(/[smh])?$`; `"0"` clears the limit.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9]{1,9}(/[smh])?$"))]
     pub rate: String,
     /// One worker; omitted or empty means every worker (a global throttle).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,7 @@ use super::{FieldError, check_name};
 #[serde(deny_unknown_fields)]
 pub struct RestartWorker {
     /// Engine-native worker name, e.g. `celery@worker-1`.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub worker_name: String,
 }
 

@@ -13,8 +13,10 @@ pub const MAX_OVERRIDE_KWARGS_BYTES: usize = 64 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct RetryTask {
     /// Engine of the task (`celery`).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_-]{0,31}$"))]
     pub engine: String,
     /// The engine's task id.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub task_id: String,
     /// Keyword arguments to use instead of the original ones (a JSON object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
