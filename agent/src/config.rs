@@ -34,6 +34,17 @@ pub struct AgentConfig {
     /// Bound on the event spool on disk; past it the oldest events are dropped and counted.
     #[serde(default = "default_spool_max")]
     pub spool_max_bytes: u64,
+    /// Accept a plain `http://` brain that is not on loopback (a network trusted by other
+    /// means). Without it such a URL is refused at enroll and at run: see `brain_url`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure: bool,
+    /// PEM bundle of private CAs the brain's certificate must chain to, instead of the web PKI
+    /// roots built into the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the brain's leaf certificate, checked on top of the chain: see `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brain_cert_sha256: Option<String>,
     /// Which engine this agent drives.
     pub engine: EngineConfig,
 }
@@ -199,6 +210,9 @@ mod tests {
             clock_skew_secs: 30,
             spool_max_bytes: 1024,
             reconnect_max_secs: 30,
+            allow_insecure: false,
+            ca_file: Some("/ca.pem".into()),
+            brain_cert_sha256: None,
             engine: EngineConfig::Test {
                 delay_ms: 5,
                 fail_kinds: vec!["pool-resize".into()],

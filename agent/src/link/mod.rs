@@ -27,6 +27,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, interval};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::brain_url::BrainUrl;
 use crate::checks::{CheckContext, Verdict, check};
 use crate::config::AgentConfig;
 use crate::engines::{self, EngineAdapter};
@@ -34,6 +35,7 @@ use crate::identity::{load_credential, load_key};
 use crate::seen::{Entry, SeenStore};
 use crate::spool::Spool;
 use crate::status::{LastCommand, Status};
+use crate::tls;
 use crate::trust::Trust;
 
 /// First reconnect delay; doubles per failed attempt.
@@ -125,6 +127,10 @@ struct Finished {
 /// The agent's long-lived state.
 struct Agent {
     config: AgentConfig,
+    /// The brain, as the config names it and the plain-HTTP rule allows.
+    brain: BrainUrl,
+    /// TLS settings of the link (used when `brain` is `https://`).
+    tls: Arc<rustls::ClientConfig>,
     key: Arc<SigningKey>,
     credential: String,
     trust: Trust,
@@ -149,6 +155,13 @@ fn now_ms() -> i64 {
 /// start). Link failures are retried forever.
 pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     let setup = |e: String| RunError::Setup(e);
+    let brain = BrainUrl::parse(&config.brain, config.allow_insecure)
+        .map_err(|e| setup(format!("brain: {e}")))?;
+    let tls = tls::brain_client_config(
+        config.ca_file.as_deref(),
+        config.brain_cert_sha256.as_deref(),
+    )
+    .map_err(|e| setup(e.to_string()))?;
     let key = Arc::new(load_key(&config.key_file).map_err(setup)?);
     let credential = load_credential(&config.credential_file).map_err(setup)?;
     let trust = Trust::load(&config.state_dir).map_err(setup)?;
@@ -201,6 +214,8 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     };
     let mut agent = Agent {
         config,
+        brain,
+        tls,
         key,
         credential,
         trust,
@@ -430,7 +445,8 @@ impl Agent {
             session,
             rotations,
         } = handshake::open(
-            &self.config.brain,
+            &self.brain,
+            &self.tls,
             &self.config.agent_id,
             &self.credential,
             &self.key,
