@@ -229,7 +229,7 @@ fn enroll(
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
     Trust::pin(&state_dir, response.brain_keys.clone())?;
     let config = AgentConfig {
-        brain: brain.base().to_owned(),
+        brain: vec![brain.base().to_owned()],
         agent_id: response.agent_id.clone(),
         project_id: response.project_id,
         key_file,

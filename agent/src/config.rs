@@ -12,8 +12,11 @@ pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 30;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Base URL of the brain, e.g. `http://127.0.0.1:7700`.
-    pub brain: String,
+    /// Base URL of the brain, e.g. `https://brain.example.com:7700`; or a list of them (brains
+    /// on one database), tried in order and failed over between. Written as one string when
+    /// there is one.
+    #[serde(with = "one_or_many")]
+    pub brain: Vec<String>,
     /// This agent's id (the audience of its commands).
     pub agent_id: String,
     /// The agent's project id.
@@ -82,6 +85,39 @@ fn default_reconnect_max() -> u64 {
 
 fn default_spool_max() -> u64 {
     crate::spool::DEFAULT_MAX_BYTES
+}
+
+/// `brain = "url"` or `brain = ["url", …]`, read into a list; a list of one written back as a
+/// string, so configs written before lists existed keep their shape.
+mod one_or_many {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    pub fn serialize<S: Serializer>(urls: &[String], out: S) -> Result<S::Ok, S::Error> {
+        match urls {
+            [one] => one.serialize(out),
+            many => many.serialize(out),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Vec<String>, D::Error> {
+        let urls = match OneOrMany::deserialize(input)? {
+            OneOrMany::One(url) => vec![url],
+            OneOrMany::Many(urls) => urls,
+        };
+        if urls.is_empty() {
+            return Err(serde::de::Error::custom(
+                "brain: at least one URL is needed",
+            ));
+        }
+        Ok(urls)
+    }
 }
 
 /// The `[engine]` section.
@@ -201,7 +237,7 @@ mod tests {
     #[test]
     fn round_trips_through_toml() {
         let config = AgentConfig {
-            brain: "http://127.0.0.1:7700".into(),
+            brain: vec!["http://127.0.0.1:7700".into()],
             agent_id: "a".into(),
             project_id: "p".into(),
             key_file: "/k".into(),
@@ -227,5 +263,19 @@ mod tests {
         );
         assert_eq!(toml::from_str::<AgentConfig>(&text).unwrap(), config);
         assert!(toml::from_str::<AgentConfig>(&format!("{text}\nbogus = 1")).is_err());
+        assert!(text.contains("brain = \"http://127.0.0.1:7700\""), "{text}");
+        let two = text.replace(
+            "brain = \"http://127.0.0.1:7700\"",
+            "brain = [\"https://a:7700\", \"https://b:7700\"]",
+        );
+        assert_eq!(
+            toml::from_str::<AgentConfig>(&two).unwrap().brain,
+            ["https://a:7700", "https://b:7700"]
+        );
+        let none = text.replace("brain = \"http://127.0.0.1:7700\"", "brain = []");
+        let err = toml::from_str::<AgentConfig>(&none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least one URL"), "{err}");
     }
 }
