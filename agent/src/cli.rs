@@ -7,9 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use taskward_shared::crypto::generate_signing_key;
 use taskward_shared::protocol::{EnrollRequest, EnrollResponse};
 
+use crate::brain_url::BrainUrl;
 use crate::config::{AgentConfig, DEFAULT_CLOCK_SKEW_SECS, EngineConfig};
 use crate::link::{self, RunError};
 use crate::status::Status;
+use crate::tls;
 use crate::trust::Trust;
 use taskward_shared::secret::write_private_file;
 
@@ -62,6 +64,17 @@ pub enum Command {
         /// Overwrite an existing config (the old identity is abandoned).
         #[arg(long)]
         force: bool,
+        /// PEM file of the private CA(s) the brain's certificate chains to (instead of the
+        /// web PKI roots built in).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// SHA-256 (hex) of the brain's certificate, required on top of a valid chain.
+        #[arg(long)]
+        brain_cert_sha256: Option<String>,
+        /// Allow a plain http:// brain beyond loopback (credential and commands in clear text:
+        /// only on a network secured otherwise).
+        #[arg(long)]
+        allow_insecure: bool,
     },
     /// Connect to the brain and serve until stopped.
     Run,
@@ -83,6 +96,7 @@ pub enum EngineKind {
 /// Parses arguments and runs.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    tls::install_default_provider();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -98,6 +112,9 @@ pub fn main() -> ExitCode {
             engine,
             broker,
             force,
+            ca_file,
+            brain_cert_sha256,
+            allow_insecure,
         } => {
             let engine = match (engine, broker) {
                 (EngineKind::Celery, Some(broker)) => EngineConfig::celery(broker),
@@ -109,7 +126,12 @@ pub fn main() -> ExitCode {
                 },
                 _ => EngineConfig::None,
             };
-            enroll(&cli.config, &brain, &token, state_dir, engine, force)
+            let link = LinkSecurity {
+                ca_file,
+                brain_cert_sha256,
+                allow_insecure,
+            };
+            enroll(&cli.config, &brain, &token, state_dir, engine, link, force)
         }
         Command::Run => run(&cli.config),
         Command::Status => status(&cli.config),
@@ -127,12 +149,20 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
+/// How `enroll` reaches the brain: the TLS settings it checks and then writes to the config.
+struct LinkSecurity {
+    ca_file: Option<PathBuf>,
+    brain_cert_sha256: Option<String>,
+    allow_insecure: bool,
+}
+
 fn enroll(
     config_path: &Path,
     brain: &str,
     token: &str,
     state_dir: Option<PathBuf>,
     engine: EngineConfig,
+    link: LinkSecurity,
     force: bool,
 ) -> Result<(), String> {
     if config_path.exists() && !force {
@@ -141,11 +171,16 @@ fn enroll(
             config_path.display()
         ));
     }
-    if !(brain.starts_with("http://") || brain.starts_with("https://")) {
-        return Err(format!(
-            "--brain must be an http:// or https:// URL, got {brain:?}"
-        ));
-    }
+    let brain = BrainUrl::parse(brain, link.allow_insecure).map_err(|e| format!("--brain: {e}"))?;
+    // Absolute, so `run` finds it from any working directory.
+    let ca_file = link
+        .ca_file
+        .map(|path| {
+            std::fs::canonicalize(&path).map_err(|e| format!("--ca-file {}: {e}", path.display()))
+        })
+        .transpose()?;
+    let tls = tls::brain_client_config(ca_file.as_deref(), link.brain_cert_sha256.as_deref())
+        .map_err(|e| e.to_string())?;
     let dir = config_path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -172,14 +207,16 @@ fn enroll(
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty()),
     };
-    let url = format!("{}/api/v1/agent/enroll", brain.trim_end_matches('/'));
+    let url = brain.enroll_url();
     let response: EnrollResponse = runtime()?.block_on(async {
-        let reply = reqwest::Client::new()
-            .post(&url)
-            .json(&request)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the brain at {url}: {e}"))?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {}", tls::error_chain(&e)))?;
+        let reply =
+            client.post(&url).json(&request).send().await.map_err(|e| {
+                format!("cannot reach the brain at {url}: {}", tls::error_chain(&e))
+            })?;
         let status = reply.status();
         if !status.is_success() {
             let body = reply.text().await.unwrap_or_default();
@@ -205,7 +242,7 @@ fn enroll(
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
     Trust::pin(&state_dir, response.brain_keys.clone())?;
     let config = AgentConfig {
-        brain: brain.trim_end_matches('/').to_owned(),
+        brain: vec![brain.base().to_owned()],
         agent_id: response.agent_id.clone(),
         project_id: response.project_id,
         key_file,
@@ -214,6 +251,9 @@ fn enroll(
         clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
         spool_max_bytes: crate::spool::DEFAULT_MAX_BYTES,
         reconnect_max_secs: 30,
+        allow_insecure: link.allow_insecure,
+        ca_file,
+        brain_cert_sha256: link.brain_cert_sha256,
         engine,
     };
     config.save(config_path).map_err(|e| e.to_string())?;

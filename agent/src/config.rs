@@ -12,8 +12,11 @@ pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 30;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Base URL of the brain, e.g. `http://127.0.0.1:7700`.
-    pub brain: String,
+    /// Base URL of the brain, e.g. `https://brain.example.com:7700`; or a list of them (brains
+    /// on one database), tried in order and failed over between. Written as one string when
+    /// there is one.
+    #[serde(with = "one_or_many")]
+    pub brain: Vec<String>,
     /// This agent's id (the audience of its commands).
     pub agent_id: String,
     /// The agent's project id.
@@ -34,6 +37,17 @@ pub struct AgentConfig {
     /// Bound on the event spool on disk; past it the oldest events are dropped and counted.
     #[serde(default = "default_spool_max")]
     pub spool_max_bytes: u64,
+    /// Accept a plain `http://` brain that is not on loopback (a network trusted by other
+    /// means). Without it such a URL is refused at enroll and at run: see `brain_url`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure: bool,
+    /// PEM bundle of private CAs the brain's certificate must chain to, instead of the web PKI
+    /// roots built into the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the brain's leaf certificate, checked on top of the chain: see `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brain_cert_sha256: Option<String>,
     /// Which engine this agent drives.
     pub engine: EngineConfig,
 }
@@ -71,6 +85,39 @@ fn default_reconnect_max() -> u64 {
 
 fn default_spool_max() -> u64 {
     crate::spool::DEFAULT_MAX_BYTES
+}
+
+/// `brain = "url"` or `brain = ["url", …]`, read into a list; a list of one written back as a
+/// string, so configs written before lists existed keep their shape.
+mod one_or_many {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    pub fn serialize<S: Serializer>(urls: &[String], out: S) -> Result<S::Ok, S::Error> {
+        match urls {
+            [one] => one.serialize(out),
+            many => many.serialize(out),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Vec<String>, D::Error> {
+        let urls = match OneOrMany::deserialize(input)? {
+            OneOrMany::One(url) => vec![url],
+            OneOrMany::Many(urls) => urls,
+        };
+        if urls.is_empty() {
+            return Err(serde::de::Error::custom(
+                "brain: at least one URL is needed",
+            ));
+        }
+        Ok(urls)
+    }
 }
 
 /// The `[engine]` section.
@@ -191,7 +238,7 @@ mod tests {
     #[test]
     fn round_trips_through_toml() {
         let config = AgentConfig {
-            brain: "http://127.0.0.1:7700".into(),
+            brain: vec!["http://127.0.0.1:7700".into()],
             agent_id: "a".into(),
             project_id: "p".into(),
             key_file: "/k".into(),
@@ -200,6 +247,9 @@ mod tests {
             clock_skew_secs: 30,
             spool_max_bytes: 1024,
             reconnect_max_secs: 30,
+            allow_insecure: false,
+            ca_file: Some("/ca.pem".into()),
+            brain_cert_sha256: None,
             engine: EngineConfig::Test {
                 delay_ms: 5,
                 fail_kinds: vec!["pool-resize".into()],
@@ -214,5 +264,19 @@ mod tests {
         );
         assert_eq!(toml::from_str::<AgentConfig>(&text).unwrap(), config);
         assert!(toml::from_str::<AgentConfig>(&format!("{text}\nbogus = 1")).is_err());
+        assert!(text.contains("brain = \"http://127.0.0.1:7700\""), "{text}");
+        let two = text.replace(
+            "brain = \"http://127.0.0.1:7700\"",
+            "brain = [\"https://a:7700\", \"https://b:7700\"]",
+        );
+        assert_eq!(
+            toml::from_str::<AgentConfig>(&two).unwrap().brain,
+            ["https://a:7700", "https://b:7700"]
+        );
+        let none = text.replace("brain = \"http://127.0.0.1:7700\"", "brain = []");
+        let err = toml::from_str::<AgentConfig>(&none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least one URL"), "{err}");
     }
 }

@@ -11,10 +11,13 @@
 //! - [`seen`]: the durable seen-store: a command id is recorded (fsync'ed) before it runs, so
 //!   it never runs twice, and a crash mid-command is reported as `interrupted`.
 //! - [`spool`]: the on-disk queue of numbered event batches, kept until the brain acks them.
+//! - [`brain_url`]: the brain's address, and the rule against plain HTTP beyond loopback.
+//! - [`tls`]: rustls settings of the link (roots, `ca_file`, certificate pin).
 //! - [`link`]: the connection to the brain: session, reconnect with backoff, outbox of results.
 //! - [`engines`]: the engine adapter trait and its adapters.
 //! - [`status`]: the local state `taskward-agent status` prints.
 
+pub mod brain_url;
 pub mod checks;
 pub mod cli;
 pub mod config;
@@ -24,4 +27,5 @@ pub mod link;
 pub mod seen;
 pub mod spool;
 pub mod status;
+pub mod tls;
 pub mod trust;

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`cli`]: the `taskward-brain` command line (serve, migrate, admin commands).
 //! - [`server`]: `serve`: store, bootstrap, listener, graceful shutdown.
+//! - [`listener`], [`tls`]: the accept loop (deadlines, connection cap) and HTTPS on it with
+//!   certificate reloads.
 //! - [`router`]: every route in one place, and the OpenAPI document built from them.
 //! - [`api`]: one module per REST resource; [`api::extract`] holds the extractors that turn
 //!   bad input into JSON 400s.
@@ -57,4 +59,5 @@ pub mod server;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;
 pub mod users;

@@ -14,6 +14,10 @@
 //! - [`connection_cap`] lifts the soft `RLIMIT_NOFILE` to the hard limit at start and keeps
 //!   the cap below it.
 //!
+//! With `--tls-cert`, each accepted connection is a TLS handshake first (within the header
+//! deadline, so a client that stalls mid-handshake is closed like one that stalls mid-head),
+//! then the same HTTP/1.1 conversation over the decrypted stream.
+//!
 //! A connection's slot is released when its HTTP conversation ends. An agent's WebSocket
 //! outlives it (hyper hands the socket over on upgrade); those are authenticated and few.
 
@@ -32,10 +36,11 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// The deadlines and the cap (see the module header).
@@ -60,6 +65,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -87,9 +93,24 @@ pub async fn serve(
         }
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                let connection = serve_connection(tcp, addr, app.clone(), limits, stop_rx.clone());
+                let (app, stop) = (app.clone(), stop_rx.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    connection.await;
+                    match tls {
+                        None => serve_connection(tcp, addr, app, limits, stop).await,
+                        Some(tls) => {
+                            match tokio::time::timeout(limits.header_timeout, tls.accept(tcp)).await
+                            {
+                                Ok(Ok(stream)) => {
+                                    serve_connection(stream, addr, app, limits, stop).await;
+                                }
+                                Ok(Err(err)) => {
+                                    tracing::debug!(%err, %addr, "TLS handshake failed");
+                                }
+                                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                            }
+                        }
+                    }
                     drop(slot);
                 });
             }
@@ -104,13 +125,15 @@ pub async fn serve(
 }
 
 /// Serves one connection until it closes, shutting it down gracefully when told to stop.
-async fn serve_connection(
-    tcp: TcpStream,
+async fn serve_connection<Io>(
+    io: Io,
     addr: SocketAddr,
     app: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let body_timeout = limits.body_timeout;
     let service = app.map_request(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(addr));
@@ -121,7 +144,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let connection = builder
-        .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
         .with_upgrades();
     tokio::pin!(connection);
     let mut stopping = false;

@@ -16,13 +16,35 @@ use crate::keys::Keys;
 use crate::listener::{self, Limits};
 use crate::router::router;
 use crate::store::{DatabaseUrl, Store, StoreError, run_blocking};
+use crate::tls;
 
 /// Options of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on. Binding beyond loopback exposes the API: put TLS in front.
+    /// Address to listen on. Binding beyond loopback exposes the API: serve TLS
+    /// (`--tls-cert`, `--tls-key`) or put a TLS proxy in front.
     #[arg(long, env = "TASKWARD_LISTEN", default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,
+
+    /// Serve HTTPS (and `wss://` for agents) with this PEM certificate chain, leaf first.
+    /// Reloaded when the file changes (checked every 2 s), for renewals without a restart.
+    /// Implies `--secure-cookies`.
+    #[arg(
+        long,
+        env = "TASKWARD_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1); reloaded with it.
+    #[arg(
+        long,
+        env = "TASKWARD_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
 
     /// Serve /metrics without a token (for a Prometheus scraper on a trusted network).
     #[arg(long, env = "TASKWARD_METRICS_PUBLIC")]
@@ -114,6 +136,9 @@ pub enum ServeError {
     /// The signing keys could not be loaded or created.
     #[error("{0}")]
     Keys(String),
+    /// The TLS certificate or key cannot be served.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A socket or signal handler could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -137,6 +162,19 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         install(SignalKind::terminate())?,
         install(SignalKind::interrupt())?,
     );
+    // Checked before anything else starts: a bad certificate is a start-up error, not a
+    // listener that fails every handshake.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let certs = tls::CertSwap::new(files.load()?);
+            Some((files, certs))
+        }
+        _ => None,
+    };
     tracing::info!(database = %url.redacted(), data_dir = %data_dir.display(), "opening store");
     let open_url = url.clone();
     let store = run_blocking(move || Store::open(&open_url)).await?;
@@ -150,7 +188,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         // Printed, not logged: log pipelines must never carry a secret.
         eprintln!("{}", boot.banner());
     }
-    if !args.listen.ip().is_loopback() {
+    if !args.listen.ip().is_loopback() && tls.is_none() {
         tracing::warn!(listen = %args.listen, "listening beyond loopback without TLS: put a TLS proxy in front");
     }
     let state = AppState(Arc::new(App::new(
@@ -161,7 +199,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
             metrics_public: args.metrics_public,
             missed_schedules: args.missed_schedules,
             command_ttl: std::time::Duration::from_secs(args.command_ttl),
-            secure_cookies: args.secure_cookies,
+            secure_cookies: args.secure_cookies || tls.is_some(),
             trusted_proxies: crate::client_addr::TrustedProxies::new(args.trusted_proxies.clone()),
             query_budget: Duration::from_millis(args.query_budget_ms),
             reads_per_caller: args.reads_per_caller as usize,
@@ -182,18 +220,31 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         what: "cannot read the listening address".into(),
         source,
     })?;
-    tracing::info!(listen = %bound, "taskward brain listening");
+    tracing::info!(listen = %bound, tls = tls.is_some(), "taskward brain listening");
+    let (acceptor, reload) = match tls {
+        Some((files, certs)) => (
+            Some(tls::acceptor(certs.clone())),
+            Some(tokio::spawn(tls::watch(files, certs))),
+        ),
+        None => (None, None),
+    };
     let stopping = state.clone();
     let limits = Limits {
         header_timeout: Duration::from_secs(args.header_timeout),
         body_timeout: Duration::from_secs(args.body_timeout),
         max_connections,
     };
-    let server = listener::serve(listener, router(state.clone()), limits, async move {
-        shutdown_signal(term, int).await;
-        // Live streams end now; they would otherwise hold the shutdown open forever.
-        stopping.begin_shutdown();
-    });
+    let server = listener::serve(
+        listener,
+        router(state.clone()),
+        limits,
+        acceptor,
+        async move {
+            shutdown_signal(term, int).await;
+            // Live streams end now; they would otherwise hold the shutdown open forever.
+            stopping.begin_shutdown();
+        },
+    );
     let grace = Duration::from_secs(args.shutdown_grace);
     let mut stopped = state.stopping();
     tokio::select! {
@@ -204,7 +255,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         } => tracing::warn!(grace_secs = args.shutdown_grace,
             "requests still running after the shutdown grace; closing them"),
     }
-    for task in background {
+    for task in background.into_iter().chain(reload) {
         task.abort();
     }
     // A last checkpoint, so the log on disk covers everything appended before the stop.

@@ -29,6 +29,20 @@ impl Api {
         }
     }
 
+    /// [`Api::new`] for a brain serving TLS with a certificate from the CA `ca_pem` (the only
+    /// root this caller trusts).
+    pub fn trusting(base: &str, token: Option<&str>, ca_pem: &str) -> Api {
+        let http = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        Api {
+            http,
+            ..Api::new(base, token)
+        }
+    }
+
     /// The same brain as another caller.
     pub fn with_token(&self, token: &str) -> Api {
         Api {

@@ -21,9 +21,25 @@ pub struct BrainBuilder {
     env: Vec<(String, String)>,
     database_url: Option<String>,
     pg: Option<PgDatabase>,
+    tls_ca: Option<String>,
 }
 
 impl BrainBuilder {
+    /// Serves HTTPS with a certificate for `127.0.0.1` from `ca` (`--tls-cert`, `--tls-key`,
+    /// the files in `dir/tls/`); [`BrainProcess::url`] is then `https://…` and its callers
+    /// trust `ca`.
+    pub fn tls(mut self, ca: &crate::TestCa) -> Self {
+        let (cert, key) = ca.issue_loopback().write(&self.dir.join("tls"));
+        self.args.extend([
+            "--tls-cert".to_owned(),
+            cert.display().to_string(),
+            "--tls-key".to_owned(),
+            key.display().to_string(),
+        ]);
+        self.tls_ca = Some(ca.pem().to_owned());
+        self
+    }
+
     /// Listens on this loopback port (default: one free now).
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
@@ -69,6 +85,7 @@ impl BrainBuilder {
             env: self.env,
             database_url: self.database_url,
             _pg: self.pg,
+            tls_ca: self.tls_ca,
             child: None,
             token: String::new(),
         };
@@ -86,6 +103,7 @@ pub struct BrainProcess {
     env: Vec<(String, String)>,
     database_url: Option<String>,
     _pg: Option<PgDatabase>,
+    tls_ca: Option<String>,
     child: Option<Child>,
     log: PathBuf,
     token: String,
@@ -102,6 +120,7 @@ impl BrainProcess {
             env: Vec::new(),
             database_url: None,
             pg: None,
+            tls_ca: None,
         }
     }
 
@@ -136,6 +155,7 @@ impl BrainProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", self.bin.display()));
         let ready = format!("{}/readyz", self.url());
+        let tls_ca = self.tls_ca.clone();
         let (path, child) = (&self.log, self.child.insert(child));
         let log = || std::fs::read_to_string(path).unwrap_or_default();
         Wait::new("the brain to be ready")
@@ -144,9 +164,12 @@ impl BrainProcess {
                 if let Some(status) = child.try_wait().unwrap() {
                     panic!("the brain exited ({status}):\n{}", log());
                 }
-                crate::http1::text(&ready, None, None)
-                    .map(drop)
-                    .ok_or_else(log)
+                match &tls_ca {
+                    Some(ca) => crate::http1::text_tls(&ready, ca, None, None),
+                    None => crate::http1::text(&ready, None, None),
+                }
+                .map(drop)
+                .ok_or_else(log)
             });
         // Read at every start: a restart must find the token the first start wrote.
         self.token = std::fs::read_to_string(self.data_dir().join("admin.token"))
@@ -155,9 +178,19 @@ impl BrainProcess {
             .to_owned();
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA its certificate chains to (PEM), when it serves TLS.
+    pub fn tls_ca(&self) -> Option<&str> {
+        self.tls_ca.as_deref()
     }
 
     /// The port it listens on (the same after a restart).
@@ -204,7 +237,10 @@ impl BrainProcess {
 
     /// A caller authenticated as the site admin.
     pub fn api(&self) -> Api {
-        Api::new(&self.url(), Some(&self.token))
+        match &self.tls_ca {
+            Some(ca) => Api::trusting(&self.url(), Some(&self.token), ca),
+            None => Api::new(&self.url(), Some(&self.token)),
+        }
     }
 
     /// The `/metrics` text, read as the admin.

@@ -14,6 +14,31 @@ pub fn text(url: &str, token: Option<&str>, body: Option<Value>) -> Option<Strin
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .ok()?;
+    exchange(&mut stream, host, &path, token, body)
+}
+
+/// [`text`] over TLS: `url` is `https://127.0.0.1:<port>/…`, its certificate verified against
+/// `ca_pem`.
+pub fn text_tls(
+    url: &str,
+    ca_pem: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
+    let port = host.rsplit_once(':')?.1.parse().ok()?;
+    let mut stream = crate::tls::connect(port, ca_pem).ok()?;
+    exchange(&mut stream, host, &path, token, body)
+}
+
+fn exchange(
+    stream: &mut (impl Read + Write),
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Option<String> {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let method = if body.is_empty() { "GET" } else { "POST" };
     let auth = token
@@ -25,8 +50,10 @@ pub fn text(url: &str, token: Option<&str>, body: Option<Value>) -> Option<Strin
         body.len()
     )
     .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
+    let mut raw = Vec::new();
+    // A TLS peer that closes without close_notify ends the read with an error after the data.
+    let _ = stream.read_to_end(&mut raw);
+    let response = String::from_utf8(raw).ok()?;
     let (head, payload) = response.split_once("\r\n\r\n")?;
     if !head.starts_with("HTTP/1.1 2") {
         return None;

@@ -3,7 +3,7 @@
 //! ([`BrainProcess`], [`AgentHome`]), real Celery workers on Redis or RabbitMQ ([`CeleryStack`]), polling
 //! with a deadline ([`wait_for`], [`Wait`]), an authenticated JSON client ([`Api`]), a blocking
 //! HTTP/1.1 client for code without a runtime ([`http1`]), fresh PostgreSQL databases
-//! ([`PgDatabase`]), a WebDriver client for headless Chromium ([`browser::Browser`]) and inputs
+//! ([`PgDatabase`]), a CA made in the test for TLS ([`TestCa`]), a WebDriver client for headless Chromium ([`browser::Browser`]) and inputs
 //! for property tests ([`fuzz`]).
 //!
 //! Dev-only: a `[dev-dependencies]` entry of the brain and the agent, never a normal one. It
@@ -21,6 +21,7 @@ pub mod fuzz;
 pub mod http1;
 pub mod pg;
 pub mod process;
+pub mod tls;
 pub mod wait;
 
 pub use agent::AgentHome;
@@ -30,4 +31,5 @@ pub use brain::{BrainBuilder, BrainProcess};
 pub use celery::{Broker, CeleryStack, CeleryWorker, rabbitmqctl};
 pub use pg::PgDatabase;
 pub use process::{Proc, free_port};
+pub use tls::TestCa;
 pub use wait::{Wait, wait_for};

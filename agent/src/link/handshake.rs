@@ -3,17 +3,24 @@
 //! link"). Every step has [`HANDSHAKE_TIMEOUT`], so a brain that accepts the connection and
 //! then says nothing costs a reconnect, not a hung agent.
 
+use std::sync::Arc;
+
 use ed25519_dalek::{Signer, SigningKey};
 use futures_util::StreamExt;
 use futures_util::stream::{SplitSink, SplitStream};
+use rustls::ClientConfig;
 use taskward_shared::audit::AuditRow;
 use taskward_shared::protocol::{
     AgentFrame, BrainFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION, hello_message,
 };
 use tokio::time::timeout;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::brain_url::BrainUrl;
+use crate::tls::error_chain;
 
 use super::{HANDSHAKE_TIMEOUT, SessionEnd, Socket, failed, next_frame, send_frame};
 
@@ -27,17 +34,16 @@ pub(super) struct Opened {
     pub rotations: Vec<AuditRow>,
 }
 
-/// Connects to `brain` and authenticates as `agent_id`.
+/// Connects to `brain` (over TLS with `tls` for an `https://` brain) and authenticates as
+/// `agent_id`.
 pub(super) async fn open(
-    brain: &str,
+    brain: &BrainUrl,
+    tls: &Arc<ClientConfig>,
     agent_id: &str,
     credential: &str,
     key: &SigningKey,
 ) -> Result<Opened, SessionEnd> {
-    let url = format!(
-        "{}/api/v1/agent/connect",
-        brain.trim_end_matches('/').replacen("http", "ws", 1)
-    );
+    let url = brain.connect_url();
     let mut request = url
         .as_str()
         .into_client_request()
@@ -53,11 +59,16 @@ pub(super) async fn open(
         .max_frame_size(Some(MAX_FRAME_BYTES));
     let (socket, _) = timeout(
         HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true),
+        tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(ws_config),
+            true,
+            Some(Connector::Rustls(tls.clone())),
+        ),
     )
     .await
     .map_err(|_| failed("connect timed out"))?
-    .map_err(|e| failed(format!("connect to {url}: {e}")))?;
+    .map_err(|e| failed(format!("connect to {url}: {}", error_chain(&e))))?;
     let (mut sink, mut stream) = socket.split();
 
     let nonce = match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {

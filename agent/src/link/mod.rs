@@ -1,5 +1,8 @@
 //! The link to the brain: one session at a time over a WebSocket, reconnecting with capped
-//! exponential backoff and full jitter. A session authenticates (credential in the upgrade
+//! exponential backoff and full jitter. With several brain addresses (brains on one database)
+//! each reconnect tries the next one, and the backoff grows once per round through all of them,
+//! so a dead brain costs one jittered delay (at most 0.2 s after an established session) before
+//! the next is tried. A session authenticates (credential in the upgrade
 //! request, then the agent's signature over the brain's challenge), learns key rotations (all of
 //! them at connect, then each as the brain pushes it), resends results the brain has not
 //! acknowledged, and then takes commands.
@@ -27,6 +30,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, interval};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::brain_url::BrainUrl;
 use crate::checks::{CheckContext, Verdict, check};
 use crate::config::AgentConfig;
 use crate::engines::{self, EngineAdapter};
@@ -34,6 +38,7 @@ use crate::identity::{load_credential, load_key};
 use crate::seen::{Entry, SeenStore};
 use crate::spool::Spool;
 use crate::status::{LastCommand, Status};
+use crate::tls;
 use crate::trust::Trust;
 
 /// First reconnect delay; doubles per failed attempt.
@@ -125,6 +130,12 @@ struct Finished {
 /// The agent's long-lived state.
 struct Agent {
     config: AgentConfig,
+    /// The brains, as the config names them and the plain-HTTP rule allows (one or more).
+    brains: Vec<BrainUrl>,
+    /// The one the next session is opened with.
+    current: usize,
+    /// TLS settings of the link (used when `brain` is `https://`).
+    tls: Arc<rustls::ClientConfig>,
     key: Arc<SigningKey>,
     credential: String,
     trust: Trust,
@@ -149,6 +160,17 @@ fn now_ms() -> i64 {
 /// start). Link failures are retried forever.
 pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     let setup = |e: String| RunError::Setup(e);
+    let brains = config
+        .brain
+        .iter()
+        .map(|url| BrainUrl::parse(url, config.allow_insecure))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| setup(format!("brain: {e}")))?;
+    let tls = tls::brain_client_config(
+        config.ca_file.as_deref(),
+        config.brain_cert_sha256.as_deref(),
+    )
+    .map_err(|e| setup(e.to_string()))?;
     let key = Arc::new(load_key(&config.key_file).map_err(setup)?);
     let credential = load_credential(&config.credential_file).map_err(setup)?;
     let trust = Trust::load(&config.state_dir).map_err(setup)?;
@@ -172,7 +194,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     let engine: Arc<dyn EngineAdapter> = engines::build(&config.engine, &config.state_dir)
         .map_err(setup)?
         .into();
-    tracing::info!(engine = engine.name(), brain = %config.brain, "agent starting");
+    tracing::info!(engine = engine.name(), brain = ?config.brain, "agent starting");
     let spool = Spool::open(&config.state_dir, config.spool_max_bytes)
         .map_err(|e| setup(format!("spool: {e}")))?;
     let spool = Arc::new(Mutex::new(spool));
@@ -188,7 +210,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let status = Status {
         link: "connecting".into(),
-        brain: config.brain.clone(),
+        brain: brains[0].base().to_owned(),
         seen_commands: seen.len(),
         results_pending: seen.unacked().len(),
         ..Status::default()
@@ -201,6 +223,9 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     };
     let mut agent = Agent {
         config,
+        brains,
+        current: 0,
+        tls,
         key,
         credential,
         trust,
@@ -214,9 +239,15 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         spool,
         spooled,
     };
+    // Failed attempts since the last session that was established; the backoff grows once per
+    // round through every brain, so with one brain up the agent finds it within one round.
     let mut attempt: u32 = 0;
     loop {
-        agent.set_status(|s| s.link = "connecting".into());
+        let brain = agent.brains[agent.current].base().to_owned();
+        agent.set_status(|s| {
+            s.link = "connecting".into();
+            s.brain = brain.clone();
+        });
         let Err(outcome) = agent.session().await;
         agent.set_status(|s| {
             s.link = "disconnected".into();
@@ -228,7 +259,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
                 reason,
                 established,
             } => {
-                tracing::warn!(%reason, "link to the brain lost");
+                tracing::warn!(%reason, %brain, "link to the brain lost");
                 agent.set_status(|s| s.last_error = Some(reason.clone()));
                 attempt = if established {
                     0
@@ -237,8 +268,11 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
                 };
             }
         }
+        // The next brain in the list (the same one when there is one).
+        agent.current = (agent.current + 1) % agent.brains.len();
+        let rounds = attempt / agent.brains.len() as u32;
         let cap = Duration::from_secs(agent.config.reconnect_max_secs.max(1));
-        tokio::time::sleep(backoff(attempt, cap)).await;
+        tokio::time::sleep(backoff(rounds, cap)).await;
     }
 }
 
@@ -430,7 +464,8 @@ impl Agent {
             session,
             rotations,
         } = handshake::open(
-            &self.config.brain,
+            &self.brains[self.current],
+            &self.tls,
             &self.config.agent_id,
             &self.credential,
             &self.key,
@@ -444,7 +479,7 @@ impl Agent {
             }
         }
         self.session = session;
-        tracing::info!(session, "connected to the brain");
+        tracing::info!(session, brain = %self.brains[self.current].base(), "connected to the brain");
         let (pending, seen_count) = {
             let seen = self.seen.lock().expect("seen lock");
             (seen.unacked(), seen.len())
