@@ -30,7 +30,7 @@ pub async fn list(
 ) -> Result<Html<String>, PageError> {
     let project = &page.access.project;
     let project_id = project.id.clone();
-    let (views, watermark) = state
+    let (mut views, watermark) = state
         .store
         .read("dashboard_agents", move |conn| {
             let workers = tasks::workers_of_project(conn, &project_id)?;
@@ -51,7 +51,6 @@ pub async fn list(
             Ok((views, super::live::watermark(conn, &project_id)?))
         })
         .await?;
-    let mut views = views;
     for view in &mut views {
         view.linked = state.hub.is_online(&view.agent.id);
     }
