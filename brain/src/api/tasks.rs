@@ -352,11 +352,9 @@ pub fn export_tasks(
         position = order::read_position(&order, &values);
         Ok(Some(rows))
     });
+    let mut picker = export::CellPicker::new(fields);
     let to_cells: export::ToCells<TaskRow> =
-        Box::new(move |row| match projected(row.into(), &fields) {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        });
+        Box::new(move |row| picker.cells(&TaskPublic::from(row)));
     export::respond(
         format,
         &format!("tasks-{}", project.slug),

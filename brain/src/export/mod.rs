@@ -5,12 +5,16 @@
 //! run as a formula (starting with `=`, `+`, `-`, `@`, tab or carriage return) are prefixed
 //! with `'`.
 
+mod cells;
+
 use std::io::Write;
 
 use axum::body::{Body, Bytes};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+pub use cells::CellPicker;
 use tokio::sync::mpsc;
 
 /// Export formats.
@@ -54,12 +58,14 @@ impl Format {
 
 /// The next page of rows, `None` at the end; `Err` stops the export (the client gets a
 /// truncated body, and the error is logged).
-pub type NextPage<R = Map<String, Value>> =
-    Box<dyn FnMut() -> Result<Option<Vec<R>>, String> + Send>;
+pub type NextPage<R = Cells> = Box<dyn FnMut() -> Result<Option<Vec<R>>, String> + Send>;
 
-/// Turns a row as read into its cells by column name (run on the encoder's thread, so the
-/// reader's thread does nothing but read).
-pub type ToCells<R> = Box<dyn Fn(R) -> Map<String, Value> + Send>;
+/// A row's cells, in the export's column order.
+pub type Cells = Vec<Value>;
+
+/// Turns a row as read into its cells in column order (run on the encoder's thread, so the
+/// reader's thread does nothing but read; [`CellPicker`] does it for struct rows).
+pub type ToCells<R> = Box<dyn FnMut(R) -> Cells + Send>;
 
 /// Bytes buffered before a chunk goes to the client.
 const CHUNK: usize = 64 * 1024;
@@ -77,13 +83,13 @@ pub fn respond<R: Send + 'static>(
     name: &str,
     columns: Vec<&'static str>,
     pages: NextPage<R>,
-    to_cells: ToCells<R>,
+    mut to_cells: ToCells<R>,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL);
     let failed = tx.clone();
     let mut read = read_ahead(pages);
     let pages: NextPage =
-        Box::new(move || Ok(read()?.map(|rows| rows.into_iter().map(&to_cells).collect())));
+        Box::new(move || Ok(read()?.map(|rows| rows.into_iter().map(&mut to_cells).collect())));
     tokio::task::spawn_blocking(move || {
         let out = ChannelWriter {
             tx,
@@ -167,9 +173,9 @@ fn csv(out: ChannelWriter, columns: &[&str], mut pages: NextPage) -> Result<(), 
     writer.write_record(columns).map_err(|e| e.to_string())?;
     while let Some(rows) = pages()? {
         for row in &rows {
-            for column in columns {
+            for cell in row {
                 writer
-                    .write_field(cell_text(&row[*column]).as_bytes())
+                    .write_field(cell_text(cell).as_bytes())
                     .map_err(|e| e.to_string())?;
             }
             writer
@@ -194,15 +200,17 @@ fn json(mut out: ChannelWriter, columns: &[&str], mut pages: NextPage) -> Result
                 out.write_all(b",").map_err(|e| e.to_string())?;
             }
             first = false;
-            let mut ordered = Map::with_capacity(columns.len());
-            let mut row = row;
-            for column in columns {
-                ordered.insert(
-                    (*column).to_owned(),
-                    row.remove(*column).unwrap_or(Value::Null),
-                );
+            // An object with the members in column order.
+            let mut separator: &[u8] = b"{";
+            for (column, cell) in columns.iter().zip(&row) {
+                out.write_all(separator).map_err(|e| e.to_string())?;
+                separator = b",";
+                serde_json::to_writer(&mut out, column).map_err(|e| e.to_string())?;
+                out.write_all(b":").map_err(|e| e.to_string())?;
+                serde_json::to_writer(&mut out, cell).map_err(|e| e.to_string())?;
             }
-            serde_json::to_writer(&mut out, &ordered).map_err(|e| e.to_string())?;
+            out.write_all(if row.is_empty() { b"{}" } else { b"}" as &[u8] })
+                .map_err(|e| e.to_string())?;
         }
     }
     out.write_all(b"]").map_err(|e| e.to_string())?;
@@ -234,9 +242,9 @@ fn xlsx(out: ChannelWriter, columns: &[&str], mut pages: NextPage) -> Result<(),
                 row_number = 0;
             }
             row_number += 1;
-            for (c, column) in columns.iter().enumerate() {
+            for (c, cell) in row.iter().enumerate() {
                 let col = c as u16;
-                match &row[*column] {
+                match cell {
                     Value::Null => {}
                     Value::Number(n) if n.as_f64().is_some() => {
                         sheet
