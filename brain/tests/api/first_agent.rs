@@ -7,6 +7,8 @@ use ed25519_dalek::SigningKey;
 use reqwest::Method;
 use serde_json::{Value, json};
 use taskward_brain::agents::first;
+use taskward_brain::app::ServerSettings;
+use taskward_testkit::browser::Browser;
 use taskward_testkit::{Api, BrainProcess};
 
 use crate::binary::serve;
@@ -234,3 +236,66 @@ both_backends!(
     first_agent_tokens_follow_the_rules,
     no_default_project_no_first_agent,
 );
+
+/// The dashboard's "Add agent": the dialog registers an agent and shows, once, the line its
+/// host runs — the brain as the browser reaches it, a token that enrolls, the configured
+/// broker — with a Copy button; closing it lists the new agent and forgets the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_add_agent_dialog_shows_the_line_to_run() {
+    let broker = "amqp://guest:guest@rabbit.internal:5672//";
+    let settings = ServerSettings {
+        agent_broker: broker.into(),
+        ..ServerSettings::default()
+    };
+    let app = TestApp::with_settings(Backend::Sqlite, settings).await;
+    let base = app.serve().await;
+    let browser = Browser::start().await;
+    browser.size(1366, 768).await;
+    browser
+        .sign_in(&base, "admin", &app.admin_password(), "/p/default/agents")
+        .await;
+    browser.click_on("button[data-add-agent]").await;
+    let name = browser.find("#add-agent-dialog input[name=name]").await;
+    browser.fill(&name, "worker-7").await;
+    browser
+        .click_on("#add-agent-dialog button[type=submit]")
+        .await;
+    let line = browser
+        .wait_text("[data-run-command]", "taskward-agent run")
+        .await;
+    assert!(
+        line.starts_with(&format!("taskward-agent run --brain {base} --enroll twe_")),
+        "{line}"
+    );
+    assert!(line.ends_with(&format!("--broker {broker}")), "{line}");
+    browser.screenshot("add-agent-dialog-1366").await;
+    browser.click_on("button[data-copy]").await;
+    let copied = browser.wait_text("button[data-copy]", "C").await;
+    assert_ne!(copied, "Copy", "the Copy button reports what it did");
+
+    let token = arg(&line, "--enroll");
+    let key = SigningKey::from_bytes(&[3; 32]);
+    let enrolled = app
+        .post(
+            "/api/v1/agent/enroll",
+            "",
+            json!({"enrollment_token": token,
+                   "public_key": hex::encode(key.verifying_key().as_bytes())}),
+        )
+        .await;
+    assert!(enrolled.status.is_success(), "{:?}", enrolled.body);
+
+    browser
+        .click_on("#add-agent-dialog button[data-close-dialog]")
+        .await;
+    browser.wait_text("section.agent h2", "worker-7").await;
+    assert!(
+        !browser
+            .run("return document.body.innerHTML")
+            .await
+            .as_str()
+            .unwrap()
+            .contains(token),
+        "the token is gone once the dialog closed"
+    );
+}
