@@ -120,16 +120,24 @@ async fn each_start_prints_a_line_until_an_agent_enrolls(backend: Backend) {
     assert_eq!(run_line(&log), None, "{log}");
 }
 
-/// `--agent-broker` is the broker the line names, and a brain listening on every address
-/// names itself by loopback with a hint to use the host's name.
+/// `--agent-broker` is the broker the line names, a brain serving TLS is named `https://`,
+/// and a brain listening on every address names itself by loopback with a hint to use the
+/// host's name.
 #[test]
 fn the_line_names_the_agent_broker_and_a_reachable_brain() {
     let cwd = tempfile::tempdir().unwrap();
     let broker = "amqp://guest:guest@127.0.0.1:5672//";
+    let ca = taskward_testkit::TestCa::new("first agent");
     let mut brain = BrainProcess::builder(env!("CARGO_BIN_EXE_taskward-brain"), cwd.path())
         .args(&["--agent-broker", broker])
+        .tls(&ca)
         .start();
     let line = run_line(&brain.log()).unwrap();
+    assert!(
+        line.starts_with(&format!("taskward-agent run --brain {} ", brain.url())),
+        "{line}"
+    );
+    assert!(brain.url().starts_with("https://"));
     assert!(line.ends_with(&format!("--broker {broker}")), "{line}");
     brain.terminate();
 
