@@ -11,7 +11,7 @@ use taskward_brain::app::ServerSettings;
 use taskward_testkit::browser::Browser;
 use taskward_testkit::{Api, BrainProcess};
 
-use crate::binary::serve;
+use crate::binary::{cli, serve};
 use crate::both_backends;
 use crate::support::{Backend, TestApp, TestDb};
 
@@ -114,6 +114,9 @@ async fn each_start_prints_a_line_until_an_agent_enrolls(backend: Backend) {
         assert!(!row.to_string().contains(&second_token));
     }
     again.terminate();
+    // The chain with the new rows verifies.
+    let verified = cli(cwd, db, &["audit", "verify", "--project", "default"]);
+    assert!(verified.status.success(), "{verified:?}");
 
     let mut enrolled = serve(cwd, db);
     let log = enrolled.terminate();
