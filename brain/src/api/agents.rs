@@ -132,7 +132,8 @@ pub struct CreateAgent {
 pub struct CreatedAgent {
     /// The agent.
     pub agent: AgentPublic,
-    /// Pass to `taskward-agent enroll --token`; valid once, for 24 hours.
+    /// Pass to `taskward-agent run --enroll` (or `taskward-agent enroll --token`); valid once,
+    /// for 24 hours.
     pub enrollment_token: String,
 }
 

@@ -1,6 +1,7 @@
 //! Agents, their workers and queues: online state, last heartbeat, pool, queues, depths, and
 //! (for admins) the worker and queue commands. Purging opens a dialog that shows the depth the
-//! confirm token binds and wants the queue's name typed.
+//! confirm token binds and wants the queue's name typed. "Add agent" (admins) registers one and
+//! shows, once, the `taskward-agent run` line that enrolls it on a worker host.
 
 use axum::extract::State;
 use axum::response::Html;
@@ -59,7 +60,8 @@ pub async fn list(
     let api = format!("/api/v1/projects/{slug}");
     let body = html! {
         h1 { "Agents, workers and queues" }
-        @if views.is_empty() { p.muted.empty { "No agent in this project yet: create one with the API and enroll it on a worker host." } }
+        @if admin { div.toolbar { button type="button" data-add-agent { "Add agent…" } } }
+        @if views.is_empty() { p.muted.empty { "No agent in this project yet: an admin adds one here and runs the line it shows on a worker host." } }
         @for view in &views { (agent_section(view, &api, admin)) }
         p data-result role="status" {}
         dialog id="purge-dialog" {
@@ -75,6 +77,7 @@ pub async fn list(
                 }
             }
         }
+        @if admin { (add_agent_dialog(&api, &state.settings.agent_broker)) }
     };
     Ok(layout::page(
         &page.chrome("Agents", Section::Agents, Some(&watermark)),
@@ -82,12 +85,42 @@ pub async fn list(
     ))
 }
 
+/// The "Add agent" dialog: a name, then the one-line command that enrolls and runs the agent
+/// (the script fills in the brain's URL as the browser reaches it, the token from the API's
+/// reply, and `broker`, the `serve --agent-broker`).
+fn add_agent_dialog(api: &str, broker: &str) -> Markup {
+    html! {
+    dialog id="add-agent-dialog" data-api={ (api) "/agents" } data-agent-broker=(broker) {
+        form data-add-agent-form {
+            h2 { "Add an agent" }
+            div data-step="name" {
+                label { "Name (one agent per worker host)" input name="name" required autocomplete="off" placeholder="worker-host-1"; }
+                label.check { input type="checkbox" name="preserve"; " Preserve: never removed by stale cleanup" }
+            }
+            div data-step="command" hidden {
+                p { "Run this on the worker's host. The token in it is shown only now and enrolls once, until " span data-expires {} "." }
+                pre id="agent-run-command" data-run-command {}
+            }
+            p.error data-dialog-error {}
+            div.row {
+                button.secondary type="button" data-close-dialog { "Close" }
+                button type="submit" data-step="name" { "Create" }
+                button type="button" data-step="command" data-copy="agent-run-command" hidden { "Copy" }
+            }
+        }
+    }
+    }
+}
+
 /// One agent: its workers (with their controls for admins), its queues (with the purge
 /// dialog's trigger) and its rate-limit form.
 fn agent_section(view: &AgentView, api: &str, admin: bool) -> Markup {
     html! {
     section.agent {
-        h2 { (view.agent.name) " " span.muted { (text(view.agent.hostname.as_deref())) } }
+        h2 {
+            (view.agent.name) " " span.muted { (text(view.agent.hostname.as_deref())) }
+            @if view.agent.enrolled_at.is_none() { " " span.badge.s-issued title="Registered; its host has not run the enrollment line yet." { "not enrolled" } }
+        }
         p.muted {
             "Last seen " (time(view.agent.last_seen_at))
             @if view.agent.dropped_events > 0 { " · " span.warn { (view.agent.dropped_events) " events dropped" } }

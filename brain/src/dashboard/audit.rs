@@ -18,12 +18,13 @@ use crate::store::audit as audit_store;
 use taskward_shared::audit::verify::TrustedKeys;
 
 /// Kinds offered in the filter (any kind can be typed).
-const KINDS: [&str; 14] = [
+const KINDS: [&str; 15] = [
     "command.issued",
     "command.succeeded",
     "command.failed",
     "command.timed_out",
     "agent.created",
+    "agent.enrollment_reissued",
     "agent.deleted",
     "member.role_set",
     "member.removed",

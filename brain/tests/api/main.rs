@@ -11,6 +11,7 @@ mod commands;
 mod connections;
 mod dashboard;
 mod errors;
+mod first_agent;
 mod hostile;
 mod openapi;
 mod props;

@@ -240,6 +240,71 @@
     typed.focus();
   }
 
+  // ---- Add agent dialog ---------------------------------------------------------------------
+  // Registers the agent, then shows the one line its host runs: the brain as this browser
+  // reaches it, the one-time token (shown only here), the broker `serve --agent-broker` names.
+  function addAgentStep(dialog, step) {
+    for (const part of dialog.querySelectorAll("[data-step]")) part.hidden = part.dataset.step !== step;
+  }
+
+  // One shell word: as is when no shell would split or expand it, else single-quoted.
+  function shellWord(word) {
+    return /^[A-Za-z0-9_\-.\/:@%+=,]+$/.test(word) ? word : "'" + word.replace(/'/g, "'\\''") + "'";
+  }
+
+  function openAddAgent() {
+    const dialog = document.getElementById("add-agent-dialog");
+    const form = dialog.querySelector("form");
+    form.reset();
+    form.elements.name.disabled = false;
+    dialog.querySelector("[data-run-command]").textContent = "";
+    dialog.querySelector("[data-dialog-error]").textContent = "";
+    dialog.querySelector("[data-copy]").textContent = "Copy";
+    addAgentStep(dialog, "name");
+    // However it closes (Close, Escape), the list then shows the new agent.
+    dialog.onclose = () => refresh(true);
+    dialog.showModal();
+    form.elements.name.focus();
+  }
+
+  async function createAgent(form) {
+    const dialog = form.closest("dialog");
+    const error = dialog.querySelector("[data-dialog-error]");
+    const submit = form.querySelector("button[type=submit]");
+    error.textContent = "";
+    submit.disabled = true;
+    try {
+      const reply = await api(dialog.dataset.api, "POST", bodyOf(form));
+      dialog.querySelector("[data-run-command]").textContent = "taskward-agent run --brain " + location.origin +
+        " --enroll " + reply.enrollment_token + " --broker " + shellWord(dialog.dataset.agentBroker);
+      dialog.querySelector("[data-expires]").textContent = reply.agent.enrollment_expires_at || "";
+      form.elements.name.disabled = true;
+      addAgentStep(dialog, "command");
+    } catch (e) {
+      error.textContent = e.message;
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  // Copies an element's text; where the clipboard is out of reach (plain HTTP on another
+  // host), selects it for the operator to copy.
+  async function copyText(button) {
+    const source = document.getElementById(button.dataset.copy);
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(source.textContent);
+      copied = true;
+    } catch (_) {
+      const range = document.createRange();
+      range.selectNodeContents(source);
+      window.getSelection().removeAllRanges();
+      window.getSelection().addRange(range);
+      try { copied = document.execCommand("copy"); } catch (_) { copied = false; }
+    }
+    button.textContent = copied ? "Copied" : "Selected: copy it";
+  }
+
   // ---- Live updates ------------------------------------------------------------------------
   const main = document.getElementById("main");
   let pending = false;
@@ -313,7 +378,11 @@
   }
 
   // ---- Wiring (delegated, so it survives live refreshes) ------------------------------------
-  document.addEventListener("submit", submitApiForm);
+  document.addEventListener("submit", (event) => {
+    const addAgent = event.target.closest("form[data-add-agent-form]");
+    if (addAgent) { event.preventDefault(); createAgent(addAgent); return; }
+    submitApiForm(event);
+  });
   document.addEventListener("input", (event) => {
     const form = event.target.closest("form.schedule");
     if (form && /^(cronExpression|timezone)$/.test(event.target.name)) schedulePreview(form);
@@ -332,5 +401,10 @@
     if (count) { event.preventDefault(); countBulkRetry(count); }
     const bulk = event.target.closest("button[data-bulk-delete]");
     if (bulk) { event.preventDefault(); bulkDelete(bulk); }
+    if (event.target.closest("button[data-add-agent]")) openAddAgent();
+    const copy = event.target.closest("button[data-copy]");
+    if (copy) copyText(copy);
+    const close = event.target.closest("button[data-close-dialog]");
+    if (close) close.closest("dialog").close();
   });
 })();
