@@ -14,6 +14,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::clock::now_ms;
+
 /// Default age bound: a week covers the usual "retry what failed this week".
 pub const DEFAULT_MAX_AGE_HOURS: u64 = 168;
 /// Default size bound of the file. Entries are held in memory as their JSON lines, so memory
@@ -247,12 +249,6 @@ impl Inner {
         self.file_bytes = bytes;
         Ok(())
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
