@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{AGENT, open_store, start_brain, task_states};
+use support::{AGENT, incomplete_tasks, open_store, start_brain, task_states};
 use taskward_testkit::{AgentHome, Api, BrainProcess, Wait, wait_for};
 
 /// A brain in a temporary directory and agent `host-1` enrolled with the test adapter (not
@@ -95,26 +95,6 @@ fn executed(home: &AgentHome) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-/// Tasks whose timeline misses an event (a lost update).
-fn incomplete_tasks(store: &taskward_brain::store::Store) -> i64 {
-    use diesel::{QueryableByName, RunQueryDsl};
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    store
-        .read_blocking("test_incomplete", |c| {
-            let rows: Vec<N> = diesel::sql_query(
-                "SELECT COUNT(*) AS n FROM tasks WHERE state = 'succeeded' AND \
-                 (received_at IS NULL OR started_at IS NULL OR finished_at IS NULL)",
-            )
-            .load(c)?;
-            Ok(rows[0].n)
-        })
-        .unwrap()
 }
 
 /// Waits up to 60 s until the tasks by state are `expected` exactly.

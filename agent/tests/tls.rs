@@ -61,6 +61,16 @@ impl TlsBrain {
     }
 
     /// The pin of the certificate the brain serves now.
+    /// Issues `restart-worker` to `agent` and waits until the agent reported it succeeded:
+    /// the command went out and its result came back over the TLS link.
+    async fn restart_worker_succeeds(&self, agent: &str) {
+        let id = self
+            .api
+            .issue(agent, "restart-worker", json!({"worker_name": "celery@w1"}))
+            .await;
+        support::wait_status(&self.api, &self.brain, &id, "succeeded").await;
+    }
+
     fn served_pin(&self) -> String {
         taskward_testkit::tls::served_cert_sha256(self.brain.port(), self.ca.pem()).unwrap()
     }
@@ -97,15 +107,7 @@ async fn an_agent_with_ca_file_enrolls_links_and_streams_over_tls() {
     home.start();
     tb.api.wait_online(&agent, true).await;
 
-    let id = tb
-        .api
-        .issue(
-            &agent,
-            "restart-worker",
-            json!({"worker_name": "celery@w1"}),
-        )
-        .await;
-    support::wait_status(&tb.api, &tb.brain, &id, "succeeded").await;
+    tb.restart_worker_succeeds(&agent).await;
     // 300 scripted events: 100 tasks received, started, succeeded.
     let store = open_store(&tb.brain);
     Wait::new("the events over wss")
@@ -259,15 +261,7 @@ async fn the_brain_reloads_a_renewed_certificate() {
     assert_eq!(tb.served_pin(), renewed.sha256);
 
     // The connected agent was not disturbed; a new command and a new HTTPS call both work.
-    let id = tb
-        .api
-        .issue(
-            &agent,
-            "restart-worker",
-            json!({"worker_name": "celery@w1"}),
-        )
-        .await;
-    support::wait_status(&tb.api, &tb.brain, &id, "succeeded").await;
+    tb.restart_worker_succeeds(&agent).await;
     home.restart();
     Wait::new("the restarted agent to link with the renewed certificate")
         .within(Duration::from_secs(30))

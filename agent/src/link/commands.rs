@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use taskward_shared::audit::AuditRow;
 use taskward_shared::audit::verify::TrustedKeys;
 use taskward_shared::command::IssuedCommand;
-use taskward_shared::protocol::{AgentFrame, Outcome};
+use taskward_shared::protocol::{AgentFrame, Outcome, SignedResult};
 use tokio::sync::mpsc;
 
 use crate::checks::{CheckContext, Verdict, check};
@@ -95,7 +95,10 @@ impl Commands {
                 if !self.claim(&issued, &row.hash, issued.expires_at().unwrap_or_default()) {
                     return None;
                 }
-                self.finish_claimed(session, &issued, &row.hash, Outcome::Refused, reason)
+                let result =
+                    self.recorder
+                        .finish(session, &issued, &row.hash, Outcome::Refused, reason);
+                Some(self.answered(&issued, result))
             }
             Verdict::Run { issued, command } => {
                 if !self.claim(&issued, &row.hash, issued.expires_at().unwrap_or(now)) {
@@ -107,13 +110,10 @@ impl Commands {
                         command.kind(),
                         self.engine.name()
                     );
-                    return self.finish_claimed(
-                        session,
-                        &issued,
-                        &row.hash,
-                        Outcome::Failed,
-                        detail,
-                    );
+                    let result =
+                        self.recorder
+                            .finish(session, &issued, &row.hash, Outcome::Failed, detail);
+                    return Some(self.answered(&issued, result));
                 }
                 tracing::info!(command = %issued.id, kind = %command.kind(), "running command");
                 let (engine, recorder, tx) = (
@@ -157,25 +157,17 @@ impl Commands {
         }
     }
 
-    /// Finishes a claimed command at once (refusals, unsupported kinds).
-    fn finish_claimed(
-        &self,
-        session: u64,
-        issued: &IssuedCommand,
-        row_hash: &str,
-        outcome: Outcome,
-        detail: String,
-    ) -> Option<AgentFrame> {
-        let result = self
-            .recorder
-            .finish(session, issued, row_hash, outcome, detail);
+    /// Shows a command finished at once (refusals, unsupported kinds) in the status and
+    /// answers with its result.
+    fn answered(&self, issued: &IssuedCommand, result: SignedResult) -> AgentFrame {
+        let outcome = format!("{:?}", result.result.outcome).to_lowercase();
         self.board.set(|s| {
             s.last_command = Some(LastCommand {
                 id: issued.id.clone(),
                 kind: issued.kind.to_string(),
-                outcome: format!("{outcome:?}").to_lowercase(),
+                outcome,
             })
         });
-        Some(AgentFrame::Result(result))
+        AgentFrame::Result(result)
     }
 }

@@ -27,6 +27,26 @@ pub fn open_store(brain: &BrainProcess) -> Store {
     Store::open(&DatabaseUrl::parse(&brain.database_url()).unwrap()).unwrap()
 }
 
+/// Tasks whose timeline misses an event (a lost update).
+pub fn incomplete_tasks(store: &Store) -> i64 {
+    use diesel::{QueryableByName, RunQueryDsl};
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    store
+        .read_blocking("test_incomplete", |c| {
+            let rows: Vec<N> = diesel::sql_query(
+                "SELECT COUNT(*) AS n FROM tasks WHERE state = 'succeeded' AND \
+                 (received_at IS NULL OR started_at IS NULL OR finished_at IS NULL)",
+            )
+            .load(c)?;
+            Ok(rows[0].n)
+        })
+        .unwrap()
+}
+
 /// Tasks of project `default` by state.
 pub fn task_states(store: &Store) -> BTreeMap<String, i64> {
     store
