@@ -89,6 +89,12 @@ impl Link {
     }
 }
 
+/// Asserts that `command`'s detail starts with `prefix`: who ended it, and why.
+fn assert_detail_starts(command: &Value, prefix: &str) {
+    let detail = command["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with(prefix), "{command}");
+}
+
 /// Commands the test adapter of `home` was asked to run.
 fn executed(home: &AgentHome) -> Vec<Value> {
     home.read_state("test-adapter.jsonl")
@@ -106,13 +112,7 @@ async fn wait_for_tasks(link: &Link, expected: &[(&str, i64)], what: &str) {
     Wait::new(what)
         .within(Duration::from_secs(60))
         .every(Duration::from_millis(200))
-        .context(|| {
-            format!(
-                "agent log:\n{}\nbrain log:\n{}",
-                link.home.log(),
-                link.brain.log()
-            )
-        })
+        .context(|| support::logs(&link.home, &link.brain))
         .until_ok(|| async {
             // A store opened per look, as another process reading beside the brain would.
             let states = task_states(&open_store(&link.brain));
@@ -336,13 +336,7 @@ async fn forged_misaddressed_expired_and_replayed_commands_never_run() {
 
     // The expired one is answered with a signed refusal, visible on the command.
     let refused = link.wait_status(&expired, "failed").await;
-    assert!(
-        refused["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("refused by agent: expired"),
-        "{refused}"
-    );
+    assert_detail_starts(&refused, "refused by agent: expired");
     wait_for(
         Duration::from_secs(20),
         "the rejections in the brain log",
@@ -409,13 +403,7 @@ async fn a_crash_mid_command_reports_interrupted_and_never_reruns() {
 
     link.home.start();
     let failed = link.wait_status(&id, "failed").await;
-    assert!(
-        failed["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("interrupted"),
-        "{failed}"
-    );
+    assert_detail_starts(&failed, "interrupted");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         executed(&link.home).len(),

@@ -27,6 +27,11 @@ pub fn open_store(brain: &BrainProcess) -> Store {
     Store::open(&DatabaseUrl::parse(&brain.database_url()).unwrap()).unwrap()
 }
 
+/// The agent's and the brain's logs, for a failed wait to show.
+pub fn logs(home: &AgentHome, brain: &BrainProcess) -> String {
+    format!("agent log:\n{}\nbrain log:\n{}", home.log(), brain.log())
+}
+
 /// Tasks whose timeline misses an event (a lost update).
 pub fn incomplete_tasks(store: &Store) -> i64 {
     use diesel::{QueryableByName, RunQueryDsl};
