@@ -863,9 +863,7 @@ async fn a_nul_byte_and_a_huge_error_do_not_wedge_the_stream_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enroll_checks_the_broker_before_spending_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let brain = support::start_brain(dir.path());
-    let api = brain.api();
-    let (_agent, token) = api.create_agent("broker-check").await;
+    let (brain, _agent, token) = support::start_brain_with_agent(dir.path(), "broker-check").await;
     let config = dir.path().join("agent.toml");
     let enroll = |broker: &str| {
         taskward_testkit::agent::enroll_output(

@@ -189,9 +189,7 @@ async fn a_pinned_certificate_is_required_at_enroll_and_at_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_beyond_loopback_is_refused_without_allow_insecure() {
     let dir = tempfile::tempdir().unwrap();
-    let brain = support::start_brain(dir.path());
-    let api = brain.api();
-    let (agent, token) = api.create_agent("insecure").await;
+    let (brain, agent, token) = support::start_brain_with_agent(dir.path(), "insecure").await;
     let config = dir.path().join("agent").join("agent.toml");
     let remote = "http://brain.invalid:7700";
     let out = enroll_output(Path::new(AGENT), &config, remote, &token, &[]);
@@ -215,7 +213,7 @@ async fn plain_http_beyond_loopback_is_refused_without_allow_insecure() {
     assert!(!home.exited().unwrap().success());
     let log = home.log();
     assert!(log.contains("allow_insecure"), "{log}");
-    assert_eq!(api.agent(&agent).await["online"], false);
+    assert_eq!(brain.api().agent(&agent).await["online"], false);
 }
 
 /// The brain serves HTTPS itself; replacing its certificate files (a renewal) is picked up

@@ -22,6 +22,14 @@ pub fn start_brain(dir: &Path) -> BrainProcess {
     BrainProcess::start(brain_bin(), dir)
 }
 
+/// A brain on SQLite in `dir` with one agent `name` registered and not yet enrolled: the
+/// brain, the agent's id and its enrollment token.
+pub async fn start_brain_with_agent(dir: &Path, name: &str) -> (BrainProcess, String, String) {
+    let brain = start_brain(dir);
+    let (agent, token) = brain.api().create_agent(name).await;
+    (brain, agent, token)
+}
+
 /// The brain's SQLite store, opened beside the running brain.
 pub fn open_store(brain: &BrainProcess) -> Store {
     Store::open(&DatabaseUrl::parse(&brain.database_url()).unwrap()).unwrap()
