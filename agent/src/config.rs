@@ -8,9 +8,18 @@ use serde::{Deserialize, Serialize};
 /// expiry: generous enough for unsynchronised VMs, small next to the 5-minute command lifetime.
 pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 30;
 
+// The defaults of engine settings live here, beside the settings, so the config never reaches
+// into an engine.
+
+/// Default age bound of the Celery adapter's argument vault: a week covers the usual "retry
+/// what failed this week".
+pub const DEFAULT_VAULT_MAX_AGE_HOURS: u64 = 168;
+/// Default size bound of the vault file. Entries are held in memory as their JSON lines, so
+/// memory stays within about twice this.
+pub const DEFAULT_VAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Key fragments whose values are secrets (matched case-insensitively, anywhere in the key):
-/// the Celery adapter's `redact_keys` when the config names none. The defaults of engine
-/// settings live here, with the settings, so the config never reaches into an engine.
+/// the Celery adapter's `redact_keys` when the config names none.
 pub const DEFAULT_SECRET_KEYS: [&str; 9] = [
     "password",
     "passwd",
@@ -22,12 +31,6 @@ pub const DEFAULT_SECRET_KEYS: [&str; 9] = [
     "credential",
     "private",
 ];
-/// Default age bound of the Celery adapter's argument vault: a week covers the usual "retry
-/// what failed this week".
-pub const DEFAULT_VAULT_MAX_AGE_HOURS: u64 = 168;
-/// Default size bound of the vault file. Entries are held in memory as their JSON lines, so
-/// memory stays within about twice this.
-pub const DEFAULT_VAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Everything `run` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
