@@ -8,6 +8,30 @@ use serde::{Deserialize, Serialize};
 /// expiry: generous enough for unsynchronised VMs, small next to the 5-minute command lifetime.
 pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 30;
 
+// The defaults of engine settings live here, beside the settings, so the config never reaches
+// into an engine.
+
+/// Default age bound of the Celery adapter's argument vault: a week covers the usual "retry
+/// what failed this week".
+pub const DEFAULT_VAULT_MAX_AGE_HOURS: u64 = 168;
+/// Default size bound of the vault file. Entries are held in memory as their JSON lines, so
+/// memory stays within about twice this.
+pub const DEFAULT_VAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Key fragments whose values are secrets (matched case-insensitively, anywhere in the key):
+/// the Celery adapter's `redact_keys` when the config names none.
+pub const DEFAULT_SECRET_KEYS: [&str; 9] = [
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "auth",
+    "credential",
+    "private",
+];
+
 /// Everything `run` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,18 +81,18 @@ fn default_skew() -> u64 {
 }
 
 fn default_redact_keys() -> Vec<String> {
-    crate::engines::celery::redact::DEFAULT_SECRET_KEYS
+    DEFAULT_SECRET_KEYS
         .iter()
         .map(|k| (*k).to_owned())
         .collect()
 }
 
 fn default_args_age() -> u64 {
-    crate::engines::celery::vault::DEFAULT_MAX_AGE_HOURS
+    DEFAULT_VAULT_MAX_AGE_HOURS
 }
 
 fn default_args_bytes() -> u64 {
-    crate::engines::celery::vault::DEFAULT_MAX_BYTES
+    DEFAULT_VAULT_MAX_BYTES
 }
 
 fn default_true() -> bool {

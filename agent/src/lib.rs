@@ -16,10 +16,12 @@
 //! - [`link`]: the connection to the brain: session, reconnect with backoff, outbox of results.
 //! - [`engines`]: the engine adapter trait and its adapters.
 //! - [`status`]: the local state `taskward-agent status` prints.
+//! - [`clock`]: the wall clock in ms, as the protocol and the local files carry it.
 
 pub mod brain_url;
 pub mod checks;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engines;
 pub mod identity;

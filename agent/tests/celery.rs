@@ -605,13 +605,7 @@ async fn run_now(host: &CeleryHost, path: &str) -> (Value, Value) {
     Wait::new(format!("run {id} to finish"))
         .within(Duration::from_secs(90))
         .every(Duration::from_millis(200))
-        .context(|| {
-            format!(
-                "agent log:\n{}\nbrain log:\n{}",
-                host.home.log(),
-                host.brain.log()
-            )
-        })
+        .context(|| support::logs(&host.home, &host.brain))
         .until_ok(|| async {
             let detail = host.api.call(reqwest::Method::GET, path, None).await.1;
             let run = detail["history"]
@@ -763,13 +757,9 @@ async fn a_run_with_a_dead_worker_fails_and_alerts(
     );
 
     // One signed alert row, for the failed run, naming the dead worker.
-    let (_, audit) = host
+    let audit = host
         .api
-        .call(
-            reqwest::Method::GET,
-            "/api/v1/projects/default/audit?limit=1000",
-            None,
-        )
+        .get_json("/api/v1/projects/default/audit?limit=1000")
         .await;
     let alerts: Vec<&Value> = audit["items"]
         .as_array()
@@ -873,9 +863,7 @@ async fn a_nul_byte_and_a_huge_error_do_not_wedge_the_stream_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enroll_checks_the_broker_before_spending_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let brain = support::start_brain(dir.path());
-    let api = brain.api();
-    let (_agent, token) = api.create_agent("broker-check").await;
+    let (brain, _agent, token) = support::start_brain_with_agent(dir.path(), "broker-check").await;
     let config = dir.path().join("agent.toml");
     let enroll = |broker: &str| {
         taskward_testkit::agent::enroll_output(

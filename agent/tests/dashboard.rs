@@ -58,14 +58,7 @@ async fn the_dashboard_retries_a_failed_task_on_a_real_worker() {
     browser.screenshot("celery-retry-command-1366").await;
 
     // The new run succeeded with the overridden kwarg, under its original.
-    let (_, commands) = host
-        .api
-        .call(
-            reqwest::Method::GET,
-            "/api/v1/projects/default/commands",
-            None,
-        )
-        .await;
+    let commands = host.api.get_json("/api/v1/projects/default/commands").await;
     let retried = retried_id(&commands["items"][0]);
     host.wait_task(&retried, "the retried division", |t| {
         t.state == "succeeded" && t.result.as_deref() == Some("5.0")

@@ -6,28 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{AGENT, open_store, task_states};
+use support::{AGENT, incomplete_tasks, open_store, task_states};
 use taskward_testkit::{AgentHome, BrainProcess, Wait, brain_bin};
-
-/// Tasks whose timeline misses an event (a lost update).
-fn incomplete_tasks(store: &taskward_brain::store::Store) -> i64 {
-    use diesel::{QueryableByName, RunQueryDsl};
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    store
-        .read_blocking("test_incomplete", |c| {
-            let rows: Vec<N> = diesel::sql_query(
-                "SELECT COUNT(*) AS n FROM tasks WHERE state = 'succeeded' AND \
-                 (received_at IS NULL OR started_at IS NULL OR finished_at IS NULL)",
-            )
-            .load(c)?;
-            Ok(rows[0].n)
-        })
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_fails_over_to_another_brain_and_loses_no_event() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{AGENT, open_store, start_brain, task_states};
+use support::{AGENT, incomplete_tasks, open_store, start_brain, task_states};
 use taskward_testkit::{AgentHome, Api, BrainProcess, Wait, wait_for};
 
 /// A brain in a temporary directory and agent `host-1` enrolled with the test adapter (not
@@ -89,32 +89,18 @@ impl Link {
     }
 }
 
+/// Asserts that `command`'s detail starts with `prefix`: who ended it, and why.
+fn assert_detail_starts(command: &Value, prefix: &str) {
+    let detail = command["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with(prefix), "{command}");
+}
+
 /// Commands the test adapter of `home` was asked to run.
 fn executed(home: &AgentHome) -> Vec<Value> {
     home.read_state("test-adapter.jsonl")
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-/// Tasks whose timeline misses an event (a lost update).
-fn incomplete_tasks(store: &taskward_brain::store::Store) -> i64 {
-    use diesel::{QueryableByName, RunQueryDsl};
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    store
-        .read_blocking("test_incomplete", |c| {
-            let rows: Vec<N> = diesel::sql_query(
-                "SELECT COUNT(*) AS n FROM tasks WHERE state = 'succeeded' AND \
-                 (received_at IS NULL OR started_at IS NULL OR finished_at IS NULL)",
-            )
-            .load(c)?;
-            Ok(rows[0].n)
-        })
-        .unwrap()
 }
 
 /// Waits up to 60 s until the tasks by state are `expected` exactly.
@@ -126,13 +112,7 @@ async fn wait_for_tasks(link: &Link, expected: &[(&str, i64)], what: &str) {
     Wait::new(what)
         .within(Duration::from_secs(60))
         .every(Duration::from_millis(200))
-        .context(|| {
-            format!(
-                "agent log:\n{}\nbrain log:\n{}",
-                link.home.log(),
-                link.brain.log()
-            )
-        })
+        .context(|| support::logs(&link.home, &link.brain))
         .until_ok(|| async {
             // A store opened per look, as another process reading beside the brain would.
             let states = task_states(&open_store(&link.brain));
@@ -356,13 +336,7 @@ async fn forged_misaddressed_expired_and_replayed_commands_never_run() {
 
     // The expired one is answered with a signed refusal, visible on the command.
     let refused = link.wait_status(&expired, "failed").await;
-    assert!(
-        refused["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("refused by agent: expired"),
-        "{refused}"
-    );
+    assert_detail_starts(&refused, "refused by agent: expired");
     wait_for(
         Duration::from_secs(20),
         "the rejections in the brain log",
@@ -429,13 +403,7 @@ async fn a_crash_mid_command_reports_interrupted_and_never_reruns() {
 
     link.home.start();
     let failed = link.wait_status(&id, "failed").await;
-    assert!(
-        failed["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("interrupted"),
-        "{failed}"
-    );
+    assert_detail_starts(&failed, "interrupted");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         executed(&link.home).len(),

@@ -61,6 +61,16 @@ impl TlsBrain {
     }
 
     /// The pin of the certificate the brain serves now.
+    /// Issues `restart-worker` to `agent` and waits until the agent reported it succeeded:
+    /// the command went out and its result came back over the TLS link.
+    async fn restart_worker_succeeds(&self, agent: &str) {
+        let id = self
+            .api
+            .issue(agent, "restart-worker", json!({"worker_name": "celery@w1"}))
+            .await;
+        support::wait_status(&self.api, &self.brain, &id, "succeeded").await;
+    }
+
     fn served_pin(&self) -> String {
         taskward_testkit::tls::served_cert_sha256(self.brain.port(), self.ca.pem()).unwrap()
     }
@@ -97,15 +107,7 @@ async fn an_agent_with_ca_file_enrolls_links_and_streams_over_tls() {
     home.start();
     tb.api.wait_online(&agent, true).await;
 
-    let id = tb
-        .api
-        .issue(
-            &agent,
-            "restart-worker",
-            json!({"worker_name": "celery@w1"}),
-        )
-        .await;
-    support::wait_status(&tb.api, &tb.brain, &id, "succeeded").await;
+    tb.restart_worker_succeeds(&agent).await;
     // 300 scripted events: 100 tasks received, started, succeeded.
     let store = open_store(&tb.brain);
     Wait::new("the events over wss")
@@ -187,9 +189,7 @@ async fn a_pinned_certificate_is_required_at_enroll_and_at_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_beyond_loopback_is_refused_without_allow_insecure() {
     let dir = tempfile::tempdir().unwrap();
-    let brain = support::start_brain(dir.path());
-    let api = brain.api();
-    let (agent, token) = api.create_agent("insecure").await;
+    let (brain, agent, token) = support::start_brain_with_agent(dir.path(), "insecure").await;
     let config = dir.path().join("agent").join("agent.toml");
     let remote = "http://brain.invalid:7700";
     let out = enroll_output(Path::new(AGENT), &config, remote, &token, &[]);
@@ -213,7 +213,7 @@ async fn plain_http_beyond_loopback_is_refused_without_allow_insecure() {
     assert!(!home.exited().unwrap().success());
     let log = home.log();
     assert!(log.contains("allow_insecure"), "{log}");
-    assert_eq!(api.agent(&agent).await["online"], false);
+    assert_eq!(brain.api().agent(&agent).await["online"], false);
 }
 
 /// The brain serves HTTPS itself; replacing its certificate files (a renewal) is picked up
@@ -259,15 +259,7 @@ async fn the_brain_reloads_a_renewed_certificate() {
     assert_eq!(tb.served_pin(), renewed.sha256);
 
     // The connected agent was not disturbed; a new command and a new HTTPS call both work.
-    let id = tb
-        .api
-        .issue(
-            &agent,
-            "restart-worker",
-            json!({"worker_name": "celery@w1"}),
-        )
-        .await;
-    support::wait_status(&tb.api, &tb.brain, &id, "succeeded").await;
+    tb.restart_worker_succeeds(&agent).await;
     home.restart();
     Wait::new("the restarted agent to link with the renewed certificate")
         .within(Duration::from_secs(30))

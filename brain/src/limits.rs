@@ -84,7 +84,7 @@ impl RateLimiter {
 pub struct SlowLanes {
     pace: Duration,
     longest_wait: Duration,
-    lanes: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    lanes: Semaphores,
 }
 
 /// A turn in a lane: the next attempt of the key waits until it is dropped.
@@ -97,23 +97,13 @@ impl SlowLanes {
         SlowLanes {
             pace,
             longest_wait,
-            lanes: Mutex::new(HashMap::new()),
+            lanes: Semaphores::new(1),
         }
     }
 
     /// Waits for `key`'s lane and the pace; `None` when the lane stayed busy too long.
     pub async fn enter(&self, key: &str) -> Option<Turn> {
-        let lane = {
-            let mut lanes = self.lanes.lock().expect("lanes lock");
-            if lanes.len() > 10_000 {
-                // A lane nobody waits in or holds is only its map entry.
-                lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
-            }
-            lanes
-                .entry(key.to_owned())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
-                .clone()
-        };
+        let lane = self.lanes.of(key);
         let permit = tokio::time::timeout(self.longest_wait, lane.acquire_owned())
             .await
             .ok()?
@@ -128,7 +118,7 @@ impl SlowLanes {
 /// slow filters is refused at once instead of queueing for a connection.
 pub struct ConcurrentReads {
     per_caller: usize,
-    callers: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    callers: Semaphores,
 }
 
 /// A caller's read slot, given back when dropped (an export holds it until its stream ends).
@@ -139,26 +129,46 @@ impl ConcurrentReads {
     pub fn new(per_caller: usize) -> ConcurrentReads {
         ConcurrentReads {
             per_caller,
-            callers: Mutex::new(HashMap::new()),
+            callers: Semaphores::new(per_caller),
         }
     }
 
     /// A slot for `caller`, or `Err(per_caller)` when all of its slots are taken.
     pub fn enter(&self, caller: &str) -> Result<ReadSlot, usize> {
-        let slots = {
-            let mut callers = self.callers.lock().expect("read slots lock");
-            if callers.len() > 10_000 {
-                callers.retain(|_, slots| Arc::strong_count(slots) > 1);
-            }
-            callers
-                .entry(caller.to_owned())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_caller)))
-                .clone()
-        };
+        let slots = self.callers.of(caller);
         slots
             .try_acquire_owned()
             .map(ReadSlot)
             .map_err(|_| self.per_caller)
+    }
+}
+
+/// A semaphore per key with `permits` each, made on first use. Past 10,000 keys the ones
+/// nobody holds or waits on are forgotten (such a semaphore is only its map entry), so callers
+/// inventing keys cannot grow the map without bound.
+struct Semaphores {
+    permits: usize,
+    by_key: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl Semaphores {
+    fn new(permits: usize) -> Semaphores {
+        Semaphores {
+            permits,
+            by_key: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `key`'s semaphore.
+    fn of(&self, key: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut by_key = self.by_key.lock().expect("semaphores lock");
+        if by_key.len() > 10_000 {
+            by_key.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+        }
+        by_key
+            .entry(key.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.permits)))
+            .clone()
     }
 }
 

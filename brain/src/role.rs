@@ -1,8 +1,5 @@
 //! Project roles, ordered so that a check is one comparison.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -22,6 +19,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, least privileged first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
     /// The stored and wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -32,26 +32,9 @@ impl Role {
     }
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Role, String> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role {other:?}: expected viewer, operator or admin"
-            )),
-        }
-    }
-}
+taskward_shared::spelled_enum!(Role, |other| format!(
+    "unknown role {other:?}: expected viewer, operator or admin"
+));
 
 #[cfg(test)]
 mod tests {

@@ -20,3 +20,4 @@ pub mod crypto;
 pub mod events;
 pub mod protocol;
 pub mod secret;
+pub mod spelling;

@@ -4,10 +4,10 @@
 //! then says nothing costs a reconnect, not a hung agent.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
 use futures_util::StreamExt;
-use futures_util::stream::{SplitSink, SplitStream};
 use rustls::ClientConfig;
 use taskward_shared::audit::AuditRow;
 use taskward_shared::protocol::{
@@ -15,19 +15,21 @@ use taskward_shared::protocol::{
 };
 use tokio::time::timeout;
 use tokio_tungstenite::Connector;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::brain_url::BrainUrl;
 use crate::tls::error_chain;
 
-use super::{HANDSHAKE_TIMEOUT, SessionEnd, Socket, failed, next_frame, send_frame};
+use super::wire::{Sink, Stream, next_frame, send_frame};
+
+/// Time allowed for each step of the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An authenticated session, as the welcome described it.
 pub(super) struct Opened {
-    pub sink: SplitSink<Socket, Message>,
-    pub stream: SplitStream<Socket>,
+    pub sink: Sink,
+    pub stream: Stream,
     /// The session generation.
     pub session: u64,
     /// Signed `key.rotated` rows to learn from.
@@ -35,24 +37,24 @@ pub(super) struct Opened {
 }
 
 /// Connects to `brain` (over TLS with `tls` for an `https://` brain) and authenticates as
-/// `agent_id`.
+/// `agent_id`. A failure is the reason to log; the attempt never counts as established.
 pub(super) async fn open(
     brain: &BrainUrl,
     tls: &Arc<ClientConfig>,
     agent_id: &str,
     credential: &str,
     key: &SigningKey,
-) -> Result<Opened, SessionEnd> {
+) -> Result<Opened, String> {
     let url = brain.connect_url();
     let mut request = url
         .as_str()
         .into_client_request()
-        .map_err(|e| failed(format!("bad brain URL {url}: {e}")))?;
+        .map_err(|e| format!("bad brain URL {url}: {e}"))?;
     request.headers_mut().insert(
         "authorization",
         format!("Bearer {credential}")
             .parse()
-            .map_err(|_| failed("credential is not a valid header value"))?,
+            .map_err(|_| "credential is not a valid header value".to_owned())?,
     );
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
@@ -67,15 +69,15 @@ pub(super) async fn open(
         ),
     )
     .await
-    .map_err(|_| failed("connect timed out"))?
-    .map_err(|e| failed(format!("connect to {url}: {}", error_chain(&e))))?;
+    .map_err(|_| "connect timed out".to_owned())?
+    .map_err(|e| format!("connect to {url}: {}", error_chain(&e)))?;
     let (mut sink, mut stream) = socket.split();
 
     let nonce = match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {
         Ok(Ok(BrainFrame::Challenge { version, nonce })) if version == PROTOCOL_VERSION => nonce,
-        Ok(Ok(other)) => return Err(failed(format!("expected a challenge, got {other:?}"))),
-        Ok(Err(e)) => return Err(failed(e)),
-        Err(_) => return Err(failed("no challenge in time")),
+        Ok(Ok(other)) => return Err(format!("expected a challenge, got {other:?}")),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err("no challenge in time".into()),
     };
     let signature = key.sign(&hello_message(&nonce, agent_id));
     send_frame(
@@ -86,18 +88,17 @@ pub(super) async fn open(
             signature: hex::encode(signature.to_bytes()),
         },
     )
-    .await
-    .map_err(failed)?;
+    .await?;
     let (session, rotations) = match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {
         Ok(Ok(BrainFrame::Welcome {
             session, rotations, ..
         })) => (session, rotations),
         Ok(Ok(BrainFrame::Close { reason })) => {
-            return Err(failed(format!("refused: {reason}")));
+            return Err(format!("refused: {reason}"));
         }
-        Ok(Ok(other)) => return Err(failed(format!("expected welcome, got {other:?}"))),
-        Ok(Err(e)) => return Err(failed(e)),
-        Err(_) => return Err(failed("no welcome in time")),
+        Ok(Ok(other)) => return Err(format!("expected welcome, got {other:?}")),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err("no welcome in time".into()),
     };
     Ok(Opened {
         sink,

@@ -22,9 +22,42 @@ pub fn start_brain(dir: &Path) -> BrainProcess {
     BrainProcess::start(brain_bin(), dir)
 }
 
+/// A brain on SQLite in `dir` with one agent `name` registered and not yet enrolled: the
+/// brain, the agent's id and its enrollment token.
+pub async fn start_brain_with_agent(dir: &Path, name: &str) -> (BrainProcess, String, String) {
+    let brain = start_brain(dir);
+    let (agent, token) = brain.api().create_agent(name).await;
+    (brain, agent, token)
+}
+
 /// The brain's SQLite store, opened beside the running brain.
 pub fn open_store(brain: &BrainProcess) -> Store {
     Store::open(&DatabaseUrl::parse(&brain.database_url()).unwrap()).unwrap()
+}
+
+/// The agent's and the brain's logs, for a failed wait to show.
+pub fn logs(home: &AgentHome, brain: &BrainProcess) -> String {
+    format!("agent log:\n{}\nbrain log:\n{}", home.log(), brain.log())
+}
+
+/// Tasks whose timeline misses an event (a lost update).
+pub fn incomplete_tasks(store: &Store) -> i64 {
+    use diesel::{QueryableByName, RunQueryDsl};
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    store
+        .read_blocking("test_incomplete", |c| {
+            let rows: Vec<N> = diesel::sql_query(
+                "SELECT COUNT(*) AS n FROM tasks WHERE state = 'succeeded' AND \
+                 (received_at IS NULL OR started_at IS NULL OR finished_at IS NULL)",
+            )
+            .load(c)?;
+            Ok(rows[0].n)
+        })
+        .unwrap()
 }
 
 /// Tasks of project `default` by state.

@@ -279,38 +279,21 @@ fn stream_export(state: &AppState, chain: String, filename: String) -> Response 
         .into_response()
 }
 
-/// A checkpoint as served.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CheckpointPublic {
-    /// Chain name.
-    pub chain: String,
-    /// Rows covered.
-    pub size: u64,
-    /// Hex hash of row `size`.
-    pub head: String,
-    /// Signing time, ms since the epoch.
-    pub time_ms: i64,
-    /// Signing key id.
-    pub key_id: String,
-    /// Hex signature.
-    pub signature: String,
-}
-
 /// Signs a checkpoint of the project's chain now (also appended to `checkpoints.log`). Keep it:
 /// `taskward-brain audit verify --checkpoint` then detects a log cut or rewritten after it.
 /// The brain first verifies the rows since its last verified point and signs exactly what it
 /// verified; over a broken chain it signs nothing (409 `audit_chain_broken`).
 #[utoipa::path(get, path = "/api/v1/projects/{slug}/audit/checkpoint", tag = tags::AUDIT,
     params(("slug" = String, Path, description = "Project slug")),
-    responses((status = 200, body = CheckpointPublic), (status = 404, body = ErrorBody),
+    responses((status = 200, body = Checkpoint), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "The chain does not verify (`audit_chain_broken`)")))]
 pub async fn checkpoint(
     State(state): State<AppState>,
     access: ProjectAccess<Viewer>,
-) -> Result<Json<CheckpointPublic>, ApiError> {
+) -> Result<Json<Checkpoint>, ApiError> {
     let chain = audit_store::project_chain(&access.project.id);
     let app = state.clone();
-    let cp: Checkpoint = run_blocking(move || {
+    let cp = run_blocking(move || {
         checkpoint_now(
             &app.store,
             &app.keys,
@@ -324,14 +307,7 @@ pub async fn checkpoint(
         CheckpointError::Store(err) => ApiError::from(err),
         CheckpointError::Broken(found) => ApiError::AuditChainBroken(found.to_string()),
     })?;
-    Ok(Json(CheckpointPublic {
-        chain: cp.chain,
-        size: cp.size,
-        head: cp.head,
-        time_ms: cp.time_ms,
-        key_id: cp.key_id,
-        signature: cp.signature,
-    }))
+    Ok(Json(cp))
 }
 
 /// A queue an agent reported.

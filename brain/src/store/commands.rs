@@ -5,8 +5,6 @@
 //! `command_status` cache in the same transaction; the `commands` row itself never changes.
 
 use diesel::prelude::*;
-use std::fmt;
-use std::str::FromStr;
 
 use taskward_shared::command::{CommandKind, IssuedCommand};
 
@@ -66,26 +64,9 @@ impl CommandStatus {
     }
 }
 
-impl fmt::Display for CommandStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CommandStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<CommandStatus, String> {
-        CommandStatus::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown status {s:?}: one of issued, dispatched, succeeded, failed, timed_out"
-                )
-            })
-    }
-}
+taskward_shared::spelled_enum!(CommandStatus, |s| format!(
+    "unknown status {s:?}: one of issued, dispatched, succeeded, failed, timed_out"
+));
 
 text_enum!(CommandStatus);
 

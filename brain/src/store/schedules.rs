@@ -50,22 +50,7 @@ impl RunStatus {
     }
 }
 
-impl std::fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for RunStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<RunStatus, String> {
-        RunStatus::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown run status {s:?}"))
-    }
-}
+taskward_shared::spelled_enum!(RunStatus, |s| format!("unknown run status {s:?}"));
 
 impl From<RunStatus> for String {
     fn from(status: RunStatus) -> String {

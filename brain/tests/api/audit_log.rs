@@ -14,7 +14,7 @@ use taskward_shared::audit::{AuditRow, Checkpoint, Statement, parse_hash};
 use taskward_shared::crypto::generate_signing_key;
 
 use crate::both_backends;
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, Reply, TestApp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskward-brain");
 
@@ -158,63 +158,41 @@ async fn every_action_is_chained_and_verifies(backend: Backend) {
     assert!(!all.contains(&app.admin_token));
 
     // The API pages through the same rows.
-    let page = app.get("/api/v1/projects/default/audit?limit=4", &t).await;
+    let page = audit_page(&app, &t, "limit=4").await;
     assert_eq!(page.count("items"), 4);
     let next = page.body["next_cursor"].as_str().unwrap();
-    let rest = app
-        .get(
-            &format!("/api/v1/projects/default/audit?limit=4&cursor={next}"),
-            &t,
-        )
-        .await;
+    let rest = audit_page(&app, &t, &format!("limit=4&cursor={next}")).await;
     assert_eq!(rest.body["items"][0]["seq"], 5);
     assert!(rest.body["next_cursor"].is_null());
     for bad in ["limit=0", "limit=1001", "cursor=zz"] {
-        let r = app
-            .get(&format!("/api/v1/projects/default/audit?{bad}"), &t)
-            .await;
+        let r = audit_page(&app, &t, bad).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
     }
 
     // Rows of one kind, paged; a cursor belongs to its kind.
-    let first = app
-        .get(
-            "/api/v1/projects/default/audit?kind=command.issued&limit=2",
-            &t,
-        )
-        .await;
+    let first = audit_page(&app, &t, "kind=command.issued&limit=2").await;
     assert_eq!(
         first.texts("items", "kind"),
         ["command.issued", "command.issued"]
     );
     let next = first.body["next_cursor"].as_str().unwrap();
-    let rest = app
-        .get(
-            &format!("/api/v1/projects/default/audit?kind=command.issued&limit=2&cursor={next}"),
-            &t,
-        )
-        .await;
+    let rest = audit_page(
+        &app,
+        &t,
+        &format!("kind=command.issued&limit=2&cursor={next}"),
+    )
+    .await;
     assert_eq!(rest.texts("items", "kind"), ["command.issued"]);
-    let unfiltered = app
-        .get(&format!("/api/v1/projects/default/audit?cursor={next}"), &t)
-        .await;
+    let unfiltered = audit_page(&app, &t, &format!("cursor={next}")).await;
     assert_eq!(
         (unfiltered.status, unfiltered.field()),
         (StatusCode::BAD_REQUEST, Some("cursor"))
     );
-    let longest = "a".repeat(64);
-    let ok = app
-        .get(
-            &format!("/api/v1/projects/default/audit?kind={longest}"),
-            &t,
-        )
-        .await;
+    let ok = audit_page(&app, &t, &format!("kind={}", "a".repeat(64))).await;
     assert_eq!(ok.status, StatusCode::OK);
     assert!(ok.texts("items", "kind").is_empty());
     for bad in ["", "Command.issued", "command-issued", &"a".repeat(65)] {
-        let r = app
-            .get(&format!("/api/v1/projects/default/audit?kind={bad}"), &t)
-            .await;
+        let r = audit_page(&app, &t, &format!("kind={bad}")).await;
         assert_eq!(
             (r.status, r.field()),
             (StatusCode::BAD_REQUEST, Some("kind")),
@@ -545,3 +523,9 @@ both_backends!(
     exports_verify_offline,
     keys_rotate,
 );
+
+/// The default project's audit log page `query` selects, as `token` reads it.
+async fn audit_page(app: &TestApp, token: &str, query: &str) -> Reply {
+    app.get(&format!("/api/v1/projects/default/audit?{query}"), token)
+        .await
+}

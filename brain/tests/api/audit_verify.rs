@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use taskward_brain::app::system_actor;
-use taskward_brain::audit::{ExportHeader, checkpoint_now};
+use taskward_brain::audit::ExportHeader;
 use taskward_brain::commands::lifecycle;
 use taskward_brain::keys;
 use taskward_brain::store::now_ms;
@@ -70,7 +70,7 @@ impl Fixture {
         let c2 = issue(&app, &agent_id, "task-1").await;
         answer(&app, &agent_id, &agent_key, &c1, Outcome::Failed).await;
         answer(&app, &agent_id, &agent_key, &c2, Outcome::Succeeded).await;
-        checkpoint(&app, &chain).await;
+        app.checkpoint(&chain).await;
         let (store, keys) = (app.store.clone(), app.keys.clone());
         let (switch, _) = tokio::task::spawn_blocking(move || {
             keys::rotate(&store, &keys, keys::MIN_LEAD, &system_actor("test"))
@@ -84,7 +84,7 @@ impl Fixture {
         let c3 = issue(&app, &agent_id, "task-2").await;
         answer(&app, &agent_id, &agent_key, &c3, Outcome::Failed).await;
         answer(&app, &agent_id, &agent_key, &c3, Outcome::Succeeded).await;
-        checkpoint(&app, &chain).await;
+        app.checkpoint(&chain).await;
         let new_key = app.keys.signer_at(now_ms());
 
         let text = export(&app).await;
@@ -207,21 +207,6 @@ async fn answer(app: &TestApp, agent: &str, key: &SigningKey, command: &str, out
         .await
         .unwrap();
     assert!(recorded);
-}
-
-async fn checkpoint(app: &TestApp, chain: &str) {
-    let (store, keys, dir, chain) = (
-        app.store.clone(),
-        app.keys.clone(),
-        app.data_dir.path().to_owned(),
-        chain.to_owned(),
-    );
-    let state = app.state.clone();
-    tokio::task::spawn_blocking(move || {
-        checkpoint_now(&store, &keys, &dir, &state.audit_watch, &chain).unwrap()
-    })
-    .await
-    .unwrap();
 }
 
 async fn export(app: &TestApp) -> String {

@@ -334,13 +334,39 @@ fn help_teaches_and_version_answers() {
     assert!(String::from_utf8_lossy(&bad_url.stderr).contains("sqlite://PATH or postgres://"));
 }
 
-/// The database a server started in `cwd` uses (SQLite in its data directory, or the test's).
-fn store_url(backend: Backend, cwd: &Path, db: &TestDb) -> taskward_brain::store::DatabaseUrl {
-    match backend {
-        Backend::Sqlite => {
-            taskward_brain::store::DatabaseUrl::Sqlite(cwd.join("taskward-data/taskward.db"))
+/// Where one test's brain processes run: a working directory, and the database they share
+/// (SQLite in the data directory the first `serve` makes there, or the test's PostgreSQL
+/// database).
+struct Site {
+    backend: Backend,
+    db: TestDb,
+    cwd: tempfile::TempDir,
+}
+
+impl Site {
+    async fn new(backend: Backend) -> Site {
+        Site {
+            backend,
+            db: TestDb::new(backend).await,
+            cwd: tempfile::tempdir().unwrap(),
         }
-        Backend::Postgres => db.url.clone(),
+    }
+
+    /// A `taskward-brain serve` process here, ready.
+    fn serve(&self) -> BrainProcess {
+        let db = (self.backend == Backend::Postgres).then_some(&self.db);
+        serve(self.cwd.path(), db)
+    }
+
+    /// The brains' store, opened beside them.
+    fn store(&self) -> taskward_brain::store::Store {
+        let url = match self.backend {
+            Backend::Sqlite => taskward_brain::store::DatabaseUrl::Sqlite(
+                self.cwd.path().join("taskward-data/taskward.db"),
+            ),
+            Backend::Postgres => self.db.url.clone(),
+        };
+        taskward_brain::store::Store::open(&url).unwrap()
     }
 }
 
@@ -403,17 +429,13 @@ async fn records_node(api: &Api, root: &str) -> serde_json::Value {
 /// killed with SIGKILL half-way, and a new brain process finishes the job (the step it held is
 /// taken over when its lease runs out) with every record deleted exactly once.
 async fn a_project_deletion_resumes_after_kill_9(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let cwd = tempfile::tempdir().unwrap();
-    let cwd = cwd.path();
-    let url = store_url(backend, cwd, &db);
-    let db = (backend == Backend::Postgres).then_some(&db);
-    let mut server = serve(cwd, db);
+    let site = Site::new(backend).await;
+    let mut server = site.serve();
     let api = server.api();
     api.post_json("/api/v1/projects", json!({"slug": "big"}), 201)
         .await;
     let (agent_id, _) = api.in_project("big").create_agent("host").await;
-    let store = taskward_brain::store::Store::open(&url).unwrap();
+    let store = site.store();
     seed_task_records(&store, "big", &agent_id).await;
     let root = api
         .call(reqwest::Method::DELETE, "/api/v1/projects/big", None)
@@ -437,7 +459,7 @@ async fn a_project_deletion_resumes_after_kill_9(backend: Backend) {
     server.kill_9();
     assert!(partial < 100_000, "finished before the kill: {partial}");
     // A new process takes over and finishes.
-    let mut server = serve(cwd, db);
+    let mut server = site.serve();
     let api = server.api();
     let node = Wait::new("the records' deletion after the restart")
         .within(Duration::from_secs(90))
@@ -484,12 +506,8 @@ async fn runs(api: &Api, id: &str) -> usize {
 /// replicas share their keys) fire each due time of a schedule once; so does a brain
 /// restarted between due times.
 async fn two_brains_fire_each_due_time_once(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let cwd = tempfile::tempdir().unwrap();
-    let cwd = cwd.path();
-    let url = store_url(backend, cwd, &db);
-    let db = (backend == Backend::Postgres).then_some(&db);
-    let mut first = serve(cwd, db);
+    let site = Site::new(backend).await;
+    let mut first = site.serve();
     let api = first.api();
     let (agent_id, _) = api.create_agent("host").await;
     let schedule = api
@@ -504,8 +522,8 @@ async fn two_brains_fire_each_due_time_once(backend: Backend) {
         )
         .await;
     let id = schedule["schedule"]["id"].as_str().unwrap().to_owned();
-    let mut second = serve(cwd, db);
-    let store = taskward_brain::store::Store::open(&url).unwrap();
+    let mut second = site.serve();
+    let store = site.store();
     // Makes the schedule due now, as if its time had come.
     let make_due = || {
         let (store, id) = (store.clone(), id.clone());
@@ -531,7 +549,7 @@ async fn two_brains_fire_each_due_time_once(backend: Backend) {
         if round == 4 {
             // A restart between due times.
             earlier_log = second.terminate();
-            second = serve(cwd, db);
+            second = site.serve();
         }
         make_due().await;
         let on_second = second.api();

@@ -286,13 +286,7 @@ async fn the_list_pages_both_ways_and_scopes_by_role(backend: Backend) {
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         assert_eq!(page.body["pageInfo"]["total"], 9);
         assert_eq!(page.body["pageInfo"]["hasPreviousPage"], after.is_some());
-        forward.extend(
-            page.body["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|n| n["id"].as_str().unwrap().to_owned()),
-        );
+        forward.extend(page.texts("data", "id").into_iter().map(str::to_owned));
         if page.body["pageInfo"]["hasNextPage"] == false {
             break page.body["pageInfo"]["startCursor"]
                 .as_str()
@@ -308,12 +302,7 @@ async fn the_list_pages_both_ways_and_scopes_by_role(backend: Backend) {
     while let Some(c) = before {
         let page = app.get(&format!("{C}?limit=2&before={c}"), &t).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-        let ids: Vec<String> = page.body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["id"].as_str().unwrap().to_owned())
-            .collect();
+        let ids = page.texts("data", "id").into_iter().map(str::to_owned);
         backward.splice(0..0, ids);
         before = (page.body["pageInfo"]["hasPreviousPage"] == true).then(|| {
             page.body["pageInfo"]["startCursor"]

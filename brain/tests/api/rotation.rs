@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use taskward_brain::app::system_actor;
-use taskward_brain::audit::checkpoint_now;
 use taskward_brain::keys::{self, MIN_LEAD};
 use taskward_brain::store::audit;
 use taskward_brain::store::{StoreError, now_ms};
@@ -94,21 +93,7 @@ async fn rows_around_a_switch_are_signed_by_the_key_of_their_time(backend: Backe
             .await
             .unwrap();
         if checkpoints.is_empty() || (checkpoints.len() == 1 && now_ms() > switch.switch_at_ms) {
-            let (store, keys, dir, chain) = (
-                app.store.clone(),
-                app.keys.clone(),
-                app.data_dir.path().to_owned(),
-                site.clone(),
-            );
-            let state = app.state.clone();
-            checkpoints.push(
-                tokio::task::spawn_blocking(move || {
-                    checkpoint_now(&store, &keys, &dir, &state.audit_watch, &chain)
-                })
-                .await
-                .unwrap()
-                .unwrap(),
-            );
+            checkpoints.push(app.checkpoint(&site).await);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -83,11 +83,10 @@ fn query(params: &[(&str, &str)]) -> String {
 }
 
 fn ids(reply: &crate::support::Reply) -> Vec<String> {
-    reply.body["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{}", reply.body))
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap().to_owned())
+    reply
+        .texts("items", "task_id")
+        .into_iter()
+        .map(str::to_owned)
         .collect()
 }
 

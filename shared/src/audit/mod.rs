@@ -206,6 +206,7 @@ impl AuditRow {
 /// A signed statement of a chain's size and head: kept outside the database, it lets an
 /// auditor detect a log cut off or rewritten after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checkpoint {
     /// Chain name.
     pub chain: String,

@@ -13,9 +13,6 @@ mod restart_worker;
 mod retry;
 mod retry_task;
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 pub use bulk_retry::{BulkRetry, BulkRetryFilter};
@@ -179,22 +176,7 @@ impl CommandKind {
     }
 }
 
-impl fmt::Display for CommandKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CommandKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<CommandKind, String> {
-        CommandKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown command kind {s:?}"))
-    }
-}
+crate::spelled_enum!(CommandKind, |s| format!("unknown command kind {s:?}"));
 
 /// A command's validated payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -121,25 +121,32 @@ mod tests {
         task.retries
     }
 
+    /// Stamps `events` in order on a fresh tracker: the attempt each was given, and how many
+    /// tasks the tracker still holds after the last.
+    fn stamp_all(events: impl IntoIterator<Item = TaskUpdate>) -> (Vec<Option<i32>>, usize) {
+        let mut attempts = Attempts::default();
+        let seen = events
+            .into_iter()
+            .map(|e| stamped(&mut attempts, e))
+            .collect();
+        (seen, attempts.len())
+    }
+
     /// The order the issue saw: the retry ran and failed on worker B before worker A's
     /// `task-retried` for the first run arrived. Each event keeps the attempt it belongs to.
     #[test]
     fn a_late_retried_keeps_the_attempt_it_ended() {
         use TaskState::*;
-        let mut attempts = Attempts::default();
-        let seen: Vec<Option<i32>> = [
+        let (seen, held) = stamp_all([
             event(Received, "a", Some(0)),
             event(Started, "a", None),
             event(Received, "b", Some(1)),
             event(Started, "b", None),
             event(Failed, "b", None),
             event(Retried, "a", None),
-        ]
-        .into_iter()
-        .map(|e| stamped(&mut attempts, e))
-        .collect();
+        ]);
         assert_eq!(seen, [Some(0), Some(0), Some(1), Some(1), Some(1), Some(0)]);
-        assert_eq!(attempts.len(), 0, "both workers are done with it");
+        assert_eq!(held, 0, "both workers are done with it");
     }
 
     /// A run revoked before it started ends the attempt it received.
@@ -156,20 +163,16 @@ mod tests {
     #[test]
     fn on_one_worker_the_outcome_belongs_to_the_started_run() {
         use TaskState::*;
-        let mut attempts = Attempts::default();
-        let seen: Vec<Option<i32>> = [
+        let (seen, held) = stamp_all([
             event(Received, "a", Some(0)),
             event(Started, "a", None),
             event(Received, "a", Some(1)),
             event(Retried, "a", None),
             event(Started, "a", None),
             event(Succeeded, "a", None),
-        ]
-        .into_iter()
-        .map(|e| stamped(&mut attempts, e))
-        .collect();
+        ]);
         assert_eq!(seen, [Some(0), Some(0), Some(1), Some(0), Some(1), Some(1)]);
-        assert_eq!(attempts.len(), 0, "a finished task is forgotten");
+        assert_eq!(held, 0, "a finished task is forgotten");
     }
 
     /// Events of a task this agent never saw received stay as Celery sent them.

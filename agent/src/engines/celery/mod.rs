@@ -63,11 +63,7 @@ pub struct CeleryAdapter {
     liveness: Arc<Mutex<Liveness>>,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use crate::clock::now_ms;
 
 /// A random UUID-shaped id (task ids, reply keys, tickets, delivery tags).
 pub fn uuid_like() -> String {

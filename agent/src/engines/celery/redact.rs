@@ -9,18 +9,7 @@
 
 use serde_json::Value;
 
-/// Key fragments whose values are secrets (matched case-insensitively, anywhere in the key).
-pub const DEFAULT_SECRET_KEYS: [&str; 9] = [
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "auth",
-    "credential",
-    "private",
-];
+use crate::config::DEFAULT_SECRET_KEYS;
 
 /// What replaces a secret value.
 pub const REDACTED: &str = "<redacted>";

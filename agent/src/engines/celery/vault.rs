@@ -14,11 +14,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Default age bound: a week covers the usual "retry what failed this week".
-pub const DEFAULT_MAX_AGE_HOURS: u64 = 168;
-/// Default size bound of the file. Entries are held in memory as their JSON lines, so memory
-/// stays within about twice this.
-pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+use crate::clock::now_ms;
 
 /// What is known of one task's original call. Fields fill in as sources report them (the
 /// received event's repr, then `query_task`).
@@ -249,17 +245,12 @@ impl Inner {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::config::DEFAULT_VAULT_MAX_BYTES;
 
     fn call(id: &str, at_ms: i64) -> Original {
         Original {
@@ -276,7 +267,7 @@ mod tests {
     fn originals_survive_a_restart_and_fill_in() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
-        let vault = Vault::open(&path, 1, DEFAULT_MAX_BYTES).unwrap();
+        let vault = Vault::open(&path, 1, DEFAULT_VAULT_MAX_BYTES).unwrap();
         vault.put(call("t1", now_ms()));
         vault.put(Original {
             task_id: "t1".into(),
@@ -292,7 +283,7 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
         );
-        let vault = Vault::open(&path, 1, DEFAULT_MAX_BYTES).unwrap();
+        let vault = Vault::open(&path, 1, DEFAULT_VAULT_MAX_BYTES).unwrap();
         let t1 = vault.get("t1").unwrap();
         assert!(t1.has_arguments());
         assert_eq!(t1.kwargs, Some(json!({"password": "hunter2"})));
@@ -306,7 +297,7 @@ mod tests {
     fn past_the_age_bound_entries_are_gone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault");
-        let vault = Vault::open(&path, 1, DEFAULT_MAX_BYTES).unwrap();
+        let vault = Vault::open(&path, 1, DEFAULT_VAULT_MAX_BYTES).unwrap();
         vault.put(call("old", now_ms() - 3_600_001));
         vault.put(call("new", now_ms() - 3_500_000));
         assert!(vault.get("old").is_none());

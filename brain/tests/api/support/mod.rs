@@ -437,6 +437,25 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Signs a checkpoint of `chain` now, as the checkpoint endpoint does (verifying the rows
+    /// since the last verified point first).
+    pub async fn checkpoint(&self, chain: &str) -> taskward_shared::audit::Checkpoint {
+        let (state, chain) = (self.state.clone(), chain.to_owned());
+        let dir = self.data_dir.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            taskward_brain::audit::checkpoint_now(
+                &state.store,
+                &state.keys,
+                &dir,
+                &state.audit_watch,
+                &chain,
+            )
+            .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
     /// Number of projects, read straight from the store.
     pub async fn project_count(&self) -> usize {
         let reply = self.get("/api/v1/projects", &self.admin_token).await;

@@ -17,29 +17,45 @@ fn trusted(key: &SigningKey) -> TrustedKeys {
     TrustedKeys::from_infos(&[PublicKeyInfo::of(&key.verifying_key(), 0, None)]).unwrap()
 }
 
-fn chain(n: u64, key: &SigningKey) -> Vec<AuditRow> {
+/// A chain of `n` rows: `statement` says what row `seq` states, `signer` which key signs it.
+fn linked<'k>(
+    n: u64,
+    statement: impl Fn(u64) -> Statement,
+    signer: impl Fn(u64) -> &'k SigningKey,
+) -> Vec<AuditRow> {
     let mut prev = genesis_hash(CHAIN);
     (1..=n)
         .map(|seq| {
-            let statement = Statement {
-                v: STATEMENT_VERSION,
-                chain: CHAIN.into(),
-                seq: seq.to_string(),
-                time: "2026-11-25T00:00:00.000Z".into(),
-                actor: Actor {
-                    kind: ActorKind::User,
-                    id: "u1".into(),
-                    name: "admin".into(),
-                },
-                kind: "test.row".into(),
-                command_id: None,
-                payload: serde_json::json!({"n": seq}),
-            };
-            let row = AuditRow::sign(seq, &prev, &statement, key);
+            let row = AuditRow::sign(seq, &prev, &statement(seq), signer(seq));
             prev = parse_hash(&row.hash).unwrap();
             row
         })
         .collect()
+}
+
+/// Row `seq` of the test chain: a `test.row` by `actor` at `time`.
+fn test_row(seq: u64, time: String, actor: Actor) -> Statement {
+    Statement {
+        v: STATEMENT_VERSION,
+        chain: CHAIN.into(),
+        seq: seq.to_string(),
+        time,
+        actor,
+        kind: "test.row".into(),
+        command_id: None,
+        payload: serde_json::json!({"n": seq}),
+    }
+}
+
+/// A chain of `n` rows by a user, all signed by `key`.
+fn chain(n: u64, key: &SigningKey) -> Vec<AuditRow> {
+    let admin = Actor {
+        kind: ActorKind::User,
+        id: "u1".into(),
+        name: "admin".into(),
+    };
+    let time = "2026-11-25T00:00:00.000Z";
+    linked(n, |seq| test_row(seq, time.into(), admin.clone()), |_| key)
 }
 
 fn verify(
@@ -226,6 +242,16 @@ fn refusal(rows: &[AuditRow]) -> Failure {
     verify_all(rows, trusted(&key())).unwrap_err()
 }
 
+/// Asserts that `rows` are refused at the command's result (row 4) for a reason naming `why`.
+fn assert_result_refused(rows: &[AuditRow], why: &str) {
+    let err = refusal(rows);
+    assert_eq!(err.seq, 4);
+    assert!(
+        matches!(&err.problem, Problem::AgentResult(w) if w.contains(why)),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_non_canonical_statement_is_refused_even_when_signed() {
     let k = key();
@@ -284,30 +310,35 @@ fn rotated_keys(old: &SigningKey, new: &SigningKey) -> TrustedKeys {
 }
 
 /// A chain of `n` rows one second apart from 12:00:01, each signed by `old` before 12:00:10
+/// Asserts that `rows` are refused at row `seq` for a key used outside its window (`why`:
+/// `before` it existed or `after` it was retired).
+fn assert_outside_window(rows: &[AuditRow], keys: TrustedKeys, seq: u64, why: &str) {
+    let err = verify_all(rows, keys).unwrap_err();
+    assert_eq!(err.seq, seq);
+    assert!(
+        matches!(&err.problem, Problem::KeyOutsideWindow { why: w, .. } if w.contains(why)),
+        "{err}"
+    );
+}
+
 /// and by `new` from then on.
 fn timed_chain(n: u64, old: &SigningKey, new: &SigningKey) -> Vec<AuditRow> {
-    let mut prev = genesis_hash(CHAIN);
-    (1..=n)
-        .map(|seq| {
-            let statement = Statement {
-                v: STATEMENT_VERSION,
-                chain: CHAIN.into(),
-                seq: seq.to_string(),
-                time: format!("2026-11-25T12:00:{seq:02}.000Z"),
-                actor: Actor {
-                    kind: ActorKind::System,
-                    id: "brain".into(),
-                    name: "brain".into(),
-                },
-                kind: "test.row".into(),
-                command_id: None,
-                payload: serde_json::json!({"n": seq}),
-            };
-            let row = AuditRow::sign(seq, &prev, &statement, if seq < 10 { old } else { new });
-            prev = parse_hash(&row.hash).unwrap();
-            row
-        })
-        .collect()
+    let brain = Actor {
+        kind: ActorKind::System,
+        id: "brain".into(),
+        name: "brain".into(),
+    };
+    linked(
+        n,
+        |seq| {
+            test_row(
+                seq,
+                format!("2026-11-25T12:00:{seq:02}.000Z"),
+                brain.clone(),
+            )
+        },
+        |seq| if seq < 10 { old } else { new },
+    )
 }
 
 #[test]
@@ -321,12 +352,7 @@ fn keys_sign_only_inside_their_windows() {
 
     // Re-signed with the retired key after its window.
     let retired = resign_from(&rows, 14, &old, |_, _| {});
-    let err = verify_all(&retired, rotated_keys(&old, &new)).unwrap_err();
-    assert_eq!(err.seq, 15);
-    assert!(
-        matches!(&err.problem, Problem::KeyOutsideWindow { why, .. } if why.contains("after")),
-        "{err}"
-    );
+    assert_outside_window(&retired, rotated_keys(&old, &new), 15, "after");
     // A grace covers a brain that kept signing briefly, and no more.
     let late = resign_from(&rows, 9, &old, |_, _| {});
     let grace = |ms| {
@@ -346,12 +372,7 @@ fn keys_sign_only_inside_their_windows() {
 
     // The new key before it existed.
     let early = resign_from(&rows, 4, &new, |_, _| {});
-    let err = verify_all(&early, rotated_keys(&old, &new)).unwrap_err();
-    assert_eq!(err.seq, 5);
-    assert!(
-        matches!(&err.problem, Problem::KeyOutsideWindow { why, .. } if why.contains("before")),
-        "{err}"
-    );
+    assert_outside_window(&early, rotated_keys(&old, &new), 5, "before");
 }
 
 #[test]
@@ -534,12 +555,7 @@ mod agents {
             st.kind = "command.succeeded".into();
             st.payload["status"] = json!("succeeded");
         });
-        let err = refusal(&rewritten);
-        assert_eq!(err.seq, 4);
-        assert!(
-            matches!(&err.problem, Problem::AgentResult(w) if w.contains("Failed")),
-            "{err}"
-        );
+        assert_result_refused(&rewritten, "Failed");
         // The result's outcome edited too: the agent's signature no longer covers it.
         let edited = edit_row(&rows, 3, |st| {
             st.kind = "command.succeeded".into();
@@ -553,9 +569,7 @@ mod agents {
             st.kind = "command.succeeded".into();
             st.payload = json!({"status": "succeeded", "late": false, "agent_result": null});
         });
-        let err = refusal(&dropped);
-        assert_eq!(err.seq, 4);
-        assert!(matches!(err.problem, Problem::AgentResult(_)), "{err}");
+        assert_result_refused(&dropped, "");
     }
 
     #[test]
@@ -582,22 +596,12 @@ mod agents {
         let unenrolled = edit_row(&rows, 0, |st| {
             st.kind = "agent.created".into();
         });
-        let err = refusal(&unenrolled);
-        assert_eq!(err.seq, 4);
-        assert!(
-            matches!(&err.problem, Problem::AgentResult(w) if w.contains("enrolled")),
-            "{err}"
-        );
+        assert_result_refused(&unenrolled, "enrolled");
         // Another issued row (the audience changed) than the one the agent ran.
         let reissued = edit_row(&rows, 1, |st| {
             st.payload["command"]["audience"] = json!("agent-2");
         });
-        let err = refusal(&reissued);
-        assert_eq!(err.seq, 4);
-        assert!(
-            matches!(&err.problem, Problem::AgentResult(w) if w.contains("issued row")),
-            "{err}"
-        );
+        assert_result_refused(&reissued, "issued row");
     }
 
     #[test]

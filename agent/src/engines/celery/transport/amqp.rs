@@ -78,6 +78,121 @@ fn not_found(error: &lapin::Error) -> bool {
 }
 
 /// A name or routing key: AMQP short strings hold at most 255 bytes.
+/// Declares the reply queue of a control call as Celery does (exclusive, auto-delete, expiring,
+/// on the direct `reply.celery.pidbox` exchange), binds it to `reply_key` and consumes it
+/// without acks; returns the queue (to delete after) and its consumer.
+async fn consume_replies(
+    channel: &Channel,
+    reply_key: &str,
+) -> Result<(ShortString, lapin::Consumer), TransportError> {
+    let reply_queue = short("reply queue", &format!("{reply_key}.reply.celery.pidbox"))?;
+    channel
+        .exchange_declare(
+            REPLY_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(), // not durable, not auto-delete
+            FieldTable::default(),
+        )
+        .await
+        .map_err(failed)?;
+    let queue_args = arguments(&[
+        (
+            "x-expires",
+            AMQPValue::LongInt(REPLY_QUEUE_EXPIRES_MS as i32),
+        ),
+        (
+            "x-message-ttl",
+            AMQPValue::LongInt(REPLY_QUEUE_TTL_MS as i32),
+        ),
+    ]);
+    channel
+        .queue_declare(
+            reply_queue.clone(),
+            QueueDeclareOptions::exclusive().auto_delete(),
+            queue_args,
+        )
+        .await
+        .map_err(failed)?;
+    channel
+        .queue_bind(
+            reply_queue.clone(),
+            REPLY_EXCHANGE.into(),
+            short("reply key", reply_key)?,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(failed)?;
+    let replies = channel
+        .basic_consume(
+            reply_queue.clone(),
+            short("consumer tag", &format!("taskward.{reply_key}"))?,
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(failed)?;
+    Ok((reply_queue, replies))
+}
+
+/// Publishes a control request to its pidbox exchange, declaring it first: publishing to an
+/// exchange no worker declared yet would close the channel.
+async fn publish_control(channel: &Channel, request: &Outgoing) -> Result<(), TransportError> {
+    let exchange = short("exchange", &request.exchange)?;
+    channel
+        .exchange_declare(
+            exchange.clone(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(), // not durable, not auto-delete
+            FieldTable::default(),
+        )
+        .await
+        .map_err(failed)?;
+    channel
+        .basic_publish(
+            exchange,
+            short("routing key", &request.routing_key)?,
+            BasicPublishOptions::default(),
+            &request.body,
+            properties(request)?,
+        )
+        .await
+        .map_err(failed)?;
+    Ok(())
+}
+
+/// Hands each reply to `collect` until it breaks, the consumer ends, or `timeout` passes.
+async fn collect_replies(
+    mut replies: lapin::Consumer,
+    timeout: Duration,
+    collect: &mut Collect<'_>,
+) -> Result<(), TransportError> {
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(until, replies.next()).await {
+            Err(_) | Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => return Err(failed(e)),
+            Ok(Some(Ok(message))) => {
+                let delivery = Delivery {
+                    headers: message
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .map(from_table)
+                        .unwrap_or_default(),
+                    body: message.data,
+                };
+                if collect(delivery).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 fn short(what: &str, text: &str) -> Result<ShortString, TransportError> {
     ShortString::try_new(text).map_err(|_| {
         TransportError::Unsupported(format!("{what} {text:?} is longer than AMQP's 255 bytes"))
@@ -278,99 +393,9 @@ impl AmqpTransport {
         timeout: Duration,
         collect: &mut Collect<'_>,
     ) -> Result<(), TransportError> {
-        let reply_queue = short("reply queue", &format!("{reply_key}.reply.celery.pidbox"))?;
-        let pidbox = ExchangeDeclareOptions::default(); // not durable, not auto-delete
-        channel
-            .exchange_declare(
-                REPLY_EXCHANGE.into(),
-                ExchangeKind::Direct,
-                pidbox,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(failed)?;
-        let queue_args = arguments(&[
-            (
-                "x-expires",
-                AMQPValue::LongInt(REPLY_QUEUE_EXPIRES_MS as i32),
-            ),
-            (
-                "x-message-ttl",
-                AMQPValue::LongInt(REPLY_QUEUE_TTL_MS as i32),
-            ),
-        ]);
-        channel
-            .queue_declare(
-                reply_queue.clone(),
-                QueueDeclareOptions::exclusive().auto_delete(),
-                queue_args,
-            )
-            .await
-            .map_err(failed)?;
-        channel
-            .queue_bind(
-                reply_queue.clone(),
-                REPLY_EXCHANGE.into(),
-                short("reply key", reply_key)?,
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(failed)?;
-        let mut replies = channel
-            .basic_consume(
-                reply_queue.clone(),
-                short("consumer tag", &format!("taskward.{reply_key}"))?,
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(failed)?;
-        let exchange = short("exchange", &request.exchange)?;
-        // Publishing to an exchange no worker declared yet would close the channel.
-        channel
-            .exchange_declare(
-                exchange.clone(),
-                ExchangeKind::Fanout,
-                pidbox,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(failed)?;
-        channel
-            .basic_publish(
-                exchange,
-                short("routing key", &request.routing_key)?,
-                BasicPublishOptions::default(),
-                &request.body,
-                properties(request)?,
-            )
-            .await
-            .map_err(failed)?;
-        let until = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(until, replies.next()).await {
-                Err(_) | Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(failed(e)),
-                Ok(Some(Ok(message))) => {
-                    let delivery = Delivery {
-                        headers: message
-                            .properties
-                            .headers()
-                            .as_ref()
-                            .map(from_table)
-                            .unwrap_or_default(),
-                        body: message.data,
-                    };
-                    if collect(delivery).is_break() {
-                        break;
-                    }
-                }
-            }
-        }
+        let (reply_queue, replies) = consume_replies(channel, reply_key).await?;
+        publish_control(channel, request).await?;
+        collect_replies(replies, timeout, collect).await?;
         let _ = channel
             .queue_delete(reply_queue, QueueDeleteOptions::default())
             .await;

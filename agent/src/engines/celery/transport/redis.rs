@@ -22,6 +22,7 @@ use super::envelope;
 use super::{
     BoxFuture, Collect, EventStream, Outgoing, Transport, TransportError, UnreadableEvent,
 };
+use crate::clock::now_ms;
 
 /// kombu's separator inside binding members and priority bucket names.
 const SEP: &str = "\x06\x16";
@@ -59,12 +60,6 @@ fn bucket_keys(prefix: &str, queue: &str) -> Vec<String> {
         .chain(PRIORITY_BUCKETS)
         .map(|step| bucket_key(prefix, queue, step))
         .collect()
-}
-
-fn epoch_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Whether a kept connection still answers.
@@ -180,7 +175,7 @@ impl RedisTransport {
         let _: Result<i64, _> = ::redis::cmd("ZADD")
             .arg(format!("{p}_kombu.binding_deadlines"))
             .arg("GT")
-            .arg(epoch_ms() + BINDING_TTL_MS)
+            .arg(now_ms() + BINDING_TTL_MS)
             .arg("reply.celery.pidbox")
             .query_async(conn)
             .await;
