@@ -3,12 +3,13 @@
 //! - checkpoint every chain that grew (into `checkpoints.log`), at least every interval, and
 //!   then remove the dashboard sessions that ended;
 //! - pick up a keyring rotated by `taskward-brain keys rotate` in another process, every half
-//!   second, and tell the connected agents (`hub::rotations::watch_keyring`);
+//!   second, and tell the connected agents (`keyring`);
 //! - work through due cleanup steps (project deletions), a few hundred per tick;
 //! - fire due schedules and finish the runs whose commands ended (`schedules`);
 //! - verify the audit log continuously (`audit_watch`).
 
 pub mod audit_watch;
+pub mod keyring;
 pub mod schedules;
 
 use std::time::Duration;
@@ -58,7 +59,7 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
             tracing::warn!(%err, "cleanup steps failed");
         }
     });
-    let keyring = tokio::spawn(crate::hub::rotations::watch_keyring(state.clone()));
+    let keyring = tokio::spawn(keyring::watch_keyring(state.clone()));
     let mut handles = vec![sweeper, checkpointer, scheduler, cleaner, keyring];
     handles.extend(audit_watch::spawn(state));
     handles

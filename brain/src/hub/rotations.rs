@@ -4,7 +4,7 @@
 //!
 //! Two paths, both sending the signed `key.rotated` row of the site chain (which the agent
 //! checks against a key it already trusts before it trusts the new one):
-//! - push: a watcher ([`watch_keyring`]) re-reads the keyring every
+//! - push: a watcher (`background::keyring`) re-reads the keyring every
 //!   [`RELOAD_EVERY`](crate::keys::RELOAD_EVERY); when its keys change it publishes the
 //!   rotation rows to every session ([`Rotations`]), which sends the ones its agent was not told.
 //!   `keys rotate` schedules the switch seconds ahead, so this normally happens well before the
@@ -18,11 +18,8 @@ use std::sync::Arc;
 
 use taskward_shared::audit::{AuditRow, PublicKeyInfo, Statement};
 use tokio::sync::watch;
-use tokio::time::{MissedTickBehavior, interval};
 
-use crate::app::AppState;
-use crate::keys::RELOAD_EVERY;
-use crate::store::{StoreResult, audit};
+use crate::store::{Store, StoreResult, audit};
 
 /// The site chain's `key.rotated` rows, oldest first, as last published to the sessions.
 pub struct Rotations {
@@ -57,51 +54,11 @@ impl Rotations {
 }
 
 /// The rotation rows of this installation's site chain, oldest first.
-pub async fn read_rotations(state: &AppState) -> StoreResult<Vec<AuditRow>> {
-    let site = state.store.site_chain();
-    state
-        .store
+pub async fn read_rotations(store: &Store) -> StoreResult<Vec<AuditRow>> {
+    let site = store.site_chain();
+    store
         .read("key_rotations", move |conn| audit::rotations(conn, &site))
         .await
-}
-
-/// Re-reads the keyring every [`RELOAD_EVERY`] and, when its keys changed (here or in
-/// another loop that reloaded it), publishes the rotation rows to the sessions. Runs until
-/// aborted.
-pub async fn watch_keyring(state: AppState) {
-    let mut tick = interval(RELOAD_EVERY);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut published: Option<Vec<String>> = None;
-    loop {
-        tick.tick().await;
-        match state.keys.reload_if_changed() {
-            Ok(true) => tracing::info!("signing keyring changed on disk; reloaded"),
-            Ok(false) => {}
-            Err(err) => tracing::error!(%err, "cannot reload the signing keyring"),
-        }
-        let ids: Vec<String> = state
-            .keys
-            .public_keys()
-            .into_iter()
-            .map(|k| k.key_id)
-            .collect();
-        if published.as_ref() == Some(&ids) {
-            continue;
-        }
-        match read_rotations(&state).await {
-            Ok(rows) => {
-                if published.is_some() {
-                    tracing::info!(
-                        rotations = rows.len(),
-                        "key rotation learned; telling connected agents"
-                    );
-                }
-                state.hub.rotations.publish(rows);
-                published = Some(ids);
-            }
-            Err(err) => tracing::warn!(%err, "cannot read key rotations; trying again"),
-        }
-    }
 }
 
 /// The brain keys one session told its agent of: the first key (which every agent pinned

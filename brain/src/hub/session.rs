@@ -240,7 +240,9 @@ async fn serve(
     // read before the rows, so every key in it has its row among them (see `Told`).
     let mut pushed = state.hub.rotations.subscribe();
     let keys = state.keys.public_keys();
-    let rotations = read_rotations(state).await.map_err(|e| e.to_string())?;
+    let rotations = read_rotations(&state.store)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut told = Told::from_welcome(&keys, &rotations);
     send(
         socket,
@@ -328,7 +330,9 @@ async fn deliver(
     for (record, row) in pending {
         if sent.insert(record.id.clone()) {
             if !told.knows(&row.key_id) {
-                let all = read_rotations(state).await.map_err(|e| e.to_string())?;
+                let all = read_rotations(&state.store)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 tell_rotations(socket, agent, told, &all).await?;
                 if !told.knows(&row.key_id) {
                     tracing::warn!(agent = %agent.name, command = %record.id, key = %row.key_id,
