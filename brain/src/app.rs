@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskward_shared::audit::{Actor, ActorKind};
+use taskward_shared::audit::Actor;
 
 use crate::audit::watch::AuditWatch;
 use crate::hub::Hub;
@@ -169,14 +169,7 @@ impl App {
     }
 }
 
-/// The brain (or its CLI, on this host) as an audit actor.
-pub fn system_actor(name: &str) -> Actor {
-    Actor {
-        kind: ActorKind::System,
-        id: "brain".into(),
-        name: name.into(),
-    }
-}
+pub use crate::store::audit::system_actor;
 
 /// Cheap-to-clone handle on the [`App`], the state type of the router.
 #[derive(Clone)]

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use taskward_shared::secret::Secret;
 
 use super::registry;
-use crate::app::system_actor;
 use crate::keys::Keys;
 use crate::names::{AgentName, ProjectSlug};
 use crate::store::audit::AuditContext;
+use crate::store::audit::system_actor;
 use crate::store::{AnyConnection, Store, StoreError, StoreResult, agents, now_ms, projects};
 
 /// The project the first agent joins (the one bootstrap creates).

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use diesel::prelude::*;
 use ed25519_dalek::SigningKey;
 use taskward_shared::audit::{
-    Actor, AuditRow, Hash, STATEMENT_VERSION, Statement, genesis_hash, parse_hash,
+    Actor, ActorKind, AuditRow, Hash, STATEMENT_VERSION, Statement, genesis_hash, parse_hash,
 };
 
 use super::schema::{audit_chains, audit_rows, installation};
@@ -93,6 +93,15 @@ pub struct AuditContext {
     pub signer: Signer,
     /// Who caused the action.
     pub actor: Actor,
+}
+
+/// The brain (or its CLI, on this host) as an audit actor.
+pub fn system_actor(name: &str) -> Actor {
+    Actor {
+        kind: ActorKind::System,
+        id: "brain".into(),
+        name: name.into(),
+    }
 }
 
 /// Appends a signed row to `chain`. Must run inside a write transaction.
