@@ -20,6 +20,10 @@ use crate::store::audit::AuditContext;
 /// command running.
 pub const DEFAULT_COMMAND_TTL: Duration = Duration::from_secs(5 * 60);
 
+/// The broker agents are told to use unless `serve --agent-broker` says otherwise: a Redis
+/// beside the workers, as most Celery setups start.
+pub const DEFAULT_AGENT_BROKER: &str = "redis://127.0.0.1:6379/0";
+
 /// Settings of a running server that handlers consult.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -57,6 +61,9 @@ pub struct ServerSettings {
     pub audit_sweep_rate: u64,
     /// Answer `/readyz` 503 (not 200) while an audit chain is broken.
     pub readyz_fail_on_audit: bool,
+    /// The broker URL the `taskward-agent run` lines handed out (on start, in the dashboard)
+    /// carry: where agents reach the Celery broker, which the brain itself never touches.
+    pub agent_broker: String,
 }
 
 impl Default for ServerSettings {
@@ -80,6 +87,7 @@ impl Default for ServerSettings {
             audit_watch_interval: Duration::from_secs(1),
             audit_sweep_rate: 200,
             readyz_fail_on_audit: false,
+            agent_broker: DEFAULT_AGENT_BROKER.to_owned(),
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use clap::Args;
 
+use crate::agents::first;
 use crate::app::{App, AppState, ServerSettings};
 use crate::background;
 use crate::bootstrap::bootstrap_if_empty;
@@ -125,6 +126,17 @@ pub struct ServeArgs {
     /// `"status":"degraded"`, so traffic keeps flowing).
     #[arg(long, env = "TASKWARD_READYZ_FAIL_ON_AUDIT")]
     pub readyz_fail_on_audit: bool,
+
+    /// The Celery broker URL put in the `taskward-agent run` lines the brain hands out (on
+    /// start while project `default` has no enrolled agent, and in the dashboard's "Add
+    /// agent"): where agents reach the broker. The brain never connects to it.
+    #[arg(
+        long,
+        env = "TASKWARD_AGENT_BROKER",
+        default_value = crate::app::DEFAULT_AGENT_BROKER,
+        value_name = "URL"
+    )]
+    pub agent_broker: String,
 }
 
 /// Why the server could not start, or stopped with an error.
@@ -162,51 +174,17 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         install(SignalKind::terminate())?,
         install(SignalKind::interrupt())?,
     );
-    // Checked before anything else starts: a bad certificate is a start-up error, not a
-    // listener that fails every handshake.
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let files = tls::CertFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-            };
-            let certs = tls::CertSwap::new(files.load()?);
-            Some((files, certs))
-        }
-        _ => None,
-    };
-    tracing::info!(database = %url.redacted(), data_dir = %data_dir.display(), "opening store");
-    let open_url = url.clone();
-    let store = run_blocking(move || Store::open(&open_url)).await?;
-    let keys =
-        Arc::new(Keys::load_or_create(data_dir).map_err(|e| ServeError::Keys(e.to_string()))?);
-    let (bootstrap_store, bootstrap_keys) = (store.clone(), keys.clone());
-    let dir = data_dir.to_owned();
-    if let Some(boot) =
-        run_blocking(move || bootstrap_if_empty(&bootstrap_store, &bootstrap_keys, &dir)).await?
-    {
-        // Printed, not logged: log pipelines must never carry a secret.
-        eprintln!("{}", boot.banner());
-    }
+    let tls = load_tls(&args)?;
+    let (store, keys) = open_and_bootstrap(data_dir, url).await?;
     if !args.listen.ip().is_loopback() && tls.is_none() {
         tracing::warn!(listen = %args.listen, "listening beyond loopback without TLS: put a TLS proxy in front");
     }
+    let settings = settings(&args, tls.is_some());
     let state = AppState(Arc::new(App::new(
         store,
         keys,
         data_dir.to_owned(),
-        ServerSettings {
-            metrics_public: args.metrics_public,
-            missed_schedules: args.missed_schedules,
-            command_ttl: std::time::Duration::from_secs(args.command_ttl),
-            secure_cookies: args.secure_cookies || tls.is_some(),
-            trusted_proxies: crate::client_addr::TrustedProxies::new(args.trusted_proxies.clone()),
-            query_budget: Duration::from_millis(args.query_budget_ms),
-            reads_per_caller: args.reads_per_caller as usize,
-            audit_sweep_rate: args.audit_sweep_rate,
-            readyz_fail_on_audit: args.readyz_fail_on_audit,
-            ..ServerSettings::default()
-        },
+        settings,
     )));
     let background = background::spawn(state.clone());
     let max_connections = listener::connection_cap(args.max_connections);
@@ -220,6 +198,7 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
         what: "cannot read the listening address".into(),
         source,
     })?;
+    announce_first_agent(&state, bound, tls.is_some()).await;
     tracing::info!(listen = %bound, tls = tls.is_some(), "taskward brain listening");
     let (acceptor, reload) = match tls {
         Some((files, certs)) => (
@@ -264,6 +243,79 @@ pub async fn serve(data_dir: &Path, url: &DatabaseUrl, args: ServeArgs) -> Resul
     }
     tracing::info!("taskward brain stopped");
     Ok(())
+}
+
+/// The certificate files and their loaded contents, when serving TLS. Checked before anything
+/// else starts: a bad certificate is a start-up error, not a listener that fails every
+/// handshake.
+fn load_tls(args: &ServeArgs) -> Result<Option<(tls::CertFiles, Arc<tls::CertSwap>)>, ServeError> {
+    Ok(match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let certs = tls::CertSwap::new(files.load()?);
+            Some((files, certs))
+        }
+        _ => None,
+    })
+}
+
+/// Opens (and migrates) the store, loads the signing keys, and completes a first start,
+/// printing what it created.
+async fn open_and_bootstrap(
+    data_dir: &Path,
+    url: &DatabaseUrl,
+) -> Result<(Store, Arc<Keys>), ServeError> {
+    tracing::info!(database = %url.redacted(), data_dir = %data_dir.display(), "opening store");
+    let open_url = url.clone();
+    let store = run_blocking(move || Store::open(&open_url)).await?;
+    let keys =
+        Arc::new(Keys::load_or_create(data_dir).map_err(|e| ServeError::Keys(e.to_string()))?);
+    let (bootstrap_store, bootstrap_keys) = (store.clone(), keys.clone());
+    let dir = data_dir.to_owned();
+    if let Some(boot) =
+        run_blocking(move || bootstrap_if_empty(&bootstrap_store, &bootstrap_keys, &dir)).await?
+    {
+        // Printed, not logged: log pipelines must never carry a secret.
+        eprintln!("{}", boot.banner());
+    }
+    Ok((store, keys))
+}
+
+/// What handlers consult, from the command line.
+fn settings(args: &ServeArgs, tls: bool) -> ServerSettings {
+    ServerSettings {
+        metrics_public: args.metrics_public,
+        missed_schedules: args.missed_schedules,
+        command_ttl: Duration::from_secs(args.command_ttl),
+        secure_cookies: args.secure_cookies || tls,
+        trusted_proxies: crate::client_addr::TrustedProxies::new(args.trusted_proxies.clone()),
+        query_budget: Duration::from_millis(args.query_budget_ms),
+        reads_per_caller: args.reads_per_caller as usize,
+        audit_sweep_rate: args.audit_sweep_rate,
+        readyz_fail_on_audit: args.readyz_fail_on_audit,
+        agent_broker: args.agent_broker.clone(),
+        ..ServerSettings::default()
+    }
+}
+
+/// Prints the `taskward-agent run` line of the first agent while project `default` has no
+/// enrolled agent. A failure is only a warning: the line is a convenience, and the brain
+/// serves without it.
+async fn announce_first_agent(state: &AppState, bound: SocketAddr, tls: bool) {
+    match first::issue(&state.store, &state.keys).await {
+        Ok(Some(first)) => {
+            if first.created {
+                tracing::info!(agent = first::NAME, "registered the first agent");
+            }
+            // Printed, not logged: log pipelines must never carry a secret.
+            eprintln!("{}", first.banner(bound, tls, &state.settings.agent_broker));
+        }
+        Ok(None) => {}
+        Err(err) => tracing::warn!(%err, "cannot issue the first agent's enrollment token"),
+    }
 }
 
 async fn shutdown_signal(mut term: Signal, mut int: Signal) {

@@ -1,7 +1,8 @@
 //! The agents registry as audited actions on the project's chain: an admin registers an
 //! agent (`agent.created`, with a one-time enrollment token), the agent enrolls its public
 //! key (`agent.enrolled`, signed with the agent as actor: the key that verifies its results
-//! from then on), an admin deletes it (`agent.deleted`).
+//! from then on), an admin deletes it (`agent.deleted`). A pending agent's token can be
+//! replaced by a fresh one (`agent.enrollment_reissued`), which ends the old one.
 
 use serde_json::json;
 use taskward_shared::audit::{Actor, ActorKind};
@@ -40,6 +41,30 @@ pub fn register(
         json!({"agent": {"id": agent.id, "name": agent.name, "preserve": agent.preserve}}),
     )?;
     Ok((agent, secret))
+}
+
+/// Replaces the enrollment token of a pending agent with a fresh one valid until
+/// `expires_at` (the old token stops working) and appends `agent.enrollment_reissued`; the
+/// row names when the new token expires, never the token.
+pub fn reissue_enrollment(
+    conn: &mut AnyConnection,
+    ctx: &AuditContext,
+    agent: &Agent,
+    expires_at: i64,
+) -> StoreResult<Secret> {
+    let secret = agents::reissue_enrollment(conn, &agent.id, expires_at)?;
+    audit::append(
+        conn,
+        ctx,
+        &audit::project_chain(&agent.project_id),
+        "agent.enrollment_reissued",
+        None,
+        json!({
+            "agent": {"id": agent.id, "name": agent.name},
+            "expires_at": crate::clock::timestamp(expires_at),
+        }),
+    )?;
+    Ok(secret)
 }
 
 /// Deletes an agent of the project. Its tasks stay; it can no longer connect.

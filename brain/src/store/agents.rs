@@ -84,6 +84,31 @@ pub fn create(
     Ok((agent, secret))
 }
 
+/// Replaces the enrollment token of an agent that has not enrolled yet with a fresh one valid
+/// until `expires_at`; the previous token stops working at once. `NotFound` when the agent is
+/// gone or already enrolled (an enrolled agent never gets a way to enroll again).
+pub fn reissue_enrollment(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    expires_at: i64,
+) -> StoreResult<Secret> {
+    let secret = Secret::generate(SecretKind::Enrollment);
+    let updated = diesel::update(
+        agents::table
+            .find(agent_id)
+            .filter(agents::enrolled_at.is_null()),
+    )
+    .set((
+        agents::enrollment_token_hash.eq(secret.hash()),
+        agents::enrollment_expires_at.eq(expires_at),
+    ))
+    .execute(conn)?;
+    if updated == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(secret)
+}
+
 /// Agents of a project by name.
 pub fn list(conn: &mut AnyConnection, project_id: &str) -> StoreResult<Vec<Agent>> {
     Ok(agents::table
