@@ -272,10 +272,7 @@ mod tests {
             );
         }
         let err = celery("sqs://user:secret@queue").unwrap_err();
-        assert!(
-            err.contains("--engine") && !err.contains("secret"),
-            "{err}"
-        );
+        assert!(err.contains("--engine") && !err.contains("secret"), "{err}");
         assert_eq!(engine_config(None, None), Ok(EngineConfig::None));
         assert!(engine_config(Some(EngineKind::Celery), None).is_err());
         let err = engine_config(Some(EngineKind::None), Some("redis://h".into())).unwrap_err();

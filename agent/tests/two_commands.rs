@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{AGENT, start_brain, wait_status};
-use taskward_testkit::{Api, BrainProcess, CeleryStack, Proc, Wait};
+use support::{AGENT, wait_status};
+use taskward_testkit::{Api, BrainProcess, CeleryStack, Proc, Wait, brain_bin};
 
 /// The `taskward-agent run …` line the brain printed on stderr, split into its arguments.
 fn printed_agent_line(brain: &BrainProcess) -> Vec<String> {
@@ -73,13 +73,10 @@ async fn online_agent_with(api: &Api, worker: &str, log: &Path) -> String {
 async fn serve_then_the_printed_line_puts_a_rate_limit_on_a_real_worker() {
     let celery = CeleryStack::on_db(7);
     let dir = tempfile::tempdir().unwrap();
-    let brain = start_brain(dir.path());
-    // TEMP until the brain prints the line.
-    let line: Vec<String> = {
-        let (_, t) = brain.api().create_agent("first-agent").await;
-        format!("taskward-agent run --brain {} --enroll {t} --broker {}", brain.url(), celery.broker()).split_whitespace().map(str::to_owned).collect()
-    };
-    let _ = printed_agent_line;
+    let brain = BrainProcess::builder(brain_bin(), dir.path())
+        .args(&["--agent-broker", celery.broker()])
+        .start();
+    let line = printed_agent_line(&brain);
     let broker = line
         .iter()
         .skip_while(|a| *a != "--broker")
@@ -87,7 +84,10 @@ async fn serve_then_the_printed_line_puts_a_rate_limit_on_a_real_worker() {
         .expect("the line names a broker");
     assert_eq!(broker, celery.broker(), "the line names another broker");
     let _worker = celery.worker("w1@two-commands", &["--pool", "solo"], &[]);
-    let (config, log) = (dir.path().join("agent/agent.toml"), dir.path().join("agent.log"));
+    let (config, log) = (
+        dir.path().join("agent/agent.toml"),
+        dir.path().join("agent.log"),
+    );
     let mut agent = run_line(&line, &config, &log);
     let api = brain.api();
     let agent_id = online_agent_with(&api, "w1@two-commands", &log).await;
