@@ -13,29 +13,34 @@ use serde_json::{Value, json};
 use support::{AGENT, wait_status};
 use taskward_testkit::{Api, BrainProcess, CeleryStack, Proc, Wait, brain_bin};
 
-/// The `taskward-agent run …` line the brain printed on stderr, split into its arguments.
-fn printed_agent_line(brain: &BrainProcess) -> Vec<String> {
+/// The `taskward-agent run …` line the brain printed on stderr.
+fn printed_agent_line(brain: &BrainProcess) -> String {
     let log = brain.log();
-    let line = log
-        .lines()
+    log.lines()
         .map(str::trim)
         .find(|line| line.starts_with("taskward-agent run "))
-        .unwrap_or_else(|| panic!("no `taskward-agent run` line on the brain's stderr:\n{log}"));
-    line.split_whitespace().map(str::to_owned).collect()
+        .unwrap_or_else(|| panic!("no `taskward-agent run` line on the brain's stderr:\n{log}"))
+        .to_owned()
 }
 
-/// Runs the printed line with the agent binary of this build (the config where the
-/// environment says, stderr to `log`); killed when dropped.
-fn run_line(line: &[String], config: &Path, log: &Path) -> Proc {
-    assert_eq!(line[0], "taskward-agent");
+/// Runs the printed line as a shell would, with this build's agent first on the `PATH` (the
+/// config where the environment says, stderr to `log`); killed when dropped.
+fn run_line(line: &str, config: &Path, log: &Path) -> Proc {
+    let bin_dir = Path::new(AGENT).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
     Proc(
-        Command::new(AGENT)
-            .args(&line[1..])
+        Command::new("sh")
+            .args(["-c", &format!("exec {line}")])
+            .env("PATH", path)
             .env("TASKWARD_AGENT_CONFIG", config)
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -77,12 +82,10 @@ async fn serve_then_the_printed_line_puts_a_rate_limit_on_a_real_worker() {
         .args(&["--agent-broker", celery.broker()])
         .start();
     let line = printed_agent_line(&brain);
-    let broker = line
-        .iter()
-        .skip_while(|a| *a != "--broker")
-        .nth(1)
-        .expect("the line names a broker");
-    assert_eq!(broker, celery.broker(), "the line names another broker");
+    assert!(
+        line.ends_with(&format!("--broker {}", celery.broker())),
+        "the line names another broker: {line}"
+    );
     let _worker = celery.worker("w1@two-commands", &["--pool", "solo"], &[]);
     let (config, log) = (
         dir.path().join("agent/agent.toml"),
