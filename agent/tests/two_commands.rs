@@ -23,25 +23,32 @@ fn printed_agent_line(brain: &BrainProcess) -> String {
         .to_owned()
 }
 
-/// Runs the printed line as a shell would, with this build's agent first on the `PATH` (the
-/// config where the environment says, stderr to `log`); killed when dropped.
-fn run_line(line: &str, config: &Path, log: &Path) -> Proc {
+/// The printed line as a shell runs it, with this build's agent first on the `PATH` and the
+/// config where `TASKWARD_AGENT_CONFIG` says.
+fn line_command(line: &str, config: &Path) -> Command {
     let bin_dir = Path::new(AGENT).parent().unwrap();
     let path = format!(
         "{}:{}",
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &format!("exec {line}")])
+        .env("PATH", path)
+        .env("TASKWARD_AGENT_CONFIG", config);
+    command
+}
+
+/// Starts the printed line, stderr appended to `log`; killed when dropped.
+fn run_line(line: &str, config: &Path, log: &Path) -> Proc {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
     Proc(
-        Command::new("sh")
-            .args(["-c", &format!("exec {line}")])
-            .env("PATH", path)
-            .env("TASKWARD_AGENT_CONFIG", config)
+        line_command(line, config)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -86,6 +93,7 @@ async fn serve_then_the_printed_line_puts_a_rate_limit_on_a_real_worker() {
         line.ends_with(&format!("--broker {}", celery.broker())),
         "the line names another broker: {line}"
     );
+    a_config_dir_that_cannot_be_written_leaves_the_token_unspent(&line, dir.path());
     let _worker = celery.worker("w1@two-commands", &["--pool", "solo"], &[]);
     let (config, log) = (
         dir.path().join("agent/agent.toml"),
@@ -121,4 +129,20 @@ async fn serve_then_the_printed_line_puts_a_rate_limit_on_a_real_worker() {
     api.wait_online(&agent_id, true).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("--enroll is ignored"), "{text}");
+}
+
+/// The line with a config path under a plain file: enrollment stops before the token is spent
+/// (the run after it enrolls with the same token), saying where it could not write.
+fn a_config_dir_that_cannot_be_written_leaves_the_token_unspent(line: &str, dir: &Path) {
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let out = line_command(line, &file.join("agent.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not-a-dir is not writable") && stderr.contains("not spent"),
+        "{stderr}"
+    );
 }
