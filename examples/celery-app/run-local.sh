@@ -23,9 +23,12 @@ cleanup() {
 trap cleanup EXIT
 
 # The release binaries the README builds, from cargo's target directory (CARGO_TARGET_DIR
-# honoured): built once, shared with the README's commands.
+# honoured): built once, shared with the README's commands. Built one package at a time as the
+# README does: building both at once unifies their dependencies' features differently, which
+# would cost a second full build.
 echo "building brain and agent (release)"
-cargo build -q --release --manifest-path "$root/Cargo.toml" -p taskward-brain -p taskward-agent
+cargo build -q --release --manifest-path "$root/Cargo.toml" -p taskward-brain
+cargo build -q --release --manifest-path "$root/Cargo.toml" -p taskward-agent
 target=$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 bin="$target/release"
