@@ -6,8 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${1:-7711}
 dir=$(mktemp -d)
-cargo build -q -p taskward-brain
-bin=target/debug/taskward-brain
+# The release binary the README builds (`cargo run --release -p taskward-brain`), in cargo's
+# target directory wherever that is (CARGO_TARGET_DIR, a shared target dir): one build, reused.
+cargo build -q --release -p taskward-brain
+target=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+bin="$target/release/taskward-brain"
 "$bin" --data-dir "$dir/data" serve --listen "127.0.0.1:$port" 2>"$dir/brain.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT

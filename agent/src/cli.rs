@@ -3,31 +3,30 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use taskward_shared::crypto::generate_signing_key;
-use taskward_shared::protocol::{EnrollRequest, EnrollResponse};
+use clap::{Args, Parser, Subcommand};
 
-use crate::brain_url::BrainUrl;
-use crate::config::{AgentConfig, DEFAULT_CLOCK_SKEW_SECS, EngineConfig};
+use crate::config::AgentConfig;
+use crate::enroll::{self, EngineKind, Enrollment, LinkSecurity};
 use crate::link::{self, RunError};
 use crate::status::Status;
 use crate::tls;
-use crate::trust::Trust;
-use taskward_shared::secret::write_private_file;
 
 /// Taskward agent: runs beside the workers on one host, streams their events to the brain and
 /// runs the signed commands the brain sends. No Python inside.
 ///
-/// Start with `taskward-agent enroll --brain URL --token TOKEN` (the token comes from
-/// `POST /api/v1/projects/SLUG/agents`), then `taskward-agent run`.
+/// Start with the line `taskward-brain serve` prints, e.g.
+/// `taskward-agent run --brain http://127.0.0.1:7700 --enroll twe_... --broker redis://127.0.0.1:6379/0`
+/// (enrolls on first start, then runs); or `taskward-agent enroll` with a token from
+/// `POST /api/v1/projects/SLUG/agents`, then `taskward-agent run`.
 #[derive(Debug, Parser)]
 #[command(name = "taskward-agent", version, propagate_version = true)]
 pub struct Cli {
-    /// The config file `enroll` writes and `run` and `status` read.
+    /// The config file `enroll` writes and `run` and `status` read (default:
+    /// /etc/taskward/agent.toml as root, else ~/.config/taskward/agent.toml).
     #[arg(
         long,
         env = "TASKWARD_AGENT_CONFIG",
-        default_value = "/etc/taskward/agent.toml",
+        default_value_os_t = default_config_path(),
         global = true
     )]
     pub config: PathBuf,
@@ -43,7 +42,7 @@ pub enum Command {
     /// Register this host with the brain: makes the agent's key pair, spends the one-time
     /// token, pins the brain's public keys and writes the config file.
     ///
-    /// Example: taskward-agent enroll --brain http://127.0.0.1:7700 --token twe_...
+    /// Example: taskward-agent enroll --brain http://127.0.0.1:7700 --token twe_... --broker redis://127.0.0.1:6379/0
     Enroll {
         /// The brain's base URL.
         #[arg(long)]
@@ -51,46 +50,91 @@ pub enum Command {
         /// The one-time enrollment token.
         #[arg(long, env = "TASKWARD_ENROLLMENT_TOKEN")]
         token: String,
-        /// Where to keep the seen-store, pinned keys and status (default: `state/` beside the config).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// The engine this agent drives.
-        #[arg(long, value_enum, default_value_t = EngineKind::None)]
-        engine: EngineKind,
-        /// The Celery broker (with `--engine celery`), e.g. redis://127.0.0.1:6379/0 or
-        /// amqp://guest:guest@127.0.0.1:5672//; checked (connected to) before the token is spent.
-        #[arg(long, required_if_eq("engine", "celery"))]
-        broker: Option<String>,
         /// Overwrite an existing config (the old identity is abandoned).
         #[arg(long)]
         force: bool,
-        /// PEM file of the private CA(s) the brain's certificate chains to (instead of the
-        /// web PKI roots built in).
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// SHA-256 (hex) of the brain's certificate, required on top of a valid chain.
-        #[arg(long)]
-        brain_cert_sha256: Option<String>,
-        /// Allow a plain http:// brain beyond loopback (credential and commands in clear text:
-        /// only on a network secured otherwise).
-        #[arg(long)]
-        allow_insecure: bool,
+        /// Engine, broker, state and TLS settings.
+        #[command(flatten)]
+        setup: Setup,
     },
-    /// Connect to the brain and serve until stopped.
-    Run,
+    /// Connect to the brain and serve until stopped. With `--enroll` and no config yet,
+    /// enrolls first (as `enroll` does) and writes the config; with a config there already,
+    /// the token is ignored.
+    ///
+    /// Example: taskward-agent run --brain http://127.0.0.1:7700 --enroll twe_... --broker redis://127.0.0.1:6379/0
+    Run {
+        /// A one-time enrollment token, used only when there is no config yet.
+        #[arg(long, requires = "brain")]
+        enroll: Option<String>,
+        /// The brain's base URL (with `--enroll`).
+        #[arg(long, requires = "enroll")]
+        brain: Option<String>,
+        /// Engine, broker, state and TLS settings (with `--enroll`).
+        #[command(flatten)]
+        setup: Setup,
+    },
     /// Print the link state, last command, pending results and counters.
     Status,
 }
 
-/// Engines `enroll` can configure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EngineKind {
-    /// No engine yet: commands are refused with a reason.
-    None,
-    /// Celery over Redis (events; commands arrive in a later release).
-    Celery,
-    /// The scripted test double (test builds only).
-    Test,
+/// What enrollment writes into the config besides the identity: shared by `enroll` and
+/// `run --enroll`.
+#[derive(Debug, Args)]
+pub struct Setup {
+    /// The engine this agent drives (default: celery when --broker is a redis://, rediss://
+    /// or amqp:// URL, none without --broker).
+    #[arg(long, value_enum)]
+    engine: Option<EngineKind>,
+    /// The Celery broker, e.g. redis://127.0.0.1:6379/0 or
+    /// amqp://guest:guest@127.0.0.1:5672//; connected to before the token is spent.
+    #[arg(long, required_if_eq("engine", "celery"))]
+    broker: Option<String>,
+    /// Where to keep the seen-store, pinned keys and status (default: `state/` beside the config).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// PEM file of the private CA(s) the brain's certificate chains to (instead of the
+    /// web PKI roots built in).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the brain's certificate, required on top of a valid chain.
+    #[arg(long)]
+    brain_cert_sha256: Option<String>,
+    /// Allow a plain http:// brain beyond loopback (credential and commands in clear text:
+    /// only on a network secured otherwise).
+    #[arg(long)]
+    allow_insecure: bool,
+}
+
+impl Setup {
+    /// The enrollment these settings describe, for `brain` and `token`.
+    fn enrollment(self, brain: String, token: String) -> Result<Enrollment, String> {
+        Ok(Enrollment {
+            brain,
+            token,
+            state_dir: self.state_dir,
+            engine: enroll::engine_config(self.engine, self.broker)?,
+            link: LinkSecurity {
+                ca_file: self.ca_file,
+                brain_cert_sha256: self.brain_cert_sha256,
+                allow_insecure: self.allow_insecure,
+            },
+        })
+    }
+}
+
+/// `/etc/taskward/agent.toml` for root (a system service); for anyone else a file of their
+/// own, so a first `run --enroll` by a user works without root.
+fn default_config_path() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").map_or(true, |m| m.uid() == 0);
+    let user_dir = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    match user_dir {
+        Some(dir) if !root => dir.join("taskward/agent.toml"),
+        _ => PathBuf::from("/etc/taskward/agent.toml"),
+    }
 }
 
 /// Parses arguments and runs.
@@ -108,32 +152,25 @@ pub fn main() -> ExitCode {
         Command::Enroll {
             brain,
             token,
-            state_dir,
-            engine,
-            broker,
             force,
-            ca_file,
-            brain_cert_sha256,
-            allow_insecure,
-        } => {
-            let engine = match (engine, broker) {
-                (EngineKind::Celery, Some(broker)) => EngineConfig::celery(broker),
-                (EngineKind::Test, _) => EngineConfig::Test {
-                    delay_ms: 0,
-                    fail_kinds: Vec::new(),
-                    events_total: 0,
-                    events_per_sec: 0,
-                },
-                _ => EngineConfig::None,
-            };
-            let link = LinkSecurity {
-                ca_file,
-                brain_cert_sha256,
-                allow_insecure,
-            };
-            enroll(&cli.config, &brain, &token, state_dir, engine, link, force)
-        }
-        Command::Run => run(&cli.config),
+            setup,
+        } => setup
+            .enrollment(brain, token)
+            .and_then(|e| enroll::enroll(&cli.config, e, force))
+            .map(|done| {
+                println!(
+                    "enrolled as agent {}; pinned {} brain key(s); config written to {}\nnext: taskward-agent run --config {}",
+                    done.agent_id,
+                    done.brain_keys,
+                    cli.config.display(),
+                    cli.config.display()
+                );
+            }),
+        Command::Run {
+            enroll,
+            brain,
+            setup,
+        } => enroll_first(&cli.config, enroll, brain, setup).and_then(|()| run(&cli.config)),
         Command::Status => status(&cli.config),
     };
     match outcome {
@@ -145,129 +182,46 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
-}
-
-/// How `enroll` reaches the brain: the TLS settings it checks and then writes to the config.
-struct LinkSecurity {
-    ca_file: Option<PathBuf>,
-    brain_cert_sha256: Option<String>,
-    allow_insecure: bool,
-}
-
-fn enroll(
-    config_path: &Path,
-    brain: &str,
-    token: &str,
-    state_dir: Option<PathBuf>,
-    engine: EngineConfig,
-    link: LinkSecurity,
-    force: bool,
+/// `run --enroll`: enrolls when there is no config yet; otherwise says (one line) that the
+/// token is left unspent.
+fn enroll_first(
+    config: &Path,
+    token: Option<String>,
+    brain: Option<String>,
+    setup: Setup,
 ) -> Result<(), String> {
-    if config_path.exists() && !force {
-        return Err(format!(
-            "{} exists: this host is enrolled already (use --force to enroll again)",
-            config_path.display()
-        ));
-    }
-    let brain = BrainUrl::parse(brain, link.allow_insecure).map_err(|e| format!("--brain: {e}"))?;
-    // Absolute, so `run` finds it from any working directory.
-    let ca_file = link
-        .ca_file
-        .map(|path| {
-            std::fs::canonicalize(&path).map_err(|e| format!("--ca-file {}: {e}", path.display()))
-        })
-        .transpose()?;
-    let tls = tls::brain_client_config(ca_file.as_deref(), link.brain_cert_sha256.as_deref())
-        .map_err(|e| e.to_string())?;
-    let dir = config_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let state_dir = state_dir.unwrap_or_else(|| dir.join("state"));
-    // The broker before the token: a token spent on a broker the agent cannot read is lost.
-    if let EngineConfig::Celery {
-        broker,
-        global_keyprefix,
-        ..
-    } = &engine
-    {
-        runtime()?.block_on(crate::engines::celery::reach_broker(
-            broker,
-            global_keyprefix,
-        ))?;
-    }
-    let key = generate_signing_key();
-    let request = EnrollRequest {
-        enrollment_token: token.to_owned(),
-        public_key: hex::encode(key.verifying_key().as_bytes()),
-        hostname: std::fs::read_to_string("/etc/hostname")
-            .ok()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty()),
+    let (Some(token), Some(brain)) = (token, brain) else {
+        return Ok(());
     };
-    let url = brain.enroll_url();
-    let response: EnrollResponse = runtime()?.block_on(async {
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls((*tls).clone())
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {}", tls::error_chain(&e)))?;
-        let reply =
-            client.post(&url).json(&request).send().await.map_err(|e| {
-                format!("cannot reach the brain at {url}: {}", tls::error_chain(&e))
-            })?;
-        let status = reply.status();
-        if !status.is_success() {
-            let body = reply.text().await.unwrap_or_default();
-            return Err(match status.as_u16() {
-                401 => {
-                    "the enrollment token is unknown, spent or expired: ask an admin for a new one"
-                        .to_owned()
-                }
-                _ => format!("enrollment failed ({status}): {body}"),
-            });
-        }
-        reply
-            .json::<EnrollResponse>()
-            .await
-            .map_err(|e| format!("unexpected answer from the brain: {e}"))
-    })?;
-    let key_file = dir.join("agent.key");
-    let credential_file = dir.join("agent.credential");
-    write_private_file(&key_file, &hex::encode(key.to_bytes()))
-        .map_err(|e| format!("{}: {e}", key_file.display()))?;
-    write_private_file(&credential_file, &response.credential)
-        .map_err(|e| format!("{}: {e}", credential_file.display()))?;
-    std::fs::create_dir_all(&state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
-    Trust::pin(&state_dir, response.brain_keys.clone())?;
-    let config = AgentConfig {
-        brain: vec![brain.base().to_owned()],
-        agent_id: response.agent_id.clone(),
-        project_id: response.project_id,
-        key_file,
-        credential_file,
-        state_dir,
-        clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
-        spool_max_bytes: crate::spool::DEFAULT_MAX_BYTES,
-        reconnect_max_secs: 30,
-        allow_insecure: link.allow_insecure,
-        ca_file,
-        brain_cert_sha256: link.brain_cert_sha256,
-        engine,
-    };
-    config.save(config_path).map_err(|e| e.to_string())?;
-    println!(
-        "enrolled as agent {}; pinned {} brain key(s); config written to {}\nnext: taskward-agent run --config {}",
-        response.agent_id,
-        response.brain_keys.len(),
-        config_path.display(),
-        config_path.display()
+    if config.exists() {
+        eprintln!(
+            "{} exists: this host is enrolled already, so --enroll is ignored (the token stays unspent)",
+            config.display()
+        );
+        return Ok(());
+    }
+    let done = enroll::enroll(config, setup.enrollment(brain, token)?, false)?;
+    eprintln!(
+        "enrolled as agent {}; pinned {} brain key(s); config written to {}",
+        done.agent_id,
+        done.brain_keys,
+        config.display()
     );
     Ok(())
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
 fn run(config_path: &Path) -> Result<(), String> {
+    if !config_path.exists() {
+        return Err(format!(
+            "no config at {}: this host is not enrolled yet; start with `taskward-agent run \
+             --brain URL --enroll TOKEN [--broker URL]` (the line `taskward-brain serve` prints)",
+            config_path.display()
+        ));
+    }
     let config = AgentConfig::load(config_path).map_err(|e| e.to_string())?;
     runtime()?.block_on(async {
         tokio::select! {

@@ -3,7 +3,9 @@
 //! and signs the result.
 //!
 //! # Layout
-//! - [`cli`]: `taskward-agent enroll | run | status`.
+//! - [`cli`]: `taskward-agent enroll | run [--enroll] | status`.
+//! - [`enroll`]: enrollment, shared by `enroll` and `run --enroll`: local checks before the
+//!   one-time token is spent, then the identity and config files.
 //! - [`config`]: the TOML config file `enroll` writes and `run` reads.
 //! - [`identity`]: the agent's own key pair and link credential (files, mode 0600).
 //! - [`trust`]: the brain keys the agent pinned at enrollment, and rotations learned from them.
@@ -24,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod engines;
+pub mod enroll;
 pub mod identity;
 pub mod link;
 pub mod seen;
