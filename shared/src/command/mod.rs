@@ -255,9 +255,7 @@ impl Command {
                 Command::RestartWorker(RestartWorker::deserialize(payload)?)
             }
             CommandKind::PoolResize => Command::PoolResize(PoolResize::deserialize(payload)?),
-            CommandKind::AddConsumer => {
-                Command::AddConsumer(ConsumerChange::deserialize(payload)?)
-            }
+            CommandKind::AddConsumer => Command::AddConsumer(ConsumerChange::deserialize(payload)?),
             CommandKind::CancelConsumer => {
                 Command::CancelConsumer(ConsumerChange::deserialize(payload)?)
             }

@@ -178,13 +178,16 @@ impl Ledger {
         kinds::members(object, shape, "command").map_err(bad)?;
         let command =
             IssuedCommand::deserialize(value).map_err(|e| bad(format!("command: {e}")))?;
+        Command::from_parts(command.kind, &command.payload)
+            .map_err(|e| bad(format!("the payload is not a {}'s: {e}", command.kind)))?;
         if command.resolved.is_some()
-            && !matches!(command.kind, CommandKind::RetryTask | CommandKind::BulkRetry)
+            && !matches!(
+                command.kind,
+                CommandKind::RetryTask | CommandKind::BulkRetry
+            )
         {
             return Err(bad(format!("a {} carries `resolved`", command.kind)));
         }
-        Command::from_parts(command.kind, &command.payload)
-            .map_err(|e| bad(format!("the payload is not a {}'s: {e}", command.kind)))?;
         if command.id != id {
             return Err(Problem::Command(format!(
                 "issued row for {id} carries command {}",

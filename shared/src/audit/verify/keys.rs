@@ -76,7 +76,12 @@ impl TrustedKeys {
     /// the new key id is derived from the new public key, and the published windows of the two
     /// keys meet exactly at `switch_at_ms`, the new key among them. A row without
     /// `switch_at_ms` (written before scheduled switches) is held to the new key alone.
-    pub fn check_rotation(&self, signer: &str, time_ms: i64, payload: &Value) -> Result<(), String> {
+    pub fn check_rotation(
+        &self,
+        signer: &str,
+        time_ms: i64,
+        payload: &Value,
+    ) -> Result<(), String> {
         let text = |name: &str| payload[name].as_str().unwrap_or_default();
         let (old_id, new_id, new_public) = (
             text("old_key_id"),
@@ -111,7 +116,9 @@ impl TrustedKeys {
             return Ok(());
         };
         if time_ms >= switch {
-            return Err(format!("the row is dated at or after its switch_at_ms {switch}"));
+            return Err(format!(
+                "the row is dated at or after its switch_at_ms {switch}"
+            ));
         }
         let old_until = self.keys.get(old_id).and_then(|k| k.valid_until_ms);
         if old_until != Some(switch) || new.valid_from_ms != switch {

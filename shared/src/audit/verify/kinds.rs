@@ -58,7 +58,10 @@ const TOKEN: &[(&str, Type)] = &[
 /// [`super::commands`], which knows the command.
 pub(super) const OUTCOME: &[(&str, Type)] = &[
     ("status", Str),
-    ("previous_status", OneOf(&["issued", "dispatched", "succeeded", "failed", "timed_out"])),
+    (
+        "previous_status",
+        OneOf(&["issued", "dispatched", "succeeded", "failed", "timed_out"]),
+    ),
     ("late", Bool),
     ("detail", OrNull(&Str)),
     ("agent_result", OrNull(&AnyObject)),
@@ -72,7 +75,10 @@ pub(super) const SIGNED_RESULT: &[(&str, Type)] = &[
             ("row_hash", Str),
             ("agent_id", Str),
             ("session", Int),
-            ("outcome", OneOf(&["succeeded", "failed", "refused", "interrupted"])),
+            (
+                "outcome",
+                OneOf(&["succeeded", "failed", "refused", "interrupted"]),
+            ),
             ("detail", Str),
             ("finished_at_ms", Decimal),
         ]),
@@ -87,7 +93,8 @@ enum Chain {
     Project,
 }
 
-/// Who may cause a row: these actor types, and for `system` (when given) this id.
+/// Who may cause a row: these actor types, and for `system` (when given) this name (a system
+/// actor's id is always `brain`; its name says which part of it acted).
 struct Actors(&'static [ActorKind], Option<&'static str>);
 
 const USER_OR_SYSTEM: Actors = Actors(&[ActorKind::User, ActorKind::System], None);
@@ -167,7 +174,11 @@ const SPECS: &[Spec] = &[
                 ("new_public_key", Str),
                 ("switch_at_ms", Int),
             ],
-            &[("old_key_id", Str), ("new_key_id", Str), ("new_public_key", Str)],
+            &[
+                ("old_key_id", Str),
+                ("new_key_id", Str),
+                ("new_public_key", Str),
+            ],
         ],
     },
     Spec {
@@ -348,18 +359,22 @@ pub(super) fn check(chain: &str, statement: &Statement) -> Result<(), Problem> {
         _ => {}
     }
     let actor = &statement.actor;
-    let Actors(types, system_id) = &spec.actors;
+    let Actors(types, system_name) = &spec.actors;
     let allowed = types.contains(&actor.kind)
-        && (actor.kind != ActorKind::System || system_id.is_none_or(|id| actor.id == id));
+        && (actor.kind != ActorKind::System
+            || (actor.id == "brain" && system_name.is_none_or(|name| actor.name == name)));
     if !allowed {
         return Err(Problem::Actor(format!(
-            "{kind} caused by {} {:?}, which never writes it",
+            "{kind} caused by {} {:?} ({:?}), which never writes it",
             actor.kind.as_str(),
-            actor.id
+            actor.id,
+            actor.name
         )));
     }
     let Some(payload) = statement.payload.as_object() else {
-        return Err(Problem::Payload(format!("{kind}: the payload is not an object")));
+        return Err(Problem::Payload(format!(
+            "{kind}: the payload is not an object"
+        )));
     };
     let mut first_error = None;
     for shape in spec.shapes {
@@ -385,7 +400,9 @@ pub(super) fn members(
 ) -> Result<(), String> {
     for (name, value) in object {
         let Some((_, ty)) = shape.iter().find(|(n, _)| n == name) else {
-            return Err(format!("{path} has a member {name:?} the protocol does not define"));
+            return Err(format!(
+                "{path} has a member {name:?} the protocol does not define"
+            ));
         };
         typed(value, *ty).map_err(|why| format!("{path}.{name} {why}"))?;
     }
@@ -416,7 +433,13 @@ fn typed(value: &Value, ty: Type) -> Result<(), String> {
             };
             return members(object, shape, "");
         }
-        OrNull(inner) => return if value.is_null() { Ok(()) } else { typed(value, *inner) },
+        OrNull(inner) => {
+            return if value.is_null() {
+                Ok(())
+            } else {
+                typed(value, *inner)
+            };
+        }
         OneOf(choices) => value.as_str().is_some_and(|s| choices.contains(&s)),
     };
     if ok {

@@ -69,7 +69,7 @@ pub enum Problem {
         found: String,
     },
     /// Rows are missing before this one.
-    #[error("gap: expected row {expected}, found row {found} (rows were removed)")]
+    #[error("expected row {expected} next, found row {found} (rows were removed or reordered)")]
     Gap {
         /// The seq that should come next.
         expected: u64,
@@ -408,7 +408,10 @@ impl ChainVerifier {
         match self.keys.window(key_id, time, grace) {
             Some(Window::Inside) | None => {
                 if grace > 0
-                    && matches!(self.keys.window(key_id, time, 0), Some(Window::After { .. }))
+                    && matches!(
+                        self.keys.window(key_id, time, 0),
+                        Some(Window::After { .. })
+                    )
                 {
                     self.excused_by_grace += 1;
                 }
@@ -464,7 +467,8 @@ impl ChainVerifier {
             });
         }
         if statement.command_id != row.command_id {
-            let shown = |id: Option<&String>| id.map_or("absent".to_owned(), |id| format!("{id:?}"));
+            let shown =
+                |id: Option<&String>| id.map_or("absent".to_owned(), |id| format!("{id:?}"));
             return Err(Problem::ColumnMismatch {
                 column: "command_id",
                 expected: shown(statement.command_id.as_ref()),

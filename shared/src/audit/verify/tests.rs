@@ -69,7 +69,9 @@ fn each_kind_of_tampering_names_the_first_bad_row() {
     let rows = chain(300, &k);
 
     let mut edited = rows.clone();
-    edited[199].statement = edited[199].statement.replace("\"deleted_count\":200", "\"deleted_count\":201");
+    edited[199].statement = edited[199]
+        .statement
+        .replace("\"deleted_count\":200", "\"deleted_count\":201");
     assert_eq!(verify(&edited, trusted(&k), None).unwrap_err().seq, 200);
 
     let mut removed = rows.clone();
