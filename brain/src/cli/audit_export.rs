@@ -248,7 +248,7 @@ each kind of row says.
    done
    ```
 
-   Each prints `OK <rows> rows, head <hash>`, or the first bad row and why, and exits
+   Each prints `OK <rows> rows, head <hash>; checkpoint covers row <n>`, or the first bad row and why, and exits
    non-zero. A chain newer than the last checkpoint has none in the log; the verifier says
    so (`--allow-missing-checkpoint` accepts that, with a warning).
 4. **Compare with earlier bundles or checkpoints you kept.** A checkpoint you hold from

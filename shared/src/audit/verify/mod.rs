@@ -216,7 +216,7 @@ pub struct Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.seq == 0 {
-            write!(f, "chain: {}", self.problem)
+            write!(f, "{}", self.problem)
         } else {
             write!(f, "row {}: {}", self.seq, self.problem)
         }
