@@ -1,6 +1,8 @@
 //! Every route of the brain, wired in one place, and the OpenAPI document generated from the
 //! same handler annotations (so the two cannot drift).
 
+mod probe_class;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
@@ -21,6 +23,7 @@ use crate::api::{
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::hub;
+use probe_class::ProbeAwareClassifier;
 
 /// Header carrying the request id, set when the client did not send one.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -143,7 +146,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            TraceLayer::new(ProbeAwareClassifier).make_span_with(|req: &Request<_>| {
                 let request_id = req
                     .headers()
                     .get(REQUEST_ID)

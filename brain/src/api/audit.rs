@@ -235,8 +235,8 @@ pub async fn export(State(state): State<AppState>, access: ProjectAccess<Viewer>
     )
 }
 
-/// Streams the site chain (users, projects, memberships, tokens, agents enrolled, key
-/// rotations) as JSON Lines, like a project export; `taskward-brain audit verify --file`
+/// Streams the site chain (the first start, users, passwords set, tokens, projects created,
+/// key rotations; members and agents are on project chains) as JSON Lines, like a project export; `taskward-brain audit verify --file`
 /// verifies it offline. Site admins only.
 #[utoipa::path(get, path = "/api/v1/audit/export", tag = tags::AUDIT,
     responses((status = 200, description = "JSON Lines export of the site chain", content_type = "application/x-ndjson"),
