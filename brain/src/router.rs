@@ -103,6 +103,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::export))
         .routes(routes!(audit::site_export))
         .routes(routes!(audit::checkpoint))
+        .routes(routes!(audit::site_checkpoint))
         .routes(routes!(hub::session::enroll))
         .routes(routes!(hub::session::connect))
 }

@@ -358,6 +358,29 @@ async fn the_site_chain_exports_and_verifies_offline(backend: Backend) {
     assert!(ok, "{out}");
     assert!(out.contains(&format!("OK {} rows", kinds.len())), "{out}");
 
+    // The site chain has its own signed checkpoint, for site admins only, which the export
+    // verifies against and which catches the export cut short.
+    assert_eq!(
+        app.get("/api/v1/audit/checkpoint", &jane).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let cp = app.get("/api/v1/audit/checkpoint", &t).await;
+    assert_eq!(cp.status, StatusCode::OK, "{:?}", cp.body);
+    assert_eq!(cp.body["chain"], app.store.site_chain().as_str());
+    assert_eq!(cp.body["size"], kinds.len());
+    let cp_file = dir.path().join("site-cp.json");
+    std::fs::write(&cp_file, cp.body.to_string()).unwrap();
+    let (ok, out) = verify_file(&site, &keys, Some(&cp_file));
+    assert!(
+        ok && out.contains(&format!("checkpoint covers row {}", kinds.len())),
+        "{out}"
+    );
+    let cut = dir.path().join("site-cut.jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&cut, lines[..lines.len() - 1].join("\n")).unwrap();
+    let (ok, out) = verify_file(&cut, &keys, Some(&cp_file));
+    assert!(!ok && out.contains("truncated"), "{out}");
+
     // The CLI writes the same export, offline.
     let out = cli(&app, &["audit", "export", "--site"]);
     assert!(
