@@ -1784,3 +1784,148 @@ fn the_meaning_of_every_row_is_checked() {
     let why = both_refuse_at(&site, site_rows, &before, &[], 2);
     assert!(why.contains("do not include the new key"), "{why}");
 }
+
+/// The vectors as an auditor uses them with a verifier's command line, in
+/// `docs/audit-vectors/`: the keys file, each chain's export, `checkpoints.log` exactly as the
+/// brain writes it (one checkpoint per line), and tampered exports in `negative/` with the row
+/// each must fail at (`negative/expected.json`). Both verifiers are held to every negative
+/// here; the committed files must be what this produces (`UPDATE_VECTORS=1` rewrites them).
+#[test]
+fn the_auditor_files_match_the_code() {
+    let built = build();
+    let keys = built.keys.published();
+    let cps = &built.checkpoints;
+    let (site, project) = (site_chain(), project_chain());
+    let export = |chain: &str, rows: &[AuditRow]| {
+        let header = json!({"format": "taskward-audit-export/v1", "chain": chain, "keys": keys});
+        let mut text = header.to_string() + "\n";
+        for row in rows {
+            text += &(serde_json::to_string(row).unwrap() + "\n");
+        }
+        text
+    };
+    let mut files: Vec<(String, String)> = vec![
+        (
+            "keys.json".into(),
+            serde_json::to_string_pretty(&json!({"keys": keys})).unwrap() + "\n",
+        ),
+        ("site.jsonl".into(), export(&site, &built.site)),
+        ("project.jsonl".into(), export(&project, &built.project)),
+        (
+            "checkpoints.log".into(),
+            cps.iter()
+                .map(|cp| serde_json::to_string(cp).unwrap() + "\n")
+                .collect(),
+        ),
+    ];
+    let p = |index: usize, edit: &dyn Fn(&mut Value)| {
+        forge(&project, &built.project, &built.keys, index, None, |st| {
+            edit(st)
+        })
+    };
+    let s = |index: usize, edit: &dyn Fn(&mut Value)| {
+        forge(
+            &site,
+            &built.site,
+            &built.keys,
+            index,
+            Some(&built.keys.brain1),
+            |st| edit(st),
+        )
+    };
+    let truncated = built.project[..built.project.len() - 1].to_vec();
+    let negatives: Vec<(&str, &str, Vec<AuditRow>, u64)> = vec![
+        (
+            "project-detail-rewritten",
+            "the outcome's detail changed under the agent's signed result",
+            p(4, &|st| st["payload"]["detail"] = json!("all good")),
+            5,
+        ),
+        (
+            "project-actor-changed",
+            "an agent's outcome row attributed to a user",
+            p(4, &|st| st["actor"] = json!(user("admin"))),
+            5,
+        ),
+        (
+            "project-failure-as-success",
+            "a failure rewritten as a success, the agent's result edited to match",
+            p(7, &|st| {
+                st["kind"] = json!("command.succeeded");
+                st["payload"]["status"] = json!("succeeded");
+                st["payload"]["agent_result"]["result"]["outcome"] = json!("succeeded");
+            }),
+            8,
+        ),
+        (
+            "project-previous-status",
+            "a previous_status no earlier row left",
+            p(3, &|st| {
+                st["payload"]["previous_status"] = json!("dispatched")
+            }),
+            4,
+        ),
+        (
+            "project-extra-command-member",
+            "a member added to the signed command",
+            p(2, &|st| st["payload"]["command"]["note"] = json!("x")),
+            3,
+        ),
+        (
+            "project-truncated",
+            "the last row cut off (caught by checkpoints.log)",
+            truncated.clone(),
+            truncated.len() as u64 + 1,
+        ),
+        (
+            "site-unknown-kind",
+            "a kind the protocol does not define",
+            s(0, &|st| st["kind"] = json!("token.teleported")),
+            1,
+        ),
+        (
+            "site-switch-moved",
+            "key.rotated's switch_at_ms moved by a second, re-signed by the outgoing key",
+            s(1, &|st| {
+                let at = st["payload"]["switch_at_ms"].as_i64().unwrap();
+                st["payload"]["switch_at_ms"] = json!(at + 1000);
+            }),
+            2,
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (name, what, rows, seq) in negatives {
+        let chain = if name.starts_with("site") {
+            &site
+        } else {
+            &project
+        };
+        let why = both_refuse_at(chain, &rows, &keys, cps, seq);
+        files.push((format!("negative/{name}.jsonl"), export(chain, &rows)));
+        expected.push(json!({
+            "file": format!("{name}.jsonl"),
+            "tamper": what,
+            "fails_at_row": seq,
+            "reference_verifier_says": why,
+        }));
+    }
+    files.push((
+        "negative/expected.json".into(),
+        serde_json::to_string_pretty(&expected).unwrap() + "\n",
+    ));
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit-vectors");
+    let update = std::env::var_os("UPDATE_VECTORS").is_some();
+    for (name, text) in files {
+        let path = format!("{dir}/{name}");
+        if update {
+            std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == text,
+            "docs/audit-vectors/{name} differs from what the code produces; run \
+             UPDATE_VECTORS=1 cargo test -p taskward-shared --test vectors"
+        );
+    }
+}
