@@ -19,7 +19,7 @@ use super::kinds::{self, SIGNED_RESULT, Type};
 use super::signatures::{Pending, Signer};
 use crate::audit::canonical;
 use crate::audit::{Hash, Statement};
-use crate::command::{Command, CommandKind, IssuedCommand};
+use crate::command::{Command, CommandKind};
 use crate::crypto::{key_id, parse_public_key};
 use crate::protocol::{CommandResult, RESULT_TAG, SignedResult, TIMEOUT_DETAIL, result_message};
 
@@ -176,40 +176,40 @@ impl Ledger {
             false => COMMAND,
         };
         kinds::members(object, shape, "command").map_err(bad)?;
-        let command =
-            IssuedCommand::deserialize(value).map_err(|e| bad(format!("command: {e}")))?;
-        Command::from_parts(command.kind, &command.payload)
-            .map_err(|e| bad(format!("the payload is not a {}'s: {e}", command.kind)))?;
-        if command.resolved.is_some()
-            && !matches!(
-                command.kind,
-                CommandKind::RetryTask | CommandKind::BulkRetry
-            )
+        // Read in place (the members' types are checked): no copy of the command per row.
+        let text = |name: &str| object[name].as_str().unwrap_or_default();
+        let kind: CommandKind = text("kind")
+            .parse()
+            .map_err(|e: String| bad(format!("command: {e}")))?;
+        Command::from_parts(kind, &object["payload"])
+            .map_err(|e| bad(format!("the payload is not a {kind}'s: {e}")))?;
+        if object.contains_key("resolved")
+            && !matches!(kind, CommandKind::RetryTask | CommandKind::BulkRetry)
         {
-            return Err(bad(format!("a {} carries `resolved`", command.kind)));
+            return Err(bad(format!("a {kind} carries `resolved`")));
         }
-        if command.id != id {
+        let named = text("id");
+        if named != id {
             return Err(Problem::Command(format!(
-                "issued row for {id} carries command {}",
-                command.id
+                "issued row for {id} carries command {named}"
             )));
         }
+        let project = text("project_id");
         if let Some(chain_project) = &self.project_id
-            && command.project_id != *chain_project
+            && project != chain_project
         {
             return Err(Problem::Command(format!(
-                "command {id} of project {} issued in the chain of {chain_project}",
-                command.project_id
+                "command {id} of project {project} issued in the chain of {chain_project}"
             )));
         }
         if self.commands.contains_key(id) {
             return Err(Problem::Command(format!("command {id} issued twice")));
         }
         self.commands.insert(
-            command.id,
+            id.to_owned(),
             CommandState {
                 issued_hash: *hash,
-                audience: command.audience,
+                audience: text("audience").to_owned(),
                 status: Status::Issued,
                 late: false,
             },
