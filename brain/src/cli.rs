@@ -171,7 +171,9 @@ pub struct VerifyArgs {
     #[arg(long, requires = "checkpoint")]
     pub allow_missing_checkpoint: bool,
     /// Excuse a brain key that kept signing up to N ms after its validity window ended (brains
-    /// before atomic rotation did, for up to about a second). Default 0: none.
+    /// before atomic rotation did, for up to about a second). Default 0: none. A warning on
+    /// stderr counts the rows it excused; a key the chain shows retired by a scheduled switch
+    /// is never excused.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     pub key_grace_ms: i64,
     /// Verify an export file instead of the database.
