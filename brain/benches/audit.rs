@@ -66,10 +66,12 @@ fn main() {
                                         c,
                                         &ctx,
                                         &chain,
-                                        "command.issued",
+                                        // A row the verifier accepts from a system actor
+                                        // (it holds every kind to the protocol's table).
+                                        "member.role_set",
                                         None,
-                                        serde_json::json!({"command": {"kind": "retry-task", "writer": w, "n": i,
-                                            "payload": {"engine": "celery", "task_id": format!("{w}-{i}")}}}),
+                                        serde_json::json!({"user": {"id": format!("{w}-{i}"), "name": "bench"},
+                                            "role": "viewer", "added": true}),
                                     )
                                 })
                                 .unwrap();

@@ -136,7 +136,7 @@ pub enum AuditCommand {
     /// enrolled earlier in the chain. Every checkpoint in the --checkpoint file for the chain
     /// is checked; a file with none for the chain fails unless --allow-missing-checkpoint.
     ///
-    /// Prints `OK <rows> rows, head <hash>` per chain, or the first bad row and why, and
+    /// Prints `OK <rows> rows, head <hash>; checkpoint covers row <n>` per chain, or the first bad row and why, and
     /// exits non-zero.
     Verify(VerifyArgs),
     /// Write one chain as an export (JSON Lines) to standard output, from the data directory
@@ -171,7 +171,9 @@ pub struct VerifyArgs {
     #[arg(long, requires = "checkpoint")]
     pub allow_missing_checkpoint: bool,
     /// Excuse a brain key that kept signing up to N ms after its validity window ended (brains
-    /// before atomic rotation did, for up to about a second). Default 0: none.
+    /// before atomic rotation did, for up to about a second). Default 0: none. A warning on
+    /// stderr counts the rows it excused; a key the chain shows retired by a scheduled switch
+    /// is never excused.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     pub key_grace_ms: i64,
     /// Verify an export file instead of the database.
@@ -677,11 +679,33 @@ fn verify(data_dir: &Path, url: &DatabaseUrl, args: VerifyArgs) -> Result<(), Cl
     }
 }
 
+/// Prints a chain's verdict: `OK` with how far the checkpoints reached (a tail beyond the
+/// largest checkpoint is only as good as the keys), or the first bad row. Rows only
+/// `--key-grace-ms` let pass are counted in a warning on stderr.
 fn report(what: &str, verdict: Verdict) -> Result<(), CliError> {
     match verdict {
         Ok(summary) => {
-            println!("{what}: OK {} rows, head {}", summary.rows, summary.head);
+            let rows = match summary.rows {
+                1 => "1 row".to_owned(),
+                n => format!("{n} rows"),
+            };
+            let reach = match summary.checkpoint_covers {
+                Some(size) => format!("checkpoint covers row {size}"),
+                None => "no checkpoint".to_owned(),
+            };
+            println!("{what}: OK {rows}, head {}; {reach}", summary.head);
+            if summary.excused_by_grace > 0 {
+                eprintln!(
+                    "warning: {what}: {} row(s) signed after their key's window were accepted \
+                     only because of --key-grace-ms",
+                    summary.excused_by_grace
+                );
+            }
             Ok(())
+        }
+        Err(failure) if failure.seq == 0 => {
+            println!("{what}: FAILED: {failure}");
+            Err(CliError::VerificationFailed)
         }
         Err(failure) => {
             println!("{what}: FAILED at {failure}");

@@ -1,6 +1,8 @@
 //! Every route of the brain, wired in one place, and the OpenAPI document generated from the
 //! same handler annotations (so the two cannot drift).
 
+mod probe_class;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
@@ -21,6 +23,7 @@ use crate::api::{
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::hub;
+use probe_class::ProbeAwareClassifier;
 
 /// Header carrying the request id, set when the client did not send one.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -100,6 +103,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::export))
         .routes(routes!(audit::site_export))
         .routes(routes!(audit::checkpoint))
+        .routes(routes!(audit::site_checkpoint))
         .routes(routes!(hub::session::enroll))
         .routes(routes!(hub::session::connect))
 }
@@ -143,7 +147,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            TraceLayer::new(ProbeAwareClassifier).make_span_with(|req: &Request<_>| {
                 let request_id = req
                     .headers()
                     .get(REQUEST_ID)

@@ -119,7 +119,8 @@ fn generate(
                         "payload": {"engine": "celery", "task_id": format!("task-{command}")},
                         "issued_at_ms": (START_MS + seq as i64).to_string(),
                         "expires_at_ms": (START_MS + seq as i64 + 600_000).to_string(),
-                        "critical": false, "global_throttle": false}}),
+                        "critical": false, "global_throttle": false, "bound_depth": null,
+                        "idempotency_key": null}}),
                 ),
                 1 => (
                     "command.dispatched",
@@ -158,10 +159,18 @@ fn generate(
             chain: CHAIN.into(),
             seq: seq.to_string(),
             time: time(START_MS + seq as i64),
-            actor: Actor {
-                kind: actor,
-                id: "00000000-0000-4000-8000-0000000000aa".into(),
-                name: "admin".into(),
+            // Each row's actor is the one the protocol requires of its kind.
+            actor: match actor {
+                ActorKind::Agent => Actor {
+                    kind: actor,
+                    id: AGENT.into(),
+                    name: "worker-1".into(),
+                },
+                _ => Actor {
+                    kind: actor,
+                    id: "00000000-0000-4000-8000-0000000000aa".into(),
+                    name: "admin".into(),
+                },
             },
             kind: kind.into(),
             command_id,

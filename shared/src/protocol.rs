@@ -233,6 +233,51 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// How the brain records an agent's outcome in its `command.*` row: the row's status and the
+/// text put before the agent's detail. One table for the brain that writes the row and for the
+/// verifier that holds the row to the agent's signed result (`docs/protocol.md`, "The agent's
+/// outcome and the brain's row"), so the two cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedOutcome {
+    /// `succeeded` or `failed`: the row is `command.<status>`.
+    pub status: &'static str,
+    /// What precedes the agent's detail in the row's `detail`.
+    pub detail_prefix: &'static str,
+}
+
+impl Outcome {
+    /// How the brain records this outcome: a refusal or an interruption is a failure whose
+    /// detail says which.
+    pub fn recorded(self) -> RecordedOutcome {
+        let (status, detail_prefix) = match self {
+            Outcome::Succeeded => ("succeeded", ""),
+            Outcome::Failed => ("failed", ""),
+            Outcome::Refused => ("failed", "refused by agent: "),
+            Outcome::Interrupted => ("failed", "interrupted: "),
+        };
+        RecordedOutcome {
+            status,
+            detail_prefix,
+        }
+    }
+}
+
+impl RecordedOutcome {
+    /// The row's `detail` for the agent's `detail`.
+    pub fn detail(self, agent_detail: &str) -> String {
+        format!("{}{agent_detail}", self.detail_prefix)
+    }
+
+    /// Whether `row_detail` is what [`RecordedOutcome::detail`] makes of `agent_detail`,
+    /// without building it.
+    pub fn detail_matches(self, row_detail: &str, agent_detail: &str) -> bool {
+        row_detail.strip_prefix(self.detail_prefix) == Some(agent_detail)
+    }
+}
+
+/// The `detail` of a `command.timed_out` row, which the brain writes alone.
+pub const TIMEOUT_DETAIL: &str = "no result from the agent before the command's deadline";
+
 /// What an agent reports about one command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult {

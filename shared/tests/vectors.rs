@@ -932,6 +932,83 @@ fn check_by_the_spec(
     Ok(())
 }
 
+/// The chain and payload members (sorted; alternatives for kinds with two shapes) each kind
+/// has under "Row kinds" of the document.
+fn kind_members(kind: &str) -> Option<(&'static str, &'static [&'static [&'static str]])> {
+    const OUTCOME: &[&str] = &[
+        "agent_result",
+        "detail",
+        "late",
+        "previous_status",
+        "status",
+    ];
+    const TOKEN: &[&str] = &["expires_at_ms", "name", "owner", "prefix", "token_id"];
+    Some(match kind {
+        "site.bootstrapped" => ("site:", &[&["admin", "created", "project", "token_prefix"]]),
+        "user.created" | "user.password_set" | "user.deleted" => ("site:", &[&["user"]]),
+        "token.created" | "token.revoked" => ("site:", &[TOKEN]),
+        "project.created" => ("site:", &[&["chain", "project"]]),
+        "key.rotated" => (
+            "site:",
+            &[
+                &["new_key_id", "new_public_key", "old_key_id", "switch_at_ms"],
+                &["new_key_id", "new_public_key", "old_key_id"],
+            ],
+        ),
+        "project.deletion_started" => ("project:", &[&["project"]]),
+        "member.role_set" => ("project:", &[&["added", "role", "user"]]),
+        "member.removed" => ("project:", &[&["user"]]),
+        "agent.created" | "agent.deleted" => ("project:", &[&["agent"]]),
+        "agent.enrolled" => (
+            "project:",
+            &[&["agent", "hostname", "key_id", "public_key"]],
+        ),
+        "agent.stale_removed" => (
+            "project:",
+            &[&[
+                "agent",
+                "archive",
+                "inactive_hours",
+                "last_updated_at",
+                "lost_tasks",
+                "workers",
+            ]],
+        ),
+        "schedule.created" | "schedule.updated" | "schedule.deleted" => {
+            ("project:", &[&["schedule"]])
+        }
+        "schedule.retention" => ("project:", &[&["cutoff", "older_than_days", "schedule"]]),
+        "schedule.alert" => ("project:", &[&["failures", "run", "schedule"]]),
+        "tasks.deleted" => (
+            "project:",
+            &[
+                &["deleted_count", "task_ids"],
+                &["deleted_count", "filter", "skipped_in_flight"],
+            ],
+        ),
+        "command.issued" => ("project:", &[&["command"]]),
+        "command.dispatched" | "command.succeeded" | "command.failed" | "command.timed_out" => {
+            ("project:", &[OUTCOME])
+        }
+        _ => return None,
+    })
+}
+
+/// The members of `command.issued`'s `command` (`resolved` only for the two retry kinds).
+const COMMAND_MEMBERS: &[&str] = &[
+    "audience",
+    "bound_depth",
+    "critical",
+    "expires_at_ms",
+    "global_throttle",
+    "id",
+    "idempotency_key",
+    "issued_at_ms",
+    "kind",
+    "payload",
+    "project_id",
+];
+
 /// Checks one row by the document; returns its time in ms.
 #[allow(clippy::too_many_arguments)]
 fn check_row(
@@ -1016,6 +1093,13 @@ fn check_row(
     )?;
 
     let payload = &st["payload"];
+    let (home, shapes) = kind_members(kind).ok_or(format!("unknown kind {kind:?}"))?;
+    ensure!(chain.starts_with(home), "{kind} on the wrong chain");
+    ensure!(
+        shapes.iter().any(|shape| members(payload) == *shape),
+        "{kind} payload fields {:?}",
+        members(payload)
+    );
     let text = |v: &Value| {
         v.as_str()
             .map(str::to_owned)
@@ -1074,6 +1158,22 @@ fn check_row(
         }
         "command.issued" => {
             let command = &payload["command"];
+            let mut want = COMMAND_MEMBERS.to_vec();
+            if matches!(command["kind"].as_str(), Some("retry-task" | "bulk-retry")) {
+                want.push("resolved");
+            }
+            let got = members(command);
+            ensure!(
+                got == sorted(&want) || got == sorted(COMMAND_MEMBERS),
+                "command fields {got:?}"
+            );
+            ensure!(
+                serde_json::from_value::<Command>(
+                    json!({"kind": command["kind"], "payload": command["payload"]})
+                )
+                .is_ok(),
+                "the command's payload is not its kind's"
+            );
             let id = text(&command["id"])?;
             ensure!(
                 st["command_id"] == id.as_str(),
@@ -1573,4 +1673,259 @@ fn the_spec_rules_reject_what_the_auditor_tried() {
     assert!(why.contains("signed before its head row"), "{why}");
     let why = check(&rows[..16], cps);
     assert!(why.starts_with("row 17: truncated"), "{why}");
+}
+
+/// Both verifiers refuse `rows`, naming row `seq`: the checker written from the document and
+/// the shared one `audit verify` and the brain's sweep run. Returns the shared verifier's
+/// reason.
+fn both_refuse_at(
+    chain: &str,
+    rows: &[AuditRow],
+    keys: &[PublicKeyInfo],
+    checkpoints: &[Checkpoint],
+    seq: u64,
+) -> String {
+    let spec = check_by_the_spec(chain, rows, keys, checkpoints).unwrap_err();
+    let shared = shared_verdict(chain, rows, keys, checkpoints).unwrap_err();
+    let at = format!("row {seq}: ");
+    assert!(spec.starts_with(&at), "spec: {spec}");
+    assert!(shared.starts_with(&at), "shared: {shared}");
+    shared
+}
+
+/// What the outside auditor's second round found accepted (issue 17, items 1-7): each forgery
+/// is re-signed with the brain's keys, so only the rows' meaning gives it away.
+#[test]
+fn the_meaning_of_every_row_is_checked() {
+    let built = build();
+    let keys = built.keys.published();
+    let cps = &built.checkpoints;
+    let project = project_chain();
+    let rows = &built.project;
+    let forged = |index: usize, edit: &dyn Fn(&mut Value)| {
+        forge(&project, rows, &built.keys, index, None, |st| edit(st))
+    };
+    let refused = |rows: &[AuditRow], seq: u64| both_refuse_at(&project, rows, &keys, cps, seq);
+
+    // 1. The outcome's detail rewritten, or dropped, under the agent's unchanged result.
+    let why = refused(
+        &forged(4, &|st| st["payload"]["detail"] = json!("all good")),
+        5,
+    );
+    assert!(
+        why.contains("detail is not what the brain derives"),
+        "{why}"
+    );
+    refused(&forged(4, &|st| st["payload"]["detail"] = Value::Null), 5);
+    // 2. An agent's outcome row attributed to the admin.
+    let why = refused(&forged(4, &|st| st["actor"] = json!(user("admin"))), 5);
+    assert!(why.contains("actor"), "{why}");
+    // 3. An extra member in the agent's result wrapper, or in the outcome payload.
+    let why = refused(
+        &forged(4, &|st| st["payload"]["agent_result"]["note"] = json!("x")),
+        5,
+    );
+    assert!(why.contains("\"note\""), "{why}");
+    let why = refused(&forged(4, &|st| st["payload"]["note"] = json!("x")), 5);
+    assert!(why.contains("\"note\""), "{why}");
+    // 4. A previous status no earlier row left.
+    let why = refused(
+        &forged(3, &|st| {
+            st["payload"]["previous_status"] = json!("dispatched")
+        }),
+        4,
+    );
+    assert!(why.contains("previous_status"), "{why}");
+    // 5. A kind the protocol does not define, reported at once.
+    let why = refused(
+        &forged(3, &|st| st["kind"] = json!("command.teleported")),
+        4,
+    );
+    assert!(why.contains("unknown kind \"command.teleported\""), "{why}");
+    // 6. An extra member in the signed command; the kind changed under the same payload.
+    let why = refused(
+        &forged(2, &|st| st["payload"]["command"]["note"] = json!("x")),
+        3,
+    );
+    assert!(why.contains("\"note\""), "{why}");
+    let why = refused(
+        &forged(2, &|st| {
+            st["payload"]["command"]["kind"] = json!("purge-queue")
+        }),
+        3,
+    );
+    assert!(why.contains("not a purge-queue's"), "{why}");
+
+    // 5. On the site chain: an unknown kind, a payload replaced, a command id on a site row.
+    let site = site_chain();
+    let site_rows = &built.site;
+    let site_forged = |index: usize, signer: Option<&SigningKey>, edit: &dyn Fn(&mut Value)| {
+        forge(&site, site_rows, &built.keys, index, signer, |st| edit(st))
+    };
+    for edit in [
+        &(|st: &mut Value| st["kind"] = json!("token.teleported")) as &dyn Fn(&mut Value),
+        &|st: &mut Value| st["payload"] = json!({"anything": true}),
+        &|st: &mut Value| st["command_id"] = json!("00000000-0000-4000-8000-0000000000c1"),
+    ] {
+        both_refuse_at(&site, &site_forged(0, None, edit), &keys, cps, 1);
+    }
+    // 7. The switch moved by a second, re-signed by the outgoing key; and the site chain
+    // checked with the keys as they were before the rotation.
+    let moved = site_forged(1, Some(&built.keys.brain1), &|st| {
+        let at = st["payload"]["switch_at_ms"].as_i64().unwrap();
+        st["payload"]["switch_at_ms"] = json!(at + 1000);
+    });
+    let why = both_refuse_at(&site, &moved, &keys, cps, 2);
+    assert!(why.contains("key rotation: switch_at_ms"), "{why}");
+    let before = vec![PublicKeyInfo {
+        valid_until_ms: None,
+        ..keys[0].clone()
+    }];
+    let why = both_refuse_at(&site, site_rows, &before, &[], 2);
+    assert!(why.contains("do not include the new key"), "{why}");
+}
+
+/// The vectors as an auditor uses them with a verifier's command line, in
+/// `docs/audit-vectors/`: the keys file, each chain's export, `checkpoints.log` exactly as the
+/// brain writes it (one checkpoint per line), and tampered exports in `negative/` with the row
+/// each must fail at (`negative/expected.json`). Both verifiers are held to every negative
+/// here; the committed files must be what this produces (`UPDATE_VECTORS=1` rewrites them).
+#[test]
+fn the_auditor_files_match_the_code() {
+    let built = build();
+    let keys = built.keys.published();
+    let cps = &built.checkpoints;
+    let (site, project) = (site_chain(), project_chain());
+    let export = |chain: &str, rows: &[AuditRow]| {
+        let header = json!({"format": "taskward-audit-export/v1", "chain": chain, "keys": keys});
+        let mut text = header.to_string() + "\n";
+        for row in rows {
+            text += &(serde_json::to_string(row).unwrap() + "\n");
+        }
+        text
+    };
+    let mut files: Vec<(String, String)> = vec![
+        (
+            "keys.json".into(),
+            serde_json::to_string_pretty(&json!({"keys": keys})).unwrap() + "\n",
+        ),
+        ("site.jsonl".into(), export(&site, &built.site)),
+        ("project.jsonl".into(), export(&project, &built.project)),
+        (
+            "checkpoints.log".into(),
+            cps.iter()
+                .map(|cp| serde_json::to_string(cp).unwrap() + "\n")
+                .collect(),
+        ),
+    ];
+    let p = |index: usize, edit: &dyn Fn(&mut Value)| {
+        forge(&project, &built.project, &built.keys, index, None, |st| {
+            edit(st)
+        })
+    };
+    let s = |index: usize, edit: &dyn Fn(&mut Value)| {
+        forge(
+            &site,
+            &built.site,
+            &built.keys,
+            index,
+            Some(&built.keys.brain1),
+            |st| edit(st),
+        )
+    };
+    let truncated = built.project[..built.project.len() - 1].to_vec();
+    let negatives: Vec<(&str, &str, Vec<AuditRow>, u64)> = vec![
+        (
+            "project-detail-rewritten",
+            "the outcome's detail changed under the agent's signed result",
+            p(4, &|st| st["payload"]["detail"] = json!("all good")),
+            5,
+        ),
+        (
+            "project-actor-changed",
+            "an agent's outcome row attributed to a user",
+            p(4, &|st| st["actor"] = json!(user("admin"))),
+            5,
+        ),
+        (
+            "project-failure-as-success",
+            "a failure rewritten as a success, the agent's result edited to match",
+            p(7, &|st| {
+                st["kind"] = json!("command.succeeded");
+                st["payload"]["status"] = json!("succeeded");
+                st["payload"]["agent_result"]["result"]["outcome"] = json!("succeeded");
+            }),
+            8,
+        ),
+        (
+            "project-previous-status",
+            "a previous_status no earlier row left",
+            p(3, &|st| {
+                st["payload"]["previous_status"] = json!("dispatched")
+            }),
+            4,
+        ),
+        (
+            "project-extra-command-member",
+            "a member added to the signed command",
+            p(2, &|st| st["payload"]["command"]["note"] = json!("x")),
+            3,
+        ),
+        (
+            "project-truncated",
+            "the last row cut off (caught by checkpoints.log)",
+            truncated.clone(),
+            truncated.len() as u64 + 1,
+        ),
+        (
+            "site-unknown-kind",
+            "a kind the protocol does not define",
+            s(0, &|st| st["kind"] = json!("token.teleported")),
+            1,
+        ),
+        (
+            "site-switch-moved",
+            "key.rotated's switch_at_ms moved by a second, re-signed by the outgoing key",
+            s(1, &|st| {
+                let at = st["payload"]["switch_at_ms"].as_i64().unwrap();
+                st["payload"]["switch_at_ms"] = json!(at + 1000);
+            }),
+            2,
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (name, what, rows, seq) in negatives {
+        let chain = if name.starts_with("site") {
+            &site
+        } else {
+            &project
+        };
+        let why = both_refuse_at(chain, &rows, &keys, cps, seq);
+        files.push((format!("negative/{name}.jsonl"), export(chain, &rows)));
+        expected.push(json!({
+            "file": format!("{name}.jsonl"),
+            "tamper": what,
+            "fails_at_row": seq,
+            "reference_verifier_says": why,
+        }));
+    }
+    files.push((
+        "negative/expected.json".into(),
+        serde_json::to_string_pretty(&expected).unwrap() + "\n",
+    ));
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit-vectors");
+    let update = std::env::var_os("UPDATE_VECTORS").is_some();
+    for (name, text) in files {
+        let path = format!("{dir}/{name}");
+        if update {
+            std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == text,
+            "docs/audit-vectors/{name} differs from what the code produces; run \
+             UPDATE_VECTORS=1 cargo test -p taskward-shared --test vectors"
+        );
+    }
 }

@@ -235,8 +235,8 @@ pub async fn export(State(state): State<AppState>, access: ProjectAccess<Viewer>
     )
 }
 
-/// Streams the site chain (users, projects, memberships, tokens, agents enrolled, key
-/// rotations) as JSON Lines, like a project export; `taskward-brain audit verify --file`
+/// Streams the site chain (the first start, users, passwords set, tokens, projects created,
+/// key rotations; members and agents are on project chains) as JSON Lines, like a project export; `taskward-brain audit verify --file`
 /// verifies it offline. Site admins only.
 #[utoipa::path(get, path = "/api/v1/audit/export", tag = tags::AUDIT,
     responses((status = 200, description = "JSON Lines export of the site chain", content_type = "application/x-ndjson"),
@@ -292,6 +292,29 @@ pub async fn checkpoint(
     access: ProjectAccess<Viewer>,
 ) -> Result<Json<Checkpoint>, ApiError> {
     let chain = audit_store::project_chain(&access.project.id);
+    sign_checkpoint(&state, chain).await
+}
+
+/// Signs a checkpoint of the site chain now, as the project endpoint does for a project's
+/// chain: kept outside the brain, it catches a site chain (key rotations, users, tokens,
+/// projects) cut short or rewritten after it. Site admins only.
+#[utoipa::path(get, path = "/api/v1/audit/checkpoint", tag = tags::AUDIT,
+    responses((status = 200, body = CheckpointPublic), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The chain does not verify (`audit_chain_broken`)")))]
+pub async fn site_checkpoint(
+    State(state): State<AppState>,
+    _admin: SiteAdmin,
+) -> Result<Json<CheckpointPublic>, ApiError> {
+    let chain = state.store.site_chain();
+    sign_checkpoint(&state, chain).await
+}
+
+/// Verifies `chain` up to its head and signs a checkpoint of it ([`checkpoint_now`]).
+async fn sign_checkpoint(
+    state: &AppState,
+    chain: String,
+) -> Result<Json<CheckpointPublic>, ApiError> {
     let app = state.clone();
     let cp = run_blocking(move || {
         checkpoint_now(

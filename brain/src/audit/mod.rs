@@ -318,9 +318,17 @@ pub struct KeysFile {
 /// Reads a keys file (`{"keys": [...]}` or a bare array).
 pub fn read_keys_file(path: &Path) -> Result<TrustedKeys, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let infos = serde_json::from_str::<KeysFile>(&text)
-        .map(|f| f.keys)
-        .or_else(|_| serde_json::from_str::<Vec<PublicKeyInfo>>(&text))
-        .map_err(|e| format!("{}: not a keys file: {e}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a keys file: not JSON: {e}", path.display()))?;
+    let infos = match value {
+        serde_json::Value::Array(_) => serde_json::from_value::<Vec<PublicKeyInfo>>(value),
+        _ => serde_json::from_value::<KeysFile>(value).map(|f| f.keys),
+    }
+    .map_err(|e| {
+        format!(
+            "{}: not a keys file (expected {{\"keys\": [...]}} or a bare array of keys): {e}",
+            path.display()
+        )
+    })?;
     TrustedKeys::from_infos(&infos)
 }

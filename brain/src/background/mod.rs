@@ -27,7 +27,7 @@ use crate::store::{StoreError, StoreResult, now_ms, run_blocking};
 const SWEEP_BATCH: i64 = 200;
 
 /// Why a command timed out, shown on the command.
-pub const TIMEOUT_DETAIL: &str = "no result from the agent before the command's deadline";
+pub use taskward_shared::protocol::TIMEOUT_DETAIL;
 
 /// Starts the loops; abort the handles to stop them.
 pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {

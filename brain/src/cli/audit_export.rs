@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 
 use super::{CliError, not_found};
 use crate::audit::export::write_chain;
-use crate::audit::{CHECKPOINT_FILE, KeysFile};
+use crate::audit::watch::AuditWatch;
+use crate::audit::{CHECKPOINT_FILE, CheckpointError, KeysFile, checkpoint_now};
 use crate::keys::Keys;
 use crate::names::ProjectSlug;
 use crate::store::{DatabaseUrl, Store, audit as audit_store, audit_watch, projects};
@@ -21,7 +22,7 @@ pub struct ExportArgs {
     /// Export this project's chain.
     #[arg(long)]
     pub project: Option<ProjectSlug>,
-    /// Export the site chain (users, projects, members, tokens, agents, key rotations).
+    /// Export the site chain (first start, users, tokens, projects, key rotations).
     #[arg(long)]
     pub site: bool,
 }
@@ -49,7 +50,7 @@ pub fn export(data_dir: &Path, url: &DatabaseUrl, args: ExportArgs) -> Result<()
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let rows = write_to(&store, &keys, &chain, &mut out, "standard output")?;
-    eprintln!("exported {chain}: {rows} rows");
+    eprintln!("exported {chain}: {}", rows_text(rows));
     Ok(())
 }
 
@@ -74,6 +75,7 @@ pub fn bundle(data_dir: &Path, url: &DatabaseUrl, args: BundleArgs) -> Result<()
     let keys = Keys::load_or_create(data_dir)?;
     let site = store.site_chain();
     let chains = store.read_blocking("bundle_chains", audit_watch::chains_with_slugs)?;
+    checkpoint_all(&store, &keys, data_dir, &chains)?;
     let mut written = Vec::new();
     for (chain, slug) in chains {
         let name = export_file_name(&chain, &site, slug.as_deref());
@@ -83,7 +85,7 @@ pub fn bundle(data_dir: &Path, url: &DatabaseUrl, args: BundleArgs) -> Result<()
         let mut out = std::io::BufWriter::new(file);
         let rows = write_to(&store, &keys, &chain, &mut out, &path.display().to_string())?;
         let label = slug.map_or_else(|| chain.clone(), |slug| format!("{chain} (project {slug})"));
-        eprintln!("wrote {name}: {label}, {rows} rows");
+        eprintln!("wrote {name}: {label}, {}", rows_text(rows));
         written.push((name, label, rows));
     }
     let keys_text = serde_json::to_string_pretty(&KeysFile {
@@ -97,13 +99,14 @@ pub fn bundle(data_dir: &Path, url: &DatabaseUrl, args: BundleArgs) -> Result<()
         std::fs::copy(&checkpoints, dir.join(CHECKPOINT_FILE))
             .map_err(io(format!("cannot copy {}", checkpoints.display())))?;
     }
+    write_file(&dir.join("protocol.md"), PROTOCOL.as_bytes())?;
     write_file(
         &dir.join("README.md"),
         readme(&written, have_checkpoints).as_bytes(),
     )?;
     write_checksums(dir)?;
     println!(
-        "bundle written to {}: {} chains, keys.json{}, README.md, SHA256SUMS",
+        "bundle written to {}: {} chains, keys.json{}, protocol.md, README.md, SHA256SUMS",
         dir.display(),
         written.len(),
         if have_checkpoints {
@@ -112,6 +115,41 @@ pub fn bundle(data_dir: &Path, url: &DatabaseUrl, args: BundleArgs) -> Result<()
             ""
         }
     );
+    Ok(())
+}
+
+/// The protocol an auditor's verifier is written from, shipped in every bundle so the bundle
+/// stands on its own.
+const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
+
+/// "1 row", "7 rows".
+fn rows_text(rows: u64) -> String {
+    match rows {
+        1 => "1 row".into(),
+        n => format!("{n} rows"),
+    }
+}
+
+/// Verifies every chain from its last checkpoint to its head and signs a fresh checkpoint of
+/// it into `checkpoints.log`, so the bundle's checkpoints cover every row it holds (a chain
+/// cut short after the bundle was written is caught). A chain that does not verify fails the
+/// bundle: it is never checkpointed, and an auditor must not receive it as if it were whole.
+fn checkpoint_all(
+    store: &Store,
+    keys: &Keys,
+    data_dir: &Path,
+    chains: &[(String, Option<String>)],
+) -> Result<(), CliError> {
+    let watch = AuditWatch::new(data_dir);
+    for (chain, _) in chains {
+        checkpoint_now(store, keys, data_dir, &watch, chain).map_err(|e| match e {
+            CheckpointError::Broken(chain_break) => CliError::Usage(format!(
+                "{chain} does not verify, so no bundle was written: {chain_break} \
+                 (run `taskward-brain audit verify` for details)"
+            )),
+            CheckpointError::Store(err) => CliError::from(err),
+        })?;
+    }
     Ok(())
 }
 
@@ -208,7 +246,10 @@ fn write_checksums(dir: &Path) -> Result<(), CliError> {
 fn readme(written: &[(String, String, u64)], have_checkpoints: bool) -> String {
     let mut files = String::new();
     for (name, label, rows) in written {
-        files.push_str(&format!("- `{name}`: chain {label}, {rows} rows\n"));
+        files.push_str(&format!(
+            "- `{name}`: chain {label}, {}\n",
+            rows_text(*rows)
+        ));
     }
     let checkpoint_arg = if have_checkpoints {
         " --checkpoint checkpoints.log"
@@ -228,9 +269,13 @@ verify this brain's audit log without trusting the brain, its database or its op
 {checkpoints}- `SHA256SUMS`: checksums of the files above (`sha256sum -c SHA256SUMS`).
 
 Each export is JSON Lines: a header (`format`, `chain`, the public keys), then one row per
-line, in sequence order. `docs/protocol.md` of Taskward specifies every byte: how a row's
+line, in sequence order. `protocol.md` (in this bundle) specifies every byte: how a row's
 hash covers its statement and the previous row's hash, what each signature covers, and what
-each kind of row says.
+each kind of row says, so a verifier can be written from it alone.
+
+`taskward-brain` (the reference verifier below) is built from the Taskward source
+(`cargo build --release -p taskward-brain`); `audit verify --file` needs no database, server
+or private key, only the files of this bundle.
 
 ## How to verify
 
@@ -248,15 +293,18 @@ each kind of row says.
    done
    ```
 
-   Each prints `OK <rows> rows, head <hash>`, or the first bad row and why, and exits
+   Each prints `OK <rows> rows, head <hash>; checkpoint covers row <n>`, or the first bad row and why, and exits
    non-zero. A chain newer than the last checkpoint has none in the log; the verifier says
    so (`--allow-missing-checkpoint` accepts that, with a warning).
 4. **Compare with earlier bundles or checkpoints you kept.** A checkpoint you hold from
    before is the strongest check: a log that no longer contains its head was rewritten.
 
-The site chain (`site.jsonl`) records users, projects, members, tokens, agent enrolments
-(with each agent's public key) and key rotations (each signed by the outgoing key). Project
-chains record every command, its dispatch and its outcome, with the agent's signed result.
+The site chain (`site.jsonl`) records the first start, users, passwords set, API tokens,
+projects created and key rotations (each signed by the outgoing key). Each project chain
+records its members, its agents (with each agent's public key, in `agent.enrolled`), its
+schedules, task deletions, and every command, its dispatch and its outcome, with the agent's
+signed result. The bundle signed a fresh checkpoint of every chain before writing it, so
+`checkpoints.log` covers every row of every export.
 Any verifier written from `docs/protocol.md` alone must reach the same verdicts.
 "#,
         written_at = crate::clock::timestamp(crate::store::now_ms())

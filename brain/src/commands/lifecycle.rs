@@ -96,16 +96,17 @@ pub fn record(
     Ok(None)
 }
 
-/// The event and the detail an agent's result stands for: a refusal or an interruption is a
-/// failure, its detail saying which.
+/// The event and the detail an agent's result stands for, by the table the verifier holds
+/// rows to ([`Outcome::recorded`]): a refusal or an interruption is a failure, its detail
+/// saying which.
 pub fn result_event(result: &SignedResult) -> (Event, String) {
-    let detail = &result.result.detail;
-    match result.result.outcome {
-        Outcome::Succeeded => (Event::Succeeded, detail.clone()),
-        Outcome::Failed => (Event::Failed, detail.clone()),
-        Outcome::Refused => (Event::Failed, format!("refused by agent: {detail}")),
-        Outcome::Interrupted => (Event::Failed, format!("interrupted: {detail}")),
-    }
+    let recorded = result.result.outcome.recorded();
+    let event = match result.result.outcome {
+        Outcome::Succeeded => Event::Succeeded,
+        Outcome::Failed | Outcome::Refused | Outcome::Interrupted => Event::Failed,
+    };
+    debug_assert_eq!(recorded.status == "succeeded", event == Event::Succeeded);
+    (event, recorded.detail(&result.result.detail))
 }
 
 /// Records an agent's verified result as its command's outcome. `Ok(false)` when the result

@@ -327,6 +327,22 @@ async fn every_tamper_is_rejected_at_its_row() {
     let out = f.verify(&file, &f.checkpoints, &["--key-grace-ms", "3600000"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
+    // ... and says so: an auditor sees how many rows only the grace let through.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains(&format!(
+                "{} row(s) signed after their key's window were accepted only because of --key-grace-ms",
+                f.rows.len() - failed3
+            )),
+        "{stderr}"
+    );
+    let out = f.verify(&honest, &f.checkpoints, &["--key-grace-ms", "3600000"]);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("--key-grace-ms"),
+        "no warning when the grace excused nothing"
+    );
 
     // A row back-dated before the one it follows.
     let issued2 = f.index_of("command.issued", 2);
@@ -410,7 +426,7 @@ async fn every_checkpoint_is_held_and_a_missing_one_fails() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("FAILED at chain: no checkpoint for this chain"),
+        stdout.contains("FAILED: no checkpoint for this chain"),
         "{stdout}"
     );
     let out = f.verify(&honest, &lacking, &["--allow-missing-checkpoint"]);
@@ -450,6 +466,58 @@ async fn every_checkpoint_is_held_and_a_missing_one_fails() {
     assert!(
         stdout.contains(&format!("FAILED at row {}: rewritten", first.size)),
         "{stdout}"
+    );
+    drop(f.app);
+}
+
+/// A keys file is read as strictly as the rows: hex in lowercase only, key ids that are key ids,
+/// and a file that is not a keys file says what one looks like.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_files_are_read_strictly() {
+    let f = Fixture::new().await;
+    let honest = f.write("honest.jsonl", &f.rows);
+    let published: Value =
+        serde_json::from_str(&std::fs::read_to_string(&f.keys).unwrap()).unwrap();
+    let with_keys = |name: &str, keys: &Value| {
+        let path = f.dir.path().join(name);
+        std::fs::write(&path, keys.to_string()).unwrap();
+        let out = Command::new(BIN)
+            .args(["--data-dir"])
+            .arg(f.dir.path().join("no-data-dir"))
+            .args(["audit", "verify", "--file"])
+            .arg(&honest)
+            .arg("--keys")
+            .arg(&path)
+            .arg("--checkpoint")
+            .arg(&f.checkpoints)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name} accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let mut upper = published.clone();
+    let key = upper["keys"][0]["public_key"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    upper["keys"][0]["public_key"] = json!(key);
+    let why = with_keys("upper-public.json", &upper);
+    assert!(why.contains("the public_key is not lowercase hex"), "{why}");
+    let mut upper_id = published.clone();
+    let id = upper_id["keys"][0]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    upper_id["keys"][0]["key_id"] = json!(id);
+    let why = with_keys("upper-id.json", &upper_id);
+    assert!(
+        why.contains("the key_id is not 32 lowercase hex digits"),
+        "{why}"
+    );
+    let why = with_keys("not-keys.json", &json!({"chain": "x"}));
+    assert!(
+        why.contains(r#"not a keys file (expected {"keys": [...]} or a bare array of keys)"#),
+        "{why}"
     );
     drop(f.app);
 }

@@ -358,6 +358,29 @@ async fn the_site_chain_exports_and_verifies_offline(backend: Backend) {
     assert!(ok, "{out}");
     assert!(out.contains(&format!("OK {} rows", kinds.len())), "{out}");
 
+    // The site chain has its own signed checkpoint, for site admins only, which the export
+    // verifies against and which catches the export cut short.
+    assert_eq!(
+        app.get("/api/v1/audit/checkpoint", &jane).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let cp = app.get("/api/v1/audit/checkpoint", &t).await;
+    assert_eq!(cp.status, StatusCode::OK, "{:?}", cp.body);
+    assert_eq!(cp.body["chain"], app.store.site_chain().as_str());
+    assert_eq!(cp.body["size"], kinds.len());
+    let cp_file = dir.path().join("site-cp.json");
+    std::fs::write(&cp_file, cp.body.to_string()).unwrap();
+    let (ok, out) = verify_file(&site, &keys, Some(&cp_file));
+    assert!(
+        ok && out.contains(&format!("checkpoint covers row {}", kinds.len())),
+        "{out}"
+    );
+    let cut = dir.path().join("site-cut.jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&cut, lines[..lines.len() - 1].join("\n")).unwrap();
+    let (ok, out) = verify_file(&cut, &keys, Some(&cp_file));
+    assert!(!ok && out.contains("truncated"), "{out}");
+
     // The CLI writes the same export, offline.
     let out = cli(&app, &["audit", "export", "--site"]);
     assert!(
@@ -387,8 +410,9 @@ async fn the_site_chain_exports_and_verifies_offline(backend: Backend) {
 async fn the_bundle_holds_what_it_promises_and_verifies(backend: Backend) {
     let app = TestApp::new(backend).await;
     history(&app).await;
-    app.create_project("billing").await;
     background::checkpoint_and_reload(&app.state).await.unwrap();
+    // After the last checkpoint the server signed: the bundle signs its own.
+    app.create_project("billing").await;
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     let out = cli(&app, &["audit", "bundle", bundle.to_str().unwrap()]);
@@ -412,6 +436,7 @@ async fn the_bundle_holds_what_it_promises_and_verifies(backend: Backend) {
             "keys.json",
             "project-billing.jsonl",
             "project-default.jsonl",
+            "protocol.md",
             "site.jsonl"
         ]
     );
@@ -422,7 +447,23 @@ async fn the_bundle_holds_what_it_promises_and_verifies(backend: Backend) {
     );
     assert!(readme.contains("project-default.jsonl"), "{readme}");
     let sums = std::fs::read_to_string(bundle.join("SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), 6, "{sums}");
+    assert_eq!(sums.lines().count(), 7, "{sums}");
+    // Self-contained: the protocol itself, where the verifier comes from, what the site chain
+    // holds.
+    let protocol = std::fs::read_to_string(bundle.join("protocol.md")).unwrap();
+    assert!(
+        protocol.starts_with("# The audit log protocol"),
+        "{protocol}"
+    );
+    assert!(
+        readme.contains("`protocol.md` (in this bundle)"),
+        "{readme}"
+    );
+    assert!(
+        readme.contains("cargo build --release -p taskward-brain"),
+        "{readme}"
+    );
+    assert!(!readme.contains(" 1 rows"), "{readme}");
     let keys: Value =
         serde_json::from_str(&std::fs::read_to_string(bundle.join("keys.json")).unwrap()).unwrap();
     assert_eq!(
@@ -441,8 +482,33 @@ async fn the_bundle_holds_what_it_promises_and_verifies(backend: Backend) {
             Some(&bundle.join("checkpoints.log")),
         );
         assert!(ok, "{name}: {out}");
-        assert!(out.contains("OK"), "{name}: {out}");
+        // The bundle's fresh checkpoints reach every row it holds.
+        let rows = std::fs::read_to_string(bundle.join(name))
+            .unwrap()
+            .lines()
+            .count()
+            - 1;
+        let counted = match rows {
+            1 => "OK 1 row,".to_owned(),
+            n => format!("OK {n} rows,"),
+        };
+        assert!(out.contains(&counted), "{name}: {out}");
+        assert!(
+            out.contains(&format!("checkpoint covers row {rows}")),
+            "{name}: {out}"
+        );
     }
+    // So cutting the last row of any chain is caught.
+    let site = std::fs::read_to_string(bundle.join("site.jsonl")).unwrap();
+    let lines: Vec<&str> = site.lines().collect();
+    let cut = dir.path().join("site-cut.jsonl");
+    std::fs::write(&cut, lines[..lines.len() - 1].join("\n")).unwrap();
+    let (ok, out) = verify_file(
+        &cut,
+        &bundle.join("keys.json"),
+        Some(&bundle.join("checkpoints.log")),
+    );
+    assert!(!ok && out.contains("truncated"), "{out}");
 
     // A second bundle into the same directory is refused rather than mixed.
     let again = cli(&app, &["audit", "bundle", bundle.to_str().unwrap()]);

@@ -245,10 +245,11 @@ async fn operator_flows_in_a_real_browser() {
                 conn,
                 &ctx,
                 &command,
-                // An outcome the brain records itself: one from the agent must carry the
-                // agent's signed result, or "verify now" below names its row.
+                // An outcome the brain records itself, as the timeout sweeper does (detail
+                // included): one from the agent must carry the agent's signed result, or
+                // "verify now" below names its row.
                 taskward_brain::commands::Event::DeadlinePassed,
-                Some("no result by its deadline"),
+                Some(taskward_brain::background::TIMEOUT_DETAIL),
                 None,
             )
         })

@@ -221,6 +221,31 @@ impl Command {
         }
     }
 
+    /// Reads `payload` as the arguments of `kind` (not validated): what an auditor checks a
+    /// signed `command.issued` row's kind and payload agree with. Reads the payload in place,
+    /// without building the tagged form.
+    pub fn from_parts(
+        kind: CommandKind,
+        payload: &serde_json::Value,
+    ) -> Result<Command, serde_json::Error> {
+        Ok(match kind {
+            CommandKind::RetryTask => Command::RetryTask(RetryTask::deserialize(payload)?),
+            CommandKind::CancelTask => Command::CancelTask(CancelTask::deserialize(payload)?),
+            CommandKind::BulkRetry => Command::BulkRetry(BulkRetry::deserialize(payload)?),
+            CommandKind::PurgeQueue => Command::PurgeQueue(PurgeQueue::deserialize(payload)?),
+            CommandKind::RestartWorker => {
+                Command::RestartWorker(RestartWorker::deserialize(payload)?)
+            }
+            CommandKind::PoolResize => Command::PoolResize(PoolResize::deserialize(payload)?),
+            CommandKind::AddConsumer => Command::AddConsumer(ConsumerChange::deserialize(payload)?),
+            CommandKind::CancelConsumer => {
+                Command::CancelConsumer(ConsumerChange::deserialize(payload)?)
+            }
+            CommandKind::RateLimit => Command::RateLimit(RateLimit::deserialize(payload)?),
+            CommandKind::PingWorkers => Command::PingWorkers(PingWorkers::deserialize(payload)?),
+        })
+    }
+
     /// Checks every bound of the payload.
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {

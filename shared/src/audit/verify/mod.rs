@@ -15,6 +15,7 @@ mod checkpoints;
 mod commands;
 mod format;
 mod keys;
+mod kinds;
 mod signatures;
 
 use ed25519_dalek::Signature;
@@ -68,7 +69,7 @@ pub enum Problem {
         found: String,
     },
     /// Rows are missing before this one.
-    #[error("gap: expected row {expected}, found row {found} (rows were removed)")]
+    #[error("expected row {expected} next, found row {found} (rows were removed or reordered)")]
     Gap {
         /// The seq that should come next.
         expected: u64,
@@ -112,7 +113,7 @@ pub enum Problem {
     HashMismatch,
     /// An index column disagrees with the statement.
     #[error(
-        "column {column} is {found:?} but the statement says {expected:?} (the column was altered)"
+        "column {column} is {found} but the statement says {expected} (the column was altered)"
     )]
     ColumnMismatch {
         /// Which column.
@@ -130,6 +131,22 @@ pub enum Problem {
         /// This row's time.
         time: String,
     },
+    /// A kind the protocol does not define: nothing it says can be checked.
+    #[error("unknown kind {0:?} (the protocol defines no such row)")]
+    UnknownKind(String),
+    /// A known kind in the wrong place: on the other chain, or with or without a command id
+    /// against the rules.
+    #[error("{0}")]
+    Kind(String),
+    /// The row names an actor that never writes its kind.
+    #[error("actor: {0}")]
+    Actor(String),
+    /// The payload does not have exactly the members (and types) its kind defines.
+    #[error("payload: {0}")]
+    Payload(String),
+    /// A `key.rotated` row disagrees with the trusted keys or with itself.
+    #[error("key rotation: {0}")]
+    KeyRotation(String),
     /// The signing key is not trusted.
     #[error("signed by unknown key {0}")]
     UnknownKey(String),
@@ -199,7 +216,7 @@ pub struct Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.seq == 0 {
-            write!(f, "chain: {}", self.problem)
+            write!(f, "{}", self.problem)
         } else {
             write!(f, "row {}: {}", self.seq, self.problem)
         }
@@ -215,6 +232,10 @@ pub struct Summary {
     pub rows: u64,
     /// Hex hash of the last row (the genesis hash for an empty chain).
     pub head: String,
+    /// The largest size a checkpoint held against the chain covered (`None`: no checkpoint).
+    pub checkpoint_covers: Option<u64>,
+    /// Rows signed after their key's window that only `--key-grace-ms` let pass.
+    pub excused_by_grace: u64,
 }
 
 /// Verifies one chain, row by row.
@@ -231,6 +252,10 @@ pub struct ChainVerifier {
     last_time: Option<(i64, String)>,
     ledger: Ledger,
     signatures: Signatures,
+    /// Keys retired by a scheduled switch (a `key.rotated` row with `switch_at_ms`) seen
+    /// earlier: a brain that schedules switches never signs late, so no grace applies to them.
+    scheduled_retired: Vec<String>,
+    excused_by_grace: u64,
 }
 
 impl ChainVerifier {
@@ -289,6 +314,8 @@ impl ChainVerifier {
             last_time: None,
             ledger: Ledger::new(chain, complete),
             signatures: Signatures::new(),
+            scheduled_retired: Vec::new(),
+            excused_by_grace: 0,
         }
     }
 
@@ -337,6 +364,8 @@ impl ChainVerifier {
             None => Ok(Summary {
                 rows: self.rows(),
                 head: hex::encode(self.prev),
+                checkpoint_covers: self.checkpoints.last().map(|cp| cp.size),
+                excused_by_grace: self.excused_by_grace,
             }),
         }
     }
@@ -367,6 +396,33 @@ impl ChainVerifier {
                 Signer::Agent => Problem::BadAgentSignature,
             },
         })
+    }
+
+    /// The key may sign at `time`: inside its window, or (for a key not retired by a
+    /// scheduled switch) within the grace the auditor allowed, which is counted.
+    fn check_window(&mut self, key_id: &str, time: i64, text: &str) -> Result<(), Problem> {
+        let grace = match self.scheduled_retired.iter().any(|k| k == key_id) {
+            true => 0,
+            false => self.key_grace_ms,
+        };
+        match self.keys.window(key_id, time, grace) {
+            Some(Window::Inside) | None => {
+                if grace > 0
+                    && matches!(
+                        self.keys.window(key_id, time, 0),
+                        Some(Window::After { .. })
+                    )
+                {
+                    self.excused_by_grace += 1;
+                }
+                Ok(())
+            }
+            Some(outside) => Err(Problem::KeyOutsideWindow {
+                key_id: key_id.to_owned(),
+                time: text.to_owned(),
+                why: outside.describe(),
+            }),
+        }
     }
 
     fn check_row(&mut self, row: &AuditRow) -> Result<(), Problem> {
@@ -406,15 +462,17 @@ impl ChainVerifier {
         if statement.kind != row.kind {
             return Err(Problem::ColumnMismatch {
                 column: "kind",
-                expected: statement.kind,
-                found: row.kind.clone(),
+                expected: format!("{:?}", statement.kind),
+                found: format!("{:?}", row.kind),
             });
         }
         if statement.command_id != row.command_id {
+            let shown =
+                |id: Option<&String>| id.map_or("absent".to_owned(), |id| format!("{id:?}"));
             return Err(Problem::ColumnMismatch {
                 column: "command_id",
-                expected: statement.command_id.unwrap_or_default(),
-                found: row.command_id.clone().unwrap_or_default(),
+                expected: shown(statement.command_id.as_ref()),
+                found: shown(row.command_id.as_ref()),
             });
         }
         let time = format::time_ms(&statement.time).ok_or_else(|| {
@@ -435,14 +493,14 @@ impl ChainVerifier {
             .keys
             .get(&row.key_id)
             .ok_or_else(|| Problem::UnknownKey(row.key_id.clone()))?;
-        match self.keys.window(&row.key_id, time, self.key_grace_ms) {
-            Some(Window::Inside) | None => {}
-            Some(outside) => {
-                return Err(Problem::KeyOutsideWindow {
-                    key_id: row.key_id.clone(),
-                    time: statement.time.clone(),
-                    why: outside.describe(),
-                });
+        self.check_window(&row.key_id, time, &statement.time)?;
+        kinds::check(&self.chain, &statement)?;
+        if statement.kind == "key.rotated" {
+            self.keys
+                .check_rotation(&row.key_id, time, &statement.payload)
+                .map_err(Problem::KeyRotation)?;
+            if statement.payload.get("switch_at_ms").is_some() {
+                self.scheduled_retired.push(row.key_id.clone());
             }
         }
         if let Some(cp) = self.checkpoints.get(self.next_checkpoint)

@@ -33,7 +33,8 @@ fn linked<'k>(
         .collect()
 }
 
-/// Row `seq` of the test chain: a `test.row` by `actor` at `time`.
+/// Row `seq` of the test chain: a `tasks.deleted` (a kind the protocol defines, so every
+/// check but the one under test passes) by `actor` at `time`.
 fn test_row(seq: u64, time: String, actor: Actor) -> Statement {
     Statement {
         v: STATEMENT_VERSION,
@@ -41,9 +42,9 @@ fn test_row(seq: u64, time: String, actor: Actor) -> Statement {
         seq: seq.to_string(),
         time,
         actor,
-        kind: "test.row".into(),
+        kind: "tasks.deleted".into(),
         command_id: None,
-        payload: serde_json::json!({"n": seq}),
+        payload: serde_json::json!({"task_ids": [], "deleted_count": seq}),
     }
 }
 
@@ -85,7 +86,9 @@ fn each_kind_of_tampering_names_the_first_bad_row() {
     let rows = chain(300, &k);
 
     let mut edited = rows.clone();
-    edited[199].statement = edited[199].statement.replace("\"n\":200", "\"n\":201");
+    edited[199].statement = edited[199]
+        .statement
+        .replace("\"deleted_count\":200", "\"deleted_count\":201");
     assert_eq!(verify(&edited, trusted(&k), None).unwrap_err().seq, 200);
 
     let mut removed = rows.clone();
@@ -175,7 +178,7 @@ fn checkpoints_catch_truncation_and_rewrites() {
     let mut prev = parse_hash(&rows[48].hash).unwrap();
     for row in &rows[49..] {
         let mut statement: Statement = serde_json::from_str(&row.statement).unwrap();
-        statement.payload = serde_json::json!({"rewritten": true});
+        statement.payload = serde_json::json!({"task_ids": ["rewritten"], "deleted_count": 1});
         let new = AuditRow::sign(row.seq, &prev, &statement, &k);
         prev = parse_hash(&new.hash).unwrap();
         rewritten.push(new);
@@ -257,7 +260,7 @@ fn a_non_canonical_statement_is_refused_even_when_signed() {
     let k = key();
     let rows = chain(5, &k);
     for edit in [
-        |s: &str| s.replace(r#"{"n":3}"#, r#"{"n": 3}"#),
+        |s: &str| s.replace(r#""deleted_count":3"#, r#""deleted_count": 3"#),
         |s: &str| {
             s.replacen(
                 r#""actor":{"id":"u1","name":"admin","type":"user"}"#,
@@ -323,10 +326,10 @@ fn assert_outside_window(rows: &[AuditRow], keys: TrustedKeys, seq: u64, why: &s
 
 /// and by `new` from then on.
 fn timed_chain(n: u64, old: &SigningKey, new: &SigningKey) -> Vec<AuditRow> {
-    let brain = Actor {
-        kind: ActorKind::System,
-        id: "brain".into(),
-        name: "brain".into(),
+    let admin = Actor {
+        kind: ActorKind::User,
+        id: "u1".into(),
+        name: "admin".into(),
     };
     linked(
         n,
@@ -334,7 +337,7 @@ fn timed_chain(n: u64, old: &SigningKey, new: &SigningKey) -> Vec<AuditRow> {
             test_row(
                 seq,
                 format!("2026-11-25T12:00:{seq:02}.000Z"),
-                brain.clone(),
+                admin.clone(),
             )
         },
         |seq| if seq < 10 { old } else { new },
@@ -421,10 +424,17 @@ mod agents {
             chain: CHAIN.into(),
             seq: seq.to_string(),
             time: format!("2026-11-25T12:00:{seq:02}.000Z"),
-            actor: Actor {
-                kind: ActorKind::Agent,
-                id: AGENT.into(),
-                name: "host".into(),
+            actor: match kind {
+                "command.issued" | "agent.created" => Actor {
+                    kind: ActorKind::User,
+                    id: "u1".into(),
+                    name: "admin".into(),
+                },
+                _ => Actor {
+                    kind: ActorKind::Agent,
+                    id: AGENT.into(),
+                    name: "host".into(),
+                },
             },
             kind: kind.into(),
             command_id: command.map(str::to_owned),
@@ -449,8 +459,9 @@ mod agents {
     }
 
     fn outcome(status: &str, late: bool, result: Value) -> Value {
+        let previous = if late { "failed" } else { "dispatched" };
         json!({"status": status, "detail": "exit 1", "late": late,
-            "previous_status": "dispatched", "agent_result": result})
+            "previous_status": previous, "agent_result": result})
     }
 
     /// enrolled(1), issued c1(2), dispatched(3), failed with the agent's result(4),
@@ -473,20 +484,25 @@ mod agents {
             None,
             json!({"agent": {"id": AGENT, "name": "host"},
                 "public_key": hex::encode(agent.verifying_key().as_bytes()),
-                "key_id": key_id(&agent.verifying_key())}),
+                "key_id": key_id(&agent.verifying_key()), "hostname": null}),
         );
         push(
             &mut rows,
             "command.issued",
             Some("c1"),
-            json!({"command": {"id": "c1", "project_id": "test", "audience": AGENT}}),
+            json!({"command": {"id": "c1", "project_id": "test", "audience": AGENT,
+                "kind": "ping-workers", "payload": {"worker_names": []},
+                "issued_at_ms": "1795608000000", "expires_at_ms": "1795608060000",
+                "critical": false, "global_throttle": false, "bound_depth": null,
+                "idempotency_key": null}}),
         );
         let issued = rows[1].hash.clone();
         push(
             &mut rows,
             "command.dispatched",
             Some("c1"),
-            json!({"status": "dispatched", "late": false, "agent_result": null}),
+            json!({"status": "dispatched", "previous_status": "issued", "late": false,
+                "detail": null, "agent_result": null}),
         );
         push(
             &mut rows,
@@ -567,7 +583,8 @@ mod agents {
         // The result dropped.
         let dropped = edit_row(&rows, 3, |st| {
             st.kind = "command.succeeded".into();
-            st.payload = json!({"status": "succeeded", "late": false, "agent_result": null});
+            st.payload = json!({"status": "succeeded", "previous_status": "dispatched",
+                "late": false, "detail": "exit 1", "agent_result": null});
         });
         assert_result_refused(&dropped, "");
     }
@@ -594,14 +611,26 @@ mod agents {
         );
         // No enrollment before the result.
         let unenrolled = edit_row(&rows, 0, |st| {
-            st.kind = "agent.created".into();
+            st.kind = "agent.deleted".into();
+            st.actor = Actor {
+                kind: ActorKind::User,
+                id: "u1".into(),
+                name: "admin".into(),
+            };
+            st.payload = json!({"agent": {"id": AGENT, "name": "host"}});
         });
         assert_result_refused(&unenrolled, "enrolled");
         // Another issued row (the audience changed) than the one the agent ran.
         let reissued = edit_row(&rows, 1, |st| {
             st.payload["command"]["audience"] = json!("agent-2");
         });
-        assert_result_refused(&reissued, "issued row");
+        // The agent's own dispatched row already disagrees with the new audience.
+        let err = refusal(&reissued);
+        assert_eq!(err.seq, 3);
+        assert!(
+            matches!(&err.problem, Problem::Actor(w) if w.contains("audience")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -644,7 +673,7 @@ fn every_checkpoint_counts_and_each_key_signs_inside_its_window() {
     // sees it, and it is not the last one in the file.
     let rewritten = resign_from(&rows, 2, &old, |i, st| {
         if i == 2 {
-            st.payload = serde_json::json!({"n": "rewritten"});
+            st.payload = serde_json::json!({"task_ids": ["rewritten"], "deleted_count": 1});
         }
     });
     let rewritten: Vec<AuditRow> = rewritten
