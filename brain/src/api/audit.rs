@@ -299,22 +299,19 @@ pub async fn checkpoint(
 /// chain: kept outside the brain, it catches a site chain (key rotations, users, tokens,
 /// projects) cut short or rewritten after it. Site admins only.
 #[utoipa::path(get, path = "/api/v1/audit/checkpoint", tag = tags::AUDIT,
-    responses((status = 200, body = CheckpointPublic), (status = 401, body = ErrorBody),
+    responses((status = 200, body = Checkpoint), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "The chain does not verify (`audit_chain_broken`)")))]
 pub async fn site_checkpoint(
     State(state): State<AppState>,
     _admin: SiteAdmin,
-) -> Result<Json<CheckpointPublic>, ApiError> {
+) -> Result<Json<Checkpoint>, ApiError> {
     let chain = state.store.site_chain();
     sign_checkpoint(&state, chain).await
 }
 
 /// Verifies `chain` up to its head and signs a checkpoint of it ([`checkpoint_now`]).
-async fn sign_checkpoint(
-    state: &AppState,
-    chain: String,
-) -> Result<Json<CheckpointPublic>, ApiError> {
+async fn sign_checkpoint(state: &AppState, chain: String) -> Result<Json<Checkpoint>, ApiError> {
     let app = state.clone();
     let cp = run_blocking(move || {
         checkpoint_now(
