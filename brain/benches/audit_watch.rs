@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use taskward_brain::agents::registry::{self, Enrollment, agent_actor};
-use taskward_brain::app::system_actor;
 use taskward_brain::audit::watch::AuditWatch;
 use taskward_brain::commands::issue::{Issue, issue_in};
 use taskward_brain::commands::lifecycle::{self, Event};
@@ -26,6 +25,7 @@ use taskward_brain::projects::{self, NewProject};
 use taskward_brain::store::agents::{Agent, EnrollError};
 use taskward_brain::store::audit::{self, AuditContext};
 use taskward_brain::store::{DatabaseUrl, Store};
+use taskward_shared::audit::{Actor, ActorKind};
 use taskward_shared::command::{Command, RateLimit};
 use taskward_shared::crypto::key_id;
 use taskward_shared::protocol::{CommandResult, Outcome, SignedResult};
@@ -45,12 +45,22 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The user who registers the agent and issues the commands (the verifier holds each row kind
+/// to the actors that write it: a user here, as through the API).
+fn operator() -> Actor {
+    Actor {
+        kind: ActorKind::User,
+        id: "00000000-0000-4000-8000-0000000000a1".into(),
+        name: "bench-operator".into(),
+    }
+}
+
 /// A project with one enrolled agent, made through the brain's own audited functions, so the
 /// chain holds the `agent.enrolled` row the verifier checks every agent result against.
 fn project_with_agent(store: &Store, keys: &Arc<Keys>, agent_key: &SigningKey) -> (String, Agent) {
     let ctx = AuditContext {
         signer: keys.clone(),
-        actor: system_actor("bench"),
+        actor: operator(),
     };
     let site = store.site_chain();
     store
@@ -87,7 +97,7 @@ fn run_command(store: &Store, keys: &Arc<Keys>, agent: &Agent, agent_key: &Signi
     let issue = Issue {
         ctx: AuditContext {
             signer: keys.clone(),
-            actor: system_actor("bench"),
+            actor: operator(),
         },
         issuer_id: "bench".into(),
         project_id: agent.project_id.clone(),

@@ -12,6 +12,7 @@
 
 use std::marker::PhantomData;
 
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
@@ -305,7 +306,15 @@ impl<R: RoleFloor> FromRequestParts<AppState> for ProjectAccess<R> {
         let caller = Caller::from_request_parts(parts, state).await?;
         let params = RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::Internal(format!("project route without path params: {e}")))?;
+            .map_err(|e| match e {
+                // `%FF` in a segment: the caller's mistake, not the server's.
+                RawPathParamsRejection::InvalidUtf8InPathParam(bad) => ApiError::BadRequest {
+                    code: "invalid_path_parameter",
+                    message: bad.body_text(),
+                    field: None,
+                },
+                other => ApiError::Internal(format!("project route without path params: {other}")),
+            })?;
         let raw_slug = params
             .iter()
             .find_map(|(name, value)| (name == "slug").then(|| value.to_owned()))

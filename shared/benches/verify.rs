@@ -20,6 +20,10 @@ use taskward_shared::audit::{
 use taskward_shared::crypto::key_id;
 use taskward_shared::protocol::{CommandResult, Outcome, SignedResult};
 
+/// The brain's allocator (its `main.rs`): `taskward-brain audit verify --file` allocates with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CHAIN: &str = "project:00000000-0000-4000-8000-000000000001";
 const PROJECT: &str = "00000000-0000-4000-8000-000000000001";
 const AGENT: &str = "00000000-0000-4000-8000-0000000000b1";

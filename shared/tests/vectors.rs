@@ -959,6 +959,7 @@ fn kind_members(kind: &str) -> Option<(&'static str, &'static [&'static [&'stati
         "member.role_set" => ("project:", &[&["added", "role", "user"]]),
         "member.removed" => ("project:", &[&["user"]]),
         "agent.created" | "agent.deleted" => ("project:", &[&["agent"]]),
+        "agent.enrollment_reissued" => ("project:", &[&["agent", "expires_at"]]),
         "agent.enrolled" => (
             "project:",
             &[&["agent", "hostname", "key_id", "public_key"]],

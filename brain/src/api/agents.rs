@@ -45,6 +45,11 @@ pub struct AgentPublic {
     pub public_key_id: Option<String>,
     /// Events the agent reports it dropped (cumulative).
     pub dropped_events: i64,
+    /// Updates from the agent that the brain refused to store (cumulative): numbers that
+    /// cannot be true, or a value the store rejects even alone.
+    pub rejected_events: i64,
+    /// Which update was refused last and why (never its field values).
+    pub last_rejection: Option<String>,
     /// The workers this agent reports.
     pub workers: Vec<WorkerPublic>,
 }
@@ -92,6 +97,8 @@ impl AgentPublic {
             workers,
             online,
             dropped_events: a.dropped_events,
+            rejected_events: a.rejected_events,
+            last_rejection: a.last_rejection.clone(),
             hostname: a.hostname.clone(),
             public_key_id: a
                 .public_key

@@ -124,6 +124,11 @@ fn agent_section(view: &AgentView, api: &str, admin: bool) -> Markup {
         p.muted {
             "Last seen " (time(view.agent.last_seen_at))
             @if view.agent.dropped_events > 0 { " · " span.warn { (view.agent.dropped_events) " events dropped" } }
+            @if view.agent.rejected_events > 0 {
+                " · " span.warn title=(text(view.agent.last_rejection.as_deref())) {
+                    (view.agent.rejected_events) " updates refused by the brain"
+                }
+            }
         }
         h3 { "Workers" }
         @if view.workers.is_empty() { p.muted { "No worker reported." } } @else {

@@ -10,7 +10,7 @@ use taskward_shared::events::{EventBatch, Update};
 use tokio::sync::mpsc;
 
 use crate::app::AppState;
-use crate::store::agents::Agent;
+use crate::store::agents::{self, Agent};
 use crate::store::{StoreError, now_ms, tasks};
 
 /// Most updates applied in one transaction when several event batches are waiting: a task's
@@ -78,17 +78,18 @@ async fn write_groups(
         for update in &mut updates {
             update.make_storable();
         }
-        refuse_implausible(&state, &agent, &mut updates);
+        let mut refused = refuse_implausible(&state, &agent, &mut updates);
         let dropped = plausible_dropped(&agent, dropped);
         let events = updates.len() as u64;
         let outcome = match store_group(&state, &agent, updates, dropped).await {
             Ok(rejected) => {
                 state.metrics.record_ingest(
                     &agent.name,
-                    events - rejected,
+                    events - rejected.count,
                     dropped.unwrap_or_default(),
                 );
-                Ok(seqs)
+                refused.add(rejected);
+                record_refused(&state, &agent, refused).await.map(|()| seqs)
             }
             Err(e) => Err(format!("cannot store events: {e}")),
         };
@@ -111,11 +112,11 @@ async fn store_group(
     agent: &Agent,
     updates: Vec<Update>,
     dropped: Option<u64>,
-) -> Result<u64, StoreError> {
+) -> Result<Refused, StoreError> {
     let updates = Arc::new(updates);
     let mut pending: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
     pending.push(0..updates.len());
-    let mut rejected = 0;
+    let mut rejected = Refused::default();
     while let Some(range) = pending.pop() {
         let (project_id, agent_id) = (agent.project_id.clone(), agent.id.clone());
         let group = updates.clone();
@@ -134,9 +135,13 @@ async fn store_group(
             Ok(()) => {}
             Err(StoreError::Unavailable(why)) => return Err(StoreError::Unavailable(why)),
             Err(err) if range.len() == 1 => {
-                rejected += 1;
-                tracing::error!(agent = %agent.name, update = %describe(&updates[range.start]),
+                let update = describe(&updates[range.start]);
+                tracing::error!(agent = %agent.name, %update,
                     %err, "the store refused an update even alone; skipped");
+                rejected.add(Refused {
+                    count: 1,
+                    latest: Some(format!("{update}: the store refused it")),
+                });
             }
             Err(_) => {
                 let middle = range.start + range.len() / 2;
@@ -145,16 +150,49 @@ async fn store_group(
             }
         }
     }
-    if rejected > 0 {
-        state.metrics.record_rejected(&agent.name, rejected);
+    if rejected.count > 0 {
+        state.metrics.record_rejected(&agent.name, rejected.count);
     }
     Ok(rejected)
+}
+
+/// Updates of one group the brain refused to store: how many, and the reason of the last.
+#[derive(Debug, Default)]
+struct Refused {
+    count: u64,
+    latest: Option<String>,
+}
+
+impl Refused {
+    fn add(&mut self, more: Refused) {
+        self.count += more.count;
+        if more.latest.is_some() {
+            self.latest = more.latest;
+        }
+    }
+}
+
+/// Adds refused updates to the agent's tally (`rejected_events` and `last_rejection` in the
+/// API and on the agents page), so an operator sees that something it sent was not recorded
+/// without reading the brain's log. Nothing to write when nothing was refused.
+async fn record_refused(state: &AppState, agent: &Agent, refused: Refused) -> Result<(), String> {
+    let Some(reason) = refused.latest else {
+        return Ok(());
+    };
+    let agent_id = agent.id.clone();
+    state
+        .store
+        .write("record_rejected_events", move |conn| {
+            agents::record_rejected(conn, &agent_id, refused.count, &reason)
+        })
+        .await
+        .map_err(|e| format!("cannot record refused events: {e}"))
 }
 
 /// Removes the updates whose numbers cannot be true (see
 /// [`taskward_shared::events::plausible`]): each is skipped and counted as rejected, and the
 /// first reason of the group is logged (a flood of them must not flood the log).
-fn refuse_implausible(state: &AppState, agent: &Agent, updates: &mut Vec<Update>) {
+fn refuse_implausible(state: &AppState, agent: &Agent, updates: &mut Vec<Update>) -> Refused {
     let now = now_ms();
     let before = updates.len();
     let mut first = None;
@@ -166,10 +204,15 @@ fn refuse_implausible(state: &AppState, agent: &Agent, updates: &mut Vec<Update>
         }
     });
     let refused = (before - updates.len()) as u64;
-    if let Some((update, why)) = first {
-        tracing::warn!(agent = %agent.name, %update, %why, refused,
-            "refused updates whose values cannot be true; skipped");
-        state.metrics.record_rejected(&agent.name, refused);
+    let Some((update, why)) = first else {
+        return Refused::default();
+    };
+    tracing::warn!(agent = %agent.name, %update, %why, refused,
+        "refused updates whose values cannot be true; skipped");
+    state.metrics.record_rejected(&agent.name, refused);
+    Refused {
+        count: refused,
+        latest: Some(format!("{update}: {why}")),
     }
 }
 

@@ -39,6 +39,10 @@ pub struct Agent {
     pub hostname: Option<String>,
     /// Events the agent dropped (cumulative).
     pub dropped_events: i64,
+    /// Updates of the agent's that the brain refused to store (cumulative).
+    pub rejected_events: i64,
+    /// Which update was refused last, and why (never its field values).
+    pub last_rejection: Option<String>,
 }
 
 /// Registers an agent and returns it with its one-time enrollment token.
@@ -63,6 +67,8 @@ pub fn create(
         session_generation: 0,
         hostname: None,
         dropped_events: 0,
+        rejected_events: 0,
+        last_rejection: None,
     };
     diesel::insert_into(agents::table)
         .values((
@@ -125,6 +131,22 @@ pub fn find(conn: &mut AnyConnection, project_id: &str, agent_id: &str) -> Store
         .filter(agents::project_id.eq(project_id))
         .select(Agent::as_select())
         .first(conn)?)
+}
+
+/// Adds `count` refused updates to the agent's tally, with the reason of the latest.
+pub fn record_rejected(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    count: u64,
+    reason: &str,
+) -> StoreResult<()> {
+    diesel::update(agents::table.find(agent_id))
+        .set((
+            agents::rejected_events.eq(agents::rejected_events + count as i64),
+            agents::last_rejection.eq(reason),
+        ))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// Deletes an agent of the project; `NotFound` if it is not there.

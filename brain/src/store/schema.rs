@@ -74,6 +74,8 @@ diesel::table! {
         hostname -> Nullable<Text>,
         dropped_events -> BigInt,
         events_seq -> BigInt,
+        rejected_events -> BigInt,
+        last_rejection -> Nullable<Text>,
     }
 }
 

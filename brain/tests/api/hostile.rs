@@ -215,6 +215,22 @@ async fn nul_characters_are_refused_naming_the_field(backend: Backend) {
     // A path segment.
     let reply = app.get(&format!("{P}/tasks/celery/t%001"), &t).await;
     assert_refused(&reply, "task_id", "path segment");
+    // Bytes that are not UTF-8, in the project's slug and in a task id: 400, not 500.
+    for path in ["/api/v1/projects/%FF%FE", &format!("{P}/tasks/celery/%FF")] {
+        let reply = app.get(path, &t).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.body
+        );
+        assert_eq!(
+            reply.body["error"]["code"], "invalid_path_parameter",
+            "{path}"
+        );
+    }
+    let reply = app.delete("/api/v1/projects/%FF%FE", &t).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
     // The unauthenticated sign-in form.
     let reply = app
         .send(request(
@@ -398,6 +414,12 @@ async fn implausible_updates_are_skipped_counted_and_the_rest_stored(backend: Ba
     assert_eq!(ids, ["honest"]);
     let agents = app.get(&format!("{P}/agents"), &app.admin_token).await;
     assert_eq!(agents.body["items"][0]["dropped_events"], json!(0));
+    // The agent's record says what was refused, not only the brain's log and metrics.
+    assert_eq!(agents.body["items"][0]["rejected_events"], json!(2));
+    let why = agents.body["items"][0]["last_rejection"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.starts_with("task celery/end-of-time: "), "{why}");
     let metrics = app.get("/metrics", &app.admin_token).await;
     let text = metrics.text();
     assert!(

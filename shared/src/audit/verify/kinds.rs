@@ -209,11 +209,18 @@ const SPECS: &[Spec] = &[
     Spec {
         kind: "agent.created",
         chain: Chain::Project,
-        actors: USER,
+        // A user through the API, or the brain's first start registering `first-agent`.
+        actors: Actors(&[ActorKind::User, ActorKind::System], Some("first-start")),
         shapes: &[&[(
             "agent",
             Object(&[("id", Str), ("name", Str), ("preserve", Bool)]),
         )]],
+    },
+    Spec {
+        kind: "agent.enrollment_reissued",
+        chain: Chain::Project,
+        actors: Actors(&[ActorKind::System], Some("first-start")),
+        shapes: &[&[("agent", ID_NAME), ("expires_at", Rfc3339)]],
     },
     Spec {
         kind: "agent.enrolled",

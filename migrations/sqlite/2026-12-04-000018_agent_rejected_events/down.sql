@@ -1,0 +1,2 @@
+ALTER TABLE agents DROP COLUMN last_rejection;
+ALTER TABLE agents DROP COLUMN rejected_events;
