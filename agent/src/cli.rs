@@ -183,7 +183,7 @@ pub fn main() -> ExitCode {
 }
 
 /// `run --enroll`: enrolls when there is no config yet; otherwise says (one line) that the
-/// token is left unspent.
+/// token and the enrollment options are not used, and how to change what the config holds.
 fn enroll_first(
     config: &Path,
     token: Option<String>,
@@ -195,7 +195,10 @@ fn enroll_first(
     };
     if config.exists() {
         eprintln!(
-            "{} exists: this host is enrolled already, so --enroll is ignored (the token stays unspent)",
+            "{} exists: this host is enrolled already, so --enroll and the enrollment options \
+             (--brain, --broker, --engine, TLS files) are ignored and the token is not used. To \
+             change the broker or brain, edit that file and restart; to enroll afresh, run \
+             `taskward-agent enroll --force` with a new token.",
             config.display()
         );
         return Ok(());
@@ -223,6 +226,7 @@ fn run(config_path: &Path) -> Result<(), String> {
         ));
     }
     let config = AgentConfig::load(config_path).map_err(|e| e.to_string())?;
+    let _running = crate::state_lock::lock(&config.state_dir)?;
     runtime()?.block_on(async {
         tokio::select! {
             result = link::run(config) => match result {

@@ -17,6 +17,7 @@
 //! - [`tls`]: rustls settings of the link (roots, `ca_file`, certificate pin).
 //! - [`link`]: the connection to the brain: session, reconnect with backoff, outbox of results.
 //! - [`engines`]: the engine adapter trait and its adapters.
+//! - [`state_lock`]: one running agent per state directory (a second `run` refuses to start).
 //! - [`status`]: the local state `taskward-agent status` prints.
 //! - [`clock`]: the wall clock in ms, as the protocol and the local files carry it.
 
@@ -31,6 +32,7 @@ pub mod identity;
 pub mod link;
 pub mod seen;
 pub mod spool;
+pub mod state_lock;
 pub mod status;
 pub mod tls;
 pub mod trust;

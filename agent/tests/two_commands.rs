@@ -121,6 +121,13 @@ async fn serve_then_the_printed_line_puts_a_rate_limit_on_a_real_worker() {
         "{done}"
     );
 
+    // The same line again while the agent runs: refused, and the running agent keeps its link.
+    let beside = line_command(&line, &config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&beside.stderr);
+    assert!(!beside.status.success(), "{stderr}");
+    assert!(stderr.contains("already running"), "{stderr}");
+    api.wait_online(&agent_id, true).await;
+
     // The same line again, with the config there now: the token is left alone and the agent
     // links with the identity it has.
     agent.kill_9();
@@ -128,7 +135,11 @@ async fn serve_then_the_printed_line_puts_a_rate_limit_on_a_real_worker() {
     let _again = run_line(&line, &config, &log);
     api.wait_online(&agent_id, true).await;
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("--enroll is ignored"), "{text}");
+    assert!(
+        text.contains("--enroll and the enrollment options")
+            && text.contains("the token is not used"),
+        "{text}"
+    );
 }
 
 /// The line with a config path under a plain file: enrollment stops before the token is spent

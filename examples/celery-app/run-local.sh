@@ -65,9 +65,16 @@ echo "# workers";    api "$base/projects/default/agents" ; echo
 agent=$(api "$base/projects/default/agents" |
     "$python" -c 'import json, sys; print(json.load(sys.stdin)["items"][0]["id"])')
 echo "# rate limit of app.add on every worker (the README's example)"
-api -X POST "$base/projects/default/commands/rate-limit" \
-    -d "{\"agent_id\": \"$agent\", \"task_name\": \"app.add\", \"rate\": \"10/m\"}" ; echo
-sleep 3
-echo "# commands";   api "$base/projects/default/commands" ; echo
+command=$(api -X POST "$base/projects/default/commands/rate-limit" \
+    -d "{\"agent_id\": \"$agent\", \"task_name\": \"app.add\", \"rate\": \"10/m\"}")
+echo "$command"
+id=$(echo "$command" | "$python" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+# Wait for the workers' replies (a few seconds) rather than show a command still in flight.
+for _ in $(seq 1 30); do
+    status=$(api "$base/projects/default/commands/$id" |
+        "$python" -c 'import json, sys; print(json.load(sys.stdin)["status"])')
+    case "$status" in issued|dispatched) sleep 0.5 ;; *) break ;; esac
+done
+echo "# the command";   api "$base/projects/default/commands/$id" ; echo
 echo "brain on http://127.0.0.1:$port (token in $dir/brain/admin.token); Ctrl-C stops"
 wait

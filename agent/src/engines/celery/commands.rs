@@ -57,7 +57,9 @@ impl CeleryAdapter {
                 match c.worker_name.as_deref().filter(|w| !w.is_empty()) {
                     Some(worker) => self.control_one(worker, "rate_limit", arguments).await,
                     None => {
-                        tracing::error!(task = %c.task_name, rate = %c.rate, "CRITICAL: global rate limit on every worker");
+                        // A global throttle is worth noticing in any log pipeline, but it is an order
+                        // carried out, not a failure: WARN, not ERROR.
+                        tracing::warn!(task = %c.task_name, rate = %c.rate, "critical command: global rate limit on every worker");
                         let replies = self.pidbox.call("rate_limit", arguments, None).await?;
                         summarize(&replies).map_err(EngineError::Rejected)
                     }
@@ -234,7 +236,7 @@ impl CeleryAdapter {
                 )));
             }
         } else {
-            tracing::error!(%queue, "CRITICAL: forced purge");
+            tracing::warn!(%queue, "critical command: forced purge");
         }
         let purged = self.transport.purge(queue).await?;
         Ok(format!("purged {purged} messages from {queue}"))
