@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, BrokerTls};
 use crate::enroll::{self, EngineKind, Enrollment, LinkSecurity};
 use crate::link::{self, RunError};
 use crate::status::Status;
@@ -89,6 +89,16 @@ pub struct Setup {
     /// amqp://guest:guest@127.0.0.1:5672//; connected to before the token is spent.
     #[arg(long, required_if_eq("engine", "celery"))]
     broker: Option<String>,
+    /// rediss:// only: PEM file of the private CA(s) the broker's certificate chains to
+    /// (instead of the web PKI roots built in).
+    #[arg(long, requires = "broker")]
+    broker_ca_file: Option<PathBuf>,
+    /// rediss:// only: PEM client certificate for a Redis with `tls-auth-clients yes`.
+    #[arg(long, requires_all = ["broker", "broker_client_key"])]
+    broker_client_cert: Option<PathBuf>,
+    /// The PEM private key of --broker-client-cert.
+    #[arg(long, requires = "broker_client_cert")]
+    broker_client_key: Option<PathBuf>,
     /// Where to keep the seen-store, pinned keys and status (default: `state/` beside the config).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -112,7 +122,15 @@ impl Setup {
             brain,
             token,
             state_dir: self.state_dir,
-            engine: enroll::engine_config(self.engine, self.broker)?,
+            engine: enroll::engine_config(
+                self.engine,
+                self.broker,
+                BrokerTls {
+                    ca_file: self.broker_ca_file,
+                    client_cert: self.broker_client_cert,
+                    client_key: self.broker_client_key,
+                },
+            )?,
             link: LinkSecurity {
                 ca_file: self.ca_file,
                 brain_cert_sha256: self.brain_cert_sha256,

@@ -81,6 +81,9 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
         EngineConfig::None => Ok(Box::new(none::NoEngine)),
         EngineConfig::Celery {
             broker,
+            broker_ca_file,
+            broker_client_cert,
+            broker_client_key,
             global_keyprefix,
             queues,
             enable_events,
@@ -90,6 +93,11 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
             args_max_bytes,
         } => Ok(Box::new(celery::CeleryAdapter::new(
             broker,
+            &crate::config::BrokerTls {
+                ca_file: broker_ca_file.clone(),
+                client_cert: broker_client_cert.clone(),
+                client_key: broker_client_key.clone(),
+            },
             global_keyprefix,
             queues.clone(),
             *enable_events,

@@ -45,6 +45,7 @@ use taskward_shared::events::{TaskState, TaskUpdate, Update};
 use tokio::sync::mpsc;
 
 use super::{BoxFuture, EngineAdapter, EngineError};
+use crate::config::BrokerTls;
 use liveness::Liveness;
 use lookup::Lookup;
 use pidbox::Pidbox;
@@ -91,13 +92,14 @@ impl CeleryAdapter {
     /// original arguments in `vault`.
     pub fn new(
         broker: &str,
+        tls: &BrokerTls,
         keyprefix: &str,
         queues: Vec<String>,
         enable_events: bool,
         redactor: redact::Redactor,
         vault: Vault,
     ) -> Result<CeleryAdapter, String> {
-        let transport = transport::open(broker, keyprefix)?;
+        let transport = transport::open(broker, keyprefix, tls)?;
         Ok(CeleryAdapter {
             pidbox: Pidbox::new(transport.clone()),
             transport,
@@ -113,8 +115,8 @@ impl CeleryAdapter {
 /// Checks a broker URL and connects to it once: `enroll` calls this before it spends the
 /// token, so a typo, a wrong password or a missing vhost is an error naming the broker, not a
 /// dead `run` after enrollment.
-pub async fn reach_broker(broker: &str, keyprefix: &str) -> Result<(), String> {
-    let transport = transport::open(broker, keyprefix)?;
+pub async fn reach_broker(broker: &str, keyprefix: &str, tls: &BrokerTls) -> Result<(), String> {
+    let transport = transport::open(broker, keyprefix, tls)?;
     transport.reach().await.map_err(|e| {
         format!(
             "--broker {:?} cannot be reached: {e}",
