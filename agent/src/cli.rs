@@ -299,6 +299,9 @@ fn status(config_path: &Path) -> Result<(), String> {
     println!("spool          {} bytes", status.spool_bytes);
     println!("dropped events {}", status.dropped_events);
     println!("rejected frames {}", status.rejected_frames);
+    if let Some(b) = &status.broker {
+        println!("broker         {b}");
+    }
     if let Some(e) = &status.last_error {
         println!("last error     {e}");
     }

@@ -58,6 +58,14 @@ pub trait EngineAdapter: Send + Sync {
         let _ = sink;
     }
 
+    /// Whether the engine's broker answers, kept current by the adapter (engines without a
+    /// broker have none to report).
+    fn broker_health(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<taskward_shared::protocol::BrokerHealth>> {
+        None
+    }
+
     /// Events the engine published that the adapter knows it never received (cumulative);
     /// the agent adds them to its dropped count, so losses are reported, never silent.
     fn lost_events(&self) -> u64 {

@@ -15,6 +15,7 @@
 //! - `commands`, `retry`: the command verbs.
 //! - [`lookup`], `workers`: what events do not say, asked of the workers (`query_task`,
 //!   `active`/`reserved`, `stats`/`active_queues`, `enable_events`).
+//! - `health`: whether the broker answers, checked on its own and reported on change.
 //! - [`liveness`]: dead workers, recently finished tasks, missed events.
 //! - [`vault`], [`redact`], [`pyrepr`]: original arguments kept here, cleaned for the brain,
 //!   read from Python reprs.
@@ -24,6 +25,7 @@ mod commands;
 pub mod events;
 #[cfg(test)]
 mod fixtures;
+mod health;
 pub mod liveness;
 pub mod lookup;
 pub mod pidbox;
@@ -42,6 +44,7 @@ use futures_util::StreamExt;
 use taskward_shared::command::{Command, CommandKind, IssuedCommand};
 use taskward_shared::crypto::random_bytes;
 use taskward_shared::events::{TaskState, TaskUpdate, Update};
+use taskward_shared::protocol::BrokerHealth;
 use tokio::sync::mpsc;
 
 use super::{BoxFuture, EngineAdapter, EngineError};
@@ -62,6 +65,9 @@ pub struct CeleryAdapter {
     redactor: redact::Redactor,
     vault: Arc<Vault>,
     liveness: Arc<Mutex<Liveness>>,
+    /// Whether the broker answers; the sender until `start_events` hands it to the checker.
+    health_tx: Mutex<Option<tokio::sync::watch::Sender<BrokerHealth>>>,
+    health: tokio::sync::watch::Receiver<BrokerHealth>,
 }
 
 pub(crate) use crate::clock::now_ms;
@@ -100,7 +106,10 @@ impl CeleryAdapter {
         vault: Vault,
     ) -> Result<CeleryAdapter, String> {
         let transport = transport::open(broker, keyprefix, tls)?;
+        let (health_tx, health) = health::channel();
         Ok(CeleryAdapter {
+            health_tx: Mutex::new(Some(health_tx)),
+            health,
             pidbox: Pidbox::new(transport.clone()),
             transport,
             queues,
@@ -141,6 +150,9 @@ impl EngineAdapter for CeleryAdapter {
         let (transport, queues, depth_sink) =
             (self.transport.clone(), self.queues.clone(), sink.clone());
         tokio::spawn(async move { report_depths(&*transport, &queues, &depth_sink).await });
+        if let Some(tx) = self.health_tx.lock().expect("health lock").take() {
+            tokio::spawn(health::watch(self.transport.clone(), tx));
+        }
         let lookup = Lookup::new(
             self.pidbox.clone(),
             self.vault.clone(),
@@ -187,6 +199,10 @@ impl EngineAdapter for CeleryAdapter {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+    }
+
+    fn broker_health(&self) -> Option<tokio::sync::watch::Receiver<BrokerHealth>> {
+        Some(self.health.clone())
     }
 
     /// Task events known missed (from heartbeats) plus event messages the broker dropped
