@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{AgentConfig, BrokerTls};
 use crate::enroll::{self, EngineKind, Enrollment, LinkSecurity};
 use crate::link::{self, RunError};
+use crate::logging::{self, LogFormat};
 use crate::status::Status;
 use crate::tls;
 
@@ -30,6 +31,10 @@ pub struct Cli {
         global = true
     )]
     pub config: PathBuf,
+
+    /// Log line format on stderr: text, or one JSON object per line for log shippers.
+    #[arg(long, env = "TASKWARD_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
 
     /// What to do.
     #[command(subcommand)]
@@ -159,13 +164,7 @@ fn default_config_path() -> PathBuf {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tls::install_default_provider();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    logging::init(cli.log_format);
     let outcome = match cli.command {
         Command::Enroll {
             brain,
@@ -194,7 +193,11 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // A log shipper reads every stderr line as JSON; a person reads the bare line.
+            match cli.log_format {
+                LogFormat::Json => tracing::error!(error = %e, "stopped"),
+                LogFormat::Text => eprintln!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -212,18 +215,18 @@ fn enroll_first(
         return Ok(());
     };
     if config.exists() {
-        eprintln!(
-            "{} exists: this host is enrolled already, so --enroll is ignored (the token stays unspent)",
-            config.display()
+        tracing::info!(
+            config = %config.display(),
+            "this host is enrolled already, so --enroll is ignored (the token stays unspent)"
         );
         return Ok(());
     }
     let done = enroll::enroll(config, setup.enrollment(brain, token)?, false)?;
-    eprintln!(
-        "enrolled as agent {}; pinned {} brain key(s); config written to {}",
-        done.agent_id,
-        done.brain_keys,
-        config.display()
+    tracing::info!(
+        agent = %done.agent_id,
+        brain_keys = done.brain_keys,
+        config = %config.display(),
+        "enrolled; config written"
     );
     Ok(())
 }

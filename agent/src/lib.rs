@@ -18,6 +18,7 @@
 //! - [`link`]: the connection to the brain: session, reconnect with backoff, outbox of results.
 //! - [`engines`]: the engine adapter trait and its adapters.
 //! - [`status`]: the local state `taskward-agent status` prints.
+//! - [`logging`]: log lines on stderr, text or JSON.
 //! - [`clock`]: the wall clock in ms, as the protocol and the local files carry it.
 
 pub mod brain_url;
@@ -29,6 +30,7 @@ pub mod engines;
 pub mod enroll;
 pub mod identity;
 pub mod link;
+pub mod logging;
 pub mod seen;
 pub mod spool;
 pub mod status;
