@@ -127,8 +127,23 @@ impl CeleryAdapter {
 pub async fn reach_broker(broker: &str, keyprefix: &str, tls: &BrokerTls) -> Result<(), String> {
     let transport = transport::open(broker, keyprefix, tls)?;
     transport.reach().await.map_err(|e| {
+        // rustls names the failure (`UnknownIssuer`, …); say which setting decides it.
+        let text = e.to_string();
+        let hint = if text.contains("invalid peer certificate") {
+            match &tls.ca_file {
+                Some(ca) => format!(
+                    " (the broker's certificate does not chain to --broker-ca-file {})",
+                    ca.display()
+                ),
+                None => " (the broker's certificate does not chain to the web PKI roots; name \
+                          its CA with --broker-ca-file)"
+                    .to_owned(),
+            }
+        } else {
+            String::new()
+        };
         format!(
-            "--broker {:?} cannot be reached: {e}",
+            "--broker {:?} cannot be reached: {text}{hint}",
             transport::without_password(broker)
         )
     })
