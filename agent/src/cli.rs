@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, BrokerTls};
 use crate::enroll::{self, EngineKind, Enrollment, LinkSecurity};
 use crate::link::{self, RunError};
+use crate::logging::{self, LogFormat};
 use crate::status::Status;
 use crate::tls;
 
@@ -30,6 +31,10 @@ pub struct Cli {
         global = true
     )]
     pub config: PathBuf,
+
+    /// Log line format on stderr: text, or one JSON object per line for log shippers.
+    #[arg(long, env = "TASKWARD_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
 
     /// What to do.
     #[command(subcommand)]
@@ -89,6 +94,16 @@ pub struct Setup {
     /// amqp://guest:guest@127.0.0.1:5672//; connected to before the token is spent.
     #[arg(long, required_if_eq("engine", "celery"))]
     broker: Option<String>,
+    /// rediss:// only: PEM file of the private CA(s) the broker's certificate chains to
+    /// (instead of the web PKI roots built in).
+    #[arg(long, requires = "broker")]
+    broker_ca_file: Option<PathBuf>,
+    /// rediss:// only: PEM client certificate for a Redis with `tls-auth-clients yes`.
+    #[arg(long, requires_all = ["broker", "broker_client_key"])]
+    broker_client_cert: Option<PathBuf>,
+    /// The PEM private key of --broker-client-cert.
+    #[arg(long, requires = "broker_client_cert")]
+    broker_client_key: Option<PathBuf>,
     /// Where to keep the seen-store, pinned keys and status (default: `state/` beside the config).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -112,7 +127,15 @@ impl Setup {
             brain,
             token,
             state_dir: self.state_dir,
-            engine: enroll::engine_config(self.engine, self.broker)?,
+            engine: enroll::engine_config(
+                self.engine,
+                self.broker,
+                BrokerTls {
+                    ca_file: self.broker_ca_file,
+                    client_cert: self.broker_client_cert,
+                    client_key: self.broker_client_key,
+                },
+            )?,
             link: LinkSecurity {
                 ca_file: self.ca_file,
                 brain_cert_sha256: self.brain_cert_sha256,
@@ -141,13 +164,7 @@ fn default_config_path() -> PathBuf {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tls::install_default_provider();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    logging::init(cli.log_format);
     let outcome = match cli.command {
         Command::Enroll {
             brain,
@@ -176,7 +193,11 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // A log shipper reads every stderr line as JSON; a person reads the bare line.
+            match cli.log_format {
+                LogFormat::Json => tracing::error!(error = %e, "stopped"),
+                LogFormat::Text => eprintln!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -194,21 +215,21 @@ fn enroll_first(
         return Ok(());
     };
     if config.exists() {
-        eprintln!(
-            "{} exists: this host is enrolled already, so --enroll and the enrollment options \
-             (--brain, --broker, --engine, TLS files) are ignored and the token is not used. To \
-             change the broker or brain, edit that file and restart; to enroll afresh, run \
-             `taskward-agent enroll --force` with a new token.",
-            config.display()
+        tracing::info!(
+            config = %config.display(),
+            "this host is enrolled already, so --enroll and the enrollment options (--brain, \
+             --broker, --engine, TLS files) are ignored and the token is not used; to change the \
+             broker or brain, edit the config and restart; to enroll afresh, run \
+             `taskward-agent enroll --force` with a new token"
         );
         return Ok(());
     }
     let done = enroll::enroll(config, setup.enrollment(brain, token)?, false)?;
-    eprintln!(
-        "enrolled as agent {}; pinned {} brain key(s); config written to {}",
-        done.agent_id,
-        done.brain_keys,
-        config.display()
+    tracing::info!(
+        agent = %done.agent_id,
+        brain_keys = done.brain_keys,
+        config = %config.display(),
+        "enrolled; config written"
     );
     Ok(())
 }
@@ -285,6 +306,9 @@ fn status(config_path: &Path) -> Result<(), String> {
     println!("spool          {} bytes", status.spool_bytes);
     println!("dropped events {}", status.dropped_events);
     println!("rejected frames {}", status.rejected_frames);
+    if let Some(b) = &status.broker {
+        println!("broker         {b}");
+    }
     if let Some(e) = &status.last_error {
         println!("last error     {e}");
     }

@@ -155,6 +155,16 @@ pub enum EngineConfig {
         /// Broker URL: `redis://[:password@]host:port/db`, `rediss://` (TLS) or
         /// `amqp://user:password@host:port/vhost`.
         broker: String,
+        /// `rediss://` only: PEM file of the private CA(s) the broker's certificate chains to
+        /// (absent: the web PKI roots built in).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broker_ca_file: Option<PathBuf>,
+        /// `rediss://` only: PEM client certificate, for Redis's `tls-auth-clients yes`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broker_client_cert: Option<PathBuf>,
+        /// The client certificate's PEM private key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broker_client_key: Option<PathBuf>,
         /// kombu's `global_keyprefix`, if the app sets one.
         #[serde(default)]
         global_keyprefix: String,
@@ -195,11 +205,33 @@ pub enum EngineConfig {
     },
 }
 
+/// TLS files of the broker connection (PEM): the `broker_*` settings of the `[engine]`
+/// section, handed to the transport together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerTls {
+    /// Private CA(s) the broker's certificate must chain to, instead of the web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (chain) presented to the broker.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub client_key: Option<PathBuf>,
+}
+
+impl BrokerTls {
+    /// Whether any TLS file is set.
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.client_cert.is_some() || self.client_key.is_some()
+    }
+}
+
 impl EngineConfig {
     /// Celery on `broker` with every other setting at its default.
-    pub fn celery(broker: String) -> EngineConfig {
+    pub fn celery(broker: String, tls: BrokerTls) -> EngineConfig {
         EngineConfig::Celery {
             broker,
+            broker_ca_file: tls.ca_file,
+            broker_client_cert: tls.client_cert,
+            broker_client_key: tls.client_key,
             global_keyprefix: String::new(),
             queues: default_queues(),
             enable_events: true,

@@ -13,7 +13,7 @@ use taskward_shared::protocol::{EnrollRequest, EnrollResponse};
 use taskward_shared::secret::write_private_file;
 
 use crate::brain_url::BrainUrl;
-use crate::config::{AgentConfig, DEFAULT_CLOCK_SKEW_SECS, EngineConfig};
+use crate::config::{AgentConfig, BrokerTls, DEFAULT_CLOCK_SKEW_SECS, EngineConfig};
 use crate::tls;
 use crate::trust::Trust;
 
@@ -47,14 +47,24 @@ const CELERY_SCHEMES: &[&str] = &[
 pub fn engine_config(
     engine: Option<EngineKind>,
     broker: Option<String>,
+    tls: BrokerTls,
 ) -> Result<EngineConfig, String> {
+    if tls.is_set() && broker.is_none() {
+        return Err("the broker TLS files need --broker rediss://…".to_owned());
+    }
+    // Absolute, so `run` finds them from any working directory; a missing file fails here.
+    let tls = BrokerTls {
+        ca_file: absolute(tls.ca_file, "--broker-ca-file")?,
+        client_cert: absolute(tls.client_cert, "--broker-client-cert")?,
+        client_key: absolute(tls.client_key, "--broker-client-key")?,
+    };
     let kind = match (engine, &broker) {
         (Some(kind), _) => kind,
         (None, None) => EngineKind::None,
         (None, Some(url)) => infer_engine(url)?,
     };
     match (kind, broker) {
-        (EngineKind::Celery, Some(broker)) => Ok(EngineConfig::celery(broker)),
+        (EngineKind::Celery, Some(broker)) => Ok(EngineConfig::celery(broker, tls)),
         (EngineKind::Celery, None) => Err("--engine celery needs --broker URL".to_owned()),
         (EngineKind::None, None) => Ok(EngineConfig::None),
         (EngineKind::Test, None) => Ok(EngineConfig::Test {
@@ -70,6 +80,14 @@ pub fn engine_config(
                 .map_or_else(|| format!("{other:?}"), |v| v.get_name().to_owned())
         )),
     }
+}
+
+/// `path` made absolute (it must exist); `flag` names it in the error.
+fn absolute(path: Option<PathBuf>, flag: &str) -> Result<Option<PathBuf>, String> {
+    path.map(|path| {
+        std::fs::canonicalize(&path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+    })
+    .transpose()
 }
 
 /// The engine a broker URL implies, from its scheme alone.
@@ -152,13 +170,22 @@ pub fn enroll(config_path: &Path, e: Enrollment, force: bool) -> Result<Enrolled
     // its broker or keep its key is lost.
     if let EngineConfig::Celery {
         broker,
+        broker_ca_file,
+        broker_client_cert,
+        broker_client_key,
         global_keyprefix,
         ..
     } = &e.engine
     {
+        let tls = BrokerTls {
+            ca_file: broker_ca_file.clone(),
+            client_cert: broker_client_cert.clone(),
+            client_key: broker_client_key.clone(),
+        };
         runtime()?.block_on(crate::engines::celery::reach_broker(
             broker,
             global_keyprefix,
+            &tls,
         ))?;
     }
     ensure_writable(&dir)?;
@@ -260,7 +287,7 @@ mod tests {
 
     #[test]
     fn the_engine_follows_the_broker_scheme_unless_named() {
-        let celery = |url: &str| engine_config(None, Some(url.to_owned()));
+        let celery = |url: &str| engine_config(None, Some(url.to_owned()), BrokerTls::default());
         for url in [
             "redis://127.0.0.1:6379/0",
             "rediss://h:6380/1",
@@ -273,9 +300,17 @@ mod tests {
         }
         let err = celery("sqs://user:secret@queue").unwrap_err();
         assert!(err.contains("--engine") && !err.contains("secret"), "{err}");
-        assert_eq!(engine_config(None, None), Ok(EngineConfig::None));
-        assert!(engine_config(Some(EngineKind::Celery), None).is_err());
-        let err = engine_config(Some(EngineKind::None), Some("redis://h".into())).unwrap_err();
+        assert_eq!(
+            engine_config(None, None, BrokerTls::default()),
+            Ok(EngineConfig::None)
+        );
+        assert!(engine_config(Some(EngineKind::Celery), None, BrokerTls::default()).is_err());
+        let err = engine_config(
+            Some(EngineKind::None),
+            Some("redis://h".into()),
+            BrokerTls::default(),
+        )
+        .unwrap_err();
         assert!(err.contains("--engine none"), "{err}");
     }
 }

@@ -19,6 +19,7 @@
 //! - [`engines`]: the engine adapter trait and its adapters.
 //! - [`state_lock`]: one running agent per state directory (a second `run` refuses to start).
 //! - [`status`]: the local state `taskward-agent status` prints.
+//! - [`logging`]: log lines on stderr, text or JSON.
 //! - [`clock`]: the wall clock in ms, as the protocol and the local files carry it.
 
 pub mod brain_url;
@@ -30,6 +31,7 @@ pub mod engines;
 pub mod enroll;
 pub mod identity;
 pub mod link;
+pub mod logging;
 pub mod seen;
 pub mod spool;
 pub mod state_lock;

@@ -28,6 +28,9 @@ pub struct Status {
     pub rejected_frames: u64,
     /// The last link error.
     pub last_error: Option<String>,
+    /// The engine's broker: `reachable` or `unreachable: <error>` (none without a broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
     /// When this was written, ms since the epoch.
     pub updated_at_ms: i64,
 }

@@ -583,6 +583,7 @@ def drop(addresses):
             subprocess.run(["rabbitmqctl", "close_connection", pid, "storm"], capture_output=True)
 "#
         .to_owned(),
+        Broker::Url(url) => panic!("this suite runs on the shared brokers, not {url}"),
     }
 }
 

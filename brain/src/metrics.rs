@@ -25,6 +25,7 @@ pub struct Metrics {
     alerts: Family<Labels, Counter>,
     audit_chain_ok: Family<Labels, Gauge>,
     audit_first_bad_seq: Family<Labels, Gauge>,
+    broker_up: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -87,8 +88,15 @@ impl Metrics {
             "The first bad row of a broken audit chain (0 while it verifies), by chain",
             audit_first_bad_seq.clone(),
         );
+        let broker_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "agent_broker_up",
+            "1 while a connected agent reaches its engine's broker, 0 while it does not, by agent id (absent while the agent is offline)",
+            broker_up.clone(),
+        );
         Metrics {
             registry,
+            broker_up,
             audit_chain_ok,
             audit_first_bad_seq,
             requests,
@@ -138,6 +146,21 @@ impl Metrics {
         self.rejected
             .get_or_create(&vec![("agent", agent.to_owned())])
             .inc_by(updates);
+    }
+
+    /// Publishes whether `agent` reaches its broker; `None` removes the series (the agent is
+    /// offline). Only authenticated sessions call this, so the label set is bounded by the
+    /// enrolled agents.
+    pub fn record_broker(&self, agent: &str, up: Option<bool>) {
+        let labels = vec![("agent", agent.to_owned())];
+        match up {
+            Some(up) => {
+                self.broker_up.get_or_create(&labels).set(i64::from(up));
+            }
+            None => {
+                self.broker_up.remove(&labels);
+            }
+        }
     }
 
     /// Counts a health-check alert.

@@ -27,6 +27,22 @@ pub const HELLO_TAG: &[u8] = b"taskward/agent-hello/v1\0";
 /// Domain tag of a signed command result.
 pub const RESULT_TAG: &[u8] = b"taskward/agent-result/v1\0";
 
+/// The [`BrainFrame::Welcome`] feature saying the brain reads [`AgentFrame::BrokerHealth`].
+pub const FEATURE_BROKER_HEALTH: &str = "broker_health";
+
+/// Whether the agent reaches its engine's broker, and since when: what the agent reports
+/// with [`AgentFrame::BrokerHealth`] on connect and on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerHealth {
+    /// The broker answered the last check.
+    pub up: bool,
+    /// Why it did not (the broker client's error, password removed), while down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When this state began, ms since the epoch (agent's clock).
+    pub since_ms: i64,
+}
+
 /// Frames from the brain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -47,6 +63,11 @@ pub enum BrainFrame {
         keys: Vec<PublicKeyInfo>,
         /// Signed `key.rotated` rows from the site chain, oldest first.
         rotations: Vec<AuditRow>,
+        /// Optional frames this brain reads (e.g. [`FEATURE_BROKER_HEALTH`]): an agent sends
+        /// such a frame only to a brain that lists it, since an older brain would take an
+        /// unknown frame for a broken session.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// A command to check and run: its signed `command.issued` audit row.
     Command {
@@ -181,6 +202,9 @@ pub enum AgentFrame {
         /// The ping's time.
         time_ms: i64,
     },
+    /// The engine's broker is reachable or not (sent only to a brain whose welcome lists
+    /// [`FEATURE_BROKER_HEALTH`]).
+    BrokerHealth(BrokerHealth),
 }
 
 /// How an [`AgentFrame::Events`] frame starts as serde writes it: the tag first.
@@ -396,6 +420,26 @@ mod tests {
         assert_eq!(text, r#"{"type":"claimed","command_id":"c1"}"#);
         assert_eq!(serde_json::from_str::<AgentFrame>(&text).unwrap(), frame);
         assert!(serde_json::from_str::<AgentFrame>(r#"{"type":"exec","cmd":"rm"}"#).is_err());
+        let down = AgentFrame::BrokerHealth(BrokerHealth {
+            up: false,
+            error: Some("broker: connection refused".into()),
+            since_ms: 5,
+        });
+        let text = serde_json::to_string(&down).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"broker_health","up":false,"error":"broker: connection refused","since_ms":5}"#
+        );
+        assert_eq!(decode_agent_frame(&text).unwrap(), down);
+    }
+
+    #[test]
+    fn a_welcome_without_features_is_read_as_none() {
+        let text = r#"{"type":"welcome","session":1,"keys":[],"rotations":[]}"#;
+        let BrainFrame::Welcome { features, .. } = serde_json::from_str(text).unwrap() else {
+            panic!("not a welcome");
+        };
+        assert!(features.is_empty());
     }
 
     #[test]

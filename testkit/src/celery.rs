@@ -44,6 +44,9 @@ pub enum Broker {
         /// The vhost's name.
         vhost: String,
     },
+    /// A broker the test started itself (a [`crate::RedisServer`], empty), at this URL as
+    /// kombu takes it (`rediss://…?ssl_cert_reqs=required&ssl_ca_certs=…`).
+    Url(String),
 }
 
 impl Broker {
@@ -60,6 +63,7 @@ impl Broker {
         match self {
             Broker::Redis { db } => format!("redis://127.0.0.1:6379/{db}"),
             Broker::Rabbitmq { vhost } => format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"),
+            Broker::Url(url) => url.clone(),
         }
     }
 
@@ -121,6 +125,7 @@ impl CeleryStack {
                     false,
                 );
             }
+            Broker::Url(_) => {}
         }
         stack
     }

@@ -1,6 +1,7 @@
 //! Taskward's test kit: what the brain's and the agent's integration tests and benches need to
 //! run the real thing — the `taskward-brain` and `taskward-agent` binaries as processes
-//! ([`BrainProcess`], [`AgentHome`]), real Celery workers on Redis or RabbitMQ ([`CeleryStack`]), polling
+//! ([`BrainProcess`], [`AgentHome`]), real Celery workers on Redis or RabbitMQ ([`CeleryStack`]), a Redis of the test's own
+//! ([`RedisServer`], plain or TLS), polling
 //! with a deadline ([`wait_for`], [`Wait`]), an authenticated JSON client ([`Api`]), a blocking
 //! HTTP/1.1 client for code without a runtime ([`http1`]), fresh PostgreSQL databases
 //! ([`PgDatabase`]), a CA made in the test for TLS ([`TestCa`]), a WebDriver client for headless Chromium ([`browser::Browser`]) and inputs
@@ -21,6 +22,7 @@ pub mod fuzz;
 pub mod http1;
 pub mod pg;
 pub mod process;
+pub mod redis;
 pub mod tls;
 pub mod wait;
 
@@ -31,5 +33,6 @@ pub use brain::{BrainBuilder, BrainProcess};
 pub use celery::{Broker, CeleryStack, CeleryWorker, rabbitmqctl};
 pub use pg::PgDatabase;
 pub use process::{Proc, free_port};
+pub use redis::{RedisServer, RedisTls};
 pub use tls::TestCa;
 pub use wait::{Wait, wait_for};

@@ -58,6 +58,14 @@ pub trait EngineAdapter: Send + Sync {
         let _ = sink;
     }
 
+    /// Whether the engine's broker answers, kept current by the adapter (engines without a
+    /// broker have none to report).
+    fn broker_health(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<taskward_shared::protocol::BrokerHealth>> {
+        None
+    }
+
     /// Events the engine published that the adapter knows it never received (cumulative);
     /// the agent adds them to its dropped count, so losses are reported, never silent.
     fn lost_events(&self) -> u64 {
@@ -81,6 +89,9 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
         EngineConfig::None => Ok(Box::new(none::NoEngine)),
         EngineConfig::Celery {
             broker,
+            broker_ca_file,
+            broker_client_cert,
+            broker_client_key,
             global_keyprefix,
             queues,
             enable_events,
@@ -90,6 +101,11 @@ pub fn build(config: &EngineConfig, state_dir: &Path) -> Result<Box<dyn EngineAd
             args_max_bytes,
         } => Ok(Box::new(celery::CeleryAdapter::new(
             broker,
+            &crate::config::BrokerTls {
+                ca_file: broker_ca_file.clone(),
+                client_cert: broker_client_cert.clone(),
+                client_key: broker_client_key.clone(),
+            },
             global_keyprefix,
             queues.clone(),
             *enable_events,

@@ -34,6 +34,8 @@ pub(super) struct Opened {
     pub session: u64,
     /// Signed `key.rotated` rows to learn from.
     pub rotations: Vec<AuditRow>,
+    /// Optional frames the brain reads (`FEATURE_*`).
+    pub features: Vec<String>,
 }
 
 /// Connects to `brain` (over TLS with `tls` for an `https://` brain) and authenticates as
@@ -89,21 +91,26 @@ pub(super) async fn open(
         },
     )
     .await?;
-    let (session, rotations) = match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {
-        Ok(Ok(BrainFrame::Welcome {
-            session, rotations, ..
-        })) => (session, rotations),
-        Ok(Ok(BrainFrame::Close { reason })) => {
-            return Err(format!("refused: {reason}"));
-        }
-        Ok(Ok(other)) => return Err(format!("expected welcome, got {other:?}")),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err("no welcome in time".into()),
-    };
+    let (session, rotations, features) =
+        match timeout(HANDSHAKE_TIMEOUT, next_frame(&mut stream)).await {
+            Ok(Ok(BrainFrame::Welcome {
+                session,
+                rotations,
+                features,
+                ..
+            })) => (session, rotations, features),
+            Ok(Ok(BrainFrame::Close { reason })) => {
+                return Err(format!("refused: {reason}"));
+            }
+            Ok(Ok(other)) => return Err(format!("expected welcome, got {other:?}")),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("no welcome in time".into()),
+        };
     Ok(Opened {
         sink,
         stream,
         session,
         rotations,
+        features,
     })
 }

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use taskward_shared::protocol::{AgentFrame, BrainFrame, CloseReason};
-use tokio::sync::{Notify, mpsc};
+use taskward_shared::protocol::{
+    AgentFrame, BrainFrame, BrokerHealth, CloseReason, FEATURE_BROKER_HEALTH,
+};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, interval};
 
 use crate::brain_url::BrainUrl;
@@ -69,6 +71,8 @@ pub(super) struct Agent {
     session: u64,
     spool: Arc<Mutex<Spool>>,
     spooled: Arc<Notify>,
+    /// The engine's broker state, reported to brains that read it.
+    broker: Option<watch::Receiver<BrokerHealth>>,
 }
 
 impl Agent {
@@ -109,6 +113,7 @@ impl Agent {
             engine.clone(),
         ));
         engine.start_events(events_tx);
+        let broker = engine.broker_health();
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let status = {
             let seen = seen.lock().expect("seen lock");
@@ -143,6 +148,7 @@ impl Agent {
             session: 0,
             spool,
             spooled,
+            broker,
         })
     }
 
@@ -154,6 +160,7 @@ impl Agent {
             mut stream,
             session,
             rotations,
+            features,
         } = handshake::open(
             brain,
             &self.tls,
@@ -187,6 +194,19 @@ impl Agent {
             .await
             .map_err(established)?;
 
+        // The broker's state now, then each change (only to a brain that reads the frame).
+        let mut broker = self
+            .broker
+            .clone()
+            .filter(|_| features.iter().any(|f| f == FEATURE_BROKER_HEALTH));
+        if let Some(rx) = &mut broker {
+            let now = rx.borrow_and_update().clone();
+            self.board.set(|s| s.broker = broker_line(&now));
+            send_frame(&mut sink, &AgentFrame::BrokerHealth(now))
+                .await
+                .map_err(established)?;
+        }
+
         let mut ping = interval(PING_EVERY);
         let mut last_heard = Instant::now();
         loop {
@@ -198,6 +218,10 @@ impl Agent {
                 }
                 Some(finished) = self.results_rx.recv() => {
                     self.on_finished(finished, &mut sink).await.map_err(established)?;
+                }
+                health = broker_changed(&mut broker) => {
+                    self.board.set(|s| s.broker = broker_line(&health));
+                    send_frame(&mut sink, &AgentFrame::BrokerHealth(health)).await.map_err(established)?;
                 }
                 _ = self.spooled.notified() => {
                     send_events(&self.spool, &mut sink, &mut window).await.map_err(established)?;
@@ -327,4 +351,22 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// The broker's next state; never, without a broker to watch.
+async fn broker_changed(broker: &mut Option<watch::Receiver<BrokerHealth>>) -> BrokerHealth {
+    if let Some(rx) = broker
+        && rx.changed().await.is_ok()
+    {
+        return rx.borrow_and_update().clone();
+    }
+    std::future::pending().await
+}
+
+/// The broker's state as `taskward-agent status` prints it.
+fn broker_line(health: &BrokerHealth) -> Option<String> {
+    Some(match &health.error {
+        Some(error) if !health.up => format!("unreachable: {error}"),
+        _ => "reachable".to_owned(),
+    })
 }

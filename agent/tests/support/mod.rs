@@ -125,6 +125,18 @@ impl CeleryHost {
 
     /// [`CeleryHost::start`] with the brain on a fresh PostgreSQL database when `postgres`.
     pub async fn start_on(broker: Broker, queues: &[&str], postgres: bool) -> CeleryHost {
+        CeleryHost::start_with(broker, queues, postgres, None, &[]).await
+    }
+
+    /// [`CeleryHost::start_on`] with the agent enrolled on `agent_broker` (default: Celery's
+    /// URL) and `extra` enroll flags (the broker's TLS files, say).
+    pub async fn start_with(
+        broker: Broker,
+        queues: &[&str],
+        postgres: bool,
+        agent_broker: Option<&str>,
+        extra: &[&str],
+    ) -> CeleryHost {
         let celery = CeleryStack::on(broker);
         let dir = tempfile::tempdir().unwrap();
         let brain = if postgres {
@@ -136,7 +148,9 @@ impl CeleryHost {
         };
         let api = brain.api();
         let (agent, token) = api.create_agent("celery-host").await;
-        let engine = ["--engine", "celery", "--broker", celery.broker()];
+        let broker_url = agent_broker.unwrap_or(celery.broker());
+        let mut engine = vec!["--engine", "celery", "--broker", broker_url];
+        engine.extend_from_slice(extra);
         let mut home = AgentHome::enroll(
             AGENT,
             &dir.path().join("agent"),

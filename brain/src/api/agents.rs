@@ -15,6 +15,7 @@ use crate::agents::registry;
 use crate::app::AppState;
 use crate::auth::{Admin, ProjectAccess, Viewer};
 use crate::error::{ApiError, ErrorBody};
+use crate::hub::Hub;
 use crate::names::AgentName;
 use crate::store::StoreError;
 use crate::store::agents::{self, Agent};
@@ -39,6 +40,12 @@ pub struct AgentPublic {
     pub last_seen_at: Option<DateTime<Utc>>,
     /// Connected to this brain now.
     pub online: bool,
+    /// `online`, `degraded` (connected, but its broker is unreachable: see `broker`) or
+    /// `offline`.
+    pub status: &'static str,
+    /// The engine's broker as the connected agent last reported it; absent while offline or
+    /// before its first report.
+    pub broker: Option<BrokerPublic>,
     /// Host the agent enrolled from.
     pub hostname: Option<String>,
     /// Id of the agent's own signing key (results are verified with it).
@@ -52,6 +59,17 @@ pub struct AgentPublic {
     pub last_rejection: Option<String>,
     /// The workers this agent reports.
     pub workers: Vec<WorkerPublic>,
+}
+
+/// Whether an agent reaches its broker, as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BrokerPublic {
+    /// The broker answered the agent's last check.
+    pub up: bool,
+    /// Why it did not, while down (the broker client's error, without the password).
+    pub error: Option<String>,
+    /// Since when it has been up or down (the agent's clock).
+    pub since: DateTime<Utc>,
 }
 
 /// A worker as the API shows it.
@@ -91,11 +109,24 @@ impl WorkerPublic {
 }
 
 impl AgentPublic {
-    /// Shows an agent; `online` comes from the hub.
-    pub fn new(a: Agent, online: bool, workers: Vec<WorkerPublic>) -> AgentPublic {
+    /// Shows an agent; whether it is connected and its broker's state come from the hub.
+    pub fn new(a: Agent, hub: &Hub, workers: Vec<WorkerPublic>) -> AgentPublic {
+        let online = hub.is_online(&a.id);
+        let broker = online.then(|| hub.broker(&a.id)).flatten();
+        let status = match &broker {
+            _ if !online => "offline",
+            Some(b) if !b.up => "degraded",
+            _ => "online",
+        };
         AgentPublic {
             workers,
             online,
+            status,
+            broker: broker.map(|b| BrokerPublic {
+                up: b.up,
+                error: b.error,
+                since: timestamp(b.since_ms),
+            }),
             dropped_events: a.dropped_events,
             rejected_events: a.rejected_events,
             last_rejection: a.last_rejection.clone(),
@@ -175,9 +206,8 @@ pub async fn list(
         items: items
             .into_iter()
             .map(|a| {
-                let online = state.hub.is_online(&a.id);
                 let workers = by_agent.remove(&a.id).unwrap_or_default();
-                AgentPublic::new(a, online, workers)
+                AgentPublic::new(a, &state.hub, workers)
             })
             .collect(),
     }))
@@ -205,7 +235,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreatedAgent {
-            agent: AgentPublic::new(agent, false, Vec::new()),
+            agent: AgentPublic::new(agent, &state.hub, Vec::new()),
             enrollment_token: secret.expose().to_owned(),
         }),
     ))
@@ -240,7 +270,7 @@ pub async fn get(
         .filter(|w| w.agent_id == agent_id)
         .map(|w| WorkerPublic::new(w, online))
         .collect();
-    Ok(Json(AgentPublic::new(agent, online, workers)))
+    Ok(Json(AgentPublic::new(agent, &state.hub, workers)))
 }
 
 /// Deletes an agent (admin). Its tasks stay; it can no longer connect.

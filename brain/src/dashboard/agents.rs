@@ -15,6 +15,7 @@ use crate::role::Role;
 use crate::store::agents::{self, Agent};
 use crate::store::commands::{self, QueueDepth};
 use crate::store::tasks::{self, WorkerRow, WorkerStatus};
+use taskward_shared::protocol::BrokerHealth;
 
 struct AgentView {
     agent: Agent,
@@ -22,6 +23,8 @@ struct AgentView {
     queues: Vec<QueueDepth>,
     /// Whether the agent is connected now (its workers' liveness is unknown otherwise).
     linked: bool,
+    /// Its broker as the connected agent last reported it.
+    broker: Option<BrokerHealth>,
 }
 
 /// `GET /p/{slug}/agents`.
@@ -46,6 +49,7 @@ pub async fn list(
                         .collect(),
                     queues,
                     linked: false,
+                    broker: None,
                     agent,
                 });
             }
@@ -54,6 +58,7 @@ pub async fn list(
         .await?;
     for view in &mut views {
         view.linked = state.hub.is_online(&view.agent.id);
+        view.broker = state.hub.broker(&view.agent.id);
     }
     let slug = &project.slug;
     let admin = page.access.role >= Role::Admin;
@@ -120,6 +125,12 @@ fn agent_section(view: &AgentView, api: &str, admin: bool) -> Markup {
         h2 {
             (view.agent.name) " " span.muted { (text(view.agent.hostname.as_deref())) }
             @if view.agent.enrolled_at.is_none() { " " span.badge.s-issued title="Registered; its host has not run the enrollment line yet." { "not enrolled" } }
+            @if view.broker.as_ref().is_some_and(|b| view.linked && !b.up) { " " span.badge.s-failed data-agent-degraded title="Connected, but it cannot reach its broker: no events, no commands." { "degraded" } }
+        }
+        @if let Some(b) = view.broker.as_ref().filter(|b| view.linked && !b.up) {
+            p.error data-broker-error {
+                "Broker unreachable since " (time(Some(b.since_ms))) ": " (text(b.error.as_deref()))
+            }
         }
         p.muted {
             "Last seen " (time(view.agent.last_seen_at))

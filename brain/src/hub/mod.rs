@@ -14,6 +14,7 @@ pub mod session;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use taskward_shared::protocol::BrokerHealth;
 use tokio::sync::{Notify, watch};
 
 /// A live session's handles.
@@ -22,6 +23,9 @@ struct Live {
     wake: Arc<Notify>,
     /// Dropping the sender tells the session it was replaced.
     _replaced: watch::Sender<()>,
+    /// The agent's broker as it last reported it; `None` before its first report (or from an
+    /// agent that does not report).
+    broker: Option<BrokerHealth>,
 }
 
 /// The sessions of this brain process.
@@ -58,6 +62,7 @@ impl Hub {
                     generation,
                     wake: wake.clone(),
                     _replaced: tx,
+                    broker: None,
                 },
             );
         }
@@ -80,6 +85,26 @@ impl Hub {
         if let Some(live) = self.sessions.lock().expect("hub lock").get(agent_id) {
             live.wake.notify_one();
         }
+    }
+
+    /// Records the broker state the agent's current session reports.
+    pub fn set_broker(&self, agent_id: &str, generation: u64, health: BrokerHealth) {
+        let mut sessions = self.sessions.lock().expect("hub lock");
+        if let Some(live) = sessions
+            .get_mut(agent_id)
+            .filter(|l| l.generation == generation)
+        {
+            live.broker = Some(health);
+        }
+    }
+
+    /// The broker state of a connected agent, if it reported one.
+    pub fn broker(&self, agent_id: &str) -> Option<BrokerHealth> {
+        self.sessions
+            .lock()
+            .expect("hub lock")
+            .get(agent_id)
+            .and_then(|l| l.broker.clone())
     }
 
     /// Whether the agent has a session on this brain.

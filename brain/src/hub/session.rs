@@ -12,8 +12,8 @@ use axum::response::Response;
 use taskward_shared::crypto::{key_id, parse_public_key, random_bytes};
 use taskward_shared::events::EventBatch;
 use taskward_shared::protocol::{
-    AgentFrame, BrainFrame, EnrollRequest, EnrollResponse, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-    SignedResult, verify_hello,
+    AgentFrame, BrainFrame, EnrollRequest, EnrollResponse, FEATURE_BROKER_HEALTH, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION, SignedResult, verify_hello,
 };
 use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 
@@ -225,6 +225,10 @@ async fn run(state: AppState, mut socket: WebSocket, agent: Agent) -> Result<(),
     )
     .await;
     state.hub.unregister(&agent.id, generation);
+    if !state.hub.is_online(&agent.id) {
+        // Nobody watches the broker now: the gauge says nothing rather than something stale.
+        state.metrics.record_broker(&agent.id, None);
+    }
     result
 }
 
@@ -250,6 +254,7 @@ async fn serve(
             session: generation,
             keys,
             rotations,
+            features: vec![FEATURE_BROKER_HEALTH.to_owned()],
         },
     )
     .await?;
@@ -375,6 +380,17 @@ async fn handle(
     match frame {
         AgentFrame::Ping { time_ms } => send(socket, &BrainFrame::Pong { time_ms }).await,
         AgentFrame::Pong { .. } => Ok(()),
+        AgentFrame::BrokerHealth(health) => {
+            match &health.error {
+                Some(error) if !health.up => {
+                    tracing::warn!(agent = %agent.name, %error, "agent cannot reach its broker")
+                }
+                _ => tracing::info!(agent = %agent.name, "agent reaches its broker"),
+            }
+            state.metrics.record_broker(&agent.id, Some(health.up));
+            state.hub.set_broker(&agent.id, generation, health);
+            Ok(())
+        }
         AgentFrame::Hello { .. } => Err("hello sent twice".into()),
         AgentFrame::Rejected {
             claimed_command_id,

@@ -15,6 +15,7 @@
 //! - `commands`, `retry`: the command verbs.
 //! - [`lookup`], `workers`: what events do not say, asked of the workers (`query_task`,
 //!   `active`/`reserved`, `stats`/`active_queues`, `enable_events`).
+//! - `health`: whether the broker answers, checked on its own and reported on change.
 //! - [`liveness`]: dead workers, recently finished tasks, missed events.
 //! - [`vault`], [`redact`], [`pyrepr`]: original arguments kept here, cleaned for the brain,
 //!   read from Python reprs.
@@ -24,6 +25,7 @@ mod commands;
 pub mod events;
 #[cfg(test)]
 mod fixtures;
+mod health;
 pub mod liveness;
 pub mod lookup;
 pub mod pidbox;
@@ -42,9 +44,11 @@ use futures_util::StreamExt;
 use taskward_shared::command::{Command, CommandKind, IssuedCommand};
 use taskward_shared::crypto::random_bytes;
 use taskward_shared::events::{TaskState, TaskUpdate, Update};
+use taskward_shared::protocol::BrokerHealth;
 use tokio::sync::mpsc;
 
 use super::{BoxFuture, EngineAdapter, EngineError};
+use crate::config::BrokerTls;
 use liveness::Liveness;
 use lookup::Lookup;
 use pidbox::Pidbox;
@@ -61,6 +65,9 @@ pub struct CeleryAdapter {
     redactor: redact::Redactor,
     vault: Arc<Vault>,
     liveness: Arc<Mutex<Liveness>>,
+    /// Whether the broker answers; the sender until `start_events` hands it to the checker.
+    health_tx: Mutex<Option<tokio::sync::watch::Sender<BrokerHealth>>>,
+    health: tokio::sync::watch::Receiver<BrokerHealth>,
 }
 
 pub(crate) use crate::clock::now_ms;
@@ -91,14 +98,18 @@ impl CeleryAdapter {
     /// original arguments in `vault`.
     pub fn new(
         broker: &str,
+        tls: &BrokerTls,
         keyprefix: &str,
         queues: Vec<String>,
         enable_events: bool,
         redactor: redact::Redactor,
         vault: Vault,
     ) -> Result<CeleryAdapter, String> {
-        let transport = transport::open(broker, keyprefix)?;
+        let transport = transport::open(broker, keyprefix, tls)?;
+        let (health_tx, health) = health::channel();
         Ok(CeleryAdapter {
+            health_tx: Mutex::new(Some(health_tx)),
+            health,
             pidbox: Pidbox::new(transport.clone()),
             transport,
             queues,
@@ -113,11 +124,26 @@ impl CeleryAdapter {
 /// Checks a broker URL and connects to it once: `enroll` calls this before it spends the
 /// token, so a typo, a wrong password or a missing vhost is an error naming the broker, not a
 /// dead `run` after enrollment.
-pub async fn reach_broker(broker: &str, keyprefix: &str) -> Result<(), String> {
-    let transport = transport::open(broker, keyprefix)?;
+pub async fn reach_broker(broker: &str, keyprefix: &str, tls: &BrokerTls) -> Result<(), String> {
+    let transport = transport::open(broker, keyprefix, tls)?;
     transport.reach().await.map_err(|e| {
+        // rustls names the failure (`UnknownIssuer`, …); say which setting decides it.
+        let text = e.to_string();
+        let hint = if text.contains("invalid peer certificate") {
+            match &tls.ca_file {
+                Some(ca) => format!(
+                    " (the broker's certificate does not chain to --broker-ca-file {})",
+                    ca.display()
+                ),
+                None => " (the broker's certificate does not chain to the web PKI roots; name \
+                          its CA with --broker-ca-file)"
+                    .to_owned(),
+            }
+        } else {
+            String::new()
+        };
         format!(
-            "--broker {:?} cannot be reached: {e}",
+            "--broker {:?} cannot be reached: {text}{hint}",
             transport::without_password(broker)
         )
     })
@@ -139,6 +165,9 @@ impl EngineAdapter for CeleryAdapter {
         let (transport, queues, depth_sink) =
             (self.transport.clone(), self.queues.clone(), sink.clone());
         tokio::spawn(async move { report_depths(&*transport, &queues, &depth_sink).await });
+        if let Some(tx) = self.health_tx.lock().expect("health lock").take() {
+            tokio::spawn(health::watch(self.transport.clone(), tx));
+        }
         let lookup = Lookup::new(
             self.pidbox.clone(),
             self.vault.clone(),
@@ -185,6 +214,10 @@ impl EngineAdapter for CeleryAdapter {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+    }
+
+    fn broker_health(&self) -> Option<tokio::sync::watch::Receiver<BrokerHealth>> {
+        Some(self.health.clone())
     }
 
     /// Task events known missed (from heartbeats) plus event messages the broker dropped

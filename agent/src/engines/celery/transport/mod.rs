@@ -29,6 +29,7 @@ use futures_util::stream::BoxStream;
 use serde_json::{Map, Value};
 
 use super::super::{BoxFuture, EngineError};
+use crate::config::BrokerTls;
 
 /// Why a broker operation failed. Its text is part of command details, hence the `broker:`
 /// prefix operators already know.
@@ -162,7 +163,16 @@ pub trait Transport: Send + Sync {
 /// it on AMQP too). Checks the URL without connecting, so a typo fails `enroll` and
 /// `taskward-agent run` at once. `pyamqp://` (kombu's name for the same transport) is
 /// `amqp://`.
-pub fn open(broker: &str, keyprefix: &str) -> Result<Arc<dyn Transport>, String> {
+pub fn open(broker: &str, keyprefix: &str, tls: &BrokerTls) -> Result<Arc<dyn Transport>, String> {
+    // TLS files on a connection without TLS would be silently ignored: a broker the operator
+    // believes verified would not be.
+    if tls.is_set() && !broker.starts_with("rediss://") {
+        return Err(format!(
+            "broker URL {:?}: the broker TLS files (--broker-ca-file, --broker-client-cert, \
+             --broker-client-key) are for a rediss:// broker",
+            without_password(broker)
+        ));
+    }
     if broker.starts_with("amqps://") {
         return Err(format!(
             "broker URL {:?}: amqps:// (AMQP over TLS) is not supported yet; use amqp:// \
@@ -189,7 +199,9 @@ pub fn open(broker: &str, keyprefix: &str) -> Result<Arc<dyn Transport>, String>
             without_password(broker)
         ));
     }
-    Ok(Arc::new(redis::RedisTransport::open(broker, keyprefix)?))
+    Ok(Arc::new(redis::RedisTransport::open(
+        broker, keyprefix, tls,
+    )?))
 }
 
 /// A broker URL fit for an error message or a log: the password, if any, replaced by `***`.
@@ -210,6 +222,11 @@ pub fn without_password(broker: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::{open, without_password};
+    use crate::config::BrokerTls;
+
+    fn plain(url: &str) -> Result<std::sync::Arc<dyn super::Transport>, String> {
+        open(url, "", &BrokerTls::default())
+    }
 
     #[test]
     fn passwords_stay_out_of_messages() {
@@ -225,20 +242,28 @@ mod tests {
             without_password("redis://127.0.0.1/0"),
             "redis://127.0.0.1/0"
         );
-        let error = open("amqps://u:s3cret@rabbit//", "").err().unwrap();
+        let error = plain("amqps://u:s3cret@rabbit//").err().unwrap();
         assert!(!error.contains("s3cret"), "{error}");
     }
 
     #[test]
     fn broker_urls_pick_their_transport_or_say_what_is_wrong() {
-        assert!(open("redis://127.0.0.1:6379/0", "").is_ok());
-        assert!(open("amqp://guest:guest@127.0.0.1:5672//", "").is_ok());
-        assert!(open("pyamqp://guest@127.0.0.1//", "").is_ok());
-        let tls = open("amqps://rabbit:5671//", "").err().unwrap();
+        assert!(plain("redis://127.0.0.1:6379/0").is_ok());
+        assert!(plain("amqp://guest:guest@127.0.0.1:5672//").is_ok());
+        assert!(plain("pyamqp://guest@127.0.0.1//").is_ok());
+        let tls = plain("amqps://rabbit:5671//").err().unwrap();
         assert!(tls.contains("not supported yet"), "{tls}");
-        let other = open("sqs://queue", "").err().unwrap();
+        let other = plain("sqs://queue").err().unwrap();
         assert!(other.contains("redis://, rediss:// or amqp://"), "{other}");
-        let port = open("amqp://rabbit:port/", "").err().unwrap();
+        let port = plain("amqp://rabbit:port/").err().unwrap();
         assert!(port.contains("broker URL"), "{port}");
+        let ca = BrokerTls {
+            ca_file: Some("/ca.pem".into()),
+            ..BrokerTls::default()
+        };
+        let plain_with_ca = open("redis://127.0.0.1:6379/0", "", &ca).err().unwrap();
+        assert!(plain_with_ca.contains("rediss://"), "{plain_with_ca}");
+        let missing = open("rediss://127.0.0.1:6380/0", "", &ca).err().unwrap();
+        assert!(missing.contains("/ca.pem"), "{missing}");
     }
 }

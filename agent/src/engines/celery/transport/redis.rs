@@ -10,6 +10,7 @@
 //! restart must cost a reconnect, not a failed command (and a failed `LPUSH` cannot be retried
 //! blindly: it may have been applied).
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use super::{
     BoxFuture, Collect, EventStream, Outgoing, Transport, TransportError, UnreadableEvent,
 };
 use crate::clock::now_ms;
+use crate::config::BrokerTls;
 
 /// kombu's separator inside binding members and priority bucket names.
 const SEP: &str = "\x06\x16";
@@ -78,6 +80,36 @@ fn unreachable(error: RedisError) -> TransportError {
     TransportError::Unreachable(error.to_string())
 }
 
+/// Reads the broker's TLS files: the CA bundle replaces the web PKI roots; a client
+/// certificate needs its key.
+fn certificates(tls: &BrokerTls) -> Result<::redis::TlsCertificates, String> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+    };
+    let client_tls = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
+            client_cert: read(cert, "broker_client_cert")?,
+            client_key: read(key, "broker_client_key")?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "broker_client_cert and broker_client_key go together (a certificate needs \
+                 its key)"
+                    .to_owned(),
+            );
+        }
+    };
+    let root_cert = match &tls.ca_file {
+        Some(ca) => Some(read(ca, "broker_ca_file")?),
+        None => None,
+    };
+    Ok(::redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
 /// A Celery broker on Redis.
 pub struct RedisTransport {
     client: ::redis::Client,
@@ -94,9 +126,13 @@ pub struct RedisTransport {
 impl RedisTransport {
     /// A transport for `broker` (`redis://[:password@]host:port/db`, `rediss://` for TLS);
     /// checks the URL, connects later.
-    pub fn open(broker: &str, prefix: &str) -> Result<RedisTransport, String> {
-        let client = ::redis::Client::open(broker)
-            .map_err(|e| format!("broker URL {:?}: {e}", super::without_password(broker)))?;
+    pub fn open(broker: &str, prefix: &str, tls: &BrokerTls) -> Result<RedisTransport, String> {
+        let client = if tls.is_set() {
+            ::redis::Client::build_with_tls(broker, certificates(tls)?)
+        } else {
+            ::redis::Client::open(broker)
+        }
+        .map_err(|e| format!("broker URL {:?}: {e}", super::without_password(broker)))?;
         let db = client.get_connection_info().redis_settings().db();
         Ok(RedisTransport {
             client,
@@ -331,8 +367,9 @@ mod tests {
 
     #[test]
     fn channels_carry_the_prefix_and_the_database() {
-        let t = RedisTransport::open("redis://127.0.0.1:6379/3", "pfx:").unwrap();
+        let t = RedisTransport::open("redis://127.0.0.1:6379/3", "pfx:", &BrokerTls::default())
+            .unwrap();
         assert_eq!(t.events_pattern(), "pfx:/3.celeryev/*");
-        assert!(RedisTransport::open("not a url", "").is_err());
+        assert!(RedisTransport::open("not a url", "", &BrokerTls::default()).is_err());
     }
 }
